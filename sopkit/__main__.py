@@ -1,0 +1,5 @@
+"""`python -m sopkit`."""
+
+from ._cli import main
+
+main()

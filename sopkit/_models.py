@@ -1,0 +1,224 @@
+"""Pydantic models of a playbook: shape and types only, no I/O, no cross-references.
+
+Cross-references (a rule naming a tag, a metric naming an event type) are checked in
+`_validate.py`, which has the whole playbook in view and the source positions for errors.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+AttrType = Literal["string", "int", "decimal", "date", "bool", "list"]
+FieldType = Literal["string", "int", "decimal", "date", "bool"]
+MetricKind = Literal[
+    "count",
+    "sum",
+    "avg",
+    "last",
+    "days_since",
+    "days_since_first",
+    "days_until",
+    "days_to_anniversary",
+    "max_count_per_key",
+]
+TagGroup = Literal["basic", "behaviour", "interaction", "value", "emotion"]
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a duration such as `90d`, `12h`, `30m`, `2w`, `45s`; ValueError otherwise."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(
+            f"bad duration '{text}': write a whole number and a unit, "
+            "like 90d, 12h, 30m, 2w (units: s m h d w)"
+        )
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _check_duration(value: str | None) -> str | None:
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Meta(_Model):
+    """The `[playbook]` table: identity, calendar and includes."""
+
+    name: str = Field(description="Playbook name; part of every action's idempotency key.")
+    version: str = Field("1", description="Bump when the logic changes.")
+    description: str = ""
+    timezone: str = Field(
+        "UTC", description="IANA zone for calendar arithmetic, e.g. Asia/Shanghai."
+    )
+    day_starts: str = Field(
+        "00:00",
+        description="Local time (HH:MM) at which day-based metrics (days_since …) roll over.",
+    )
+    include: list[str] = Field(
+        default_factory=list, description="Fragment files merged into this playbook."
+    )
+
+
+class Metric(_Model):
+    """A fact computed from events or a profile date."""
+
+    kind: MetricKind
+    event: str | None = Field(None, description="Event type (`*` for any, days_since only).")
+    field: str | None = Field(None, description="Event field for sum/avg/last/max_count_per_key.")
+    attribute: str | None = Field(
+        None, description="Profile date attribute for days_until/days_to_anniversary."
+    )
+    window: str | None = Field(None, description="Only events in this trailing window, e.g. 90d.")
+    description: str = ""
+
+    _window = field_validator("window")(classmethod(lambda cls, v: _check_duration(v)))
+
+
+class Factor(_Model):
+    """One line of a scorecard: points added while the condition holds."""
+
+    when: str
+    points: float
+    label: str = ""
+
+
+class Score(_Model):
+    """A weighted scorecard: the sum of the points of the factors that hold."""
+
+    factors: list[Factor] = Field(min_length=1)
+    description: str = ""
+
+
+class Stage(_Model):
+    """A lifecycle stage; the first stage whose `when` holds is the customer's stage."""
+
+    name: str
+    when: str | None = Field(None, description="No condition: a catch-all (put it last).")
+    description: str = ""
+
+
+class Tag(_Model):
+    """A tag: dynamic (held while `when` holds), sticky, or manual (set by actions only)."""
+
+    when: str | None = None
+    sticky: bool = Field(False, description="Once set by `when`, kept until an untag action.")
+    group: TagGroup | None = None
+    description: str = ""
+
+
+class Channel(_Model):
+    """A delivery channel. Secrets are never written here: name environment variables."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str = Field(description="console, jsonl, webhook, smtp, wecom, sms, or a plugin's type.")
+    description: str = ""
+
+
+class Template(_Model):
+    """A message with `{{ name }}` placeholders over the customer's facts and the params."""
+
+    text: str
+    title: str | None = None
+
+
+class TagAction(_Model):
+    type: Literal["tag"]
+    tag: str
+
+
+class UntagAction(_Model):
+    type: Literal["untag"]
+    tag: str
+
+
+class SetStageAction(_Model):
+    type: Literal["set_stage"]
+    stage: str
+
+
+ParamValue = str | int | float | bool
+
+
+class SendAction(_Model):
+    type: Literal["send"]
+    channel: str
+    template: str
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+
+
+class TaskAction(_Model):
+    type: Literal["task"]
+    note: str = Field(description="Template text for the follow-up.")
+    due: str = Field("1d", description="Due this long after the action.")
+    assignee: str | None = Field(None, description="Default: the customer's owner.")
+
+    _due = field_validator("due")(classmethod(lambda cls, v: _check_duration(v)))
+
+
+class ReassignAction(_Model):
+    type: Literal["reassign"]
+    to: str = Field(description="Staff id who takes the customer over.")
+
+
+class WebhookAction(_Model):
+    type: Literal["webhook"]
+    channel: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+Action = Annotated[
+    TagAction
+    | UntagAction
+    | SetStageAction
+    | SendAction
+    | TaskAction
+    | ReassignAction
+    | WebhookAction,
+    Field(discriminator="type"),
+]
+ACTION_TYPES = ("tag", "untag", "set_stage", "send", "task", "reassign", "webhook")
+
+
+class Rule(_Model):
+    """Fires on entry of `when`, or on each event of type `on` (filtered by `when`)."""
+
+    name: str
+    description: str = ""
+    on: str | None = Field(None, description="Event type that triggers the rule.")
+    when: str | None = None
+    priority: int = Field(0, description="Higher fires first; ties keep file order.")
+    cooldown: str | None = None
+    max_times: int | None = Field(None, ge=1)
+    delay: str | None = None
+    cancel_if: str | None = None
+    actions: list[Action] = Field(min_length=1)
+
+    _durations = field_validator("cooldown", "delay")(
+        classmethod(lambda cls, v: _check_duration(v))
+    )
+
+
+class Playbook(_Model):
+    """A retention playbook."""
+
+    playbook: Meta
+    profile: dict[str, AttrType] = Field(default_factory=dict)
+    events: dict[str, dict[str, FieldType]] = Field(default_factory=dict)
+    metrics: dict[str, Metric] = Field(default_factory=dict)
+    scores: dict[str, Score] = Field(default_factory=dict)
+    stages: list[Stage] = Field(default_factory=list)
+    tags: dict[str, Tag] = Field(default_factory=dict)
+    channels: dict[str, Channel] = Field(default_factory=dict)
+    templates: dict[str, Template] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)

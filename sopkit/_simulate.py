@@ -1,0 +1,153 @@
+"""simulate: replay an event history through a Runtime on a virtual clock.
+
+Same playbook and same inputs give byte-identical action output: records are processed in
+file order, wake-ups by (time, customer id), and JSON is written with a fixed layout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ._errors import EventError
+from ._io import BadRecord, Quarantine, read_records
+from ._load import LoadedPlaybook
+from ._mask import mask
+from ._runtime import Action, Runtime
+
+
+@dataclass
+class Summary:
+    """What a simulation did, for the table, `--output json`, and reports."""
+
+    playbook: str
+    engine: str
+    start: str | None = None
+    end: str | None = None
+    events_read: int = 0
+    events_applied: int = 0
+    events_after_end: int = 0
+    profiles: int = 0
+    quarantined: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    quarantine_file: str | None = None
+    customers: int = 0
+    actions: int = 0
+    warmup_actions: int = 0
+    by_rule: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_day: dict[str, int] = field(default_factory=dict)
+    by_type: dict[str, int] = field(default_factory=dict)
+    by_channel: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def dump_line(record: dict[str, Any]) -> str:
+    """One JSON line in sopkit's fixed layout (UTF-8 as is, keys in insertion order)."""
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def simulate(
+    playbook: LoadedPlaybook,
+    events: Path,
+    *,
+    profiles: Path | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    out: IO[str] | None = None,
+    quarantine: Path | None = None,
+    engine: str = "durable",
+    masked: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Summary:
+    """Run the playbook over a history; write actions as JSONL to `out`; return a Summary."""
+    runtime = Runtime(playbook, engine=engine)
+    summary = Summary(playbook.name, engine)
+    jail = Quarantine(quarantine)
+    summary.quarantine_file = str(quarantine) if quarantine else None
+    cal = runtime.calendar
+    start_ts = cal.parse(start) if start else None
+    end_ts = cal.parse(end) if end else None
+    rule_counts: dict[str, Counter[str]] = {r["name"]: Counter() for r in runtime.rules}
+    days: Counter[str] = Counter()
+    types: Counter[str] = Counter()
+    channels: Counter[str] = Counter()
+
+    def emit(actions: list[Action]) -> None:
+        for action in actions:
+            if start_ts is not None and action.ts < start_ts:
+                summary.warmup_actions += 1
+                continue
+            summary.actions += 1
+            rule_counts[action.rule][action.status] += 1
+            if action.status == "planned":
+                days[action.time[:10]] += 1
+                types[action.action] += 1
+                if "channel" in action.details:
+                    channels[action.details["channel"]] += 1
+            if out is not None:
+                record = action.to_json()
+                out.write(dump_line(mask(record) if masked else record))
+
+    if profiles is not None:
+        size = profiles.stat().st_size
+        for item in read_records(profiles, _tick(progress, "profiles", size)):
+            if isinstance(item, BadRecord):
+                jail.add(str(profiles), item.line, item.reason, item.raw)
+                continue
+            try:
+                runtime.add_profile(item.data)
+                summary.profiles += 1
+            except EventError as exc:
+                jail.add(str(profiles), item.line, str(exc), item.data)
+    size = events.stat().st_size
+    for item in read_records(events, _tick(progress, "events", size)):
+        summary.events_read += 1
+        if isinstance(item, BadRecord):
+            jail.add(str(events), item.line, item.reason, item.raw)
+            continue
+        try:
+            _, _, ts, _ = runtime.parse_event(item.data)
+            if end_ts is not None and ts > end_ts:
+                summary.events_after_end += 1
+                continue
+            emit(runtime.ingest(item.data))
+            summary.events_applied += 1
+        except EventError as exc:
+            jail.add(str(events), item.line, str(exc), item.data)
+    if end_ts is not None:
+        emit(runtime.advance_ts(end_ts))
+    jail.close()
+    summary.quarantined = jail.count
+    summary.quarantine_reasons = dict(sorted(jail.reasons.items()))
+    summary.customers = len(runtime.customers)
+    if runtime.now is not None:
+        summary.end = cal.format(runtime.now)
+        summary.start = cal.format(start_ts) if start_ts is not None else None
+    summary.by_rule = {name: dict(sorted(c.items())) for name, c in rule_counts.items()}
+    summary.by_day = dict(sorted(days.items()))
+    summary.by_type = dict(sorted(types.items()))
+    summary.by_channel = dict(sorted(channels.items()))
+    stage_counts: Counter[str] = Counter()
+    tag_counts: Counter[str] = Counter()
+    for cs in runtime.customers.values():
+        stage_counts[cs.stage or "(none)"] += 1
+        tag_counts.update(cs.tags)
+    order = {s["name"]: i for i, s in enumerate(runtime.ir["stages"])}
+    summary.stages = dict(sorted(stage_counts.items(), key=lambda kv: order.get(kv[0], 1 << 30)))
+    summary.tags = {t["name"]: tag_counts[t["name"]] for t in runtime.ir["tags"]}
+    return summary
+
+
+def _tick(progress: Callable[[str, int, int], None] | None, label: str,
+          total: int) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    return lambda done: progress(label, done, total)

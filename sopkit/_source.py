@@ -1,0 +1,304 @@
+"""TOML loading that remembers where every key and array element stands in the file.
+
+`tomllib` gives values but no positions; errors must name a line and column, so a small
+scanner walks the same text and records the position of each key path. Paths are tuples of
+keys (str) and array indexes (int), e.g. ("rules", 2, "actions", 0, "channel").
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import Location, PlaybookError, Problem
+
+KeyPath = tuple[str | int, ...]
+
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+_SCALAR_END = set(" \t\r\n,]}#")
+
+
+def format_path(path: KeyPath) -> str:
+    """Render a key path the way a user would write it: `rules[2].actions[0].channel`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = part if _BARE.fullmatch(part) or _is_cjk_word(part) else f'"{part}"'
+            out += f".{text}" if out else text
+    return out
+
+
+def _is_cjk_word(text: str) -> bool:
+    return bool(text) and all(ch.isalnum() or ch in "_-" for ch in text)
+
+
+@dataclass
+class Document:
+    """One TOML file: its data and the (line, column) of every key path in it."""
+
+    file: str
+    data: dict[str, Any]
+    positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    values: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+
+    def locate_value(self, path: KeyPath, offset: int) -> Location:
+        """Where character `offset` of the string value at `path` stands (simple strings)."""
+        if path not in self.values:
+            return self.locate(path)
+        line, column = self.values[path]
+        return Location(self.file, line, column + 1 + offset, format_path(path))
+
+    def locate(self, path: KeyPath) -> Location:
+        """The position of `path`, or of its nearest ancestor that has one."""
+        probe = tuple(path)
+        while probe and probe not in self.positions:
+            probe = probe[:-1]
+        line, column = self.positions.get(probe, (1, 1))
+        return Location(self.file, line, column, format_path(path))
+
+
+@dataclass
+class _Tok:
+    kind: str  # "key" (bare or quoted), "str", "scalar", or one of "[ ] [[ ]] { } = , . \n"
+    text: str
+    line: int
+    col: int
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    i, line, col = 0, 1, 1
+    n = len(text)
+
+    def advance(k: int) -> None:
+        nonlocal i, line, col
+        for ch in text[i : i + k]:
+            if ch == "\n":
+                line += 1
+                col = 1
+            else:
+                col += 1
+        i += k
+
+    while i < n:
+        ch = text[i]
+        if ch in " \t\r":
+            advance(1)
+        elif ch == "#":
+            while i < n and text[i] != "\n":
+                advance(1)
+        elif ch == "\n":
+            toks.append(_Tok("\n", ch, line, col))
+            advance(1)
+        elif text.startswith("[[", i) and (not toks or toks[-1].kind == "\n"):
+            toks.append(_Tok("[[", "[[", line, col))  # an array-of-tables header
+            advance(2)
+        elif text.startswith("]]", i) and toks and _in_aot_header(toks):
+            toks.append(_Tok("]]", "]]", line, col))
+            advance(2)
+        elif ch in "[]{}=,.":
+            toks.append(_Tok(ch, ch, line, col))
+            advance(1)
+        elif text.startswith('"""', i) or text.startswith("'''", i):
+            quote = text[i : i + 3]
+            end = text.find(quote, i + 3)
+            end = n if end < 0 else end + 3
+            while end < n and text[end] == quote[0]:  # up to two extra quotes may close it
+                end += 1
+            toks.append(_Tok("str", "", line, col))
+            advance(end - i)
+        elif ch in "\"'":
+            j = i + 1
+            while j < n and text[j] != ch and text[j] != "\n":
+                j += 2 if (ch == '"' and text[j] == "\\") else 1
+            raw = text[i + 1 : min(j, n)]
+            value = raw
+            if ch == '"':
+                try:
+                    value = tomllib.loads(f"v = {text[i : j + 1]}")["v"]
+                except tomllib.TOMLDecodeError:
+                    value = raw
+            toks.append(_Tok("str", value, line, col))
+            advance(j + 1 - i)
+        else:
+            j = i
+            while j < n and text[j] not in _SCALAR_END and text[j] not in "=[{\"'":
+                j += 1
+            if j == i:
+                j = i + 1
+            toks.append(_Tok("scalar", text[i:j], line, col))
+            advance(j - i)
+    return toks
+
+
+def _in_aot_header(toks: list[_Tok]) -> bool:
+    for tok in reversed(toks):
+        if tok.kind == "\n":
+            return False
+        if tok.kind == "[[":
+            return True
+    return False
+
+
+class _Scanner:
+    """Walks the tokens of a TOML document and records positions of key paths."""
+
+    def __init__(self, toks: list[_Tok]) -> None:
+        self.toks = toks
+        self.i = 0
+        self.positions: dict[KeyPath, tuple[int, int]] = {}
+        self.values: dict[KeyPath, tuple[int, int]] = {}
+        self.aot_count: dict[KeyPath, int] = {}
+
+    def peek(self) -> _Tok | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self) -> _Tok:
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def skip_newlines(self) -> None:
+        while (tok := self.peek()) is not None and tok.kind == "\n":
+            self.i += 1
+
+    def mark(self, path: KeyPath, tok: _Tok) -> None:
+        self.positions.setdefault(path, (tok.line, tok.col))
+
+    def read_key(self) -> list[tuple[str, _Tok]]:
+        """A dotted key: bare parts (lexed as scalars, maybe holding dots) and quoted parts."""
+        out: list[tuple[str, _Tok]] = []
+        while (tok := self.peek()) is not None and tok.kind in ("str", "scalar", "."):
+            self.i += 1
+            if tok.kind == "str":
+                out.append((tok.text, tok))
+            elif tok.kind == "scalar":
+                out.extend((piece, tok) for piece in tok.text.split(".") if piece)
+        return out
+
+    def resolve_header(self, keys: list[str]) -> KeyPath:
+        path: KeyPath = ()
+        for key in keys:
+            path = (*path, key)
+            if path in self.aot_count:
+                path = (*path, self.aot_count[path] - 1)
+        return path
+
+    def run(self) -> dict[KeyPath, tuple[int, int]]:
+        current: KeyPath = ()
+        while True:
+            self.skip_newlines()
+            tok = self.peek()
+            if tok is None:
+                break
+            if tok.kind == "[[":
+                self.i += 1
+                keys = self.read_key()
+                names = [k for k, _ in keys]
+                base = self.resolve_header(names[:-1]) + (names[-1],) if names else ()
+                index = self.aot_count.get(base, 0)
+                self.aot_count[base] = index + 1
+                current = (*base, index)
+                if keys:
+                    self.mark(base, keys[-1][1])
+                    self.mark(current, keys[-1][1])
+                self.skip_to_eol()
+            elif tok.kind == "[":
+                self.i += 1
+                keys = self.read_key()
+                current = self.resolve_header([k for k, _ in keys])
+                if keys:
+                    self.mark(current, keys[-1][1])
+                self.skip_to_eol()
+            elif tok.kind in ("str", "scalar"):
+                self.keyval(current)
+            else:
+                self.i += 1
+
+        return self.positions
+
+    def skip_to_eol(self) -> None:
+        while (tok := self.peek()) is not None and tok.kind != "\n":
+            self.i += 1
+
+    def keyval(self, prefix: KeyPath) -> None:
+        keys = self.read_key()
+        path = prefix
+        for name, tok in keys:
+            path = (*path, name)
+            self.mark(path, tok)
+        tok = self.peek()
+        if tok is not None and tok.kind == "=":
+            self.i += 1
+            self.value(path)
+
+    def value(self, path: KeyPath) -> None:
+        tok = self.peek()
+        if tok is None:
+            return
+        self.values.setdefault(path, (tok.line, tok.col))
+        if tok.kind == "{":
+            self.i += 1
+            while (tok := self.peek()) is not None and tok.kind != "}":
+                if tok.kind in ("str", "scalar"):
+                    self.keyval(path)
+                else:
+                    self.i += 1
+            self.i += 1
+        elif tok.kind == "[":
+            self.i += 1
+            self.array_rest(path)
+        else:
+            self.i += 1
+
+    def array_rest(self, path: KeyPath) -> None:
+        index = 0
+        while True:
+            self.skip_newlines()
+            tok = self.peek()
+            if tok is None:
+                return
+            if tok.kind == "]":
+                self.i += 1
+                return
+            if tok.kind == ",":
+                self.i += 1
+                continue
+            self.mark((*path, index), tok)
+            self.value((*path, index))
+            index += 1
+
+
+_DECODE_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def load_document(path: Path) -> Document:
+    """Read a TOML file; a syntax error becomes a PlaybookError naming line and column."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlaybookError(
+            [Problem(Location(name, 1, 1, ""), "file not found", "check the path")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise PlaybookError(
+            [Problem(Location(name, 1, 1, ""), f"not UTF-8 text: {exc.reason}", "save as UTF-8")]
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        match = _DECODE_AT.search(msg)
+        line, col = (int(match.group(1)), int(match.group(2))) if match else (1, 1)
+        reason = _DECODE_AT.sub("", msg).strip()
+        raise PlaybookError(
+            [Problem(Location(name, line, col, ""), f"TOML syntax error: {reason}")]
+        ) from None
+    scanner = _Scanner(_tokenize(text))
+    return Document(name, data, scanner.run(), scanner.values)

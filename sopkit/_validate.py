@@ -1,0 +1,378 @@
+"""Cross-reference checks of a shape-valid playbook. Each finding is a located Problem."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Iterator
+
+from . import _expr as e
+from . import _models as m
+from ._errors import Problem, did_you_mean
+from ._load import LoadedPlaybook
+from ._source import KeyPath
+from ._templates import TemplateError, placeholders
+
+BUILTINS: dict[str, e.Type] = {
+    "stage": "string",
+    "owner": "string",
+    "customer_id": "string",
+    "today": "date",
+}
+ATTR_TYPES: dict[str, e.Type] = {
+    "string": "string", "int": "number", "decimal": "number", "date": "date",
+    "bool": "bool", "list": "list",
+}
+_SECRET_KEY = re.compile(r"(secret|token|password|passwd|api_?key|corpsecret)$", re.IGNORECASE)
+_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+TIME_RELATIVE = frozenset({"days_since", "days_since_first", "days_until", "days_to_anniversary"})
+
+
+def metric_type(pb: m.Playbook, metric: m.Metric) -> e.Type:
+    """The type a metric's value has in conditions."""
+    if metric.kind == "last" and metric.event and metric.field:
+        field_type = pb.events.get(metric.event, {}).get(metric.field, "string")
+        return ATTR_TYPES[field_type]
+    return "number"
+
+
+def scope_names(pb: m.Playbook, event: str | None = None) -> dict[str, e.Type]:
+    """Every name a condition may use; `event.<field>` only for the rule's event type."""
+    names: dict[str, e.Type] = dict(BUILTINS)
+    for attr, kind in pb.profile.items():
+        names[f"profile.{attr}"] = ATTR_TYPES[kind]
+    for name, metric in pb.metrics.items():
+        names[name] = metric_type(pb, metric)
+    for name in pb.scores:
+        names[name] = "number"
+    if event is not None:
+        for fname, kind in pb.events.get(event, {}).items():
+            names[f"event.{fname}"] = ATTR_TYPES[kind]
+    return names
+
+
+def template_names(pb: m.Playbook, event: str | None) -> set[str]:
+    """Names a template may use: condition names, `tags`, `now`, and `params.*`."""
+    return {*scope_names(pb, event), "tags", "now"}
+
+
+def validate(loaded: LoadedPlaybook) -> list[Problem]:
+    return list(_Checker(loaded).run())
+
+
+class _Checker:
+    def __init__(self, loaded: LoadedPlaybook) -> None:
+        self.pb = loaded.model
+        self.origins = loaded.origins
+        self.tag_names = frozenset(self.pb.tags)
+        self.stage_names = frozenset(s.name for s in self.pb.stages)
+        # polarity use of tags per rule condition, for the cycle check
+        self.rule_reads: dict[int, dict[str, set[bool]]] = {}
+        self.rule_reads_stage: set[int] = set()
+
+    def problem(self, path: KeyPath, message: str, suggestion: str = "") -> Problem:
+        return Problem(self.origins.locate(path), message, suggestion)
+
+    def run(self) -> Iterator[Problem]:
+        yield from self.meta()
+        yield from self.events_and_metrics()
+        yield from self.conditions()
+        yield from self.stages()
+        yield from self.channels()
+        yield from self.rules()
+        yield from self.cycles()
+
+    def meta(self) -> Iterator[Problem]:
+        meta = self.pb.playbook
+        try:
+            zoneinfo.ZoneInfo(meta.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            zones = zoneinfo.available_timezones()
+            yield self.problem(("playbook", "timezone"), f"unknown timezone '{meta.timezone}'",
+                               did_you_mean(meta.timezone, zones) or "e.g. Asia/Shanghai")
+        if not _TIME.match(meta.day_starts):
+            yield self.problem(("playbook", "day_starts"),
+                               f"bad time of day '{meta.day_starts}'", "write HH:MM, e.g. 09:00")
+
+    def events_and_metrics(self) -> Iterator[Problem]:
+        for etype, fields in self.pb.events.items():
+            if etype == "profile":
+                yield self.problem(("events", etype), "'profile' is the built-in event type "
+                                   "that updates profile attributes", "pick another name")
+            for reserved in ("customer_id", "type", "ts"):
+                if reserved in fields:
+                    yield self.problem(("events", etype, reserved),
+                                       f"'{reserved}' is part of every event; do not declare it")
+        for name, metric in self.pb.metrics.items():
+            yield from self.metric(name, metric)
+
+    def metric(self, name: str, metric: m.Metric) -> Iterator[Problem]:
+        path: KeyPath = ("metrics", name)
+        kind = metric.kind
+        uses_attr = kind in ("days_until", "days_to_anniversary")
+        needs_field = kind in ("sum", "avg", "last", "max_count_per_key")
+        if name in self.pb.scores or name in BUILTINS:
+            yield self.problem(path, f"the name '{name}' is already used by a score or built-in")
+        if uses_attr:
+            if metric.event or metric.field or metric.window:
+                extra = "event" if metric.event else "field" if metric.field else "window"
+                yield self.problem((*path, extra), f"a {kind} metric takes `attribute`, not "
+                                   f"`{extra}`")
+            if metric.attribute is None:
+                yield self.problem(path, f"a {kind} metric needs `attribute` (a profile date)",
+                                   did_you_mean("", self.date_attrs()))
+            elif metric.attribute not in self.pb.profile:
+                yield self.problem((*path, "attribute"),
+                                   f"unknown profile attribute '{metric.attribute}'",
+                                   did_you_mean(metric.attribute, self.pb.profile))
+            elif self.pb.profile[metric.attribute] != "date":
+                yield self.problem((*path, "attribute"),
+                                   f"'{metric.attribute}' is a {self.pb.profile[metric.attribute]}"
+                                   f", {kind} needs a date")
+            return
+        if metric.attribute is not None:
+            yield self.problem((*path, "attribute"), f"a {kind} metric takes `event`, not "
+                               "`attribute`")
+        if metric.event is None:
+            yield self.problem(path, f"a {kind} metric needs `event`",
+                               did_you_mean("", self.pb.events))
+            return
+        if metric.event == "*":
+            if kind not in ("days_since", "days_since_first", "count"):
+                yield self.problem((*path, "event"), f"'*' (any event) does not fit a {kind}")
+        elif metric.event not in self.pb.events:
+            yield self.problem((*path, "event"), f"unknown event type '{metric.event}'",
+                               did_you_mean(metric.event, self.pb.events))
+            return
+        if needs_field:
+            fields = self.pb.events.get(metric.event, {})
+            if metric.field is None:
+                yield self.problem(path, f"a {kind} metric needs `field`",
+                                   did_you_mean("", fields))
+            elif metric.field not in fields:
+                yield self.problem((*path, "field"),
+                                   f"event '{metric.event}' has no field '{metric.field}'",
+                                   did_you_mean(metric.field, fields))
+            elif kind in ("sum", "avg") and fields[metric.field] not in ("int", "decimal"):
+                yield self.problem((*path, "field"), f"{kind} needs a number field, "
+                                   f"'{metric.field}' is a {fields[metric.field]}")
+        elif metric.field is not None:
+            yield self.problem((*path, "field"), f"a {kind} metric takes no `field`")
+        if kind == "max_count_per_key" and metric.window is None:
+            yield self.problem(path, "max_count_per_key needs a `window`", "e.g. window = \"7d\"")
+        if kind in TIME_RELATIVE | {"last"} and metric.window is not None:
+            yield self.problem((*path, "window"), f"a {kind} metric takes no `window`")
+
+    def date_attrs(self) -> list[str]:
+        return [a for a, t in self.pb.profile.items() if t == "date"]
+
+    def expr(self, path: KeyPath, text: str, event: str | None = None,
+             allow_scores: bool = True) -> tuple[Problem | None, e.Scope]:
+        names = scope_names(self.pb, event)
+        if not allow_scores:
+            for score in self.pb.scores:
+                names.pop(score, None)
+        scope = e.Scope(names, self.tag_names, self.stage_names, allow_event=event is not None)
+        try:
+            e.check(e.parse(text), scope)
+        except e.ExprError as exc:
+            loc = self.origins.locate_value(path, exc.offset)
+            if not allow_scores and exc.message.startswith("unknown name") and \
+                    any(f"'{s}'" in exc.message for s in self.pb.scores):
+                return Problem(loc, "a scorecard factor cannot use a score",
+                               "use the metrics the other score uses"), scope
+            return Problem(loc, exc.message, exc.suggestion), scope
+        return None, scope
+
+    def conditions(self) -> Iterator[Problem]:
+        for sname, score in self.pb.scores.items():
+            if sname in BUILTINS:
+                yield self.problem(("scores", sname), f"'{sname}' is a built-in name")
+            for i, factor in enumerate(score.factors):
+                bad, _ = self.expr(("scores", sname, "factors", i, "when"), factor.when,
+                                   allow_scores=False)
+                if bad:
+                    yield bad
+        for tname, tag in self.pb.tags.items():
+            if tag.when is not None:
+                bad, _ = self.expr(("tags", tname, "when"), tag.when)
+                if bad:
+                    yield bad
+            elif tag.sticky:
+                yield self.problem(("tags", tname, "sticky"),
+                                   "`sticky` needs a `when`: a tag without one is set by actions "
+                                   "and already kept")
+        for i, stage in enumerate(self.pb.stages):
+            if stage.when is not None:
+                bad, _ = self.expr(("stages", i, "when"), stage.when)
+                if bad:
+                    yield bad
+
+    def stages(self) -> Iterator[Problem]:
+        seen: dict[str, int] = {}
+        catch_all: str | None = None
+        targets = {a.stage for r in self.pb.rules for a in r.actions
+                   if isinstance(a, m.SetStageAction)}
+        for i, stage in enumerate(self.pb.stages):
+            if stage.name in seen:
+                yield self.problem(("stages", i, "name"), f"stage '{stage.name}' is declared twice")
+            seen[stage.name] = i
+            if catch_all is not None and stage.name not in targets:
+                yield self.problem(("stages", i, "name"),
+                                   f"stage '{stage.name}' can never be reached: stage "
+                                   f"'{catch_all}' above it has no `when` and always holds",
+                                   f"move '{catch_all}' last or give it a `when`")
+            if stage.when is None and catch_all is None:
+                catch_all = stage.name
+
+    def channels(self) -> Iterator[Problem]:
+        for cname, channel in self.pb.channels.items():
+            for key in (channel.model_extra or {}):
+                if _SECRET_KEY.search(key):
+                    yield self.problem(("channels", cname, key),
+                                       f"'{key}' looks like a secret; secrets never go in a "
+                                       "playbook", f"name an environment variable: {key}_env = "
+                                       f"\"{cname.upper()}_{key.upper()}\"")
+
+    def rules(self) -> Iterator[Problem]:
+        names: set[str] = set()
+        for i, rule in enumerate(self.pb.rules):
+            path: KeyPath = ("rules", i)
+            if rule.name in names:
+                yield self.problem((*path, "name"), f"rule '{rule.name}' is declared twice",
+                                   "rule names must be unique")
+            names.add(rule.name)
+            if rule.on is not None and rule.on not in self.pb.events:
+                yield self.problem((*path, "on"), f"unknown event type '{rule.on}'",
+                                   did_you_mean(rule.on, self.pb.events))
+                continue
+            if rule.on is None and rule.when is None:
+                yield self.problem(path, f"rule '{rule.name}' needs `when` or `on`",
+                                   "e.g. when = \"days_since_purchase > 90\"")
+            if rule.when is not None:
+                bad, scope = self.expr((*path, "when"), rule.when, rule.on)
+                if bad:
+                    yield bad
+                self.rule_reads[i] = scope.tags_read
+                if "stage" in scope.used:
+                    self.rule_reads_stage.add(i)
+            if rule.cancel_if is not None:
+                if rule.delay is None:
+                    yield self.problem((*path, "cancel_if"), "`cancel_if` needs a `delay`",
+                                       "it cancels delayed actions before they run")
+                bad, _ = self.expr((*path, "cancel_if"), rule.cancel_if)
+                if bad:
+                    yield bad
+            for j, action in enumerate(rule.actions):
+                yield from self.action((*path, "actions", j), action, rule.on)
+
+    def action(self, path: KeyPath, action: m.Action, event: str | None) -> Iterator[Problem]:
+        if isinstance(action, m.TagAction | m.UntagAction):
+            if action.tag not in self.pb.tags:
+                yield self.problem((*path, "tag"), f"unknown tag '{action.tag}'",
+                                   did_you_mean(action.tag, self.pb.tags) or
+                                   f"declare it: [tags.\"{action.tag}\"]")
+            elif self.pb.tags[action.tag].when is not None and not self.pb.tags[action.tag].sticky:
+                yield self.problem((*path, "tag"), f"tag '{action.tag}' is dynamic (held while "
+                                   "its `when` holds); an action cannot set or remove it",
+                                   "make it sticky, or drop its `when`")
+        elif isinstance(action, m.SetStageAction):
+            if action.stage not in self.stage_names:
+                yield self.problem((*path, "stage"), f"unknown stage '{action.stage}'",
+                                   did_you_mean(action.stage, self.stage_names))
+        elif isinstance(action, m.SendAction):
+            if action.channel not in self.pb.channels:
+                yield self.problem((*path, "channel"), f"unknown channel '{action.channel}'",
+                                   did_you_mean(action.channel, self.pb.channels) or
+                                   f"declare it: [channels.{action.channel}]")
+            if action.template not in self.pb.templates:
+                yield self.problem((*path, "template"), f"unknown template '{action.template}'",
+                                   did_you_mean(action.template, self.pb.templates))
+            else:
+                template = self.pb.templates[action.template]
+                yield from self.template(("templates", action.template, "text"), template.text,
+                                         event, set(action.params), path)
+        elif isinstance(action, m.TaskAction):
+            yield from self.template((*path, "note"), action.note, event, set(), path)
+        elif isinstance(action, m.WebhookAction):
+            channel = self.pb.channels.get(action.channel)
+            if channel is None:
+                yield self.problem((*path, "channel"), f"unknown channel '{action.channel}'",
+                                   did_you_mean(action.channel, self.pb.channels))
+            elif channel.type != "webhook":
+                yield self.problem((*path, "channel"), f"channel '{action.channel}' is a "
+                                   f"{channel.type} channel, a webhook action needs a webhook one")
+
+    def template(self, path: KeyPath, text: str, event: str | None, params: set[str],
+                 action_path: KeyPath) -> Iterator[Problem]:
+        try:
+            used = placeholders(text)
+        except TemplateError as exc:
+            yield self.problem(path, str(exc), "placeholders look like {{ profile.name }}")
+            return
+        valid = template_names(self.pb, event) | {f"params.{p}" for p in params}
+        for name in used:
+            if name in valid:
+                continue
+            if name.startswith("params."):
+                yield self.problem((*action_path, "params"),
+                                   f"template uses '{name}' but the action gives no such param",
+                                   did_you_mean(name, valid) or f"add params = {{ {name[7:]} = "
+                                   "\"…\" }")
+            else:
+                yield self.problem(path, f"unknown name '{name}' in template",
+                                   did_you_mean(name, valid))
+
+    def cycles(self) -> Iterator[Problem]:
+        """Rules that can re-enable each other through tag and stage changes."""
+        rules = self.pb.rules
+        writes: dict[int, list[tuple[str, bool]]] = {}
+        for i, rule in enumerate(rules):
+            out: list[tuple[str, bool]] = []
+            for action in rule.actions:
+                if isinstance(action, m.TagAction):
+                    out.append((action.tag, True))
+                elif isinstance(action, m.UntagAction):
+                    out.append((action.tag, False))
+                elif isinstance(action, m.SetStageAction):
+                    out.append(("\0stage", True))
+            writes[i] = out
+        edges: dict[int, list[tuple[int, str]]] = {i: [] for i in range(len(rules))}
+        for i, outs in writes.items():
+            for j in range(len(rules)):
+                if i == j or rules[j].on is not None:
+                    continue
+                if rules[j].max_times is not None or rules[j].cooldown is not None:
+                    continue  # a rule that cannot refire at once breaks any loop
+                for tag, added in outs:
+                    if tag == "\0stage":
+                        if j in self.rule_reads_stage:
+                            edges[i].append((j, "set_stage"))
+                    elif added in self.rule_reads.get(j, {}).get(tag, set()):
+                        verb = "tag" if added else "untag"
+                        edges[i].append((j, f"{verb} '{tag}'"))
+        reported: set[frozenset[int]] = set()
+        for start in range(len(rules)):
+            cycle = _find_cycle(start, edges)
+            if cycle and frozenset(n for n, _ in cycle) not in reported:
+                reported.add(frozenset(n for n, _ in cycle))
+                steps = " → ".join(f"{rules[n].name} ({how})" for n, how in cycle)
+                yield self.problem(("rules", start, "actions"),
+                                   f"rules can trigger each other without end: {steps} → "
+                                   f"{rules[start].name}",
+                                   "break the loop with max_times, cooldown, or a stricter `when`")
+
+
+def _find_cycle(start: int, edges: dict[int, list[tuple[int, str]]]) -> list[tuple[int, str]]:
+    """A path start -> ... -> start as (node, how it reaches the next) pairs, or []."""
+    stack: list[tuple[int, list[tuple[int, str]]]] = [(start, [])]
+    visited: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt, how in edges[node]:
+            if nxt == start:
+                return [*path, (node, how)]
+            if nxt not in visited:
+                visited.add(nxt)
+                stack.append((nxt, [*path, (node, how)]))
+    return []

@@ -1,0 +1,179 @@
+"""The durable-rules backend: the only module in sopkit that imports `durable`.
+
+Guards against the defects measured in durable-rules 2.0.28 (see docs/engines.md):
+- one customer in the engine at a time, always under the fixed sid "0", and the session is
+  deleted after each evaluation, so the 1,024-session cap and 32-bit sid-hash collisions
+  (cust-462789 / cust-679192) cannot mix customers' facts;
+- a Host subclass that starts no timer threads;
+- an always-true rule fires in every evaluation, so `delete_state` never meets a session
+  where no action has completed (that crashes);
+- rulesets are split at RULES_PER_RULESET, far below the 512-rule hang;
+- single-fact rules only (no joins); `$ex`/`$nex` are never used (they hang too): a missing
+  fact is a separate boolean field `n<i>`;
+- arithmetic that durable cannot put on the left of a comparison is computed beforehand
+  into a field `h<k>` with sopkit's own reference semantics (`_ir.operand`);
+- exceptions in action callbacks are captured and re-raised, never swallowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from durable import engine as _durable  # durable-rules ships no type information
+
+from .. import _ir
+
+RULES_PER_RULESET = 200
+SID = "0"
+_INVERSE = {"==": "!=", "!=": "==", "<": ">=", ">=": "<", ">": "<=", "<=": ">"}
+_FLIP = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
+_DURABLE_OP = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
+_names = itertools.count()
+
+
+class _QuietHost(_durable.Host):  # type: ignore[misc]  # durable's classes are untyped
+    """A durable Host without the two background dispatch threads that Host() starts."""
+
+    def _run(self) -> None:
+        return None
+
+
+class _Lowering:
+    """RuleIR conditions -> durable JSON expressions over one fact."""
+
+    def __init__(self) -> None:
+        self.null_flags: set[int] = set()
+        self.hoisted: list[list[Any]] = []
+        self.hoist_index: dict[str, int] = {}
+        self.value_slots: set[int] = set()
+
+    def field(self, node: list[Any]) -> str | None:
+        """The fact field holding an operand's value (None for constants)."""
+        if node[0] == "slot":
+            self.value_slots.add(node[1])
+            return f"s{node[1]}"
+        if node[0] == "arith":
+            key = json.dumps(node)
+            if key not in self.hoist_index:
+                self.hoist_index[key] = len(self.hoisted)
+                self.hoisted.append(node)
+            return f"h{self.hoist_index[key]}"
+        return None
+
+    def null_test(self, node: list[Any]) -> dict[str, Any] | None:
+        if node[0] == "slot":
+            self.null_flags.add(node[1])
+            return {f"n{node[1]}": True}
+        if node[0] == "arith":
+            return {f"n{self.field(node)}": True}
+        return None
+
+    def lower(self, cond: list[Any], negate: bool = False) -> dict[str, Any]:
+        kind = cond[0]
+        if kind in ("true", "false"):
+            truth = (kind == "true") != negate
+            return {"_k": 1 if truth else 0}
+        if kind == "not":
+            return self.lower(cond[1], not negate)
+        if kind in ("and", "or"):
+            op = kind if not negate else ("or" if kind == "and" else "and")
+            parts = [self.lower(c, negate) for c in cond[1]]
+            return parts[0] if len(parts) == 1 else {f"${op}": parts}
+        _, op, a, b = cond
+        if a[0] == "const" and b[0] == "const":
+            return {"_k": 1 if _ir.holds(cond, []) != negate else 0}
+        if a[0] == "const":
+            op, a, b = _FLIP[op], b, a
+        if negate:
+            op = _INVERSE[op]
+        left = self.field(a)
+        assert left is not None
+        right: Any = b[1] if b[0] == "const" else {"$m": self.field(b)}
+        test = {left: right} if op == "==" else {_DURABLE_OP[op]: {left: right}}
+        if not negate:
+            return test
+        nulls = [n for n in (self.null_test(a), self.null_test(b)) if n is not None]
+        return {"$or": [test, *nulls]} if nulls else test
+
+
+class DurableEngine:
+    """Evaluates a RuleIR's predicates with durable-rules, one customer at a time."""
+
+    name = "durable"
+
+    def __init__(self, ir: dict[str, Any]) -> None:
+        lowering = _Lowering()
+        rules: list[tuple[int, dict[str, Any]]] = [
+            (p["id"], lowering.lower(p["cond"])) for p in ir["predicates"]
+        ]
+        self._hoisted = lowering.hoisted
+        self._value_slots = sorted(lowering.value_slots)
+        self._null_slots = sorted(lowering.null_flags)
+        self._fired: list[int] = []
+        self._errors: list[BaseException] = []
+        digest = hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:12]
+        self._rulesets: list[str] = []
+        definitions: dict[str, dict[str, Any]] = {}
+        for start in range(0, max(len(rules), 1), RULES_PER_RULESET):
+            name = f"sopkit_{digest}_{next(_names)}"
+            chunk: dict[str, Any] = {"keep": {"all": [{"m": {"_k": 1}}], "run": self._noop}}
+            for pid, expr in rules[start : start + RULES_PER_RULESET]:
+                chunk[f"p{pid}"] = {"all": [{"m": expr}], "run": self._collector(pid)}
+            definitions[name] = chunk
+            self._rulesets.append(name)
+        self._host = _QuietHost(definitions)
+        self.definitions = {name: {k: {kk: vv for kk, vv in v.items() if kk != "run"}
+                                   for k, v in chunk.items()}
+                            for name, chunk in definitions.items()}
+
+    def _noop(self, closure: Any) -> None:
+        return None
+
+    def _collector(self, pid: int) -> Callable[[Any], None]:
+        def fired(closure: Any) -> None:
+            try:
+                self._fired.append(pid)
+            except BaseException as exc:  # re-raised by evaluate(): durable would swallow it
+                self._errors.append(exc)
+
+        return fired
+
+    def fact(self, facts: Sequence[object]) -> dict[str, Any]:
+        """The single durable fact for one customer's facts vector."""
+        out: dict[str, Any] = {"sid": SID, "_k": 1}
+        for i in self._value_slots:
+            value = facts[i]
+            if value is not None:
+                out[f"s{i}"] = value
+        for i in self._null_slots:
+            out[f"n{i}"] = facts[i] is None
+        for k, node in enumerate(self._hoisted):
+            value = _ir.operand(node, facts)
+            if value is None:
+                out[f"nh{k}"] = True
+            else:
+                out[f"h{k}"] = value
+                out[f"nh{k}"] = False
+        return out
+
+    def evaluate(self, facts: Sequence[object]) -> frozenset[int]:
+        fact = self.fact(facts)
+        self._fired.clear()
+        for name in self._rulesets:
+            try:
+                state = self._host.assert_fact(name, fact)
+            except _durable.MessageNotHandledException:
+                state = None
+            finally:
+                self._host.delete_state(name, SID)
+            if isinstance(state, dict) and state.get("exception"):
+                raise RuntimeError(f"durable-rules action failed: {state['exception']}")
+            if self._errors:
+                error = self._errors[0]
+                self._errors.clear()
+                raise error
+        return frozenset(self._fired)
