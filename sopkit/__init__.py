@@ -10,8 +10,8 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-from ._compile import compile_playbook  # noqa: E402
-from ._errors import (  # noqa: E402
+from ._compile import compile_playbook
+from ._errors import (
     ChainError,
     EventError,
     Location,
@@ -20,9 +20,9 @@ from ._errors import (  # noqa: E402
     SopkitError,
     UsageError,
 )
-from ._load import LoadedPlaybook, load  # noqa: E402
-from ._runtime import Action, CustomerView, Runtime  # noqa: E402
-from ._simulate import Summary, simulate  # noqa: E402
+from ._load import LoadedPlaybook, load
+from ._runtime import Action, CustomerView, Runtime
+from ._simulate import Summary, simulate
 
 
 def load_playbook(path: str | Path) -> LoadedPlaybook:

@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 
 
-class Output(str, enum.Enum):
+class Output(enum.StrEnum):
     table = "table"
     jsonl = "jsonl"
 

@@ -40,7 +40,8 @@ def read_records(path: Path, progress: Any = None) -> Iterator[Record | BadRecor
     kind = record_format(path)
     with path.open("rb") as raw_file:
         compressed = path.suffix == ".gz"
-        binary: IO[bytes] = gzip.GzipFile(fileobj=raw_file) if compressed else raw_file
+        binary: IO[bytes] = (gzip.GzipFile(fileobj=raw_file) if compressed  # type: ignore[assignment]  # GzipFile is a binary IO
+                             else raw_file)
         text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
 
         def tell() -> None:

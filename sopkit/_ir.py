@@ -48,7 +48,7 @@ def holds(cond: Sequence[Any], facts: Sequence[Any]) -> bool:
         if left is None or right is None:
             return False
         try:
-            return _CMP[cond[1]](left, right)
+            return bool(_CMP[cond[1]](left, right))
         except TypeError:
             return False
     if kind == "and":
@@ -57,4 +57,4 @@ def holds(cond: Sequence[Any], facts: Sequence[Any]) -> bool:
         return any(holds(c, facts) for c in cond[1])
     if kind == "not":
         return not holds(cond[1], facts)
-    return kind == "true"
+    return bool(kind == "true")

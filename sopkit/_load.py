@@ -206,7 +206,12 @@ def _model_at(loc: tuple[str | int, ...], data: Any) -> tuple[type[BaseModel] | 
     model: Any = m.Playbook
     node: Any = data
     for part in loc[:-1]:
-        node = node[part] if isinstance(node, dict | list) else None
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
         model = _step(model, part, node)
     return (model if isinstance(model, type) and issubclass(model, BaseModel) else None), node
 

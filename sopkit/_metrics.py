@@ -12,7 +12,7 @@ from collections import Counter, deque
 from decimal import Decimal
 from typing import Any
 
-from ._clock import Calendar, next_anniversary
+from ._clock import next_anniversary
 
 Number = int | float | Decimal
 

@@ -11,6 +11,7 @@ Order is part of the contract (docs/semantics.md):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import heapq
 import itertools
 from collections.abc import Iterable, Mapping
@@ -535,7 +536,8 @@ class Runtime:
                 cs.owner = spec["to"]
             elif kind == "send":
                 params = spec["params"]
-                text = render(spec["text"], lambda n, p=params: _param_or(n, p, lookup))
+                text = render(spec["text"], functools.partial(_param_or, params=params,
+                                                              lookup=lookup))
                 details.update(channel=spec["channel"], template=spec["template"],
                                params=params, message=text)
                 if spec.get("title"):

@@ -200,7 +200,7 @@ class _Scanner:
                 self.i += 1
                 keys = self.read_key()
                 names = [k for k, _ in keys]
-                base = self.resolve_header(names[:-1]) + (names[-1],) if names else ()
+                base = (*self.resolve_header(names[:-1]), names[-1]) if names else ()
                 index = self.aot_count.get(base, 0)
                 self.aot_count[base] = index + 1
                 current = (*base, index)
@@ -232,8 +232,8 @@ class _Scanner:
         for name, tok in keys:
             path = (*path, name)
             self.mark(path, tok)
-        tok = self.peek()
-        if tok is not None and tok.kind == "=":
+        after = self.peek()
+        if after is not None and after.kind == "=":
             self.i += 1
             self.value(path)
 

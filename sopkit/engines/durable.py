@@ -7,7 +7,10 @@ Guards against the defects measured in durable-rules 2.0.28 (see docs/engines.md
 - a Host subclass that starts no timer threads;
 - an always-true rule fires in every evaluation, so `delete_state` never meets a session
   where no action has completed (that crashes);
-- rulesets are split at RULES_PER_RULESET, far below the 512-rule hang;
+- rulesets are split so that each holds at most RULES_PER_RULESET rules (well below the
+  512-rule hang, and below the 64 actions pending in one session that corrupt the heap) and
+  its fact has at most FIELDS_PER_FACT fields (a fact of more than 255 properties cannot be
+  stored);
 - single-fact rules only (no joins); `$ex`/`$nex` are never used (they hang too): a missing
   fact is a separate boolean field `n<i>`;
 - arithmetic that durable cannot put on the left of a comparison is computed beforehand
@@ -21,13 +24,15 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from durable import engine as _durable  # durable-rules ships no type information
 
 from .. import _ir
 
-RULES_PER_RULESET = 200
+RULES_PER_RULESET = 60  # 64 actions pending in one session corrupt the heap
+FIELDS_PER_FACT = 200  # a fact with more than 255 properties cannot be stored
 SID = "0"
 _INVERSE = {"==": "!=", "!=": "==", "<": ">=", ">=": "<", ">": "<=", "<=": ">"}
 _FLIP = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
@@ -50,6 +55,12 @@ class _Lowering:
         self.hoisted: list[list[Any]] = []
         self.hoist_index: dict[str, int] = {}
         self.value_slots: set[int] = set()
+
+    def field_names(self) -> set[str]:
+        """Every fact field the lowered conditions read (a value and its null flag each)."""
+        return ({f"s{i}" for i in self.value_slots} | {f"n{i}" for i in self.null_flags}
+                | {f"h{k}" for k in range(len(self.hoisted))}
+                | {f"nh{k}" for k in range(len(self.hoisted))})
 
     def field(self, node: list[Any]) -> str | None:
         """The fact field holding an operand's value (None for constants)."""
@@ -100,31 +111,54 @@ class _Lowering:
         return {"$or": [test, *nulls]} if nulls else test
 
 
+@dataclass
+class _Group:
+    """One ruleset: its name, and the fields its facts need."""
+
+    name: str
+    value_slots: list[int]
+    null_slots: list[int]
+    hoisted: list[list[Any]]
+
+
+def _pack(predicates: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split predicates into groups under both durable bounds (rules fired, fact fields)."""
+    groups: list[list[dict[str, Any]]] = []
+    fields: set[str] = set()
+    for pred in predicates:
+        trial = _Lowering()
+        trial.lower(pred["cond"])
+        wanted = trial.field_names()
+        if not groups or len(groups[-1]) >= RULES_PER_RULESET or \
+                len(fields | wanted) > FIELDS_PER_FACT:
+            groups.append([])
+            fields = set()
+        groups[-1].append(pred)
+        fields |= wanted
+    return groups
+
+
 class DurableEngine:
     """Evaluates a RuleIR's predicates with durable-rules, one customer at a time."""
 
     name = "durable"
 
     def __init__(self, ir: dict[str, Any]) -> None:
-        lowering = _Lowering()
-        rules: list[tuple[int, dict[str, Any]]] = [
-            (p["id"], lowering.lower(p["cond"])) for p in ir["predicates"]
-        ]
-        self._hoisted = lowering.hoisted
-        self._value_slots = sorted(lowering.value_slots)
-        self._null_slots = sorted(lowering.null_flags)
         self._fired: list[int] = []
         self._errors: list[BaseException] = []
-        digest = hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:12]
-        self._rulesets: list[str] = []
+        self._groups: list[_Group] = []
         definitions: dict[str, dict[str, Any]] = {}
-        for start in range(0, max(len(rules), 1), RULES_PER_RULESET):
+        for members in _pack(ir["predicates"]) or [[]]:
+            lowering = _Lowering()
+            rules = [(p["id"], lowering.lower(p["cond"])) for p in members]
+            digest = hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:12]
             name = f"sopkit_{digest}_{next(_names)}"
             chunk: dict[str, Any] = {"keep": {"all": [{"m": {"_k": 1}}], "run": self._noop}}
-            for pid, expr in rules[start : start + RULES_PER_RULESET]:
+            for pid, expr in rules:
                 chunk[f"p{pid}"] = {"all": [{"m": expr}], "run": self._collector(pid)}
             definitions[name] = chunk
-            self._rulesets.append(name)
+            self._groups.append(_Group(name, sorted(lowering.value_slots),
+                                       sorted(lowering.null_flags), lowering.hoisted))
         self._host = _QuietHost(definitions)
         self.definitions = {name: {k: {kk: vv for kk, vv in v.items() if kk != "run"}
                                    for k, v in chunk.items()}
@@ -142,16 +176,17 @@ class DurableEngine:
 
         return fired
 
-    def fact(self, facts: Sequence[object]) -> dict[str, Any]:
-        """The single durable fact for one customer's facts vector."""
+    @staticmethod
+    def fact(group: _Group, facts: Sequence[object]) -> dict[str, Any]:
+        """The single durable fact one ruleset sees for a customer's facts vector."""
         out: dict[str, Any] = {"sid": SID, "_k": 1}
-        for i in self._value_slots:
+        for i in group.value_slots:
             value = facts[i]
             if value is not None:
                 out[f"s{i}"] = value
-        for i in self._null_slots:
+        for i in group.null_slots:
             out[f"n{i}"] = facts[i] is None
-        for k, node in enumerate(self._hoisted):
+        for k, node in enumerate(group.hoisted):
             value = _ir.operand(node, facts)
             if value is None:
                 out[f"nh{k}"] = True
@@ -161,15 +196,14 @@ class DurableEngine:
         return out
 
     def evaluate(self, facts: Sequence[object]) -> frozenset[int]:
-        fact = self.fact(facts)
         self._fired.clear()
-        for name in self._rulesets:
+        for group in self._groups:
             try:
-                state = self._host.assert_fact(name, fact)
+                state = self._host.assert_fact(group.name, self.fact(group, facts))
             except _durable.MessageNotHandledException:
                 state = None
             finally:
-                self._host.delete_state(name, SID)
+                self._host.delete_state(group.name, SID)
             if isinstance(state, dict) and state.get("exception"):
                 raise RuntimeError(f"durable-rules action failed: {state['exception']}")
             if self._errors:
