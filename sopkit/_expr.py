@@ -32,6 +32,7 @@ _TOKEN = re.compile(
   | (?P<number>\d+(?:\.\d+)?)
   | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
   | (?P<op>==|!=|<=|>=|<|>|\+|-|\*|/|\(|\)|\[|\]|,|\.)
+  | (?P<bad>&&|\|\||=|&|\|)
   | (?P<name>[^\W\d][\w]*)
     """,
     re.VERBOSE,
@@ -161,9 +162,8 @@ class _Parser:
             raise ExprError(0, "empty condition")
         node = self.or_()
         if self.tok.kind != "end":
-            hint = ""
-            if self.tok.text in ("=", "&&", "||", "&", "|"):
-                hint = "use ==, and, or"
+            hint = {"=": "compare with ==", "&&": "write and", "&": "write and",
+                    "||": "write or", "|": "write or"}.get(self.tok.text, "")
             raise ExprError(self.tok.pos, f"unexpected {_describe(self.tok)}", hint)
         return node
 
@@ -263,7 +263,8 @@ class _Parser:
                 self.expect("op", "]", "']' or ','")
             return ListLit(tok.pos, tuple(items))
         self.i -= 1
-        raise ExprError(tok.pos, f"expected a value, found {_describe(tok)}")
+        hint = "write and / or / ==" if tok.kind == "bad" else ""
+        raise ExprError(tok.pos, f"expected a value, found {_describe(tok)}", hint)
 
 
 def _describe(tok: _Tok) -> str:
@@ -285,6 +286,17 @@ class Scope:
     allow_event: bool = False
     used: set[str] = field(default_factory=set)
     tags_read: dict[str, set[bool]] = field(default_factory=dict)  # tag -> polarities
+
+
+def settled_tags(node: Node) -> dict[str, bool]:
+    """Tags a condition requires (True) or forbids (False) in its top-level `and` chain."""
+    out: dict[str, bool] = {}
+    parts = node.operands if isinstance(node, BoolOp) and node.op == "and" else (node,)
+    for part in parts:
+        if isinstance(part, In) and isinstance(part.container, Name) \
+                and part.container.dotted == "tags" and isinstance(part.item, Const):
+            out[str(part.item.value)] = not part.negated
+    return out
 
 
 def check(node: Node, scope: Scope) -> Type:

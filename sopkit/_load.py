@@ -6,6 +6,7 @@ and raised together as one PlaybookError, so `sopkit check` shows them all at on
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,8 @@ def _merge(root: Document, problems: list[Problem]) -> tuple[dict[str, Any], Ori
             for index, inc in enumerate(includes):
                 if not isinstance(inc, str):
                     continue  # the model check reports the wrong type
-                target = (Path(doc.file).parent / inc).resolve()
+                shown = Path(os.path.normpath(Path(doc.file).parent / inc))
+                target = shown.resolve()
                 where = doc.locate(("playbook", "include", index))
                 if target in chain:
                     problems.append(Problem(where, f"include cycle: '{inc}' includes itself"))
@@ -81,12 +83,16 @@ def _merge(root: Document, problems: list[Problem]) -> tuple[dict[str, Any], Ori
                 if target in seen:
                     continue
                 seen.add(target)
+                if not target.is_file():
+                    problems.append(Problem(where, f"cannot include '{inc}': no such file "
+                                            f"({shown})", "paths are relative to the file that "
+                                            "includes them"))
+                    continue
                 try:
-                    frag = load_document(target)
+                    frag = load_document(shown)
                 except PlaybookError as exc:
-                    first = exc.problems[0]
-                    msg = f"cannot include '{inc}': {first.message}"
-                    problems.append(Problem(where, msg, first.suggestion or "check the path"))
+                    problems.extend(exc.problems)
+                    problems.append(Problem(where, f"'{inc}' is included here"))
                     continue
                 if "playbook" in frag.data and set(frag.data["playbook"]) - {"include"}:
                     loc = frag.locate(("playbook",))
@@ -109,7 +115,9 @@ def _merge(root: Document, problems: list[Problem]) -> tuple[dict[str, Any], Ori
                 for key, item in value.items():
                     if section == "events" and isinstance(item, dict) and \
                             isinstance(table.get(key), dict):
-                        item = _merge_fields(table[key], item, doc, (section, key), problems)
+                        first = origins.entries[(section, key)][0].file
+                        item = _merge_fields(table[key], item, doc, (section, key), problems,
+                                             first)
                     if key in table and table[key] != item:
                         other_doc, _ = origins.entries[(section, key)]
                         problems.append(Problem(
@@ -131,14 +139,14 @@ def _merge(root: Document, problems: list[Problem]) -> tuple[dict[str, Any], Ori
 
 
 def _merge_fields(have: dict[str, Any], new: dict[str, Any], doc: Document, path: KeyPath,
-                  problems: list[Problem]) -> dict[str, Any]:
+                  problems: list[Problem], other: str) -> dict[str, Any]:
     """Fields of one event type declared in several files: the union, if types agree."""
     merged = dict(have)
     for name, kind in new.items():
         if name in merged and merged[name] != kind:
             problems.append(Problem(doc.locate((*path, name)),
                                     f"field '{name}' of event '{path[-1]}' is a {kind} here but "
-                                    f"a {merged[name]} elsewhere", "declare it with one type"))
+                                    f"a {merged[name]} in {other}", "declare it with one type"))
             continue
         merged[name] = kind
     have.clear()

@@ -44,14 +44,15 @@ class Document:
     file: str
     data: dict[str, Any]
     positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
-    values: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    values: dict[KeyPath, tuple[int, int, str]] = field(default_factory=dict)
 
     def locate_value(self, path: KeyPath, offset: int) -> Location:
-        """Where character `offset` of the string value at `path` stands (simple strings)."""
+        """Where character `offset` of the string value at `path` stands in the file."""
         if path not in self.values:
             return self.locate(path)
-        line, column = self.values[path]
-        return Location(self.file, line, column + 1 + offset, format_path(path))
+        line, column, raw = self.values[path]
+        line, column = _raw_position(raw, line, column, offset) if raw else (line, column)
+        return Location(self.file, line, column, format_path(path))
 
     def locate(self, path: KeyPath) -> Location:
         """The position of `path`, or of its nearest ancestor that has one."""
@@ -68,6 +69,32 @@ class _Tok:
     text: str
     line: int
     col: int
+    raw: str = ""
+
+
+def _raw_position(raw: str, line: int, col: int, offset: int) -> tuple[int, int]:
+    """Where decoded character `offset` of a TOML string literal `raw` stands in the file."""
+    quote = raw[:3] if raw[:3] in ('"""', "'''") else raw[:1]
+    i = len(quote)
+    col += len(quote)
+    if len(quote) == 3 and raw[i : i + 1] == "\n":  # a newline right after """ is trimmed
+        i += 1
+        line, col = line + 1, 1
+    escapes = quote.startswith('"')
+    decoded = 0
+    while i < len(raw) and decoded < offset:
+        ch = raw[i]
+        step = 1
+        if escapes and ch == "\\":
+            nxt = raw[i + 1 : i + 2]
+            step = {"u": 6, "U": 10}.get(nxt, 2)
+        if ch == "\n":
+            line, col = line + 1, 1
+        else:
+            col += step
+        i += step
+        decoded += 1
+    return line, col
 
 
 def _tokenize(text: str) -> list[_Tok]:
@@ -110,7 +137,7 @@ def _tokenize(text: str) -> list[_Tok]:
             end = n if end < 0 else end + 3
             while end < n and text[end] == quote[0]:  # up to two extra quotes may close it
                 end += 1
-            toks.append(_Tok("str", "", line, col))
+            toks.append(_Tok("str", "", line, col, text[i:end]))
             advance(end - i)
         elif ch in "\"'":
             j = i + 1
@@ -123,7 +150,7 @@ def _tokenize(text: str) -> list[_Tok]:
                     value = tomllib.loads(f"v = {text[i : j + 1]}")["v"]
                 except tomllib.TOMLDecodeError:
                     value = raw
-            toks.append(_Tok("str", value, line, col))
+            toks.append(_Tok("str", value, line, col, text[i : j + 1]))
             advance(j + 1 - i)
         else:
             j = i
@@ -152,7 +179,7 @@ class _Scanner:
         self.toks = toks
         self.i = 0
         self.positions: dict[KeyPath, tuple[int, int]] = {}
-        self.values: dict[KeyPath, tuple[int, int]] = {}
+        self.values: dict[KeyPath, tuple[int, int, str]] = {}
         self.aot_count: dict[KeyPath, int] = {}
 
     def peek(self) -> _Tok | None:
@@ -241,7 +268,7 @@ class _Scanner:
         tok = self.peek()
         if tok is None:
             return
-        self.values.setdefault(path, (tok.line, tok.col))
+        self.values.setdefault(path, (tok.line, tok.col, tok.raw))
         if tok.kind == "{":
             self.i += 1
             while (tok := self.peek()) is not None and tok.kind != "}":
@@ -297,8 +324,15 @@ def load_document(path: Path) -> Document:
         match = _DECODE_AT.search(msg)
         line, col = (int(match.group(1)), int(match.group(2))) if match else (1, 1)
         reason = _DECODE_AT.sub("", msg).strip()
+        hint = ""
+        if reason.startswith("Illegal character") and ("'\\n'" in reason or "\\n" in reason):
+            hint = "a string is not closed: end it with a quote on the same line"
+        elif reason.startswith("Cannot overwrite a value") or reason.startswith("Cannot declare"):
+            hint = "a key or table is set twice; keep one"
+        elif reason.startswith("Expected '=' after a key"):
+            hint = "write key = value"
         raise PlaybookError(
-            [Problem(Location(name, line, col, ""), f"TOML syntax error: {reason}")]
+            [Problem(Location(name, line, col, ""), f"TOML syntax error: {reason}", hint)]
         ) from None
     scanner = _Scanner(_tokenize(text))
     return Document(name, data, scanner.run(), scanner.values)

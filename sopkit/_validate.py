@@ -69,6 +69,8 @@ class _Checker:
         # polarity use of tags per rule condition, for the cycle check
         self.rule_reads: dict[int, dict[str, set[bool]]] = {}
         self.rule_reads_stage: set[int] = set()
+        self.rule_settled: dict[int, dict[str, bool]] = {}
+        self.last_settled: dict[str, bool] = {}
 
     def problem(self, path: KeyPath, message: str, suggestion: str = "") -> Problem:
         return Problem(self.origins.locate(path), message, suggestion)
@@ -174,7 +176,9 @@ class _Checker:
                 names.pop(score, None)
         scope = e.Scope(names, self.tag_names, self.stage_names, allow_event=event is not None)
         try:
-            e.check(e.parse(text), scope)
+            node = e.parse(text)
+            self.last_settled = e.settled_tags(node)
+            e.check(node, scope)
         except e.ExprError as exc:
             loc = self.origins.locate_value(path, exc.offset)
             if not allow_scores and exc.message.startswith("unknown name") and \
@@ -254,6 +258,7 @@ class _Checker:
                 if bad:
                     yield bad
                 self.rule_reads[i] = scope.tags_read
+                self.rule_settled[i] = self.last_settled
                 if "stage" in scope.used:
                     self.rule_reads_stage.add(i)
             if rule.cancel_if is not None:
@@ -300,8 +305,9 @@ class _Checker:
                 yield self.problem((*path, "channel"), f"unknown channel '{action.channel}'",
                                    did_you_mean(action.channel, self.pb.channels))
             elif channel.type != "webhook":
-                yield self.problem((*path, "channel"), f"channel '{action.channel}' is a "
-                                   f"{channel.type} channel, a webhook action needs a webhook one")
+                yield self.problem((*path, "channel"), f"channel '{action.channel}' has type "
+                                   f"'{channel.type}'; a webhook action needs a channel of type "
+                                   "'webhook'")
 
     def template(self, path: KeyPath, text: str, event: str | None, params: set[str],
                  action_path: KeyPath) -> Iterator[Problem]:
@@ -329,10 +335,12 @@ class _Checker:
         writes: dict[int, list[tuple[str, bool]]] = {}
         for i, rule in enumerate(rules):
             out: list[tuple[str, bool]] = []
+            settled = self.rule_settled.get(i, {})
             for action in rule.actions:
-                if isinstance(action, m.TagAction):
+                # tagging a tag the condition requires (or untagging one it forbids) is a no-op
+                if isinstance(action, m.TagAction) and settled.get(action.tag) is not True:
                     out.append((action.tag, True))
-                elif isinstance(action, m.UntagAction):
+                elif isinstance(action, m.UntagAction) and settled.get(action.tag) is not False:
                     out.append((action.tag, False))
                 elif isinstance(action, m.SetStageAction):
                     out.append(("\0stage", True))
