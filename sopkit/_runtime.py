@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import heapq
 import itertools
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -287,8 +288,12 @@ class Runtime:
                 candidates.append(change)
         today = self.calendar.day_index(now)
         for metric_index, thresholds, any_day in self.day_wakeups:
-            if metric_index is None:  # the `today` built-in
-                day = today + 1
+            if metric_index is None:  # the `today` built-in, compared with date literals
+                marks = {d for t in thresholds for d in (math.ceil(t), math.floor(t) + 1)}
+                later_days = [d for d in marks if d > today]
+                if not any_day and not later_days:
+                    continue
+                day = today + 1 if any_day else min(later_days)
             else:
                 metric = self.metrics[metric_index]
                 found = _metrics.next_day_crossing(metric, cs.metrics[metric_index], cs.profile,

@@ -149,15 +149,14 @@ def test_lowering_agrees_with_reference_semantics(cond: list[Any], facts: list[A
     assert (0 in engine.evaluate(facts)) == _ir.holds(cond, facts)
 
 
-def test_action_exceptions_are_raised_not_swallowed() -> None:
-    """An exception inside a durable action surfaces from evaluate() instead of vanishing."""
+def test_engine_errors_raise_instead_of_vanishing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A durable failure (here: a fact past its 255-field bound) raises; nothing is swallowed."""
+    from sopkit.engines import durable as backend
 
-    class Failing(DurableEngine):
-        def _collector(self, pid: int) -> Any:
-            def fire(closure: Any) -> None:
-                raise ValueError("boom")
-
-            return fire
-
-    with pytest.raises(RuntimeError, match="boom"):
-        Failing(_wide_ir(1)).evaluate([5])
+    monkeypatch.setattr(backend, "FIELDS_PER_FACT", 10_000)  # switch the guard off
+    monkeypatch.setattr(backend, "RULES_PER_RULESET", 10_000)
+    predicates = [{"id": i, "cond": ["cmp", ">", ["slot", i], ["const", 0]], "reads": [i]}
+                  for i in range(300)]
+    engine = backend.DurableEngine({"predicates": predicates})
+    with pytest.raises(Exception, match="error code"):
+        engine.evaluate([0] * 300)
