@@ -34,8 +34,16 @@ class Calendar:
         return self.local(ts).isoformat()
 
     def day_index(self, ts: int) -> int:
-        """The ordinal of the playbook day that contains `ts`."""
-        return (self.local(ts) - self.shift).date().toordinal()
+        """The ordinal of the playbook day that contains `ts`: the last day start <= ts.
+
+        Wall-clock arithmetic alone would step back a day inside a DST fall-back hour.
+        """
+        guess = (self.local(ts) - self.shift).date().toordinal()
+        if self.day_start(guess) > ts:
+            return guess - 1
+        if self.day_start(guess + 1) <= ts:
+            return guess + 1
+        return guess
 
     def _day_start(self, ordinal: int) -> int:
         day = dt.date.fromordinal(ordinal)

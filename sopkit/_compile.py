@@ -21,7 +21,7 @@ from typing import Any
 from . import _expr as e
 from . import _models as m
 from ._models import parse_duration
-from ._validate import BUILTINS, TIME_RELATIVE, scope_names
+from ._validate import BUILTINS, TIME_RELATIVE, metric_type, scope_names
 
 IR_VERSION = 1
 Cond = list[Any]
@@ -36,12 +36,13 @@ class _Compiler:
         self.thresholds: dict[int, set[float]] = {}
         self.any_time: set[int] = set()
         self.time_slots: set[int] = set()
+        self.event: str | None = None
         for name, kind in BUILTINS.items():
             self.slot(name, kind, "builtin")
         for attr, akind in pb.profile.items():
             self.slot(f"profile.{attr}", akind, "profile")
         for name, metric in pb.metrics.items():
-            index = self.slot(name, "number", "metric")
+            index = self.slot(name, metric_type(pb, metric), "metric")
             if metric.kind in TIME_RELATIVE:
                 self.time_slots.add(index)
         for name in pb.scores:
@@ -50,7 +51,8 @@ class _Compiler:
             self.slot(f"tag:{tag}", "bool", "tag")
         for etype, fields in pb.events.items():
             for fname, fkind in fields.items():
-                self.slot(f"event.{fname}", fkind, "event", event=etype)
+                self.slot(f"event:{etype}.{fname}", fkind, "event", event=etype, field=fname,
+                          label=f"event.{fname}")
         self.time_slots.add(self.slot_index["today"])
 
     def slot(self, name: str, kind: str, source: str, **extra: Any) -> int:
@@ -66,6 +68,7 @@ class _Compiler:
         scope = e.Scope(scope_names(self.pb, event), frozenset(self.pb.tags),
                         frozenset(s.name for s in self.pb.stages), allow_event=event is not None)
         e.check(node, scope)
+        self.event = event
         cond = self.cond(node)
         reads = sorted(_reads(cond))
         self.predicates.append({"id": len(self.predicates), "owner": owner, "text": text,
@@ -112,6 +115,8 @@ class _Compiler:
         if isinstance(node, e.Const):
             return ["const", _const(node)]
         if isinstance(node, e.Name):
+            if node.parts[0] == "event":  # the fields of the rule's own event type
+                return ["slot", self.slot_index[f"event:{self.event}.{node.parts[1]}"]]
             return ["slot", self.slot_index[node.dotted]]
         if isinstance(node, e.Neg):
             inner = self.operand(node.operand)

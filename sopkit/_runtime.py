@@ -68,6 +68,7 @@ class _Pending:
     occurrence: int
     facts: dict[str, Any]
     scheduled: int
+    event: tuple[str, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -84,6 +85,7 @@ class CustomerState:
     computed_stage: str | None = None
     rule_truth: list[bool] = field(default_factory=list)
     fired: list[int] = field(default_factory=list)
+    attempts: list[int] = field(default_factory=list)
     last_fired: list[int | None] = field(default_factory=list)
     pending: list[_Pending] = field(default_factory=list)
     wake_at: int | None = None
@@ -156,6 +158,8 @@ class Runtime:
         self._unstarted: list[str] = []
         self.pk = f"{ir['playbook']}:{ir['version']}"
         self._slot_names = [s["name"] for s in self.slots]
+        self._entry_rules = [(r["index"], r["predicate"]) for r in self.rules
+                             if r["on"] is None]
         self._prepare_facts()
 
     # ---- input -------------------------------------------------------------------------
@@ -170,6 +174,7 @@ class Runtime:
                 scores=[0.0] * len(self.ir["scores"]),
                 rule_truth=[False] * n_rules,
                 fired=[0] * n_rules,
+                attempts=[0] * n_rules,
                 last_fired=[None] * n_rules,
             )
             self.customers[customer_id] = cs
@@ -188,11 +193,11 @@ class Runtime:
         owner = record.get("owner")
         if owner not in (None, ""):
             cs.owner = str(owner)
-        if not known:
-            if self.now is None:
+        if self.now is None:
+            if not known:
                 self._unstarted.append(customer_id)
-            else:
-                self._push(cs, self.now)
+        else:
+            self._push(cs, self.now)  # evaluate with the new profile at the current time
 
     def parse_event(self, record: Mapping[str, Any]) -> tuple[str, str, int, dict[str, Any]]:
         """Check and type an event record: (customer id, type, timestamp, fields)."""
@@ -253,6 +258,9 @@ class Runtime:
             ts = int((to if to.tzinfo else to.replace(tzinfo=self.calendar.tz)).timestamp())
         else:
             ts = self.calendar.parse(to)
+        if self.now is not None and ts < self.now:
+            raise ValueError(f"cannot advance back to {to}: the clock is at "
+                             f"{self.calendar.format(self.now)}")
         return self.advance_ts(ts)
 
     def advance_ts(self, ts: int) -> list[Action]:
@@ -333,7 +341,7 @@ class Runtime:
             slot = self.slots[i]
             if slot["source"] == "event":
                 self._event_slots.setdefault(slot["event"], []).append(
-                    (i, slot["name"][6:], slot["type"] in convert))
+                    (i, slot["field"], slot["type"] in convert))
         self._contains_slots = [(i, self.slots[i]["list"][8:], self.slots[i]["value"])
                                 for i in needed if self.slots[i]["source"] == "contains"]
 
@@ -376,28 +384,25 @@ class Runtime:
         cs.pending = [p for p in cs.pending if p.due > now]
         on_rules = list(self.on_rules.get(event[0], ())) if event else []
         history: list[str] = []
-        ir = self.ir
         for _round in range(MAX_ROUNDS):
             facts = self._facts(cs, now, today, event)
             true = self.engine.evaluate(facts)
+            for r, pid in self._entry_rules:
+                if pid not in true:  # seen false, even for a moment: armed again
+                    cs.rule_truth[r] = False
             if self._settle_derived(cs, true, history):
                 continue
-            for item in list(cs.pending) + due:
-                cancel = self.rules[item.rule]["cancel_predicate"]
-                if cancel is not None and cancel in true:
-                    (cs.pending if item in cs.pending else due).remove(item)
-                    out.extend(self._records(cs, now, item.rule, item.occurrence, item.facts,
-                                             "delayed", "cancelled",
-                                             "cancel_if: " + ir["predicates"][cancel]["text"]))
+            self._cancel(cs, now, true, due, out)
             changed = False
             while due and not changed:
                 item = due.pop(0)
                 history.append(self.rules[item.rule]["name"])
                 changed = self._execute(cs, now, item.rule, item.occurrence, item.facts,
-                                        "delayed", out)
+                                        "delayed", out, item.event)
             if changed:
                 continue
             if not self._fire_rules(cs, now, facts, true, event, on_rules, history, out):
+                self._cancel(cs, now, true, due, out)  # rules that just fired may be cancelled
                 break
         else:
             names = list(dict.fromkeys(history[-12:]))
@@ -406,6 +411,17 @@ class Runtime:
                 f"these keep re-enabling each other: {', '.join(names) or 'dynamic tags'}")
         self._schedule(cs, now)
         return out
+
+    def _cancel(self, cs: CustomerState, now: int, true: frozenset[int], due: list[_Pending],
+                out: list[Action]) -> None:
+        """Drop delayed actions whose cancel_if holds now, recording each as cancelled."""
+        for item in [*cs.pending, *due]:
+            cancel = self.rules[item.rule]["cancel_predicate"]
+            if cancel is not None and cancel in true:
+                (cs.pending if item in cs.pending else due).remove(item)
+                reason = "cancel_if: " + self.ir["predicates"][cancel]["text"]
+                out.extend(self._records(cs, now, item.rule, item.occurrence, item.facts,
+                                         "delayed", "cancelled", reason))
 
     def _settle_derived(self, cs: CustomerState, true: frozenset[int],
                         history: list[str]) -> bool:
@@ -462,19 +478,21 @@ class Runtime:
                     continue
                 trigger = "entry"
             reads = self._why(cs, rule, facts)
+            cs.attempts[r] += 1
+            attempt = cs.attempts[r]
             blocked = self._blocked(cs, now, r)
             if blocked:
-                out.extend(self._records(cs, now, r, cs.fired[r] + 1, reads, trigger,
-                                         "suppressed", blocked))
+                out.extend(self._records(cs, now, r, attempt, reads, trigger, "suppressed",
+                                         blocked))
                 continue
             cs.fired[r] += 1
             cs.last_fired[r] = now
             history.append(rule["name"])
             if rule["delay"]:
                 cs.pending.append(_Pending(now + rule["delay"], next(self._seq), r,
-                                           cs.fired[r], reads, now))
+                                           attempt, reads, now, event))
                 continue
-            if self._execute(cs, now, r, cs.fired[r], reads, trigger, out):
+            if self._execute(cs, now, r, attempt, reads, trigger, out, event):
                 return True
         return False
 
@@ -486,7 +504,7 @@ class Runtime:
             if slot["source"] == "tag":
                 out["tags"] = sorted(cs.tags)
             else:
-                out[slot["name"]] = _display(slot, facts[s])
+                out[slot.get("label", slot["name"])] = _display(slot, facts[s])
         return out
 
     def _blocked(self, cs: CustomerState, now: int, r: int) -> str:
@@ -513,11 +531,12 @@ class Runtime:
         return f"{self.pk}:{rule['name']}:{cs.customer_id}:{occurrence}:{index}"
 
     def _execute(self, cs: CustomerState, now: int, r: int, occurrence: int,
-                 facts: dict[str, Any], trigger: str, out: list[Action]) -> bool:
+                 facts: dict[str, Any], trigger: str, out: list[Action],
+                 event: tuple[str, dict[str, Any]] | None = None) -> bool:
         """Carry out a rule's actions; True if any of them changed a fact."""
         rule = self.rules[r]
         changed = False
-        lookup = self._lookup(cs, now)
+        lookup = self._lookup(cs, now, event)
         for i, spec in enumerate(rule["actions"]):
             kind = spec["type"]
             details: dict[str, Any] = {}
@@ -541,12 +560,12 @@ class Runtime:
                 cs.owner = spec["to"]
             elif kind == "send":
                 params = spec["params"]
-                text = render(spec["text"], functools.partial(_param_or, params=params,
-                                                              lookup=lookup))
+                with_params = functools.partial(_param_or, params=params, lookup=lookup)
+                text = render(spec["text"], with_params)
                 details.update(channel=spec["channel"], template=spec["template"],
                                params=params, message=text)
                 if spec.get("title"):
-                    details["title"] = render(spec["title"], lookup)
+                    details["title"] = render(spec["title"], with_params)
             elif kind == "task":
                 details.update(assignee=spec["assignee"] or cs.owner,
                                due=self.calendar.format(now + spec["due"]),
@@ -559,7 +578,8 @@ class Runtime:
                               facts, now))
         return changed
 
-    def _lookup(self, cs: CustomerState, now: int) -> Any:
+    def _lookup(self, cs: CustomerState, now: int,
+                event: tuple[str, dict[str, Any]] | None = None) -> Any:
         today = self.calendar.day_index(now)
         cache: dict[str, Any] = {}
 
@@ -581,6 +601,8 @@ class Runtime:
                 value = cs.customer_id
             elif name.startswith("profile."):
                 value = cs.profile.get(name[8:])
+            elif name.startswith("event."):
+                value = event[1].get(name[6:]) if event is not None else None
             else:
                 for k, metric in enumerate(self.metrics):
                     if metric.name == name:

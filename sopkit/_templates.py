@@ -52,7 +52,9 @@ def format_value(value: object) -> str:
         return str(int(rounded)) if rounded == int(rounded) else f"{rounded:.2f}".rstrip("0")
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
-    if isinstance(value, list | tuple | set | frozenset):
+    if isinstance(value, set | frozenset):
+        return "、".join(sorted(format_value(v) for v in value))
+    if isinstance(value, list | tuple):
         return "、".join(format_value(v) for v in value)
     return str(value)
 

@@ -297,6 +297,9 @@ class _Checker:
                 template = self.pb.templates[action.template]
                 yield from self.template(("templates", action.template, "text"), template.text,
                                          event, set(action.params), path)
+                if template.title is not None:
+                    yield from self.template(("templates", action.template, "title"),
+                                             template.title, event, set(action.params), path)
         elif isinstance(action, m.TaskAction):
             yield from self.template((*path, "note"), action.note, event, set(), path)
         elif isinstance(action, m.WebhookAction):

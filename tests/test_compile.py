@@ -91,7 +91,7 @@ def test_includes_merge_fragment_and_event_fields() -> None:
     ir = compile_case("includes")
     names = {s["name"] for s in ir["slots"]}
     assert {"days_since_purchase", "complaints_90d", "churn_risk", "tag:流失风险",
-            "event.amount", "event.store"} <= names
+            "event:purchase.amount", "event:purchase.store"} <= names
     assert [s["name"] for s in ir["scores"]] == ["churn_risk"]
     assert ir["version"] == "3"
 

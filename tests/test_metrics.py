@@ -245,8 +245,6 @@ def test_parse_rejects_garbage() -> None:
         SHANGHAI.parse("01/02/2024 10:00")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: day_index subtracts day_starts in wall-clock time, "
-                   "so when day_starts falls in a repeated DST hour the day index goes back")
 def test_day_index_never_goes_back_across_a_dst_change() -> None:
     """In a DST zone with day_starts 01:30, day_index is monotonic through the repeated hour."""
     cal = Calendar("America/New_York", 90)

@@ -92,9 +92,6 @@ def test_on_rule_fires_on_each_matching_event(semantics_runtime: MakeRuntime) ->
         "2024-01-01T12:00:00+08:00", "2024-01-01T13:00:00+08:00"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the compiler makes one `event.<field>` slot per "
-                   "field name, bound to the first event type declaring it, so a later event "
-                   "type's same-named field always reads as missing")
 def test_on_rules_of_two_event_types_sharing_a_field_name(semantics_runtime: MakeRuntime) -> None:
     """`event.amount` filters work for every event type that declares an `amount` field."""
     rt = semantics_runtime("shared_field")
@@ -145,9 +142,6 @@ def test_max_times_limits_firing_and_records_the_rest(semantics_runtime: MakeRun
     assert {a.details["reason"] for a in capped[2:]} == {"max_times 2 reached"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a suppressed record's key uses occurrence "
-                   "fired+1, the same key the next real firing gets; repeated suppressions share "
-                   "one key too")
 def test_every_recorded_action_has_its_own_key(semantics_runtime: MakeRuntime) -> None:
     """Idempotency keys are unique across planned and suppressed records of a rule."""
     rt = semantics_runtime("firing")
@@ -289,9 +283,6 @@ def test_profile_event_reschedules_time_relative_rules(semantics_runtime: MakeRu
     assert times(rt.advance("2024-01-09T10:00:00"), "birthday") == ["2024-01-07T09:00:00+08:00"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: add_profile on a known customer does not "
-                   "re-evaluate or reschedule it, so a new birthday is missed until the next "
-                   "wake-up or event")
 def test_add_profile_of_known_customer_reschedules(semantics_runtime: MakeRuntime) -> None:
     """add_profile on a customer already seen makes the new birthday count for wake-ups."""
     rt = semantics_runtime("calendar")
@@ -474,9 +465,6 @@ def test_cycle_through_a_dynamic_tag_passes_the_static_check() -> None:
     sopkit.load_playbook(SEMANTICS / "chain_cycle.toml")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a rule loop through a dynamic tag never raises "
-                   "ChainError; the tick silently stops once a rule misses its own re-entry, "
-                   "leaving an order-dependent state")
 def test_cycle_through_a_dynamic_tag_raises_chain_error(semantics_runtime: MakeRuntime) -> None:
     """mark_x -> Y -> unmark_x -> not Y -> mark_x ... raises ChainError naming both rules."""
     rt = semantics_runtime("chain_cycle")
@@ -571,8 +559,6 @@ def test_profile_event_updates_profile_attributes(semantics_runtime: MakeRuntime
     assert rt.state("p1").profile["name"] == "王芳"  # attributes not given are kept
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `event.<field>` passes the template check in an "
-                   "`on` rule but renders as an empty string")
 def test_on_rule_template_can_use_the_event_fields(semantics_runtime: MakeRuntime) -> None:
     """In an `on` rule, {{ event.amount }} renders the triggering event's amount."""
     rt = semantics_runtime("event_template")
@@ -580,8 +566,6 @@ def test_on_rule_template_can_use_the_event_fields(semantics_runtime: MakeRuntim
     assert action.details["note"] == "本单金额 88.5 元"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a list attribute renders in hash-set order, "
-                   "which changes with PYTHONHASHSEED: outputs are not byte-identical across runs")
 def test_list_attribute_renders_the_same_in_every_process() -> None:
     """A list-typed profile attribute renders identically whatever the process's hash seed."""
     script = (
@@ -610,8 +594,6 @@ def test_missing_fact_comparisons_are_false_and_not_negates(semantics_runtime: M
     assert [a.rule for a in out] == ["city_ne_sh"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a `last` metric of a date field is typed 'number' "
-                   "in the IR slots, so Action.facts shows the day ordinal, not the date")
 def test_date_metric_shows_as_a_date_in_facts(semantics_runtime: MakeRuntime) -> None:
     """An action's facts show a date-valued metric as YYYY-MM-DD, like the message does."""
     rt = semantics_runtime("missing")
@@ -621,8 +603,6 @@ def test_date_metric_shows_as_a_date_in_facts(semantics_runtime: MakeRuntime) ->
     assert action.facts == {"last_visit_date": "2024-01-02"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a template `title` is rendered without the "
-                   "action's params, so {{ params.x }} in a title comes out empty")
 def test_template_title_renders_params(semantics_runtime: MakeRuntime) -> None:
     """A send action's title renders params and facts like its text does."""
     rt = semantics_runtime("title")
@@ -631,8 +611,6 @@ def test_template_title_renders_params(semantics_runtime: MakeRuntime) -> None:
     assert action.details["title"] == "您的 满100减10 券"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `check` validates a template's text but not its "
-                   "title, so unknown names in a title load fine and render empty")
 def test_unknown_name_in_template_title_is_a_playbook_error() -> None:
     """A template title naming an unknown fact is rejected when the playbook loads."""
     with pytest.raises(sopkit.PlaybookError, match="no_such_metric"):
