@@ -222,32 +222,27 @@ def print_summary(summary: Any, out: Path | None) -> None:
                      if summary.warmup_actions else ""))
     rules = Table(title="Actions by rule", title_justify="left")
     rules.add_column("rule")
-    for col in ("planned", "suppressed", "cancelled"):
-        rules.add_column(col, justify="right")
+    statuses = ("planned", "suppressed", "cancelled")
+    for status in statuses:
+        rules.add_column(status, justify="right")
     for name, counts in summary.by_rule.items():
-        rules.add_row(name, *(str(counts.get(c, 0)) for c in ("planned", "suppressed",
-                                                               "cancelled")))
+        rules.add_row(name, *(str(counts.get(status, 0)) for status in statuses))
     console.print(rules)
     _print_days(console, summary.by_day)
-    stages = Table(title="Customers by stage at the end", title_justify="left")
-    stages.add_column("stage")
-    stages.add_column("customers", justify="right")
-    for name, count in summary.stages.items():
-        stages.add_row(name, str(count))
-    console.print(stages)
-    tags = Table(title="Tags held at the end", title_justify="left")
-    tags.add_column("tag")
-    tags.add_column("customers", justify="right")
-    for name, count in summary.tags.items():
-        tags.add_row(name, str(count))
-    console.print(tags)
+    console.print(_counts("Customers by stage at the end", "stage", "customers", summary.stages))
+    console.print(_counts("Tags held at the end", "tag", "customers", summary.tags))
     if summary.quarantine_reasons:
-        bad = Table(title="Quarantined records", title_justify="left")
-        bad.add_column("reason")
-        bad.add_column("records", justify="right")
-        for reason, count in summary.quarantine_reasons.items():
-            bad.add_row(reason, str(count))
-        console.print(bad)
+        console.print(_counts("Quarantined records", "reason", "records",
+                              summary.quarantine_reasons))
+
+
+def _counts(title: str, key: str, unit: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(key)
+    table.add_column(unit, justify="right")
+    for name, count in counts.items():
+        table.add_row(name, str(count))
+    return table
 
 
 def _print_days(console: Console, by_day: dict[str, int]) -> None:

@@ -61,7 +61,14 @@ class PlaybookError(SopkitError):
 
 
 class EventError(SopkitError):
-    """An event or profile record cannot be used; the reason says why."""
+    """An event or profile record cannot be used; the reason says why.
+
+    `kind` groups reasons for counting (e.g. "bad 'ts'" for every unparseable time).
+    """
+
+    def __init__(self, reason: str, kind: str = "") -> None:
+        super().__init__(reason)
+        self.kind = kind or reason
 
 
 class ChainError(SopkitError):

@@ -27,6 +27,7 @@ class BadRecord:
     line: int
     raw: str
     reason: str
+    kind: str
 
 
 def record_format(path: Path) -> str:
@@ -64,10 +65,11 @@ def _jsonl_records(text: IO[str], tell: Any) -> Iterator[Record | BadRecord]:
         try:
             data = json.loads(stripped)
         except json.JSONDecodeError as exc:
-            yield BadRecord(number, stripped, f"not valid JSON: {exc.msg} at column {exc.colno}")
+            yield BadRecord(number, stripped, f"not valid JSON: {exc.msg} at column {exc.colno}",
+                            "not valid JSON")
             continue
         if not isinstance(data, dict):
-            yield BadRecord(number, stripped, "not a JSON object")
+            yield BadRecord(number, stripped, "not a JSON object", "not a JSON object")
             continue
         yield Record(number, data)
     tell()
@@ -87,7 +89,8 @@ def _csv_records(text: IO[str], tell: Any) -> Iterator[Record | BadRecord]:
             continue
         if len(row) != len(header):
             yield BadRecord(number, ",".join(row),
-                            f"has {len(row)} columns, the header has {len(header)}")
+                            f"has {len(row)} columns, the header has {len(header)}",
+                            "wrong number of columns")
             continue
         yield Record(number, {k: v for k, v in zip(header, row, strict=True) if v != ""})
     tell()
@@ -102,11 +105,11 @@ class Quarantine:
         self.reasons: dict[str, int] = {}
         self._file: IO[str] | None = None
 
-    def add(self, source: str, line: int, reason: str, record: Any) -> None:
+    def add(self, source: str, line: int, reason: str, record: Any, kind: str = "") -> None:
+        """Keep one bad record; `kind` groups reasons in the summary (default: the reason)."""
         self.count += 1
-        head = reason.split(":")[0] if reason.startswith(("field", "profile")) else \
-            reason.split(" (")[0].split(":")[0]
-        self.reasons[head] = self.reasons.get(head, 0) + 1
+        kind = kind or reason
+        self.reasons[kind] = self.reasons.get(kind, 0) + 1
         if self.path is None:
             return
         if self._file is None:

@@ -207,7 +207,8 @@ class Runtime:
             raise EventError("missing event 'type'")
         if etype != PROFILE_EVENT and etype not in self.event_types:
             known = ", ".join(sorted(self.event_types)) or "none"
-            raise EventError(f"unknown event type '{etype}' (the playbook declares: {known})")
+            raise EventError(f"unknown event type '{etype}' (the playbook declares: {known})",
+                             f"unknown event type '{etype}'")
         raw_ts = record.get("ts")
         if not isinstance(raw_ts, str) or not raw_ts:
             raise EventError("missing 'ts' (an ISO 8601 time)")
@@ -215,7 +216,7 @@ class Runtime:
             ts = self.calendar.parse(raw_ts)
         except ValueError:
             raise EventError(f"bad 'ts' '{raw_ts}': expected ISO 8601, e.g. "
-                             "2024-05-01T10:00:00+08:00") from None
+                             "2024-05-01T10:00:00+08:00", "bad 'ts'") from None
         fields: dict[str, Any] = {}
         if etype == PROFILE_EVENT:
             for attr, kind in self.profile_types.items():
@@ -235,7 +236,7 @@ class Runtime:
         if self.now is not None and ts < self.now:
             raise EventError(
                 f"out of order: {record.get('ts')} is before the runtime's clock "
-                f"{self.calendar.format(self.now)}; sort the history by ts")
+                f"{self.calendar.format(self.now)}; sort the history by ts", "out of order")
         out = self.advance_ts(ts)
         cs = self._customer(customer_id)
         if etype == PROFILE_EVENT:
@@ -708,4 +709,4 @@ def _convert(raw: Any, kind: str, what: str) -> Any:
             return frozenset(x.strip() for x in str(raw).split("|") if x.strip())
     except (ValueError, InvalidOperation, TypeError):
         pass
-    raise EventError(f"{what}: {raw!r} is not a valid {kind}")
+    raise EventError(f"{what}: {raw!r} is not a valid {kind}", f"{what} is not a valid {kind}")

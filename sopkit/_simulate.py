@@ -100,18 +100,18 @@ def simulate(
         size = profiles.stat().st_size
         for item in read_records(profiles, _tick(progress, "profiles", size)):
             if isinstance(item, BadRecord):
-                jail.add(str(profiles), item.line, item.reason, item.raw)
+                jail.add(str(profiles), item.line, item.reason, item.raw, item.kind)
                 continue
             try:
                 runtime.add_profile(item.data)
                 summary.profiles += 1
             except EventError as exc:
-                jail.add(str(profiles), item.line, str(exc), item.data)
+                jail.add(str(profiles), item.line, str(exc), item.data, exc.kind)
     size = events.stat().st_size
     for item in read_records(events, _tick(progress, "events", size)):
         summary.events_read += 1
         if isinstance(item, BadRecord):
-            jail.add(str(events), item.line, item.reason, item.raw)
+            jail.add(str(events), item.line, item.reason, item.raw, item.kind)
             continue
         try:
             _, _, ts, _ = runtime.parse_event(item.data)
@@ -121,7 +121,7 @@ def simulate(
             emit(runtime.ingest(item.data))
             summary.events_applied += 1
         except EventError as exc:
-            jail.add(str(events), item.line, str(exc), item.data)
+            jail.add(str(events), item.line, str(exc), item.data, exc.kind)
     if end_ts is not None:
         emit(runtime.advance_ts(end_ts))
     jail.close()
