@@ -6,6 +6,7 @@ and raised together as one PlaybookError, so `sopkit check` shows them all at on
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,12 +167,86 @@ def load(path: str | Path) -> LoadedPlaybook:
         model = m.Playbook.model_validate(data)
     except ValidationError as exc:
         problems.extend(_translate(exc, data, origins))
+        problems.extend(_check_the_rest(exc, data, origins, path))
         raise PlaybookError(_sorted(problems)) from None
     loaded = LoadedPlaybook(model, origins, path)
     problems.extend(validate(loaded))
     if problems:
         raise PlaybookError(_sorted(problems))
     return loaded
+
+
+def _check_the_rest(exc: ValidationError, data: dict[str, Any], origins: Origins,
+                    path: Path) -> list[Problem]:
+    """Cross-check what is left once the shape errors are set aside.
+
+    So a typo'd key does not hide an unknown channel elsewhere. An unknown key is simply
+    dropped; an item with any other shape error (a rule, a metric …) is set aside whole, and
+    problems that name a set-aside item are left out: they would only echo its shape error.
+    """
+    from ._validate import validate
+
+    rest = copy.deepcopy(data)
+    removed: set[str] = set()
+    aside: dict[str, set[int]] = {}
+    for err in exc.errors():
+        loc = _strip_action_tag(tuple(err["loc"]))
+        if not loc or loc[0] == "playbook":
+            return []  # without a sound [playbook] table there is nothing to check against
+        if err["type"] == "extra_forbidden":
+            parent: Any = rest
+            for part in loc[:-1]:
+                parent = parent[part]
+            parent.pop(loc[-1], None)
+            continue
+        section = str(loc[0])
+        if len(loc) == 1:
+            rest.pop(section, None)
+        elif isinstance(rest.get(section), list) and isinstance(loc[1], int):
+            aside.setdefault(section, set()).add(loc[1])
+            item = data[section][loc[1]]
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                removed.add(item["name"])
+        elif isinstance(rest.get(section), dict):
+            rest[section].pop(loc[1], None)
+            removed.add(str(loc[1]))
+    renumber: dict[tuple[str, int], int] = {}  # (section, index in rest) -> index in data
+    for section, indexes in aside.items():
+        kept = [i for i in range(len(data[section])) if i not in indexes]
+        rest[section] = [rest[section][i] for i in kept]
+        renumber.update({(section, new): old for new, old in enumerate(kept)})
+    try:
+        model = m.Playbook.model_validate(rest)
+    except ValidationError:
+        return []
+    back = {(section, old): new for (section, new), old in renumber.items()}
+    shifted = Origins(origins.root)
+    for key, origin in origins.entries.items():
+        if len(key) == 2 and isinstance(key[1], int) and str(key[0]) in aside:
+            if (str(key[0]), key[1]) not in back:
+                continue  # a set-aside item
+            key = (key[0], back[(str(key[0]), key[1])])
+        shifted.entries[key] = origin
+    out = []
+    for problem in validate(LoadedPlaybook(model, shifted, path)):
+        if any(f"'{name}'" in problem.message for name in removed):
+            continue
+        label = problem.location.key
+        for (section, new), old in renumber.items():
+            if label.startswith(f"{section}[{new}]"):
+                label = f"{section}[{old}]" + label[len(f"{section}[{new}]"):]
+                break
+        where = problem.location
+        out.append(Problem(Location(where.file, where.line, where.column, label),
+                           problem.message, problem.suggestion))
+    return out
+
+
+def _strip_action_tag(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Drop the tag name a discriminated union inserts into an error path."""
+    return tuple(part for i, part in enumerate(loc)
+                 if not (i > 0 and isinstance(loc[i - 1], int) and part in m.ACTION_TYPES
+                         and len(loc) > i + 1 and _is_action_path(loc[:i])))
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
@@ -259,11 +334,7 @@ def _unwrap(annotation: Any, node: Any) -> Any:
 def _translate(exc: ValidationError, data: dict[str, Any], origins: Origins) -> list[Problem]:
     problems: list[Problem] = []
     for err in exc.errors():
-        loc = tuple(err["loc"])
-        # a discriminated union inserts the tag name into the path: drop it
-        loc = tuple(part for i, part in enumerate(loc)
-                    if not (i > 0 and isinstance(loc[i - 1], int) and part in m.ACTION_TYPES
-                            and len(loc) > i + 1 and _is_action_path(loc[:i])))
+        loc = _strip_action_tag(tuple(err["loc"]))
         kind = err["type"]
         where = origins.locate(loc)
         key = str(loc[-1]) if loc else ""

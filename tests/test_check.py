@@ -127,8 +127,6 @@ def test_several_mistakes_all_reported(tmp_path: Path, monkeypatch: pytest.Monke
     assert table.stdout.endswith("several.toml: 4 problems\n")
 
 
-@pytest.mark.xfail(reason="a shape error (unknown key, wrong type) stops sopkit before the "
-                   "cross-reference checks, so their problems are not reported", strict=False)
 def test_shape_and_reference_mistakes_reported_together(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
