@@ -101,6 +101,9 @@ class _Lowering:
         right: Any = b[1] if b[0] == "const" else {"$m": self.field(b)}
         test = {left: right} if op == "==" else {_DURABLE_OP[op]: {left: right}}
         if not negate:
+            if b[0] != "const":  # durable reads a missing `$m` field as a value: exclude it
+                present = {k: False for k in self.null_test(b) or {}}
+                return {"$and": [test, present]}
             return test
         nulls = [n for n in (self.null_test(a), self.null_test(b)) if n is not None]
         return {"$or": [test, *nulls]} if nulls else test
