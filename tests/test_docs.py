@@ -1,0 +1,204 @@
+"""The reference docs cover every key, metric kind, action type and CLI option sopkit has."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import typer
+from pydantic import BaseModel
+from typer.core import TyperOption
+
+import sopkit
+from sopkit import _models as m
+from sopkit._cli import app
+from sopkit._schema import playbook_schema
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+PLAYBOOK_MD = DOCS / "playbook.md"
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside a field annotation (through Annotated, unions, list, dict)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) is typing.Literal:
+        return []
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        found.extend(_models_in(arg))
+    return found
+
+
+def _walk(model: type[BaseModel], seen: dict[type[BaseModel], list[str]]) -> None:
+    if model in seen:
+        return
+    seen[model] = list(model.model_fields)
+    for info in model.model_fields.values():
+        for inner in _models_in(info.annotation):
+            _walk(inner, seen)
+
+
+def all_models() -> dict[type[BaseModel], list[str]]:
+    """Every model reachable from Playbook, with its keys."""
+    seen: dict[type[BaseModel], list[str]] = {}
+    _walk(m.Playbook, seen)
+    return seen
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def test_walk_reaches_every_model_of_the_module() -> None:
+    """The recursive walk from Playbook finds every model defined in sopkit._models."""
+    defined = {obj for _, obj in inspect.getmembers(m, inspect.isclass)
+               if issubclass(obj, BaseModel) and obj.__module__ == m.__name__
+               and not obj.__name__.startswith("_")}
+    assert defined == set(all_models())
+
+
+@pytest.mark.parametrize(
+    ("model", "key"),
+    [(model, key) for model, keys in all_models().items() for key in keys],
+    ids=lambda x: x.__name__ if isinstance(x, type) else str(x),
+)
+def test_every_model_key_is_documented(model: type[BaseModel], key: str) -> None:
+    """Each key of each playbook model appears in docs/playbook.md as `key`."""
+    assert f"`{key}`" in _text(PLAYBOOK_MD), f"{model.__name__}.{key} is not in docs/playbook.md"
+
+
+@pytest.mark.parametrize("kind", typing.get_args(m.MetricKind))
+def test_every_metric_kind_has_a_row(kind: str) -> None:
+    """Each metric kind has its own row in the metric table of docs/playbook.md."""
+    assert re.search(rf"^\| `{kind}` \|", _text(PLAYBOOK_MD), re.MULTILINE), kind
+
+
+def test_action_types_match_the_models() -> None:
+    """ACTION_TYPES lists exactly the `type` literals of the action models."""
+    action_models = _models_in(m.Rule.model_fields["actions"].annotation)
+    literals = {typing.get_args(a.model_fields["type"].annotation)[0] for a in action_models}
+    assert literals == set(m.ACTION_TYPES)
+
+
+@pytest.mark.parametrize("action", m.ACTION_TYPES)
+def test_every_action_type_has_a_section(action: str) -> None:
+    """Each action type has a `### `type`` section in docs/playbook.md and is in semantics.md."""
+    assert re.search(rf"^### `{action}`$", _text(PLAYBOOK_MD), re.MULTILINE), action
+    assert f"`{action}`" in _text(DOCS / "semantics.md"), action
+
+
+def _example() -> str:
+    text = _text(PLAYBOOK_MD)
+    section = text.split("## A complete example", 1)[1]
+    match = re.search(r"```toml\n(.*?)```", section, re.DOTALL)
+    assert match, "no TOML block under '## A complete example'"
+    return match.group(1)
+
+
+def test_complete_example_is_a_valid_playbook(tmp_path: Path) -> None:
+    """The complete example in docs/playbook.md passes `sopkit check` and the JSON Schema."""
+    source = _example()
+    path = tmp_path / "playbooks" / "school.toml"
+    path.parent.mkdir()
+    path.write_text(source, encoding="utf-8")
+    loaded = sopkit.load_playbook(path)
+    jsonschema.validate(tomllib.loads(source), playbook_schema())
+    model = loaded.model
+    kinds = {metric.kind for metric in model.metrics.values()}
+    actions = {action.type for rule in model.rules for action in rule.actions}
+    assert actions == set(m.ACTION_TYPES), "the example should show every action type"
+    assert {"count", "sum", "days_since", "days_until", "days_to_anniversary"} <= kinds
+
+
+def test_complete_example_runs(tmp_path: Path) -> None:
+    """The example simulates: a renewal reminder, a delayed feedback cancelled by a complaint."""
+    path = tmp_path / "school.toml"
+    path.write_text(_example(), encoding="utf-8")
+    rt = sopkit.Runtime(sopkit.load_playbook(path))
+    rt.add_profile({"customer_id": "s1", "name": "王小明", "package_expires": "2024-06-05",
+                    "owner": "staff-07"})
+    out = rt.ingest({"customer_id": "s1", "type": "lesson", "ts": "2024-05-01T16:00:00",
+                     "course": "钢琴"})
+    out += rt.ingest({"customer_id": "s1", "type": "complaint", "ts": "2024-05-01T20:00:00"})
+    out += rt.advance("2024-05-30T00:00:00")
+    statuses = {(a.rule, a.status) for a in out}
+    assert ("lesson_feedback", "cancelled") in statuses
+    (renew,) = [a for a in out if a.rule == "renew_reminder" and a.action == "send"]
+    assert renew.time == "2024-05-29T09:00:00+08:00"
+    assert renew.details["message"] == "王小明您好，课时包还有 7 天到期，本周续费享 9 折。"
+
+
+def _commands() -> dict[str, Any]:
+    group: Any = typer.main.get_command(app)
+    return dict(group.commands)
+
+
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_every_cli_command_and_option_is_documented(name: str) -> None:
+    """Each command has a `## sopkit <command>` section in docs/cli.md naming all its options."""
+    text = _text(DOCS / "cli.md")
+    assert f"## `sopkit {name}`" in text, name
+    section = text.split(f"## `sopkit {name}`", 1)[1].split("\n## ", 1)[0]
+    for param in _commands()[name].params:
+        if isinstance(param, TyperOption):
+            for flag in (*param.opts, *param.secondary_opts):
+                if flag != "--help":
+                    assert f"`{flag}" in section, f"{name} {flag}"
+
+
+def _anchors(doc: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown file (outside code blocks)."""
+    text = re.sub(r"```.*?```", "", _text(doc), flags=re.DOTALL)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.*)$", text, re.MULTILINE)}
+
+
+def test_docs_links_resolve() -> None:
+    """Relative links between the docs point at files and headings that exist."""
+    for doc in DOCS.glob("*.md"):
+        for target, anchor in re.findall(r"\]\(([\w./-]*?\.md)?(?:#([^)]+))?\)", _text(doc)):
+            path = doc.parent / target if target else doc
+            assert path.exists(), f"{doc.name} links to missing {target}"
+            if anchor:
+                assert anchor in _anchors(path), f"{doc.name} links to missing {target}#{anchor}"
+
+
+def test_models_module_is_what_was_walked() -> None:
+    """Guard: the docs tests import the real models module, not a stale copy."""
+    assert isinstance(m, types.ModuleType) and m.__name__ == "sopkit._models"
+
+
+def test_engines_doc_shows_what_the_example_compiles_to(tmp_path: Path) -> None:
+    """The IR and durable rule shown in docs/engines.md are what the example really gives."""
+    from sopkit.engines.durable import DurableEngine
+
+    path = tmp_path / "school.toml"
+    path.write_text(_example(), encoding="utf-8")
+    ir = sopkit.compile_playbook(sopkit.load_playbook(path).model)
+    (rule,) = [r for r in ir["rules"] if r["name"] == "renew_reminder"]
+    predicate = ir["predicates"][rule["predicate"]]
+    assert (rule["predicate"], predicate["reads"]) == (7, [14, 19])
+    assert [ir["slots"][i]["name"] for i in (14, 19)] == ["days_to_expiry", "tag:已提醒续费"]
+    assert predicate["cond"] == [
+        "and", [["cmp", "<=", ["slot", 14], ["const", 7]],
+                ["cmp", ">=", ["slot", 14], ["const", 0]],
+                ["not", ["cmp", "==", ["slot", 19], ["const", True]]]]]
+    assert ir["wakeups"]["days_to_expiry"] == {"slot": 14, "any": False,
+                                               "thresholds": [0, 7, 30]}
+    engine = DurableEngine(ir)
+    (rules,) = engine.definitions.values()
+    assert rules["keep"] == {"all": [{"m": {"_k": 1}}]}
+    assert rules["p7"] == {"all": [{"m": {"$and": [
+        {"$lte": {"s14": 7}}, {"$gte": {"s14": 0}},
+        {"$or": [{"$neq": {"s19": True}}, {"n19": True}]}]}}]}
+    facts: list[object] = [None] * len(ir["slots"])
+    facts[14], facts[19] = 7, False
+    assert 7 in engine.evaluate(facts)
