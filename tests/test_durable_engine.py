@@ -122,7 +122,7 @@ def test_facts_split_below_the_property_bound() -> None:
 
 
 def test_missing_facts_never_use_exists_operators() -> None:
-    """Lowered rules avoid $ex/$nex (they hang); `not` of a missing fact still holds."""
+    """Lowered rules avoid $ex/$nex (they misfire); `not` of a missing fact still holds."""
     cond = ["not", ["cmp", ">", ["slot", 0], ["const", 5]]]
     engine = DurableEngine({"predicates": [{"id": 0, "cond": cond, "reads": [0]}]})
     text = json.dumps(engine.definitions)

@@ -14,8 +14,10 @@ Guards against the defects measured in durable-rules 2.0.28 (see docs/engines.md
   512-rule hang, and below the 64 actions pending in one session that corrupt the heap) and
   its fact has at most FIELDS_PER_FACT fields (a fact of more than 255 properties cannot be
   stored);
-- single-fact rules only (no joins); `$ex`/`$nex` are never used (they hang too): a missing
-  fact is a separate boolean field `n<i>`;
+- single-fact rules only (no joins); `$ex`/`$nex` are never used (`$nex` matches facts that
+  have the field and fires repeatedly, endlessly through Host): a missing fact is a
+  separate boolean field `n<i>`, and a comparison with another field also requires that
+  field's `n<j>` to be false (durable reads a missing `$m` field as a value);
 - arithmetic that durable cannot put on the left of a comparison is computed beforehand
   into a field `h<k>` with sopkit's own reference semantics (`_ir.operand`);
 """
