@@ -36,9 +36,10 @@ lint: $(DEVSTAMP)
 typecheck: $(DEVSTAMP)
 	$(VENV)/bin/mypy
 
-## schema: regenerate schema/playbook.schema.json from the models
+## schema: regenerate schema/*.schema.json from the models
 schema: $(STAMP)
 	$(VENV)/bin/sopkit schema > schema/playbook.schema.json
+	$(VENV)/bin/sopkit schema --fragment > schema/fragment.schema.json
 
 clean:
 	rm -rf $(VENV) demo-actions.jsonl *.egg-info

@@ -108,11 +108,14 @@ def check(
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    fragment: Annotated[bool, typer.Option("--fragment", help="The schema of an include "
+                                           "fragment (no [playbook] table).")] = False,
+) -> None:
     """Print the playbook JSON Schema (for taplo / Even Better TOML via `#:schema`)."""
     from ._schema import playbook_schema
 
-    typer.echo(json.dumps(playbook_schema(), ensure_ascii=False, indent=2))
+    typer.echo(json.dumps(playbook_schema(fragment), ensure_ascii=False, indent=2))
 
 
 @app.command(name="compile")

@@ -41,6 +41,9 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+DURATION_SCHEMA = {"pattern": r"^\d+\s*[smhdw]$", "examples": ["90d", "12h", "30m", "2w"]}
+
+
 def _check_duration(value: str | None) -> str | None:
     if value is not None:
         parse_duration(value)
@@ -62,6 +65,7 @@ class Meta(_Model):
     )
     day_starts: str = Field(
         "00:00",
+        json_schema_extra={"pattern": r"^([01]\d|2[0-3]):[0-5]\d$"},
         description="Local time (HH:MM) at which day-based metrics (days_since …) roll over.",
     )
     include: list[str] = Field(
@@ -73,12 +77,15 @@ class Metric(_Model):
     """A fact computed from events or a profile date."""
 
     kind: MetricKind
-    event: str | None = Field(None, description="Event type (`*` for any, days_since only).")
+    event: str | None = Field(
+        None, description="Event type; `*` (any event) for count, days_since, days_since_first."
+    )
     field: str | None = Field(None, description="Event field for sum/avg/last/max_count_per_key.")
     attribute: str | None = Field(
         None, description="Profile date attribute for days_until/days_to_anniversary."
     )
-    window: str | None = Field(None, description="Only events in this trailing window, e.g. 90d.")
+    window: str | None = Field(None, description="Only events in this trailing window, e.g. 90d.",
+                               json_schema_extra=DURATION_SCHEMA)
     description: str = ""
 
     _window = field_validator("window")(classmethod(lambda cls, v: _check_duration(v)))
@@ -160,7 +167,8 @@ class SendAction(_Model):
 class TaskAction(_Model):
     type: Literal["task"]
     note: str = Field(description="Template text for the follow-up.")
-    due: str = Field("1d", description="Due this long after the action.")
+    due: str = Field("1d", description="Due this long after the action.",
+                     json_schema_extra=DURATION_SCHEMA)
     assignee: str | None = Field(None, description="Default: the customer's owner.")
 
     _due = field_validator("due")(classmethod(lambda cls, v: _check_duration(v)))
@@ -198,9 +206,11 @@ class Rule(_Model):
     on: str | None = Field(None, description="Event type that triggers the rule.")
     when: str | None = None
     priority: int = Field(0, description="Higher fires first; ties keep file order.")
-    cooldown: str | None = None
+    cooldown: str | None = Field(None, description="No refiring within this long.",
+                                 json_schema_extra=DURATION_SCHEMA)
     max_times: int | None = Field(None, ge=1)
-    delay: str | None = None
+    delay: str | None = Field(None, description="Run the actions this long after firing.",
+                              json_schema_extra=DURATION_SCHEMA)
     cancel_if: str | None = None
     actions: list[Action] = Field(min_length=1)
 

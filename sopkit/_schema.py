@@ -7,9 +7,14 @@ from typing import Any
 from ._models import Playbook
 
 
-def playbook_schema() -> dict[str, Any]:
+def playbook_schema(fragment: bool = False) -> dict[str, Any]:
+    """The schema of a playbook, or of a fragment (`rules/*.toml`: no [playbook] needed)."""
     schema = Playbook.model_json_schema()
     schema["$schema"] = "http://json-schema.org/draft-07/schema#"
-    schema["$id"] = "https://sopkit.dev/schema/playbook.schema.json"
-    schema["title"] = "sopkit playbook"
+    name = "fragment" if fragment else "playbook"
+    schema["$id"] = f"https://sopkit.dev/schema/{name}.schema.json"
+    schema["title"] = f"sopkit {name}"
+    if fragment:
+        schema["required"] = [key for key in schema.get("required", []) if key != "playbook"]
+        schema["description"] = "A fragment of a sopkit playbook, merged by `include`."
     return schema

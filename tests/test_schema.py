@@ -16,6 +16,7 @@ from sopkit._cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "schema" / "playbook.schema.json"
+FRAGMENT_SCHEMA_FILE = ROOT / "schema" / "fragment.schema.json"
 PLAYBOOKS = sorted((ROOT / "playbooks").glob("*.toml"))
 FRAGMENTS = sorted((ROOT / "rules").glob("*.toml"))
 
@@ -50,6 +51,14 @@ def test_committed_schema_is_current() -> None:
         "schema/playbook.schema.json is out of date with sopkit/_models.py: run `make schema`")
 
 
+def test_committed_fragment_schema_is_current() -> None:
+    """schema/fragment.schema.json is exactly what `sopkit schema --fragment` prints."""
+    result = CliRunner().invoke(app, ["schema", "--fragment"])
+    assert result.exit_code == 0, result.output
+    assert FRAGMENT_SCHEMA_FILE.read_text(encoding="utf-8") == result.stdout, (
+        "schema/fragment.schema.json is out of date with sopkit/_models.py: run `make schema`")
+
+
 def test_schema_is_a_valid_json_schema() -> None:
     """The schema itself is valid under the JSON Schema dialect it declares."""
     schema = _schema()
@@ -71,12 +80,22 @@ def test_shipped_playbook_validates(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", FRAGMENTS, ids=lambda p: p.name)
-def test_shipped_fragment_validates_with_a_dummy_playbook_table(path: Path) -> None:
-    """A fragment under rules/ validates once given the [playbook] table only playbooks have."""
-    data = copy.deepcopy(_toml(path))
-    assert set(data.get("playbook", {})) <= {"include"}, "a fragment may only hold `include`"
-    data["playbook"] = {"name": "fragment-check", **data.get("playbook", {})}
-    assert _errors(data) == []
+def test_shipped_fragment_validates_against_the_fragment_schema(path: Path) -> None:
+    """A fragment under rules/ names the fragment schema and validates against it as is."""
+    first_line = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first_line == "#:schema ../schema/fragment.schema.json"
+    schema = json.loads(FRAGMENT_SCHEMA_FILE.read_text(encoding="utf-8"))
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    assert [e.message for e in validator.iter_errors(_toml(path))] == []
+    assert _errors(_toml(path)), "the playbook schema should require [playbook]"
+
+
+def test_bad_duration_and_time_fail_the_schema() -> None:
+    """The schema flags `cooldown = "3 days"` and `day_starts = "9am"` as an editor types."""
+    data = _toml(ROOT / "playbooks" / "retail.toml")
+    data["rules"][0]["cooldown"] = "3 days"
+    data["playbook"]["day_starts"] = "9am"
+    assert len(_errors(data)) == 2
 
 
 def test_unknown_key_fails_schema_validation() -> None:
