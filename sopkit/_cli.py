@@ -191,9 +191,6 @@ def simulate(
             summary = run_simulation(loaded, events, profiles=profiles, start=start, end=end,
                                      out=handle, quarantine=quarantine, engine=engine,
                                      masked=not unmasked)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -222,7 +219,9 @@ def print_summary(summary: Any, out: Path | None) -> None:
                   + f"; customers: {summary.customers}; profiles: {summary.profiles}")
     console.print(f"actions: {summary.actions}" + (f" (written to {out})" if out else "")
                   + (f"; {summary.warmup_actions} during warm-up before --start"
-                     if summary.warmup_actions else ""))
+                     if summary.warmup_actions else "")
+                  + (f"; {summary.pending_at_end} delayed, still pending at the end"
+                     if summary.pending_at_end else ""))
     rules = Table(title="Actions by rule", title_justify="left")
     rules.add_column("rule")
     statuses = ("planned", "suppressed", "cancelled")

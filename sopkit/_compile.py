@@ -120,6 +120,8 @@ class _Compiler:
             return ["slot", self.slot_index[node.dotted]]
         if isinstance(node, e.Neg):
             inner = self.operand(node.operand)
+            if inner[0] == "const":  # -1 is a constant, not arithmetic
+                return ["const", -inner[1]]
             self.mark_any(inner)
             return ["arith", "-", ["const", 0], inner]
         if isinstance(node, e.Arith):

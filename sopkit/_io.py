@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from ._errors import UsageError
+from ._mask import mask
 
 
 @dataclass(frozen=True)
@@ -37,28 +40,50 @@ def record_format(path: Path) -> str:
 
 
 def read_records(path: Path, progress: Any = None) -> Iterator[Record | BadRecord]:
-    """Yield each record of a JSONL or CSV file; `progress(n_bytes)` is told how far we are."""
+    """Yield each record of a JSONL or CSV file; `progress(n_bytes)` is told how far we are.
+
+    A line that is not UTF-8 becomes a BadRecord; a `.gz` file that is not gzip raises
+    UsageError naming the file.
+    """
     kind = record_format(path)
     with path.open("rb") as raw_file:
-        compressed = path.suffix == ".gz"
-        binary: IO[bytes] = (gzip.GzipFile(fileobj=raw_file) if compressed  # type: ignore[assignment]  # GzipFile is a binary IO
-                             else raw_file)
-        text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+        binary: IO[bytes] = (gzip.GzipFile(fileobj=raw_file)  # type: ignore[assignment]  # a binary IO
+                             if path.suffix == ".gz" else raw_file)
+        bad: list[BadRecord] = []
 
         def tell() -> None:
             if progress is not None:
                 progress(raw_file.tell())
 
-        if kind == "csv":
-            yield from _csv_records(text, tell)
-        else:
-            yield from _jsonl_records(text, tell)
+        lines = _decoded(binary, bad, tell)
+        try:
+            if kind == "csv":
+                yield from _csv_records(lines, bad)
+            else:
+                yield from _jsonl_records(lines, bad)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise UsageError(f"{path}: cannot read it as gzip ({exc})") from None
+        yield from bad
+        tell()
 
 
-def _jsonl_records(text: IO[str], tell: Any) -> Iterator[Record | BadRecord]:
-    for number, line in enumerate(text, start=1):
+def _decoded(binary: IO[bytes], bad: list[BadRecord], tell: Any) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line; a line that is not UTF-8 goes to `bad` instead."""
+    for number, raw in enumerate(binary, start=1):
         if number % 2048 == 0:
             tell()
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad.append(BadRecord(number, raw.decode("utf-8", "replace").strip(),
+                                 f"not UTF-8 text: {exc.reason} at byte {exc.start}",
+                                 "not UTF-8 text"))
+
+
+def _jsonl_records(lines: Iterator[tuple[int, str]],
+                   bad: list[BadRecord]) -> Iterator[Record | BadRecord]:
+    for number, line in lines:
+        yield from _flush(bad)
         stripped = line.strip()
         if not stripped:
             continue
@@ -72,16 +97,26 @@ def _jsonl_records(text: IO[str], tell: Any) -> Iterator[Record | BadRecord]:
             yield BadRecord(number, stripped, "not a JSON object", "not a JSON object")
             continue
         yield Record(number, data)
-    tell()
 
 
-def _csv_records(text: IO[str], tell: Any) -> Iterator[Record | BadRecord]:
-    reader = csv.reader(text)
+def _flush(bad: list[BadRecord]) -> Iterator[BadRecord]:
+    while bad:
+        yield bad.pop(0)
+
+
+def _csv_records(lines: Iterator[tuple[int, str]],
+                 bad: list[BadRecord]) -> Iterator[Record | BadRecord]:
+    numbers: list[int] = []
+
+    def texts() -> Iterator[str]:
+        for number, text in lines:
+            numbers.append(number)
+            yield text
+
     header: list[str] | None = None
-    for row in reader:
-        number = reader.line_num
-        if number % 2048 == 0:
-            tell()
+    for row in csv.reader(texts()):
+        yield from _flush(bad)
+        number = numbers[-1] if numbers else 0
         if not row or all(not cell.strip() for cell in row):
             continue
         if header is None:
@@ -93,14 +128,16 @@ def _csv_records(text: IO[str], tell: Any) -> Iterator[Record | BadRecord]:
                             "wrong number of columns")
             continue
         yield Record(number, {k: v for k, v in zip(header, row, strict=True) if v != ""})
-    tell()
 
 
 class Quarantine:
     """Collects records that could not be used, with their reasons; writes them as JSONL."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, masked: bool = False) -> None:
         self.path = path
+        self.masked = masked
+        if path is not None and path.exists():
+            path.unlink()  # a file left by an earlier run must not pass for this run's
         self.count = 0
         self.reasons: dict[str, int] = {}
         self._file: IO[str] | None = None
@@ -114,7 +151,8 @@ class Quarantine:
             return
         if self._file is None:
             self._file = self.path.open("w", encoding="utf-8")
-        entry = {"source": source, "line": line, "reason": reason, "record": record}
+        entry = {"source": source, "line": line, "reason": reason,
+                 "record": mask(record) if self.masked else record}
         self._file.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
 
     def close(self) -> None:

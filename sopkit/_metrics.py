@@ -66,6 +66,7 @@ class Count(Metric):
 
     def observe(self, state: Any, ts: int, day: int, fields: dict[str, Any]) -> Any:
         if self.window:
+            self.evict(state, ts)
             state.append(ts)
             return state
         return state + 1
@@ -94,6 +95,7 @@ class Sum(Metric):
         if value is None:
             return state
         if self.window:
+            self.evict(state, ts)
             state.append((ts, value))
             state.total += value
         else:
@@ -192,6 +194,7 @@ class MaxCountPerKey(Metric):
 
     def observe(self, state: Any, ts: int, day: int, fields: dict[str, Any]) -> Any:
         key = fields.get(self.field or "")
+        self.evict(state, ts)
         if key is not None:
             state.append((ts, key))
             state.counts[key] += 1
@@ -222,7 +225,8 @@ def next_day_crossing(metric: Metric, state: Any, profile: dict[str, Any], today
                       thresholds: list[float], any_day: bool) -> int | None:
     """The next day ordinal after `today` on which a comparison with a threshold may flip."""
     if any_day:
-        return today + 1
+        has_value = metric.value(state, 0, today, profile) is not None
+        return today + 1 if has_value else None
     rising: set[int] = set()  # values at which a comparison can flip while counting up
     falling: set[int] = set()  # ... and while counting down
     for t in thresholds:

@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -41,7 +42,7 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-DURATION_SCHEMA = {"pattern": r"^\d+\s*[smhdw]$", "examples": ["90d", "12h", "30m", "2w"]}
+DURATION_SCHEMA: JsonDict = {"pattern": r"^\d+\s*[smhdw]$", "examples": ["90d", "12h", "30m", "2w"]}
 
 
 def _check_duration(value: str | None) -> str | None:

@@ -81,6 +81,7 @@ class CustomerState:
     metrics: list[Any] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     tags: set[str] = field(default_factory=set)
+    sticky_truth: dict[str, bool] = field(default_factory=dict)
     stage: str | None = None
     computed_stage: str | None = None
     rule_truth: list[bool] = field(default_factory=list)
@@ -441,11 +442,19 @@ class Runtime:
                 continue
             holds = pid in true
             name = tag["name"]
+            if tag["sticky"]:  # set when its condition becomes true; kept until an untag
+                was = cs.sticky_truth.get(name, False)
+                cs.sticky_truth[name] = holds
+                if holds and not was and name not in cs.tags:
+                    cs.tags.add(name)
+                    history.append(f"tag {name}")
+                    changed = True
+                continue
             if holds and name not in cs.tags:
                 cs.tags.add(name)
                 history.append(f"tag {name}")
                 changed = True
-            elif not holds and name in cs.tags and not tag["sticky"]:
+            elif not holds and name in cs.tags:
                 cs.tags.discard(name)
                 history.append(f"untag {name}")
                 changed = True

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ._errors import EventError
+from ._errors import EventError, UsageError
 from ._io import BadRecord, Quarantine, read_records
 from ._load import LoadedPlaybook
 from ._mask import mask
 from ._runtime import Action, Runtime
+
+_IDENTIFIERS = frozenset({"time", "customer_id", "rule", "action", "status", "trigger", "key"})
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Summary:
     customers: int = 0
     actions: int = 0
     warmup_actions: int = 0
+    pending_at_end: int = 0
     by_rule: dict[str, dict[str, int]] = field(default_factory=dict)
     by_day: dict[str, int] = field(default_factory=dict)
     by_type: dict[str, int] = field(default_factory=dict)
@@ -70,11 +73,11 @@ def simulate(
     """Run the playbook over a history; write actions as JSONL to `out`; return a Summary."""
     runtime = Runtime(playbook, engine=engine)
     summary = Summary(playbook.name, engine)
-    jail = Quarantine(quarantine)
+    jail = Quarantine(quarantine, masked)
     summary.quarantine_file = str(quarantine) if quarantine else None
     cal = runtime.calendar
-    start_ts = cal.parse(start) if start else None
-    end_ts = cal.parse(end) if end else None
+    start_ts = _parse_option(cal, "--start", start)
+    end_ts = _parse_option(cal, "--end", end)
     rule_counts: dict[str, Counter[str]] = {r["name"]: Counter() for r in runtime.rules}
     days: Counter[str] = Counter()
     types: Counter[str] = Counter()
@@ -94,7 +97,9 @@ def simulate(
                     channels[action.details["channel"]] += 1
             if out is not None:
                 record = action.to_json()
-                out.write(dump_line(mask(record) if masked else record))
+                if masked:  # what a person reads; ids and keys stay as they are
+                    record = {k: v if k in _IDENTIFIERS else mask(v) for k, v in record.items()}
+                out.write(dump_line(record))
 
     if profiles is not None:
         size = profiles.stat().st_size
@@ -138,12 +143,23 @@ def simulate(
     stage_counts: Counter[str] = Counter()
     tag_counts: Counter[str] = Counter()
     for cs in runtime.customers.values():
+        summary.pending_at_end += sum(len(runtime.rules[p.rule]["actions"]) for p in cs.pending)
         stage_counts[cs.stage or "(none)"] += 1
         tag_counts.update(cs.tags)
     order = {s["name"]: i for i, s in enumerate(runtime.ir["stages"])}
     summary.stages = dict(sorted(stage_counts.items(), key=lambda kv: order.get(kv[0], 1 << 30)))
     summary.tags = {t["name"]: tag_counts[t["name"]] for t in runtime.ir["tags"]}
     return summary
+
+
+def _parse_option(cal: Any, option: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(cal.parse(value))
+    except ValueError:
+        raise UsageError(f"{option} {value!r} is not an ISO 8601 date or time, e.g. "
+                         "2024-05-01 or 2024-05-01T09:00:00+08:00") from None
 
 
 def _tick(progress: Callable[[str, int, int], None] | None, label: str,

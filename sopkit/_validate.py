@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from collections.abc import Iterator
+from typing import Any
 
 from . import _expr as e
 from . import _models as m
@@ -23,7 +24,9 @@ ATTR_TYPES: dict[str, e.Type] = {
     "string": "string", "int": "number", "decimal": "number", "date": "date",
     "bool": "bool", "list": "list",
 }
-_SECRET_KEY = re.compile(r"(secret|token|password|passwd|api_?key|corpsecret)$", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"(secret|token|password|passwd|api_?key|private_?key|signing_?key|credential|"
+    r"authorization|cookie)", re.IGNORECASE)
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 TIME_RELATIVE = frozenset({"days_since", "days_since_first", "days_until", "days_to_anniversary"})
 
@@ -199,9 +202,13 @@ class _Checker:
                     yield bad
         for tname, tag in self.pb.tags.items():
             if tag.when is not None:
-                bad, _ = self.expr(("tags", tname, "when"), tag.when)
+                bad, scope = self.expr(("tags", tname, "when"), tag.when)
                 if bad:
                     yield bad
+                elif tname in scope.tags_read:
+                    yield self.problem(("tags", tname, "when"),
+                                       f"tag '{tname}' depends on itself: its `when` reads it",
+                                       "a dynamic tag's condition must not test the tag")
             elif tag.sticky:
                 yield self.problem(("tags", tname, "sticky"),
                                    "`sticky` needs a `when`: a tag without one is set by actions "
@@ -231,12 +238,18 @@ class _Checker:
 
     def channels(self) -> Iterator[Problem]:
         for cname, channel in self.pb.channels.items():
-            for key in (channel.model_extra or {}):
-                if _SECRET_KEY.search(key):
-                    yield self.problem(("channels", cname, key),
-                                       f"'{key}' looks like a secret; secrets never go in a "
-                                       "playbook", f"name an environment variable: {key}_env = "
-                                       f"\"{cname.upper()}_{key.upper()}\"")
+            yield from self.secrets(("channels", cname), channel.model_extra or {}, cname)
+
+    def secrets(self, path: KeyPath, table: dict[str, Any], cname: str) -> Iterator[Problem]:
+        """Keys that look like secrets, at any depth; `*_env` keys name variables and pass."""
+        for key, value in table.items():
+            if isinstance(value, dict):
+                yield from self.secrets((*path, key), value, cname)
+            elif _SECRET_KEY.search(key) and not key.endswith("_env"):
+                yield self.problem((*path, key),
+                                   f"'{key}' looks like a secret; secrets never go in a "
+                                   "playbook", f"name an environment variable: {key}_env = "
+                                   f"\"{cname.upper()}_{key.upper()}\"")
 
     def rules(self) -> Iterator[Problem]:
         names: set[str] = set()
@@ -311,6 +324,8 @@ class _Checker:
                 yield self.problem((*path, "channel"), f"channel '{action.channel}' has type "
                                    f"'{channel.type}'; a webhook action needs a channel of type "
                                    "'webhook'")
+            for key_path, text in _strings(action.payload, (*path, "payload")):
+                yield from self.template(key_path, text, event, set(), path)
 
     def template(self, path: KeyPath, text: str, event: str | None, params: set[str],
                  action_path: KeyPath) -> Iterator[Problem]:
@@ -372,6 +387,18 @@ class _Checker:
                                    f"rules can trigger each other without end: {steps} → "
                                    f"{rules[start].name}",
                                    "break the loop with max_times, cooldown, or a stricter `when`")
+
+
+def _strings(value: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
+    """Every string inside a payload, with its key path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*path, index))
 
 
 def _find_cycle(start: int, edges: dict[int, list[tuple[int, str]]]) -> list[tuple[int, str]]:

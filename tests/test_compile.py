@@ -103,3 +103,15 @@ def test_rule_order_is_priority_then_file_order() -> None:
     guide, escalate, notify = ir["rules"]
     assert (guide["delay"], notify["cooldown"], escalate["actions"][0]["due"]) == \
         (3 * 86_400, 14 * 86_400, 12 * 3600)
+
+
+def test_negative_constants_are_thresholds_not_arithmetic(tmp_path: Path) -> None:
+    """`days_to_expiry <= -1` is a threshold of -1, so lapsed members are not woken daily."""
+    playbook = tmp_path / "p.toml"
+    playbook.write_text(
+        '[playbook]\nname = "p"\n[profile]\nexpires = "date"\n[events.visit]\n'
+        '[metrics]\ndays_to_expiry = { kind = "days_until", attribute = "expires" }\n'
+        '[tags.lapsed]\nwhen = "days_to_expiry <= -1"\n', encoding="utf-8")
+    ir = sopkit.compile_playbook(sopkit.load_playbook(playbook).model)
+    assert ir["wakeups"]["days_to_expiry"]["thresholds"] == [-1]
+    assert ir["wakeups"]["days_to_expiry"]["any"] is False

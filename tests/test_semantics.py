@@ -652,3 +652,17 @@ def test_out_of_order_event_raises_event_error(semantics_runtime: MakeRuntime) -
     assert rt.state("c1").metrics["purchases"] == 1
     rt.ingest(ev("c1", "purchase", "2024-01-02T10:00:00", amount="10"))  # same time is fine
     assert rt.state("c1").metrics["purchases"] == 2
+
+
+def test_untag_of_a_sticky_tag_holds_until_its_condition_enters_again(
+        semantics_runtime: MakeRuntime) -> None:
+    """An untagged sticky tag stays off while its condition still holds; a new entry re-tags."""
+    rt = semantics_runtime("scorecard")
+    rt.ingest(ev("s2", "complaint", "2024-03-01T10:00:00", reason="太慢"))
+    assert "投诉过" in rt.state("s2").tags
+    rt.ingest(ev("s2", "purchase", "2024-03-02T10:00:00", amount="1000"))  # forgive
+    rt.ingest(ev("s2", "complaint", "2024-03-03T10:00:00", reason="又慢"))
+    assert "投诉过" not in rt.state("s2").tags  # complaints_30d > 0 never went false
+    rt.advance("2024-04-10T00:00:00")  # both complaints leave the window
+    rt.ingest(ev("s2", "complaint", "2024-04-11T10:00:00", reason="第三次"))
+    assert "投诉过" in rt.state("s2").tags

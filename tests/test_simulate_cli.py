@@ -163,3 +163,81 @@ def test_every_command_has_help() -> None:
     for args in ([], ["check"], ["simulate"], ["schema"], ["compile"]):
         code, text = _run(*args, "--help")
         assert code == 0 and "Usage" in text
+
+
+def test_unreadable_inputs_are_usage_errors(tmp_path: Path) -> None:
+    """A .gz that is not gzip, a bad --start and an unknown engine exit 2 with a message."""
+    fake = tmp_path / "events.jsonl.gz"
+    fake.write_text('{"customer_id": "m001"}\n', encoding="utf-8")
+    code, text = _run("simulate", "playbooks/membership.toml", "--events", str(fake))
+    assert code == 2 and "cannot read it as gzip" in text
+    code, text = _run("simulate", *MEMBERSHIP, "--start", "yesterday")
+    assert code == 2 and "--start 'yesterday' is not an ISO 8601" in text
+    code, text = _run("simulate", *MEMBERSHIP, "--engine", "drools")
+    assert code == 2 and "unknown engine 'drools'" in text
+
+
+def test_a_line_that_is_not_utf8_is_quarantined(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 put that one line in quarantine; the others are applied."""
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(
+        b'{"customer_id": "m001", "type": "login", "ts": "2025-02-01T10:00:00"}\n'
+        b'{"customer_id": "m\xff01", "type": "login", "ts": "2025-02-01T11:00:00"}\n'
+        b'{"customer_id": "m002", "type": "login", "ts": "2025-02-01T12:00:00"}\n')
+    jail = tmp_path / "q.jsonl"
+    code, text = _run("simulate", "playbooks/membership.toml", "--events", str(events),
+                      "--quarantine", str(jail), "--output", "jsonl")
+    assert code == 0
+    summary = json.loads(text)
+    assert summary["events_applied"] == 2 and summary["quarantine_reasons"] == {
+        "not UTF-8 text": 1}
+    assert json.loads(jail.read_text(encoding="utf-8"))["line"] == 2
+
+
+def test_quarantine_is_masked_and_never_stale(tmp_path: Path) -> None:
+    """The quarantine file masks phones like the actions, and a clean rerun leaves none."""
+    jail = tmp_path / "q.jsonl"
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"customer_id": "m001", "type": "login", "ts": "x", '
+                      '"note": "13812345678"}\n', encoding="utf-8")
+    assert _run("simulate", "playbooks/membership.toml", "--events", str(events),
+                "--quarantine", str(jail))[0] == 0
+    assert "138****5678" in jail.read_text(encoding="utf-8")
+    events.write_text('{"customer_id": "m001", "type": "login", '
+                      '"ts": "2025-02-01T10:00:00"}\n', encoding="utf-8")
+    assert _run("simulate", "playbooks/membership.toml", "--events", str(events),
+                "--quarantine", str(jail))[0] == 0
+    assert not jail.exists()
+
+
+def test_masking_leaves_ids_and_keys_alone(tmp_path: Path) -> None:
+    """A phone-like customer id and its idempotency key are written as they are."""
+    playbook = tmp_path / "p.toml"
+    playbook.write_text(
+        '[playbook]\nname = "p"\n[events.visit]\n[channels.c]\ntype = "console"\n'
+        '[templates.t]\ntext = "hi {{ customer_id }}"\n[[rules]]\nname = "r"\non = "visit"\n'
+        'actions = [{ type = "send", channel = "c", template = "t" }]\n', encoding="utf-8")
+    events = tmp_path / "e.csv"
+    events.write_text("customer_id,type,ts\n13812345678,visit,2024-01-01T10:00:00\n",
+                      encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert _run("simulate", str(playbook), "--events", str(events), "--out", str(out))[0] == 0
+    action = json.loads(out.read_text(encoding="utf-8"))
+    assert action["customer_id"] == "13812345678"
+    assert action["key"] == "p:1:r:13812345678:1:0"
+    assert action["message"] == "hi 138****5678"
+
+
+def test_delayed_actions_pending_at_the_end_are_counted(tmp_path: Path) -> None:
+    """A delayed action not yet due when the simulation ends is reported as pending."""
+    playbook = tmp_path / "p.toml"
+    playbook.write_text(
+        '[playbook]\nname = "p"\n[events.visit]\n[channels.c]\ntype = "console"\n'
+        '[templates.t]\ntext = "later"\n[[rules]]\nname = "r"\non = "visit"\ndelay = "3d"\n'
+        'actions = [{ type = "send", channel = "c", template = "t" }]\n', encoding="utf-8")
+    events = tmp_path / "e.csv"
+    events.write_text("customer_id,type,ts\nc1,visit,2024-01-01T10:00:00\n"
+                      "c2,visit,2024-01-05T10:00:00\n", encoding="utf-8")
+    code, text = _run("simulate", str(playbook), "--events", str(events), "--output", "jsonl")
+    summary = json.loads(text)
+    assert code == 0 and summary["actions"] == 1 and summary["pending_at_end"] == 1

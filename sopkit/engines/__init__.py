@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._errors import UsageError
 from .base import Engine
 
 ENGINES = ("durable",)
@@ -15,7 +16,7 @@ def create_engine(name: str, ir: dict[str, Any]) -> Engine:
         from .durable import DurableEngine  # the only module that imports durable
 
         return DurableEngine(ir)
-    raise ValueError(f"unknown engine '{name}' (known: {', '.join(ENGINES)})")
+    raise UsageError(f"unknown engine '{name}' (known: {', '.join(ENGINES)})")
 
 
 __all__ = ["ENGINES", "Engine", "create_engine"]
