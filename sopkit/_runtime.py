@@ -90,7 +90,6 @@ class CustomerState:
     last_fired: list[int | None] = field(default_factory=list)
     pending: list[_Pending] = field(default_factory=list)
     wake_at: int | None = None
-    last_ts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +132,6 @@ class Runtime:
         self.calendar = Calendar(ir["timezone"], ir["day_starts_minutes"])
         self.slots = ir["slots"]
         self.metrics = [_metrics.build(spec) for spec in ir["metrics"]]
-        self.metric_slot = [spec["slot"] for spec in ir["metrics"]]
         self.metrics_by_event: dict[str, list[int]] = {}
         for etype in playbook.model.events:
             self.metrics_by_event[etype] = [
@@ -158,7 +156,6 @@ class Runtime:
         self.now: int | None = None
         self._unstarted: list[str] = []
         self.pk = f"{ir['playbook']}:{ir['version']}"
-        self._slot_names = [s["name"] for s in self.slots]
         self._entry_rules = [(r["index"], r["predicate"]) for r in self.rules
                              if r["on"] is None]
         self._prepare_facts()
@@ -381,7 +378,6 @@ class Runtime:
               event: tuple[str, dict[str, Any]] | None) -> list[Action]:
         out: list[Action] = []
         today = self.calendar.day_index(now)
-        cs.last_ts = now
         due = sorted((p for p in cs.pending if p.due <= now), key=lambda p: (p.due, p.seq))
         cs.pending = [p for p in cs.pending if p.due > now]
         on_rules = list(self.on_rules.get(event[0], ())) if event else []
@@ -400,7 +396,7 @@ class Runtime:
                 item = due.pop(0)
                 history.append(self.rules[item.rule]["name"])
                 changed = self._execute(cs, now, item.rule, item.occurrence, item.facts,
-                                        "delayed", out, item.event)
+                                        "delayed", out, item.event, item.scheduled)
             if changed:
                 continue
             if not self._fire_rules(cs, now, facts, true, event, on_rules, history, out):
@@ -542,7 +538,8 @@ class Runtime:
 
     def _execute(self, cs: CustomerState, now: int, r: int, occurrence: int,
                  facts: dict[str, Any], trigger: str, out: list[Action],
-                 event: tuple[str, dict[str, Any]] | None = None) -> bool:
+                 event: tuple[str, dict[str, Any]] | None = None,
+                 scheduled: int | None = None) -> bool:
         """Carry out a rule's actions; True if any of them changed a fact."""
         rule = self.rules[r]
         changed = False
@@ -550,6 +547,8 @@ class Runtime:
         for i, spec in enumerate(rule["actions"]):
             kind = spec["type"]
             details: dict[str, Any] = {}
+            if scheduled is not None:  # a delayed action: when its rule fired
+                details["fired_at"] = self.calendar.format(scheduled)
             if kind == "tag":
                 details["tag"] = spec["tag"]
                 changed |= spec["tag"] not in cs.tags
