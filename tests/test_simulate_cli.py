@@ -23,6 +23,17 @@ def _at_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
 
 
+def _visit_playbook(tmp_path: Path, text: str, rule: str = "", profile: str = "") -> Path:
+    """A one-rule playbook: on each `visit`, send template `text` on a console channel."""
+    path = tmp_path / "p.toml"
+    path.write_text(
+        f'[playbook]\nname = "p"\n[profile]\n{profile}[events.visit]\n'
+        f'[channels.c]\ntype = "console"\n[templates.t]\ntext = "{text}"\n'
+        f'[[rules]]\nname = "r"\non = "visit"\n{rule}'
+        'actions = [{ type = "send", channel = "c", template = "t" }]\n', encoding="utf-8")
+    return path
+
+
 def _run(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.output
@@ -67,12 +78,7 @@ def test_same_inputs_give_byte_identical_output(tmp_path: Path) -> None:
 
 def test_phone_and_email_are_masked_unless_asked(tmp_path: Path) -> None:
     """Rendered messages mask phone numbers and e-mails; --unmasked shows them."""
-    playbook = tmp_path / "p.toml"
-    playbook.write_text(
-        '[playbook]\nname = "p"\n[profile]\nphone = "string"\n[events.visit]\n'
-        '[channels.c]\ntype = "console"\n[templates.t]\ntext = "call {{ profile.phone }}"\n'
-        '[[rules]]\nname = "r"\non = "visit"\n'
-        'actions = [{ type = "send", channel = "c", template = "t" }]\n', encoding="utf-8")
+    playbook = _visit_playbook(tmp_path, "call {{ profile.phone }}", profile='phone = "string"\n')
     events = tmp_path / "e.csv"
     events.write_text("customer_id,type,ts\nc1,visit,2024-01-01T10:00:00\n", encoding="utf-8")
     profiles = tmp_path / "p.jsonl"
@@ -212,11 +218,7 @@ def test_quarantine_is_masked_and_never_stale(tmp_path: Path) -> None:
 
 def test_masking_leaves_ids_and_keys_alone(tmp_path: Path) -> None:
     """A phone-like customer id and its idempotency key are written as they are."""
-    playbook = tmp_path / "p.toml"
-    playbook.write_text(
-        '[playbook]\nname = "p"\n[events.visit]\n[channels.c]\ntype = "console"\n'
-        '[templates.t]\ntext = "hi {{ customer_id }}"\n[[rules]]\nname = "r"\non = "visit"\n'
-        'actions = [{ type = "send", channel = "c", template = "t" }]\n', encoding="utf-8")
+    playbook = _visit_playbook(tmp_path, "hi {{ customer_id }}")
     events = tmp_path / "e.csv"
     events.write_text("customer_id,type,ts\n13812345678,visit,2024-01-01T10:00:00\n",
                       encoding="utf-8")
@@ -230,11 +232,7 @@ def test_masking_leaves_ids_and_keys_alone(tmp_path: Path) -> None:
 
 def test_delayed_actions_pending_at_the_end_are_counted(tmp_path: Path) -> None:
     """A delayed action not yet due when the simulation ends is reported as pending."""
-    playbook = tmp_path / "p.toml"
-    playbook.write_text(
-        '[playbook]\nname = "p"\n[events.visit]\n[channels.c]\ntype = "console"\n'
-        '[templates.t]\ntext = "later"\n[[rules]]\nname = "r"\non = "visit"\ndelay = "3d"\n'
-        'actions = [{ type = "send", channel = "c", template = "t" }]\n', encoding="utf-8")
+    playbook = _visit_playbook(tmp_path, "later", rule='delay = "3d"\n')
     events = tmp_path / "e.csv"
     events.write_text("customer_id,type,ts\nc1,visit,2024-01-01T10:00:00\n"
                       "c2,visit,2024-01-05T10:00:00\n", encoding="utf-8")
