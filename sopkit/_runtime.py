@@ -136,7 +136,10 @@ class Runtime:
         for etype in playbook.model.events:
             self.metrics_by_event[etype] = [
                 k for k, metric in enumerate(self.metrics) if metric.matches(etype)]
-        self.windowed = [k for k, metric in enumerate(self.metrics) if metric.window]
+        read = {s for p in ir["predicates"] for s in p["reads"]}
+        # windows that conditions read wake their customer when an event leaves them
+        self.windowed = [k for k, metric in enumerate(self.metrics)
+                         if metric.window and ir["metrics"][k]["slot"] in read]
         slot_metric = {spec["slot"]: k for k, spec in enumerate(ir["metrics"])}
         self.day_wakeups = [
             (slot_metric.get(w["slot"]), w["thresholds"], w["any"])
