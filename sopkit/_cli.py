@@ -154,7 +154,8 @@ def simulate(
     quarantine: Annotated[Path | None, typer.Option(
         help="Where bad records go (default: next to --out, or sopkit-quarantine.jsonl).")] =
     None,
-    engine: Annotated[str, typer.Option(help="Rule engine.")] = "durable",
+    engine: Annotated[str, typer.Option(help="Rule engine: durable (default) or native; "
+                                        "the same results.")] = "durable",
     output: Annotated[Output, typer.Option(help="table: a summary for people; jsonl: the "
                                            "summary as one JSON line.")] = Output.table,
     unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
@@ -197,6 +198,8 @@ def simulate(
     finally:
         if handle:
             handle.close()
+    if summary.notice:
+        typer.echo(summary.notice, err=True)
     if summary.quarantined == 0 and quarantine.exists() and quarantine.stat().st_size == 0:
         quarantine.unlink()
     if output is Output.jsonl:

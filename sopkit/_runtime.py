@@ -26,7 +26,7 @@ from ._compile import compile_playbook
 from ._errors import ChainError, EventError
 from ._load import LoadedPlaybook
 from ._templates import render
-from .engines import Engine, create_engine
+from .engines import DEFAULT, Engine, create_engine, resolve
 
 MAX_ROUNDS = 64
 PROFILE_EVENT = "profile"  # a built-in event type that updates profile attributes
@@ -123,11 +123,12 @@ class Runtime:
     >>> rt.ingest({"customer_id": "c1", "type": "purchase", "ts": "2024-05-01T10:00:00"})
     """
 
-    def __init__(self, playbook: LoadedPlaybook, *, engine: str = "durable",
+    def __init__(self, playbook: LoadedPlaybook, *, engine: str = DEFAULT,
                  ir: dict[str, Any] | None = None) -> None:
         self.playbook = playbook
         self.ir = ir if ir is not None else compile_playbook(playbook.model)
-        self.engine: Engine = create_engine(engine, self.ir)
+        actual, self.engine_notice = resolve(engine)
+        self.engine: Engine = create_engine(actual, self.ir)
         ir = self.ir
         self.calendar = Calendar(ir["timezone"], ir["day_starts_minutes"])
         self.slots = ir["slots"]

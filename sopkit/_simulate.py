@@ -18,6 +18,7 @@ from ._io import BadRecord, Quarantine, read_records
 from ._load import LoadedPlaybook
 from ._mask import mask
 from ._runtime import Action, Runtime
+from .engines import DEFAULT
 
 _IDENTIFIERS = frozenset({"time", "customer_id", "rule", "action", "status", "trigger", "key"})
 
@@ -28,6 +29,7 @@ class Summary:
 
     playbook: str
     engine: str
+    notice: str | None = None
     start: str | None = None
     end: str | None = None
     events_read: int = 0
@@ -66,13 +68,13 @@ def simulate(
     end: str | None = None,
     out: IO[str] | None = None,
     quarantine: Path | None = None,
-    engine: str = "durable",
+    engine: str = DEFAULT,
     masked: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Summary:
     """Run the playbook over a history; write actions as JSONL to `out`; return a Summary."""
     runtime = Runtime(playbook, engine=engine)
-    summary = Summary(playbook.name, engine)
+    summary = Summary(playbook.name, runtime.engine.name, notice=runtime.engine_notice)
     jail = Quarantine(quarantine, masked)
     summary.quarantine_file = str(quarantine) if quarantine else None
     cal = runtime.calendar
