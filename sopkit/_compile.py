@@ -16,6 +16,7 @@ the next instant at which any condition could change, and sleep until then.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from . import _expr as e
@@ -34,6 +35,7 @@ class _Compiler:
         self.slot_index: dict[str, int] = {}
         self.predicates: list[dict[str, Any]] = []
         self.thresholds: dict[int, set[float]] = {}
+        self.boundaries: dict[int, set[int]] = {}
         self.any_time: set[int] = set()
         self.time_slots: set[int] = set()
         self.event: str | None = None
@@ -138,12 +140,14 @@ class _Compiler:
                 self.any_time.add(slot)
 
     def note_thresholds(self, cond: Cond) -> None:
-        _, _, a, b = cond
-        for x, y in ((a, b), (b, a)):
+        _, op, a, b = cond
+        for x, y, flipped in ((a, b, False), (b, a, True)):
             if x[0] == "slot" and x[1] in self.time_slots:
                 if y[0] == "const" and isinstance(y[1], int | float) \
                         and not isinstance(y[1], bool):
                     self.thresholds.setdefault(x[1], set()).add(y[1])
+                    self.boundaries.setdefault(x[1], set()).update(
+                        _boundaries(_FLIP[op] if flipped else op, y[1]))
                 else:
                     self.any_time.add(x[1])
 
@@ -196,6 +200,7 @@ class _Compiler:
                 "slot": slot,
                 "any": slot in self.any_time,
                 "thresholds": sorted(self.thresholds.get(slot, set())),
+                "boundaries": sorted(self.boundaries.get(slot, set())),
             }
             for slot in sorted(self.time_slots)
             if slot in self.any_time or slot in self.thresholds
@@ -247,6 +252,19 @@ class _Compiler:
         if isinstance(action, m.TaskAction):
             out["due"] = parse_duration(action.due)
         return out
+
+
+_FLIP = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
+
+
+def _boundaries(op: str, c: float) -> set[int]:
+    """Whole values b such that `x op c` may differ between x = b and x = b + 1."""
+    low, high = math.floor(c), math.ceil(c)
+    if op in (">", "<="):
+        return {low}
+    if op in (">=", "<"):
+        return {high - 1}
+    return {low - 1, low} if low == high else set()  # == / != with a fraction never flip
 
 
 def _const(node: e.Node) -> Any:

@@ -7,7 +7,6 @@ drop them as time passes; `next_change` tells the scheduler when the oldest one 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import Counter, deque
 from decimal import Decimal
 from typing import Any
@@ -222,29 +221,28 @@ def build(spec: dict[str, Any]) -> Metric:
 
 
 def next_day_crossing(metric: Metric, state: Any, profile: dict[str, Any], today: int,
-                      thresholds: list[float], any_day: bool) -> int | None:
-    """The next day ordinal after `today` on which a comparison with a threshold may flip."""
+                      boundaries: list[int], any_day: bool) -> int | None:
+    """The next day ordinal after `today` on which a condition on this metric may flip.
+
+    A boundary b means a comparison may differ between the values b and b + 1: a metric
+    counting up (days_since) crosses it on the day it reaches b + 1, one counting down
+    (days_until, days_to_anniversary) on the day it reaches b.
+    """
     if any_day:
         has_value = metric.value(state, 0, today, profile) is not None
         return today + 1 if has_value else None
-    rising: set[int] = set()  # values at which a comparison can flip while counting up
-    falling: set[int] = set()  # ... and while counting down
-    for t in thresholds:
-        low, high = math.floor(t), math.ceil(t)
-        rising.update((high, low + 1))
-        falling.update((low, high - 1))
     if isinstance(metric, DaysSince):
         anchor = metric.anchor(state, profile)
         if anchor is None:
             return None
-        later = [v for v in rising if v > today - anchor]
+        later = [b + 1 for b in boundaries if b + 1 > today - anchor]
         return anchor + min(later) if later else None
     if isinstance(metric, DaysUntil):
         date = profile.get(metric.attribute or "")
         if date is None:
             return None
         target = date.toordinal()
-        earlier = [v for v in falling if v < target - today]
+        earlier = [b for b in boundaries if b < target - today]
         return target - max(earlier) if earlier else None
     if isinstance(metric, DaysToAnniversary):
         birth = profile.get(metric.attribute or "")
@@ -254,6 +252,6 @@ def next_day_crossing(metric: Metric, state: Any, profile: dict[str, Any], today
         after = next_anniversary(birth, dt.date.fromordinal(now_anniv + 1)).toordinal()
         days = [now_anniv + 1]  # the value jumps from 0 back up the day after
         for anniv in (now_anniv, after):
-            days.extend(anniv - v for v in falling if 0 <= v <= 366 and anniv - v > today)
+            days.extend(anniv - b for b in boundaries if 0 <= b <= 366 and anniv - b > today)
         return min(days)
     return today + 1

@@ -14,7 +14,6 @@ import datetime as dt
 import functools
 import heapq
 import itertools
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -143,7 +142,7 @@ class Runtime:
                          if metric.window and ir["metrics"][k]["slot"] in read]
         slot_metric = {spec["slot"]: k for k, spec in enumerate(ir["metrics"])}
         self.day_wakeups = [
-            (slot_metric.get(w["slot"]), w["thresholds"], w["any"])
+            (slot_metric.get(w["slot"]), w["boundaries"], w["any"])
             for w in ir["wakeups"].values()
         ]
         self.rules = ir["rules"]
@@ -298,17 +297,16 @@ class Runtime:
             if change is not None:
                 candidates.append(change)
         today = self.calendar.day_index(now)
-        for metric_index, thresholds, any_day in self.day_wakeups:
+        for metric_index, boundaries, any_day in self.day_wakeups:
             if metric_index is None:  # the `today` built-in, compared with date literals
-                marks = {d for t in thresholds for d in (math.ceil(t), math.floor(t) + 1)}
-                later_days = [d for d in marks if d > today]
+                later_days = [b + 1 for b in boundaries if b + 1 > today]
                 if not any_day and not later_days:
                     continue
                 day = today + 1 if any_day else min(later_days)
             else:
                 metric = self.metrics[metric_index]
                 found = _metrics.next_day_crossing(metric, cs.metrics[metric_index], cs.profile,
-                                                   today, thresholds, any_day)
+                                                   today, boundaries, any_day)
                 if found is None:
                     continue
                 day = found

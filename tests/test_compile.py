@@ -115,3 +115,26 @@ def test_negative_constants_are_thresholds_not_arithmetic(tmp_path: Path) -> Non
     ir = sopkit.compile_playbook(sopkit.load_playbook(playbook).model)
     assert ir["wakeups"]["days_to_expiry"]["thresholds"] == [-1]
     assert ir["wakeups"]["days_to_expiry"]["any"] is False
+
+
+@pytest.mark.parametrize(("condition", "boundaries"), [
+    ("days_since_purchase > 90", [90]),
+    ("days_since_purchase >= 90", [89]),
+    ("90 < days_since_purchase", [90]),
+    ("days_since_purchase < 7", [6]),
+    ("days_since_purchase <= 7", [7]),
+    ("days_since_purchase == 3", [2, 3]),
+    ("days_since_purchase != 3", [2, 3]),
+    ("days_since_purchase > 2.5", [2]),
+    ("days_since_purchase == 2.5", []),
+])
+def test_boundaries_follow_the_operator(tmp_path: Path, condition: str,
+                                        boundaries: list[int]) -> None:
+    """Each comparison wakes a customer only where its truth can change, per its operator."""
+    playbook = tmp_path / "p.toml"
+    playbook.write_text(
+        '[playbook]\nname = "p"\n[events.purchase]\n'
+        '[metrics]\ndays_since_purchase = { kind = "days_since", event = "purchase" }\n'
+        f'[tags.t]\nwhen = "{condition}"\n', encoding="utf-8")
+    ir = sopkit.compile_playbook(sopkit.load_playbook(playbook).model)
+    assert ir["wakeups"]["days_since_purchase"]["boundaries"] == boundaries

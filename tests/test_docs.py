@@ -192,7 +192,8 @@ def test_engines_doc_shows_what_the_example_compiles_to(tmp_path: Path) -> None:
                 ["cmp", ">=", ["slot", 14], ["const", 0]],
                 ["not", ["cmp", "==", ["slot", 19], ["const", True]]]]]
     assert ir["wakeups"]["days_to_expiry"] == {"slot": 14, "any": False,
-                                               "thresholds": [0, 7, 30]}
+                                               "thresholds": [0, 7, 30],
+                                               "boundaries": [-1, 7, 30]}
     engine = DurableEngine(ir)
     (rules,) = engine.definitions.values()
     assert rules["keep"] == {"all": [{"m": {"_k": 1}}]}

@@ -155,31 +155,31 @@ def test_anniversary_helpers() -> None:
 
 
 def test_next_day_crossing_days_since() -> None:
-    """For days_since >= 90 the next crossings are anchor+90 (and +91 for '> 90'), then none."""
+    """days_since >= 90 (boundary 89) and > 90 (boundary 90) wake at anchor+90, +91, then never."""
     m = metric("days_since")
     anchor = ordinal("2024-01-01")
     state = m.observe(m.new(), T0, anchor, {})
     crossing = _metrics.next_day_crossing
-    assert crossing(m, state, {}, anchor, [90], False) == anchor + 90
-    assert crossing(m, state, {}, anchor + 89, [90], False) == anchor + 90
-    assert crossing(m, state, {}, anchor + 90, [90], False) == anchor + 91
-    assert crossing(m, state, {}, anchor + 91, [90], False) is None
-    assert crossing(m, state, {}, anchor + 2000, [90], False) is None
-    assert crossing(m, state, {}, anchor, [30, 60.5], False) == anchor + 30
-    assert crossing(m, state, {}, anchor + 31, [30, 60.5], False) == anchor + 61  # > 60.5
-    assert crossing(m, m.new(), {}, anchor, [90], False) is None  # no event yet
+    assert crossing(m, state, {}, anchor, [89, 90], False) == anchor + 90
+    assert crossing(m, state, {}, anchor + 89, [89, 90], False) == anchor + 90
+    assert crossing(m, state, {}, anchor + 90, [89, 90], False) == anchor + 91
+    assert crossing(m, state, {}, anchor + 91, [89, 90], False) is None
+    assert crossing(m, state, {}, anchor + 2000, [89, 90], False) is None
+    assert crossing(m, state, {}, anchor, [29, 60], False) == anchor + 30  # >= 30
+    assert crossing(m, state, {}, anchor + 31, [29, 60], False) == anchor + 61  # > 60.5
+    assert crossing(m, m.new(), {}, anchor, [89, 90], False) is None  # no event yet
 
 
 def test_next_day_crossing_days_until() -> None:
-    """For days_until == 15 the crossings are the day it becomes 15 and the day after."""
+    """days_until == 15 (boundaries 14, 15) wakes the day it becomes 15 and the day after."""
     m = metric("days_until", event=None, attribute="expires")
     profile = {"expires": dt.date(2024, 6, 30)}
     target = ordinal("2024-06-30")
     crossing = _metrics.next_day_crossing
-    assert crossing(m, None, profile, ordinal("2024-01-01"), [15], False) == target - 15
-    assert crossing(m, None, profile, target - 15, [15], False) == target - 14
-    assert crossing(m, None, profile, target - 14, [15], False) is None
-    assert crossing(m, None, {}, ordinal("2024-01-01"), [15], False) is None
+    assert crossing(m, None, profile, ordinal("2024-01-01"), [14, 15], False) == target - 15
+    assert crossing(m, None, profile, target - 15, [14, 15], False) == target - 14
+    assert crossing(m, None, profile, target - 14, [14, 15], False) is None
+    assert crossing(m, None, {}, ordinal("2024-01-01"), [14, 15], False) is None
 
 
 @pytest.mark.parametrize(("today", "expected"), [
@@ -192,7 +192,7 @@ def test_next_day_crossing_anniversary_of_29_february(today: str, expected: str)
     """A 29 February anniversary == 3 wakes on 25 Feb in common years and 26 Feb in leap years."""
     m = metric("days_to_anniversary", event=None, attribute="birthday")
     profile = {"birthday": dt.date(2000, 2, 29)}
-    found = _metrics.next_day_crossing(m, None, profile, ordinal(today), [3], False)
+    found = _metrics.next_day_crossing(m, None, profile, ordinal(today), [2, 3], False)
     assert found is not None
     assert dt.date.fromordinal(found).isoformat() == expected
 
@@ -203,7 +203,7 @@ def test_next_day_crossing_any_day_and_untimed_metrics() -> None:
     state = days.observe(days.new(), T0, 100, {})
     assert _metrics.next_day_crossing(days, state, {}, 150, [], True) == 151
     count = metric("count")
-    assert _metrics.next_day_crossing(count, count.new(), {}, 150, [3], False) == 151
+    assert _metrics.next_day_crossing(count, count.new(), {}, 150, [2, 3], False) == 151
 
 
 # ---- calendar -------------------------------------------------------------------------------
