@@ -348,11 +348,13 @@ class Runtime:
 
     def _facts(self, cs: CustomerState, now: int, today: int,
                event: tuple[str, dict[str, Any]] | None) -> list[Any]:
-        """The facts vector the engine sees: slot values, None where missing."""
+        """The facts vector the engine sees: slot values, None where missing.
+
+        Profile, metric and event facts cannot change within one tick; `_refresh` updates
+        the ones rules and derived facts can change (stage, owner, scores, tags).
+        """
         facts: list[Any] = [None] * len(self.slots)
-        for i, name in self._builtin_slots:
-            facts[i] = (cs.stage if name == "stage" else cs.owner if name == "owner"
-                        else cs.customer_id if name == "customer_id" else today)
+        self._refresh(facts, cs, today)
         profile = cs.profile
         for i, attr, conv in self._profile_slots:
             value = profile.get(attr)
@@ -361,11 +363,6 @@ class Runtime:
         states = cs.metrics
         for i, k in self._metric_slots:
             facts[i] = _engine_value(metrics[k].value(states[k], now, today, profile))
-        for i, k in self._score_slots:
-            facts[i] = cs.scores[k]
-        tags = cs.tags
-        for i, tag in self._tag_slots:
-            facts[i] = tag in tags
         if event is not None:
             fields = event[1]
             for i, fname, conv in self._event_slots.get(event[0], ()):
@@ -376,6 +373,17 @@ class Runtime:
             facts[i] = None if items is None else item in items
         return facts
 
+    def _refresh(self, facts: list[Any], cs: CustomerState, today: int) -> None:
+        """Update the facts a round can change: built-ins, scores and tags."""
+        for i, name in self._builtin_slots:
+            facts[i] = (cs.stage if name == "stage" else cs.owner if name == "owner"
+                        else cs.customer_id if name == "customer_id" else today)
+        for i, k in self._score_slots:
+            facts[i] = cs.scores[k]
+        tags = cs.tags
+        for i, tag in self._tag_slots:
+            facts[i] = tag in tags
+
     def _tick(self, cs: CustomerState, now: int,
               event: tuple[str, dict[str, Any]] | None) -> list[Action]:
         out: list[Action] = []
@@ -384,8 +392,10 @@ class Runtime:
         cs.pending = [p for p in cs.pending if p.due > now]
         on_rules = list(self.on_rules.get(event[0], ())) if event else []
         history: list[str] = []
-        for _round in range(MAX_ROUNDS):
-            facts = self._facts(cs, now, today, event)
+        facts = self._facts(cs, now, today, event)
+        for round_ in range(MAX_ROUNDS):
+            if round_:
+                self._refresh(facts, cs, today)
             true = self.engine.evaluate(facts)
             for r, pid in self._entry_rules:
                 if pid not in true:  # seen false, even for a moment: armed again
