@@ -15,8 +15,11 @@ def mask_text(text: str) -> str:
     >>> mask_text("call 13812345678 or mail li.lei@example.com")
     'call 138****5678 or mail l***@example.com'
     """
-    text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
-    return _EMAIL.sub(r"\1***\2", text)
+    if "@" in text:
+        text = _EMAIL.sub(r"\1***\2", text)
+    if sum(ch.isdigit() for ch in text) < 11:  # too few digits for a mobile number
+        return text
+    return _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
 
 
 def mask(value: Any) -> Any:

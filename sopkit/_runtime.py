@@ -59,7 +59,7 @@ class Action:
         return out
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     due: int
     seq: int
@@ -70,7 +70,7 @@ class _Pending:
     event: tuple[str, dict[str, Any]] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class CustomerState:
     """Everything sopkit knows about one customer; the engine keeps none of it."""
 
@@ -330,8 +330,10 @@ class Runtime:
         self._profile_slots = [(i, self.slots[i]["name"][8:], self.slots[i]["type"] in convert)
                                for i in needed if self.slots[i]["source"] == "profile"]
         metric_of = {spec["slot"]: k for k, spec in enumerate(self.ir["metrics"])}
-        self._metric_slots = [(i, metric_of[i]) for i in needed
-                              if self.slots[i]["source"] == "metric"]
+        # counts and day metrics are ints already; sums, averages and `last` may need converting
+        self._metric_slots = [(i, metric_of[i],
+                               self.metrics[metric_of[i]].kind in ("sum", "avg", "last"))
+                              for i in needed if self.slots[i]["source"] == "metric"]
         score_of = {s["slot"]: k for k, s in enumerate(self.ir["scores"])}
         self._score_slots = [(i, score_of[i]) for i in needed
                              if self.slots[i]["source"] == "score"]
@@ -361,8 +363,9 @@ class Runtime:
             facts[i] = _engine_value(value) if conv and value is not None else value
         metrics = self.metrics
         states = cs.metrics
-        for i, k in self._metric_slots:
-            facts[i] = _engine_value(metrics[k].value(states[k], now, today, profile))
+        for i, k, conv in self._metric_slots:
+            value = metrics[k].value(states[k], now, today, profile)
+            facts[i] = _engine_value(value) if conv else value
         if event is not None:
             fields = event[1]
             for i, fname, conv in self._event_slots.get(event[0], ()):
