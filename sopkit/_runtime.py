@@ -89,6 +89,8 @@ class CustomerState:
     last_fired: list[int | None] = field(default_factory=list)
     pending: list[_Pending] = field(default_factory=list)
     wake_at: int | None = None
+    # per day metric: (what the answer depends on, the next crossing day); see _schedule
+    wake_cache: dict[int, tuple[Any, int | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class Runtime:
         known = customer_id in self.customers
         cs = self._customer(customer_id)
         cs.profile.update(profile)
+        cs.wake_cache.clear()
         owner = record.get("owner")
         if owner not in (None, ""):
             cs.owner = str(owner)
@@ -233,10 +236,14 @@ class Runtime:
 
     def ingest(self, record: Mapping[str, Any]) -> list[Action]:
         """Apply one event: run wake-ups due up to its time, then the event's evaluation."""
-        customer_id, etype, ts, fields = self.parse_event(record)
+        return self.apply(self.parse_event(record))
+
+    def apply(self, event: tuple[str, str, int, dict[str, Any]]) -> list[Action]:
+        """`ingest` for an event already checked by `parse_event`."""
+        customer_id, etype, ts, fields = event
         if self.now is not None and ts < self.now:
             raise EventError(
-                f"out of order: {record.get('ts')} is before the runtime's clock "
+                f"out of order: {self.calendar.format(ts)} is before the runtime's clock "
                 f"{self.calendar.format(self.now)}; sort the history by ts", "out of order")
         out = self.advance_ts(ts)
         cs = self._customer(customer_id)
@@ -244,6 +251,7 @@ class Runtime:
             owner = fields.pop("\0owner", None)
             cs.owner = owner or cs.owner
             cs.profile.update(fields)
+            cs.wake_cache.clear()
             out.extend(self._tick(cs, ts, None))
             return out
         day = self.calendar.day_index(ts)
@@ -304,9 +312,18 @@ class Runtime:
                     continue
                 day = today + 1 if any_day else min(later_days)
             else:
+                # the answer holds until its day comes, unless the event it counts from moves
+                # (days_since) or the profile changes (the cache is cleared then)
                 metric = self.metrics[metric_index]
-                found = _metrics.next_day_crossing(metric, cs.metrics[metric_index], cs.profile,
-                                                   today, boundaries, any_day)
+                state = cs.metrics[metric_index]
+                key = state if isinstance(metric, _metrics.DaysSince) else None
+                hit = cs.wake_cache.get(metric_index)
+                if hit is not None and hit[0] == key and (hit[1] is None or hit[1] > today):
+                    found = hit[1]
+                else:
+                    found = _metrics.next_day_crossing(metric, state, cs.profile, today,
+                                                       boundaries, any_day)
+                    cs.wake_cache[metric_index] = (key, found)
                 if found is None:
                     continue
                 day = found

@@ -121,11 +121,11 @@ def simulate(
             jail.add(str(events), item.line, item.reason, item.raw, item.kind)
             continue
         try:
-            _, _, ts, _ = runtime.parse_event(item.data)
-            if end_ts is not None and ts > end_ts:
+            event = runtime.parse_event(item.data)
+            if end_ts is not None and event[2] > end_ts:
                 summary.events_after_end += 1
                 continue
-            emit(runtime.ingest(item.data))
+            emit(runtime.apply(event))
             summary.events_applied += 1
         except EventError as exc:
             jail.add(str(events), item.line, str(exc), item.data, exc.kind)

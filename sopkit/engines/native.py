@@ -55,6 +55,13 @@ def _test(cond: list[Any]) -> Test:
         return lambda facts: not inner(facts)
     if kind in ("and", "or"):
         parts = [_test(c) for c in cond[1]]
+        if len(parts) == 1:
+            return parts[0]
+        if len(parts) == 2:  # the common case, without a generator
+            p, q = parts
+            if kind == "and":
+                return lambda facts: p(facts) and q(facts)
+            return lambda facts: p(facts) or q(facts)
         if kind == "and":
             return lambda facts: all(part(facts) for part in parts)
         return lambda facts: any(part(facts) for part in parts)
