@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck check-playbooks schema clean
+.PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick valgrind
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,26 @@ schema: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-actions.jsonl *.egg-info
+
+## bench: end-to-end benchmarks (about an hour); benchmarks/results.json, .md (benchmarks/README.md)
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+## bench-quick: the same measurements on 300 customers, in seconds; RESULTS=path to choose the file
+bench-quick: $(STAMP)
+	$(PY) benchmarks/bench.py --quick $(if $(RESULTS),--results $(RESULTS))
+
+## valgrind: the durable-engine and differential tests under valgrind (slow; not run in CI)
+# Only errors count: invalid reads/writes, uses of uninitialised values, bad frees, and
+# definitely lost blocks. Python leaves "possibly lost" and "still reachable" blocks at exit,
+# and durable rulesets are never freed on purpose (they stay reachable), so neither counts.
+VALGRIND_EXAMPLES ?= 25
+valgrind: $(DEVSTAMP)
+	@command -v valgrind >/dev/null 2>&1 || { \
+	    echo "valgrind is not installed; install it with: sudo apt-get install valgrind" >&2; \
+	    exit 2; }
+	SOPKIT_DIFF_EXAMPLES=$(VALGRIND_EXAMPLES) PYTHONMALLOC=malloc valgrind --quiet \
+	    --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
+	    --errors-for-leak-kinds=definite --suppressions=tests/valgrind.supp \
+	    $(PY) -m pytest -q -p no:cacheprovider tests/test_durable_engine.py \
+	    tests/test_differential.py -k "not hundred_thousand"

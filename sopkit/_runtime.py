@@ -28,6 +28,7 @@ from ._templates import render
 from .engines import DEFAULT, Engine, create_engine, resolve
 
 MAX_ROUNDS = 64
+_LAST_DAY = dt.date.max.toordinal()
 PROFILE_EVENT = "profile"  # a built-in event type that updates profile attributes
 _TRUE = {"true", "1", "yes", "y", "是", "t"}
 _FALSE = {"false", "0", "no", "n", "否", "f", ""}
@@ -327,6 +328,8 @@ class Runtime:
                 if found is None:
                     continue
                 day = found
+            if day >= _LAST_DAY:  # a threshold past the calendar's end is never reached
+                continue
             candidates.append(self.calendar.day_start(day))
         later = [c for c in candidates if c > now]
         if later:
@@ -724,7 +727,11 @@ def _convert(raw: Any, kind: str, what: str) -> Any:
         if kind == "int":
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError
-            return int(raw)
+            value = int(raw)
+            if not -(2**63) <= value < 2**63:
+                raise EventError(f"{what}: {raw!r} is outside the 64-bit integer range",
+                                 f"{what} is out of range")
+            return value
         if kind == "decimal":
             if isinstance(raw, bool):
                 raise ValueError

@@ -24,11 +24,13 @@ Guards against the defects measured in durable-rules 2.0.28 (see docs/engines.md
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import durable_rules_engine as _dre  # durable-rules' C core; it ships no type information
@@ -44,20 +46,53 @@ _DURABLE_OP = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 _names = itertools.count()
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
+def _dumps(value: Any) -> str:
+    """JSON as durable's parser reads it: floats never in exponent form (it rejects `1e-05`)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_dumps(v)}"
+                              for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    if isinstance(value, float):
+        text = repr(value)
+        return format(Decimal(text), "f") if "e" in text or "E" in text else text
+    return json.dumps(value, ensure_ascii=False)
+
+
 class _Lowering:
     """RuleIR conditions -> durable JSON expressions over one fact."""
 
-    def __init__(self) -> None:
+    def __init__(self, slot_types: dict[int, str]) -> None:
+        self.slot_types = slot_types
         self.null_flags: set[int] = set()
         self.hoisted: list[list[Any]] = []
         self.hoist_index: dict[str, int] = {}
+        self.tests: list[list[Any]] = []
         self.value_slots: set[int] = set()
 
     def field_names(self) -> set[str]:
         """Every fact field the lowered conditions read (a value and its null flag each)."""
         return ({f"s{i}" for i in self.value_slots} | {f"n{i}" for i in self.null_flags}
                 | {f"h{k}" for k in range(len(self.hoisted))}
-                | {f"nh{k}" for k in range(len(self.hoisted))})
+                | {f"nh{k}" for k in range(len(self.hoisted))}
+                | {f"t{k}" for k in range(len(self.tests))})
+
+    def outside_durable(self, cond: list[Any]) -> bool:
+        """Comparisons durable gets wrong: strings ordered (it orders their escaped JSON
+        text) and integers beyond 64 bits (it clamps them)."""
+        _, op, a, b = cond
+        for node in (a, b):
+            if node[0] == "const" and isinstance(node[1], int) and not isinstance(node[1], bool) \
+                    and node[1] not in _INT64:
+                return True
+            if op not in ("==", "!=") and (
+                    (node[0] == "const" and isinstance(node[1], str))
+                    or (node[0] == "slot" and self.slot_types.get(node[1]) == "string")):
+                return True
+        return False
 
     def field(self, node: list[Any]) -> str | None:
         """The fact field holding an operand's value (None for constants)."""
@@ -94,6 +129,9 @@ class _Lowering:
         _, op, a, b = cond
         if a[0] == "const" and b[0] == "const":
             return {"_k": 1 if _ir.holds(cond, []) != negate else 0}
+        if self.outside_durable(cond):  # computed by sopkit beforehand, like arithmetic
+            self.tests.append(cond)
+            return {f"t{len(self.tests) - 1}": not negate}
         if a[0] == "const":
             op, a, b = _FLIP[op], b, a
         if negate:
@@ -103,12 +141,14 @@ class _Lowering:
         right: Any = b[1] if b[0] == "const" else {"$m": self.field(b)}
         test = {left: right} if op == "==" else {_DURABLE_OP[op]: {left: right}}
         if not negate:
-            if b[0] != "const":  # durable reads a missing `$m` field as a value: exclude it
+            if b[0] != "const":
+                # durable compares with a missing `$m` field by reading uninitialised memory:
+                # test that it is there first (durable's $and stops at the first false)
                 present = {k: False for k in self.null_test(b) or {}}
-                return {"$and": [test, present]}
+                return {"$and": [present, test]}
             return test
-        nulls = [n for n in (self.null_test(a), self.null_test(b)) if n is not None]
-        return {"$or": [test, *nulls]} if nulls else test
+        nulls = [n for n in (self.null_test(b), self.null_test(a)) if n is not None]
+        return {"$or": [*nulls, test]} if nulls else test
 
 
 @dataclass
@@ -119,14 +159,16 @@ class _Group:
     value_slots: list[int]
     null_slots: list[int]
     hoisted: list[list[Any]]
+    tests: list[list[Any]]
 
 
-def _pack(predicates: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+def _pack(predicates: list[dict[str, Any]],
+          slot_types: dict[int, str]) -> list[list[dict[str, Any]]]:
     """Split predicates into groups under both durable bounds (rules fired, fact fields)."""
     groups: list[list[dict[str, Any]]] = []
     fields: set[str] = set()
     for pred in predicates:
-        trial = _Lowering()
+        trial = _Lowering(slot_types)
         trial.lower(pred["cond"])
         wanted = trial.field_names()
         if not groups or len(groups[-1]) >= RULES_PER_RULESET or \
@@ -147,8 +189,9 @@ class DurableEngine:
         self._groups: list[_Group] = []
         self._handles: list[int] = []
         self.definitions: dict[str, dict[str, Any]] = {}
-        for members in _pack(ir["predicates"]) or [[]]:
-            lowering = _Lowering()
+        slot_types = {i: s["type"] for i, s in enumerate(ir.get("slots", []))}
+        for members in _pack(ir["predicates"], slot_types) or [[]]:
+            lowering = _Lowering(slot_types)
             rules = [(p["id"], lowering.lower(p["cond"])) for p in members]
             digest = hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:12]
             name = f"sopkit_{digest}_{next(_names)}"
@@ -156,9 +199,10 @@ class DurableEngine:
             for pid, expr in rules:
                 chunk[f"p{pid}"] = {"all": [{"m": expr}]}
             self.definitions[name] = chunk
-            self._handles.append(_dre.create_ruleset(name, json.dumps(chunk, ensure_ascii=False)))
+            self._handles.append(_dre.create_ruleset(name, _dumps(chunk)))
             self._groups.append(_Group(name, sorted(lowering.value_slots),
-                                       sorted(lowering.null_flags), lowering.hoisted))
+                                       sorted(lowering.null_flags), lowering.hoisted,
+                                       lowering.tests))
 
     @staticmethod
     def fact(group: _Group, facts: Sequence[object]) -> dict[str, Any]:
@@ -177,12 +221,14 @@ class DurableEngine:
             else:
                 out[f"h{k}"] = value
                 out[f"nh{k}"] = False
+        for k, cond in enumerate(group.tests):
+            out[f"t{k}"] = _ir.holds(cond, facts)
         return out
 
     def evaluate(self, facts: Sequence[object]) -> frozenset[int]:
         fired: list[int] = []
         for group, handle in zip(self._groups, self._handles, strict=True):
-            payload = json.dumps(self.fact(group, facts), ensure_ascii=False)
+            payload = _dumps(self.fact(group, facts))
             try:
                 code, state = _dre.assert_fact(handle, payload)
                 if code != 0:  # 0: actions are ready (the `keep` rule always matches)
@@ -197,6 +243,9 @@ class DurableEngine:
                         fired.append(int(rule[1:]))
                     following = _dre.complete_and_start_action(handle, state)
                     result = (None, following) if following else None
-            finally:
-                _dre.delete_state(handle, SID)
+            except BaseException:
+                with contextlib.suppress(Exception):  # keep the first error, not the cleanup's
+                    _dre.delete_state(handle, SID)
+                raise
+            _dre.delete_state(handle, SID)
         return frozenset(fired)
