@@ -727,11 +727,11 @@ def _convert(raw: Any, kind: str, what: str) -> Any:
         if kind == "int":
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError
-            value = int(raw)
-            if not -(2**63) <= value < 2**63:
+            number = int(raw)
+            if not -(2**63) <= number < 2**63:
                 raise EventError(f"{what}: {raw!r} is outside the 64-bit integer range",
                                  f"{what} is out of range")
-            return value
+            return number
         if kind == "decimal":
             if isinstance(raw, bool):
                 raise ValueError

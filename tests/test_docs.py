@@ -199,7 +199,7 @@ def test_engines_doc_shows_what_the_example_compiles_to(tmp_path: Path) -> None:
     assert rules["keep"] == {"all": [{"m": {"_k": 1}}]}
     assert rules["p7"] == {"all": [{"m": {"$and": [
         {"$lte": {"s14": 7}}, {"$gte": {"s14": 0}},
-        {"$or": [{"$neq": {"s19": True}}, {"n19": True}]}]}}]}
+        {"$or": [{"n19": True}, {"$neq": {"s19": True}}]}]}}]}
     facts: list[object] = [None] * len(ir["slots"])
     facts[14], facts[19] = 7, False
     assert 7 in engine.evaluate(facts)
