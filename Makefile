@@ -26,12 +26,12 @@ demo: $(STAMP)
 
 ## test: lint, type-check and run the whole suite
 test: $(DEVSTAMP)
-	$(VENV)/bin/ruff check sopkit tests examples
+	$(VENV)/bin/ruff check sopkit tests examples benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 lint: $(DEVSTAMP)
-	$(VENV)/bin/ruff check sopkit tests examples
+	$(VENV)/bin/ruff check sopkit tests examples benchmarks
 
 typecheck: $(DEVSTAMP)
 	$(VENV)/bin/mypy
