@@ -341,7 +341,8 @@ class Suite:
                        and r.customers * r.history_years < volume]
             if not smaller:
                 return ""
-            base = max(smaller, key=lambda r: r.customers * r.history_years)
+            same = [r for r in smaller if r.history_years == run.history_years]
+            base = max(same or smaller, key=lambda r: r.customers * r.history_years)
             events = base.events * volume / (base.customers * base.history_years)
             seconds = events / base.events_per_s
             basis = (f"{base.events_per_s:,.0f} events/s measured by {base.id} x "
