@@ -25,9 +25,9 @@ def test_every_exported_name_exists() -> None:
 
 
 def test_modules_are_private() -> None:
-    """Implementation modules start with an underscore; only `engines` is a public package."""
+    """Implementation modules start with an underscore; only `engines` and `channels` are public."""
     names = {m.name for m in pkgutil.iter_modules(sopkit.__path__)}
-    assert {n for n in names if not n.startswith("_")} == {"engines"}
+    assert {n for n in names if not n.startswith("_")} == {"channels", "engines"}
 
 
 def test_only_the_durable_engine_module_imports_durable() -> None:
