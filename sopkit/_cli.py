@@ -272,6 +272,172 @@ def _print_days(console: Console, by_day: dict[str, int]) -> None:
         table.add_row(month, str(months[month]), f"{top} ({days[top]})")
     console.print(table)
 
+def _open_store(url: str) -> Any:
+    from ._store import open_store
+
+    try:
+        return open_store(url)
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _clock_at(loaded: Any, at: str | None) -> Any:
+    """A clock function: the system clock, or a fixed instant for replays and tests."""
+    import time as _time
+
+    if at is None:
+        return lambda: int(_time.time())
+    from ._clock import Calendar
+
+    try:
+        fixed = Calendar(loaded.model.playbook.timezone).parse(at)
+    except ValueError:
+        typer.echo(f"error: --clock/--at {at!r} is not an ISO 8601 time", err=True)
+        raise typer.Exit(2) from None
+    return lambda: fixed
+
+
+@app.command()
+def run(
+    playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
+    store: Annotated[str, typer.Option(help="State and outbox: an SQLite file (default "
+                                       "sopkit.db) or postgresql://...")] = "sopkit.db",
+    events: Annotated[str | None, typer.Option(
+        help="Events: a JSONL/CSV file, or - for stdin. Resumes after the last committed "
+        "line on restart.")] = None,
+    profiles: Annotated[Path | None, typer.Option(help="Customer profiles, loaded when the "
+                                                  "store is new.", exists=True,
+                                                  dir_okay=False)] = None,
+    follow: Annotated[bool, typer.Option(help="Keep reading the events file as it grows.")] =
+    False,
+    once: Annotated[bool, typer.Option(help="Apply the input, advance to now, dispatch what "
+                                       "is due, then exit (for cron).")] = False,
+    clock: Annotated[str | None, typer.Option(help="Pretend it is this time (replays and "
+                                              "tests); default: the system clock.")] = None,
+    lateness: Annotated[str, typer.Option(help="How late an event may arrive: time only "
+                                          "advances to now minus this.")] = "60s",
+    batch: Annotated[int, typer.Option(help="Events per committed transaction.", min=1)] = 200,
+    tick: Annotated[float, typer.Option(help="Seconds between clock ticks when idle.")] = 5.0,
+    engine: Annotated[str, typer.Option(help="Rule engine: durable (default) or native.")] =
+    "durable",
+    quarantine: Annotated[Path, typer.Option(help="Where bad records go (appended).")] =
+    Path("sopkit-quarantine.jsonl"),
+    worker: Annotated[str | None, typer.Option(help="This dispatcher's name in leases.")] =
+    None,
+    output: Annotated[Output, typer.Option(help="table or jsonl for the final summary.")] =
+    Output.table,
+) -> None:
+    """Run a playbook live: apply events, let time pass, and deliver through the outbox.
+
+    Exit codes: 0 stopped cleanly, 1 invalid playbook, chain error or store mismatch,
+    2 usage or channel configuration error.
+    """
+    import os
+    import socket
+
+    from ._dispatch import Dispatcher
+    from ._io import Quarantine
+    from ._live import LiveRun, Stopper, build_channels, run_live
+    from ._models import parse_duration
+
+    loaded = _load_or_exit(playbook)
+    try:
+        late = 0 if lateness.strip() in ("0", "0s") else parse_duration(lateness)
+    except ValueError as exc:
+        typer.echo(f"error: --lateness: {exc}", err=True)
+        raise typer.Exit(2) from None
+    the_store = _open_store(store)
+    stop = Stopper()
+    stop.install()
+    try:
+        channels = build_channels(loaded, os.environ)
+        live = LiveRun(loaded, the_store, engine=engine)
+        name = worker or f"{socket.gethostname()}:{os.getpid()}"
+        dispatcher = Dispatcher(the_store, channels, worker=name)
+        jail = Quarantine(quarantine, masked=True, append=True)
+        try:
+            stats = run_live(live, events=events, follow=follow, once=once,
+                             clock=_clock_at(loaded, clock), lateness=late,
+                             dispatcher=dispatcher, quarantine=jail, batch=batch, tick=tick,
+                             stop=stop, profiles=profiles)
+        finally:
+            jail.close()
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    finally:
+        the_store.close()
+    if output is Output.jsonl:
+        typer.echo(json.dumps(stats.to_json(), ensure_ascii=False))
+        return
+    console = _console()
+    console.print(f"events: {stats.events_read} read, {stats.events_applied} applied, "
+                  f"{stats.quarantined} quarantined"
+                  + (f" (see {quarantine})" if stats.quarantined else "")
+                  + (f", {stats.events_skipped} already applied earlier"
+                     if stats.events_skipped else "")
+                  + f"; customers: {stats.customers}; new outbox rows: {stats.rows_new}")
+    console.print(_counts("Dispatched in this run", "result", "rows", stats.dispatched))
+    console.print(_counts("Outbox", "status", "rows", stats.outbox))
+
+
+@app.command(name="dry-run")
+def dry_run(
+    playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
+    store: Annotated[str, typer.Option(help="The store a `sopkit run` keeps.")] = "sopkit.db",
+    at: Annotated[str | None, typer.Option(help="Pretend it is this time (default: now).")] =
+    None,
+    engine: Annotated[str, typer.Option(help="Rule engine: durable (default) or native.")] =
+    "durable",
+    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
+    Output.table,
+    unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
+    False,
+) -> None:
+    """Show what would be dispatched now from the stored state, sending nothing.
+
+    Exit codes: 0 nothing would be sent, 3 something would, 1 invalid playbook or store
+    mismatch, 2 usage. Sending for real is `sopkit run`, never a flag here.
+    """
+    from ._live import LiveRun, would_dispatch
+    from ._mask import mask
+
+    loaded = _load_or_exit(playbook)
+    the_store = _open_store(store)
+    try:
+        live = LiveRun(loaded, the_store, engine=engine)
+        rows, later = would_dispatch(live, _clock_at(loaded, at)())
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    finally:
+        the_store.close()
+    shown = [r.message if unmasked else mask(r.message) for r in rows]
+    if output is Output.jsonl:
+        for row, message in zip(rows, shown, strict=True):
+            typer.echo(json.dumps({"key": row.key, "due_at": row.due_at, "status": row.status,
+                                   "source": "outbox" if row.id is not None else "wake-up",
+                                   "message": message}, ensure_ascii=False))
+    else:
+        console = _console()
+        table = Table(title=f"Would dispatch now: {len(rows)}"
+                      + (f" ({later} more pending later)" if later else ""),
+                      title_justify="left")
+        for col in ("due", "channel", "kind", "customer", "rule", "what"):
+            table.add_column(col)
+        from ._clock import Calendar
+
+        cal = Calendar(loaded.model.playbook.timezone)
+        for row, message in zip(rows, shown, strict=True):
+            body = message.get("body", {})
+            what = body.get("message") or body.get("note") or json.dumps(
+                body.get("payload", body.get("to", "")), ensure_ascii=False)
+            table.add_row(cal.format(row.due_at), row.channel or "(task list)", row.kind,
+                          row.customer_id, row.rule, str(what)[:80])
+        console.print(table)
+    raise typer.Exit(3 if rows else 0)
+
 
 def main() -> None:
     """Console-script entry point."""

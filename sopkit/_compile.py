@@ -223,6 +223,7 @@ class _Compiler:
             "channels": {name: dict(ch) for name, ch in
                          ((n, c.model_dump(exclude={"description"})) for n, c in
                           pb.channels.items())},
+            **({"handover": pb.handover.model_dump()} if pb.handover else {}),
         }
 
     def rule(self, index: int, rule: m.Rule) -> dict[str, Any]:

@@ -133,10 +133,11 @@ def _csv_records(lines: Iterator[tuple[int, str]],
 class Quarantine:
     """Collects records that could not be used, with their reasons; writes them as JSONL."""
 
-    def __init__(self, path: Path | None, masked: bool = False) -> None:
+    def __init__(self, path: Path | None, masked: bool = False, append: bool = False) -> None:
         self.path = path
         self.masked = masked
-        if path is not None and path.exists():
+        self.append = append  # a live run resumes: keep what earlier runs quarantined
+        if path is not None and path.exists() and not append:
             path.unlink()  # a file left by an earlier run must not pass for this run's
         self.count = 0
         self.reasons: dict[str, int] = {}
@@ -150,7 +151,7 @@ class Quarantine:
         if self.path is None:
             return
         if self._file is None:
-            self._file = self.path.open("w", encoding="utf-8")
+            self._file = self.path.open("a" if self.append else "w", encoding="utf-8")
         entry = {"source": source, "line": line, "reason": reason,
                  "record": mask(record) if self.masked else record}
         self._file.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")

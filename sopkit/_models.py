@@ -220,6 +220,20 @@ class Rule(_Model):
     )
 
 
+class Handover(_Model):
+    """Who takes over a departing staff member's customers (离职继承) on `staff_departed`."""
+
+    policy: Literal["named", "round_robin", "least_loaded"] = Field(
+        "round_robin", description="named: the `successors` table; round_robin: the team in "
+        "turn; least_loaded: the team member who owns fewest customers.")
+    team: list[str] = Field(default_factory=list, description="Staff ids who can take over.")
+    successors: dict[str, str] = Field(
+        default_factory=dict, description="Departing staff id -> successor (policy named; "
+        "a missing entry falls back to the team in turn).")
+    channel: str | None = Field(
+        None, description="A wecom channel: also call WeCom's resigned-staff transfer.")
+
+
 class Playbook(_Model):
     """A retention playbook."""
 
@@ -233,3 +247,4 @@ class Playbook(_Model):
     channels: dict[str, Channel] = Field(default_factory=dict)
     templates: dict[str, Template] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
+    handover: Handover | None = None

@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import heapq
 import itertools
+import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -28,8 +29,11 @@ from ._templates import render
 from .engines import DEFAULT, Engine, create_engine, resolve
 
 MAX_ROUNDS = 64
+_STATE_FORMAT = 1  # bump when CustomerState or the runtime-wide state changes shape
 _LAST_DAY = dt.date.max.toordinal()
 PROFILE_EVENT = "profile"  # a built-in event type that updates profile attributes
+STAFF_DEPARTED = "staff_departed"  # a built-in event: hand a leaving staff member's customers over
+HANDOVER_RULE = "handover"  # the rule name on the records a hand-over makes
 _TRUE = {"true", "1", "yes", "y", "是", "t"}
 _FALSE = {"false", "0", "no", "n", "否", "f", ""}
 
@@ -164,6 +168,7 @@ class Runtime:
         self.pk = f"{ir['playbook']}:{ir['version']}"
         self._entry_rules = [(r["index"], r["predicate"]) for r in self.rules
                              if r["on"] is None]
+        self.touched: set[str] = set()  # customers evaluated since the last `take_touched`
         self._prepare_facts()
 
     # ---- input -------------------------------------------------------------------------
@@ -206,8 +211,10 @@ class Runtime:
 
     def parse_event(self, record: Mapping[str, Any]) -> tuple[str, str, int, dict[str, Any]]:
         """Check and type an event record: (customer id, type, timestamp, fields)."""
-        customer_id = _customer_id(record)
         etype = record.get("type")
+        if etype == STAFF_DEPARTED:
+            return self._parse_departure(record)
+        customer_id = _customer_id(record)
         if not isinstance(etype, str) or not etype:
             raise EventError("missing event 'type'")
         if etype != PROFILE_EVENT and etype not in self.event_types:
@@ -235,6 +242,28 @@ class Runtime:
                 fields[fname] = _convert(record[fname], kind, f"field '{fname}'")
         return customer_id, etype, ts, fields
 
+    def _parse_departure(self, record: Mapping[str, Any]) -> tuple[str, str, int,
+                                                                    dict[str, Any]]:
+        staff = record.get("staff")
+        if not isinstance(staff, str) or not staff.strip():
+            raise EventError("a staff_departed event needs 'staff' (the departing staff id)",
+                             "staff_departed without 'staff'")
+        fields: dict[str, Any] = {"staff": staff.strip()}
+        to = record.get("to")
+        if to not in (None, ""):
+            if not isinstance(to, str) or to.strip() == staff.strip():
+                raise EventError(f"staff_departed: bad successor 'to' {to!r}",
+                                 "staff_departed with a bad 'to'")
+            fields["to"] = to.strip()
+        raw_ts = record.get("ts")
+        try:
+            ts = self.calendar.parse(raw_ts) if isinstance(raw_ts, str) and raw_ts else None
+        except ValueError:
+            ts = None
+        if ts is None:
+            raise EventError(f"bad 'ts' {raw_ts!r}: expected ISO 8601", "bad 'ts'")
+        return "", STAFF_DEPARTED, ts, fields
+
     def ingest(self, record: Mapping[str, Any]) -> list[Action]:
         """Apply one event: run wake-ups due up to its time, then the event's evaluation."""
         return self.apply(self.parse_event(record))
@@ -247,6 +276,9 @@ class Runtime:
                 f"out of order: {self.calendar.format(ts)} is before the runtime's clock "
                 f"{self.calendar.format(self.now)}; sort the history by ts", "out of order")
         out = self.advance_ts(ts)
+        if etype == STAFF_DEPARTED:
+            out.extend(self._handover(ts, fields["staff"], fields.get("to")))
+            return out
         cs = self._customer(customer_id)
         if etype == PROFILE_EVENT:
             owner = fields.pop("\0owner", None)
@@ -259,6 +291,50 @@ class Runtime:
         for k in self.metrics_by_event.get(etype, ()):
             cs.metrics[k] = self.metrics[k].observe(cs.metrics[k], ts, day, fields)
         out.extend(self._tick(cs, ts, (etype, fields)))
+        return out
+
+    def _handover(self, now: int, staff: str, to: str | None) -> list[Action]:
+        """Give every customer `staff` owns to a successor (离职继承); record each move.
+
+        Customers move in customer-id order. A customer no successor can be found for keeps
+        the departed owner and gets a `suppressed` record saying why, so none goes missing.
+        """
+        spec = self.ir.get("handover") or {}
+        team = [t for t in spec.get("team", []) if t != staff]
+        owned = sorted(cid for cid, cs in self.customers.items() if cs.owner == staff)
+        load: dict[str, int] = {}
+        if spec.get("policy") == "least_loaded":
+            for cs in self.customers.values():
+                if cs.owner is not None and cs.owner in team:
+                    load[cs.owner] = load.get(cs.owner, 0) + 1
+        named = spec.get("successors", {}).get(staff) if spec.get("policy") == "named" else None
+        channel = spec.get("channel")
+        out: list[Action] = []
+        for turn, customer_id in enumerate(owned):
+            cs = self.customers[customer_id]
+            successor = to or named
+            if successor is None and team:
+                if spec.get("policy") == "least_loaded":
+                    successor = min(team, key=lambda t: (load.get(t, 0), team.index(t)))
+                    load[successor] = load.get(successor, 0) + 1
+                else:
+                    successor = team[turn % len(team)]
+            details: dict[str, Any] = {"from_owner": staff, "to": successor}
+            if channel:
+                details["channel"] = channel
+            if successor is None:
+                details["reason"] = ("no successor: send 'to' on the staff_departed event or "
+                                     "declare [handover] with a team")
+                status = "suppressed"
+            else:
+                cs.owner = successor
+                status = "planned"
+            key = f"{self.pk}:{HANDOVER_RULE}:{customer_id}:{staff}:{now}"
+            out.append(Action(self.calendar.format(now), customer_id, HANDOVER_RULE,
+                              "reassign", status, f"event:{STAFF_DEPARTED}", key, details,
+                              {"owner": staff}, now))
+            if successor is not None:
+                out.extend(self._tick(cs, now, None))  # rules may read the owner
         return out
 
     # ---- time --------------------------------------------------------------------------
@@ -410,6 +486,7 @@ class Runtime:
     def _tick(self, cs: CustomerState, now: int,
               event: tuple[str, dict[str, Any]] | None) -> list[Action]:
         out: list[Action] = []
+        self.touched.add(cs.customer_id)
         today = self.calendar.day_index(now)
         due = sorted((p for p in cs.pending if p.due <= now), key=lambda p: (p.due, p.seq))
         cs.pending = [p for p in cs.pending if p.due > now]
@@ -676,6 +753,54 @@ class Runtime:
 
     def customer_ids(self) -> Iterable[str]:
         return self.customers.keys()
+
+    # ---- persistence (the live loop's store) ----------------------------------------------
+
+    def take_touched(self) -> set[str]:
+        """The customers whose state may have changed since the last call (and forget them)."""
+        touched, self.touched = self.touched, set()
+        return touched
+
+    def dump_customer(self, customer_id: str) -> bytes:
+        """One customer's whole state as bytes for the store (a private, versioned format)."""
+        return pickle.dumps((_STATE_FORMAT, self.customers[customer_id]),
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def dump_clock(self) -> bytes:
+        """The runtime-wide state: the clock, sequence numbers and policy counters."""
+        seq = next(self._seq)
+        self._seq = itertools.count(seq)
+        return pickle.dumps((_STATE_FORMAT, {
+            "now": self.now, "seq": seq, "unstarted": list(self._unstarted),
+            "policy": getattr(self, "policy_state", None),
+        }), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, clock: bytes | None, customers: Iterable[tuple[str, bytes]]) -> int:
+        """Load what `dump_clock` and `dump_customer` wrote; return the customers loaded.
+
+        The store is sopkit's own file: its bytes are trusted like the playbook is.
+        """
+        count = 0
+        for customer_id, blob in customers:
+            version, cs = pickle.loads(blob)  # our own store, written by dump_customer
+            if version != _STATE_FORMAT:
+                raise ValueError(f"customer {customer_id}: state format {version} is not "
+                                 f"{_STATE_FORMAT}; this store was written by another sopkit")
+            self.customers[customer_id] = cs
+            if cs.wake_at is not None:
+                heapq.heappush(self._heap, (cs.wake_at, customer_id))
+            count += 1
+        if clock is not None:
+            version, meta = pickle.loads(clock)  # our own store, see above
+            if version != _STATE_FORMAT:
+                raise ValueError(f"runtime state format {version} is not {_STATE_FORMAT}")
+            self.now = meta["now"]
+            self._seq = itertools.count(meta["seq"])
+            self._unstarted = list(meta["unstarted"])
+            if meta.get("policy") is not None:
+                self.policy_state = meta["policy"]
+        self.touched.clear()
+        return count
 
 
 def _param_or(name: str, params: dict[str, Any], lookup: Any) -> Any:

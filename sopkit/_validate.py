@@ -84,6 +84,7 @@ class _Checker:
         yield from self.conditions()
         yield from self.stages()
         yield from self.channels()
+        yield from self.handover()
         yield from self.rules()
         yield from self.cycles()
 
@@ -101,9 +102,9 @@ class _Checker:
 
     def events_and_metrics(self) -> Iterator[Problem]:
         for etype, fields in self.pb.events.items():
-            if etype == "profile":
-                yield self.problem(("events", etype), "'profile' is the built-in event type "
-                                   "that updates profile attributes", "pick another name")
+            if etype in ("profile", "staff_departed"):
+                yield self.problem(("events", etype), f"'{etype}' is a built-in event type "
+                                   "(docs/playbook.md, built-in events)", "pick another name")
             for reserved in ("customer_id", "type", "ts"):
                 if reserved in fields:
                     yield self.problem(("events", etype, reserved),
@@ -239,6 +240,32 @@ class _Checker:
     def channels(self) -> Iterator[Problem]:
         for cname, channel in self.pb.channels.items():
             yield from self.secrets(("channels", cname), channel.model_extra or {}, cname)
+
+    def handover(self) -> Iterator[Problem]:
+        ho = self.pb.handover
+        if ho is None:
+            return
+        if ho.policy in ("round_robin", "least_loaded") and not ho.team:
+            yield self.problem(("handover", "policy"), f"policy '{ho.policy}' needs a team",
+                               'add team = ["staff-id", ...]')
+        if ho.policy == "named" and not ho.successors:
+            yield self.problem(("handover", "policy"), "policy 'named' needs successors",
+                               'add successors = { departing = "successor" }')
+        for staff, successor in ho.successors.items():
+            if staff == successor:
+                yield self.problem(("handover", "successors", staff),
+                                   f"'{staff}' cannot succeed themselves")
+        if ho.channel is not None:
+            channel = self.pb.channels.get(ho.channel)
+            if channel is None:
+                yield self.problem(("handover", "channel"), f"unknown channel '{ho.channel}'",
+                                   did_you_mean(ho.channel, self.pb.channels) or
+                                   f"declare it: [channels.{ho.channel}] with type = \"wecom\"")
+            elif channel.type != "wecom":
+                yield self.problem(("handover", "channel"),
+                                   f"channel '{ho.channel}' has type '{channel.type}'; the "
+                                   "resigned-staff transfer is a WeCom API",
+                                   "name a channel of type wecom, or leave channel out")
 
     def secrets(self, path: KeyPath, table: dict[str, Any], cname: str) -> Iterator[Problem]:
         """Keys that look like secrets, at any depth; `*_env` keys name variables and pass."""

@@ -1,0 +1,353 @@
+"""The live loop behind `sopkit run` and `sopkit dry-run`.
+
+Events are applied by the same Runtime (and so the same policy pipeline) that `simulate`
+uses; only the clock and the channels differ. After each batch of events, the changed
+customers' state, the position in the input and the new outbox rows are committed in one
+transaction; then the dispatcher delivers what is due. A crash loses nothing: on restart
+the input resumes after the last committed position, replaying a partly applied batch
+gives the same idempotency keys, and the store's UNIQUE key turns them into no-ops.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+from ._errors import EventError, SopkitError, UsageError
+from ._io import (
+    BadRecord,
+    Quarantine,
+    Record,
+    _csv_records,
+    _jsonl_records,
+    read_records,
+    record_format,
+)
+from ._load import LoadedPlaybook
+from ._runtime import Action, Runtime
+from ._store import OutboxRow, Store
+from .channels import Channel, Message, build
+
+# Actions that reach a person or a system go to the outbox; tag and stage changes are facts.
+DELIVERABLE = frozenset({"send", "webhook", "task", "reassign"})
+_STATUS = {"planned": "pending", "deferred": "pending"}
+
+
+class StoreMismatch(SopkitError):
+    """The store was written by another playbook, or by this one before it changed."""
+
+
+@dataclass
+class LiveStats:
+    """What one `run` did, for its summary line and `--output jsonl`."""
+
+    events_read: int = 0
+    events_applied: int = 0
+    events_skipped: int = 0
+    quarantined: int = 0
+    rows_new: int = 0
+    commits: int = 0
+    customers: int = 0
+    dispatched: dict[str, int] = field(default_factory=dict)
+    outbox: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    return value
+
+
+def fingerprint(ir: Mapping[str, Any]) -> str:
+    """A short hash of the compiled playbook: a store refuses a changed playbook."""
+    text = json.dumps(ir, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def outbox_rows(runtime: Runtime, actions: list[Action]) -> list[OutboxRow]:
+    """The outbox rows for a list of action records (deliverable kinds only)."""
+    rows: list[OutboxRow] = []
+    playbook = runtime.pk
+    for action in actions:
+        if action.action not in DELIVERABLE:
+            continue
+        details = action.details
+        channel = str(details.get("channel") or "")
+        cs = runtime.customers.get(action.customer_id)
+        contact = {k: _jsonable(v) for k, v in cs.profile.items()} if cs else {}
+        owner = cs.owner if cs else None
+        if action.action == "reassign":
+            owner = details.get("to")
+        message = Message(key=action.key, kind=action.action, channel=channel,
+                          customer_id=action.customer_id, rule=action.rule, time=action.time,
+                          body={k: _jsonable(v) for k, v in details.items()},
+                          contact=contact, owner=owner)
+        due = int(getattr(action, "deliver_ts", 0) or action.ts)
+        rows.append(OutboxRow(
+            key=action.key, playbook=playbook, customer_id=action.customer_id,
+            rule=action.rule, kind=action.action, channel=channel,
+            status=_STATUS.get(action.status, action.status), due_at=due,
+            created_at=action.ts, message=message.to_json(),
+            reason=str(details.get("reason", ""))))
+    return rows
+
+
+def build_channels(loaded: LoadedPlaybook, env: Mapping[str, str],
+                   only: set[str] | None = None) -> dict[str, Channel]:
+    """Every channel the playbook declares (or those in `only`), built from the environment."""
+    out: dict[str, Channel] = {}
+    for name, channel in loaded.model.channels.items():
+        if only is not None and name not in only:
+            continue
+        table = {"type": channel.type, **(channel.model_extra or {})}
+        out[name] = build(name, table, env)
+    return out
+
+
+class LiveRun:
+    """A Runtime restored from a store, fed events, committing after each batch."""
+
+    def __init__(self, loaded: LoadedPlaybook, store: Store, *, engine: str) -> None:
+        self.loaded = loaded
+        self.store = store
+        self.runtime = Runtime(loaded, engine=engine)
+        self.fingerprint = fingerprint(self.runtime.ir)
+        self.fresh = self._check_store()
+        self.runtime.restore(self._clock_blob(), store.load_customers())
+        offset = store.get_meta("input.line")
+        self.offset = int(offset) if offset else 0
+        self.source = store.get_meta("input.source")
+
+    def _check_store(self) -> bool:
+        name = self.store.get_meta("playbook")
+        if name is None:
+            return True
+        here = self.runtime.pk
+        if name.split(":")[0] != here.split(":")[0]:
+            raise StoreMismatch(f"{self.store.url} belongs to playbook '{name}', not "
+                                f"'{here}'; use another --store")
+        if name == here and self.store.get_meta("fingerprint") != self.fingerprint:
+            raise StoreMismatch(
+                f"the playbook '{here}' changed since {self.store.url} was written, but its "
+                "version did not; bump [playbook].version so new actions get new keys")
+        return False
+
+    def _clock_blob(self) -> bytes | None:
+        text = self.store.get_meta("runtime")
+        return base64.b64decode(text) if text else None
+
+    def commit(self, actions: list[Action], offset: int | None = None,
+               source: str | None = None) -> int:
+        """Write touched customers, the clock, the input position and the rows, atomically."""
+        rt = self.runtime
+        customers = {cid: rt.dump_customer(cid) for cid in sorted(rt.take_touched())}
+        meta = {"playbook": rt.pk, "fingerprint": self.fingerprint,
+                "runtime": base64.b64encode(rt.dump_clock()).decode()}
+        if offset is not None:
+            meta["input.line"] = str(offset)
+            self.offset = offset
+        if source is not None:
+            meta["input.source"] = source
+            self.source = source
+        return self.store.commit(customers, meta, outbox_rows(rt, actions))
+
+
+def follow_lines(stream: IO[bytes], stop: Callable[[], bool], poll: float,
+                 follow: bool) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each complete line; with `follow`, wait for more at the end."""
+    number = 0
+    partial = b""
+    while True:
+        chunk = stream.readline()
+        if chunk:
+            partial += chunk
+            if not partial.endswith(b"\n"):
+                continue  # a line still being written
+            number += 1
+            yield number, partial.decode("utf-8", "replace")
+            partial = b""
+            continue
+        if not follow or stop():
+            if partial:
+                number += 1
+                yield number, partial.decode("utf-8", "replace")
+            return
+        time.sleep(poll)
+
+
+def records_from(source: str, *, follow: bool, stop: Callable[[], bool],
+                 poll: float = 0.5) -> Iterator[Record | BadRecord]:
+    """Records of a file (JSONL/CSV, .gz unless following) or of stdin (`-`)."""
+    if source == "-":
+        lines = follow_lines(sys.stdin.buffer, stop, poll, follow=False)
+        yield from _jsonl_records(lines, [])
+        return
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(f"--events {source}: no such file")
+    if not follow:
+        yield from read_records(path)
+        return
+    if path.suffix == ".gz":
+        raise UsageError("--follow reads a growing plain file; a .gz file cannot grow")
+    with path.open("rb") as stream:
+        lines = follow_lines(stream, stop, poll, follow=True)
+        if record_format(path) == "csv":
+            yield from _csv_records(lines, [])
+        else:
+            yield from _jsonl_records(lines, [])
+
+
+class Stopper:
+    """SIGINT/SIGTERM ask the loop to stop after the current batch (a second one kills)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def drain(live: LiveRun, dispatcher: Any, now: int, stats: LiveStats,
+          limit: int = 1000) -> None:
+    """Dispatch what is due at `now` until nothing more is (or `limit` rounds)."""
+    for _ in range(limit):
+        result = dispatcher.run_once(now)
+        claimed = int(getattr(result, "claimed", 0))
+        for k, v in _counts(result).items():
+            stats.dispatched[k] = stats.dispatched.get(k, 0) + v
+        if claimed == 0:
+            return
+
+
+def _counts(result: Any) -> dict[str, int]:
+    out = {}
+    for name in ("delivered", "retried", "dead"):
+        value = getattr(result, name, None)
+        if isinstance(value, int):
+            out[name] = value
+    return out
+
+
+def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
+             clock: Callable[[], int], lateness: int, dispatcher: Any,
+             quarantine: Quarantine, batch: int, tick: float, stop: Stopper,
+             profiles: Path | None = None) -> LiveStats:
+    """Apply events (resuming after the stored position), advance time, dispatch."""
+    rt = live.runtime
+    stats = LiveStats()
+    if profiles is not None and live.fresh:
+        for item in read_records(profiles):
+            if isinstance(item, BadRecord):
+                quarantine.add(str(profiles), item.line, item.reason, item.raw, item.kind)
+                continue
+            try:
+                rt.add_profile(item.data)
+            except EventError as exc:
+                quarantine.add(str(profiles), item.line, str(exc), item.data, exc.kind)
+        live.commit([])
+    if events == "-":
+        # stdin has no position to resume at: the producer resends from where it stopped,
+        # and events older than the stored clock are quarantined as out of order
+        live.offset = 0
+    elif events is not None and live.source not in (None, "-", events) and live.offset:
+        raise UsageError(f"this store was reading {live.source} (line {live.offset}); "
+                         f"to switch to {events}, use a new --store")
+    pending: list[Action] = []
+    position = live.offset
+    since = 0
+
+    def flush() -> None:
+        nonlocal pending, since
+        stats.rows_new += live.commit(pending, position, events)
+        stats.commits += 1
+        pending = []
+        since = 0
+
+    if events is not None:
+        for item in records_from(events, follow=follow, stop=stop):
+            line = item.line
+            if line <= live.offset:
+                stats.events_skipped += 1
+                continue
+            stats.events_read += 1
+            if isinstance(item, BadRecord):
+                quarantine.add(events, line, item.reason, item.raw, item.kind)
+            else:
+                try:
+                    pending.extend(rt.ingest(item.data))
+                    stats.events_applied += 1
+                except EventError as exc:
+                    quarantine.add(events, line, str(exc), item.data, exc.kind)
+            position = max(position, line)
+            since += 1
+            if since >= batch:
+                flush()
+                drain(live, dispatcher, clock(), stats)
+            if stop():
+                break
+        flush()
+    while True:
+        now = clock()
+        if rt.now is None or now - lateness > rt.now:
+            pending.extend(rt.advance_ts(now - lateness))
+            flush()
+        drain(live, dispatcher, now, stats)
+        if once or stop():
+            break
+        time.sleep(tick)
+    stats.quarantined = quarantine.count
+    stats.customers = len(rt.customers)
+    stats.outbox = live.store.counts()
+    return stats
+
+
+def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
+    """What a dispatcher would send at `now`: due outbox rows, then wake-ups' new rows.
+
+    Nothing is written: the runtime advanced here is thrown away. Also returns how many
+    rows are pending for later.
+    """
+    rt = live.runtime
+    stored = live.store.rows("pending") + live.store.rows("leased")
+    due = [r for r in stored if r.due_at <= now and (r.lease_until or 0) <= now]
+    later = sum(1 for r in stored if r.due_at > now)
+    fresh: list[OutboxRow] = []
+    if rt.now is None or now > rt.now:
+        known = {r.key for r in stored}
+        for row in outbox_rows(rt, rt.advance_ts(now)):
+            if row.key in known or row.status != "pending":
+                continue
+            if row.due_at <= now:
+                fresh.append(row)
+            else:
+                later += 1
+    due.sort(key=lambda r: (r.due_at, r.key))
+    fresh.sort(key=lambda r: (r.due_at, r.key))
+    return due + fresh, later
