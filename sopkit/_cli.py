@@ -271,6 +271,48 @@ def _print_days(console: Console, by_day: dict[str, int]) -> None:
         top = max(days, key=lambda d: (days[d], d))
         table.add_row(month, str(months[month]), f"{top} ({days[top]})")
     console.print(table)
+@app.command()
+def explain(
+    playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
+    events: Annotated[Path, typer.Option(help="Event history (as for simulate).", exists=True,
+                                         dir_okay=False)],
+    customer: Annotated[str, typer.Option(help="The customer id to explain.")],
+    profiles: Annotated[Path | None, typer.Option(help="Customer profiles.", exists=True,
+                                                  dir_okay=False)] = None,
+    at: Annotated[str | None, typer.Option(help="Explain up to this time (default: the last "
+                                           "event).")] = None,
+    engine: Annotated[str, typer.Option(help="Rule engine: native (default here) or "
+                                        "durable.")] = "native",
+    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
+    Output.table,
+    unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
+    False,
+) -> None:
+    """Show one customer's timeline: events, changes, actions, and why rules did not fire."""
+    from ._explain import explain as run_explain
+    from ._mask import mask
+
+    loaded = _load_or_exit(playbook)
+    try:
+        entries = run_explain(loaded, events, customer, profiles=profiles, at=at, engine=engine)
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    if output is Output.jsonl:
+        for entry in entries:
+            record = entry.to_json()
+            typer.echo(json.dumps(record if unmasked else mask(record), ensure_ascii=False))
+        return
+    console = _console()
+    table = Table(title=f"{customer} in {loaded.model.playbook.name}", title_justify="left")
+    table.add_column("time")
+    table.add_column("what")
+    table.add_column("detail", overflow="fold")
+    for entry in entries:
+        table.add_row(entry.time[:16].replace("T", " "), entry.kind,
+                      entry.text if unmasked else mask(entry.text))
+    console.print(table)
+
 
 def _open_store(url: str) -> Any:
     from ._store import open_store

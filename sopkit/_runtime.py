@@ -169,6 +169,8 @@ class Runtime:
         self._entry_rules = [(r["index"], r["predicate"]) for r in self.rules
                              if r["on"] is None]
         self.touched: set[str] = set()  # customers evaluated since the last `take_touched`
+        # called at the end of each evaluation: (customer, now, event, facts, true, actions)
+        self.tracer: Any = None
         self._prepare_facts()
 
     # ---- input -------------------------------------------------------------------------
@@ -519,6 +521,8 @@ class Runtime:
             raise ChainError(
                 f"customer {cs.customer_id}: rules did not settle after {MAX_ROUNDS} rounds; "
                 f"these keep re-enabling each other: {', '.join(names) or 'dynamic tags'}")
+        if self.tracer is not None:
+            self.tracer(cs, now, event, facts, true, out)
         self._schedule(cs, now)
         return out
 
