@@ -285,8 +285,8 @@ def explain(
                                         "durable.")] = "native",
     output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
     Output.table,
-    unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
-    False,
+    unmasked: Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
+                                           "e-mails in full.")] = False,
 ) -> None:
     """Show one customer's timeline: events, changes, actions, and why rules did not fire."""
     from ._explain import explain as run_explain
@@ -351,10 +351,10 @@ def run(
     profiles: Annotated[Path | None, typer.Option(help="Customer profiles, loaded when the "
                                                   "store is new.", exists=True,
                                                   dir_okay=False)] = None,
-    follow: Annotated[bool, typer.Option(help="Keep reading the events file as it grows.")] =
-    False,
-    once: Annotated[bool, typer.Option(help="Apply the input, advance to now, dispatch what "
-                                       "is due, then exit (for cron).")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep reading the events file as "
+                                         "it grows.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Apply the input, advance to now, "
+                                       "dispatch what is due, then exit (for cron).")] = False,
     clock: Annotated[str | None, typer.Option(help="Pretend it is this time (replays and "
                                               "tests); default: the system clock.")] = None,
     lateness: Annotated[str, typer.Option(help="How late an event may arrive: time only "
@@ -434,8 +434,8 @@ def dry_run(
     "durable",
     output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
     Output.table,
-    unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
-    False,
+    unmasked: Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
+                                           "e-mails in full.")] = False,
 ) -> None:
     """Show what would be dispatched now from the stored state, sending nothing.
 
