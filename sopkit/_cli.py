@@ -313,6 +313,60 @@ def explain(
                       entry.text if unmasked else mask(entry.text))
     console.print(table)
 
+handover_app = typer.Typer(help="Staff hand-over (离职继承): who has taken over whom.",
+                           no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(handover_app, name="handover")
+
+
+@handover_app.command("status")
+def handover_status_cmd(
+    playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
+    store: Annotated[str, typer.Option(help="The store a `sopkit run` keeps.")] = "sopkit.db",
+    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
+    Output.table,
+    all_rows: Annotated[bool, typer.Option("--all", help="List customers already taken "
+                                           "over too.")] = False,
+) -> None:
+    """List each handed-over customer and whether the successor has them (polls WeCom).
+
+    Exit codes: 0 every customer is taken over, 3 some are not yet, 1 invalid playbook,
+    2 usage or channel configuration errors.
+    """
+    import os
+
+    from ._live import build_channels, handover_status
+
+    loaded = _load_or_exit(playbook)
+    the_store = _open_store(store)
+    try:
+        spec = loaded.model.handover
+        only = {spec.channel} if spec is not None and spec.channel else set()
+        lines = handover_status(the_store, build_channels(loaded, os.environ, only))
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    finally:
+        the_store.close()
+    waiting = [line for line in lines if not line.taken_over]
+    shown = lines if all_rows else waiting
+    if output is Output.jsonl:
+        for line in shown:
+            typer.echo(json.dumps(line.to_json(), ensure_ascii=False))
+    else:
+        console = _console()
+        console.print(f"hand-overs: {len(lines)} customers, {len(lines) - len(waiting)} taken "
+                      f"over, {len(waiting)} not yet")
+        table = Table(title="Not taken over yet" if not all_rows else "Hand-overs",
+                      title_justify="left")
+        for col in ("customer", "from", "to", "outbox", "WeCom"):
+            table.add_column(col)
+        for line in shown:
+            table.add_row(line.customer_id, line.from_owner, line.to or "(none)", line.outbox,
+                          line.platform)
+        if shown:
+            console.print(table)
+    raise typer.Exit(3 if waiting else 0)
+
 
 def _open_store(url: str) -> Any:
     from ._store import open_store

@@ -351,3 +351,56 @@ def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
     due.sort(key=lambda r: (r.due_at, r.key))
     fresh.sort(key=lambda r: (r.due_at, r.key))
     return due + fresh, later
+
+
+@dataclass
+class HandoverLine:
+    """One customer of a staff hand-over, and whether the successor has them yet."""
+
+    customer_id: str
+    from_owner: str
+    to: str | None
+    outbox: str
+    platform: str
+    taken_over: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def handover_status(store: Store, channels: Mapping[str, Any]) -> list[HandoverLine]:
+    """Every hand-over the store recorded, with WeCom's transfer result where one was asked.
+
+    A customer counts as taken over when its row was delivered and, for a WeCom transfer,
+    `transfer_result` says 接替完毕 (status 1). Anything else is listed as not yet.
+    """
+    rows = [r for r in store.rows(None) if r.kind == "reassign"]
+    results: dict[tuple[str, str, str], dict[str, int]] = {}
+    lines: list[HandoverLine] = []
+    for row in sorted(rows, key=lambda r: (r.created_at, r.customer_id)):
+        body = row.message.get("body", {})
+        source, to = str(body.get("from_owner") or ""), body.get("to")
+        channel = channels.get(row.channel) if row.channel else None
+        platform = "-"
+        done = row.status == "delivered"
+        if channel is not None and to and hasattr(channel, "transfer_result"):
+            group = (row.channel, source, str(to))
+            if group not in results:
+                try:
+                    results[group] = channel.transfer_result(source, str(to))
+                except Exception as exc:  # reported per customer; the others still show
+                    results[group] = {}
+                    platform = f"transfer_result failed: {exc}"
+            attr = getattr(channel, "external_userid_attribute", "external_userid")
+            external = row.message.get("contact", {}).get(attr)
+            status = results[group].get(str(external)) if external else None
+            if status is not None:
+                from .channels._wecom import TRANSFER_STATUS
+
+                platform = f"{status} {TRANSFER_STATUS.get(status, '')}".strip()
+            elif platform == "-":
+                platform = "no transfer record yet"
+            done = done and status == 1
+        lines.append(HandoverLine(row.customer_id, source, None if to is None else str(to),
+                                  row.status, platform, done))
+    return lines
