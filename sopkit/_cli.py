@@ -443,11 +443,15 @@ def run(
     except ValueError as exc:
         typer.echo(f"error: --lateness: {exc}", err=True)
         raise typer.Exit(2) from None
+    try:  # channels first: a missing secret stops the run before the store is touched
+        channels: dict[str, Any] = build_channels(loaded, os.environ)
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
     the_store = _open_store(store)
     stop = Stopper()
-    stop.install()
+    restore_signals = stop.install()
     try:
-        channels = build_channels(loaded, os.environ)
         live = LiveRun(loaded, the_store, engine=engine)
         name = worker or f"{socket.gethostname()}:{os.getpid()}"
         dispatcher = Dispatcher(the_store, channels, worker=name)
@@ -463,6 +467,11 @@ def run(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     finally:
+        restore_signals()
+        for channel in channels.values():
+            close = getattr(channel, "close", None)
+            if close is not None:
+                close()
         the_store.close()
     if output is Output.jsonl:
         typer.echo(json.dumps(stats.to_json(), ensure_ascii=False))

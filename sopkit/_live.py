@@ -221,9 +221,15 @@ class Stopper:
     def __init__(self) -> None:
         self.requested = False
 
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+    def install(self) -> Callable[[], None]:
+        """Handle SIGINT/SIGTERM; return a function that puts the old handlers back."""
+        old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+        return restore
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:

@@ -1,0 +1,177 @@
+"""`sopkit run` and `sopkit dry-run`: live decisions equal simulated ones, delivered once."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from http_receiver import Receiver
+from live_helpers import ENV, SECRET, shop_history, shop_playbook
+from typer.testing import CliRunner
+
+from sopkit._cli import app
+from sopkit.channels._webhook import verify_signature
+
+END = "2025-03-01T12:00:00"
+
+
+def _invoke(args: list[str], env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(app, args, env={**ENV, **(env or {})})
+
+
+def _run(playbook: Path, store: Path, events: Path, profiles: Path | None = None,
+         clock: str = END, *extra: str) -> dict[str, Any]:
+    args = ["run", str(playbook), "--store", str(store), "--events", str(events),
+            "--once", "--clock", clock, "--lateness", "0s", "--engine", "native",
+            "--quarantine", str(store.with_suffix(".quarantine.jsonl")), "--output", "jsonl",
+            *extra]
+    if profiles is not None:
+        args += ["--profiles", str(profiles)]
+    result = _invoke(args)
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.output.strip().splitlines()[-1]))
+
+
+def _simulated(playbook: Path, events: Path, profiles: Path, tmp: Path,
+               end: str = END) -> list[dict[str, Any]]:
+    out = tmp / "sim.jsonl"
+    result = _invoke(["simulate", str(playbook), "--events", str(events), "--profiles",
+                      str(profiles), "--end", end, "--engine", "native", "--out", str(out),
+                      "--unmasked", "--output", "jsonl"])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+def _outbox(store: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(store) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM outbox ORDER BY key")]
+
+
+def test_a_live_run_makes_the_decisions_the_simulation_predicts(tmp_path: Path) -> None:
+    """Every deliverable action simulate plans is in the outbox with the same key and time."""
+    with Receiver() as rx:
+        playbook = shop_playbook(tmp_path, rx.url + "/hook")
+        events, profiles = shop_history(tmp_path)
+        _run(playbook, tmp_path / "live.db", events, profiles)
+        simulated = _simulated(playbook, events, profiles, tmp_path)
+    deliverable = [r for r in simulated if r["action"] in ("send", "task", "webhook",
+                                                            "reassign")]
+    expected = {(r["key"], r["customer_id"], r["rule"], r["action"]) for r in deliverable}
+    rows = _outbox(tmp_path / "live.db")
+    assert {(r["key"], r["customer_id"], r["rule"], r["kind"]) for r in rows} == expected
+    assert len(rows) == len(deliverable) > 40
+
+
+def test_each_planned_message_reaches_the_webhook_once_and_signed(tmp_path: Path) -> None:
+    """The receiver sees one signed request per planned send, Chinese text intact."""
+    with Receiver() as rx:
+        playbook = shop_playbook(tmp_path, rx.url + "/hook")
+        events, profiles = shop_history(tmp_path)
+        stats = _run(playbook, tmp_path / "live.db", events, profiles)
+        sends = [r for r in _simulated(playbook, events, profiles, tmp_path)
+                 if r["action"] == "send"]
+        requests = list(rx.requests)
+    assert stats["dispatched"]["delivered"] == len(_outbox(tmp_path / "live.db"))
+    keys = Counter(json.loads(r.body)["data"]["key"] for r in requests)
+    assert keys == Counter(r["key"] for r in sends)
+    for request in requests:
+        verify_signature(SECRET, request.headers, request.body)
+    texts = {json.loads(r.body)["data"]["body"]["message"] for r in requests}
+    assert "顾客1，感谢第 1 次购买！" in texts
+
+
+def test_a_restart_resumes_after_the_last_committed_line(tmp_path: Path) -> None:
+    """Feeding the same growing file twice applies each event once and sends nothing twice."""
+    with Receiver() as rx:
+        playbook = shop_playbook(tmp_path, rx.url + "/hook")
+        events, profiles = shop_history(tmp_path)
+        lines = events.read_text(encoding="utf-8").splitlines(keepends=True)
+        growing = tmp_path / "growing.jsonl"
+        growing.write_text("".join(lines[:25]), encoding="utf-8")
+        first = _run(playbook, tmp_path / "live.db", growing, profiles, "2025-01-10T00:00:00")
+        growing.write_text("".join(lines), encoding="utf-8")
+        second = _run(playbook, tmp_path / "live.db", growing, profiles)
+        one_go = tmp_path / "one"
+        one_go.mkdir()
+        _run(playbook, one_go / "live.db", events, profiles)
+        counts = rx.counts()
+    assert first["events_applied"] == 25
+    assert second["events_skipped"] == 25
+    assert second["events_applied"] == len(lines) - 25
+    assert max(counts.values()) == 2  # once from the resumed store, once from the other one
+    resumed = {(r["key"], r["status"], r["due_at"]) for r in _outbox(tmp_path / "live.db")}
+    assert resumed == {(r["key"], r["status"], r["due_at"]) for r in _outbox(one_go / "live.db")}
+
+
+def test_dry_run_says_what_would_be_sent_and_sends_nothing(tmp_path: Path) -> None:
+    """dry-run exits 0 when nothing is due, 3 when wake-ups would send, and writes nothing."""
+    with Receiver() as rx:
+        playbook = shop_playbook(tmp_path, rx.url + "/hook")
+        events, profiles = shop_history(tmp_path)
+        store = tmp_path / "live.db"
+        _run(playbook, store, events, profiles, "2025-01-29T00:00:00")
+        sent = len(rx.requests)
+        before = _outbox(store)
+        quiet = _invoke(["dry-run", str(playbook), "--store", str(store), "--engine", "native",
+                         "--at", "2025-01-29T00:00:00"])
+        later = _invoke(["dry-run", str(playbook), "--store", str(store), "--engine", "native",
+                         "--at", "2025-02-14T10:00:00", "--output", "jsonl"])
+        assert len(rx.requests) == sent
+    assert quiet.exit_code == 0, quiet.output
+    assert "Would dispatch now: 0" in quiet.output
+    assert later.exit_code == 3, later.output
+    rows = [json.loads(line) for line in later.output.splitlines()]
+    assert rows and {r["message"]["rule"] for r in rows} == {"quiet"}
+    assert all(r["source"] == "wake-up" for r in rows)
+    assert any("138****" in json.dumps(r, ensure_ascii=False) for r in rows)
+    assert _outbox(store) == before
+
+
+def test_a_changed_playbook_needs_a_new_version(tmp_path: Path) -> None:
+    """A store refuses the same playbook version with different logic, and says to bump it."""
+    with Receiver() as rx:
+        playbook = shop_playbook(tmp_path, rx.url + "/hook")
+        events, profiles = shop_history(tmp_path, customers=3)
+        _run(playbook, tmp_path / "live.db", events, profiles)
+        text = playbook.read_text(encoding="utf-8").replace("== 14", "== 21")
+        playbook.write_text(text, encoding="utf-8")
+        args = ["run", str(playbook), "--store", str(tmp_path / "live.db"), "--once",
+                "--clock", END, "--engine", "native"]
+        refused = _invoke(args)
+        playbook.write_text(text.replace('version = "1"', 'version = "2"'), encoding="utf-8")
+        accepted = _invoke(args)
+    assert refused.exit_code == 1
+    assert "bump [playbook].version" in refused.output
+    assert accepted.exit_code == 0, accepted.output
+
+
+def test_a_missing_secret_stops_the_run_before_anything_is_applied(tmp_path: Path) -> None:
+    """Without the webhook secret's variable, run exits 2 naming it and writes no state."""
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    events, _ = shop_history(tmp_path, customers=3)
+    result = CliRunner().invoke(app, ["run", str(playbook), "--store", str(tmp_path / "x.db"),
+                                      "--events", str(events), "--once"],
+                                env={"SOPKIT_TEST_WEBHOOK_SECRET": ""})
+    assert result.exit_code == 2
+    assert "SOPKIT_TEST_WEBHOOK_SECRET" in result.output
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("code", [410])
+def test_a_gone_endpoint_dead_letters_instead_of_retrying_forever(tmp_path: Path,
+                                                                   code: int) -> None:
+    """A webhook answering 410 Gone leaves its rows dead with the reason, none pending."""
+    from http_receiver import Reply
+
+    with Receiver(default=Reply(code)) as rx:
+        playbook = shop_playbook(tmp_path, rx.url + "/hook")
+        events, profiles = shop_history(tmp_path, customers=3)
+        _run(playbook, tmp_path / "live.db", events, profiles)
+    rows = [r for r in _outbox(tmp_path / "live.db") if r["channel"] == "hook"]
+    assert rows and {r["status"] for r in rows} == {"dead"}
+    assert all("410" in r["last_error"] for r in rows)
