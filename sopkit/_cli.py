@@ -10,6 +10,8 @@ import json
 import sys
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -542,6 +544,178 @@ def dry_run(
                           row.customer_id, row.rule, str(what)[:80])
         console.print(table)
     raise typer.Exit(3 if rows else 0)
+
+
+# -- sopkit outbox -------------------------------------------------------------------------
+
+outbox_app = typer.Typer(
+    name="outbox",
+    help="Inspect and repair the outbox of a live store: list rows, retry dead letters, purge.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(outbox_app, name="outbox")
+
+StoreOption = Annotated[str, typer.Option(
+    "--store", envvar="SOPKIT_STORE", show_default=False,
+    help="The store: an SQLite file (path or sqlite:///path) or postgresql://... "
+         "(default: $SOPKIT_STORE).")]
+
+
+@contextmanager
+def _store(url: str) -> Iterator[Any]:
+    """The store at `url`, closed afterwards; SopkitErrors become `error: ...` and an exit code."""
+    from ._store import open_store
+
+    try:
+        store = open_store(url)
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    try:
+        yield store
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    finally:
+        store.close()
+
+
+def _usage(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _check_status(status: str, allowed: tuple[str, ...]) -> None:
+    from ._errors import did_you_mean
+
+    if status not in allowed:
+        hint = did_you_mean(status, allowed)
+        raise _usage(f"--status: unknown status '{status}'" + (f"; {hint}" if hint else "")
+                     + f" (statuses: {', '.join(allowed)})")
+
+
+def _utc(seconds: int | None, sep: str = "T") -> str:
+    """Unix seconds as UTC: ISO 8601 with Z, or (sep=" ") plain for tables headed UTC."""
+    import datetime as dt
+
+    if seconds is None:
+        return ""
+    when = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return when.strftime(f"%Y-%m-%d{sep}%H:%M:%S") + ("Z" if sep == "T" else "")
+
+
+@outbox_app.command("list")
+def outbox_list(
+    store: StoreOption,
+    status: Annotated[str | None, typer.Option(help="Only rows in this status.")] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer's rows.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        min=0, help="At most this many rows, oldest first; 0 for all (default: 50 for "
+                    "table, all for jsonl).")] = None,
+    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
+    Output.table,
+    unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
+    False,
+) -> None:
+    """List outbox rows (by id) and count the rows in each status."""
+    from ._mask import mask, mask_text
+    from ._store import STATUSES
+
+    if status is not None:
+        _check_status(status, STATUSES)
+    if limit is None:
+        limit = 50 if output is Output.table else 0
+    with _store(store) as db:
+        found = db.rows(status, customer_id=customer, limit=limit + 1 if limit else None)
+        counts = db.counts()
+    more = bool(limit) and len(found) > limit
+    found = found[:limit] if limit else found
+    shown = (lambda text: text) if unmasked else mask_text
+    if output is Output.jsonl:
+        for row in found:
+            data = row.to_json()
+            typer.echo(json.dumps(data if unmasked else mask(data), ensure_ascii=False))
+        typer.echo("rows per status: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+                   err=True)
+        return
+    console = _console()
+    table = Table(title=f"Outbox of {db.url}", title_justify="left")
+    for column in ("id", "status", "due (UTC)", "customer", "rule", "action", "tries",
+                   "note"):
+        table.add_column(column, justify="right" if column in ("id", "tries") else "left",
+                         no_wrap=column in ("id", "status", "due (UTC)", "tries"),
+                         overflow="fold", min_width=20 if column == "note" else None)
+    for row in found:
+        note = row.last_error or row.reason or ((row.receipt or {}).get("detail") or "")
+        table.add_row(str(row.id), row.status, _utc(row.due_at, " "), shown(row.customer_id),
+                      row.rule, f"{row.kind} {row.channel}".strip(), str(row.attempts),
+                      shown(str(note)))
+    console.print(table)
+    if more:
+        console.print(f"only the first {limit} matching rows are shown; --limit 0 shows all")
+    console.print(_counts("Rows per status", "status", "rows", counts))
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    store: StoreOption,
+    ids: Annotated[list[int] | None, typer.Option(
+        "--id", help="Retry this dead row (repeatable); default: every dead row.")] = None,
+) -> None:
+    """Put dead rows back to pending, due now, with their attempts reset."""
+    import time
+
+    with _store(store) as db:
+        if ids:
+            found = {row.id: row for row in db.rows(ids=ids)}
+            wrong = [f"row {i} does not exist" if i not in found else
+                     f"row {i} is {found[i].status}, not dead"
+                     for i in sorted(set(ids)) if i not in found or found[i].status != "dead"]
+            if wrong:
+                raise _usage("; ".join(wrong) + ": nothing was requeued (only dead rows can "
+                             "be retried; see `sopkit outbox list --status dead`)")
+        count = db.requeue(ids or None, "dead", int(time.time()))
+    if count:
+        typer.echo(f"requeued {count} dead row{'s' if count != 1 else ''}: pending, due now "
+                   "(the dispatcher of `sopkit run` sends them)")
+    else:
+        typer.echo("no dead rows to retry")
+
+
+@outbox_app.command("purge")
+def outbox_purge(
+    store: StoreOption,
+    status: Annotated[str, typer.Option(
+        help="Delete rows in this status: delivered, dead, suppressed, holdout or cancelled.",
+        show_default=False)],
+    before: Annotated[str | None, typer.Option(
+        help="Only rows settled before this ISO 8601 date or time (UTC unless it has an "
+             "offset).")] = None,
+) -> None:
+    """Delete settled rows (never pending or leased ones) and say how many."""
+    import datetime as dt
+
+    from ._store import SENDABLE, SETTLED, STATUSES
+
+    if status in SENDABLE:
+        raise _usage(f"refusing to purge {status} rows: they have not been delivered yet "
+                     f"(purge one of: {', '.join(SETTLED)})")
+    _check_status(status, tuple(s for s in STATUSES if s not in SENDABLE))
+    cutoff = None
+    if before is not None:
+        try:
+            when = dt.datetime.fromisoformat(before)
+        except ValueError:
+            raise _usage(f"--before: '{before}' is not an ISO 8601 date or time "
+                         "(e.g. 2024-06-01 or 2024-06-01T12:00:00+08:00)") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        cutoff = int(when.timestamp())
+    with _store(store) as db:
+        count = db.purge(status, cutoff)
+    since = f" settled before {_utc(cutoff)}" if cutoff is not None else ""
+    typer.echo(f"purged {count} {status} row{'s' if count != 1 else ''}{since}")
 
 
 def main() -> None:

@@ -11,21 +11,49 @@ Stores: SQLite (WAL; `--store path.db` or `sqlite:///path.db`, the default) and 
 Row status: pending (due at `due_at`), leased (a dispatcher holds it until `lease_until`),
 delivered, dead (permanent failure or retries exhausted), and decisions that are never sent
 but kept for the record: suppressed, holdout, cancelled.
+
+Times are integer unix seconds passed in by the caller; a store never reads the clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import json
+import re
+import sqlite3
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from ._errors import SopkitError, UsageError
+
+if TYPE_CHECKING:
+    import psycopg
 
 STATUSES = ("pending", "leased", "delivered", "dead", "suppressed", "holdout", "cancelled")
 SENDABLE = ("pending", "leased")
+SETTLED = ("delivered", "dead", "suppressed", "holdout", "cancelled")
+
+SCHEMA_VERSION = 1
+"""The layout this sopkit writes; a store with a higher version is refused, not guessed at."""
+
+ACCEPTED = ("a file path (SQLite), sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+            "postgresql://user@host:port/database or postgres://...")
+
+
+class StoreError(SopkitError):
+    """The store failed while in use (server unreachable, disk full, locked too long)."""
 
 
 @dataclass
 class OutboxRow:
-    """One action in the outbox; `message` is `channels.Message.to_json()`."""
+    """One action in the outbox; `message` is `channels.Message.to_json()`.
+
+    `settled_at` is when the row reached a final status (delivered, dead, or created as
+    suppressed/holdout/cancelled); `purge --before` goes by it.
+    """
 
     key: str
     playbook: str
@@ -44,19 +72,36 @@ class OutboxRow:
     receipt: dict[str, Any] | None = None
     delivered_at: int | None = None
     lease_until: int | None = None
+    leased_by: str | None = None
+    settled_at: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, in column order (for `sopkit outbox list --output jsonl`)."""
+        return {name: getattr(self, name) for name in COLUMNS}
+
+
+COLUMNS = ("id", "key", "playbook", "customer_id", "rule", "kind", "channel", "status",
+           "due_at", "created_at", "message", "reason", "attempts", "lease_until", "leased_by",
+           "last_error", "receipt", "delivered_at", "settled_at")
+_SELECT = ", ".join(COLUMNS)
+_INSERT_COLUMNS = ("key", "playbook", "customer_id", "rule", "kind", "channel", "status",
+                   "due_at", "created_at", "message", "reason", "attempts", "settled_at")
 
 
 class Store(Protocol):
     """What `run`, `dry-run`, the dispatcher and `sopkit outbox` need from a store."""
 
     url: str
+    """Where the store is, for messages: the path, or the URL without its password."""
 
     def close(self) -> None: ...
 
     # -- runtime state ------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None: ...
 
-    def load_customers(self) -> Iterator[tuple[str, bytes]]: ...
+    def load_customers(self) -> Iterator[tuple[str, bytes]]:
+        """Every customer's state, by customer_id; read in pages, so memory stays flat."""
+        ...
 
     def commit(self, customers: Mapping[str, bytes], meta: Mapping[str, str],
                rows: Sequence[OutboxRow]) -> int:
@@ -65,28 +110,48 @@ class Store(Protocol):
         ...
 
     # -- dispatching --------------------------------------------------------------------
-    def claim(self, now: int, limit: int, lease_seconds: int, worker: str) -> list[OutboxRow]:
+    def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
+              skip_channels: Collection[str] = ()) -> list[OutboxRow]:
         """Lease up to `limit` pending rows due by `now` (and leased rows whose lease ran
-        out), oldest due first; each claim adds one to `attempts`."""
+        out), oldest due first, except rows of `skip_channels`; each claim adds one to
+        `attempts`."""
         ...
 
-    def mark_delivered(self, row_id: int, receipt: Mapping[str, Any], now: int) -> None: ...
+    def mark_delivered(self, row_id: int, receipt: Mapping[str, Any], now: int) -> None:
+        """A leased row was delivered (a row no longer leased is left alone)."""
+        ...
 
-    def mark_retry(self, row_id: int, due_at: int, error: str) -> None: ...
+    def mark_retry(self, row_id: int, due_at: int, error: str) -> None:
+        """A leased row goes back to pending, due at `due_at`, with the error recorded."""
+        ...
 
-    def mark_dead(self, row_id: int, error: str, now: int) -> None: ...
+    def mark_dead(self, row_id: int, error: str, now: int) -> None:
+        """A leased row failed for good."""
+        ...
+
+    def release(self, row_id: int) -> None:
+        """Give a leased row back untouched: pending, same due time, the claim not counted."""
+        ...
 
     # -- inspection and repair ----------------------------------------------------------
     def rows(self, status: str | None = None, *, customer_id: str | None = None,
-             limit: int | None = None) -> list[OutboxRow]: ...
-
-    def counts(self) -> dict[str, int]: ...
-
-    def requeue(self, ids: Sequence[int] | None, status: str, now: int) -> int:
-        """Put rows (these ids, or every row in `status`) back to pending, due now."""
+             limit: int | None = None, ids: Sequence[int] | None = None) -> list[OutboxRow]:
+        """Rows by id, optionally only one status, one customer, these ids, the first `limit`."""
         ...
 
-    def purge(self, status: str, before: int | None) -> int: ...
+    def counts(self) -> dict[str, int]:
+        """Rows per status, every status listed (0 when none)."""
+        ...
+
+    def requeue(self, ids: Sequence[int] | None, status: str, now: int) -> int:
+        """Put rows in `status` (only these ids, or all of them) back to pending, due `now`,
+        with attempts reset to 0; return how many."""
+        ...
+
+    def purge(self, status: str, before: int | None) -> int:
+        """Delete settled rows in `status` (settled before `before`, if given); never
+        pending or leased rows (ValueError)."""
+        ...
 
     def reassign_pending(self, customer_id: str, new_owner: str) -> int:
         """Point pending task rows of a customer at a new owner (staff hand-over)."""
@@ -94,5 +159,576 @@ class Store(Protocol):
 
 
 def open_store(url: str) -> Store:
-    """A store from a URL or a path: `postgresql://...` or an SQLite file."""
-    raise NotImplementedError  # filled in by the store implementation
+    """A store from a URL or a path: `postgresql://...` / `postgres://...`, else SQLite.
+
+    SQLite: a plain path, `sqlite:///relative.db` or `sqlite:////absolute.db`, or `:memory:`.
+    Anything else with a scheme is a UsageError naming the accepted forms.
+    """
+    text = url.strip()
+    if not text:
+        raise UsageError(f"--store is empty; give {ACCEPTED}")
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", text)
+    if scheme and len(scheme.group(1)) > 1:  # one letter is a Windows drive, not a scheme
+        name = scheme.group(1).lower()
+        if name in ("postgresql", "postgres"):
+            return PostgresStore(text)
+        if name == "sqlite":
+            if not text.startswith("sqlite:///"):
+                raise UsageError(f"store '{text}': write sqlite:///relative/path.db or "
+                                 "sqlite:////absolute/path.db (three slashes, then the path)")
+            return SQLiteStore(text[len("sqlite:///"):])
+        raise UsageError(f"store '{redact(text)}': unsupported scheme '{name}'; "
+                         f"accepted: {ACCEPTED}")
+    return SQLiteStore(text)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, for messages and `Store.url`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query,
+                       parts.fragment))
+
+
+def _check_purge(status: str) -> None:
+    if status not in SETTLED:
+        raise ValueError(f"cannot purge {status} rows: only settled rows "
+                         f"({', '.join(SETTLED)}) can be purged")
+
+
+def _reassigned(message: dict[str, Any], kind: str, new_owner: str) -> dict[str, Any]:
+    """A pending row's message after a hand-over: the new owner, and a task that went to the
+    old owner now goes to the new one (a task for a named role stays with it)."""
+    old = message.get("owner")
+    out = dict(message)
+    out["owner"] = new_owner
+    body = dict(out.get("body") or {})
+    if kind == "task" and body.get("assignee") in (None, "", old):
+        body["assignee"] = new_owner
+    out["body"] = body
+    return out
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+_SQLITE_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE customers (customer_id TEXT PRIMARY KEY, state BLOB NOT NULL);
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    key TEXT UNIQUE NOT NULL,
+    playbook TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
+    due_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_until INTEGER,
+    leased_by TEXT,
+    last_error TEXT NOT NULL DEFAULT '',
+    receipt TEXT,
+    delivered_at INTEGER,
+    settled_at INTEGER
+);
+CREATE INDEX outbox_claim ON outbox (status, due_at);
+CREATE INDEX outbox_customer ON outbox (customer_id, id);
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class SQLiteStore:
+    """One SQLite file in WAL mode with synchronous=FULL (see docs/live.md#the-store).
+
+    One connection per instance, used from one thread; several processes (or threads with
+    their own instances) may share the file: writers queue for up to `busy_timeout_ms`.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+        self.path = str(path)
+        self.url = self.path
+        if self.path != ":memory:":
+            parent = Path(self.path).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise UsageError(f"store '{self.path}': directory {parent} does not exist; "
+                                 "create it first (for an absolute path after sqlite:// "
+                                 "write four slashes: sqlite:////abs/path.db)")
+            if Path(self.path).is_dir():
+                raise UsageError(f"store '{self.path}' is a directory; name a file, "
+                                 "e.g. sopkit.db")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       timeout=busy_timeout_ms / 1000,
+                                       check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise UsageError(f"store '{self.path}': cannot open: {exc}") from None
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise UsageError(f"store '{self.path}' is not a usable SQLite database ({exc}); "
+                             "name a new file or a sopkit store") from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _setup(self) -> None:
+        with self._tx():
+            tables = {name for (name,) in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "meta" not in tables:
+                if tables:
+                    raise UsageError(
+                        f"store '{self.path}' is an SQLite database but not a sopkit store "
+                        f"(it has tables {', '.join(sorted(tables))}); name another file")
+                for statement in _SQLITE_SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                                 (str(SCHEMA_VERSION),))
+                return
+            found = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            _check_version(self.path, found[0] if found else None)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction (BEGIN IMMEDIATE: the write lock is taken up front)."""
+        try:
+            cur = self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"store '{self.path}': {exc} (another process held the write "
+                             "lock past the busy timeout)") from None
+        try:
+            yield cur
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _exec(self, sql: str, args: Sequence[Any]) -> None:
+        """One write on its own (autocommit); a lock held too long becomes a StoreError."""
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"store '{self.path}': {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get_meta(self, key: str) -> str | None:
+        found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if found is None else str(found[0])
+
+    def load_customers(self) -> Iterator[tuple[str, bytes]]:
+        after = ""
+        while True:
+            page = self._db.execute(
+                "SELECT customer_id, state FROM customers WHERE customer_id > ? "
+                "ORDER BY customer_id LIMIT 1000", (after,)).fetchall()
+            for customer_id, state in page:
+                yield str(customer_id), bytes(state)
+            if len(page) < 1000:
+                return
+            after = page[-1][0]
+
+    def commit(self, customers: Mapping[str, bytes], meta: Mapping[str, str],
+               rows: Sequence[OutboxRow]) -> int:
+        _check_meta(meta)
+        with self._tx() as cur:
+            cur.executemany(
+                "INSERT INTO customers (customer_id, state) VALUES (?, ?) "
+                "ON CONFLICT (customer_id) DO UPDATE SET state = excluded.state",
+                list(customers.items()))
+            cur.executemany("INSERT INTO meta (key, value) VALUES (?, ?) "
+                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            list(meta.items()))
+            cur.executemany(
+                f"INSERT INTO outbox ({', '.join(_INSERT_COLUMNS)}) VALUES "
+                f"({', '.join('?' * len(_INSERT_COLUMNS))}) ON CONFLICT (key) DO NOTHING",
+                [_insert_values(row, _dumps(row.message)) for row in rows])
+            return max(cur.rowcount, 0) if rows else 0
+
+    def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
+              skip_channels: Collection[str] = ()) -> list[OutboxRow]:
+        skip = sorted(set(skip_channels))
+        not_skipped = f"AND channel NOT IN ({', '.join('?' * len(skip))})" if skip else ""
+        with self._tx() as cur:
+            found = cur.execute(
+                f"UPDATE outbox SET status = 'leased', lease_until = ?, leased_by = ?, "
+                f"attempts = attempts + 1 WHERE id IN (SELECT id FROM outbox WHERE "
+                f"((status = 'pending' AND due_at <= ?) OR "
+                f"(status = 'leased' AND lease_until <= ?)) {not_skipped} "
+                f"ORDER BY due_at, id LIMIT ?) RETURNING {_SELECT}",
+                (now + lease_seconds, worker, now, now, *skip, limit)).fetchall()
+        return sorted((self._row(r) for r in found), key=lambda r: (r.due_at, r.id or 0))
+
+    def mark_delivered(self, row_id: int, receipt: Mapping[str, Any], now: int) -> None:
+        self._exec(
+            "UPDATE outbox SET status = 'delivered', receipt = ?, delivered_at = ?, "
+            "settled_at = ?, lease_until = NULL WHERE id = ? AND status = 'leased'",
+            (_dumps(dict(receipt)), now, now, row_id))
+
+    def mark_retry(self, row_id: int, due_at: int, error: str) -> None:
+        self._exec(
+            "UPDATE outbox SET status = 'pending', due_at = ?, last_error = ?, "
+            "lease_until = NULL WHERE id = ? AND status = 'leased'", (due_at, error, row_id))
+
+    def mark_dead(self, row_id: int, error: str, now: int) -> None:
+        self._exec(
+            "UPDATE outbox SET status = 'dead', last_error = ?, settled_at = ?, "
+            "lease_until = NULL WHERE id = ? AND status = 'leased'", (error, now, row_id))
+
+    def release(self, row_id: int) -> None:
+        self._exec(
+            "UPDATE outbox SET status = 'pending', attempts = MAX(attempts - 1, 0), "
+            "lease_until = NULL, leased_by = NULL WHERE id = ? AND status = 'leased'",
+            (row_id,))
+
+    def rows(self, status: str | None = None, *, customer_id: str | None = None,
+             limit: int | None = None, ids: Sequence[int] | None = None) -> list[OutboxRow]:
+        where, args = _filters(status, customer_id, ids, "?")
+        sql = f"SELECT {_SELECT} FROM outbox{where} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [self._row(r) for r in self._db.execute(sql, args)]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        for status, count in self._db.execute(
+                "SELECT status, COUNT(*) FROM outbox GROUP BY status"):
+            out[status] = int(count)
+        return out
+
+    def requeue(self, ids: Sequence[int] | None, status: str, now: int) -> int:
+        where, args = _filters(status, None, ids, "?")
+        with self._tx() as cur:
+            cur.execute("UPDATE outbox SET status = 'pending', due_at = ?, attempts = 0, "
+                        "lease_until = NULL, leased_by = NULL, settled_at = NULL, "
+                        f"delivered_at = NULL{where}", [now, *args])
+            return cur.rowcount
+
+    def purge(self, status: str, before: int | None) -> int:
+        _check_purge(status)
+        sql = "DELETE FROM outbox WHERE status = ?"
+        args: list[Any] = [status]
+        if before is not None:
+            sql += " AND COALESCE(settled_at, created_at) < ?"
+            args.append(before)
+        with self._tx() as cur:
+            cur.execute(sql, args)
+            return cur.rowcount
+
+    def reassign_pending(self, customer_id: str, new_owner: str) -> int:
+        with self._tx() as cur:
+            found = cur.execute("SELECT id, kind, message FROM outbox WHERE customer_id = ? "
+                                "AND status = 'pending' ORDER BY id", (customer_id,)).fetchall()
+            for row_id, kind, message in found:
+                cur.execute("UPDATE outbox SET message = ? WHERE id = ?",
+                            (_dumps(_reassigned(json.loads(message), kind, new_owner)),
+                             row_id))
+            return len(found)
+
+    @staticmethod
+    def _row(values: Sequence[Any]) -> OutboxRow:
+        data = dict(zip(COLUMNS, values, strict=True))
+        data["message"] = json.loads(data["message"])
+        data["receipt"] = None if data["receipt"] is None else json.loads(data["receipt"])
+        return OutboxRow(**data)
+
+
+def _insert_values(row: OutboxRow, message: Any) -> tuple[Any, ...]:
+    if row.status not in STATUSES:
+        raise ValueError(f"outbox row {row.key}: unknown status '{row.status}'")
+    settled = row.created_at if row.status in SETTLED else None
+    return (row.key, row.playbook, row.customer_id, row.rule, row.kind, row.channel,
+            row.status, row.due_at, row.created_at, message, row.reason, row.attempts,
+            settled)
+
+
+def _check_meta(meta: Mapping[str, str]) -> None:
+    if "schema_version" in meta:
+        raise ValueError("meta key 'schema_version' belongs to the store")
+
+
+def _check_version(where: str, found: str | None) -> None:
+    if found is None or not found.isdigit():
+        raise UsageError(f"store '{where}' has a meta table but no sopkit schema version; "
+                         "it is not a sopkit store (name another file or database)")
+    if int(found) > SCHEMA_VERSION:
+        raise UsageError(f"store '{where}' was written by a newer sopkit (schema {found}; "
+                         f"this sopkit reads schema {SCHEMA_VERSION} and older): upgrade "
+                         "sopkit (pip install -U sopkit) to use it")
+
+
+def _filters(status: str | None, customer_id: str | None, ids: Sequence[int] | None,
+             mark: str) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        clauses.append(f"status = {mark}")
+        args.append(status)
+    if customer_id is not None:
+        clauses.append(f"customer_id = {mark}")
+        args.append(customer_id)
+    if ids is not None:
+        if not ids:
+            clauses.append("1 = 0")
+        else:
+            clauses.append(f"id IN ({', '.join([mark] * len(ids))})")
+            args.extend(int(i) for i in ids)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+_PG_SCHEMA = [
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE customers (customer_id TEXT PRIMARY KEY, state BYTEA NOT NULL)",
+    f"""CREATE TABLE outbox (
+        id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        key TEXT UNIQUE NOT NULL,
+        playbook TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
+        due_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        message JSONB NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_until BIGINT,
+        leased_by TEXT,
+        last_error TEXT NOT NULL DEFAULT '',
+        receipt JSONB,
+        delivered_at BIGINT,
+        settled_at BIGINT)""",
+    "CREATE INDEX outbox_claim ON outbox (status, due_at)",
+    "CREATE INDEX outbox_customer ON outbox (customer_id, id)",
+]
+_PG_LOCK = 0x736F706B6974  # "sopkit": serialises schema set-up between concurrent openers
+
+
+class PostgresStore:
+    """PostgreSQL through psycopg 3; tables in the first schema of the search_path.
+
+    One connection per instance (autocommit; multi-statement work in explicit transactions).
+    Dispatchers in other processes claim with FOR UPDATE SKIP LOCKED and never share a row.
+    """
+
+    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+        self.url = redact(url)
+        try:
+            import psycopg
+        except ImportError:
+            raise UsageError("a PostgreSQL store needs psycopg: pip install "
+                             "'sopkit[postgresql]'") from None
+        self._psycopg = psycopg
+        try:
+            self._db: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
+                url, autocommit=True, connect_timeout=connect_timeout)
+        except psycopg.ProgrammingError as exc:  # a malformed URL
+            raise UsageError(f"store '{self.url}': bad PostgreSQL URL: "
+                             f"{_pg_message(exc, url)}") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"store '{self.url}': cannot connect: "
+                             f"{_pg_message(exc, url)}") from None
+        try:
+            self._setup()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _setup(self) -> None:
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+            found = cur.execute("SELECT to_regclass('meta') IS NOT NULL, "
+                                "to_regclass('outbox') IS NOT NULL").fetchone()
+            has_meta, has_outbox = found if found else (False, False)
+            if not has_meta:
+                if has_outbox:
+                    raise UsageError(f"store '{self.url}' has an outbox table but no sopkit "
+                                     "meta table; it is not a sopkit store")
+                for statement in _PG_SCHEMA:
+                    cur.execute(statement)
+                cur.execute("INSERT INTO meta (key, value) VALUES ('schema_version', %s)",
+                            (str(SCHEMA_VERSION),))
+                return
+            version = cur.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            _check_version(self.url, version[0] if version else None)
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
+        try:
+            with self._db.transaction(), self._db.cursor() as cur:
+                yield cur
+        except self._psycopg.OperationalError as exc:
+            raise StoreError(f"store '{self.url}': {exc}") from None
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, args)
+        except self._psycopg.OperationalError as exc:
+            raise StoreError(f"store '{self.url}': {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get_meta(self, key: str) -> str | None:
+        found = self._one("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+        return None if found is None else str(found[0])
+
+    def load_customers(self) -> Iterator[tuple[str, bytes]]:
+        after = ""
+        while True:
+            page = self._one("SELECT customer_id, state FROM customers WHERE customer_id > %s "
+                             "ORDER BY customer_id LIMIT 1000",
+                             (after,)).fetchall()
+            for customer_id, state in page:
+                yield str(customer_id), bytes(state)
+            if len(page) < 1000:
+                return
+            after = page[-1][0]
+
+    def commit(self, customers: Mapping[str, bytes], meta: Mapping[str, str],
+               rows: Sequence[OutboxRow]) -> int:
+        from psycopg.types.json import Jsonb
+
+        _check_meta(meta)
+        values = [_insert_values(row, Jsonb(row.message)) for row in rows]
+        with self._tx() as cur:
+            if customers:
+                cur.executemany(
+                    "INSERT INTO customers (customer_id, state) VALUES (%s, %s) "
+                    "ON CONFLICT (customer_id) DO UPDATE SET state = excluded.state",
+                    list(customers.items()))
+            if meta:
+                cur.executemany("INSERT INTO meta (key, value) VALUES (%s, %s) "
+                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                list(meta.items()))
+            if not values:
+                return 0
+            cur.executemany(
+                f"INSERT INTO outbox ({', '.join(_INSERT_COLUMNS)}) VALUES "
+                f"({', '.join(['%s'] * len(_INSERT_COLUMNS))}) ON CONFLICT (key) DO NOTHING",
+                values)
+            return max(cur.rowcount, 0)
+
+    def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
+              skip_channels: Collection[str] = ()) -> list[OutboxRow]:
+        with self._tx() as cur:
+            found = cur.execute(
+                f"UPDATE outbox SET status = 'leased', lease_until = %s, leased_by = %s, "
+                f"attempts = attempts + 1 WHERE id IN (SELECT id FROM outbox WHERE "
+                f"((status = 'pending' AND due_at <= %s) OR "
+                f"(status = 'leased' AND lease_until <= %s)) "
+                f"AND NOT (channel = ANY(%s)) ORDER BY due_at, id LIMIT %s "
+                f"FOR UPDATE SKIP LOCKED) RETURNING {_SELECT}",
+                (now + lease_seconds, worker, now, now, sorted(set(skip_channels)),
+                 limit)).fetchall()
+        return sorted((self._row(r) for r in found), key=lambda r: (r.due_at, r.id or 0))
+
+    def mark_delivered(self, row_id: int, receipt: Mapping[str, Any], now: int) -> None:
+        from psycopg.types.json import Jsonb
+
+        self._one("UPDATE outbox SET status = 'delivered', receipt = %s, delivered_at = %s, "
+                  "settled_at = %s, lease_until = NULL WHERE id = %s AND status = 'leased'",
+                  (Jsonb(dict(receipt)), now, now, row_id))
+
+    def mark_retry(self, row_id: int, due_at: int, error: str) -> None:
+        self._one("UPDATE outbox SET status = 'pending', due_at = %s, last_error = %s, "
+                  "lease_until = NULL WHERE id = %s AND status = 'leased'",
+                  (due_at, error, row_id))
+
+    def mark_dead(self, row_id: int, error: str, now: int) -> None:
+        self._one("UPDATE outbox SET status = 'dead', last_error = %s, settled_at = %s, "
+                  "lease_until = NULL WHERE id = %s AND status = 'leased'",
+                  (error, now, row_id))
+
+    def release(self, row_id: int) -> None:
+        self._one("UPDATE outbox SET status = 'pending', attempts = GREATEST(attempts - 1, 0), "
+                  "lease_until = NULL, leased_by = NULL WHERE id = %s AND status = 'leased'",
+                  (row_id,))
+
+    def rows(self, status: str | None = None, *, customer_id: str | None = None,
+             limit: int | None = None, ids: Sequence[int] | None = None) -> list[OutboxRow]:
+        where, args = _filters(status, customer_id, ids, "%s")
+        sql = f"SELECT {_SELECT} FROM outbox{where} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT %s"
+            args.append(limit)
+        return [self._row(r) for r in self._one(sql, args).fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        for status, count in self._one(
+                "SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall():
+            out[status] = int(count)
+        return out
+
+    def requeue(self, ids: Sequence[int] | None, status: str, now: int) -> int:
+        where, args = _filters(status, None, ids, "%s")
+        with self._tx() as cur:
+            cur.execute(("UPDATE outbox SET status = 'pending', due_at = %s, attempts = 0, "
+                         "lease_until = NULL, leased_by = NULL, settled_at = NULL, "
+                         f"delivered_at = NULL{where}"), [now, *args])
+            return cur.rowcount
+
+    def purge(self, status: str, before: int | None) -> int:
+        _check_purge(status)
+        sql = "DELETE FROM outbox WHERE status = %s"
+        args: list[Any] = [status]
+        if before is not None:
+            sql += " AND COALESCE(settled_at, created_at) < %s"
+            args.append(before)
+        with self._tx() as cur:
+            cur.execute(sql, args)
+            return cur.rowcount
+
+    def reassign_pending(self, customer_id: str, new_owner: str) -> int:
+        from psycopg.types.json import Jsonb
+
+        with self._tx() as cur:
+            found = cur.execute("SELECT id, kind, message FROM outbox WHERE customer_id = %s "
+                                "AND status = 'pending' ORDER BY id FOR UPDATE",
+                                (customer_id,)).fetchall()
+            for row_id, kind, message in found:
+                cur.execute("UPDATE outbox SET message = %s WHERE id = %s",
+                            (Jsonb(_reassigned(message, kind, new_owner)), row_id))
+            return len(found)
+
+    @staticmethod
+    def _row(values: Sequence[Any]) -> OutboxRow:
+        data = dict(zip(COLUMNS, values, strict=True))
+        return OutboxRow(**data)
+
+
+def _pg_message(exc: Exception, url: str) -> str:
+    """A psycopg error as one line, without the password should libpq have echoed it."""
+    text = " ".join(str(exc).split())
+    password = urlsplit(url).password if "://" in url else None
+    return text.replace(password, "***") if password else text
+

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,3 +22,43 @@ def semantics_runtime() -> Callable[[str], sopkit.Runtime]:
         return sopkit.Runtime(sopkit.load_playbook(SEMANTICS / f"{name}.toml"))
 
     return make
+
+
+# -- stores: a real SQLite file and a real PostgreSQL server (tests/pg_server.py) ------------
+
+_pg_schemas = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session; skipped (visibly) where none can run."""
+    import pg_server
+
+    try:
+        server = pg_server.start()
+    except pg_server.Unavailable as exc:
+        if os.environ.get("SOPKIT_REQUIRE_PG") == "1":
+            pytest.fail(f"SOPKIT_REQUIRE_PG=1 but PostgreSQL cannot start: {exc}")
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def fresh_pg_url(base: str) -> str:
+    """A URL into a new, empty schema of the session's server (one per test)."""
+    import psycopg
+
+    schema = f"t{next(_pg_schemas)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+    return f"{base}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new, empty store: an SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return fresh_pg_url(request.getfixturevalue("pg_url"))

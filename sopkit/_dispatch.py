@@ -1,0 +1,170 @@
+"""The dispatcher: claims due outbox rows, hands each to its channel, records what happened.
+
+One `run_once(now)` claims up to `batch` due rows (leasing them for `lease_seconds`), sends
+each through its channel and marks it delivered, pending again with a delay, or dead.
+Delivery is at least once: a dispatcher that dies mid-batch leaves its rows leased, and
+they are claimed again when the lease runs out; channels pass the row's key on as an
+idempotency key so the far side can drop the duplicate. See docs/live.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import did_you_mean
+from ._mask import mask, mask_text
+from ._store import OutboxRow, Store
+from .channels import Channel, Message, Receipt
+
+log = logging.getLogger("sopkit.dispatch")
+
+OUTCOMES = ("delivered", "retried", "dead", "released")
+
+
+@dataclass
+class DispatchStats:
+    """What one `run_once` did: rows claimed, and what became of them, in total and per
+    channel (`""` is staff tasks with no delivery channel). `released` rows were given back
+    untouched because their channel had been disabled; `disabled` names the channels
+    disabled during this run, with the reason."""
+
+    claimed: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    released: int = 0
+    by_channel: dict[str, dict[str, int]] = field(default_factory=dict)
+    disabled: dict[str, str] = field(default_factory=dict)
+
+    def count(self, channel: str, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        per = self.by_channel.setdefault(channel, dict.fromkeys(OUTCOMES, 0))
+        per[outcome] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"claimed": self.claimed, "delivered": self.delivered, "retried": self.retried,
+                "dead": self.dead, "released": self.released,
+                "by_channel": {k: dict(v) for k, v in sorted(self.by_channel.items())},
+                "disabled": dict(sorted(self.disabled.items()))}
+
+
+class Dispatcher:
+    """Delivers due outbox rows through `channels` (the playbook's channels, by name).
+
+    Retries back off exponentially from `base_delay` seconds, doubling per attempt up to
+    `max_delay`, with full jitter seeded by (row key, attempt): the same row always waits
+    the same, different rows spread out. A channel's `retry_after` is honoured as given.
+    After `max_attempts` attempts a row is dead. A receipt with `disable=True` stops the
+    channel for the life of this dispatcher: its rows stay pending for a fixed restart.
+    """
+
+    def __init__(self, store: Store, channels: Mapping[str, Channel], *, worker: str,
+                 lease_seconds: int = 60, max_attempts: int = 8, base_delay: int = 30,
+                 max_delay: int = 6 * 3600, batch: int = 100) -> None:
+        for name, value, least in (("lease_seconds", lease_seconds, 1),
+                                   ("max_attempts", max_attempts, 1),
+                                   ("base_delay", base_delay, 0), ("max_delay", max_delay, 0),
+                                   ("batch", batch, 1)):
+            if value < least:
+                raise ValueError(f"Dispatcher: {name} must be at least {least}, not {value}")
+        self.store = store
+        self.channels = dict(channels)
+        self.worker = worker
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.batch = batch
+        self.disabled: dict[str, str] = {}
+        """Channels disabled by a receipt, with the reason; their rows are not claimed."""
+
+    def backoff(self, key: str, attempts: int) -> int:
+        """Seconds to wait after failed attempt number `attempts` (1-based) of row `key`.
+
+        Full jitter: uniform in (0, min(max_delay, base_delay * 2**(attempts-1))], drawn
+        from a hash of key and attempt, so it is the same on every run and machine; at
+        least one second unless the ceiling is 0.
+        """
+        ceiling = min(self.max_delay, self.base_delay * 2 ** max(attempts - 1, 0))
+        digest = hashlib.sha256(f"{key}\0{attempts}".encode()).digest()
+        fraction = int.from_bytes(digest[:8], "big") / 2 ** 64
+        return min(ceiling, max(1, math.ceil(ceiling * fraction))) if ceiling > 0 else 0
+
+    def delay(self, row: OutboxRow, receipt: Receipt) -> int:
+        """The wait before the next attempt: the channel's retry_after, else the backoff."""
+        after = receipt.retry_after
+        if after is not None and math.isfinite(after) and after >= 0:
+            return math.ceil(after)
+        return self.backoff(row.key, row.attempts)
+
+    def run_once(self, now: int) -> DispatchStats:
+        """Claim the rows due at `now` (unix seconds) and attempt each once."""
+        stats = DispatchStats()
+        rows = self.store.claim(now, self.batch, self.lease_seconds, self.worker,
+                                skip_channels=tuple(self.disabled))
+        stats.claimed = len(rows)
+        for row in rows:
+            self._dispatch(row, now, stats)
+        return stats
+
+    def _dispatch(self, row: OutboxRow, now: int, stats: DispatchStats) -> None:
+        assert row.id is not None, "a claimed row has an id"
+        name = row.channel
+        if name in self.disabled:  # disabled earlier in this batch: give the row back
+            self.store.release(row.id)
+            stats.count(name, "released")
+            return
+        if name == "":  # a staff task with no delivery channel: the record is the delivery
+            self.store.mark_delivered(row.id, Receipt.delivered("recorded").to_json(), now)
+            stats.count(name, "delivered")
+            return
+        channel = self.channels.get(name)
+        if channel is None:
+            hint = did_you_mean(name, self.channels)
+            self._dead(row, f"unknown channel '{name}'" + (f"; {hint}" if hint else ""), now,
+                       stats)
+            return
+        try:
+            message = dataclasses.replace(Message.from_json(row.message), attempt=row.attempts)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._dead(row, f"unreadable message in the outbox: {type(exc).__name__}: {exc}",
+                       now, stats)
+            return
+        try:
+            receipt = channel.send(message)
+        except Exception as exc:  # a channel bug or an error it did not understand: retry
+            receipt = Receipt.retry(f"{type(exc).__name__}: {exc}")
+        if not isinstance(receipt, Receipt):
+            receipt = Receipt.retry(f"channel '{name}' returned {type(receipt).__name__}, "
+                                    "not a Receipt")
+        detail = mask_text(receipt.detail)
+        if receipt.status == "delivered":
+            self.store.mark_delivered(row.id, mask(receipt.to_json()), now)
+            stats.count(name, "delivered")
+            log.debug("delivered %s via %s", mask_text(row.key), name)
+        elif receipt.status == "retry" and row.attempts < self.max_attempts:
+            wait = self.delay(row, receipt)
+            self.store.mark_retry(row.id, now + wait, detail)
+            stats.count(name, "retried")
+            log.info("retrying %s via %s in %ss (attempt %s of %s): %s", mask_text(row.key),
+                     name, wait, row.attempts, self.max_attempts, detail)
+        elif receipt.status == "retry":
+            self._dead(row, f"retries exhausted: {detail}", now, stats)
+        else:
+            self._dead(row, detail or "failed", now, stats)
+        if receipt.disable:
+            self.disabled[name] = detail
+            stats.disabled[name] = detail
+            log.warning("channel %s disabled until restart: %s", name, detail)
+
+    def _dead(self, row: OutboxRow, error: str, now: int, stats: DispatchStats) -> None:
+        assert row.id is not None
+        self.store.mark_dead(row.id, error, now)
+        stats.count(row.channel, "dead")
+        log.warning("dead letter %s via %s: %s", mask_text(row.key), row.channel or "-", error)
