@@ -486,6 +486,9 @@ def run(
                      if stats.events_skipped else "")
                   + f"; customers: {stats.customers}; new outbox rows: {stats.rows_new}")
     console.print(_counts("Dispatched in this run", "result", "rows", stats.dispatched))
+    for name, reason in stats.disabled.items():
+        console.print(f"[bold]channel {name} disabled[/bold] until restart: {reason}; its "
+                      "other rows stay pending (`sopkit outbox list --status pending`)")
     console.print(_counts("Outbox", "status", "rows", stats.outbox))
 
 

@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
+from ._dispatch import Dispatcher
 from ._errors import EventError, SopkitError, UsageError
 from ._io import (
     BadRecord,
@@ -59,6 +60,7 @@ class LiveStats:
     commits: int = 0
     customers: int = 0
     dispatched: dict[str, int] = field(default_factory=dict)
+    disabled: dict[str, str] = field(default_factory=dict)
     outbox: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -240,29 +242,20 @@ class Stopper:
         return self.requested
 
 
-def drain(live: LiveRun, dispatcher: Any, now: int, stats: LiveStats,
+def drain(live: LiveRun, dispatcher: Dispatcher, now: int, stats: LiveStats,
           limit: int = 1000) -> None:
     """Dispatch what is due at `now` until nothing more is (or `limit` rounds)."""
     for _ in range(limit):
         result = dispatcher.run_once(now)
-        claimed = int(getattr(result, "claimed", 0))
-        for k, v in _counts(result).items():
-            stats.dispatched[k] = stats.dispatched.get(k, 0) + v
-        if claimed == 0:
+        for name in ("delivered", "retried", "dead"):
+            stats.dispatched[name] = stats.dispatched.get(name, 0) + getattr(result, name)
+        stats.disabled.update(result.disabled)
+        if result.claimed == 0:
             return
 
 
-def _counts(result: Any) -> dict[str, int]:
-    out = {}
-    for name in ("delivered", "retried", "dead"):
-        value = getattr(result, name, None)
-        if isinstance(value, int):
-            out[name] = value
-    return out
-
-
 def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
-             clock: Callable[[], int], lateness: int, dispatcher: Any,
+             clock: Callable[[], int], lateness: int, dispatcher: Dispatcher,
              quarantine: Quarantine, batch: int, tick: float, stop: Stopper,
              profiles: Path | None = None) -> LiveStats:
     """Apply events (resuming after the stored position), advance time, dispatch."""

@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 from http_receiver import Receiver
 from live_helpers import ENV, SECRET, shop_history, shop_playbook
 from typer.testing import CliRunner
@@ -114,11 +113,11 @@ def test_dry_run_says_what_would_be_sent_and_sends_nothing(tmp_path: Path) -> No
         playbook = shop_playbook(tmp_path, rx.url + "/hook")
         events, profiles = shop_history(tmp_path)
         store = tmp_path / "live.db"
-        _run(playbook, store, events, profiles, "2025-01-29T00:00:00")
+        _run(playbook, store, events, profiles, "2025-01-30T00:00:00")
         sent = len(rx.requests)
         before = _outbox(store)
         quiet = _invoke(["dry-run", str(playbook), "--store", str(store), "--engine", "native",
-                         "--at", "2025-01-29T00:00:00"])
+                         "--at", "2025-01-30T00:00:00"])
         later = _invoke(["dry-run", str(playbook), "--store", str(store), "--engine", "native",
                          "--at", "2025-02-14T10:00:00", "--output", "jsonl"])
         assert len(rx.requests) == sent
@@ -162,16 +161,18 @@ def test_a_missing_secret_stops_the_run_before_anything_is_applied(tmp_path: Pat
     assert not (tmp_path / "x.db").exists()
 
 
-@pytest.mark.parametrize("code", [410])
-def test_a_gone_endpoint_dead_letters_instead_of_retrying_forever(tmp_path: Path,
-                                                                   code: int) -> None:
-    """A webhook answering 410 Gone leaves its rows dead with the reason, none pending."""
+def test_a_gone_endpoint_dead_letters_instead_of_retrying_forever(tmp_path: Path) -> None:
+    """410 Gone dead-letters that row and disables the channel; the rest wait, not lost."""
     from http_receiver import Reply
 
-    with Receiver(default=Reply(code)) as rx:
+    with Receiver(default=Reply(410)) as rx:
         playbook = shop_playbook(tmp_path, rx.url + "/hook")
         events, profiles = shop_history(tmp_path, customers=3)
-        _run(playbook, tmp_path / "live.db", events, profiles)
+        stats = _run(playbook, tmp_path / "live.db", events, profiles)
+        assert len(rx.requests) == 1
     rows = [r for r in _outbox(tmp_path / "live.db") if r["channel"] == "hook"]
-    assert rows and {r["status"] for r in rows} == {"dead"}
-    assert all("410" in r["last_error"] for r in rows)
+    dead = [r for r in rows if r["status"] == "dead"]
+    assert len(dead) == 1 and "410" in dead[0]["last_error"]
+    assert {r["status"] for r in rows if r not in dead} == {"pending"}
+    assert all(r["attempts"] == 0 for r in rows if r not in dead)
+    assert "hook" in stats["disabled"]
