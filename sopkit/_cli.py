@@ -721,6 +721,52 @@ def outbox_purge(
     typer.echo(f"purged {count} {status} row{'s' if count != 1 else ''}{since}")
 
 
+@app.command()
+def channels(
+    types: Annotated[list[str] | None, typer.Argument(
+        help="Channel types to check (default: every installed type).", show_default=False)] =
+    None,
+    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
+    Output.table,
+) -> None:
+    """List installed channel types and whether each loads: exit 0 if all do, 1 if not."""
+    from rich.text import Text
+
+    from ._errors import did_you_mean
+    from .channels import installed
+
+    found = {info.type: info for info in installed()}
+    rows: list[dict[str, Any]] = []
+    for name in sorted(set(types)) if types else sorted(found):
+        info = found.get(name)
+        if info is None:
+            hint = did_you_mean(name, found)
+            rows.append({"type": name, "target": None, "distribution": None,
+                         "status": "missing",
+                         "error": "not installed" + (f"; {hint}" if hint else "")})
+        else:
+            rows.append({"type": name, "target": info.target,
+                         "distribution": info.distribution,
+                         "status": "ok" if info.error is None else "broken",
+                         "error": info.error})
+    bad = [row["type"] for row in rows if row["status"] != "ok"]
+    if output is Output.jsonl:
+        for row in rows:
+            typer.echo(json.dumps(row, ensure_ascii=False))
+    else:
+        table = Table(title="Channel types", title_justify="left")
+        for column in ("type", "target", "distribution", "status"):
+            table.add_column(column, overflow="fold")  # never cut a module path or an error
+        for row in rows:
+            table.add_row(Text(row["type"]), Text(row["target"] or "-"),
+                          Text(row["distribution"] or "-"), Text(row["error"] or "ok"))
+        console = _console()
+        console.print(table)
+        console.print(Text(f"{len(rows)} channel type{'s' if len(rows) != 1 else ''}"
+                           + (f"; not usable: {', '.join(bad)}" if bad else ", all load")))
+    raise typer.Exit(1 if bad else 0)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
