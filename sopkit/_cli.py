@@ -421,8 +421,11 @@ def run(
     "durable",
     quarantine: Annotated[Path, typer.Option(help="Where bad records go (appended).")] =
     Path("sopkit-quarantine.jsonl"),
-    worker: Annotated[str | None, typer.Option(help="This dispatcher's name in leases.")] =
-    None,
+    worker: Annotated[str | None, typer.Option(
+        help="This dispatcher's name in leases; a restart under the same name takes its "
+        "rows back at once (default: host:pid, whose leases run out after --lease).")] = None,
+    lease: Annotated[int, typer.Option(help="Seconds a dispatcher holds the rows it is "
+                                       "sending (wall clock).", min=1)] = 60,
     output: Annotated[Output, typer.Option(help="table or jsonl for the final summary.")] =
     Output.table,
 ) -> None:
@@ -433,6 +436,7 @@ def run(
     """
     import os
     import socket
+    import time
 
     from ._dispatch import Dispatcher
     from ._io import Quarantine
@@ -456,7 +460,10 @@ def run(
     try:
         live = LiveRun(loaded, the_store, engine=engine)
         name = worker or f"{socket.gethostname()}:{os.getpid()}"
-        dispatcher = Dispatcher(the_store, channels, worker=name)
+        if worker:  # a restarted worker of this name has nothing in flight: take it back
+            the_store.release_worker(worker)
+        dispatcher = Dispatcher(the_store, channels, worker=name, lease_seconds=lease,
+                                wall=lambda: int(time.time()))
         jail = Quarantine(quarantine, masked=True, append=True)
         try:
             stats = run_live(live, events=events, follow=follow, once=once,

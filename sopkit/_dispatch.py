@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +66,8 @@ class Dispatcher:
 
     def __init__(self, store: Store, channels: Mapping[str, Channel], *, worker: str,
                  lease_seconds: int = 60, max_attempts: int = 8, base_delay: int = 30,
-                 max_delay: int = 6 * 3600, batch: int = 100) -> None:
+                 max_delay: int = 6 * 3600, batch: int = 100,
+                 wall: Callable[[], int] | None = None) -> None:
         for name, value, least in (("lease_seconds", lease_seconds, 1),
                                    ("max_attempts", max_attempts, 1),
                                    ("base_delay", base_delay, 0), ("max_delay", max_delay, 0),
@@ -81,6 +82,9 @@ class Dispatcher:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.batch = batch
+        # leases are about processes: `sopkit run` passes the wall clock, so that a replay on
+        # a fixed business clock still sees a killed dispatcher's leases run out
+        self.wall = wall
         self.disabled: dict[str, str] = {}
         """Channels disabled by a receipt, with the reason; their rows are not claimed."""
 
@@ -107,7 +111,8 @@ class Dispatcher:
         """Claim the rows due at `now` (unix seconds) and attempt each once."""
         stats = DispatchStats()
         rows = self.store.claim(now, self.batch, self.lease_seconds, self.worker,
-                                skip_channels=tuple(self.disabled))
+                                skip_channels=tuple(self.disabled),
+                                lease_now=self.wall() if self.wall else None)
         stats.claimed = len(rows)
         for row in rows:
             self._dispatch(row, now, stats)

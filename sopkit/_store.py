@@ -111,10 +111,17 @@ class Store(Protocol):
 
     # -- dispatching --------------------------------------------------------------------
     def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
-              skip_channels: Collection[str] = ()) -> list[OutboxRow]:
+              skip_channels: Collection[str] = (), lease_now: int | None = None
+              ) -> list[OutboxRow]:
         """Lease up to `limit` pending rows due by `now` (and leased rows whose lease ran
         out), oldest due first, except rows of `skip_channels`; each claim adds one to
-        `attempts`."""
+        `attempts`. Leases run on `lease_now` (the wall clock; default `now`): a replay on a
+        fixed business clock still sees a dead dispatcher's leases run out."""
+        ...
+
+    def release_worker(self, worker: str) -> int:
+        """Give back every row `worker` holds (a restarted process of that name holds none
+        in flight); return how many. The attempts stay counted."""
         ...
 
     def mark_delivered(self, row_id: int, receipt: Mapping[str, Any], now: int) -> None:
@@ -369,7 +376,9 @@ class SQLiteStore:
             return max(cur.rowcount, 0) if rows else 0
 
     def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
-              skip_channels: Collection[str] = ()) -> list[OutboxRow]:
+              skip_channels: Collection[str] = (), lease_now: int | None = None
+              ) -> list[OutboxRow]:
+        wall = now if lease_now is None else lease_now
         skip = sorted(set(skip_channels))
         not_skipped = f"AND channel NOT IN ({', '.join('?' * len(skip))})" if skip else ""
         with self._tx() as cur:
@@ -379,7 +388,7 @@ class SQLiteStore:
                 f"((status = 'pending' AND due_at <= ?) OR "
                 f"(status = 'leased' AND lease_until <= ?)) {not_skipped} "
                 f"ORDER BY due_at, id LIMIT ?) RETURNING {_SELECT}",
-                (now + lease_seconds, worker, now, now, *skip, limit)).fetchall()
+                (wall + lease_seconds, worker, now, wall, *skip, limit)).fetchall()
         return sorted((self._row(r) for r in found), key=lambda r: (r.due_at, r.id or 0))
 
     def mark_delivered(self, row_id: int, receipt: Mapping[str, Any], now: int) -> None:
@@ -397,6 +406,12 @@ class SQLiteStore:
         self._exec(
             "UPDATE outbox SET status = 'dead', last_error = ?, settled_at = ?, "
             "lease_until = NULL WHERE id = ? AND status = 'leased'", (error, now, row_id))
+
+    def release_worker(self, worker: str) -> int:
+        with self._tx() as cur:
+            return int(cur.execute(
+                "UPDATE outbox SET status = 'pending', lease_until = NULL, leased_by = NULL "
+                "WHERE status = 'leased' AND leased_by = ?", (worker,)).rowcount)
 
     def release(self, row_id: int) -> None:
         self._exec(
@@ -638,7 +653,9 @@ class PostgresStore:
             return max(cur.rowcount, 0)
 
     def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
-              skip_channels: Collection[str] = ()) -> list[OutboxRow]:
+              skip_channels: Collection[str] = (), lease_now: int | None = None
+              ) -> list[OutboxRow]:
+        wall = now if lease_now is None else lease_now
         with self._tx() as cur:
             found = cur.execute(
                 f"UPDATE outbox SET status = 'leased', lease_until = %s, leased_by = %s, "
@@ -647,7 +664,7 @@ class PostgresStore:
                 f"(status = 'leased' AND lease_until <= %s)) "
                 f"AND NOT (channel = ANY(%s)) ORDER BY due_at, id LIMIT %s "
                 f"FOR UPDATE SKIP LOCKED) RETURNING {_SELECT}",
-                (now + lease_seconds, worker, now, now, sorted(set(skip_channels)),
+                (wall + lease_seconds, worker, now, wall, sorted(set(skip_channels)),
                  limit)).fetchall()
         return sorted((self._row(r) for r in found), key=lambda r: (r.due_at, r.id or 0))
 
@@ -667,6 +684,12 @@ class PostgresStore:
         self._one("UPDATE outbox SET status = 'dead', last_error = %s, settled_at = %s, "
                   "lease_until = NULL WHERE id = %s AND status = 'leased'",
                   (error, now, row_id))
+
+    def release_worker(self, worker: str) -> int:
+        with self._tx() as cur:
+            return int(cur.execute(
+                "UPDATE outbox SET status = 'pending', lease_until = NULL, leased_by = NULL "
+                "WHERE status = 'leased' AND leased_by = %s", (worker,)).rowcount)
 
     def release(self, row_id: int) -> None:
         self._one("UPDATE outbox SET status = 'pending', attempts = GREATEST(attempts - 1, 0), "

@@ -47,7 +47,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
         command = [sys.executable, "-m", "sopkit", "run", str(playbook), "--store", str(store),
                    "--events", str(events), "--profiles", str(profiles), "--once",
                    "--clock", END, "--lateness", "0s", "--batch", "7", "--engine", "native",
-                   "--quarantine", str(tmp_path / "q.jsonl"), "--output", "jsonl"]
+                   "--quarantine", str(tmp_path / "q.jsonl"), "--output", "jsonl",
+                   "--worker", "kill-test"]
         env = {**os.environ, **ENV}
         rng = random.Random(2024)
         killed = 0

@@ -143,6 +143,26 @@ def test_expired_lease_is_reclaimed(store: Store) -> None:
         (first.id, 2, "w2", 220)
 
 
+def test_leases_run_on_the_wall_clock_in_a_replay(store: Store) -> None:
+    """With a fixed business clock, a lease still runs out as wall time passes."""
+    store.commit({}, {}, [row("k1", due=100)])
+    (first,) = store.claim(500, 10, 60, "crashed", lease_now=10_000)
+    assert first.lease_until == 10_060
+    assert store.claim(500, 10, 60, "w2", lease_now=10_059) == []
+    (again,) = store.claim(500, 10, 60, "w2", lease_now=10_060)
+    assert (again.id, again.leased_by, again.attempts) == (first.id, "w2", 2)
+
+
+def test_a_restarted_worker_takes_its_own_rows_back(store: Store) -> None:
+    """release_worker frees only that worker's leased rows, keeping their attempts."""
+    store.commit({}, {}, [row("a", due=1), row("b", due=2), row("c", due=3)])
+    store.claim(100, 2, 60, "old")
+    store.claim(100, 1, 60, "other")
+    assert store.release_worker("old") == 2
+    assert {(r.key, r.status, r.attempts) for r in store.rows()} == {
+        ("a", "pending", 1), ("b", "pending", 1), ("c", "leased", 1)}
+
+
 def test_claim_skips_channels(store: Store) -> None:
     """Rows of skipped channels stay pending and do not hold back other channels' rows."""
     store.commit({}, {}, [row("a", channel="gone", due=1), row("b", channel="gone", due=2),
