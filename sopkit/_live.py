@@ -168,7 +168,11 @@ class LiveRun:
         if source is not None:
             meta["input.source"] = source
             self.source = source
-        return self.store.commit(customers, meta, outbox_rows(rt, actions))
+        # a hand-over moves the customer's pending rows (tasks, deferred sends) in the same
+        # transaction, including rows this batch adds before the hand-over
+        moved = {a.customer_id: str(a.details["to"]) for a in actions
+                 if a.action == "reassign" and a.status == "planned" and a.details.get("to")}
+        return self.store.commit(customers, meta, outbox_rows(rt, actions), moved)
 
 
 def follow_lines(stream: IO[bytes], stop: Callable[[], bool], poll: float,

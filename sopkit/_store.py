@@ -104,8 +104,9 @@ class Store(Protocol):
         ...
 
     def commit(self, customers: Mapping[str, bytes], meta: Mapping[str, str],
-               rows: Sequence[OutboxRow]) -> int:
-        """Upsert customer states and meta, insert rows (skipping existing keys), atomically;
+               rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None) -> int:
+        """Upsert customer states and meta, insert rows (skipping existing keys), then point
+        the pending rows of each customer in `reassign` at its new owner, atomically;
         return how many rows were new."""
         ...
 
@@ -359,7 +360,7 @@ class SQLiteStore:
             after = page[-1][0]
 
     def commit(self, customers: Mapping[str, bytes], meta: Mapping[str, str],
-               rows: Sequence[OutboxRow]) -> int:
+               rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None) -> int:
         _check_meta(meta)
         with self._tx() as cur:
             cur.executemany(
@@ -373,7 +374,10 @@ class SQLiteStore:
                 f"INSERT INTO outbox ({', '.join(_INSERT_COLUMNS)}) VALUES "
                 f"({', '.join('?' * len(_INSERT_COLUMNS))}) ON CONFLICT (key) DO NOTHING",
                 [_insert_values(row, _dumps(row.message)) for row in rows])
-            return max(cur.rowcount, 0) if rows else 0
+            new = max(cur.rowcount, 0) if rows else 0
+            for customer_id, owner in (reassign or {}).items():
+                self._reassign(cur, customer_id, owner)
+            return new
 
     def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
               skip_channels: Collection[str] = (), lease_now: int | None = None
@@ -456,13 +460,16 @@ class SQLiteStore:
 
     def reassign_pending(self, customer_id: str, new_owner: str) -> int:
         with self._tx() as cur:
-            found = cur.execute("SELECT id, kind, message FROM outbox WHERE customer_id = ? "
-                                "AND status = 'pending' ORDER BY id", (customer_id,)).fetchall()
-            for row_id, kind, message in found:
-                cur.execute("UPDATE outbox SET message = ? WHERE id = ?",
-                            (_dumps(_reassigned(json.loads(message), kind, new_owner)),
-                             row_id))
-            return len(found)
+            return self._reassign(cur, customer_id, new_owner)
+
+    @staticmethod
+    def _reassign(cur: Any, customer_id: str, new_owner: str) -> int:
+        found = cur.execute("SELECT id, kind, message FROM outbox WHERE customer_id = ? "
+                            "AND status = 'pending' ORDER BY id", (customer_id,)).fetchall()
+        for row_id, kind, message in found:
+            cur.execute("UPDATE outbox SET message = ? WHERE id = ?",
+                        (_dumps(_reassigned(json.loads(message), kind, new_owner)), row_id))
+        return len(found)
 
     @staticmethod
     def _row(values: Sequence[Any]) -> OutboxRow:
@@ -629,7 +636,7 @@ class PostgresStore:
             after = page[-1][0]
 
     def commit(self, customers: Mapping[str, bytes], meta: Mapping[str, str],
-               rows: Sequence[OutboxRow]) -> int:
+               rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None) -> int:
         from psycopg.types.json import Jsonb
 
         _check_meta(meta)
@@ -644,13 +651,16 @@ class PostgresStore:
                 cur.executemany("INSERT INTO meta (key, value) VALUES (%s, %s) "
                                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                                 list(meta.items()))
-            if not values:
-                return 0
-            cur.executemany(
-                f"INSERT INTO outbox ({', '.join(_INSERT_COLUMNS)}) VALUES "
-                f"({', '.join(['%s'] * len(_INSERT_COLUMNS))}) ON CONFLICT (key) DO NOTHING",
-                values)
-            return max(cur.rowcount, 0)
+            new = 0
+            if values:
+                cur.executemany(
+                    f"INSERT INTO outbox ({', '.join(_INSERT_COLUMNS)}) VALUES "
+                    f"({', '.join(['%s'] * len(_INSERT_COLUMNS))}) ON CONFLICT (key) "
+                    "DO NOTHING", values)
+                new = max(cur.rowcount, 0)
+            for customer_id, owner in (reassign or {}).items():
+                self._reassign(cur, customer_id, owner)
+            return new
 
     def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
               skip_channels: Collection[str] = (), lease_now: int | None = None
@@ -732,16 +742,20 @@ class PostgresStore:
             return cur.rowcount
 
     def reassign_pending(self, customer_id: str, new_owner: str) -> int:
+        with self._tx() as cur:
+            return self._reassign(cur, customer_id, new_owner)
+
+    @staticmethod
+    def _reassign(cur: Any, customer_id: str, new_owner: str) -> int:
         from psycopg.types.json import Jsonb
 
-        with self._tx() as cur:
-            found = cur.execute("SELECT id, kind, message FROM outbox WHERE customer_id = %s "
-                                "AND status = 'pending' ORDER BY id FOR UPDATE",
-                                (customer_id,)).fetchall()
-            for row_id, kind, message in found:
-                cur.execute("UPDATE outbox SET message = %s WHERE id = %s",
-                            (Jsonb(_reassigned(message, kind, new_owner)), row_id))
-            return len(found)
+        found = cur.execute("SELECT id, kind, message FROM outbox WHERE customer_id = %s "
+                            "AND status = 'pending' ORDER BY id FOR UPDATE",
+                            (customer_id,)).fetchall()
+        for row_id, kind, message in found:
+            cur.execute("UPDATE outbox SET message = %s WHERE id = %s",
+                        (Jsonb(_reassigned(message, kind, new_owner)), row_id))
+        return len(found)
 
     @staticmethod
     def _row(values: Sequence[Any]) -> OutboxRow:

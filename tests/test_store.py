@@ -143,6 +143,18 @@ def test_expired_lease_is_reclaimed(store: Store) -> None:
         (first.id, 2, "w2", 220)
 
 
+def test_commit_moves_a_handed_over_customers_rows_in_the_same_transaction(
+        store: Store) -> None:
+    """Rows added by the same commit as a hand-over already carry the new owner."""
+    store.commit({}, {}, [row("old-task", kind="task", assignee="staff-01")])
+    store.commit({}, {}, [row("new-task", kind="task", assignee="staff-01"),
+                          row("other", customer="c2", kind="task", assignee="staff-01")],
+                 {"c1": "staff-02"})
+    owners = {r.key: (r.message["owner"], r.message["body"]["assignee"]) for r in store.rows()}
+    assert owners == {"old-task": ("staff-02", "staff-02"), "new-task": ("staff-02", "staff-02"),
+                      "other": ("staff-01", "staff-01")}
+
+
 def test_leases_run_on_the_wall_clock_in_a_replay(store: Store) -> None:
     """With a fixed business clock, a lease still runs out as wall time passes."""
     store.commit({}, {}, [row("k1", due=100)])
