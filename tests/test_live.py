@@ -176,3 +176,80 @@ def test_a_gone_endpoint_dead_letters_instead_of_retrying_forever(tmp_path: Path
     assert {r["status"] for r in rows if r not in dead} == {"pending"}
     assert all(r["attempts"] == 0 for r in rows if r not in dead)
     assert "hook" in stats["disabled"]
+
+
+def test_a_live_run_on_postgresql_makes_the_same_rows_as_on_sqlite(tmp_path: Path,
+                                                                  pg_url: str) -> None:
+    """The PostgreSQL store ends a run with the same outbox as the SQLite one."""
+    from conftest import fresh_pg_url
+
+    from sopkit._store import open_store
+
+    with Receiver() as rx:
+        playbook = shop_playbook(tmp_path, rx.url + "/hook")
+        events, profiles = shop_history(tmp_path, customers=10)
+        url = fresh_pg_url(pg_url)
+        result = _invoke(["run", str(playbook), "--store", url, "--events", str(events),
+                          "--profiles", str(profiles), "--once", "--clock", END,
+                          "--lateness", "0s", "--engine", "native"])
+        assert result.exit_code == 0, result.output
+        _run(playbook, tmp_path / "live.db", events, profiles)
+    store = open_store(url)
+    try:
+        on_pg = {(r.key, r.status, r.due_at) for r in store.rows()}
+    finally:
+        store.close()
+    assert on_pg == {(r["key"], r["status"], r["due_at"]) for r in _outbox(tmp_path / "live.db")}
+    assert {s for _, s, _ in on_pg} == {"delivered"}
+
+
+def test_events_from_stdin_are_applied_and_delivered(tmp_path: Path) -> None:
+    """`--events -` reads JSON lines from standard input."""
+    with Receiver() as rx:
+        playbook = shop_playbook(tmp_path, rx.url + "/hook")
+        events, profiles = shop_history(tmp_path, customers=5)
+        result = CliRunner().invoke(app, [
+            "run", str(playbook), "--store", str(tmp_path / "live.db"), "--events", "-",
+            "--profiles", str(profiles), "--once", "--clock", END, "--lateness", "0s",
+            "--engine", "native", "--output", "jsonl"],
+            input=events.read_text(encoding="utf-8"), env=ENV)
+        assert result.exit_code == 0, result.output
+        stats = json.loads(result.output.strip().splitlines()[-1])
+        lines = len(events.read_text(encoding="utf-8").splitlines())
+        assert stats["events_applied"] == lines
+        assert len(rx.requests) == stats["dispatched"]["delivered"] - sum(
+            1 for r in _outbox(tmp_path / "live.db") if r["channel"] == "")
+
+
+def test_follow_picks_up_lines_appended_later_and_stops_cleanly(tmp_path: Path) -> None:
+    """`--follow` applies lines written after start; SIGTERM stops it with exit 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with Receiver() as rx:
+        playbook = shop_playbook(tmp_path, rx.url + "/hook")
+        events, profiles = shop_history(tmp_path, customers=4)
+        lines = events.read_text(encoding="utf-8").splitlines(keepends=True)
+        growing = tmp_path / "growing.jsonl"
+        growing.write_text(lines[0], encoding="utf-8")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sopkit", "run", str(playbook), "--store",
+             str(tmp_path / "live.db"), "--events", str(growing), "--profiles", str(profiles),
+             "--follow", "--batch", "1", "--tick", "0.2", "--lateness", "0s",
+             "--clock", END, "--engine", "native", "--output", "jsonl"],
+            env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        try:
+            assert rx.wait_for(1, timeout=30), "the first line was not delivered"
+            with growing.open("a", encoding="utf-8") as f:
+                f.writelines(lines[1:])
+            sends = sum(1 for line in lines if '"purchase"' in line)
+            assert rx.wait_for(sends, timeout=30), f"{len(rx.requests)} of {sends}"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["events_applied"] == len(lines)
