@@ -323,7 +323,8 @@ app.add_typer(handover_app, name="handover")
 @handover_app.command("status")
 def handover_status_cmd(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    store: Annotated[str, typer.Option(help="The store a `sopkit run` keeps.")] = "sopkit.db",
+    store: Annotated[str, typer.Option(envvar="SOPKIT_STORE",
+                                       help="The store a `sopkit run` keeps.")] = "sopkit.db",
     output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
     Output.table,
     all_rows: Annotated[bool, typer.Option("--all", help="List customers already taken "
@@ -399,7 +400,8 @@ def _clock_at(loaded: Any, at: str | None) -> Any:
 @app.command()
 def run(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    store: Annotated[str, typer.Option(help="State and outbox: an SQLite file (default "
+    store: Annotated[str, typer.Option(envvar="SOPKIT_STORE",
+                                       help="State and outbox: an SQLite file (default "
                                        "sopkit.db) or postgresql://...")] = "sopkit.db",
     events: Annotated[str | None, typer.Option(
         help="Events: a JSONL/CSV file, or - for stdin. Resumes after the last committed "
@@ -502,7 +504,8 @@ def run(
 @app.command(name="dry-run")
 def dry_run(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    store: Annotated[str, typer.Option(help="The store a `sopkit run` keeps.")] = "sopkit.db",
+    store: Annotated[str, typer.Option(envvar="SOPKIT_STORE",
+                                       help="The store a `sopkit run` keeps.")] = "sopkit.db",
     at: Annotated[str | None, typer.Option(help="Pretend it is this time (default: now).")] =
     None,
     engine: Annotated[str, typer.Option(help="Rule engine: durable (default) or native.")] =
