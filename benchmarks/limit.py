@@ -22,6 +22,10 @@ templates, masking, metric objects) replaced by code specialised to this one pla
   purchases_365d drops below 4 or spend_365d below 300; and the due time of a delayed
   action. (sopkit wakes at every window expiry and at more day starts; those extra wake-ups
   cannot change anything.)
+- the playbook's policy, in sopkit's order, on each message and task: consent (the `opt_out`
+  profile attribute), the `recall_coupon` holdout of the mild-churn coupon (SHA-256 bucket),
+  quiet hours 21:00-09:00, the caps (2 messages per 7 days, 1 WeCom message per day, counted
+  at delivery time) and 20 tasks per consultant per day.
 
 Record layout, keys and order are sopkit's, so with the benchmark's generated input the
 output is byte-identical to `sopkit simulate --out` (masking is a no-op on it: no phone
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import heapq
 import json
 import sys
@@ -73,15 +78,23 @@ MILD_T, SEVERE_T, HIGH_T, REPEAT_T, NEW_T, COMPLAINED_T, CALLED_T = TAGS
 CANCEL_REASON = 'cancel_if: "投诉过" in tags'
 GUIDE_PARAMS = {"url": "https://example.com/guide"}
 MAX_ROUNDS = 64
+# [policy] and [experiments]
+QUIET_START, QUIET_END = 21 * 3600, 9 * 3600  # local seconds of the day
+QUIET_REASON = "quiet hours 21:00-09:00"
+WEEK_CAP, WEEK = 2, 7 * DAY
+WECOM_CAP = 1
+TASK_CAPACITY = 20
+HOLDOUT = 0.1
+HOLDOUT_REASON = "holdout: experiment recall_coupon"
 
 
 class Customer:
     """One customer's state: profile, metric state, derived facts, rule bookkeeping."""
 
     __slots__ = ("anniversary", "attempts", "birthday", "c90", "cid", "computed", "fired",
-                 "first_day", "last_day", "last_fired", "name", "owner", "p90", "pending",
-                 "score", "spend", "stage", "sticky", "tags", "total", "truth", "w365",
-                 "wake_at")
+                 "first_day", "held_out", "last_day", "last_fired", "name", "opt_out", "owner",
+                 "p90", "pending", "score", "sent", "spend", "stage", "sticky", "tags", "total",
+                 "truth", "w365", "wake_at")
 
     def __init__(self, cid: str) -> None:
         self.cid = cid
@@ -108,6 +121,10 @@ class Customer:
         # delayed post_purchase_guide firings: [due, seq, occurrence, facts, scheduled]
         self.pending: list[list[Any]] = []
         self.wake_at: int | None = None
+        self.opt_out: frozenset[str] = frozenset()
+        self.sent: deque[tuple[int, str]] = deque()  # (delivery time, channel), 7 days
+        digest = hashlib.sha256(f"recall_coupon:{cid}".encode()).digest()
+        self.held_out = int.from_bytes(digest[:8], "big") / 2**64 < HOLDOUT
 
 
 def _anniversary(birth: dt.date, year: int) -> dt.date:
@@ -127,7 +144,10 @@ class Limit:
         self.heap: list[tuple[int, str]] = []
         self.now: int | None = None
         self.seq = 0
-        self.counts = [{"planned": 0, "suppressed": 0, "cancelled": 0} for _ in NAMES]
+        self.counts = [{"planned": 0, "deferred": 0, "suppressed": 0, "holdout": 0,
+                        "cancelled": 0} for _ in NAMES]
+        self.tasks: dict[str, dict[int, int]] = {}  # staff -> playbook day -> tasks
+        self.task_today = 0
         self.dates: dict[int, str] = {}
         self.day_epoch: dict[str, int] = {}
 
@@ -172,6 +192,10 @@ class Limit:
             c.anniversary = -1
         if record.get("owner") not in (None, ""):
             c.owner = str(record["owner"])
+        if "opt_out" in record:
+            raw = record["opt_out"]
+            c.opt_out = frozenset(str(x) for x in raw) if isinstance(raw, list) else \
+                frozenset(x.strip() for x in str(raw).split("|") if x.strip())
 
     def start(self, ts: int) -> None:
         self.now = ts
@@ -246,6 +270,72 @@ class Limit:
         head["facts"] = facts
         self.out.write(json.dumps(head, ensure_ascii=False) + "\n")
 
+    def message(self, c: Customer, now: int, r: int, index: int, trigger: str,
+                occurrence: int, details: dict[str, Any], facts: dict[str, Any],
+                channel: str) -> None:
+        """A send through the policy: consent, holdout, quiet hours, then the caps."""
+        reason = ""
+        status = "planned"
+        if c.opt_out and ("all" in c.opt_out or channel in c.opt_out):
+            status, reason = "suppressed", "opt-out: " + ("all" if "all" in c.opt_out
+                                                          else channel)
+        elif r == MILD and c.held_out:
+            status, reason = "holdout", HOLDOUT_REASON
+        deliver = now
+        if not reason:
+            second = (now + UTC_OFFSET) % DAY
+            if second >= QUIET_START or second < QUIET_END:
+                deliver = now - second + QUIET_END + (DAY if second >= QUIET_START else 0)
+            sent = c.sent
+            while sent and sent[0][0] <= deliver - WEEK:
+                sent.popleft()
+            if sum(1 for ts, _ in sent if ts <= deliver) >= WEEK_CAP:
+                status, reason = "suppressed", "cap: 2 per 7d on all channels reached"
+            elif channel == "wecom" and sum(
+                    1 for ts, ch in sent if ch == "wecom" and deliver - DAY < ts <= deliver
+            ) >= WECOM_CAP:
+                status, reason = "suppressed", "cap: 1 per 1d on wecom reached"
+            else:
+                sent.append((deliver, channel))
+                if deliver != now:
+                    status, reason = "deferred", QUIET_REASON
+        if reason and self.out is not None:
+            if status == "deferred":
+                details["deliver_at"] = self.fmt(deliver)
+            details["reason"] = reason
+        self.record(c, now, r, index, status, trigger, occurrence, details, facts)
+
+    def task(self, c: Customer, now: int, r: int, index: int, trigger: str, occurrence: int,
+             details: dict[str, Any], facts: dict[str, Any], due: int) -> None:
+        """A task through the policy: the owner's daily capacity (no quiet hours)."""
+        staff = c.owner
+        if staff is None:
+            self.record(c, now, r, index, "planned", trigger, occurrence, details, facts)
+            return
+        today = (now - (DAY_START - UTC_OFFSET)) // DAY + EPOCH_ORDINAL
+        if today > self.task_today:  # forget past days
+            self.task_today = today
+            for name in list(self.tasks):
+                kept = {d: n for d, n in self.tasks[name].items() if d >= today}
+                if kept:
+                    self.tasks[name] = kept
+                else:
+                    del self.tasks[name]
+        days = self.tasks.setdefault(staff, {})
+        day = today
+        while days.get(day, 0) >= TASK_CAPACITY:
+            day += 1
+        days[day] = days.get(day, 0) + 1
+        if day == today:
+            self.record(c, now, r, index, "planned", trigger, occurrence, details, facts)
+            return
+        deliver = (day - EPOCH_ORDINAL) * DAY + DAY_START - UTC_OFFSET
+        if self.out is not None:
+            details["due"] = self.fmt(deliver + due)
+            details["deliver_at"] = self.fmt(deliver)
+            details["reason"] = f"task capacity {TASK_CAPACITY}/day reached for {staff}"
+        self.record(c, now, r, index, "deferred", trigger, occurrence, details, facts)
+
     def blocked_records(self, c: Customer, now: int, r: int, occurrence: int, trigger: str,
                         status: str, reason: str, facts: dict[str, Any]) -> None:
         for index in range(len(ACTIONS[r])):
@@ -265,7 +355,7 @@ class Limit:
                            "params": {"coupon": "BDAY20"},
                            "message": f"{name or '亲爱的顾客'}，生日快乐！送您一张生日券 BDAY20，"
                                       "3 天内有效。"}
-            self.record(c, now, r, 0, "planned", trigger, occurrence, details, facts)
+            self.message(c, now, r, 0, trigger, occurrence, details, facts, "wecom")
             return False
         if r == GUIDE:
             if out:
@@ -273,15 +363,13 @@ class Limit:
                            "template": "guide", "params": GUIDE_PARAMS,
                            "message": f"{name or '您好'}，感谢您的购买！这是使用指南："
                                       "https://example.com/guide，有问题随时找我。"}
-            self.record(c, now, r, 0, "planned", trigger, occurrence, details,
-                        facts)
+            self.message(c, now, r, 0, trigger, occurrence, details, facts, "sms")
             return False
         if r == OWNER_CALL:
             if out:
                 details = {"assignee": c.owner, "due": self.fmt(now + 2 * DAY),
                            "note": f"{name}（{c.cid}）已 {dsp} 天未购买，请电话回访。"}
-            self.record(c, now, r, 0, "planned", trigger, occurrence, details,
-                        facts)
+            self.task(c, now, r, 0, trigger, occurrence, details, facts, 2 * DAY)
             self.record(c, now, r, 1, "planned", trigger, occurrence, {"tag": CALLED_T}, facts)
             changed = CALLED_T not in c.tags
             c.tags.add(CALLED_T)
@@ -297,8 +385,7 @@ class Limit:
                            "params": {"coupon": "COME10"},
                            "message": f"{name or '您好'}，好久不见！送您一张 COME10 回归券，"
                                       "期待再次光临。"}
-            self.record(c, now, r, 0, "planned", trigger, occurrence, details,
-                        facts)
+            self.message(c, now, r, 0, trigger, occurrence, details, facts, "sms")
             return False
         if r == SEVERE:
             if out:
@@ -306,22 +393,20 @@ class Limit:
                            "params": {"coupon": "VIP30"},
                            "message": f"{name or '您好'}，我们很想念您。专属顾问将联系您，"
                                       "并为您保留 VIP30 专属礼遇。"}
-            self.record(c, now, r, 0, "planned", trigger, occurrence, details,
-                        facts)
+            self.message(c, now, r, 0, trigger, occurrence, details, facts, "wecom")
             if out:
                 score = round(c.score, 2)
                 shown = str(int(score)) if score == int(score) else f"{score:.2f}".rstrip("0")
                 details = {"assignee": c.owner, "due": self.fmt(now + DAY),
                            "note": f"重度流失客户 {name}：流失评分 {shown}，请一对一联系。"}
-            self.record(c, now, r, 1, "planned", trigger, occurrence, details,
-                        facts)
+            self.task(c, now, r, 1, trigger, occurrence, details, facts, DAY)
             return False
         # MATURE
         if out:
             details = {"channel": "wecom", "template": "mature_thanks", "params": {},
                        "message": f"{name or '您好'}，感谢一年来的 {p365} 次光临！"
                                   "您已升级为成熟会员。"}
-        self.record(c, now, r, 0, "planned", trigger, occurrence, details, facts)
+        self.message(c, now, r, 0, trigger, occurrence, details, facts, "wecom")
         return False
 
     def cancel(self, c: Customer, now: int, due: list[list[Any]]) -> None:

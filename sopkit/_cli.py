@@ -229,12 +229,21 @@ def print_summary(summary: Any, out: Path | None) -> None:
                      if summary.pending_at_end else ""))
     rules = Table(title="Actions by rule", title_justify="left")
     rules.add_column("rule")
-    statuses = ("planned", "suppressed", "cancelled")
+    statuses = ("planned", "deferred", "suppressed", "holdout", "cancelled")
     for status in statuses:
         rules.add_column(status, justify="right")
     for name, counts in summary.by_rule.items():
         rules.add_row(name, *(str(counts.get(status, 0)) for status in statuses))
     console.print(rules)
+    if summary.policy:
+        decisions = Table(title="Policy decisions", title_justify="left")
+        decisions.add_column("status")
+        decisions.add_column("reason")
+        decisions.add_column("actions", justify="right")
+        for status, reasons in summary.policy.items():
+            for reason, count in reasons.items():
+                decisions.add_row(status, reason, str(count))
+        console.print(decisions)
     _print_days(console, summary.by_day)
     console.print(_counts("Customers by stage at the end", "stage", "customers", summary.stages))
     console.print(_counts("Tags held at the end", "tag", "customers", summary.tags))
@@ -253,7 +262,7 @@ def _counts(title: str, key: str, unit: str, counts: dict[str, int]) -> Table:
 
 
 def _print_days(console: Console, by_day: dict[str, int]) -> None:
-    table = Table(title="Planned actions per day", title_justify="left")
+    table = Table(title="Actions to deliver per day", title_justify="left")
     if len(by_day) <= 31:
         table.add_column("day")
         table.add_column("actions", justify="right")
@@ -264,7 +273,7 @@ def _print_days(console: Console, by_day: dict[str, int]) -> None:
     months: Counter[str] = Counter()
     for day, count in by_day.items():
         months[day[:7]] += count
-    table.title = "Planned actions per month (every day: --output jsonl, by_day)"
+    table.title = "Actions to deliver per month (every day: --output jsonl, by_day)"
     table.add_column("month")
     table.add_column("actions", justify="right")
     table.add_column("busiest day", justify="right")

@@ -224,6 +224,8 @@ class _Compiler:
                          ((n, c.model_dump(exclude={"description"})) for n, c in
                           pb.channels.items())},
             **({"handover": pb.handover.model_dump()} if pb.handover else {}),
+            "policy": _policy(pb.policy),
+            "experiments": {name: {"holdout": x.holdout} for name, x in pb.experiments.items()},
         }
 
     def rule(self, index: int, rule: m.Rule) -> dict[str, Any]:
@@ -238,6 +240,7 @@ class _Compiler:
             "priority": rule.priority,
             "cooldown": parse_duration(rule.cooldown) if rule.cooldown else None,
             "max_times": rule.max_times,
+            "experiment": rule.experiment,
             "delay": parse_duration(rule.delay) if rule.delay else None,
             "cancel_predicate": cancel,
             "reads": reads,
@@ -253,6 +256,26 @@ class _Compiler:
         if isinstance(action, m.TaskAction):
             out["due"] = parse_duration(action.due)
         return out
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = (int(x) for x in text.split(":"))
+    return hours * 60 + minutes
+
+
+def _policy(policy: m.Policy) -> dict[str, Any]:
+    """The [policy] table as data: times in minutes after local midnight, windows in seconds."""
+    quiet = policy.quiet_hours
+    return {
+        "quiet_hours": None if quiet is None else {
+            "start": _minutes(quiet.start), "end": _minutes(quiet.end),
+            "text": f"{quiet.start}-{quiet.end}"},
+        "consent_attribute": policy.consent_attribute,
+        "task_capacity": policy.task_capacity,
+        "caps": [{"max": cap.max, "per": parse_duration(cap.per),
+                  "per_text": "".join(cap.per.split()), "channel": cap.channel}
+                 for cap in policy.caps],
+    }
 
 
 _FLIP = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}

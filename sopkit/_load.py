@@ -18,7 +18,8 @@ from . import _models as m
 from ._errors import Location, PlaybookError, Problem, did_you_mean
 from ._source import Document, KeyPath, format_path, load_document
 
-_DICT_SECTIONS = ("profile", "events", "metrics", "scores", "tags", "channels", "templates")
+_DICT_SECTIONS = ("profile", "events", "metrics", "scores", "tags", "channels", "templates",
+                  "policy", "experiments")
 _LIST_SECTIONS = ("stages", "rules")
 
 

@@ -43,6 +43,7 @@ def parse_duration(text: str) -> int:
 
 
 DURATION_SCHEMA: JsonDict = {"pattern": r"^\d+\s*[smhdw]$", "examples": ["90d", "12h", "30m", "2w"]}
+TIME_SCHEMA: JsonDict = {"pattern": r"^([01]\d|2[0-3]):[0-5]\d$", "examples": ["21:00", "09:00"]}
 
 
 def _check_duration(value: str | None) -> str | None:
@@ -210,6 +211,9 @@ class Rule(_Model):
     cooldown: str | None = Field(None, description="No refiring within this long.",
                                  json_schema_extra=DURATION_SCHEMA)
     max_times: int | None = Field(None, ge=1)
+    experiment: str | None = Field(
+        None, description="An [experiments] name: its holdout share gets no send, webhook or "
+        "task from this rule (tags and stages still change).")
     delay: str | None = Field(None, description="Run the actions this long after firing.",
                               json_schema_extra=DURATION_SCHEMA)
     cancel_if: str | None = None
@@ -234,6 +238,48 @@ class Handover(_Model):
         None, description="A wecom channel: also call WeCom's resigned-staff transfer.")
 
 
+class QuietHours(_Model):
+    """Local hours (playbook timezone) in which no message is delivered."""
+
+    start: str = Field(description="HH:MM at which quiet hours begin, e.g. 21:00.",
+                       json_schema_extra=TIME_SCHEMA)
+    end: str = Field(description="HH:MM at which they end; messages due inside wait for it. "
+                     "Before `start` means the window crosses midnight.",
+                     json_schema_extra=TIME_SCHEMA)
+
+
+class Cap(_Model):
+    """At most `max` messages per customer in any rolling `per` window."""
+
+    max: int = Field(ge=1, description="Messages allowed in the window.")
+    per: str = Field(description="The rolling window, e.g. 7d.", json_schema_extra=DURATION_SCHEMA)
+    channel: str | None = Field(None, description="Only this channel; absent: all channels.")
+
+    _per = field_validator("per")(classmethod(lambda cls, v: _check_duration(v)))
+
+
+class Policy(_Model):
+    """The `[policy]` table: consent, caps, quiet hours and staff capacity for every rule."""
+
+    quiet_hours: QuietHours | None = Field(
+        default=None, description="Messages due inside are deferred to its end.")
+    consent_attribute: str | None = Field(
+        default=None, description="A profile attribute of type list: the channels (or \"all\") the "
+        "customer opted out of.")
+    task_capacity: int | None = Field(
+        default=None, ge=1, description="Tasks per staff member per day; the overflow moves to the "
+        "next day.")
+    caps: list[Cap] = Field(default_factory=list, description="Message frequency caps.")
+
+
+class Experiment(_Model):
+    """A holdout experiment: a stable share of customers gets no messages or tasks from its
+    rules, so their outcome can be compared with everyone else's."""
+
+    holdout: float = Field(description="Share of customers held out, 0 <= holdout < 1.")
+    description: str = ""
+
+
 class Playbook(_Model):
     """A retention playbook."""
 
@@ -247,4 +293,6 @@ class Playbook(_Model):
     channels: dict[str, Channel] = Field(default_factory=dict)
     templates: dict[str, Template] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
+    policy: Policy = Field(default_factory=Policy)
+    experiments: dict[str, Experiment] = Field(default_factory=dict)
     handover: Handover | None = None

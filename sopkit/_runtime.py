@@ -25,6 +25,7 @@ from ._clock import Calendar
 from ._compile import compile_playbook
 from ._errors import ChainError, EventError
 from ._load import LoadedPlaybook
+from ._policy import ALL, Pipeline, PolicyState, update_opt_out
 from ._templates import render
 from .engines import DEFAULT, Engine, create_engine, resolve
 
@@ -34,6 +35,11 @@ _LAST_DAY = dt.date.max.toordinal()
 PROFILE_EVENT = "profile"  # a built-in event type that updates profile attributes
 STAFF_DEPARTED = "staff_departed"  # a built-in event: hand a leaving staff member's customers over
 HANDOVER_RULE = "handover"  # the rule name on the records a hand-over makes
+
+OPT_OUT_EVENT = "opt_out"  # built-in: the customer opts out of a channel (or "all")
+OPT_IN_EVENT = "opt_in"  # built-in: the customer withdraws an opt-out
+_CONSENT_EVENTS = frozenset({OPT_OUT_EVENT, OPT_IN_EVENT})
+_POLICY_ACTIONS = frozenset({"send", "webhook", "task"})
 _TRUE = {"true", "1", "yes", "y", "是", "t"}
 _FALSE = {"false", "0", "no", "n", "否", "f", ""}
 
@@ -46,12 +52,17 @@ class Action:
     customer_id: str
     rule: str
     action: str
-    status: str = "planned"  # planned | suppressed | cancelled
+    status: str = "planned"  # planned | deferred | suppressed | holdout | cancelled
     trigger: str = "entry"  # entry | event:<type> | delayed
     key: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     ts: int = 0
+    deliver_ts: int = 0  # when it is due for delivery: `ts`, or later when deferred
+
+    def __post_init__(self) -> None:
+        if not self.deliver_ts:
+            self.deliver_ts = self.ts
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -96,6 +107,10 @@ class CustomerState:
     wake_at: int | None = None
     # per day metric: (what the answer depends on, the next crossing day); see _schedule
     wake_cache: dict[int, tuple[Any, int | None]] = field(default_factory=dict)
+    # policy (_policy.py): the channels (or "all") opted out of; the messages delivered, as
+    # (delivery time, channel) in delivery order, kept for the longest cap window
+    opt_out: frozenset[str] = frozenset()
+    deliveries: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,10 @@ class Runtime:
             if on:
                 self.on_rules.setdefault(on, []).append(r)
         self.event_types = {name: dict(fields) for name, fields in playbook.model.events.items()}
+        self.policy = Pipeline(ir, self.calendar)
+        self.policy_state = PolicyState()  # shared by all customers; picklable
+        self._consent_attribute = self.policy.consent_attribute
+        self._channel_names = frozenset(ir["channels"])
         self.profile_types = dict(playbook.model.profile)
         self.customers: dict[str, CustomerState] = {}
         self._heap: list[tuple[int, str]] = []
@@ -201,6 +220,7 @@ class Runtime:
         known = customer_id in self.customers
         cs = self._customer(customer_id)
         cs.profile.update(profile)
+        self._sync_opt_out(cs, profile)
         cs.wake_cache.clear()
         owner = record.get("owner")
         if owner not in (None, ""):
@@ -219,7 +239,8 @@ class Runtime:
         customer_id = _customer_id(record)
         if not isinstance(etype, str) or not etype:
             raise EventError("missing event 'type'")
-        if etype != PROFILE_EVENT and etype not in self.event_types:
+        if etype != PROFILE_EVENT and etype not in _CONSENT_EVENTS and \
+                etype not in self.event_types:
             known = ", ".join(sorted(self.event_types)) or "none"
             raise EventError(f"unknown event type '{etype}' (the playbook declares: {known})",
                              f"unknown event type '{etype}'")
@@ -239,6 +260,8 @@ class Runtime:
             if record.get("owner") not in (None, ""):
                 fields["\0owner"] = str(record["owner"])
             return customer_id, etype, ts, fields
+        if etype in _CONSENT_EVENTS:
+            return customer_id, etype, ts, {"channel": self._consent_channels(etype, record)}
         for fname, kind in self.event_types[etype].items():
             if record.get(fname) not in (None, ""):
                 fields[fname] = _convert(record[fname], kind, f"field '{fname}'")
@@ -286,7 +309,16 @@ class Runtime:
             owner = fields.pop("\0owner", None)
             cs.owner = owner or cs.owner
             cs.profile.update(fields)
+            self._sync_opt_out(cs, fields)
             cs.wake_cache.clear()
+            out.extend(self._tick(cs, ts, None))
+            return out
+        if etype in _CONSENT_EVENTS:
+            cs.opt_out = update_opt_out(cs.opt_out, fields["channel"], etype == OPT_IN_EVENT,
+                                        self._channel_names)
+            if self._consent_attribute is not None:  # conditions and templates see it too
+                cs.profile[self._consent_attribute] = cs.opt_out
+                cs.wake_cache.clear()
             out.extend(self._tick(cs, ts, None))
             return out
         day = self.calendar.day_index(ts)
@@ -338,6 +370,27 @@ class Runtime:
             if successor is not None:
                 out.extend(self._tick(cs, now, None))  # rules may read the owner
         return out
+
+    def _consent_channels(self, etype: str, record: Mapping[str, Any]) -> frozenset[str]:
+        """The channels an opt_out / opt_in event names: `channel`, a name, a list or "a|b".
+
+        An opt-out without a channel means every channel (the safe reading of "stop"); an
+        opt-in must say what it re-enables.
+        """
+        raw = record.get("channel")
+        channels = frozenset() if raw in (None, "") else _convert(raw, "list", "field 'channel'")
+        if channels:
+            return frozenset(channels)
+        if etype == OPT_OUT_EVENT:
+            return frozenset({ALL})
+        raise EventError("an opt_in event needs 'channel': a channel name, or \"all\"",
+                         "opt_in without 'channel'")
+
+    def _sync_opt_out(self, cs: CustomerState, profile: Mapping[str, Any]) -> None:
+        """A profile that gives the consent attribute replaces the customer's opt-outs."""
+        attr = self._consent_attribute
+        if attr is not None and attr in profile:
+            cs.opt_out = frozenset(profile[attr])
 
     # ---- time --------------------------------------------------------------------------
 
@@ -645,7 +698,7 @@ class Runtime:
         return [
             Action(self.calendar.format(now), cs.customer_id, rule["name"], spec["type"],
                    status, trigger, self._key(cs, rule, occurrence, i), {"reason": reason},
-                   facts, now)
+                   facts, now, now)
             for i, spec in enumerate(rule["actions"])
         ]
 
@@ -698,9 +751,12 @@ class Runtime:
             elif kind == "webhook":
                 details.update(channel=spec["channel"],
                                payload=_render_payload(spec["payload"], lookup))
-            out.append(Action(self.calendar.format(now), cs.customer_id, rule["name"], kind,
-                              "planned", trigger, self._key(cs, rule, occurrence, i), details,
-                              facts, now))
+            action = Action(self.calendar.format(now), cs.customer_id, rule["name"], kind,
+                            "planned", trigger, self._key(cs, rule, occurrence, i), details,
+                            facts, now, now)
+            if kind in _POLICY_ACTIONS:  # consent, holdout, quiet hours, caps, capacity
+                self.policy.apply(action, cs, rule, spec, self.policy_state)
+            out.append(action)
         return changed
 
     def _lookup(self, cs: CustomerState, now: int,

@@ -17,10 +17,13 @@ from ._errors import EventError, UsageError
 from ._io import BadRecord, Quarantine, read_records
 from ._load import LoadedPlaybook
 from ._mask import mask
+from ._policy import reason_kind
 from ._runtime import Action, Runtime
 from .engines import DEFAULT
 
 _IDENTIFIERS = frozenset({"time", "customer_id", "rule", "action", "status", "trigger", "key"})
+DELIVERED = frozenset({"planned", "deferred"})  # will be carried out, now or later
+POLICY_STATUSES = ("deferred", "suppressed", "holdout")  # decided by a rule limit or policy
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Summary:
     by_day: dict[str, int] = field(default_factory=dict)
     by_type: dict[str, int] = field(default_factory=dict)
     by_channel: dict[str, int] = field(default_factory=dict)
+    policy: dict[str, dict[str, int]] = field(default_factory=dict)
     stages: dict[str, int] = field(default_factory=dict)
     tags: dict[str, int] = field(default_factory=dict)
 
@@ -84,6 +88,7 @@ def simulate(
     days: Counter[str] = Counter()
     types: Counter[str] = Counter()
     channels: Counter[str] = Counter()
+    decisions: dict[str, Counter[str]] = {status: Counter() for status in POLICY_STATUSES}
 
     def emit(actions: list[Action]) -> None:
         for action in actions:
@@ -92,11 +97,13 @@ def simulate(
                 continue
             summary.actions += 1
             rule_counts[action.rule][action.status] += 1
-            if action.status == "planned":
-                days[action.time[:10]] += 1
+            if action.status in DELIVERED:  # counted on the day it is delivered
+                days[action.details.get("deliver_at", action.time)[:10]] += 1
                 types[action.action] += 1
                 if "channel" in action.details:
                     channels[action.details["channel"]] += 1
+            if action.status in decisions:
+                decisions[action.status][reason_kind(action.details.get("reason", ""))] += 1
             if out is not None:
                 record = action.to_json()
                 if masked:  # what a person reads; ids and keys stay as they are
@@ -142,6 +149,8 @@ def simulate(
     summary.by_day = dict(sorted(days.items()))
     summary.by_type = dict(sorted(types.items()))
     summary.by_channel = dict(sorted(channels.items()))
+    summary.policy = {status: dict(sorted(counts.items()))
+                      for status, counts in decisions.items() if counts}
     stage_counts: Counter[str] = Counter()
     tag_counts: Counter[str] = Counter()
     for cs in runtime.customers.values():

@@ -29,6 +29,14 @@ _SECRET_KEY = re.compile(
     r"authorization|cookie)", re.IGNORECASE)
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 TIME_RELATIVE = frozenset({"days_since", "days_since_first", "days_until", "days_to_anniversary"})
+# built-in event types: they change what sopkit knows and are never declared
+BUILTIN_EVENTS = {
+    "profile": "updates profile attributes",
+    "opt_out": "records a channel opt-out",
+    "opt_in": "withdraws a channel opt-out",
+    "staff_departed": "hands a departing staff member's customers over",
+}
+POLICY_ACTIONS = frozenset({"send", "webhook", "task"})
 
 
 def metric_type(pb: m.Playbook, metric: m.Metric) -> e.Type:
@@ -86,6 +94,7 @@ class _Checker:
         yield from self.channels()
         yield from self.handover()
         yield from self.rules()
+        yield from self.policy()
         yield from self.cycles()
 
     def meta(self) -> Iterator[Problem]:
@@ -102,9 +111,9 @@ class _Checker:
 
     def events_and_metrics(self) -> Iterator[Problem]:
         for etype, fields in self.pb.events.items():
-            if etype in ("profile", "staff_departed"):
-                yield self.problem(("events", etype), f"'{etype}' is a built-in event type "
-                                   "(docs/playbook.md, built-in events)", "pick another name")
+            if etype in BUILTIN_EVENTS:
+                yield self.problem(("events", etype), f"'{etype}' is the built-in event type "
+                                   f"that {BUILTIN_EVENTS[etype]}", "pick another name")
             for reserved in ("customer_id", "type", "ts"):
                 if reserved in fields:
                     yield self.problem(("events", etype, reserved),
@@ -310,6 +319,68 @@ class _Checker:
                     yield bad
             for j, action in enumerate(rule.actions):
                 yield from self.action((*path, "actions", j), action, rule.on)
+            if rule.experiment is not None:
+                yield from self.rule_experiment(path, rule)
+
+    def rule_experiment(self, path: KeyPath, rule: m.Rule) -> Iterator[Problem]:
+        name = rule.experiment
+        assert name is not None
+        if name not in self.pb.experiments:
+            yield self.problem((*path, "experiment"), f"unknown experiment '{name}'",
+                               did_you_mean(name, self.pb.experiments) or
+                               f"declare it: [experiments.{name}] with holdout = 0.1")
+        elif not any(a.type in POLICY_ACTIONS for a in rule.actions):
+            yield self.problem((*path, "experiment"),
+                               f"experiment '{name}' holds nothing out: rule '{rule.name}' has "
+                               "no send, webhook or task action",
+                               "a holdout withholds messages and tasks; tags and stages "
+                               "still change")
+
+    def policy(self) -> Iterator[Problem]:
+        policy = self.pb.policy
+        quiet = policy.quiet_hours
+        if quiet is not None:
+            path: KeyPath = ("policy", "quiet_hours")
+            bad = False
+            for key in ("start", "end"):
+                if not _TIME.match(getattr(quiet, key)):
+                    bad = True
+                    yield self.problem((*path, key), f"bad time of day '{getattr(quiet, key)}'",
+                                       "write HH:MM (24-hour), e.g. 21:00")
+            if not bad and quiet.start == quiet.end:
+                yield self.problem(path, f"quiet hours start and end at {quiet.start}: no "
+                                   "window", "e.g. start = \"21:00\", end = \"09:00\" "
+                                   "(overnight)")
+        attr = policy.consent_attribute
+        if attr is not None:
+            lists = [a for a, t in self.pb.profile.items() if t == "list"]
+            if attr not in self.pb.profile:
+                yield self.problem(("policy", "consent_attribute"),
+                                   f"unknown profile attribute '{attr}'",
+                                   did_you_mean(attr, lists) or
+                                   f"declare it: [profile] {attr} = \"list\"")
+            elif self.pb.profile[attr] != "list":
+                yield self.problem(("policy", "consent_attribute"),
+                                   f"'{attr}' is a {self.pb.profile[attr]}; consent_attribute "
+                                   "needs a list attribute (channel names or \"all\")",
+                                   "list attributes: " + ", ".join(f"'{a}'" for a in lists)
+                                   if lists else
+                                   "declare one, e.g. [profile] opt_out = \"list\"")
+        for i, cap in enumerate(policy.caps):
+            if cap.channel is not None and cap.channel not in self.pb.channels:
+                yield self.problem(("policy", "caps", i, "channel"),
+                                   f"unknown channel '{cap.channel}'",
+                                   did_you_mean(cap.channel, self.pb.channels) or
+                                   "leave `channel` out to cap all channels together")
+        for name, experiment in self.pb.experiments.items():
+            share = experiment.holdout
+            if not 0 <= share < 1:
+                hint = (f"a share, not a percentage: holdout = {share / 100:g} holds out "
+                        f"{share:g}% of customers" if 1 < share < 100 else
+                        "e.g. holdout = 0.1 holds out 10% of customers")
+                yield self.problem(("experiments", name, "holdout"),
+                                   f"holdout {share:g} is outside [0, 1): it is the share of "
+                                   "customers held out", hint)
 
     def action(self, path: KeyPath, action: m.Action, event: str | None) -> Iterator[Problem]:
         if isinstance(action, m.TagAction | m.UntagAction):
