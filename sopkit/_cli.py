@@ -63,7 +63,7 @@ def _width(text: str) -> int:
 def render_problem(problem: Problem) -> str:
     """A problem as compiler-style text: location, message, the source line, a caret, a hint."""
     loc = problem.location
-    lines = [f"{loc.file}:{loc.line}:{loc.column}: error: "
+    lines = [f"{loc.file}:{loc.line}:{loc.column}: {problem.severity}: "
              f"{loc.key + ': ' if loc.key else ''}{problem.message}"]
     try:
         source = Path(loc.file).read_text(encoding="utf-8").splitlines()[loc.line - 1]
@@ -84,6 +84,10 @@ def check(
                                                     show_default=False)],
     output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
     Output.table,
+    strict: Annotated[bool, typer.Option("--strict", help="Also lint valid playbooks (never-"
+                                         "true conditions, shadowed stages, overlapping rules, "
+                                         "uncapped channels, platform limits); any warning "
+                                         "makes the exit code 1.")] = False,
 ) -> None:
     """Validate playbooks: exit 0 if all are valid, 1 if any is not, 2 on usage errors."""
     failed = False
@@ -101,7 +105,22 @@ def check(
                 count = len(exc.problems)
                 typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''}")
             continue
+        warnings: list[Problem] = []
+        if strict:
+            from ._lint import lint
+
+            warnings = lint(loaded)
+            failed = failed or bool(warnings)
+            for problem in warnings:
+                if output is Output.jsonl:
+                    typer.echo(json.dumps(problem.to_json(), ensure_ascii=False))
+                else:
+                    typer.echo(render_problem(problem))
         if output is Output.table:
+            if warnings:
+                count = len(warnings)
+                typer.echo(f"{path}: valid, {count} warning{'s' if count != 1 else ''}")
+                continue
             model = loaded.model
             typer.echo(f"{path}: ok ({len(model.rules)} rules, {len(model.tags)} tags, "
                        f"{len(model.stages)} stages, {len(model.metrics)} metrics)")
