@@ -6,6 +6,7 @@ Every command turns a SopkitError into a message and its exit code; tracebacks a
 from __future__ import annotations
 
 import enum
+import io
 import json
 import sys
 import unicodedata
@@ -64,7 +65,7 @@ def _width(text: str) -> int:
 def render_problem(problem: Problem) -> str:
     """A problem as compiler-style text: location, message, the source line, a caret, a hint."""
     loc = problem.location
-    lines = [f"{loc.file}:{loc.line}:{loc.column}: error: "
+    lines = [f"{loc.file}:{loc.line}:{loc.column}: {problem.severity}: "
              f"{loc.key + ': ' if loc.key else ''}{problem.message}"]
     try:
         source = Path(loc.file).read_text(encoding="utf-8").splitlines()[loc.line - 1]
@@ -85,6 +86,10 @@ def check(
                                                     show_default=False)],
     output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
     Output.table,
+    strict: Annotated[bool, typer.Option("--strict", help="Also lint valid playbooks (never-"
+                                         "true conditions, shadowed stages, overlapping rules, "
+                                         "uncapped channels, platform limits); any warning "
+                                         "makes the exit code 1.")] = False,
 ) -> None:
     """Validate playbooks: exit 0 if all are valid, 1 if any is not, 2 on usage errors."""
     failed = False
@@ -102,7 +107,22 @@ def check(
                 count = len(exc.problems)
                 typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''}")
             continue
+        warnings: list[Problem] = []
+        if strict:
+            from ._lint import lint
+
+            warnings = lint(loaded)
+            failed = failed or bool(warnings)
+            for problem in warnings:
+                if output is Output.jsonl:
+                    typer.echo(json.dumps(problem.to_json(), ensure_ascii=False))
+                else:
+                    typer.echo(render_problem(problem))
         if output is Output.table:
+            if warnings:
+                count = len(warnings)
+                typer.echo(f"{path}: valid, {count} warning{'s' if count != 1 else ''}")
+                continue
             model = loaded.model
             typer.echo(f"{path}: ok ({len(model.rules)} rules, {len(model.tags)} tags, "
                        f"{len(model.stages)} stages, {len(model.metrics)} metrics)")
@@ -378,6 +398,119 @@ def handover_status_cmd(
         if shown:
             console.print(table)
     raise typer.Exit(3 if waiting else 0)
+
+
+@app.command(name="diff")
+def diff_cmd(
+    old: Annotated[Path, typer.Argument(help="The playbook as it is (TOML).")],
+    new: Annotated[Path, typer.Argument(help="The playbook as changed (TOML).")],
+    events: Annotated[Path, typer.Option(help="Event history both are replayed on: JSONL or "
+                                         "CSV, .gz allowed, sorted by ts.", exists=True,
+                                         dir_okay=False)],
+    profiles: Annotated[Path | None, typer.Option(help="Customer profiles: JSONL or CSV.",
+                                                  exists=True, dir_okay=False)] = None,
+    end: Annotated[str | None, typer.Option(help="Simulate until this time (default: the "
+                                            "last event).")] = None,
+    engine: Annotated[str, typer.Option(help="Rule engine: durable (default) or native; "
+                                        "the same results.")] = "durable",
+    output: Annotated[Output, typer.Option(help="table: counts per rule and a sample of "
+                                           "customers; jsonl: every difference, one a "
+                                           "line.")] = Output.table,
+    sample: Annotated[int, typer.Option(help="Customers whose differences are listed (the "
+                                        "first by customer id).", min=0)] = 5,
+    unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
+    False,
+) -> None:
+    """Replay two versions of a playbook on one history and show what the change changes.
+
+    Exit codes, like diff(1): 0 no difference, 1 differences, 2 usage error or an invalid
+    playbook.
+    """
+    from . import _diff
+    from ._simulate import simulate as run_simulation
+
+    runs: list[tuple[Any, Any, list[dict[str, Any]]]] = []
+    for path in (old, new):
+        try:
+            loaded = load(path)
+        except PlaybookError as exc:
+            for problem in exc.problems:
+                typer.echo(render_problem(problem), err=True)
+            typer.echo(f"{path}: invalid; run `sopkit check {path}`", err=True)
+            raise typer.Exit(2) from None
+        sink = _Records()
+        try:
+            summary = run_simulation(loaded, events, profiles=profiles, end=end, out=sink,
+                                     engine=engine, masked=False)
+        except SopkitError as exc:
+            typer.echo(f"error: {path}: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if summary.notice and not runs:
+            typer.echo(summary.notice, err=True)
+        runs.append((loaded, summary, sink.records))
+    (old_pb, old_sum, old_records), (new_pb, new_sum, new_records) = runs
+    diffs = _diff.compare(old_records, new_records)
+    counts = _diff.totals(diffs)
+    order = [r.name for r in new_pb.model.rules] + [r.name for r in old_pb.model.rules]
+    per_rule = _diff.by_rule(diffs, order)
+    shown = diffs if unmasked else [d.masked() for d in diffs]
+    if output is Output.jsonl:
+        for item in shown:
+            typer.echo(json.dumps(item.to_json(), ensure_ascii=False))
+        typer.echo(json.dumps({"summary": counts, "by_rule": per_rule,
+                               "actions_old": len(old_records),
+                               "actions_new": len(new_records),
+                               "quarantined_old": old_sum.quarantined,
+                               "quarantined_new": new_sum.quarantined},
+                              ensure_ascii=False))
+        raise typer.Exit(1 if diffs else 0)
+    console = _console()
+    typer.echo(f"{old} -> {new} over {events}"
+               f"{' until ' + new_sum.end if new_sum.end else ''} ({new_sum.engine} engine)")
+    typer.echo(f"actions: {len(old_records)} before, {len(new_records)} after; events: "
+               f"{new_sum.events_read} read, {old_sum.quarantined} quarantined before, "
+               f"{new_sum.quarantined} after")
+    if per_rule:
+        table = Table(title="Differences by rule", title_justify="left")
+        table.add_column("rule")
+        for kind in _diff.KINDS:
+            table.add_column(kind, justify="right")
+        for name, row in per_rule.items():
+            table.add_row(name, *(str(row[kind]) for kind in _diff.KINDS))
+        console.print(table)
+        chosen = _diff.sample(diffs, sample)
+        everyone = len({d.customer_id for d in diffs})
+        if chosen:
+            typer.echo(f"Customers: {len(chosen)} of {everyone} with differences (the first by "
+                       "customer id; --sample N for more)")
+            for customer_id in chosen:
+                typer.echo(customer_id)
+                for item in shown:
+                    if item.customer_id == customer_id:
+                        for line in _diff.describe(item):
+                            typer.echo("  " + line)
+    else:
+        typer.echo("no differences")
+    typer.echo(_diff.summary_line(counts))
+    raise typer.Exit(1 if diffs else 0)
+
+
+class _Records(io.StringIO):
+    """A text sink for `simulate`'s JSONL output that keeps the action records as dicts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[dict[str, Any]] = []
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line:
+                self.records.append(json.loads(line))
+        return len(text)
+
 
 
 def _open_store(url: str) -> Any:

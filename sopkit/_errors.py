@@ -28,6 +28,7 @@ class Problem:
     location: Location
     message: str
     suggestion: str = ""
+    severity: str = "error"  # error: the playbook is invalid; warning: a lint (check --strict)
 
     def __str__(self) -> str:
         text = f"{self.location}: {self.message}"
@@ -43,6 +44,7 @@ class Problem:
             "key": self.location.key,
             "message": self.message,
             "suggestion": self.suggestion,
+            "severity": self.severity,
         }
 
 

@@ -91,10 +91,10 @@ def test_jsonl_output(run: CliRunner) -> None:
     assert rows == [
         {"file": files[0], "line": 4, "column": 1, "key": "playbook.timezone",
          "message": "unknown timezone 'Asia/Shangai'",
-         "suggestion": "did you mean 'Asia/Shanghai'?"},
+         "suggestion": "did you mean 'Asia/Shanghai'?", "severity": "error"},
         {"file": files[1], "line": 33, "column": 9, "key": "rules[0].when",
          "message": "unknown name 'days_since_purchse'",
-         "suggestion": "did you mean 'days_since_purchase'?"},
+         "suggestion": "did you mean 'days_since_purchase'?", "severity": "error"},
     ]
 
 
