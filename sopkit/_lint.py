@@ -634,8 +634,8 @@ class _Linter:
             spec = self.pb.channels.get(channel)
             if spec is None or spec.type != "wecom":
                 continue
-            limits = caps.get(channel, caps.get(None))
-            if limits is not None and all(_within_wecom(c) for c in limits):
+            limits = caps.get(channel, []) + caps.get(None, [])
+            if any(_within_wecom(c) for c in limits):  # one cap that holds is enough
                 continue
             rules = sorted({i for i, _ in uses})
             unbounded = [i for i in rules if _at_most(self.pb.rules[i], DAY) is None]
@@ -725,57 +725,18 @@ def _at_most(rule: m.Rule, period: int) -> int | None:
     return most
 
 
-def _within_wecom(cap: tuple[int | None, int | None]) -> bool:
+def _within_wecom(cap: tuple[int, int]) -> bool:
     """A cap (count, seconds) that keeps a customer within WeCom's monthly limit."""
     count, seconds = cap
-    if count is None or seconds is None:
-        return True  # a cap whose numbers we cannot read: trust it
     return math.ceil(28 * DAY / seconds) * count <= 28
 
 
-def policy_caps(pb: Any) -> dict[str | None, list[tuple[int | None, int | None]]]:
-    """Channel (None: every channel) -> caps (count, period in seconds; None if unread).
-
-    `[policy]` is not part of the playbook model yet: `getattr(pb, "policy", None)` is None and
-    no channel has a cap. Once it exists, any cap that names a channel (`channel = "sms"`,
-    `channels = [...]`, or a table keyed by channel name) covers it; a cap that names none
-    covers every channel.
-    """
-    policy = getattr(pb, "policy", None)
-    if policy is None:
-        return {}
-    data = policy.model_dump() if hasattr(policy, "model_dump") else policy
-    if not isinstance(data, Mapping):
-        return {}
-    caps = data.get("caps", data.get("cap"))
-    out: dict[str | None, list[tuple[int | None, int | None]]] = {}
-    entries: list[tuple[str | None, Any]] = []
-    if isinstance(caps, list):
-        entries = [(None, c) for c in caps]
-    elif isinstance(caps, Mapping):
-        entries = [(str(k), c) for k, c in caps.items()]
-    for key, cap in entries:
-        if not isinstance(cap, Mapping):
-            continue
-        named = cap.get("channels") or ([cap["channel"]] if cap.get("channel") else [])
-        channels: list[str | None] = [str(c) for c in named] or \
-            ([key] if key is not None and key in pb.channels else [None])
-        numbers = _cap_numbers(cap)
-        for channel in channels:
-            out.setdefault(channel, []).append(numbers)
+def policy_caps(pb: m.Playbook) -> dict[str | None, list[tuple[int, int]]]:
+    """Channel (None: every channel) -> its `[[policy.caps]]` as (max, window in seconds)."""
+    out: dict[str | None, list[tuple[int, int]]] = {}
+    for cap in pb.policy.caps:
+        out.setdefault(cap.channel, []).append((cap.max, m.parse_duration(cap.per)))
     return out
-
-
-def _cap_numbers(cap: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    count = next((cap[k] for k in ("max", "limit", "count", "at_most") if
-                  isinstance(cap.get(k), int)), None)
-    period = next((cap[k] for k in ("per", "window", "period", "every") if
-                   isinstance(cap.get(k), str)), None)
-    try:
-        seconds = m.parse_duration(period) if period else None
-    except ValueError:
-        seconds = None
-    return count, seconds
 
 
 def rough_render(text: str, params: Mapping[str, Any]) -> str:
