@@ -124,8 +124,9 @@ def check(
                 typer.echo(f"{path}: valid, {count} warning{'s' if count != 1 else ''}")
                 continue
             model = loaded.model
+            campaigns = (f", {len(model.campaigns)} campaigns" if model.campaigns else "")
             typer.echo(f"{path}: ok ({len(model.rules)} rules, {len(model.tags)} tags, "
-                       f"{len(model.stages)} stages, {len(model.metrics)} metrics)")
+                       f"{len(model.stages)} stages, {len(model.metrics)} metrics{campaigns})")
     raise typer.Exit(1 if failed else 0)
 
 
@@ -264,12 +265,32 @@ def print_summary(summary: Any, out: Path | None) -> None:
             for reason, count in reasons.items():
                 decisions.add_row(status, reason, str(count))
         console.print(decisions)
+    for table in _firings(summary.campaigns):
+        console.print(table)
     _print_days(console, summary.by_day)
     console.print(_counts("Customers by stage at the end", "stage", "customers", summary.stages))
     console.print(_counts("Tags held at the end", "tag", "customers", summary.tags))
     if summary.quarantine_reasons:
         console.print(_counts("Quarantined records", "reason", "records",
                               summary.quarantine_reasons))
+
+
+def _firings(firings: list[dict[str, Any]]) -> list[Table]:
+    """Each campaign's firings and their reach, one table per campaign, a row per firing."""
+    tables: list[Table] = []
+    for name in dict.fromkeys(f["campaign"] for f in firings):
+        rows = [f for f in firings if f["campaign"] == name]
+        pilots = any(f["pilot"] != f["audience"] for f in rows)
+        columns = ["audience", *(["pilot"] if pilots else []), "sent", "deferred", "capped",
+                   "suppressed", "held_out"]
+        table = Table(title=f"Campaign {name}: reach per firing", title_justify="left")
+        table.add_column("firing", no_wrap=True)
+        for column in columns:
+            table.add_column(column.replace("_", " "), justify="right")
+        for f in rows:
+            table.add_row(f["time"][:16].replace("T", " "), *(str(f[c]) for c in columns))
+        tables.append(table)
+    return tables
 
 
 def _counts(title: str, key: str, unit: str, counts: dict[str, int]) -> Table:
@@ -603,6 +624,7 @@ def run(
     restore_signals = stop.install()
     try:
         live = LiveRun(loaded, the_store, engine=engine)
+        _past_campaigns(live.runtime)
         name = worker or f"{socket.gethostname()}:{os.getpid()}"
         if worker:  # a restarted worker of this name has nothing in flight: take it back
             the_store.release_worker(worker)
@@ -643,6 +665,18 @@ def run(
     console.print(_counts("Outbox", "status", "rows", stats.outbox))
 
 
+def _past_campaigns(runtime: Any) -> None:
+    """Notices for one-off campaigns already behind a restored store's clock."""
+    from ._campaigns import past_one_offs
+
+    if runtime.now is None:
+        return
+    for name, at_text in past_one_offs(runtime, runtime.now):
+        typer.echo(f"notice: campaign '{name}' (at {at_text}) is before the store's clock "
+                   f"{runtime.calendar.format(runtime.now)}: it fired already, or never will",
+                   err=True)
+
+
 @app.command(name="dry-run")
 def dry_run(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
@@ -656,20 +690,34 @@ def dry_run(
     Output.table,
     unmasked: Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
                                            "e-mails in full.")] = False,
+    window: Annotated[str, typer.Option(help="Also list the campaign firings due within this "
+                                        "long after now, with their audience now (0: none).")]
+    = "7d",
 ) -> None:
     """Show what would be dispatched now from the stored state, sending nothing.
 
     Exit codes: 0 nothing would be sent, 3 something would, 1 invalid playbook or store
     mismatch, 2 usage. Sending for real is `sopkit run`, never a flag here.
     """
+    from ._campaigns import audience_sizes
     from ._live import LiveRun, would_dispatch
     from ._mask import mask
+    from ._models import parse_duration
 
     loaded = _load_or_exit(playbook)
+    try:
+        ahead = 0 if window.strip() in ("0", "0s") else parse_duration(window)
+    except ValueError as exc:
+        raise _usage(f"--window: {exc}") from None
     the_store = _open_store(store)
     try:
         live = LiveRun(loaded, the_store, engine=engine)
-        rows, later = would_dispatch(live, _clock_at(loaded, at)())
+        rt = live.runtime
+        _past_campaigns(rt)
+        now = _clock_at(loaded, at)()
+        rows, later = would_dispatch(live, now)
+        upcoming = rt.campaign_plan.upcoming(now + 1, now + ahead) if ahead else []
+        sizes = audience_sizes(rt, max(now, rt.now or now)) if upcoming else {}
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -681,6 +729,11 @@ def dry_run(
             typer.echo(json.dumps({"key": row.key, "due_at": row.due_at, "status": row.status,
                                    "source": "outbox" if row.id is not None else "wake-up",
                                    "message": message}, ensure_ascii=False))
+        for when, campaign in upcoming:
+            typer.echo(json.dumps({"source": "campaign", "campaign": campaign.name,
+                                   "firing": rt.calendar.format(when),
+                                   "channels": campaign.channels,
+                                   "audience_now": sizes[campaign.name]}, ensure_ascii=False))
     else:
         console = _console()
         table = Table(title=f"Would dispatch now: {len(rows)}"
@@ -698,6 +751,16 @@ def dry_run(
             table.add_row(cal.format(row.due_at), row.channel or "(task list)", row.kind,
                           row.customer_id, row.rule, str(what)[:80])
         console.print(table)
+        if upcoming:
+            firings = Table(title=f"Campaign firings in the next {window.strip()}: "
+                            f"{len(upcoming)} (audience as of now)", title_justify="left")
+            for col in ("firing", "campaign", "channels", "audience now"):
+                firings.add_column(col, justify="right" if col == "audience now" else "left")
+            for when, campaign in upcoming:
+                firings.add_row(rt.calendar.format(when), campaign.name,
+                                ", ".join(campaign.channels) or "(task list)",
+                                str(sizes[campaign.name]))
+            console.print(firings)
     raise typer.Exit(3 if rows else 0)
 
 
@@ -871,6 +934,203 @@ def outbox_purge(
         count = db.purge(status, cutoff)
     since = f" settled before {_utc(cutoff)}" if cutoff is not None else ""
     typer.echo(f"purged {count} {status} row{'s' if count != 1 else ''}{since}")
+
+
+# -- sopkit campaign -----------------------------------------------------------------------
+
+campaign_app = typer.Typer(
+    name="campaign",
+    help="Campaigns (群发): preview an audience before launch, read back what was sent.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(campaign_app, name="campaign")
+
+
+def _campaign_or_exit(loaded: Any, name: str) -> None:
+    from ._errors import did_you_mean
+
+    names = [c.name for c in loaded.model.campaigns]
+    if name not in names:
+        hint = did_you_mean(name, names) or ("the playbook declares no [[campaigns]]"
+                                             if not names else "")
+        raise _usage(f"unknown campaign '{name}'" + (f"; {hint}" if hint else ""))
+
+
+@campaign_app.command("preview")
+def campaign_preview(
+    playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
+    name: Annotated[str, typer.Argument(help="The campaign's name.")],
+    at: Annotated[str, typer.Option(help="The instant to look at (ISO 8601; the playbook's "
+                                    "timezone unless it has an offset).", show_default=False)],
+    events: Annotated[Path | None, typer.Option(help="Event history up to --at (as for "
+                                                "simulate).", exists=True, dir_okay=False)] =
+    None,
+    profiles: Annotated[Path | None, typer.Option(help="Customer profiles (with --events).",
+                                                  exists=True, dir_okay=False)] = None,
+    store: Annotated[str | None, typer.Option(help="Read the customers' state from a live "
+                                              "store instead, page by page.")] = None,
+    sample: Annotated[int, typer.Option(help="Members listed (the first by customer id).",
+                                        min=0)] = 10,
+    engine: Annotated[str, typer.Option(help="Rule engine: native (default here) or "
+                                        "durable; the same results.")] = "native",
+    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
+    Output.table,
+    unmasked: Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
+                                           "e-mails in full.")] = False,
+) -> None:
+    """Show who a campaign would reach at an instant, and each variant's message.
+
+    Exit codes: 0 shown, 1 invalid playbook, 2 usage (an unknown campaign, neither or both
+    of --events and --store).
+    """
+    from ._campaigns import history_runtime, preview, stored_customers
+    from ._mask import mask
+    from ._runtime import Runtime
+
+    loaded = _load_or_exit(playbook)
+    _campaign_or_exit(loaded, name)
+    if (events is None) == (store is None):
+        raise _usage("give --events (a history, replayed up to --at) or --store (a live "
+                     "store's state), not both")
+    when = _clock_at(loaded, at)()
+    try:
+        if events is not None:
+            runtime, bad = history_runtime(loaded, events, profiles, when, engine)
+            customers: Any = (runtime.customers[c] for c in sorted(runtime.customers))
+            found = preview(runtime, name, when, customers, sample)
+        else:
+            runtime = Runtime(loaded, engine=engine)
+            bad = 0
+            with _store(store or "") as db:
+                found = preview(runtime, name, when, stored_customers(db), sample)
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    if runtime.engine_notice:
+        typer.echo(runtime.engine_notice, err=True)
+    if bad:
+        typer.echo(f"notice: {bad} records could not be used (see `sopkit simulate` for "
+                   "the quarantine file)", err=True)
+    data = found.to_json() if unmasked else mask(found.to_json())
+    if output is Output.jsonl:
+        typer.echo(json.dumps(data, ensure_ascii=False))
+        return
+    console = _console()
+    spec = next(c for c in loaded.model.campaigns if c.name == name)
+    console.print(f"[bold]{name}[/bold] at {found.time}: {found.audience} of {found.customers} "
+                  f"customers in the audience")
+    console.print(f"audience: {found.audience_text}")
+    if spec.sample is not None:
+        console.print(f"pilot (sample = {spec.sample:g}): {found.pilot}")
+    if spec.experiment:
+        console.print(f"held out (experiment {spec.experiment}): {found.held_out}")
+    if found.variants:
+        console.print("variants: " + ", ".join(f"{k} {v}" for k, v in found.variants.items()))
+    if data["sample"]:
+        table = Table(title=f"The first {len(data['sample'])} members by customer id",
+                      title_justify="left")
+        for col in ("customer", "owner", "variant", "facts"):
+            table.add_column(col, overflow="fold")
+        for member in data["sample"]:
+            note = ("held out" if member["held_out"] else
+                    "not in pilot" if not member["pilot"] else member["variant"] or "")
+            facts = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
+                              for k, v in member["facts"].items())
+            table.add_row(member["customer_id"], member["owner"] or "", note, facts)
+        console.print(table)
+    for message in data["messages"]:
+        label = f"variant {message['variant']}" if message["variant"] else message["action"]
+        text = message.get("message") or message.get("note") or json.dumps(
+            message.get("payload", ""), ensure_ascii=False)
+        console.print(f"{label} ({message.get('channel') or 'task'}, "
+                      f"{message['customer_id']}): {text}")
+
+
+@campaign_app.command("results")
+def campaign_results(
+    playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
+    store: Annotated[str, typer.Option(envvar="SOPKIT_STORE",
+                                       help="The store a `sopkit run` keeps.")] = "sopkit.db",
+    campaign: Annotated[list[str] | None, typer.Option(
+        "--campaign", help="Only this campaign (repeatable; default: every one).")] = None,
+    append_to: Annotated[Path | None, typer.Option(
+        help="Append a message_sent event per customer sent to (once each) to this JSONL "
+        "events file, e.g. the one `sopkit run --follow` reads.")] = None,
+    clock: Annotated[str | None, typer.Option(help="The time stamped on the events "
+                                              "(default: now).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Do not ask WeCom for send "
+                                          "results; count from the outbox only.")] = False,
+    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
+    Output.table,
+) -> None:
+    """Per campaign firing: outbox rows, group tasks, and how many were sent (WeCom asked).
+
+    Exit codes: 0 shown, 1 invalid playbook, 2 usage or channel configuration errors.
+    """
+    import os
+
+    from ._campaigns import SENT_EVENT, results, sent_events
+    from ._live import build_channels
+
+    loaded = _load_or_exit(playbook)
+    names = campaign or [c.name for c in loaded.model.campaigns]
+    for name in names:
+        _campaign_or_exit(loaded, name)
+    if append_to is not None and SENT_EVENT not in loaded.model.events:
+        raise _usage(f"--append-to feeds {SENT_EVENT} events back, but the playbook does not "
+                     f"declare them: add [events.{SENT_EVENT}] (with campaign = \"string\" "
+                     "to count per campaign)")
+    used = {a.channel for c in loaded.model.campaigns if c.name in names
+            for a in c.actions if getattr(a, "channel", None)}
+    try:
+        channels: dict[str, Any] = {} if offline else build_channels(loaded, os.environ, used)
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    try:
+        with _store(store) as db:
+            found, sent = results(db, names, channels, fetch=not offline)
+    finally:
+        for channel in channels.values():
+            close = getattr(channel, "close", None)
+            if close is not None:
+                close()
+    appended = 0
+    if append_to is not None:
+        from ._clock import Calendar
+
+        stamp = Calendar(loaded.model.playbook.timezone).format(_clock_at(loaded, clock)())
+        records = sent_events(sent, stamp, append_to)
+        with append_to.open("a", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        appended = len(records)
+    if output is Output.jsonl:
+        for item in found:
+            typer.echo(json.dumps(item.to_json(), ensure_ascii=False))
+        if append_to is not None:
+            typer.echo(json.dumps({"appended": appended, "file": str(append_to)}))
+        return
+    console = _console()
+    table = Table(title="Campaign results per firing", title_justify="left")
+    for col in ("campaign", "firing", "channel", "rows", "tasks", "sent", "waiting", "failed",
+                "send rate"):
+        table.add_column(col, justify="left" if col in ("campaign", "firing", "channel")
+                         else "right")
+    for item in found:
+        rows = ", ".join(f"{k} {v}" for k, v in sorted(item.rows.items()))
+        rate = "-" if item.send_rate is None else f"{item.send_rate:.0%}"
+        table.add_row(item.campaign, item.firing[:16].replace("T", " "),
+                      item.channel or "(task list)", rows, str(item.tasks), str(item.sent),
+                      str(item.waiting), str(item.failed), rate)
+    console.print(table)
+    for item in found:
+        for error in item.errors:
+            console.print(f"{item.campaign} {item.firing}: could not ask for {error}")
+    if append_to is not None:
+        console.print(f"appended {appended} {SENT_EVENT} event{'s' if appended != 1 else ''} "
+                      f"to {append_to}")
 
 
 @app.command()

@@ -194,6 +194,7 @@ class _Compiler:
             for stage in pb.stages
         ]
         rules = [self.rule(i, rule) for i, rule in enumerate(pb.rules)]
+        campaigns = [self.campaign(i, c) for i, c in enumerate(pb.campaigns)]
         order = sorted(range(len(rules)), key=lambda i: (-rules[i]["priority"], i))
         wakeups = {
             self.slots[slot]["name"]: {
@@ -226,6 +227,7 @@ class _Compiler:
             **({"handover": pb.handover.model_dump()} if pb.handover else {}),
             "policy": _policy(pb.policy),
             "experiments": {name: {"holdout": x.holdout} for name, x in pb.experiments.items()},
+            **({"campaigns": campaigns} if campaigns else {}),
         }
 
     def rule(self, index: int, rule: m.Rule) -> dict[str, Any]:
@@ -245,6 +247,37 @@ class _Compiler:
             "cancel_predicate": cancel,
             "reads": reads,
             "actions": [self.action(a) for a in rule.actions],
+        }
+
+    def campaign(self, index: int, campaign: m.Campaign) -> dict[str, Any]:
+        """A campaign: its schedule texts, audience predicate, variants and actions.
+
+        The audience is read only at firing instants, where the runtime computes every
+        time-relative metric for that instant, so it adds no thresholds to `wakeups`.
+        """
+        kept = ({k: set(v) for k, v in self.thresholds.items()},
+                {k: set(v) for k, v in self.boundaries.items()}, set(self.any_time))
+        audience = self.predicate(campaign.audience, f"campaigns.{campaign.name}.audience")
+        self.thresholds, self.boundaries, self.any_time = kept
+        variants = []
+        for variant in campaign.variants:
+            item: dict[str, Any] = {"name": variant.name, "weight": variant.weight,
+                                    "template": variant.template, "params": variant.params}
+            if variant.template is not None:
+                template = self.pb.templates[variant.template]
+                item.update(text=template.text, title=template.title)
+            variants.append(item)
+        return {
+            "name": campaign.name,
+            "index": index,
+            "at": campaign.at,
+            "every": campaign.every,
+            "until": campaign.until,
+            "audience": audience,
+            "experiment": campaign.experiment,
+            "sample": campaign.sample,
+            "variants": variants,
+            "actions": [self.action(a) for a in campaign.actions],
         }
 
     def action(self, action: m.Action) -> dict[str, Any]:

@@ -67,7 +67,7 @@ class Dispatcher:
     def __init__(self, store: Store, channels: Mapping[str, Channel], *, worker: str,
                  lease_seconds: int = 60, max_attempts: int = 8, base_delay: int = 30,
                  max_delay: int = 6 * 3600, batch: int = 100,
-                 wall: Callable[[], int] | None = None) -> None:
+                 wall: Callable[[], int] | None = None, group_rows: int = 10_000) -> None:
         for name, value, least in (("lease_seconds", lease_seconds, 1),
                                    ("max_attempts", max_attempts, 1),
                                    ("base_delay", base_delay, 0), ("max_delay", max_delay, 0),
@@ -82,6 +82,7 @@ class Dispatcher:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.batch = batch
+        self.group_rows = group_rows  # at most this many rows of one group send per pass
         # leases are about processes: `sopkit run` passes the wall clock, so that a replay on
         # a fixed business clock still sees a killed dispatcher's leases run out
         self.wall = wall
@@ -108,15 +109,78 @@ class Dispatcher:
         return self.backoff(row.key, row.attempts)
 
     def run_once(self, now: int) -> DispatchStats:
-        """Claim the rows due at `now` (unix seconds) and attempt each once."""
+        """Claim the rows due at `now` (unix seconds) and attempt each once.
+
+        Rows of one campaign firing on a channel that can send groups (`send_group`, e.g.
+        WeCom 企业群发) go to it together: while a full claim ends in such a row, more are
+        claimed (up to `group_rows`), so one firing becomes one group send per pass.
+        """
         stats = DispatchStats()
-        rows = self.store.claim(now, self.batch, self.lease_seconds, self.worker,
+        rows = self._claim(now)
+        last = rows
+        while (last and len(last) >= self.batch and self._group_of(last[-1]) is not None
+               and len(rows) < self.group_rows):
+            last = self._claim(now)
+            rows.extend(last)
+        stats.claimed = len(rows)
+        groups: dict[tuple[str, str, str], list[OutboxRow]] = {}
+        for row in rows:
+            group = self._group_of(row)
+            if group is not None:
+                groups.setdefault(group, []).append(row)
+        sent: set[tuple[str, str, str]] = set()
+        for row in rows:
+            group = self._group_of(row)
+            if group is None:
+                self._dispatch(row, now, stats)
+            elif group not in sent:
+                sent.add(group)
+                self._dispatch_group(groups[group], now, stats)
+        return stats
+
+    def _claim(self, now: int) -> list[OutboxRow]:
+        return self.store.claim(now, self.batch, self.lease_seconds, self.worker,
                                 skip_channels=tuple(self.disabled),
                                 lease_now=self.wall() if self.wall else None)
-        stats.claimed = len(rows)
+
+    def _group_of(self, row: OutboxRow) -> tuple[str, str, str] | None:
+        """(channel, campaign, firing) of a campaign send its channel can group, else None."""
+        if row.kind != "send" or row.channel in self.disabled:
+            return None
+        body = row.message.get("body") if isinstance(row.message, dict) else None
+        if not isinstance(body, dict) or "firing" not in body:
+            return None
+        channel = self.channels.get(row.channel)
+        if not callable(getattr(channel, "send_group", None)):
+            return None
+        return row.channel, row.rule, str(body["firing"])
+
+    def _dispatch_group(self, rows: list[OutboxRow], now: int, stats: DispatchStats) -> None:
+        """Send the rows of one campaign firing through the channel's `send_group`."""
+        name = rows[0].channel
+        send_group = self.channels[name].send_group  # type: ignore[attr-defined]  # _group_of
+        readable: list[tuple[OutboxRow, Message]] = []
         for row in rows:
-            self._dispatch(row, now, stats)
-        return stats
+            try:
+                message = dataclasses.replace(Message.from_json(row.message),
+                                              attempt=row.attempts)
+            except (KeyError, TypeError, ValueError) as exc:
+                self._dead(row, f"unreadable message in the outbox: {type(exc).__name__}: "
+                           f"{exc}", now, stats)
+                continue
+            readable.append((row, message))
+        if not readable:
+            return
+        try:
+            receipts = list(send_group([m for _, m in readable]))
+        except Exception as exc:  # as for one row: an error the channel did not understand
+            receipts = [Receipt.retry(f"{type(exc).__name__}: {exc}")] * len(readable)
+        if len(receipts) != len(readable):
+            receipts = [Receipt.retry(f"channel '{name}' answered {len(receipts)} receipts for "
+                                      f"{len(readable)} messages")] * len(readable)
+        log.info("group send of %d rows (%s) via %s", len(readable), rows[0].rule, name)
+        for (row, _), receipt in zip(readable, receipts, strict=True):
+            self._settle(row, receipt, now, stats)
 
     def _dispatch(self, row: OutboxRow, now: int, stats: DispatchStats) -> None:
         assert row.id is not None, "a claimed row has an id"
@@ -145,6 +209,12 @@ class Dispatcher:
             receipt = channel.send(message)
         except Exception as exc:  # a channel bug or an error it did not understand: retry
             receipt = Receipt.retry(f"{type(exc).__name__}: {exc}")
+        self._settle(row, receipt, now, stats)
+
+    def _settle(self, row: OutboxRow, receipt: Any, now: int, stats: DispatchStats) -> None:
+        """Record what a channel's receipt says about one row."""
+        assert row.id is not None, "a claimed row has an id"
+        name = row.channel
         if not isinstance(receipt, Receipt):
             receipt = Receipt.retry(f"channel '{name}' returned {type(receipt).__name__}, "
                                     "not a Receipt")

@@ -20,7 +20,7 @@ from ._source import Document, KeyPath, format_path, load_document
 
 _DICT_SECTIONS = ("profile", "events", "metrics", "scores", "tags", "channels", "templates",
                   "policy", "experiments")
-_LIST_SECTIONS = ("stages", "rules")
+_LIST_SECTIONS = ("stages", "rules", "campaigns")
 
 
 @dataclass

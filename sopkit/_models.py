@@ -6,6 +6,7 @@ Cross-references (a rule naming a tag, a metric naming an event type) are checke
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
@@ -280,6 +281,52 @@ class Experiment(_Model):
     description: str = ""
 
 
+def _local_time_text(value: Any) -> Any:
+    """A TOML local date-time (or date) as the ISO text the string form would have."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return value
+
+
+class Variant(_Model):
+    """One version of a campaign's messages (A/B test): its own template and params."""
+
+    name: str = Field(description="Unique within the campaign; recorded on each message.")
+    weight: float = Field(1.0, description="Relative share of the customers who get it.")
+    template: str | None = Field(None, description="Replaces the template of the campaign's "
+                                 "send actions (default: theirs).")
+    params: dict[str, ParamValue] = Field(default_factory=dict,
+                                          description="Merged over the send actions' params.")
+
+
+class Campaign(_Model):
+    """A scheduled send to an audience (群发): once `at` a local time, or `every` schedule."""
+
+    name: str = Field(description="Unique among campaigns and rules; part of every key.")
+    description: str = ""
+    at: str | None = Field(None, description="One firing at this local date-time (playbook "
+                           "timezone), e.g. 2024-12-12T10:00.",
+                           json_schema_extra={"examples": ["2024-12-12T10:00"]})
+    every: str | None = Field(None, description="Recurring: a 5-field cron expression or "
+                              "a simple form such as `weekly mon 09:00`.",
+                              json_schema_extra={"examples": ["weekly mon 09:00",
+                                                              "0 9 * * 1"]})
+    until: str | None = Field(None, description="With `every`: no firing after this local "
+                              "date (inclusive) or date-time.")
+    audience: str = Field(description="Condition over the customer's facts at the firing "
+                          "instant.")
+    experiment: str | None = Field(None, description="An [experiments] name: its holdout "
+                                   "share gets none of the messages and tasks.")
+    variants: list[Variant] = Field(default_factory=list, description="Message versions, "
+                                    "split by weight.")
+    sample: int | float | None = Field(None, description="A pilot: a share of the audience "
+                                       "below 1 (0.05), or a number of customers (500).")
+    actions: list[Action] = Field(min_length=1)
+
+    _times = field_validator("at", "until", mode="before")(
+        classmethod(lambda cls, v: _local_time_text(v)))
+
+
 class Playbook(_Model):
     """A retention playbook."""
 
@@ -296,3 +343,4 @@ class Playbook(_Model):
     policy: Policy = Field(default_factory=Policy)
     experiments: dict[str, Experiment] = Field(default_factory=dict)
     handover: Handover | None = None
+    campaigns: list[Campaign] = Field(default_factory=list)

@@ -201,7 +201,8 @@ class Pipeline:
         self.longest_cap = max((cap["per"] for cap in self.caps), default=0)
         self.capacity: int | None = policy.get("task_capacity")
         self.consent_attribute: str | None = policy.get("consent_attribute")
-        uses_experiments = any(rule.get("experiment") for rule in ir["rules"])
+        uses_experiments = any(rule.get("experiment") for rule in ir["rules"]) or any(
+            campaign.get("experiment") for campaign in ir.get("campaigns", ()))
         chosen: list[tuple[Stage, bool]] = [
             (consent, True),  # opt-out events work even without a consent attribute
             (holdout, uses_experiments),

@@ -191,6 +191,10 @@ class Runtime:
         # called at the end of each evaluation: (customer, now, event, facts, true, actions)
         self.tracer: Any = None
         self._prepare_facts()
+        from ._campaigns import CampaignPlan  # it imports this module
+
+        # scheduled campaigns (群发): global wake-ups after customers' own (_campaigns.py)
+        self.campaign_plan = CampaignPlan(self)
 
     # ---- input -------------------------------------------------------------------------
 
@@ -408,20 +412,33 @@ class Runtime:
     def advance_ts(self, ts: int) -> list[Action]:
         out: list[Action] = []
         if self.now is None or self._unstarted:
+            starting = self.now is None
             start = ts if self.now is None else self.now
             self.now = start
             for customer_id in self._unstarted:
                 self._push(self.customers[customer_id], start)
             self._unstarted.clear()
+            if starting:
+                self.campaign_plan.start(start, inclusive=True)
         heap = self._heap
-        while heap and heap[0][0] <= ts:
-            when, customer_id = heapq.heappop(heap)
-            cs = self.customers[customer_id]
-            if cs.wake_at != when:
-                continue  # superseded by a later schedule
-            cs.wake_at = None
+        firings = self.campaign_plan.heap
+        while True:
+            # customers' wake-ups due by the next campaign firing run first (same instant too)
+            bound = firings[0][0] if firings and firings[0][0] <= ts else ts
+            while heap and heap[0][0] <= bound:
+                when, customer_id = heapq.heappop(heap)
+                cs = self.customers[customer_id]
+                if cs.wake_at != when:
+                    continue  # superseded by a later schedule
+                cs.wake_at = None
+                self.now = when
+                out.extend(self._tick(cs, when, None))
+            if not firings or firings[0][0] > ts:
+                break
+            when, index = heapq.heappop(firings)
             self.now = when
-            out.extend(self._tick(cs, when, None))
+            out.extend(self.campaign_plan.fire(index, when))
+            firings = self.campaign_plan.heap
         self.now = max(self.now, ts)
         return out
 
@@ -859,6 +876,8 @@ class Runtime:
             self._unstarted = list(meta["unstarted"])
             if meta.get("policy") is not None:
                 self.policy_state = meta["policy"]
+            if self.now is not None:  # every firing due by the saved clock has run
+                self.campaign_plan.start(self.now, inclusive=False)
         self.touched.clear()
         return count
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ._campaigns import FiringReport
 from ._errors import EventError, UsageError
 from ._io import BadRecord, Quarantine, read_records
 from ._load import LoadedPlaybook
@@ -53,6 +54,7 @@ class Summary:
     policy: dict[str, dict[str, int]] = field(default_factory=dict)
     stages: dict[str, int] = field(default_factory=dict)
     tags: dict[str, int] = field(default_factory=dict)
+    campaigns: list[dict[str, Any]] = field(default_factory=list)  # reach of each firing
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -85,6 +87,10 @@ def simulate(
     start_ts = _parse_option(cal, "--start", start)
     end_ts = _parse_option(cal, "--end", end)
     rule_counts: dict[str, Counter[str]] = {r["name"]: Counter() for r in runtime.rules}
+    plan = runtime.campaign_plan
+    rule_counts.update({c.name: Counter() for c in plan.campaigns})
+    firings: list[FiringReport] = []
+    plan.on_firing = firings.append
     days: Counter[str] = Counter()
     types: Counter[str] = Counter()
     channels: Counter[str] = Counter()
@@ -160,6 +166,8 @@ def simulate(
     order = {s["name"]: i for i, s in enumerate(runtime.ir["stages"])}
     summary.stages = dict(sorted(stage_counts.items(), key=lambda kv: order.get(kv[0], 1 << 30)))
     summary.tags = {t["name"]: tag_counts[t["name"]] for t in runtime.ir["tags"]}
+    summary.campaigns = [f.to_json() for f in firings
+                         if start_ts is None or f.ts >= start_ts]
     return summary
 
 

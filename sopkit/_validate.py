@@ -9,6 +9,7 @@ from typing import Any
 
 from . import _expr as e
 from . import _models as m
+from ._campaign_check import check_campaigns
 from ._errors import Problem, did_you_mean
 from ._load import LoadedPlaybook
 from ._source import KeyPath
@@ -96,6 +97,7 @@ class _Checker:
         yield from self.rules()
         yield from self.policy()
         yield from self.cycles()
+        yield from check_campaigns(self)
 
     def meta(self) -> Iterator[Problem]:
         meta = self.pb.playbook

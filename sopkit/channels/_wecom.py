@@ -37,6 +37,7 @@ from ._base import ChannelConfigError, Message, Receipt, env_secret
 __all__ = [
     "DEFAULT_BASE_URL",
     "ERRCODES",
+    "MAX_GROUP_BATCH",
     "MAX_TRANSFER_BATCH",
     "TRANSFER_STATUS",
     "WecomChannel",
@@ -51,6 +52,9 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_DUPLICATE_CHECK_INTERVAL = 1800  # seconds; the WeCom default
 MAX_DUPLICATE_CHECK_INTERVAL = 4 * 3600  # "最大不超过4小时"
 MAX_TRANSFER_BATCH = 100  # resigned/transfer_customer: "最多一次转移100个客户"
+# add_msg_template external_userid: "最多可一次指定1万个客户" (developer.work.weixin.qq.com,
+# document/path/92135)
+MAX_GROUP_BATCH = 10_000
 TEMPLATE_CONTENT_MAX_BYTES = 4000  # add_msg_template text.content
 APP_MESSAGE_MAX_BYTES = 2048  # message/send text.content ("超过将截断")
 TOKEN_SAFETY_MARGIN = 300.0  # refresh this long before expires_in (at most a tenth of it)
@@ -111,7 +115,7 @@ TRANSFER_STATUS: dict[int, str] = {
 }
 
 _CONFIG_KEYS = ("corp_id", "secret_env", "agent_id", "base_url", "external_userid_attribute",
-                "tag_ids", "timeout", "duplicate_check_interval")
+                "tag_ids", "timeout", "duplicate_check_interval", "group_batch")
 _SECRET_IN_URL = re.compile(r"(access_token|corpsecret)=[^&\s\"']+")
 
 
@@ -220,6 +224,13 @@ class WecomChannel:
                                 f"seconds from 1 to {MAX_DUPLICATE_CHECK_INTERVAL} (4 hours, the "
                                 f"WeCom maximum), not {interval!r}")
         self.duplicate_check_interval = interval
+        group = config.get("group_batch", MAX_GROUP_BATCH)
+        if isinstance(group, bool) or not isinstance(group, int) or \
+                not 0 < group <= MAX_GROUP_BATCH:
+            raise _config_error(name, "'group_batch' must be a whole number of customers from "
+                                f"1 to {MAX_GROUP_BATCH} (the most one add_msg_template call "
+                                f"takes), not {group!r}")
+        self.group_batch = group
         self._clock = clock
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -308,6 +319,79 @@ class WecomChannel:
         return Receipt.delivered(self._clean(
             f"group-message task {msgid} created for sender '{message.owner}' (sent when the "
             "sender confirms it in WeCom)"), provider_id=msgid or None, fail_list=fail_list)
+
+    def send_group(self, messages: list[Message]) -> list[Receipt]:
+        """Deliver the sends of one campaign firing as WeCom group sends (企业群发).
+
+        One add_msg_template task per sender (the customers' owner) and message text, with
+        up to `group_batch` customers each (WeCom takes at most 10,000), so a staff member
+        confirms one task per firing instead of one per customer. Returns one Receipt per
+        message, in order: delivered with the task's msgid (`provider_id`) and the sender
+        in `data`, failed for a customer in fail_list or without an external_userid or
+        owner, or the call's error for every customer of a task that failed. Other kinds
+        go through `send` one by one.
+        """
+        receipts: list[Receipt | None] = [None] * len(messages)
+        tasks: dict[tuple[str, str], dict[str, list[int]]] = {}
+        for i, message in enumerate(messages):
+            if message.kind != "send":
+                receipts[i] = self.send(message)
+                continue
+            external = self._external_userid(message)
+            content = self._template_content(message)
+            if isinstance(external, Receipt):
+                receipts[i] = external
+                continue
+            if isinstance(content, Receipt):
+                receipts[i] = content
+                continue
+            # the same customer twice with the same text (two send actions) is one send
+            task = tasks.setdefault((str(message.owner), content), {})
+            task.setdefault(external, []).append(i)
+        for (sender, content), customers in tasks.items():
+            ids = list(customers)
+            for start in range(0, len(ids), self.group_batch):
+                batch = ids[start:start + self.group_batch]
+                for eu, receipt in self._group_task(sender, content, batch).items():
+                    for i in customers[eu]:
+                        receipts[i] = receipt
+        return [r if r is not None else Receipt.failed("not sent") for r in receipts]
+
+    def _group_task(self, sender: str, content: str, batch: list[str]) -> dict[str, Receipt]:
+        try:
+            data = self._call("externalcontact/add_msg_template", {
+                "chat_type": "single", "external_userid": batch, "sender": sender,
+                "text": {"content": content}})
+        except WecomError as exc:
+            return dict.fromkeys(batch, exc.receipt())
+        fail_list = {str(x) for x in data.get("fail_list") or []}
+        msgid = str(data.get("msgid") or "")
+        sent = len(batch) - len(fail_list & set(batch))
+        done = Receipt.delivered(self._clean(
+            f"group-message task {msgid} created for sender '{sender}' with {sent} customers "
+            "(sent when the sender confirms it in WeCom)"), provider_id=msgid or None,
+            sender=sender, customers=sent)
+        failed = Receipt.failed(self._clean(
+            f"WeCom left this customer out of group-message task {msgid} (fail_list: not a "
+            f"customer of sender '{sender}', or it reached the monthly group-message limit)"))
+        return {eu: failed if eu in fail_list else done for eu in batch}
+
+    def _template_content(self, message: Message) -> str | Receipt:
+        """The add_msg_template text of a send (title, then the message), or why not."""
+        if not message.owner:
+            return Receipt.failed(f"customer has no owner (customer {self._customer(message)})"
+                                  ": WeCom sends customer messages through the staff member "
+                                  "who owns the customer (sender)")
+        text = message.body.get("message")
+        if not isinstance(text, str) or not text.strip():
+            return Receipt.failed("the send action has no rendered 'message' text")
+        title = message.body.get("title")
+        content = f"{title}\n{text}" if isinstance(title, str) and title else text
+        size = len(content.encode("utf-8"))
+        if size > TEMPLATE_CONTENT_MAX_BYTES:
+            return Receipt.failed(f"the message is {size} bytes in UTF-8; WeCom takes at most "
+                                  f"{TEMPLATE_CONTENT_MAX_BYTES} (shorten the template)")
+        return content
 
     def _send_task(self, message: Message) -> Receipt:
         assignee = message.body.get("assignee") or message.owner

@@ -1,0 +1,150 @@
+"""`sopkit check` of `[[campaigns]]`: schedules, audiences, actions, experiments, variants.
+
+Called by the cross-reference checker in `_validate.py` with itself, so problems carry the
+same locations and suggestions as every other check. There is no clock here: a campaign
+time in the past is not a mistake of the playbook (the same playbook simulates past
+histories); `sopkit run` and `sopkit dry-run` say when a one-off time is already behind the
+store's clock (docs/playbook.md, campaigns).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Iterator
+from typing import Any
+
+from . import _models as m
+from ._cron import CronError, local_instant, parse_every, parse_local
+from ._errors import Problem, did_you_mean
+from ._source import KeyPath
+
+_MESSAGES_AND_TASKS = frozenset({"send", "webhook", "task"})
+_PROBE = dt.date(2000, 1, 1)  # never-firing schedules are found by scanning from here
+
+
+def check_campaigns(checker: Any) -> Iterator[Problem]:
+    """Every problem of the playbook's campaigns; `checker` is `_validate._Checker`."""
+    pb: m.Playbook = checker.pb
+    rule_names = {rule.name for rule in pb.rules}
+    seen: set[str] = set()
+    try:
+        tz: zoneinfo.ZoneInfo | None = zoneinfo.ZoneInfo(pb.playbook.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        tz = None  # the [playbook] check reports the zone
+    for i, campaign in enumerate(pb.campaigns):
+        path: KeyPath = ("campaigns", i)
+        if campaign.name in seen:
+            yield checker.problem((*path, "name"), f"campaign '{campaign.name}' is declared "
+                                  "twice", "campaign names must be unique")
+        elif campaign.name in rule_names:
+            yield checker.problem((*path, "name"), f"'{campaign.name}' is already the name of "
+                                  "a rule", "campaign and rule names share the action records; "
+                                  "pick another name")
+        seen.add(campaign.name)
+        if tz is not None:
+            yield from _timing(checker, path, campaign, tz)
+        bad, _ = checker.expr((*path, "audience"), campaign.audience)
+        if bad:
+            yield bad
+        yield from _actions(checker, path, campaign)
+        yield from _experiment(checker, path, campaign)
+        yield from _sample(checker, path, campaign)
+
+
+def _timing(checker: Any, path: KeyPath, campaign: m.Campaign,
+            tz: dt.tzinfo) -> Iterator[Problem]:
+    if (campaign.at is None) == (campaign.every is None):
+        both = campaign.at is not None
+        yield checker.problem((*path, "every") if both else path,
+                              f"campaign '{campaign.name}' needs either `at` (once) or "
+                              "`every` (a schedule)" + (", not both" if both else ""),
+                              'e.g. at = "2024-12-12T10:00" or every = "weekly mon 09:00"')
+    if campaign.at is not None:
+        try:
+            parse_local(campaign.at, tz)
+        except ValueError:
+            yield checker.problem((*path, "at"), f"bad time '{campaign.at}': `at` is a local "
+                                  "date and time of day", 'e.g. at = "2024-12-12T10:00" (the '
+                                  "playbook's timezone; an offset like +08:00 is allowed)")
+        if campaign.until is not None:
+            yield checker.problem((*path, "until"), "`until` ends a recurring schedule; a "
+                                  "campaign with `at` fires once", "drop `until`, or use "
+                                  "`every`")
+    if campaign.every is not None:
+        try:
+            cron = parse_every(campaign.every)
+        except CronError as exc:
+            yield checker.problem((*path, "every"), exc.message, exc.suggestion)
+        else:
+            probe = local_instant(_PROBE, 0, 0, tz)
+            if cron.next_after(probe, tz) is None:
+                yield checker.problem((*path, "every"), f"schedule '{campaign.every}' never "
+                                      "fires: no day matches it", "check the day-of-month "
+                                      "and month fields (30 February does not exist)")
+    if campaign.until is not None and campaign.every is not None:
+        try:
+            parse_local(campaign.until, tz, end_of_day=True)
+        except ValueError:
+            yield checker.problem((*path, "until"), f"bad date '{campaign.until}'",
+                                  'e.g. until = "2025-06-30" (that day included)')
+
+
+def _actions(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[Problem]:
+    sends = [j for j, a in enumerate(campaign.actions) if isinstance(a, m.SendAction)]
+    names: set[str] = set()
+    for k, variant in enumerate(campaign.variants):
+        vpath: KeyPath = (*path, "variants", k)
+        if variant.name in names:
+            yield checker.problem((*vpath, "name"), f"variant '{variant.name}' is declared "
+                                  "twice", "variant names must be unique within a campaign")
+        names.add(variant.name)
+        if not variant.weight > 0:
+            yield checker.problem((*vpath, "weight"), f"weight {variant.weight:g} must be "
+                                  "above 0", "weights are relative shares, e.g. 1 and 1 for "
+                                  "half and half")
+        if variant.template is not None and variant.template not in checker.pb.templates:
+            yield checker.problem((*vpath, "template"), f"unknown template "
+                                  f"'{variant.template}'",
+                                  did_you_mean(variant.template, checker.pb.templates))
+    if campaign.variants and not sends:
+        yield checker.problem((*path, "variants"), f"campaign '{campaign.name}' has variants "
+                              "but no send action for them to change",
+                              "variants replace the template and params of send actions")
+    for j, action in enumerate(campaign.actions):
+        apath: KeyPath = (*path, "actions", j)
+        if not isinstance(action, m.SendAction) or not campaign.variants:
+            yield from checker.action(apath, action, None)
+            continue
+        for variant in campaign.variants:  # each variant's template with its params
+            template = variant.template or action.template
+            if template not in checker.pb.templates and variant.template is not None:
+                continue  # reported at the variant
+            merged = {**action.params, **variant.params}
+            yield from checker.action(apath, action.model_copy(
+                update={"template": template, "params": merged}), None)
+
+
+def _experiment(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[Problem]:
+    name = campaign.experiment
+    if name is None:
+        return
+    if name not in checker.pb.experiments:
+        yield checker.problem((*path, "experiment"), f"unknown experiment '{name}'",
+                              did_you_mean(name, checker.pb.experiments) or
+                              f"declare it: [experiments.{name}] with holdout = 0.1")
+    elif not any(a.type in _MESSAGES_AND_TASKS for a in campaign.actions):
+        yield checker.problem((*path, "experiment"),
+                              f"experiment '{name}' holds nothing out: campaign "
+                              f"'{campaign.name}' has no send, webhook or task action",
+                              "a holdout withholds messages and tasks; tags still change")
+
+
+def _sample(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[Problem]:
+    sample = campaign.sample
+    if sample is None or isinstance(sample, bool):
+        return
+    if sample <= 0 or (sample >= 1 and sample != int(sample)):
+        yield checker.problem((*path, "sample"), f"sample {sample:g} is neither a share "
+                              "(above 0 and below 1) nor a whole number of customers",
+                              "e.g. sample = 0.05 for 5% of the audience, or sample = 500")
