@@ -63,10 +63,11 @@ def _timing(checker: Any, path: KeyPath, campaign: m.Campaign,
     if campaign.at is not None:
         try:
             parse_local(campaign.at, tz)
-        except ValueError:
-            yield checker.problem((*path, "at"), f"bad time '{campaign.at}': `at` is a local "
-                                  "date and time of day", 'e.g. at = "2024-12-12T10:00" (the '
-                                  "playbook's timezone; an offset like +08:00 is allowed)")
+        except ValueError as exc:
+            why = str(exc) if "no time of day" in str(exc) else f"bad time '{campaign.at}'"
+            yield checker.problem((*path, "at"), f"{why}: `at` needs a local date and time "
+                                  "of day", 'e.g. at = "2024-12-12T10:00" (the playbook\'s '
+                                  "timezone; an offset like +08:00 is allowed)")
         if campaign.until is not None:
             yield checker.problem((*path, "until"), "`until` ends a recurring schedule; a "
                                   "campaign with `at` fires once", "drop `until`, or use "

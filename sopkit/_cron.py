@@ -48,6 +48,7 @@ _MACROS = {
 }
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _SIMPLE = ("daily", "weekly", "monthly")
+_ORDER = "the fields are minute hour day-of-month month day-of-week, e.g. \"0 9 * * mon\""
 EXAMPLES = ('"weekly mon 09:00"', '"daily 10:00"', '"monthly 1 10:00"', '"0 9 * * 1"')
 
 
@@ -202,7 +203,7 @@ def _value(text: str, spec: tuple[str, int, int, tuple[str, ...] | None, int],
         number = int(text)
         if not low <= number <= high:
             raise CronError(f"cron '{shown}': {number} is out of range for the {name} field "
-                            f"({low}-{high})")
+                            f"({low}-{high})", _ORDER)
         return number
     if names is not None and text in names:
         return names.index(text) + offset
@@ -210,7 +211,7 @@ def _value(text: str, spec: tuple[str, int, int, tuple[str, ...] | None, int],
         raise CronError(f"cron '{shown}': unknown {name} '{text}'",
                         _closest(text, names) or "names: " + ", ".join(names))
     raise CronError(f"cron '{shown}': '{text}' is not a number in the {name} field "
-                    f"({low}-{high})")
+                    f"({low}-{high})", _ORDER)
 
 
 def _closest(word: str, pool: tuple[str, ...] | dict[str, str]) -> str:
