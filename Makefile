@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick valgrind
+.PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick bench-campaign valgrind
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: $(STAMP)
 ## bench-quick: the same measurements on 300 customers, in seconds; RESULTS=path to choose the file
 bench-quick: $(STAMP)
 	$(PY) benchmarks/bench.py --quick $(if $(RESULTS),--results $(RESULTS))
+
+## bench-campaign: campaign audiences over 1M stored customers (store generated once, cached);
+## benchmarks/campaign-results.json, .md; CUSTOMERS=N for another size
+bench-campaign: $(STAMP)
+	$(PY) benchmarks/bench_campaign.py $(if $(CUSTOMERS),--customers $(CUSTOMERS))
 
 ## valgrind: the durable-engine and differential tests under valgrind (slow; not run in CI)
 # Only errors count: invalid reads/writes, uses of uninitialised values, bad frees, and

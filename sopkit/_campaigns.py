@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 TRIGGER = "campaign"  # the `trigger` of every campaign action record
 _POLICY_ACTIONS = frozenset({"send", "webhook", "task"})
-_FACT_ACTIONS = frozenset({"tag", "untag", "set_stage", "reassign"})
 SENT_EVENT = "message_sent"  # the event type `sopkit campaign results` feeds back
 
 
@@ -324,6 +323,8 @@ class CampaignPlan:
         self.by_name = {c.name: c for c in self.campaigns}
         self.heap: list[tuple[int, int]] = []
         self.on_firing: Callable[[FiringReport], None] | None = None
+        # called with each member and the firing's actions for them (`sopkit explain`)
+        self.on_member: Callable[[CustomerState, list[Action]], None] | None = None
         self.horizon: int | None = None  # no firing at or after this (previews)
         self._ids: list[str] = []
 
@@ -389,6 +390,8 @@ class CampaignPlan:
             changed = campaign.execute(rt, cs, when, why, variant, out)
             if campaign.primary is not None:
                 report.count(out[first + campaign.primary])
+            if self.on_member is not None:
+                self.on_member(cs, out[first:])
             rt.touched.add(cs.customer_id)
             if changed:  # tags, stage or owner changed: rules see it at once
                 out.extend(rt._tick(cs, when, None))
@@ -547,6 +550,22 @@ def history_runtime(loaded: LoadedPlaybook, events: Path, profiles: Path | None,
     if runtime.now is None or runtime.now < at:
         runtime.advance_ts(at)
     return runtime, bad
+
+
+def check_store(runtime: Runtime, store: Store) -> None:
+    """Refuse a store that another playbook (or this version before it changed) wrote: its
+    states would be read with the wrong metrics and tags (as `sopkit run` refuses it)."""
+    from ._live import StoreMismatch, fingerprint
+
+    name = store.get_meta("playbook")
+    here = runtime.pk
+    if name is None:
+        raise StoreMismatch(f"{store.url} holds no state of a `sopkit run` yet")
+    if name.split(":")[0] != here.split(":")[0]:
+        raise StoreMismatch(f"{store.url} belongs to playbook '{name}', not '{here}'")
+    if name == here and store.get_meta("fingerprint") != fingerprint(runtime.ir):
+        raise StoreMismatch(f"the playbook '{here}' changed since {store.url} was written, but "
+                            "its version did not; preview with the playbook the run uses")
 
 
 def stored_customers(store: Store) -> Iterator[CustomerState]:

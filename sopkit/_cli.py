@@ -472,7 +472,8 @@ def diff_cmd(
     (old_pb, old_sum, old_records), (new_pb, new_sum, new_records) = runs
     diffs = _diff.compare(old_records, new_records)
     counts = _diff.totals(diffs)
-    order = [r.name for r in new_pb.model.rules] + [r.name for r in old_pb.model.rules]
+    order = [r.name for r in new_pb.model.rules] + [r.name for r in old_pb.model.rules] + [
+        c.name for pb in (new_pb, old_pb) for c in pb.model.campaigns]
     per_rule = _diff.by_rule(diffs, order)
     shown = diffs if unmasked else [d.masked() for d in diffs]
     if output is Output.jsonl:
@@ -984,7 +985,7 @@ def campaign_preview(
     Exit codes: 0 shown, 1 invalid playbook, 2 usage (an unknown campaign, neither or both
     of --events and --store).
     """
-    from ._campaigns import history_runtime, preview, stored_customers
+    from ._campaigns import check_store, history_runtime, preview, stored_customers
     from ._mask import mask
     from ._runtime import Runtime
 
@@ -1003,6 +1004,7 @@ def campaign_preview(
             runtime = Runtime(loaded, engine=engine)
             bad = 0
             with _store(store or "") as db:
+                check_store(runtime, db)
                 found = preview(runtime, name, when, stored_customers(db), sample)
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)

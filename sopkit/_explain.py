@@ -140,6 +140,12 @@ class _Tracer:
             self.action(action)
         self.near_misses(time, event, facts, true, {a.rule for a in out})
 
+    def campaign(self, cs: CustomerState, actions: list[Action]) -> None:
+        """A campaign firing's actions for the customer (they happen outside evaluations)."""
+        if cs.customer_id == self.customer:
+            for action in actions:
+                self.action(action)
+
     def action(self, action: Action) -> None:
         details = action.details
         what = (details.get("message") or details.get("note") or details.get("tag")
@@ -214,6 +220,7 @@ def explain(playbook: LoadedPlaybook, events: Path, customer: str, *,
     rt = Runtime(playbook, engine=engine)
     tracer = _Tracer(rt, customer)
     rt.tracer = tracer
+    rt.campaign_plan.on_member = tracer.campaign
     at_ts = None
     if at is not None:
         try:

@@ -87,10 +87,8 @@ def simulate(
     start_ts = _parse_option(cal, "--start", start)
     end_ts = _parse_option(cal, "--end", end)
     rule_counts: dict[str, Counter[str]] = {r["name"]: Counter() for r in runtime.rules}
-    plan = runtime.campaign_plan
-    rule_counts.update({c.name: Counter() for c in plan.campaigns})
-    firings: list[FiringReport] = []
-    plan.on_firing = firings.append
+    firings: list[FiringReport] = []  # campaigns are counted in by_rule once they act
+    runtime.campaign_plan.on_firing = firings.append
     days: Counter[str] = Counter()
     types: Counter[str] = Counter()
     channels: Counter[str] = Counter()
@@ -102,7 +100,10 @@ def simulate(
                 summary.warmup_actions += 1
                 continue
             summary.actions += 1
-            rule_counts[action.rule][action.status] += 1
+            counts = rule_counts.get(action.rule)
+            if counts is None:  # a campaign's first action
+                counts = rule_counts[action.rule] = Counter()
+            counts[action.status] += 1
             if action.status in DELIVERED:  # counted on the day it is delivered
                 days[action.details.get("deliver_at", action.time)[:10]] += 1
                 types[action.action] += 1

@@ -593,3 +593,34 @@ def test_check_reports_campaign_mistakes_with_their_key(tmp_path: Path, campaign
     with pytest.raises(sopkit.PlaybookError) as caught:
         sopkit.load_playbook(path)
     assert any(message in str(p) for p in caught.value.problems), caught.value.problems
+
+
+def test_explain_shows_a_customers_campaign_messages_and_why(tmp_path: Path) -> None:
+    """`sopkit explain` lists the campaign send with the facts that qualified the customer."""
+    events, profiles = _history(tmp_path)
+    result = _cli(["explain", str(_playbook(tmp_path)), "--events", str(events), "--profiles",
+                   str(profiles), "--customer", "c0001", "--at", "2024-12-13", "--output",
+                   "jsonl"])
+    assert result.exit_code == 0, result.output
+    entries = [json.loads(line) for line in result.stdout.splitlines()]
+    (send,) = [e for e in entries if e["kind"] == "action" and e["data"]["rule"] == "double12"
+               and e["data"]["action"] == "send"]
+    assert send["time"] == "2024-12-12T10:00:00+08:00"
+    assert send["data"]["trigger"] == "campaign"
+    assert "days_since_purchase=17" in send["text"]
+    assert any(e["kind"] == "tag" and e["text"] == "+ 双十二已发" for e in entries)
+
+
+def test_preview_refuses_a_store_of_another_playbook(tmp_path: Path) -> None:
+    """A store written by another playbook is refused, not read with the wrong layout."""
+    path = _playbook(tmp_path)
+    events, profiles = _history(tmp_path)
+    store = tmp_path / "live.db"
+    assert _run(path, store, events, profiles, "2024-12-01T12:00:00").exit_code == 0
+    other = tmp_path / "other.toml"
+    other.write_text(path.read_text(encoding="utf-8").replace('name = "shop"',
+                                                              'name = "tea"'), encoding="utf-8")
+    result = _cli(["campaign", "preview", str(other), "weekly", "--at", "2024-12-02T09:00",
+                   "--store", str(store)])
+    assert result.exit_code == 1
+    assert "belongs to playbook 'shop:1', not 'tea:1'" in result.stderr
