@@ -1119,7 +1119,7 @@ def campaign_results(
     for col in ("campaign", "firing", "channel", "rows", "tasks", "sent", "waiting", "failed",
                 "send rate"):
         table.add_column(col, justify="left" if col in ("campaign", "firing", "channel")
-                         else "right")
+                         else "right", no_wrap=col in ("firing", "send rate"))
     for item in found:
         rows = ", ".join(f"{k} {v}" for k, v in sorted(item.rows.items()))
         rate = "-" if item.send_rate is None else f"{item.send_rate:.0%}"

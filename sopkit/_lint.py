@@ -10,7 +10,9 @@ Each finding is a warning Problem with a location, a message and a suggestion. T
 - `no-cap`: a channel that send/webhook actions use and no `[policy]` cap covers;
 - `wecom-limit`: rules that can send one customer more WeCom 客户群发 messages than WeCom
   lets them receive;
-- `sms-length`: an SMS template longer than 3 segments once rendered.
+- `sms-length`: an SMS template longer than 3 segments once rendered;
+- `wecom-group`: a campaign sending on WeCom with a template that differs from customer to
+  customer, so each customer needs a group-message task of their own.
 
 The condition analysis is sound, not complete: it reports only what surely holds, over the
 condition language's own semantics (a comparison that reads a missing fact is false, `not`
@@ -34,7 +36,9 @@ from ._templates import _parse as parse_template
 from ._validate import scope_names
 
 CODES = ("never-true", "shadowed-stage", "overlapping-rules", "no-cap", "wecom-limit",
-         "sms-length")
+         "sms-length", "wecom-group")
+# placeholders that are the same for every customer of one WeCom group-message task
+_PER_TASK = frozenset({"today", "now", "owner"})
 
 # WeCom 客户联系 企业群发 (externalcontact/add_msg_template): "每位客户/每个客户群每月最多可
 # 接收条数为当月天数" (as many a month as the month has days), and an enterprise may lower it
@@ -482,6 +486,7 @@ class _Linter:
         yield from self.caps()
         yield from self.wecom_limit()
         yield from self.sms_length()
+        yield from self.wecom_group()
 
     # -- conditions
 
@@ -700,6 +705,36 @@ class _Linter:
                         f"{SMS_MAX_SEGMENTS}",
                         f"shorten it to {SMS_MAX_SEGMENTS * per} characters or fewer (the "
                         "signature counts too), or send a link")
+
+
+    def wecom_group(self) -> Iterator[Finding]:
+        for i, campaign in enumerate(self.pb.campaigns):
+            for j, action in enumerate(campaign.actions):
+                spec = self.pb.channels.get(getattr(action, "channel", ""))
+                if not isinstance(action, m.SendAction) or spec is None or \
+                        spec.type != "wecom":
+                    continue
+                used: list[tuple[KeyPath, str]] = [
+                    (("campaigns", i, "actions", j, "template"), action.template)]
+                used += [(("campaigns", i, "variants", k, "template"), v.template)
+                         for k, v in enumerate(campaign.variants) if v.template]
+                for path, name in used:
+                    template = self.pb.templates.get(name)
+                    if template is None:
+                        continue
+                    texts = [template.text, template.title or ""]
+                    personal = [n for text in texts for _, n, _ in parse_template(text)
+                                if not n.startswith("params.") and n not in _PER_TASK]
+                    if personal:
+                        yield self.warn(
+                            "wecom-group", path,
+                            f"campaign '{campaign.name}' sends template '{name}' on WeCom "
+                            f"channel '{action.channel}', and its {{{{ {personal[0]} }}}} "
+                            "differs from customer to customer: a WeCom group-message task "
+                            "carries one text, so each customer gets a task of their own and "
+                            "the owner confirms them one by one",
+                            "keep per-customer placeholders out of WeCom campaign texts "
+                            "(params, today, now and owner are the same for a whole task)")
 
 
 def _timing(rule: m.Rule) -> tuple[str | None, int | None, str | None, str | None]:

@@ -236,6 +236,12 @@ def test_send_results_come_back_as_message_sent_events(tmp_path: Path,
         ("t003", "double12", li_task, "2024-12-12T18:00:00+08:00")]
     again = _invoke(args, fake)
     assert json.loads(again.stdout.splitlines()[-1])["appended"] == 0  # each customer once
+    table = _invoke(["campaign", "results", str(playbook), "--store", str(store)], fake)
+    assert "Campaign results per firing" in table.stdout
+    (line,) = [x for x in table.stdout.splitlines() if "double12" in x]
+    cells = [c.strip() for c in line.strip("│").split("│")]
+    assert (cells[:3], cells[4:]) == (["double12", "2024-12-12 10:00", "wecom"],
+                                      ["3", "2", "4", "0", "33%"])
 
     _run(playbook, store, events, None, fake, clock="2024-12-13T10:00:00")
     db = open_store(str(store))

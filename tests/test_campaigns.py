@@ -210,6 +210,16 @@ def test_a_one_off_campaign_fires_once_at_its_local_instant(tmp_path: Path) -> N
     assert sends[0].facts == {"days_since_purchase": 17, "tags": ["奶茶爱好者"]}
 
 
+def test_a_weekly_campaign_keeps_its_local_time_across_dst_in_the_runtime(
+        tmp_path: Path) -> None:
+    """In Berlin the Monday 09:00 reminder fires at 09:00 before and after clocks go forward."""
+    rt = _runtime(_playbook(tmp_path, tz="Europe/Berlin", until="2025-04-30"))
+    _people(rt, 2)
+    out = _buy(rt, range(2), "2025-03-20T10:00:00") + rt.advance("2025-04-08T00:00:00")
+    assert [a.time for a in _of(out, "weekly", "task")] == [
+        "2025-03-24T09:00:00+01:00", "2025-03-31T09:00:00+02:00", "2025-04-07T09:00:00+02:00"]
+
+
 def test_the_audience_is_read_as_of_the_firing_instant(tmp_path: Path) -> None:
     """Time-relative facts are those of the firing; who qualifies just after is not sent to."""
     rt = _runtime(_playbook(tmp_path, at="2024-12-12T10:00"))
