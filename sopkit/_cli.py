@@ -512,6 +512,66 @@ class _Records(io.StringIO):
         return len(text)
 
 
+@app.command()
+def review(
+    playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
+    events: Annotated[Path, typer.Option(help="Event history (as for simulate).", exists=True,
+                                         dir_okay=False)],
+    experiment: Annotated[str | None, typer.Option(help="The experiment to review.")] = None,
+    rule: Annotated[str | None, typer.Option(help="Or: a pilot rule (with `sample`) to "
+                                             "review, its sample against the rest.")] = None,
+    profiles: Annotated[Path | None, typer.Option(help="Customer profiles.", exists=True,
+                                                  dir_okay=False)] = None,
+    end: Annotated[str | None, typer.Option(help="Replay until this time.")] = None,
+    goal: Annotated[str | None, typer.Option(help="Goal event type (default: the "
+                                             "experiment's goal).")] = None,
+    within: Annotated[str | None, typer.Option(help="Goal window after the exposure, e.g. "
+                                               "14d (default: the experiment's).")] = None,
+    engine: Annotated[str, typer.Option(help="Rule engine: native (default here) or "
+                                        "durable.")] = "native",
+    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
+    Output.table,
+) -> None:
+    """复盘: goal conversion per variant against the holdout, with confidence intervals."""
+    from ._models import parse_duration
+    from ._review import gather
+
+    loaded = _load_or_exit(playbook)
+    try:
+        seconds = parse_duration(within) if within else None
+    except ValueError as exc:
+        typer.echo(f"error: --within: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        result = gather(loaded, events, experiment=experiment, rule=rule, profiles=profiles,
+                        end=end, engine=engine, goal=goal, within=seconds)
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    data = result.to_json()
+    if output is Output.jsonl:
+        typer.echo(json.dumps(data, ensure_ascii=False))
+        return
+    console = _console()
+    console.print(f"[bold]{result.experiment}[/bold]: goal '{result.goal}' within "
+                  f"{result.window_days:g} days of the first exposure")
+    arms = Table(title="Arms", title_justify="left")
+    for col in ("arm", "customers", "converted", "rate", "95% CI", "note"):
+        arms.add_column(col, justify="left" if col in ("arm", "note") else "right")
+    for arm in data["arms"]:
+        low, high = arm["ci95"]
+        arms.add_row(arm["arm"], str(arm["customers"]), str(arm["converted"]),
+                     f"{arm['rate']:.1%}", f"{low:.1%} - {high:.1%}", arm["too_small"] or "")
+    console.print(arms)
+    comparisons = Table(title="Against the holdout", title_justify="left")
+    for col in ("arm", "uplift", "95% CI", "verdict"):
+        comparisons.add_column(col)
+    for comp in data["comparisons"]:
+        low, high = comp["ci95"]
+        comparisons.add_row(comp["variant"], f"{comp['uplift'] * 100:+.1f} pts",
+                            f"{low * 100:+.1f} to {high * 100:+.1f}", comp["verdict"])
+    console.print(comparisons)
+
 
 def _open_store(url: str) -> Any:
     from ._store import open_store

@@ -225,7 +225,11 @@ class _Compiler:
                           pb.channels.items())},
             **({"handover": pb.handover.model_dump()} if pb.handover else {}),
             "policy": _policy(pb.policy),
-            "experiments": {name: {"holdout": x.holdout} for name, x in pb.experiments.items()},
+            "experiments": {name: {"holdout": x.holdout, "variants": list(x.variants),
+                                   "goal": None if x.goal is None else {
+                                       "event": x.goal.event,
+                                       "within": parse_duration(x.goal.within)}}
+                            for name, x in pb.experiments.items()},
         }
 
     def rule(self, index: int, rule: m.Rule) -> dict[str, Any]:
@@ -241,6 +245,7 @@ class _Compiler:
             "cooldown": parse_duration(rule.cooldown) if rule.cooldown else None,
             "max_times": rule.max_times,
             "experiment": rule.experiment,
+            "sample": rule.sample,
             "delay": parse_duration(rule.delay) if rule.delay else None,
             "cancel_predicate": cancel,
             "reads": reads,
@@ -253,6 +258,13 @@ class _Compiler:
             template = self.pb.templates[action.template]
             out["text"] = template.text
             out["title"] = template.title
+            variants = {}
+            for name, content in action.variants.items():
+                chosen = self.pb.templates[content.template or action.template]
+                variants[name] = {"template": content.template or action.template,
+                                  "text": chosen.text, "title": chosen.title,
+                                  "params": {**action.params, **(content.params or {})}}
+            out["variants"] = variants
         if isinstance(action, m.TaskAction):
             out["due"] = parse_duration(action.due)
         return out

@@ -159,11 +159,22 @@ class SetStageAction(_Model):
 ParamValue = str | int | float | bool
 
 
+class VariantContent(_Model):
+    """What one experiment variant sends instead: another template and/or other params."""
+
+    template: str | None = None
+    params: dict[str, ParamValue] | None = Field(
+        None, description="Replace the action's params (keys left out keep their value).")
+
+
 class SendAction(_Model):
     type: Literal["send"]
     channel: str
     template: str
     params: dict[str, ParamValue] = Field(default_factory=dict)
+    variants: dict[str, VariantContent] = Field(
+        default_factory=dict, description="Per variant of the rule's experiment: the "
+        "template and/or params that variant sends.")
 
 
 class TaskAction(_Model):
@@ -214,6 +225,9 @@ class Rule(_Model):
     experiment: str | None = Field(
         None, description="An [experiments] name: its holdout share gets no send, webhook or "
         "task from this rule (tags and stages still change).")
+    sample: float | None = Field(
+        None, description="Pilot: only this share of customers (0 < sample <= 1, a stable "
+        "hash) get the rule's messages and tasks; the rest are recorded as holdout.")
     delay: str | None = Field(None, description="Run the actions this long after firing.",
                               json_schema_extra=DURATION_SCHEMA)
     cancel_if: str | None = None
@@ -272,11 +286,25 @@ class Policy(_Model):
     caps: list[Cap] = Field(default_factory=list, description="Message frequency caps.")
 
 
+class Goal(_Model):
+    """A conversion: an event of this type within `within` after the first exposure."""
+
+    event: str = Field(description="An event type, e.g. purchase.")
+    within: str = Field("14d", description="The window after the exposure.",
+                        json_schema_extra=DURATION_SCHEMA)
+
+    _within = field_validator("within")(classmethod(lambda cls, v: _check_duration(v)))
+
+
 class Experiment(_Model):
     """A holdout experiment: a stable share of customers gets no messages or tasks from its
     rules, so their outcome can be compared with everyone else's."""
 
     holdout: float = Field(description="Share of customers held out, 0 <= holdout < 1.")
+    variants: list[str] = Field(
+        default_factory=list, description="Names of the treatments; the customers not held "
+        "out are split evenly between them (a stable hash).")
+    goal: Goal | None = Field(None, description="What counts as a conversion, for review.")
     description: str = ""
 
 

@@ -25,7 +25,7 @@ from ._clock import Calendar
 from ._compile import compile_playbook
 from ._errors import ChainError, EventError
 from ._load import LoadedPlaybook
-from ._policy import ALL, Pipeline, PolicyState, update_opt_out
+from ._policy import ALL, Pipeline, PolicyState, bucket, update_opt_out
 from ._templates import render
 from .engines import DEFAULT, Engine, create_engine, resolve
 
@@ -713,11 +713,16 @@ class Runtime:
         rule = self.rules[r]
         changed = False
         lookup = self._lookup(cs, now, event)
+        variant = self._variant(rule, cs.customer_id)
         for i, spec in enumerate(rule["actions"]):
             kind = spec["type"]
             details: dict[str, Any] = {}
             if scheduled is not None:  # a delayed action: when its rule fired
                 details["fired_at"] = self.calendar.format(scheduled)
+            if variant is not None and kind in _POLICY_ACTIONS:
+                details["variant"] = variant
+                if kind == "send" and variant in spec["variants"]:
+                    spec = {**spec, **spec["variants"][variant]}
             if kind == "tag":
                 details["tag"] = spec["tag"]
                 changed |= spec["tag"] not in cs.tags
@@ -758,6 +763,21 @@ class Runtime:
                 self.policy.apply(action, cs, rule, spec, self.policy_state)
             out.append(action)
         return changed
+
+    def _variant(self, rule: dict[str, Any], customer_id: str) -> str | None:
+        """The customer's arm of the rule's experiment: 'holdout', a variant, or None."""
+        name = rule.get("experiment")
+        if name is None:
+            return None
+        spec = self.ir["experiments"][name]
+        place = bucket(name, customer_id)
+        if place < spec["holdout"]:
+            return "holdout"
+        variants = spec.get("variants") or []
+        if not variants:
+            return None
+        share = (place - spec["holdout"]) / (1 - spec["holdout"])
+        return str(variants[min(int(share * len(variants)), len(variants) - 1)])
 
     def _lookup(self, cs: CustomerState, now: int,
                 event: tuple[str, dict[str, Any]] | None = None) -> Any:

@@ -321,6 +321,13 @@ class _Checker:
                 yield from self.action((*path, "actions", j), action, rule.on)
             if rule.experiment is not None:
                 yield from self.rule_experiment(path, rule)
+            if rule.sample is not None and not 0 < rule.sample <= 1:
+                yield self.problem((*path, "sample"), f"sample {rule.sample:g} is outside "
+                                   "(0, 1]: it is the share of customers in the pilot",
+                                   "e.g. sample = 0.05 pilots the rule on 5% of customers")
+            for j, action in enumerate(rule.actions):
+                if isinstance(action, m.SendAction) and action.variants:
+                    yield from self.send_variants((*path, "actions", j), action, rule)
 
     def rule_experiment(self, path: KeyPath, rule: m.Rule) -> Iterator[Problem]:
         name = rule.experiment
@@ -335,6 +342,24 @@ class _Checker:
                                "no send, webhook or task action",
                                "a holdout withholds messages and tasks; tags and stages "
                                "still change")
+
+    def send_variants(self, path: KeyPath, action: m.SendAction,
+                      rule: m.Rule) -> Iterator[Problem]:
+        experiment = self.pb.experiments.get(rule.experiment or "")
+        names = experiment.variants if experiment is not None else []
+        for variant, content in action.variants.items():
+            where = (*path, "variants", variant)
+            if variant not in names:
+                yield self.problem(where, f"'{variant}' is not a variant of "
+                                   + (f"experiment '{rule.experiment}'" if experiment else
+                                      f"an experiment of rule '{rule.name}'"),
+                                   did_you_mean(variant, names) or
+                                   "declare it in [experiments.NAME] variants = [...] and set "
+                                   "the rule's experiment")
+            if content.template is not None and content.template not in self.pb.templates:
+                yield self.problem((*where, "template"),
+                                   f"unknown template '{content.template}'",
+                                   did_you_mean(content.template, self.pb.templates))
 
     def policy(self) -> Iterator[Problem]:
         policy = self.pb.policy
@@ -373,6 +398,20 @@ class _Checker:
                                    did_you_mean(cap.channel, self.pb.channels) or
                                    "leave `channel` out to cap all channels together")
         for name, experiment in self.pb.experiments.items():
+            seen: set[str] = set()
+            for k, variant in enumerate(experiment.variants):
+                if variant in seen or variant == "holdout" or not variant.strip():
+                    yield self.problem(("experiments", name, "variants", k),
+                                       f"variant name '{variant}' is empty, repeated or "
+                                       "reserved ('holdout' names the held-out group)",
+                                       "give each variant its own name")
+                seen.add(variant)
+            goal = experiment.goal
+            if goal is not None and goal.event not in self.pb.events:
+                yield self.problem(("experiments", name, "goal", "event"),
+                                   f"unknown event type '{goal.event}'",
+                                   did_you_mean(goal.event, self.pb.events) or
+                                   f"declare it: [events.{goal.event}]")
             share = experiment.holdout
             if not 0 <= share < 1:
                 hint = (f"a share, not a percentage: holdout = {share / 100:g} holds out "
