@@ -420,9 +420,13 @@ def _print_clv(report: Any, events: Path, log: Any, customers: Path | None) -> N
         first = rfm.calibration_end + dt.timedelta(days=1)
         console.print(f"holdout check, {first} to {holdout['end']} "
                       f"({holdout['length']:g} {rfm.unit}): predicted "
-                      f"{holdout['predicted']:.0f} repeat purchases, actual {holdout['actual']}")
+                      f"{holdout['predicted']:.0f} repeat purchases, actual {holdout['actual']}; "
+                      f"customers without a purchase: predicted "
+                      f"{holdout['predicted_no_purchase']:.0f}, actual "
+                      f"{holdout['actual_no_purchase']}")
     outlook = (f"next {report.horizon:g} {rfm.unit}: mean P(alive) {data['mean_p_alive']:.3f}, "
-               f"{data['expected_purchases']:.0f} purchases expected")
+               f"{data['expected_purchases']:.0f} purchases expected, mean P(no purchase) "
+               f"{data['mean_p_no_purchase']:.3f}")
     if data["expected_revenue"] is not None:
         outlook += f", revenue {data['expected_revenue']:.2f}"
         if report.annual_discount_rate:

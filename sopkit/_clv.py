@@ -459,6 +459,21 @@ def p_alive(params: BGNBDParams, x: npt.ArrayLike, t_x: npt.ArrayLike,
     return _floats(np.where(repeat, special.expit(-log_odds), 1.0))
 
 
+def p_no_purchase(params: BGNBDParams, t: npt.ArrayLike, x: npt.ArrayLike,
+                  t_x: npt.ArrayLike, T: npt.ArrayLike) -> FloatArray:
+    """P(no purchase in the next `t` units | x, t_x, T): gone, or alive and quiet.
+
+    1 - P(alive) + P(alive) · ((α+T)/(α+T+t))^(r+x), since an alive customer's rate is then
+    Gamma(r+x, α+T). Unlike `p_alive` it falls below 1 for customers with x = 0 too.
+    """
+    r, alpha, _, _ = params.as_tuple()
+    tb, xb, txb, tab = np.broadcast_arrays(_floats(t), _floats(x), _floats(t_x), _floats(T))
+    if np.any(tb < 0):
+        raise ValueError("the horizon t must be >= 0")
+    buys = -np.expm1(-(r + xb) * np.log1p(tb / (alpha + tab)))  # P(a purchase | alive)
+    return _floats(1.0 - p_alive(params, xb, txb, tab) * buys)
+
+
 def _alive_series(z: FloatArray, big_c: FloatArray, a: float, big_a: float) -> \
         tuple[FloatArray, npt.NDArray[np.bool_]]:
     """S = Σ_{k≥1} (A)_k (a)_{k-1} z^k / ((C)_k k!) elementwise, and where it converged.
@@ -580,15 +595,17 @@ def _series_scalar(z: float, big_c: float, a: float, big_a: float) -> float | No
 
 @dataclass(frozen=True)
 class Outlook:
-    """One customer's outlook: P(alive) now and expected purchases over the horizon."""
+    """One customer's outlook: P(alive) now, expected purchases over the horizon, and the
+    probability of no purchase at all in it."""
 
     p_alive: float
     expected_purchases: float
+    p_no_purchase: float
 
 
 def outlook(params: BGNBDParams, x: int | float, t_x: float, T: float,
             horizon: float) -> Outlook:
-    """P(alive) and expected purchases in `horizon` units for one customer (x, t_x, T).
+    """P(alive), expected purchases and P(no purchase) in `horizon` units for one customer.
 
     Plain floats in and out, for per-customer use in rules; well under a millisecond a call.
     """
@@ -601,19 +618,20 @@ def outlook(params: BGNBDParams, x: int | float, t_x: float, T: float,
         alive = 1.0 / (1.0 + math.exp(log_odds)) if log_odds < 700 else 0.0
     else:
         alive = 1.0
-    if horizon == 0 or alive == 0.0:
-        return Outlook(alive, 0.0)
     c = horizon / (alpha + T)
+    quiet = 1.0 - alive * -math.expm1(-(r + x) * math.log1p(c))
+    if horizon == 0 or alive == 0.0:
+        return Outlook(alive, 0.0, quiet)
     z = horizon / (alpha + T + horizon)
     series = _series_scalar(z, a + b + x - 1, a, a + b - 1 - r)
     if series is None:  # too slow to converge: integrate instead
-        return Outlook(alive, alive * _alive_expectation_quad(r, alpha, a, b, horizon,
-                                                              float(x), T))
+        value = _alive_expectation_quad(r, alpha, a, b, horizon, float(x), T)
+        return Outlook(alive, alive * value, quiet)
     log_c = math.log1p(c)
     y = -(a - 1) * log_c
     head = log_c * (math.expm1(y) / y if y != 0 else 1.0)
     value = (a + b + x - 1) * (head - math.exp(y) * series)
-    return Outlook(alive, alive * max(value, 0.0))
+    return Outlook(alive, alive * max(value, 0.0), quiet)
 
 
 # --------------------------------------------------------------------------- Gamma-Gamma
@@ -826,9 +844,11 @@ class ClvReport:
     annual_discount_rate: float
     p_alive: FloatArray
     expected_purchases: FloatArray
+    p_no_purchase: FloatArray
     expected_spend: FloatArray | None
     clv: FloatArray | None
     holdout_predicted: float | None  # expected repeat purchases in the holdout period
+    holdout_quiet: float | None  # expected customers without a purchase in it
 
     def to_json(self) -> dict[str, Any]:
         """The parameters, fit statistics and totals as plain JSON data."""
@@ -850,6 +870,7 @@ class ClvReport:
             "annual_discount_rate": self.annual_discount_rate,
             "mean_p_alive": _round(float(np.mean(self.p_alive))),
             "expected_purchases": _round(float(np.sum(self.expected_purchases))),
+            "mean_p_no_purchase": _round(float(np.mean(self.p_no_purchase))),
             "expected_revenue": (_round(float(np.nansum(self.clv)))
                                  if self.clv is not None else None),
             "holdout": None,
@@ -869,7 +890,9 @@ class ClvReport:
             out["holdout"] = {"end": rfm.holdout_end.isoformat(),
                               "length": _round(rfm.holdout_length),
                               "predicted": _round(self.holdout_predicted),
-                              "actual": int(np.sum(rfm.holdout_x))}
+                              "actual": int(np.sum(rfm.holdout_x)),
+                              "predicted_no_purchase": _round(self.holdout_quiet or 0.0),
+                              "actual_no_purchase": int(np.sum(rfm.holdout_x == 0))}
         return out
 
     def customers(self) -> Iterator[dict[str, Any]]:
@@ -884,6 +907,7 @@ class ClvReport:
                 "mean_spend": _round(float(rfm.m[i])) if rfm.x[i] > 0 else None,
                 "p_alive": _round(float(self.p_alive[i])),
                 "expected_purchases": _round(float(self.expected_purchases[i])),
+                "p_no_purchase": _round(float(self.p_no_purchase[i])),
                 "expected_spend": (_round(float(self.expected_spend[i]))
                                    if self.expected_spend is not None else None),
                 "clv": _round(float(self.clv[i])) if self.clv is not None else None,
@@ -919,15 +943,17 @@ def analyse(rfm: RFM, horizon: float, annual_discount_rate: float = 0.0) -> ClvR
         spend = None
     alive = p_alive(fit.params, rfm.x, rfm.t_x, rfm.T)
     expected = expected_purchases(fit.params, horizon, rfm.x, rfm.t_x, rfm.T)
+    quiet = p_no_purchase(fit.params, horizon, rfm.x, rfm.t_x, rfm.T)
     spends = expected_spend(spend.params, rfm.x, rfm.m) if spend else None
     value = (clv(fit.params, spend.params, rfm.x, rfm.t_x, rfm.T, rfm.m, horizon, rfm.unit,
                  annual_discount_rate) if spend else None)
-    holdout = None
+    holdout = holdout_quiet = None
     if rfm.holdout_length > 0:
-        holdout = float(np.sum(expected_purchases(fit.params, rfm.holdout_length, rfm.x,
-                                                  rfm.t_x, rfm.T)))
+        span = rfm.holdout_length
+        holdout = float(np.sum(expected_purchases(fit.params, span, rfm.x, rfm.t_x, rfm.T)))
+        holdout_quiet = float(np.sum(p_no_purchase(fit.params, span, rfm.x, rfm.t_x, rfm.T)))
     return ClvReport(rfm, fit, spend, note, horizon, annual_discount_rate, alive, expected,
-                     spends, value, holdout)
+                     quiet, spends, value, holdout, holdout_quiet)
 
 
 __all__ = [
@@ -935,6 +961,6 @@ __all__ = [
     "GammaGammaParams", "Outlook", "Purchase", "PurchaseLog", "analyse",
     "bgnbd_log_likelihood", "clv", "customer_rfm", "expected_purchases",
     "expected_purchases_new", "expected_spend", "fit_bgnbd", "fit_gamma_gamma",
-    "gamma_gamma_log_likelihood", "outlook", "p_alive", "read_purchases", "simulate_bgnbd",
-    "summarize",
+    "gamma_gamma_log_likelihood", "outlook", "p_alive", "p_no_purchase", "read_purchases",
+    "simulate_bgnbd", "summarize",
 ]
