@@ -355,19 +355,45 @@ def clv_cmd(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    fit = report.bgnbd
+    if not fit.converged:
+        repeat = int((rfm.x > 0).sum())
+        typer.echo(f"error: the BG/NBD fit did not converge ({fit.message}); the history has "
+                   f"{len(rfm)} customers, {repeat} of them with repeat purchases", err=True)
+        raise typer.Exit(1)
+    if fit.at_limit:
+        typer.echo(f"warning: {_limit_text(fit.at_limit)}; with {len(rfm)} customers the "
+                   "history cannot tell more, so the predictions use that limit", err=True)
+    elif fit.std_errors is None:
+        typer.echo("warning: no standard errors for BG/NBD: the history does not pin down "
+                   "every parameter; treat the predictions with care", err=True)
+    if report.spend is None:
+        typer.echo(f"warning: no spend model, so no expected spend or CLV: {report.spend_note}",
+                   err=True)
     if customers is not None:
         with customers.open("w", encoding="utf-8") as handle:
             for row in report.customers():
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    for fit, name in ((report.bgnbd, "BG/NBD"), (report.spend, "Gamma-Gamma")):
-        if fit is not None and not fit.converged:
-            typer.echo(f"warning: the {name} fit did not converge: {fit.message}", err=True)
     if output is Output.jsonl:
         data = {"events": str(events), "records": log.records, "quarantined": len(log.bad),
                 "other_events": log.other_events, **report.to_json()}
         typer.echo(json.dumps(data, ensure_ascii=False))
     else:
         _print_clv(report, events, log, customers)
+
+
+def _limit_text(names: tuple[str, ...]) -> str:
+    """What BG/NBD parameters at the edge of the search box mean."""
+    said = [" and ".join(names) + (" run" if len(names) > 1 else " runs") + " to a limit"]
+    if "r" in names:
+        said.append("customers seem to buy at one common rate")
+    if {"a", "b"} <= set(names):
+        said.append("customers seem to share one dropout probability")
+    elif "b" in names:
+        said.append("customers seem never to drop out")
+    elif "a" in names:
+        said.append("customers seem to drop out right after buying again")
+    return ": ".join(said[:1]) + (" (" + "; ".join(said[1:]) + ")" if said[1:] else "")
 
 
 def _usage(message: str) -> NoReturn:
@@ -395,6 +421,7 @@ def _print_clv(report: Any, events: Path, log: Any, customers: Path | None) -> N
     errors = fit.std_errors
     for name in ("r", "alpha", "a", "b"):
         bg.add_row(name, f"{getattr(fit.params, name):.4f}",
+                   "limit" if name in fit.at_limit else
                    f"{getattr(errors, name):.4f}" if errors else "-")
     console.print(bg)
     console.print(f"log-likelihood {fit.log_likelihood:.2f} on {fit.customers} customers"
@@ -406,6 +433,7 @@ def _print_clv(report: Any, events: Path, log: Any, customers: Path | None) -> N
         spend = report.spend
         for name in ("p", "q", "gamma"):
             gg.add_row(name, f"{getattr(spend.params, name):.4f}",
+                       "limit" if name in spend.at_limit else
                        f"{getattr(spend.std_errors, name):.4f}" if spend.std_errors else "-")
         console.print(gg)
         console.print(f"log-likelihood {spend.log_likelihood:.2f} on {spend.customers} customers "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ UNIT_DAYS: dict[str, int] = {"weeks": 7, "days": 1}
 DAYS_PER_YEAR = 365.25
 
 _LOG_BOUND = 25.0  # parameters are searched within e^-25 .. e^25
+_LIMIT = 18.0  # a parameter beyond e^±18 (6.6e7) stands for a limit of the model
 _SERIES_MAX_TERMS = 20_000
 _SERIES_MAX_Z = 0.995  # beyond this the series converges too slowly: integrate instead
 _SERIES_EPS = 1e-16
@@ -266,8 +268,11 @@ class BGNBDFit:
     """A fitted BG/NBD model.
 
     `std_errors` are asymptotic standard errors from the observed information (None when the
-    Hessian is not positive definite, e.g. at a boundary). `converged` is False when the
-    optimiser stopped early or a parameter ran to the edge of the search box.
+    Hessian is not positive definite, or at a limit). `converged` is False when the optimiser
+    stopped before the gradient was flat. `at_limit` names parameters that ran beyond e^±18:
+    the likelihood is highest in a limit, such as r and alpha growing together (every
+    customer buys at the same rate) or a and b growing together (every customer has the same
+    dropout probability).
     """
 
     params: BGNBDParams
@@ -276,6 +281,7 @@ class BGNBDFit:
     converged: bool
     message: str
     std_errors: BGNBDParams | None
+    at_limit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -359,6 +365,7 @@ def _check_rft(x: FloatArray, t_x: FloatArray, T: FloatArray) -> None:
 @dataclass(frozen=True)
 class _Optimum:
     theta: FloatArray
+    at_limit: tuple[int, ...]  # indices of parameters at the edge of the search box
     log_likelihood: float
     converged: bool
     message: str
@@ -388,16 +395,18 @@ def _maximise(terms: Callable[[FloatArray, bool], tuple[FloatArray, FloatArray |
         if best is None or result.fun < best.fun:
             best = result
     theta = _floats(best.x)
-    at_edge = bool(np.any(np.abs(theta) > _LOG_BOUND - 1e-6))
+    at_limit = tuple(int(i) for i in np.flatnonzero(np.abs(theta) > _LIMIT))
     # L-BFGS-B may end on "ABNORMAL" when rounding stops the line search at the optimum:
-    # judge convergence by the gradient instead of the message.
-    flat = float(np.max(np.abs(objective(theta)[1]))) < 1e-5
-    converged = flat and not at_edge
+    # then the gradient decides. Where the likelihood keeps rising towards a limit (e.g.
+    # a, b -> infinity: everyone has the same dropout probability), the search ends far out
+    # or at the edge of the box; that limit is the fit, with no standard errors.
+    slope = objective(theta)[1]  # of -log-likelihood; at an edge only the inward part counts
+    slope = np.where(theta > _LOG_BOUND - 1e-3, np.maximum(slope, 0.0), slope)
+    slope = np.where(theta < -_LOG_BOUND + 1e-3, np.minimum(slope, 0.0), slope)
+    converged = bool(best.success) or float(np.max(np.abs(slope))) < 1e-5
     message = "converged" if converged else str(best.message)
-    if at_edge:
-        message = "a parameter ran to the edge of the search range; the data cannot pin it"
-    return _Optimum(theta, -float(best.fun) * n, converged, message,
-                    _std_errors(objective, theta, n) if converged else None)
+    errors = _std_errors(objective, theta, n) if converged and not at_limit else None
+    return _Optimum(theta, at_limit, -float(best.fun) * n, converged, message, errors)
 
 
 def _std_errors(objective: Callable[[FloatArray], tuple[float, FloatArray]],
@@ -440,7 +449,9 @@ def fit_bgnbd(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> BGNBDFi
     params = BGNBDParams(*(float(v) for v in np.exp(opt.theta)))
     errors = (BGNBDParams(*(float(v) for v in opt.std_errors))
               if opt.std_errors is not None else None)
-    return BGNBDFit(params, opt.log_likelihood, len(xa), opt.converged, opt.message, errors)
+    limit = tuple(("r", "alpha", "a", "b")[i] for i in opt.at_limit)
+    return BGNBDFit(params, opt.log_likelihood, len(xa), opt.converged, opt.message, errors,
+                    limit)
 
 
 def p_alive(params: BGNBDParams, x: npt.ArrayLike, t_x: npt.ArrayLike,
@@ -474,37 +485,46 @@ def p_no_purchase(params: BGNBDParams, t: npt.ArrayLike, x: npt.ArrayLike,
     return _floats(1.0 - p_alive(params, xb, txb, tab) * buys)
 
 
-def _alive_series(z: FloatArray, big_c: FloatArray, a: float, big_a: float) -> \
-        tuple[FloatArray, npt.NDArray[np.bool_]]:
-    """S = Σ_{k≥1} (A)_k (a)_{k-1} z^k / ((C)_k k!) elementwise, and where it converged.
+def _alive_series(z: FloatArray, big_c: FloatArray, a: float,
+                  big_a: float) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """S = Σ_{k≥1} (A)_k (a)_{k-1} z^k / ((C)_k k!) elementwise, Σ|terms|, and where it
+    converged.
 
     Terms shrink like k^(a-2-r-x) z^k, so z up to 0.995 needs at most some thousands of
-    terms; larger z is left for the caller to integrate.
+    terms; larger z, and sums that overflow, are left for the caller to integrate.
     """
     total = np.zeros_like(z)
+    size = np.zeros_like(z)
     done = z <= 0
     idx = np.flatnonzero((z > 0) & (z <= _SERIES_MAX_Z))
     if idx.size == 0:
-        return total, done
+        return total, size, done
     term = big_a * z[idx] / big_c[idx]
     acc = term.copy()
+    acc_abs = np.abs(term)
     zz, cc = z[idx], big_c[idx]
-    for k in range(1, _SERIES_MAX_TERMS):
-        ratio = (big_a + k) * (a + k - 1) / ((cc + k) * (k + 1)) * zz
-        rho = np.maximum(np.abs(ratio), zz)
-        finished = (term == 0) | ((rho < 1) & (np.abs(term) * rho / (1 - rho)
-                                               <= _SERIES_EPS * np.abs(acc)))
-        if np.any(finished):
-            total[idx[finished]] = acc[finished]
-            done[idx[finished]] = True
-            keep = ~finished
-            idx, term, acc, zz, cc, ratio = (idx[keep], term[keep], acc[keep], zz[keep],
-                                             cc[keep], ratio[keep])
-            if idx.size == 0:
-                break
-        term = term * ratio
-        acc = acc + term
-    return total, done
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(1, _SERIES_MAX_TERMS):
+            ratio = (big_a + k) * (a + k - 1) / ((cc + k) * (k + 1)) * zz
+            rho = np.maximum(np.abs(ratio), zz)
+            blown = ~np.isfinite(acc_abs)
+            finished = blown | (term == 0) | (
+                (rho < 1) & (np.abs(term) * rho / (1 - rho) <= _SERIES_EPS * np.abs(acc)))
+            if np.any(finished):
+                good = finished & ~blown
+                total[idx[good]] = acc[good]
+                size[idx[good]] = acc_abs[good]
+                done[idx[good]] = True
+                keep = ~finished
+                idx, term, acc, acc_abs, zz, cc, ratio = (
+                    idx[keep], term[keep], acc[keep], acc_abs[keep], zz[keep], cc[keep],
+                    ratio[keep])
+                if idx.size == 0:
+                    break
+            term = term * ratio
+            acc = acc + term
+            acc_abs = acc_abs + np.abs(term)
+    return total, size, done
 
 
 def _alive_expectation_quad(r: float, alpha: float, a: float, b: float, t: float, x: float,
@@ -513,8 +533,9 @@ def _alive_expectation_quad(r: float, alpha: float, a: float, b: float, t: float
 
     Alive at T, λ ~ Gamma(r+x, α+T) and p ~ Beta(a, b+x); a customer with both buys
     (1 - e^(-λpt))/p times in t on average, so the answer is the mean over p of
-    (1 - (1 + pc)^-(r+x))/p with c = t/(α+T). Integrated in v = ln p, where the sharp step
-    near p = 1/c and the pile-up near p = 0 are smooth, with breakpoints at both.
+    (1 - (1 + pc)^-(r+x))/p with c = t/(α+T). Integrated in v = ln p, where the step of
+    (1 + pc)^-(r+x) and the pile-up of p near 0 are smooth, between breakpoints at the step,
+    at the bulk of Beta(a, b+x) and at its tails.
     """
     shape, c, n = r + x, t / (alpha + T), b + x
     log_norm = float(special.betaln(a, n))
@@ -524,12 +545,38 @@ def _alive_expectation_quad(r: float, alpha: float, a: float, b: float, t: float
         gain = -math.expm1(-shape * math.log1p(p * c))  # 1 - (1 + pc)^-(r+x)
         return gain * math.exp((a - 1) * v + (n - 1) * math.log1p(-p) - log_norm)  # dp = p dv
 
-    marks = sorted({-math.log(c), math.log(a / (a + n)), -math.log(n + 1)})
-    low = marks[0] - 60.0 / a  # below this the integrand is under e^-60 of its scale
-    inner = [v for v in marks if low < v < -1e-9]
-    value, _ = integrate.quad(integrand, low, 0.0, points=inner or None, limit=500,
-                              epsabs=0.0, epsrel=1e-10)
+    # ln p under Beta(a, n) has mean ψ(a) - ψ(a+n) and variance ψ'(a) - ψ'(a+n).
+    centre = float(special.digamma(a) - special.digamma(a + n))
+    spread = min(3.0, math.sqrt(float(special.polygamma(1, a) - special.polygamma(1, a + n))))
+    marks = {-math.log(c), -math.log(c * shape), centre, centre - 6 * spread,
+             centre + 6 * spread}
+    # Below `low` the integrand is under e^-60 of its peak (it falls like p^a, or faster);
+    # above `high`, 12 spreads past the bulk, or where (1-p)^(n-1) < e^-80, likewise.
+    low = min(marks) - 60.0 / a - 12 * spread
+    high = 0.0
+    if n > 81:
+        high = min(0.0, max(math.log(80.0 / (n - 1)), centre + 12 * spread))
+    inner = sorted(v for v in marks if low < v < high - 1e-9)
+    with warnings.catch_warnings():
+        # With a in the billions (a fit at a limit) the log-density carries rounding noise
+        # near 1e-7 of itself; quad then says it cannot reach 1e-10, and its answer is as
+        # good as the integrand allows.
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)
+        value, _ = integrate.quad(integrand, low, high, points=inner or None, limit=1000,
+                                  epsabs=0.0, epsrel=1e-10)
     return float(value)
+
+
+def _combine(log_c: FloatArray, a: float, big_c: FloatArray, series: FloatArray,
+             size: FloatArray) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """C·(L·exprel(-(a-1)L) - (1+c)^(1-a)·S), and where rounding cannot spoil it."""
+    head = log_c * special.exprel(-(a - 1) * log_c)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        weight = np.exp(-(a - 1) * log_c)
+        value = big_c * (head - weight * series)
+        noise = 1e-15 * big_c * (np.abs(head) + weight * size)
+        trusted = np.isfinite(value) & (noise <= 1e-10 * np.abs(value))
+    return _floats(value), trusted
 
 
 def _alive_expectation(params: BGNBDParams, t: FloatArray, x: FloatArray,
@@ -540,18 +587,17 @@ def _alive_expectation(params: BGNBDParams, t: FloatArray, x: FloatArray,
     z)] with z = t/(α+T+t), turned by Pfaff's transformation into
     (a+b+x-1) [L·(1-e^(-(a-1)L))/((a-1)L) - (1+c)^(1-a) S] with c = t/(α+T), L = ln(1+c) and
     S the series of `_alive_series`, whose only large parameter is in the denominator. That
-    stays accurate for large x, needs no case for a = 1, and where it would converge too
-    slowly (z near 1) a quadrature takes over.
+    stays accurate for large x and needs no case for a = 1. Where it would converge too
+    slowly (z near 1), or rounding could spoil it (very large a or r, as fits reach when
+    customers hardly differ), a quadrature takes over.
     """
     r, alpha, a, b = params.as_tuple()
-    c = t / (alpha + T)
+    log_c = np.log1p(t / (alpha + T))
     z = t / (alpha + T + t)
-    log_c = np.log1p(c)
     big_c = a + b + x - 1
-    series, done = _alive_series(z, big_c, a, a + b - 1 - r)
-    head = log_c * special.exprel(-(a - 1) * log_c)
-    value = big_c * (head - np.exp(-(a - 1) * log_c) * series)
-    for i in np.flatnonzero(~done):
+    series, size, done = _alive_series(z, big_c, a, a + b - 1 - r)
+    value, trusted = _combine(log_c, a, big_c, series, size)
+    for i in np.flatnonzero(~(done & trusted) & (t > 0)):
         value.flat[i] = _alive_expectation_quad(r, alpha, a, b, float(t.flat[i]),
                                                 float(x.flat[i]), float(T.flat[i]))
     return _floats(np.where(t > 0, np.maximum(value, 0.0), 0.0))
@@ -575,21 +621,26 @@ def expected_purchases_new(params: BGNBDParams, t: npt.ArrayLike) -> FloatArray:
                               np.zeros_like(tb))
 
 
-def _series_scalar(z: float, big_c: float, a: float, big_a: float) -> float | None:
+def _series_scalar(z: float, big_c: float, a: float,
+                   big_a: float) -> tuple[float, float] | None:
     """`_alive_series` for one customer in plain floats; None where it would not converge."""
     if z <= 0:
-        return 0.0
+        return 0.0, 0.0
     if z > _SERIES_MAX_Z:
         return None
     term = big_a * z / big_c
     acc = term
+    acc_abs = abs(term)
     for k in range(1, _SERIES_MAX_TERMS):
         ratio = (big_a + k) * (a + k - 1) / ((big_c + k) * (k + 1)) * z
         rho = max(abs(ratio), z)
+        if not math.isfinite(acc_abs):
+            return None
         if term == 0 or (rho < 1 and abs(term) * rho / (1 - rho) <= _SERIES_EPS * abs(acc)):
-            return acc
+            return acc, acc_abs
         term *= ratio
         acc += term
+        acc_abs += abs(term)
     return None
 
 
@@ -623,14 +674,20 @@ def outlook(params: BGNBDParams, x: int | float, t_x: float, T: float,
     if horizon == 0 or alive == 0.0:
         return Outlook(alive, 0.0, quiet)
     z = horizon / (alpha + T + horizon)
-    series = _series_scalar(z, a + b + x - 1, a, a + b - 1 - r)
-    if series is None:  # too slow to converge: integrate instead
+    big_c = a + b + x - 1
+    found = _series_scalar(z, big_c, a, a + b - 1 - r)
+    value = math.nan
+    if found is not None:
+        series, size = found
+        log_c = math.log1p(c)
+        y = -(a - 1) * log_c
+        head = log_c * (math.expm1(y) / y if y != 0 else 1.0)
+        weight = math.exp(y) if y < 700 else math.inf
+        value = big_c * (head - weight * series)
+        if not 1e-15 * big_c * (abs(head) + weight * size) <= 1e-10 * abs(value):
+            value = math.nan  # rounding could spoil it (or it overflowed)
+    if math.isnan(value):  # integrate instead
         value = _alive_expectation_quad(r, alpha, a, b, horizon, float(x), T)
-        return Outlook(alive, alive * value, quiet)
-    log_c = math.log1p(c)
-    y = -(a - 1) * log_c
-    head = log_c * (math.expm1(y) / y if y != 0 else 1.0)
-    value = (a + b + x - 1) * (head - math.exp(y) * series)
     return Outlook(alive, alive * max(value, 0.0), quiet)
 
 
@@ -671,6 +728,7 @@ class GammaGammaFit:
     converged: bool
     message: str
     std_errors: GammaGammaParams | None
+    at_limit: tuple[str, ...] = ()  # as in BGNBDFit
 
 
 @dataclass(frozen=True)
@@ -756,8 +814,9 @@ def fit_gamma_gamma(x: npt.ArrayLike, m: npt.ArrayLike) -> GammaGammaFit:
     corr = (float(np.corrcoef(xs, ms)[0, 1])
             if np.std(xs) > 0 and np.std(ms) > 0 else 0.0)
     excluded = int(np.sum((xa > 0) & ~use))
+    limit = tuple(("p", "q", "gamma")[i] for i in opt.at_limit)
     return GammaGammaFit(params, opt.log_likelihood, int(np.sum(use)), excluded, corr,
-                         opt.converged, opt.message, errors)
+                         opt.converged, opt.message, errors, limit)
 
 
 def expected_spend(params: GammaGammaParams, x: npt.ArrayLike, m: npt.ArrayLike) -> FloatArray:
@@ -863,6 +922,7 @@ class ClvReport:
             "bgnbd": {
                 **_named(fit.params), "log_likelihood": _round(fit.log_likelihood),
                 "customers": fit.customers, "converged": fit.converged,
+                "at_limit": list(fit.at_limit),
                 "std_errors": _named(fit.std_errors) if fit.std_errors else None,
             },
             "gamma_gamma": None,
@@ -881,6 +941,7 @@ class ClvReport:
                 **_named(gg.params), "log_likelihood": _round(gg.log_likelihood),
                 "customers": gg.customers, "excluded": gg.excluded,
                 "correlation": _round(gg.correlation), "converged": gg.converged,
+                "at_limit": list(gg.at_limit),
                 "mean_spend": _round(gg.params.mean_spend),
                 "std_errors": _named(gg.std_errors) if gg.std_errors else None,
             }
@@ -929,7 +990,16 @@ def _named(params: BGNBDParams | GammaGammaParams) -> dict[str, float | None]:
 
 
 def analyse(rfm: RFM, horizon: float, annual_discount_rate: float = 0.0) -> ClvReport:
-    """Fit BG/NBD and (where the data allow) Gamma-Gamma; score every customer."""
+    """Fit BG/NBD and (where the data allow) Gamma-Gamma; score every customer.
+
+    ValueError when no customer bought again by the calibration end (nothing to learn the
+    purchase and dropout processes from). A BG/NBD fit that did not converge is returned as
+    it is (see `BGNBDFit.converged`); a spend fit that did not is dropped, with a note.
+    """
+    if not np.any(rfm.x > 0):
+        raise ValueError(f"no customer bought again by the calibration end "
+                         f"{rfm.calibration_end}: the models learn from repeat purchases "
+                         "(use a later --calibration-end or a longer history)")
     fit = fit_bgnbd(rfm.x, rfm.t_x, rfm.T)
     spend: GammaGammaFit | None = None
     note = ""
@@ -937,6 +1007,9 @@ def analyse(rfm: RFM, horizon: float, annual_discount_rate: float = 0.0) -> ClvR
         spend = fit_gamma_gamma(rfm.x, rfm.m)
     except ValueError as exc:
         note = str(exc)
+    if spend is not None and not spend.converged:
+        note = f"the spend model did not converge: {spend.message}"
+        spend = None
     if spend is not None and spend.params.q <= 1:
         note = (f"the fitted spend model has q = {spend.params.q:.3g} <= 1: spend per purchase "
                 "has no finite mean, so no spend or CLV is given")

@@ -370,7 +370,45 @@ def test_expected_purchases_stay_accurate_for_heavy_buyers(a: float) -> None:
         assert single.p_alive == pytest.approx(clv.p_alive(params, x, t_x, T)[()], rel=1e-12)
     # The last horizon is too far for the series: the quadrature fallback answered it.
     z = np.array([1e5 / (params.alpha + 1e5)])
-    assert not clv._alive_series(z, np.array([a + 2.0]), a, a + 2.0 - 0.8)[1][0]
+    assert not clv._alive_series(z, np.array([a + 2.0]), a, a + 2.0 - 0.8)[2][0]
+
+
+def _mp_alive_integral(p: clv.BGNBDParams, t: float, x: int, T: float) -> float:
+    """E[purchases in t | alive at T] as a 30-digit integral over ln p (mpmath), between
+    breakpoints at the bulk of Beta(a, b+x) and at the step of (1 + pc)^-(r+x)."""
+    with mpmath.workdps(30):
+        s, c = mpmath.mpf(p.r) + x, mpmath.mpf(t) / (p.alpha + T)
+        a, n = mpmath.mpf(p.a), mpmath.mpf(p.b) + x
+        log_norm = mpmath.log(mpmath.beta(a, n))
+
+        def f(v: mpmath.mpf) -> mpmath.mpf:
+            q = mpmath.exp(v)
+            return (1 - (1 + q * c) ** -s) * mpmath.exp((a - 1) * v + (n - 1) * mpmath.log1p(-q)
+                                                        - log_norm)
+
+        mid, sd = mpmath.log(a / (a + n)), 1 / mpmath.sqrt(a)
+        marks = {mid - 40 * sd - 80 / a, mid - 8 * sd, mid, mid + 8 * sd, -mpmath.log(c),
+                 -mpmath.log(c * s), mpmath.mpf(0)}
+        return float(mpmath.quad(f, sorted(m for m in marks if m <= 0)))
+
+
+@pytest.mark.parametrize("params", [
+    clv.BGNBDParams(r=0.3, alpha=5.0, a=150.0, b=400.0),
+    clv.BGNBDParams(r=0.26, alpha=4.1, a=1.08e6, b=4.1e6),
+    clv.BGNBDParams(r=120.0, alpha=400.0, a=0.8, b=2.0),
+    clv.BGNBDParams(r=7e10, alpha=6e10, a=0.35, b=2.86),
+], ids=["large-a", "a-at-limit", "large-r", "r-at-limit"])
+def test_expected_purchases_stay_accurate_at_the_limits(params: clv.BGNBDParams) -> None:
+    """Fits that end with huge parameters (few customers) still predict correctly, where the
+    series would overflow or cancel: equal to a 30-digit integral, batch and one by one."""
+    for x, T, t in [(0, 39.0, 52.0), (3, 30.0, 52.0), (1, 0.5, 500.0)]:
+        t_x = 0.9 * T if x else 0.0
+        alive = clv.p_alive(params, x, t_x, T)[()]
+        truth = alive * _mp_alive_integral(params, t, x, T)
+        assert clv.expected_purchases(params, t, x, t_x, T)[()] == pytest.approx(truth,
+                                                                               rel=1e-7)
+        assert clv.outlook(params, x, t_x, T, t).expected_purchases == pytest.approx(
+            truth, rel=1e-7)
 
 
 def test_new_customer_expectation_matches_simulation() -> None:
@@ -564,6 +602,29 @@ def test_cli_history_without_purchases_exits_1(tmp_path: Path) -> None:
     result = runner.invoke(app, ["clv", "--events", str(history)])
     assert result.exit_code == 1
     assert "no 'purchase' events" in result.stderr and "--event" in result.stderr
+
+
+def test_cli_warns_when_the_history_is_too_small_to_pin_the_model(tmp_path: Path) -> None:
+    """Two customers cannot pin four parameters: the fit ends at a limit, says so, and still
+    gives finite predictions; a history where nobody bought twice is an error."""
+    tiny = tmp_path / "tiny.csv"
+    tiny.write_text("customer_id,type,ts,amount\n张三,purchase,2024-01-01,12.5\n"
+                    "张三,purchase,2024-01-05,7\n李四,purchase,2024-01-03,5\n",
+                    encoding="utf-8")
+    out = tmp_path / "customers.jsonl"
+    result = runner.invoke(app, ["clv", "--events", str(tiny), "--customers", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "r and alpha run to a limit (customers seem to buy at one common rate)" in result.stderr
+    assert "no spend model" in result.stderr
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["customer_id"] for r in rows] == ["张三", "李四"]
+    assert all(0 < r["expected_purchases"] < 100 and r["clv"] is None for r in rows)
+    once = tmp_path / "once.csv"
+    once.write_text("customer_id,type,ts,amount\na,purchase,2024-01-01,1\n"
+                    "b,purchase,2024-01-03,5\n", encoding="utf-8")
+    result = runner.invoke(app, ["clv", "--events", str(once)])
+    assert result.exit_code == 1
+    assert "no customer bought again by the calibration end 2024-01-03" in result.stderr
 
 
 def test_cli_without_numpy_and_scipy_says_what_to_install(
