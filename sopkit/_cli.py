@@ -1027,13 +1027,13 @@ def clv_cmd(
         try:
             cal_end = dt.date.fromisoformat(calibration_end.strip())
         except ValueError:
-            _usage(f"bad --calibration-end '{calibration_end}': expected a date like 1997-09-30")
+            _usage_exit(f"bad --calibration-end '{calibration_end}': expected a date like 1997-09-30")
     try:
         seconds = parse_duration(horizon)
     except ValueError as exc:
-        _usage(f"--horizon: {exc}")
+        _usage_exit(f"--horizon: {exc}")
     if seconds % 86400:
-        _usage(f"bad --horizon '{horizon}': use whole days or weeks, like 365d or 52w")
+        _usage_exit(f"bad --horizon '{horizon}': use whole days or weeks, like 365d or 52w")
     horizon_units = seconds / 86400 / _clv.UNIT_DAYS[unit.value]
     try:
         log = _clv.read_purchases(events, event=event, amount_field=amount_field)
@@ -1102,9 +1102,8 @@ def _limit_text(names: tuple[str, ...]) -> str:
     return ": ".join(said[:1]) + (" (" + "; ".join(said[1:]) + ")" if said[1:] else "")
 
 
-def _usage(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+def _usage_exit(message: str) -> NoReturn:
+    raise _usage(message)
 
 
 def _print_clv(report: Any, events: Path, log: Any, customers: Path | None) -> None:
