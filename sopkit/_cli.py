@@ -1027,7 +1027,8 @@ def clv_cmd(
         try:
             cal_end = dt.date.fromisoformat(calibration_end.strip())
         except ValueError:
-            _usage_exit(f"bad --calibration-end '{calibration_end}': expected a date like 1997-09-30")
+            _usage_exit(f"bad --calibration-end '{calibration_end}': expected a date like "
+                        "1997-09-30")
     try:
         seconds = parse_duration(horizon)
     except ValueError as exc:
