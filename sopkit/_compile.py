@@ -49,6 +49,11 @@ class _Compiler:
                 self.time_slots.add(index)
         for name in pb.scores:
             self.slot(name, "number", "score")
+        if pb.rfm is not None:
+            from ._rfm import FACTS
+
+            for name, kind in FACTS.items():
+                self.slot(name, kind, "rfm")
         for tag in pb.tags:
             self.slot(f"tag:{tag}", "bool", "tag")
         for etype, fields in pb.events.items():
@@ -224,6 +229,9 @@ class _Compiler:
                          ((n, c.model_dump(exclude={"description"})) for n, c in
                           pb.channels.items())},
             **({"handover": pb.handover.model_dump()} if pb.handover else {}),
+            **({"rfm": {"recency": pb.rfm.recency, "frequency": pb.rfm.frequency,
+                        "monetary": pb.rfm.monetary,
+                        "every": parse_duration(pb.rfm.every)}} if pb.rfm else {}),
             "policy": _policy(pb.policy),
             "experiments": {name: {"holdout": x.holdout, "variants": list(x.variants),
                                    "goal": None if x.goal is None else {

@@ -308,6 +308,19 @@ class Experiment(_Model):
     description: str = ""
 
 
+class Rfm(_Model):
+    """RFM scores against the customer population (facts rfm_r, rfm_f, rfm_m, rfm_segment)."""
+
+    recency: str = Field(description="A days_since metric: days since the last purchase.")
+    frequency: str = Field(description="A count metric, e.g. purchases in 365 days.")
+    monetary: str = Field(description="A sum or avg metric, e.g. spend in 365 days.")
+    every: str = Field("7d", description="How often the population's breakpoints are "
+                       "recomputed.", json_schema_extra=DURATION_SCHEMA)
+    tags: bool = Field(True, description="Also hold the segment name as a tag (group value).")
+
+    _every = field_validator("every")(classmethod(lambda cls, v: _check_duration(v)))
+
+
 class Playbook(_Model):
     """A retention playbook."""
 
@@ -324,3 +337,4 @@ class Playbook(_Model):
     policy: Policy = Field(default_factory=Policy)
     experiments: dict[str, Experiment] = Field(default_factory=dict)
     handover: Handover | None = None
+    rfm: Rfm | None = None

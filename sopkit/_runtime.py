@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from . import _metrics
+from . import _metrics, _rfm
 from ._clock import Calendar
 from ._compile import compile_playbook
 from ._errors import ChainError, EventError
@@ -30,6 +30,8 @@ from ._templates import render
 from .engines import DEFAULT, Engine, create_engine, resolve
 
 MAX_ROUNDS = 64
+_REFIT = "\0rfm"  # the heap entry of the population refit (sorts before every customer id)
+_RFM_ANCHOR = dt.date(2024, 1, 1).toordinal()  # a Monday: "7d" refits every Monday
 _STATE_FORMAT = 1  # bump when CustomerState or the runtime-wide state changes shape
 _LAST_DAY = dt.date.max.toordinal()
 PROFILE_EVENT = "profile"  # a built-in event type that updates profile attributes
@@ -111,6 +113,8 @@ class CustomerState:
     # (delivery time, channel) in delivery order, kept for the longest cap window
     opt_out: frozenset[str] = frozenset()
     deliveries: list[tuple[int, str]] = field(default_factory=list)
+    # RFM (_rfm.py): the scores and segment last computed, to see which a refit changes
+    rfm: tuple[int, int, int, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,13 @@ class Runtime:
         self._entry_rules = [(r["index"], r["predicate"]) for r in self.rules
                              if r["on"] is None]
         self.touched: set[str] = set()  # customers evaluated since the last `take_touched`
+        self._rfm: dict[str, Any] | None = self.ir.get("rfm")
+        self._rfm_next: int | None = None  # the next refit instant, once the clock started
+        self.rfm_breaks: tuple[_rfm.Breaks, _rfm.Breaks, _rfm.Breaks] | None = None
+        if self._rfm is not None:
+            index = {m.name: k for k, m in enumerate(self.metrics)}
+            self._rfm_metrics = (index[self._rfm["recency"]], index[self._rfm["frequency"]],
+                                 index[self._rfm["monetary"]])
         # called at the end of each evaluation: (customer, now, event, facts, true, actions)
         self.tracer: Any = None
         self._prepare_facts()
@@ -414,8 +425,15 @@ class Runtime:
                 self._push(self.customers[customer_id], start)
             self._unstarted.clear()
         heap = self._heap
+        if self._rfm is not None and self._rfm_next is None:
+            self._rfm_next = self._next_refit(self.now)
+            heapq.heappush(heap, (self._rfm_next, _REFIT))
         while heap and heap[0][0] <= ts:
             when, customer_id = heapq.heappop(heap)
+            if customer_id == _REFIT:
+                self.now = when
+                out.extend(self._refit(when))
+                continue
             cs = self.customers[customer_id]
             if cs.wake_at != when:
                 continue  # superseded by a later schedule
@@ -496,6 +514,9 @@ class Runtime:
             if slot["source"] == "event":
                 self._event_slots.setdefault(slot["event"], []).append(
                     (i, slot["field"], slot["type"] in convert))
+        order = {"rfm_r": 0, "rfm_f": 1, "rfm_m": 2, "rfm_segment": 3}
+        self._rfm_slots = [(i, order[self.slots[i]["name"]]) for i in needed
+                           if self.slots[i]["source"] == "rfm"]
         self._contains_slots = [(i, self.slots[i]["list"][8:], self.slots[i]["value"])
                                 for i in needed if self.slots[i]["source"] == "contains"]
 
@@ -525,7 +546,60 @@ class Runtime:
         for i, attr, item in self._contains_slots:
             items = profile.get(attr)
             facts[i] = None if items is None else item in items
+        if self._rfm_slots:
+            scored = self._rfm_scores(cs, now, today)
+            cs.rfm = scored
+            for i, k in self._rfm_slots:
+                facts[i] = None if scored is None else scored[k]
         return facts
+
+    def _rfm_values(self, cs: CustomerState, now: int,
+                    today: int) -> tuple[float, float, float] | None:
+        """The customer's recency, frequency and monetary value now; None before a purchase."""
+        r, f, m = self._rfm_metrics
+        recency = self.metrics[r].value(cs.metrics[r], now, today, cs.profile)
+        if recency is None:
+            return None
+        frequency = self.metrics[f].value(cs.metrics[f], now, today, cs.profile)
+        money = self.metrics[m].value(cs.metrics[m], now, today, cs.profile)
+        return float(recency), float(frequency or 0), float(money or 0)
+
+    def _rfm_scores(self, cs: CustomerState, now: int,
+                    today: int) -> tuple[int, int, int, str] | None:
+        breaks = self.rfm_breaks
+        values = self._rfm_values(cs, now, today) if breaks is not None else None
+        if values is None or breaks is None:
+            return None
+        r = _rfm.score_low_is_good(values[0], breaks[0])
+        f = _rfm.score_high_is_good(values[1], breaks[1])
+        m = _rfm.score_high_is_good(values[2], breaks[2])
+        return r, f, m, _rfm.segment(r, f, m)
+
+    def _next_refit(self, after: int) -> int:
+        """The first refit instant after `after`: a day start every `every` days."""
+        assert self._rfm is not None
+        step = max(1, self._rfm["every"] // 86400)
+        day = self.calendar.day_index(after) + 1
+        day += (_RFM_ANCHOR - day) % step
+        return self.calendar.day_start(day)
+
+    def _refit(self, now: int) -> list[Action]:
+        """Recompute the population's breakpoints; re-evaluate the customers they re-score."""
+        today = self.calendar.day_index(now)
+        values = [v for cs in self.customers.values()
+                  if (v := self._rfm_values(cs, now, today)) is not None]
+        columns = [[v[k] for v in values] for k in range(3)]
+        found = [_rfm.breakpoints(c) for c in columns]
+        if found[0] is not None and found[1] is not None and found[2] is not None:
+            self.rfm_breaks = (found[0], found[1], found[2])
+        out: list[Action] = []
+        for customer_id in sorted(self.customers):
+            cs = self.customers[customer_id]
+            if self._rfm_slots and self._rfm_scores(cs, now, today) != cs.rfm:
+                out.extend(self._tick(cs, now, None))
+        self._rfm_next = self._next_refit(now)
+        heapq.heappush(self._heap, (self._rfm_next, _REFIT))
+        return out
 
     def _refresh(self, facts: list[Any], cs: CustomerState, today: int) -> None:
         """Update the facts a round can change: built-ins, scores and tags."""
@@ -811,6 +885,9 @@ class Runtime:
                 for i, score in enumerate(self.ir["scores"]):
                     if score["name"] == name:
                         value = cs.scores[i]
+                if name in _rfm.FACTS and self._rfm is not None:
+                    scored = self._rfm_scores(cs, now, today)
+                    value = None if scored is None else scored[list(_rfm.FACTS).index(name)]
             cache[name] = value
             return value
 
@@ -828,6 +905,10 @@ class Runtime:
         metrics = {metric.name: _json_value(metric.value(cs.metrics[k], now, today, cs.profile))
                    for k, metric in enumerate(self.metrics)}
         scores = {s["name"]: cs.scores[i] for i, s in enumerate(self.ir["scores"])}
+        if self._rfm is not None:
+            scored = self._rfm_scores(cs, now, today)
+            for k, name in enumerate(_rfm.FACTS):
+                metrics[name] = None if scored is None else scored[k]
         return CustomerView(cs.customer_id, cs.owner, cs.stage, frozenset(cs.tags), metrics,
                             scores, dict(cs.profile), len(cs.pending))
 
@@ -853,6 +934,7 @@ class Runtime:
         return pickle.dumps((_STATE_FORMAT, {
             "now": self.now, "seq": seq, "unstarted": list(self._unstarted),
             "policy": getattr(self, "policy_state", None),
+            "rfm": (self.rfm_breaks, self._rfm_next),
         }), protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, clock: bytes | None, customers: Iterable[tuple[str, bytes]]) -> int:
@@ -879,6 +961,9 @@ class Runtime:
             self._unstarted = list(meta["unstarted"])
             if meta.get("policy") is not None:
                 self.policy_state = meta["policy"]
+            self.rfm_breaks, self._rfm_next = meta.get("rfm", (None, None))
+            if self._rfm is not None and self._rfm_next is not None:
+                heapq.heappush(self._heap, (self._rfm_next, _REFIT))
         self.touched.clear()
         return count
 

@@ -11,6 +11,7 @@ from . import _expr as e
 from . import _models as m
 from ._errors import Problem, did_you_mean
 from ._load import LoadedPlaybook
+from ._models import parse_duration
 from ._source import KeyPath
 from ._templates import TemplateError, placeholders
 
@@ -56,6 +57,10 @@ def scope_names(pb: m.Playbook, event: str | None = None) -> dict[str, e.Type]:
         names[name] = metric_type(pb, metric)
     for name in pb.scores:
         names[name] = "number"
+    if pb.rfm is not None:
+        from ._rfm import FACTS
+
+        names.update(FACTS)
     if event is not None:
         for fname, kind in pb.events.get(event, {}).items():
             names[f"event.{fname}"] = ATTR_TYPES[kind]
@@ -93,6 +98,7 @@ class _Checker:
         yield from self.stages()
         yield from self.channels()
         yield from self.handover()
+        yield from self.rfm()
         yield from self.rules()
         yield from self.policy()
         yield from self.cycles()
@@ -249,6 +255,32 @@ class _Checker:
     def channels(self) -> Iterator[Problem]:
         for cname, channel in self.pb.channels.items():
             yield from self.secrets(("channels", cname), channel.model_extra or {}, cname)
+
+    def rfm(self) -> Iterator[Problem]:
+        rfm = self.pb.rfm
+        if rfm is None:
+            return
+        wanted = {"recency": ("days_since",), "frequency": ("count",),
+                  "monetary": ("sum", "avg")}
+        for key, kinds in wanted.items():
+            name = getattr(rfm, key)
+            metric = self.pb.metrics.get(name)
+            if metric is None:
+                fitting = [n for n, x in self.pb.metrics.items() if x.kind in kinds]
+                yield self.problem(("rfm", key), f"unknown metric '{name}'",
+                                   did_you_mean(name, fitting or self.pb.metrics) or
+                                   f"declare a metric of kind {' or '.join(kinds)}")
+            elif metric.kind not in kinds:
+                yield self.problem(("rfm", key), f"metric '{name}' is a {metric.kind}; "
+                                   f"{key} needs a {' or '.join(kinds)} metric")
+        if parse_duration(rfm.every) % 86400:
+            yield self.problem(("rfm", "every"), f"every = \"{rfm.every}\" is not whole days: "
+                               "the population is rescored at day starts",
+                               "e.g. every = \"7d\" (each Monday) or \"1d\"")
+        for fact in ("rfm_r", "rfm_f", "rfm_m", "rfm_segment"):
+            if fact in self.pb.metrics or fact in self.pb.scores:
+                yield self.problem(("metrics" if fact in self.pb.metrics else "scores", fact),
+                                   f"'{fact}' is an RFM fact of [rfm]", "pick another name")
 
     def handover(self) -> Iterator[Problem]:
         ho = self.pb.handover
