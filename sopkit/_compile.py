@@ -22,7 +22,7 @@ from typing import Any
 from . import _expr as e
 from . import _models as m
 from ._models import parse_duration
-from ._validate import BUILTINS, TIME_RELATIVE, metric_type, scope_names
+from ._validate import BUILTINS, CLV_FACTS, TIME_RELATIVE, metric_type, scope_names
 
 IR_VERSION = 1
 Cond = list[Any]
@@ -54,6 +54,9 @@ class _Compiler:
 
             for name, kind in FACTS.items():
                 self.slot(name, kind, "rfm")
+        if pb.clv is not None:
+            for name in CLV_FACTS:
+                self.slot(name, "number", "clv")
         for tag in pb.tags:
             self.slot(f"tag:{tag}", "bool", "tag")
         for etype, fields in pb.events.items():
@@ -232,6 +235,9 @@ class _Compiler:
             **({"rfm": {"recency": pb.rfm.recency, "frequency": pb.rfm.frequency,
                         "monetary": pb.rfm.monetary,
                         "every": parse_duration(pb.rfm.every)}} if pb.rfm else {}),
+            **({"clv": {"event": pb.clv.event, "amount": pb.clv.amount,
+                        "every": parse_duration(pb.clv.every),
+                        "horizon": parse_duration(pb.clv.horizon)}} if pb.clv else {}),
             "policy": _policy(pb.policy),
             "experiments": {name: {"holdout": x.holdout, "variants": list(x.variants),
                                    "goal": None if x.goal is None else {

@@ -321,6 +321,22 @@ class Rfm(_Model):
     _every = field_validator("every")(classmethod(lambda cls, v: _check_duration(v)))
 
 
+class Clv(_Model):
+    """BG/NBD (and Gamma-Gamma) facts: p_alive, expected_purchases, p_no_purchase,
+    expected_spend; needs the `clv` extra (numpy, scipy)."""
+
+    event: str = Field(description="The purchase event type.")
+    amount: str | None = Field(None, description="A decimal or int field of the event: "
+                               "also fit the spend model (expected_spend).")
+    every: str = Field("30d", description="How often the models are refitted on the "
+                       "history so far.", json_schema_extra=DURATION_SCHEMA)
+    horizon: str = Field("90d", description="The window of expected_purchases and "
+                         "p_no_purchase.", json_schema_extra=DURATION_SCHEMA)
+
+    _durations = field_validator("every", "horizon")(
+        classmethod(lambda cls, v: _check_duration(v)))
+
+
 class Playbook(_Model):
     """A retention playbook."""
 
@@ -338,3 +354,4 @@ class Playbook(_Model):
     experiments: dict[str, Experiment] = Field(default_factory=dict)
     handover: Handover | None = None
     rfm: Rfm | None = None
+    clv: Clv | None = None

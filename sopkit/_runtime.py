@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from . import _metrics, _rfm
+from . import _clvfacts, _metrics, _rfm
 from ._clock import Calendar
 from ._compile import compile_playbook
 from ._errors import ChainError, EventError
@@ -31,6 +31,8 @@ from .engines import DEFAULT, Engine, create_engine, resolve
 
 MAX_ROUNDS = 64
 _REFIT = "\0rfm"  # the heap entry of the population refit (sorts before every customer id)
+_CLV_REFIT = "\0clv"  # the heap entry of the [clv] model refit
+_CLV_NAMES = ("p_alive", "expected_purchases", "p_no_purchase", "expected_spend")
 _RFM_ANCHOR = dt.date(2024, 1, 1).toordinal()  # a Monday: "7d" refits every Monday
 _STATE_FORMAT = 1  # bump when CustomerState or the runtime-wide state changes shape
 _LAST_DAY = dt.date.max.toordinal()
@@ -115,6 +117,9 @@ class CustomerState:
     deliveries: list[tuple[int, str]] = field(default_factory=list)
     # RFM (_rfm.py): the scores and segment last computed, to see which a refit changes
     rfm: tuple[int, int, int, str] | None = None
+    # [clv] (_clvfacts.py): the purchase summary and the facts last computed
+    purchases: list[Any] | None = None
+    clv: tuple[float, float, float, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,10 @@ class Runtime:
         self._entry_rules = [(r["index"], r["predicate"]) for r in self.rules
                              if r["on"] is None]
         self.touched: set[str] = set()  # customers evaluated since the last `take_touched`
+        self._clv: dict[str, Any] | None = self.ir.get("clv")
+        self._clv_next: int | None = None
+        self.clv_params: tuple[Any, Any] | None = None
+        self._clv_models: Any = _clvfacts.load_models() if self._clv is not None else None
         self._rfm: dict[str, Any] | None = self.ir.get("rfm")
         self._rfm_next: int | None = None  # the next refit instant, once the clock started
         self.rfm_breaks: tuple[_rfm.Breaks, _rfm.Breaks, _rfm.Breaks] | None = None
@@ -335,6 +344,8 @@ class Runtime:
         day = self.calendar.day_index(ts)
         for k in self.metrics_by_event.get(etype, ()):
             cs.metrics[k] = self.metrics[k].observe(cs.metrics[k], ts, day, fields)
+        if self._clv is not None and etype == self._clv["event"]:
+            self._clv_observe(cs, ts, day, fields)
         out.extend(self._tick(cs, ts, (etype, fields)))
         return out
 
@@ -426,13 +437,20 @@ class Runtime:
             self._unstarted.clear()
         heap = self._heap
         if self._rfm is not None and self._rfm_next is None:
-            self._rfm_next = self._next_refit(self.now)
+            self._rfm_next = self._next_refit(self.now, self._rfm["every"])
             heapq.heappush(heap, (self._rfm_next, _REFIT))
+        if self._clv is not None and self._clv_next is None:
+            self._clv_next = self._next_refit(self.now, self._clv["every"])
+            heapq.heappush(heap, (self._clv_next, _CLV_REFIT))
         while heap and heap[0][0] <= ts:
             when, customer_id = heapq.heappop(heap)
             if customer_id == _REFIT:
                 self.now = when
                 out.extend(self._refit(when))
+                continue
+            if customer_id == _CLV_REFIT:
+                self.now = when
+                out.extend(self._clv_refit(when))
                 continue
             cs = self.customers[customer_id]
             if cs.wake_at != when:
@@ -517,6 +535,8 @@ class Runtime:
         order = {"rfm_r": 0, "rfm_f": 1, "rfm_m": 2, "rfm_segment": 3}
         self._rfm_slots = [(i, order[self.slots[i]["name"]]) for i in needed
                            if self.slots[i]["source"] == "rfm"]
+        self._clv_slots = [(i, _CLV_NAMES.index(self.slots[i]["name"])) for i in needed
+                           if self.slots[i]["source"] == "clv"]
         self._contains_slots = [(i, self.slots[i]["list"][8:], self.slots[i]["value"])
                                 for i in needed if self.slots[i]["source"] == "contains"]
 
@@ -546,6 +566,8 @@ class Runtime:
         for i, attr, item in self._contains_slots:
             items = profile.get(attr)
             facts[i] = None if items is None else item in items
+        for i, k in self._clv_slots:
+            facts[i] = None if cs.clv is None else cs.clv[k]
         if self._rfm_slots:
             scored = self._rfm_scores(cs, now, today)
             cs.rfm = scored
@@ -575,10 +597,9 @@ class Runtime:
         m = _rfm.score_high_is_good(values[2], breaks[2])
         return r, f, m, _rfm.segment(r, f, m)
 
-    def _next_refit(self, after: int) -> int:
-        """The first refit instant after `after`: a day start every `every` days."""
-        assert self._rfm is not None
-        step = max(1, self._rfm["every"] // 86400)
+    def _next_refit(self, after: int, every: int) -> int:
+        """The first refit instant after `after`: a day start every `every` seconds' days."""
+        step = max(1, every // 86400)
         day = self.calendar.day_index(after) + 1
         day += (_RFM_ANCHOR - day) % step
         return self.calendar.day_start(day)
@@ -597,9 +618,43 @@ class Runtime:
             cs = self.customers[customer_id]
             if self._rfm_slots and self._rfm_scores(cs, now, today) != cs.rfm:
                 out.extend(self._tick(cs, now, None))
-        self._rfm_next = self._next_refit(now)
+        self._rfm_next = self._next_refit(now, self._rfm["every"] if self._rfm else 86400)
         heapq.heappush(self._heap, (self._rfm_next, _REFIT))
         return out
+
+    def _clv_refit(self, now: int) -> list[Action]:
+        """Refit the [clv] models on every customer's purchases so far; rescore everyone."""
+        assert self._clv is not None
+        today = self.calendar.day_index(now)
+        ids = sorted(cid for cid, cs in self.customers.items() if cs.purchases is not None)
+        rows = [_clvfacts.rft(self.customers[cid].purchases or [], today) for cid in ids]
+        fitted = _clvfacts.fit(self._clv_models, rows, self._clv["amount"] is not None)
+        if fitted is not None:
+            self.clv_params = fitted
+        out: list[Action] = []
+        if self.clv_params is not None:
+            horizon = self._clv["horizon"] / (7 * 86400)
+            new = _clvfacts.facts_of(self._clv_models, self.clv_params, rows, horizon)
+            for customer_id, facts in zip(ids, new, strict=True):
+                cs = self.customers[customer_id]
+                if facts != cs.clv:
+                    cs.clv = facts
+                    if self._clv_slots:
+                        out.extend(self._tick(cs, now, None))
+        self._clv_next = self._next_refit(now, self._clv["every"])
+        heapq.heappush(self._heap, (self._clv_next, _CLV_REFIT))
+        return out
+
+    def _clv_observe(self, cs: CustomerState, ts: int, day: int,
+                     fields: dict[str, Any]) -> None:
+        """A purchase: update the customer's summary and, with a fit, their facts."""
+        assert self._clv is not None
+        amount = fields.get(self._clv["amount"] or "") if self._clv["amount"] else None
+        cs.purchases = _clvfacts.observe(cs.purchases, day, float(amount or 0))
+        if self.clv_params is not None:
+            horizon = self._clv["horizon"] / (7 * 86400)
+            cs.clv = _clvfacts.one(self._clv_models, self.clv_params,
+                                   _clvfacts.rft(cs.purchases, day), horizon)
 
     def _refresh(self, facts: list[Any], cs: CustomerState, today: int) -> None:
         """Update the facts a round can change: built-ins, scores and tags."""
@@ -885,6 +940,8 @@ class Runtime:
                 for i, score in enumerate(self.ir["scores"]):
                     if score["name"] == name:
                         value = cs.scores[i]
+                if name in _CLV_NAMES and self._clv is not None:
+                    value = None if cs.clv is None else cs.clv[_CLV_NAMES.index(name)]
                 if name in _rfm.FACTS and self._rfm is not None:
                     scored = self._rfm_scores(cs, now, today)
                     value = None if scored is None else scored[list(_rfm.FACTS).index(name)]
@@ -909,6 +966,9 @@ class Runtime:
             scored = self._rfm_scores(cs, now, today)
             for k, name in enumerate(_rfm.FACTS):
                 metrics[name] = None if scored is None else scored[k]
+        if self._clv is not None:
+            for k, name in enumerate(_CLV_NAMES):
+                metrics[name] = None if cs.clv is None else cs.clv[k]
         return CustomerView(cs.customer_id, cs.owner, cs.stage, frozenset(cs.tags), metrics,
                             scores, dict(cs.profile), len(cs.pending))
 
@@ -935,6 +995,7 @@ class Runtime:
             "now": self.now, "seq": seq, "unstarted": list(self._unstarted),
             "policy": getattr(self, "policy_state", None),
             "rfm": (self.rfm_breaks, self._rfm_next),
+            "clv": (self.clv_params, self._clv_next),
         }), protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, clock: bytes | None, customers: Iterable[tuple[str, bytes]]) -> int:
@@ -964,6 +1025,9 @@ class Runtime:
             self.rfm_breaks, self._rfm_next = meta.get("rfm", (None, None))
             if self._rfm is not None and self._rfm_next is not None:
                 heapq.heappush(self._heap, (self._rfm_next, _REFIT))
+            self.clv_params, self._clv_next = meta.get("clv", (None, None))
+            if self._clv is not None and self._clv_next is not None:
+                heapq.heappush(self._heap, (self._clv_next, _CLV_REFIT))
         self.touched.clear()
         return count
 

@@ -38,6 +38,7 @@ BUILTIN_EVENTS = {
     "staff_departed": "hands a departing staff member's customers over",
 }
 POLICY_ACTIONS = frozenset({"send", "webhook", "task"})
+CLV_FACTS = ("p_alive", "expected_purchases", "p_no_purchase", "expected_spend")
 
 
 def metric_type(pb: m.Playbook, metric: m.Metric) -> e.Type:
@@ -61,6 +62,8 @@ def scope_names(pb: m.Playbook, event: str | None = None) -> dict[str, e.Type]:
         from ._rfm import FACTS
 
         names.update(FACTS)
+    if pb.clv is not None:
+        names.update(dict.fromkeys(CLV_FACTS, "number"))
     if event is not None:
         for fname, kind in pb.events.get(event, {}).items():
             names[f"event.{fname}"] = ATTR_TYPES[kind]
@@ -99,6 +102,7 @@ class _Checker:
         yield from self.channels()
         yield from self.handover()
         yield from self.rfm()
+        yield from self.clv()
         yield from self.rules()
         yield from self.policy()
         yield from self.cycles()
@@ -281,6 +285,28 @@ class _Checker:
             if fact in self.pb.metrics or fact in self.pb.scores:
                 yield self.problem(("metrics" if fact in self.pb.metrics else "scores", fact),
                                    f"'{fact}' is an RFM fact of [rfm]", "pick another name")
+
+    def clv(self) -> Iterator[Problem]:
+        clv = self.pb.clv
+        if clv is None:
+            return
+        if clv.event not in self.pb.events:
+            yield self.problem(("clv", "event"), f"unknown event type '{clv.event}'",
+                               did_you_mean(clv.event, self.pb.events) or
+                               f"declare it: [events.{clv.event}]")
+        elif clv.amount is not None and \
+                self.pb.events[clv.event].get(clv.amount) not in ("decimal", "int"):
+            fields = [f for f, k in self.pb.events[clv.event].items() if k in ("decimal", "int")]
+            yield self.problem(("clv", "amount"), f"'{clv.amount}' is not a number field of "
+                               f"event '{clv.event}'", did_you_mean(clv.amount, fields) or
+                               "name a decimal or int field, or leave amount out")
+        if parse_duration(clv.every) % 86400:
+            yield self.problem(("clv", "every"), f"every = \"{clv.every}\" is not whole days",
+                               "e.g. every = \"30d\"")
+        for fact in CLV_FACTS:
+            if fact in self.pb.metrics or fact in self.pb.scores:
+                yield self.problem(("metrics" if fact in self.pb.metrics else "scores", fact),
+                                   f"'{fact}' is a fact of [clv]", "pick another name")
 
     def handover(self) -> Iterator[Problem]:
         ho = self.pb.handover
