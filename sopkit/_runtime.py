@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import heapq
 import itertools
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -157,6 +158,9 @@ class Runtime:
         self.event_types = {name: dict(fields) for name, fields in playbook.model.events.items()}
         self.profile_types = dict(playbook.model.profile)
         self.customers: dict[str, CustomerState] = {}
+        # customers per stage right now (None: not evaluated yet or no stage applies), kept up
+        # to date as stages change so a report can sample it every day at no cost
+        self.stage_counts: Counter[str | None] = Counter()
         self._heap: list[tuple[int, str]] = []
         self._seq = itertools.count()
         self.now: int | None = None
@@ -182,6 +186,7 @@ class Runtime:
                 last_fired=[None] * n_rules,
             )
             self.customers[customer_id] = cs
+            self.stage_counts[None] += 1
         return cs
 
     def add_profile(self, record: Mapping[str, Any]) -> None:
@@ -493,6 +498,8 @@ class Runtime:
                       if s["predicate"] is None or s["predicate"] in true), None)
         if stage != cs.computed_stage:
             cs.computed_stage = stage
+            self.stage_counts[cs.stage] -= 1
+            self.stage_counts[stage] += 1
             cs.stage = stage
             changed = True
         return changed
@@ -596,6 +603,8 @@ class Runtime:
                 details["stage"] = spec["stage"]
                 details["from_stage"] = cs.stage
                 changed |= cs.stage != spec["stage"]
+                self.stage_counts[cs.stage] -= 1
+                self.stage_counts[spec["stage"]] += 1
                 cs.stage = spec["stage"]
             elif kind == "reassign":
                 details["from_owner"] = cs.owner
