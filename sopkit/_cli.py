@@ -184,11 +184,23 @@ def simulate(
     False,
     progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a "
                                                   "terminal).")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="Write a self-contained HTML report with charts here (docs/report.md).",
+        dir_okay=False)] = None,
 ) -> None:
     """Replay an event history on a virtual clock and report every action the playbook takes."""
     from ._simulate import simulate as run_simulation
 
     loaded = _load_or_exit(playbook)
+    collected = None
+    if report is not None:
+        from ._report import ReportData
+
+        if not report.parent.is_dir():  # say so now, not after a long run
+            typer.echo(f"error: --report {report}: the folder {report.parent} does not "
+                       "exist; create it or choose another path", err=True)
+            raise typer.Exit(2)
+        collected = ReportData()
     if quarantine is None:
         quarantine = (out.with_name(out.stem + ".quarantine.jsonl") if out
                       else Path("sopkit-quarantine.jsonl"))
@@ -209,11 +221,12 @@ def simulate(
 
                 summary = run_simulation(loaded, events, profiles=profiles, start=start,
                                          end=end, out=handle, quarantine=quarantine,
-                                         engine=engine, masked=not unmasked, progress=tick)
+                                         engine=engine, masked=not unmasked, progress=tick,
+                                         report=collected)
         else:
             summary = run_simulation(loaded, events, profiles=profiles, start=start, end=end,
                                      out=handle, quarantine=quarantine, engine=engine,
-                                     masked=not unmasked)
+                                     masked=not unmasked, report=collected)
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -224,10 +237,23 @@ def simulate(
         typer.echo(summary.notice, err=True)
     if summary.quarantined == 0 and quarantine.exists() and quarantine.stat().st_size == 0:
         quarantine.unlink()
+    if report is not None and collected is not None:
+        from ._report import write_report
+
+        try:
+            notes = write_report(report, summary, collected)
+        except OSError as exc:
+            typer.echo(f"error: cannot write the report {report}: {exc.strerror or exc}; "
+                       "choose a writable path with --report", err=True)
+            raise typer.Exit(2) from None
+        for note in notes:
+            typer.echo(f"warning: {note}", err=True)
     if output is Output.jsonl:
         typer.echo(json.dumps(summary.to_json(), ensure_ascii=False))
     else:
         print_summary(summary, out)
+        if report is not None:
+            typer.echo(f"report: {report}")
 
 
 def print_summary(summary: Any, out: Path | None) -> None:

@@ -15,6 +15,7 @@ import functools
 import heapq
 import itertools
 import pickle
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -189,6 +190,9 @@ class Runtime:
         self._channel_names = frozenset(ir["channels"])
         self.profile_types = dict(playbook.model.profile)
         self.customers: dict[str, CustomerState] = {}
+        # customers per stage right now (None: not evaluated yet or no stage applies), kept up
+        # to date as stages change so a report can sample it every day at no cost
+        self.stage_counts: Counter[str | None] = Counter()
         self._heap: list[tuple[int, str]] = []
         self._seq = itertools.count()
         self.now: int | None = None
@@ -228,6 +232,7 @@ class Runtime:
                 last_fired=[None] * n_rules,
             )
             self.customers[customer_id] = cs
+            self.stage_counts[None] += 1
         return cs
 
     def add_profile(self, record: Mapping[str, Any]) -> None:
@@ -756,6 +761,8 @@ class Runtime:
                       if s["predicate"] is None or s["predicate"] in true), None)
         if stage != cs.computed_stage:
             cs.computed_stage = stage
+            self.stage_counts[cs.stage] -= 1
+            self.stage_counts[stage] += 1
             cs.stage = stage
             changed = True
         return changed
@@ -864,6 +871,8 @@ class Runtime:
                 details["stage"] = spec["stage"]
                 details["from_stage"] = cs.stage
                 changed |= cs.stage != spec["stage"]
+                self.stage_counts[cs.stage] -= 1
+                self.stage_counts[spec["stage"]] += 1
                 cs.stage = spec["stage"]
             elif kind == "reassign":
                 details["from_owner"] = cs.owner
