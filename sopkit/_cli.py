@@ -293,6 +293,9 @@ def print_summary(summary: Any, out: Path | None) -> None:
     _print_days(console, summary.by_day)
     console.print(_counts("Customers by stage at the end", "stage", "customers", summary.stages))
     console.print(_counts("Tags held at the end", "tag", "customers", summary.tags))
+    if summary.rfm_segments:
+        console.print(_counts("RFM segments at the end", "segment", "customers",
+                              summary.rfm_segments))
     if summary.quarantine_reasons:
         console.print(_counts("Quarantined records", "reason", "records",
                               summary.quarantine_reasons))

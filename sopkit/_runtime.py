@@ -981,6 +981,17 @@ class Runtime:
         return CustomerView(cs.customer_id, cs.owner, cs.stage, frozenset(cs.tags), metrics,
                             scores, dict(cs.profile), len(cs.pending))
 
+    def rfm_segments(self) -> dict[str, int]:
+        """Customers per RFM segment as the rules last saw it (like the segment tags), in
+        the classic order; empty without [rfm]."""
+        if self._rfm is None:
+            return {}
+        counts = dict.fromkeys(_rfm.SEGMENT_NAMES, 0)
+        for cs in self.customers.values():
+            if cs.rfm is not None:
+                counts[cs.rfm[3]] += 1
+        return counts if any(counts.values()) else {}
+
     def customer_ids(self) -> Iterable[str]:
         return self.customers.keys()
 

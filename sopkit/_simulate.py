@@ -56,6 +56,7 @@ class Summary:
     policy: dict[str, dict[str, int]] = field(default_factory=dict)
     stages: dict[str, int] = field(default_factory=dict)
     tags: dict[str, int] = field(default_factory=dict)
+    rfm_segments: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -178,6 +179,9 @@ def simulate(
     order = {s["name"]: i for i, s in enumerate(runtime.ir["stages"])}
     summary.stages = dict(sorted(stage_counts.items(), key=lambda kv: order.get(kv[0], 1 << 30)))
     summary.tags = {t["name"]: tag_counts[t["name"]] for t in runtime.ir["tags"]}
+    summary.rfm_segments = runtime.rfm_segments()
+    if report is not None:
+        report.segments = dict(summary.rfm_segments)
     return summary
 
 

@@ -165,7 +165,7 @@ def test_each_chart_is_inline_svg(cdnow_run: tuple[str, dict, Path, Path]) -> No
         section = _section(page, sid)
         assert re.search(r'<svg role="img" aria-label="[^"]+"', section), sid
         assert f'id="{chart}-' in section, sid
-    assert "RFM" not in page  # no segment data yet: no empty section
+    assert "RFM" not in page  # retail has no [rfm]: no empty section
     assert 'id="segments"' not in page
 
 
@@ -364,6 +364,28 @@ def test_segments_section_appears_only_with_data(tmp_path: Path) -> None:
     data.segments = {"重要价值客户": 3, "一般挽留客户": 2}
     section = _section(render_report(summary, data)[0], "segments")
     assert "<svg" in section and "重要价值客户" in section
+
+
+def test_an_rfm_playbook_reports_its_segment_sizes(tmp_path: Path) -> None:
+    """With [rfm] (playbooks/vip.toml), the segments section shows the summary's counts."""
+    import gzip
+    import json
+
+    events = tmp_path / "events.jsonl"
+    with gzip.open(ROOT / "data/cdnow/events.jsonl.gz", "rt", encoding="utf-8") as src:
+        events.write_text("".join(line for _, line in zip(range(3000), src, strict=False)),
+                          encoding="utf-8")
+    data = ReportData()
+    summary = simulate(sopkit.load_playbook(ROOT / "playbooks/vip.toml"), events,
+                       end="1997-06-30", quarantine=tmp_path / "q.jsonl", report=data,
+                       engine="native")
+    assert summary.rfm_segments and data.segments == summary.rfm_segments
+    section = _section(render_report(summary, data)[0], "segments")
+    assert "<svg" in section
+    for name, count in summary.rfm_segments.items():
+        if count:
+            assert name in section and f"{count:,}" in section
+    json.dumps(summary.to_json(), ensure_ascii=False)  # the summary stays JSON
 
 
 def test_report_folder_must_exist(tmp_path: Path) -> None:
