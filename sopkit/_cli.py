@@ -38,6 +38,23 @@ class Output(enum.StrEnum):
     jsonl = "jsonl"
 
 
+# Options several commands share, declared once.
+EventsOption = Annotated[Path, typer.Option("--events", help="Event history (as for "
+                                            "simulate).", exists=True, dir_okay=False)]
+ProfilesOption = Annotated[Path | None, typer.Option("--profiles", help="Customer profiles.",
+                                                     exists=True, dir_okay=False)]
+NativeEngineOption = Annotated[str, typer.Option("--engine", help="Rule engine: native "
+                                                 "(default here) or durable.")]
+DurableEngineOption = Annotated[str, typer.Option("--engine", help="Rule engine: durable "
+                                                  "(default) or native.")]
+OutputOption = Annotated[Output, typer.Option("--output", help="table for people, jsonl for "
+                                              "machines.")]
+UnmaskedOption = Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
+                                              "e-mails in full.")]
+RunStoreOption = Annotated[str, typer.Option("--store", envvar="SOPKIT_STORE",
+                                             help="The store a `sopkit run` keeps.")]
+
+
 def _console(stderr: bool = False) -> Console:
     terminal = (sys.stderr if stderr else sys.stdout).isatty()
     return Console(stderr=stderr, width=None if terminal else 100, highlight=False,
@@ -84,8 +101,7 @@ def render_problem(problem: Problem) -> str:
 def check(
     playbooks: Annotated[list[Path], typer.Argument(help="Playbook TOML files.",
                                                     show_default=False)],
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
+    output: OutputOption = Output.table,
     strict: Annotated[bool, typer.Option("--strict", help="Also lint valid playbooks (never-"
                                          "true conditions, shadowed stages, overlapping rules, "
                                          "uncapped channels, platform limits); any warning "
@@ -334,19 +350,14 @@ def _print_days(console: Console, by_day: dict[str, int]) -> None:
 @app.command()
 def explain(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    events: Annotated[Path, typer.Option(help="Event history (as for simulate).", exists=True,
-                                         dir_okay=False)],
+    events: EventsOption,
     customer: Annotated[str, typer.Option(help="The customer id to explain.")],
-    profiles: Annotated[Path | None, typer.Option(help="Customer profiles.", exists=True,
-                                                  dir_okay=False)] = None,
+    profiles: ProfilesOption = None,
     at: Annotated[str | None, typer.Option(help="Explain up to this time (default: the last "
                                            "event).")] = None,
-    engine: Annotated[str, typer.Option(help="Rule engine: native (default here) or "
-                                        "durable.")] = "native",
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
-    unmasked: Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
-                                           "e-mails in full.")] = False,
+    engine: NativeEngineOption = "native",
+    output: OutputOption = Output.table,
+    unmasked: UnmaskedOption = False,
 ) -> None:
     """Show one customer's timeline: events, changes, actions, and why rules did not fire."""
     from ._explain import explain as run_explain
@@ -381,10 +392,8 @@ app.add_typer(handover_app, name="handover")
 @handover_app.command("status")
 def handover_status_cmd(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    store: Annotated[str, typer.Option(envvar="SOPKIT_STORE",
-                                       help="The store a `sopkit run` keeps.")] = "sopkit.db",
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
+    store: RunStoreOption = "sopkit.db",
+    output: OutputOption = Output.table,
     all_rows: Annotated[bool, typer.Option("--all", help="List customers already taken "
                                            "over too.")] = False,
 ) -> None:
@@ -544,22 +553,18 @@ class _Records(io.StringIO):
 @app.command()
 def review(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    events: Annotated[Path, typer.Option(help="Event history (as for simulate).", exists=True,
-                                         dir_okay=False)],
+    events: EventsOption,
     experiment: Annotated[str | None, typer.Option(help="The experiment to review.")] = None,
     rule: Annotated[str | None, typer.Option(help="Or: a pilot rule (with `sample`) to "
                                              "review, its sample against the rest.")] = None,
-    profiles: Annotated[Path | None, typer.Option(help="Customer profiles.", exists=True,
-                                                  dir_okay=False)] = None,
+    profiles: ProfilesOption = None,
     end: Annotated[str | None, typer.Option(help="Replay until this time.")] = None,
     goal: Annotated[str | None, typer.Option(help="Goal event type (default: the "
                                              "experiment's goal).")] = None,
     within: Annotated[str | None, typer.Option(help="Goal window after the exposure, e.g. "
                                                "14d (default: the experiment's).")] = None,
-    engine: Annotated[str, typer.Option(help="Rule engine: native (default here) or "
-                                        "durable.")] = "native",
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
+    engine: NativeEngineOption = "native",
+    output: OutputOption = Output.table,
 ) -> None:
     """复盘: goal conversion per variant against the holdout, with confidence intervals."""
     from ._models import parse_duration
@@ -650,8 +655,7 @@ def run(
                                           "advances to now minus this.")] = "60s",
     batch: Annotated[int, typer.Option(help="Events per committed transaction.", min=1)] = 200,
     tick: Annotated[float, typer.Option(help="Seconds between clock ticks when idle.")] = 5.0,
-    engine: Annotated[str, typer.Option(help="Rule engine: durable (default) or native.")] =
-    "durable",
+    engine: DurableEngineOption = "durable",
     quarantine: Annotated[Path, typer.Option(help="Where bad records go (appended).")] =
     Path("sopkit-quarantine.jsonl"),
     worker: Annotated[str | None, typer.Option(
@@ -735,16 +739,12 @@ def run(
 @app.command(name="dry-run")
 def dry_run(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    store: Annotated[str, typer.Option(envvar="SOPKIT_STORE",
-                                       help="The store a `sopkit run` keeps.")] = "sopkit.db",
+    store: RunStoreOption = "sopkit.db",
     at: Annotated[str | None, typer.Option(help="Pretend it is this time (default: now).")] =
     None,
-    engine: Annotated[str, typer.Option(help="Rule engine: durable (default) or native.")] =
-    "durable",
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
-    unmasked: Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
-                                           "e-mails in full.")] = False,
+    engine: DurableEngineOption = "durable",
+    output: OutputOption = Output.table,
+    unmasked: UnmaskedOption = False,
 ) -> None:
     """Show what would be dispatched now from the stored state, sending nothing.
 
@@ -857,8 +857,7 @@ def outbox_list(
     limit: Annotated[int | None, typer.Option(
         min=0, help="At most this many rows, oldest first; 0 for all (default: 50 for "
                     "table, all for jsonl).")] = None,
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
+    output: OutputOption = Output.table,
     unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
     False,
 ) -> None:
@@ -967,8 +966,7 @@ def channels(
     types: Annotated[list[str] | None, typer.Argument(
         help="Channel types to check (default: every installed type).", show_default=False)] =
     None,
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
+    output: OutputOption = Output.table,
 ) -> None:
     """List installed channel types and whether each loads: exit 0 if all do, 1 if not."""
     from rich.text import Text

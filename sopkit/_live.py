@@ -11,7 +11,6 @@ gives the same idempotency keys, and the store's UNIQUE key turns them into no-o
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import json
 import signal
@@ -19,7 +18,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,7 +33,7 @@ from ._io import (
     record_format,
 )
 from ._load import LoadedPlaybook
-from ._runtime import Action, Runtime
+from ._runtime import Action, Runtime, json_value
 from ._store import OutboxRow, Store
 from .channels import Channel, Message, build
 
@@ -67,16 +65,6 @@ class LiveStats:
         return dict(self.__dict__)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    return value
-
-
 def fingerprint(ir: Mapping[str, Any]) -> str:
     """A short hash of the compiled playbook: a store refuses a changed playbook."""
     text = json.dumps(ir, sort_keys=True, ensure_ascii=False, default=str)
@@ -93,13 +81,13 @@ def outbox_rows(runtime: Runtime, actions: list[Action]) -> list[OutboxRow]:
         details = action.details
         channel = str(details.get("channel") or "")
         cs = runtime.customers.get(action.customer_id)
-        contact = {k: _jsonable(v) for k, v in cs.profile.items()} if cs else {}
+        contact = {k: json_value(v, exact=True) for k, v in cs.profile.items()} if cs else {}
         owner = cs.owner if cs else None
         if action.action == "reassign":
             owner = details.get("to")
         message = Message(key=action.key, kind=action.action, channel=channel,
                           customer_id=action.customer_id, rule=action.rule, time=action.time,
-                          body={k: _jsonable(v) for k, v in details.items()},
+                          body={k: json_value(v, exact=True) for k, v in details.items()},
                           contact=contact, owner=owner)
         due = int(getattr(action, "deliver_ts", 0) or action.ts)
         rows.append(OutboxRow(

@@ -137,9 +137,11 @@ class CustomerView:
     pending: int
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any, exact: bool = False) -> Any:
+    """A fact as JSON: decimals as numbers (as exact strings with `exact`), dates as ISO text,
+    sets as sorted lists."""
     if isinstance(value, Decimal):
-        return float(value)
+        return str(value) if exact else float(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, set | frozenset):
@@ -968,7 +970,7 @@ class Runtime:
             raise KeyError(customer_id)
         now = self.now or 0
         today = self.calendar.day_index(now)
-        metrics = {metric.name: _json_value(metric.value(cs.metrics[k], now, today, cs.profile))
+        metrics = {metric.name: json_value(metric.value(cs.metrics[k], now, today, cs.profile))
                    for k, metric in enumerate(self.metrics)}
         scores = {s["name"]: cs.scores[i] for i, s in enumerate(self.ir["scores"])}
         if self._rfm is not None:

@@ -40,6 +40,16 @@ def _setup(tmp: Path, rx: Receiver, fake: WecomFake) -> tuple[Path, Path, Path]:
     return playbook, events, profiles
 
 
+def _run(tmp: Path, playbook: Path, events: Path, profiles: Path) -> Path:
+    """`sopkit run --once` as of END into a new store; the store's path."""
+    store = tmp / "live.db"
+    result = _invoke(["run", str(playbook), "--store", str(store), "--events", str(events),
+                      "--profiles", str(profiles), "--once", "--clock", END,
+                      "--lateness", "0s", "--engine", "native"])
+    assert result.exit_code == 0, result.output
+    return store
+
+
 def _invoke(args: list[str]) -> Any:
     return CliRunner().invoke(app, args, env={**ENV, "SOPKIT_TEST_WECOM_SECRET":
                                               "fake-corpsecret-0123"})
@@ -49,11 +59,7 @@ def test_every_customer_of_a_departed_owner_is_transferred_and_tracked(tmp_path:
     """staff_departed -> one WeCom transfer per customer; status lists who is not taken yet."""
     with Receiver() as rx, WecomFake() as fake:
         playbook, events, profiles = _setup(tmp_path, rx, fake)
-        store = tmp_path / "live.db"
-        result = _invoke(["run", str(playbook), "--store", str(store), "--events", str(events),
-                          "--profiles", str(profiles), "--once", "--clock", END,
-                          "--lateness", "0s", "--engine", "native"])
-        assert result.exit_code == 0, result.output
+        store = _run(tmp_path, playbook, events, profiles)
         owned = {json.loads(p)["external_userid"]
                  for p in profiles.read_text(encoding="utf-8").splitlines()
                  if json.loads(p)["owner"] == "zhang"}
@@ -90,11 +96,7 @@ def test_tasks_after_the_departure_go_to_the_successor(tmp_path: Path) -> None:
     """No task row created after the hand-over is assigned to the departed owner."""
     with Receiver() as rx, WecomFake() as fake:
         playbook, events, profiles = _setup(tmp_path, rx, fake)
-        store = tmp_path / "live.db"
-        result = _invoke(["run", str(playbook), "--store", str(store), "--events", str(events),
-                          "--profiles", str(profiles), "--once", "--clock", END,
-                          "--lateness", "0s", "--engine", "native"])
-        assert result.exit_code == 0, result.output
+        store = _run(tmp_path, playbook, events, profiles)
     with sqlite3.connect(store) as db:
         tasks = [(created, json.loads(message)["body"]["assignee"]) for created, message in
                  db.execute("SELECT created_at, message FROM outbox WHERE kind = 'task'")]

@@ -16,15 +16,20 @@ ROOT = Path(__file__).resolve().parent.parent
 CDNOW = ROOT / "data" / "cdnow"
 
 
+def _cdnow_slice(into: Path, customers: int) -> None:
+    """events.jsonl and profiles.jsonl of CDNOW customers 1..`customers`, in `into`."""
+    keep = {f"cdnow-{i:05d}" for i in range(1, customers + 1)}
+    for name in ("events", "profiles"):
+        with gzip.open(CDNOW / f"{name}.jsonl.gz", "rt", encoding="utf-8") as src, \
+                (into / f"{name}.jsonl").open("w", encoding="utf-8") as dst:
+            dst.writelines(line for line in src if json.loads(line)["customer_id"] in keep)
+
+
 @pytest.fixture(scope="module")
 def retail_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Any]:
     """The retail playbook over the CDNOW history of customers 1-1500, to 1998-12-31."""
     tmp = tmp_path_factory.mktemp("retail")
-    keep = {f"cdnow-{i:05d}" for i in range(1, 1501)}
-    for name in ("events", "profiles"):
-        with gzip.open(CDNOW / f"{name}.jsonl.gz", "rt", encoding="utf-8") as src, \
-                (tmp / f"{name}.jsonl").open("w", encoding="utf-8") as dst:
-            dst.writelines(line for line in src if json.loads(line)["customer_id"] in keep)
+    _cdnow_slice(tmp, 1500)
     out = tmp / "actions.jsonl"
     with out.open("w", encoding="utf-8") as handle:
         summary = sopkit.simulate(sopkit.load_playbook(ROOT / "playbooks/retail.toml"),
@@ -119,11 +124,7 @@ def test_membership_example_every_rule_fires() -> None:
 
 def test_vip_playbook_acts_on_rfm_segments(tmp_path: Path) -> None:
     """playbooks/vip.toml: segment tags drive a thank-you, owner calls and nudges on CDNOW."""
-    keep = {f"cdnow-{i:05d}" for i in range(1, 1201)}
-    for name in ("events", "profiles"):
-        with gzip.open(CDNOW / f"{name}.jsonl.gz", "rt", encoding="utf-8") as src, \
-                (tmp_path / f"{name}.jsonl").open("w", encoding="utf-8") as dst:
-            dst.writelines(line for line in src if json.loads(line)["customer_id"] in keep)
+    _cdnow_slice(tmp_path, 1200)
     out = tmp_path / "actions.jsonl"
     with out.open("w", encoding="utf-8") as handle:
         summary = sopkit.simulate(sopkit.load_playbook(ROOT / "playbooks/vip.toml"),
