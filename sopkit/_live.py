@@ -37,8 +37,10 @@ from ._runtime import Action, Runtime, json_value
 from ._store import OutboxRow, Store
 from .channels import Channel, Message, build
 
-# Actions that reach a person or a system go to the outbox; tag and stage changes are facts.
+# Actions that reach a person or a system go to the outbox; tag and stage changes are facts
+# (mirrored to WeCom only for the tags a wecom channel's `tag_ids` names).
 DELIVERABLE = frozenset({"send", "webhook", "task", "reassign"})
+MIRROR_RULE = "mirror_tags"
 _STATUS = {"planned": "pending", "deferred": "pending"}
 
 
@@ -99,6 +101,36 @@ def outbox_rows(runtime: Runtime, actions: list[Action]) -> list[OutboxRow]:
     return rows
 
 
+def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime) -> list[OutboxRow]:
+    """Outbox rows that mirror tag changes to WeCom: for every channel of type wecom whose
+    `tag_ids` names the tag, a `tag` or `untag` row (mark_tag); drains `runtime.tag_log`."""
+    log = runtime.tag_log
+    if not log:
+        return []
+    mirrors = {name: set((ch.model_extra or {}).get("tag_ids") or {})
+               for name, ch in loaded.model.channels.items() if ch.type == "wecom"}
+    rows: list[OutboxRow] = []
+    for customer_id, tag, held, now, seq in log:
+        cs = runtime.customers.get(customer_id)
+        for channel, tags in mirrors.items():
+            if tag not in tags:
+                continue
+            kind = "tag" if held else "untag"
+            key = f"{runtime.pk}:mirror:{channel}:{customer_id}:{seq}"
+            message = Message(key=key, kind=kind, channel=channel, customer_id=customer_id,
+                              rule=MIRROR_RULE, time=runtime.calendar.format(now),
+                              body={"tag": tag},
+                              contact={k: json_value(v, exact=True)
+                                       for k, v in (cs.profile if cs else {}).items()},
+                              owner=cs.owner if cs else None)
+            rows.append(OutboxRow(key=key, playbook=runtime.pk, customer_id=customer_id,
+                                  rule=MIRROR_RULE, kind=kind, channel=channel,
+                                  status="pending", due_at=now, created_at=now,
+                                  message=message.to_json()))
+    log.clear()
+    return rows
+
+
 def build_channels(loaded: LoadedPlaybook, env: Mapping[str, str],
                    only: set[str] | None = None) -> dict[str, Channel]:
     """Every channel the playbook declares (or those in `only`), built from the environment."""
@@ -119,6 +151,7 @@ class LiveRun:
         self.store = store
         self.runtime = Runtime(loaded, engine=engine)
         self.fingerprint = fingerprint(self.runtime.ir)
+        self.runtime.tag_log = []  # tag changes, mirrored to WeCom where tag_ids name them
         self.fresh = self._check_store()
         self.runtime.restore(self._clock_blob(), store.load_customers())
         offset = store.get_meta("input.line")
@@ -160,7 +193,8 @@ class LiveRun:
         # transaction, including rows this batch adds before the hand-over
         moved = {a.customer_id: str(a.details["to"]) for a in actions
                  if a.action == "reassign" and a.status == "planned" and a.details.get("to")}
-        return self.store.commit(customers, meta, outbox_rows(rt, actions), moved)
+        rows = outbox_rows(rt, actions) + mirror_rows(self.loaded, rt)
+        return self.store.commit(customers, meta, rows, moved)
 
 
 def follow_lines(stream: IO[bytes], stop: Callable[[], bool], poll: float,
@@ -332,7 +366,7 @@ def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
     fresh: list[OutboxRow] = []
     if rt.now is None or now > rt.now:
         known = {r.key for r in stored}
-        for row in outbox_rows(rt, rt.advance_ts(now)):
+        for row in outbox_rows(rt, rt.advance_ts(now)) + mirror_rows(live.loaded, rt):
             if row.key in known or row.status != "pending":
                 continue
             if row.due_at <= now:

@@ -118,6 +118,7 @@ class CustomerState:
     deliveries: list[tuple[int, str]] = field(default_factory=list)
     # RFM (_rfm.py): the scores and segment last computed, to see which a refit changes
     rfm: tuple[int, int, int, str] | None = None
+    tag_changes: int = 0  # how many net tag changes were logged (mirroring to WeCom)
     # [clv] (_clvfacts.py): the purchase summary and the facts last computed
     purchases: list[Any] | None = None
     clv: tuple[float, float, float, float | None] | None = None
@@ -216,6 +217,8 @@ class Runtime:
                                  index[self._rfm["monetary"]])
         # called at the end of each evaluation: (customer, now, event, facts, true, actions)
         self.tracer: Any = None
+        # set to a list to be told every net tag change: (customer, tag, held, now, sequence)
+        self.tag_log: list[tuple[str, str, bool, int, int]] | None = None
         self._prepare_facts()
 
     # ---- input -------------------------------------------------------------------------
@@ -678,6 +681,7 @@ class Runtime:
               event: tuple[str, dict[str, Any]] | None) -> list[Action]:
         out: list[Action] = []
         self.touched.add(cs.customer_id)
+        tags_before = frozenset(cs.tags) if self.tag_log is not None else None
         today = self.calendar.day_index(now)
         due = sorted((p for p in cs.pending if p.due <= now), key=lambda p: (p.due, p.seq))
         cs.pending = [p for p in cs.pending if p.due > now]
@@ -712,6 +716,11 @@ class Runtime:
                 f"these keep re-enabling each other: {', '.join(names) or 'dynamic tags'}")
         if self.tracer is not None:
             self.tracer(cs, now, event, facts, true, out)
+        if tags_before is not None and self.tag_log is not None and tags_before != cs.tags:
+            for tag in sorted(cs.tags ^ tags_before):  # the net change of this evaluation
+                cs.tag_changes += 1
+                self.tag_log.append((cs.customer_id, tag, tag in cs.tags, now,
+                                     cs.tag_changes))
         self._schedule(cs, now)
         return out
 
