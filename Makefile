@@ -17,12 +17,13 @@ $(DEVSTAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(DEVSTAMP)
 
-## demo: simulate the shipped retail playbook over the CDNOW history and print the summary
+## demo: simulate the shipped retail playbook over the CDNOW history, print the summary and
+## write demo-report.html (docs/report.md)
 demo: $(STAMP)
 	$(VENV)/bin/sopkit check playbooks/retail.toml
 	$(VENV)/bin/sopkit simulate playbooks/retail.toml \
 	    --events data/cdnow/events.jsonl.gz --profiles data/cdnow/profiles.jsonl.gz \
-	    --end 1998-12-31 --out demo-actions.jsonl
+	    --end 1998-12-31 --out demo-actions.jsonl --report demo-report.html
 
 ## test: lint, type-check and run the whole suite
 test: $(DEVSTAMP)
@@ -42,7 +43,7 @@ schema: $(STAMP)
 	$(VENV)/bin/sopkit schema --fragment > schema/fragment.schema.json
 
 clean:
-	rm -rf $(VENV) demo-actions.jsonl *.egg-info
+	rm -rf $(VENV) demo-actions.jsonl demo-report.html *.egg-info
 
 ## bench: end-to-end benchmarks (about an hour); benchmarks/results.json, .md (benchmarks/README.md)
 bench: $(STAMP)

@@ -94,7 +94,7 @@ class Customer:
     __slots__ = ("anniversary", "attempts", "birthday", "c90", "cid", "computed", "fired",
                  "first_day", "held_out", "last_day", "last_fired", "name", "opt_out", "owner",
                  "p90", "pending", "score", "sent", "spend", "stage", "sticky", "tags", "total",
-                 "truth", "w365", "wake_at")
+                 "truth", "variant", "w365", "wake_at")
 
     def __init__(self, cid: str) -> None:
         self.cid = cid
@@ -124,7 +124,11 @@ class Customer:
         self.opt_out: frozenset[str] = frozenset()
         self.sent: deque[tuple[int, str]] = deque()  # (delivery time, channel), 7 days
         digest = hashlib.sha256(f"recall_coupon:{cid}".encode()).digest()
-        self.held_out = int.from_bytes(digest[:8], "big") / 2**64 < HOLDOUT
+        place = int.from_bytes(digest[:8], "big") / 2**64
+        self.held_out = place < HOLDOUT
+        # the rest split evenly between the experiment's two variants
+        self.variant = "holdout" if self.held_out else (
+            "coupon10" if (place - HOLDOUT) / (1 - HOLDOUT) < 0.5 else "coupon20")
 
 
 def _anniversary(birth: dt.date, year: int) -> dt.date:
@@ -381,9 +385,10 @@ class Limit:
             return changed
         if r == MILD:
             if out:
-                details = {"channel": "sms", "template": "recall_mild",
-                           "params": {"coupon": "COME10"},
-                           "message": f"{name or '您好'}，好久不见！送您一张 COME10 回归券，"
+                coupon = "COME20" if c.variant == "coupon20" else "COME10"
+                details = {"variant": c.variant, "channel": "sms", "template": "recall_mild",
+                           "params": {"coupon": coupon},
+                           "message": f"{name or '您好'}，好久不见！送您一张 {coupon} 回归券，"
                                       "期待再次光临。"}
             self.message(c, now, r, 0, trigger, occurrence, details, facts, "sms")
             return False

@@ -1,4 +1,4 @@
-"""`sopkit check` of `[[campaigns]]`: schedules, audiences, actions, experiments, variants.
+"""`sopkit check` of `[[campaigns]]`: schedules, audiences, actions, experiments, pilots.
 
 Called by the cross-reference checker in `_validate.py` with itself, so problems carry the
 same locations and suggestions as every other check. There is no clock here: a campaign
@@ -92,38 +92,31 @@ def _timing(checker: Any, path: KeyPath, campaign: m.Campaign,
 
 
 def _actions(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[Problem]:
-    sends = [j for j, a in enumerate(campaign.actions) if isinstance(a, m.SendAction)]
-    names: set[str] = set()
-    for k, variant in enumerate(campaign.variants):
-        vpath: KeyPath = (*path, "variants", k)
-        if variant.name in names:
-            yield checker.problem((*vpath, "name"), f"variant '{variant.name}' is declared "
-                                  "twice", "variant names must be unique within a campaign")
-        names.add(variant.name)
-        if not variant.weight > 0:
-            yield checker.problem((*vpath, "weight"), f"weight {variant.weight:g} must be "
-                                  "above 0", "weights are relative shares, e.g. 1 and 1 for "
-                                  "half and half")
-        if variant.template is not None and variant.template not in checker.pb.templates:
-            yield checker.problem((*vpath, "template"), f"unknown template "
-                                  f"'{variant.template}'",
-                                  did_you_mean(variant.template, checker.pb.templates))
-    if campaign.variants and not sends:
-        yield checker.problem((*path, "variants"), f"campaign '{campaign.name}' has variants "
-                              "but no send action for them to change",
-                              "variants replace the template and params of send actions")
     for j, action in enumerate(campaign.actions):
         apath: KeyPath = (*path, "actions", j)
-        if not isinstance(action, m.SendAction) or not campaign.variants:
-            yield from checker.action(apath, action, None)
-            continue
-        for variant in campaign.variants:  # each variant's template with its params
-            template = variant.template or action.template
-            if template not in checker.pb.templates and variant.template is not None:
-                continue  # reported at the variant
-            merged = {**action.params, **variant.params}
-            yield from checker.action(apath, action.model_copy(
-                update={"template": template, "params": merged}), None)
+        yield from checker.action(apath, action, None)
+        if isinstance(action, m.SendAction) and action.variants:
+            yield from _send_variants(checker, apath, action, campaign)
+
+
+def _send_variants(checker: Any, path: KeyPath, action: m.SendAction,
+                   campaign: m.Campaign) -> Iterator[Problem]:
+    """A send's `variants` name variants of the campaign's experiment and real templates."""
+    experiment = checker.pb.experiments.get(campaign.experiment or "")
+    names = experiment.variants if experiment is not None else []
+    for variant, content in action.variants.items():
+        where: KeyPath = (*path, "variants", variant)
+        if variant not in names:
+            yield checker.problem(where, f"'{variant}' is not a variant of "
+                                  + (f"experiment '{campaign.experiment}'" if experiment else
+                                     f"an experiment of campaign '{campaign.name}'"),
+                                  did_you_mean(variant, names) or
+                                  "declare it in [experiments.NAME] variants = [...] and set "
+                                  "the campaign's experiment")
+        if content.template is not None and content.template not in checker.pb.templates:
+            yield checker.problem((*where, "template"),
+                                  f"unknown template '{content.template}'",
+                                  did_you_mean(content.template, checker.pb.templates))
 
 
 def _experiment(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[Problem]:
@@ -143,9 +136,7 @@ def _experiment(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[P
 
 def _sample(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[Problem]:
     sample = campaign.sample
-    if sample is None or isinstance(sample, bool):
-        return
-    if sample <= 0 or (sample >= 1 and sample != int(sample)):
-        yield checker.problem((*path, "sample"), f"sample {sample:g} is neither a share "
-                              "(above 0 and below 1) nor a whole number of customers",
-                              "e.g. sample = 0.05 for 5% of the audience, or sample = 500")
+    if sample is not None and not 0 < sample <= 1:
+        yield checker.problem((*path, "sample"), f"sample {sample:g} is outside (0, 1]: it "
+                              "is the share of the audience in the pilot",
+                              "e.g. sample = 0.05 pilots the campaign on 5% of its audience")

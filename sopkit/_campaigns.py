@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._cron import Timing, timing
-from ._policy import bucket
+from ._policy import held_out
 from ._templates import render
 from .engines import create_engine
 
@@ -50,7 +50,8 @@ class FiringReport:
     Customers are counted by the outcome of the campaign's first message or task action:
     `sent` will be delivered (now or, `deferred`, later), `capped` hit a frequency cap,
     `suppressed` were stopped otherwise (an opt-out), `held_out` are an experiment's
-    holdout. `pilot` is how many of the audience the `sample` kept (all without one).
+    holdout. `pilot` is how many of the audience the `sample` kept (all without one); the
+    others are recorded with status `holdout` and a `pilot:` reason, counted in no column.
     """
 
     campaign: str
@@ -75,6 +76,8 @@ class FiringReport:
         if status in ("planned", "deferred"):
             self.sent += 1
             self.deferred += status == "deferred"
+        elif status == "holdout" and str(action.details.get("reason", "")).startswith("pilot:"):
+            self.pilot -= 1  # outside the pilot's sample
         elif status == "holdout":
             self.held_out += 1
         elif status == "suppressed":
@@ -110,6 +113,9 @@ class Audience:
         self._score = [x for x in runtime._score_slots if x[0] in reads]
         self._tag = [x for x in runtime._tag_slots if x[0] in reads]
         self._contains = [x for x in runtime._contains_slots if x[0] in reads]
+        self._rfm = [x for x in runtime._rfm_slots if x[0] in reads]
+        self._clv = [x for x in runtime._clv_slots if x[0] in reads]
+        self._runtime = runtime
         self._metrics = runtime.metrics
         self.required, self.forbidden, self.stage = _necessary(spec["cond"], self.slots)
 
@@ -135,6 +141,12 @@ class Audience:
         for i, attr, item in self._contains:
             items = profile.get(attr)
             facts[i] = None if items is None else item in items
+        for i, k in self._clv:
+            facts[i] = None if cs.clv is None else cs.clv[k]
+        if self._rfm:  # against the population's current breakpoints, as rules read them
+            scored = self._runtime._rfm_scores(cs, now, today)
+            for i, k in self._rfm:
+                facts[i] = None if scored is None else scored[k]
         return facts
 
     def evaluate(self, cs: CustomerState, now: int, today: int) -> list[Any] | None:
@@ -188,7 +200,7 @@ def _necessary(cond: list[Any], slots: list[dict[str, Any]]
 
 
 class Campaign:
-    """One compiled campaign: its timing, audience, variants and actions."""
+    """One compiled campaign: its timing, audience, experiment, pilot and actions."""
 
     def __init__(self, runtime: Runtime, spec: dict[str, Any]) -> None:
         self.spec = spec
@@ -198,71 +210,51 @@ class Campaign:
                                      spec["until"])
         self.audience = Audience(runtime, spec["audience"])
         self.actions: list[dict[str, Any]] = spec["actions"]
-        self.variants: list[dict[str, Any]] = spec["variants"]
         self.experiment: str | None = spec["experiment"]
-        self.sample: int | float | None = spec["sample"]
-        self.rule = {"name": self.name, "experiment": self.experiment}  # for the pipeline
+        self.sample: float | None = spec["sample"]
+        # what the policy pipeline and the experiment split read, as for a rule
+        self.rule = {"name": self.name, "experiment": self.experiment, "sample": self.sample,
+                     "kind": "campaign"}
+        experiment = runtime.ir["experiments"].get(self.experiment or "") or {}
+        self.variants: list[str] = list(experiment.get("variants") or [])
         primary = [i for i, a in enumerate(self.actions) if a["type"] in _POLICY_ACTIONS]
         self.primary = primary[0] if primary else None
-        total = sum(v["weight"] for v in self.variants)
-        self._cuts: list[tuple[float, dict[str, Any]]] = []
-        acc = 0.0
-        for variant in self.variants:
-            acc += variant["weight"] / total
-            self._cuts.append((acc, variant))
 
     @property
     def channels(self) -> list[str]:
         return sorted({a["channel"] for a in self.actions if a.get("channel")})
 
-    def variant_for(self, customer_id: str) -> dict[str, Any] | None:
-        """The customer's variant: a stable draw, by weight (none without variants)."""
-        if not self._cuts:
-            return None
-        point = bucket(f"{self.name}:variant", customer_id)
-        for cut, variant in self._cuts:
-            if point < cut:
-                return variant
-        return self._cuts[-1][1]
-
     def in_pilot(self, customer_id: str) -> bool:
-        """With a share `sample`: whether the customer is in the pilot (stable per campaign)."""
-        share = self.sample
-        return share is None or share >= 1 or bucket(f"{self.name}:sample",
-                                                     customer_id) < share
-
-    def pilot(self, members: list[tuple[CustomerState, list[Any]]]
-              ) -> list[tuple[CustomerState, list[Any]]]:
-        """The members the pilot keeps: a share by bucket, or the N lowest buckets."""
-        sample = self.sample
-        if sample is None:
-            return members
-        if sample < 1:
-            return [m for m in members if self.in_pilot(m[0].customer_id)]
-        keep = {cid for _, cid in heapq.nsmallest(
-            int(sample), ((bucket(f"{self.name}:sample", m[0].customer_id),
-                           m[0].customer_id) for m in members))}
-        return [m for m in members if m[0].customer_id in keep]
+        """Whether a pilot (`sample`) keeps the customer: the same bucket as a rule's pilot."""
+        return self.sample is None or held_out(f"pilot:{self.name}", self.sample, customer_id)
 
     def key(self, runtime: Runtime, when: int, customer_id: str, index: int) -> str:
         return f"{runtime.pk}:campaign:{self.name}:{when}:{customer_id}:{index}"
 
     def execute(self, runtime: Runtime, cs: CustomerState, when: int, facts: dict[str, Any],
-                variant: dict[str, Any] | None, out: list[Action], decide: bool = True) -> bool:
+                out: list[Action], variant: str | None = None, decide: bool = True) -> bool:
         """Carry out the actions for one member; True if one of them changed a fact.
 
-        `decide=False` (previews) renders without asking the policy pipeline, which would
-        count the messages against caps and capacities.
+        The customer's arm of the experiment (a variant or `holdout`) is recorded on each
+        message and task, and a variant's own template and params replace the send's, as
+        for a rule. `decide=False` (previews) renders `variant` without asking the policy
+        pipeline, which would count the messages against caps and capacities.
         """
         from ._runtime import Action, _param_or, _render_payload
 
         cal = runtime.calendar
         stamp = cal.format(when)
         lookup = runtime._lookup(cs, when, None)
+        if decide:
+            variant = runtime._variant(self.rule, cs.customer_id)
         changed = False
         for i, spec in enumerate(self.actions):
             kind = spec["type"]
             details: dict[str, Any] = {"firing": stamp}
+            if variant is not None and kind in _POLICY_ACTIONS:
+                details["variant"] = variant
+                if kind == "send" and variant in spec["variants"]:
+                    spec = {**spec, **spec["variants"][variant]}
             if kind == "tag":
                 details["tag"] = spec["tag"]
                 changed |= spec["tag"] not in cs.tags
@@ -274,26 +266,21 @@ class Campaign:
             elif kind == "set_stage":
                 details.update(stage=spec["stage"], from_stage=cs.stage)
                 changed |= cs.stage != spec["stage"]
+                if decide:
+                    runtime.stage_counts[cs.stage] -= 1
+                    runtime.stage_counts[spec["stage"]] += 1
                 cs.stage = spec["stage"]
             elif kind == "reassign":
                 details.update(from_owner=cs.owner, to=spec["to"])
                 changed |= cs.owner != spec["to"]
                 cs.owner = spec["to"]
             elif kind == "send":
-                template, text, title = spec["template"], spec["text"], spec.get("title")
                 params = spec["params"]
-                if variant is not None:
-                    if variant.get("template"):
-                        template, text, title = (variant["template"], variant["text"],
-                                                 variant.get("title"))
-                    params = {**params, **variant["params"]}
                 with_params = functools.partial(_param_or, params=params, lookup=lookup)
-                details.update(channel=spec["channel"], template=template, params=params,
-                               message=render(text, with_params))
-                if title:
-                    details["title"] = render(title, with_params)
-                if variant is not None:
-                    details["variant"] = variant["name"]
+                details.update(channel=spec["channel"], template=spec["template"],
+                               params=params, message=render(spec["text"], with_params))
+                if spec.get("title"):
+                    details["title"] = render(spec["title"], with_params)
             elif kind == "task":
                 details.update(assignee=spec["assignee"] or cs.owner,
                                due=cal.format(when + spec["due"]),
@@ -379,20 +366,23 @@ class CampaignPlan:
         self._push(campaign.timing.next_after(when), index)
         rt = self.runtime
         members = self.members(campaign, when)
-        chosen = campaign.pilot(members)
         report = FiringReport(campaign.name, rt.calendar.format(when), when, len(members),
-                              len(chosen))
+                              len(members))
         out: list[Action] = []
-        for cs, facts in chosen:
+        for cs, facts in members:
             first = len(out)
-            why = campaign.audience.why(cs, facts)
-            variant = campaign.variant_for(cs.customer_id)
-            changed = campaign.execute(rt, cs, when, why, variant, out)
+            tags = frozenset(cs.tags)
+            changed = campaign.execute(rt, cs, when, campaign.audience.why(cs, facts), out)
             if campaign.primary is not None:
                 report.count(out[first + campaign.primary])
             if self.on_member is not None:
                 self.on_member(cs, out[first:])
             rt.touched.add(cs.customer_id)
+            if rt.tag_log is not None and tags != cs.tags:  # mirrored like a rule's tags
+                for tag in sorted(cs.tags ^ tags):
+                    cs.tag_changes += 1
+                    rt.tag_log.append((cs.customer_id, tag, tag in cs.tags, when,
+                                       cs.tag_changes))
             if changed:  # tags, stage or owner changed: rules see it at once
                 out.extend(rt._tick(cs, when, None))
         if self.on_firing is not None:
@@ -430,27 +420,11 @@ def preview(runtime: Runtime, name: str, when: int,
     firing at `when` would decide; caps and quiet hours are not applied (they depend on
     what else is sent by then).
     """
-    from ._policy import held_out
-
     campaign = runtime.campaign_plan.by_name[name]
     cal = runtime.calendar
     today = cal.day_index(when)
     result = Preview(name, cal.format(when), campaign.audience.text)
-    count_sample = campaign.sample is not None and campaign.sample >= 1
-    size = int(campaign.sample or 0)
-    lowest: list[tuple[float, str]] = []  # the N lowest buckets, as a heap of negated ones
     shown: list[tuple[CustomerState, dict[str, Any]]] = []
-    experiment = campaign.experiment
-    share = runtime.policy.experiments.get(experiment or "", 0.0)
-
-    def tally(cid: str) -> None:
-        if experiment and held_out(experiment, share, cid):
-            result.held_out += 1
-            return
-        variant = campaign.variant_for(cid)
-        if variant is not None:
-            result.variants[variant["name"]] = result.variants.get(variant["name"], 0) + 1
-
     for cs in customers:
         result.customers += 1
         facts = campaign.audience.evaluate(cs, when, today)
@@ -458,31 +432,23 @@ def preview(runtime: Runtime, name: str, when: int,
             continue
         result.audience += 1
         cid = cs.customer_id
-        if count_sample:
-            item = (-bucket(f"{campaign.name}:sample", cid), cid)
-            if len(lowest) < size:
-                heapq.heappush(lowest, item)
-            elif item > lowest[0]:
-                heapq.heapreplace(lowest, item)
-        elif campaign.in_pilot(cid):
+        if campaign.in_pilot(cid):
             result.pilot += 1
-            tally(cid)
+            arm = runtime._variant(campaign.rule, cid)
+            if arm == "holdout":
+                result.held_out += 1
+            elif arm is not None:
+                result.variants[arm] = result.variants.get(arm, 0) + 1
         if len(shown) < limit:
             shown.append((cs, campaign.audience.why(cs, facts)))
-    chosen = {cid for _, cid in lowest}
-    if count_sample:  # the pilot is known only once every member was seen
-        result.pilot = len(lowest)
-        for cid in sorted(chosen):
-            tally(cid)
     result.variants = dict(sorted(result.variants.items()))
     for cs, why in shown:
         cid = cs.customer_id
-        pilot = cid in chosen if count_sample else campaign.in_pilot(cid)
-        variant = campaign.variant_for(cid)
+        arm = runtime._variant(campaign.rule, cid)
         result.sample.append({
-            "customer_id": cid, "owner": cs.owner, "pilot": pilot,
-            "held_out": bool(experiment and held_out(experiment, share, cid)),
-            "variant": variant["name"] if variant else None, "facts": why})
+            "customer_id": cid, "owner": cs.owner, "pilot": campaign.in_pilot(cid),
+            "held_out": arm == "holdout", "variant": None if arm == "holdout" else arm,
+            "facts": why})
     if shown:
         result.messages = _messages(runtime, campaign, shown[0][0], when)
     return result
@@ -490,20 +456,20 @@ def preview(runtime: Runtime, name: str, when: int,
 
 def _messages(runtime: Runtime, campaign: Campaign, cs: CustomerState,
               when: int) -> list[dict[str, Any]]:
-    """Each variant's rendered send actions (or the plain ones) for one customer."""
+    """Each variant's rendered messages and tasks (or the plain ones) for one customer."""
     from ._runtime import CustomerState
 
     out: list[dict[str, Any]] = []
-    options: list[dict[str, Any] | None] = [*campaign.variants] or [None]
+    options: list[str | None] = [*campaign.variants] or [None]
     for variant in options:
         scratch = CustomerState(cs.customer_id, dict(cs.profile), cs.owner, cs.metrics,
                                 list(cs.scores), set(cs.tags), stage=cs.stage)
         actions: list[Action] = []
-        campaign.execute(runtime, scratch, when, {}, variant, actions, decide=False)
+        campaign.execute(runtime, scratch, when, {}, actions, variant, decide=False)
         for action in actions:
             if action.action in ("send", "task", "webhook"):
-                item = {"variant": variant["name"] if variant else None,
-                        "customer_id": cs.customer_id, "action": action.action}
+                item = {"variant": variant, "customer_id": cs.customer_id,
+                        "action": action.action}
                 item.update({k: v for k, v in action.details.items()
                              if k in ("channel", "template", "message", "title", "note",
                                       "payload")})
@@ -566,6 +532,20 @@ def check_store(runtime: Runtime, store: Store) -> None:
     if name == here and store.get_meta("fingerprint") != fingerprint(runtime.ir):
         raise StoreMismatch(f"the playbook '{here}' changed since {store.url} was written, but "
                             "its version did not; preview with the playbook the run uses")
+
+
+def store_runtime(loaded: LoadedPlaybook, store: Store, engine: str) -> Runtime:
+    """A runtime with a store's runtime-wide state (clock, RFM breakpoints, CLV fits) but
+    none of its customers: `stored_customers` streams those."""
+    import base64
+
+    from ._runtime import Runtime
+
+    runtime = Runtime(loaded, engine=engine)
+    check_store(runtime, store)
+    blob = store.get_meta("runtime")
+    runtime.restore(base64.b64decode(blob) if blob else None, [])
+    return runtime
 
 
 def stored_customers(store: Store) -> Iterator[CustomerState]:

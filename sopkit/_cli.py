@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -36,6 +36,23 @@ app = typer.Typer(
 class Output(enum.StrEnum):
     table = "table"
     jsonl = "jsonl"
+
+
+# Options several commands share, declared once.
+EventsOption = Annotated[Path, typer.Option("--events", help="Event history (as for "
+                                            "simulate).", exists=True, dir_okay=False)]
+ProfilesOption = Annotated[Path | None, typer.Option("--profiles", help="Customer profiles.",
+                                                     exists=True, dir_okay=False)]
+NativeEngineOption = Annotated[str, typer.Option("--engine", help="Rule engine: native "
+                                                 "(default here) or durable.")]
+DurableEngineOption = Annotated[str, typer.Option("--engine", help="Rule engine: durable "
+                                                  "(default) or native.")]
+OutputOption = Annotated[Output, typer.Option("--output", help="table for people, jsonl for "
+                                              "machines.")]
+UnmaskedOption = Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
+                                              "e-mails in full.")]
+RunStoreOption = Annotated[str, typer.Option("--store", envvar="SOPKIT_STORE",
+                                             help="The store a `sopkit run` keeps.")]
 
 
 def _console(stderr: bool = False) -> Console:
@@ -84,8 +101,7 @@ def render_problem(problem: Problem) -> str:
 def check(
     playbooks: Annotated[list[Path], typer.Argument(help="Playbook TOML files.",
                                                     show_default=False)],
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
+    output: OutputOption = Output.table,
     strict: Annotated[bool, typer.Option("--strict", help="Also lint valid playbooks (never-"
                                          "true conditions, shadowed stages, overlapping rules, "
                                          "uncapped channels, platform limits); any warning "
@@ -185,11 +201,23 @@ def simulate(
     False,
     progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a "
                                                   "terminal).")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="Write a self-contained HTML report with charts here (docs/report.md).",
+        dir_okay=False)] = None,
 ) -> None:
     """Replay an event history on a virtual clock and report every action the playbook takes."""
     from ._simulate import simulate as run_simulation
 
     loaded = _load_or_exit(playbook)
+    collected = None
+    if report is not None:
+        from ._report import ReportData
+
+        if not report.parent.is_dir():  # say so now, not after a long run
+            typer.echo(f"error: --report {report}: the folder {report.parent} does not "
+                       "exist; create it or choose another path", err=True)
+            raise typer.Exit(2)
+        collected = ReportData()
     if quarantine is None:
         quarantine = (out.with_name(out.stem + ".quarantine.jsonl") if out
                       else Path("sopkit-quarantine.jsonl"))
@@ -210,11 +238,12 @@ def simulate(
 
                 summary = run_simulation(loaded, events, profiles=profiles, start=start,
                                          end=end, out=handle, quarantine=quarantine,
-                                         engine=engine, masked=not unmasked, progress=tick)
+                                         engine=engine, masked=not unmasked, progress=tick,
+                                         report=collected)
         else:
             summary = run_simulation(loaded, events, profiles=profiles, start=start, end=end,
                                      out=handle, quarantine=quarantine, engine=engine,
-                                     masked=not unmasked)
+                                     masked=not unmasked, report=collected)
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -225,10 +254,23 @@ def simulate(
         typer.echo(summary.notice, err=True)
     if summary.quarantined == 0 and quarantine.exists() and quarantine.stat().st_size == 0:
         quarantine.unlink()
+    if report is not None and collected is not None:
+        from ._report import write_report
+
+        try:
+            notes = write_report(report, summary, collected)
+        except OSError as exc:
+            typer.echo(f"error: cannot write the report {report}: {exc.strerror or exc}; "
+                       "choose a writable path with --report", err=True)
+            raise typer.Exit(2) from None
+        for note in notes:
+            typer.echo(f"warning: {note}", err=True)
     if output is Output.jsonl:
         typer.echo(json.dumps(summary.to_json(), ensure_ascii=False))
     else:
         print_summary(summary, out)
+        if report is not None:
+            typer.echo(f"report: {report}")
 
 
 def print_summary(summary: Any, out: Path | None) -> None:
@@ -270,6 +312,9 @@ def print_summary(summary: Any, out: Path | None) -> None:
     _print_days(console, summary.by_day)
     console.print(_counts("Customers by stage at the end", "stage", "customers", summary.stages))
     console.print(_counts("Tags held at the end", "tag", "customers", summary.tags))
+    if summary.rfm_segments:
+        console.print(_counts("RFM segments at the end", "segment", "customers",
+                              summary.rfm_segments))
     if summary.quarantine_reasons:
         console.print(_counts("Quarantined records", "reason", "records",
                               summary.quarantine_reasons))
@@ -326,19 +371,14 @@ def _print_days(console: Console, by_day: dict[str, int]) -> None:
 @app.command()
 def explain(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    events: Annotated[Path, typer.Option(help="Event history (as for simulate).", exists=True,
-                                         dir_okay=False)],
+    events: EventsOption,
     customer: Annotated[str, typer.Option(help="The customer id to explain.")],
-    profiles: Annotated[Path | None, typer.Option(help="Customer profiles.", exists=True,
-                                                  dir_okay=False)] = None,
+    profiles: ProfilesOption = None,
     at: Annotated[str | None, typer.Option(help="Explain up to this time (default: the last "
                                            "event).")] = None,
-    engine: Annotated[str, typer.Option(help="Rule engine: native (default here) or "
-                                        "durable.")] = "native",
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
-    unmasked: Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
-                                           "e-mails in full.")] = False,
+    engine: NativeEngineOption = "native",
+    output: OutputOption = Output.table,
+    unmasked: UnmaskedOption = False,
 ) -> None:
     """Show one customer's timeline: events, changes, actions, and why rules did not fire."""
     from ._explain import explain as run_explain
@@ -373,10 +413,8 @@ app.add_typer(handover_app, name="handover")
 @handover_app.command("status")
 def handover_status_cmd(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    store: Annotated[str, typer.Option(envvar="SOPKIT_STORE",
-                                       help="The store a `sopkit run` keeps.")] = "sopkit.db",
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
+    store: RunStoreOption = "sopkit.db",
+    output: OutputOption = Output.table,
     all_rows: Annotated[bool, typer.Option("--all", help="List customers already taken "
                                            "over too.")] = False,
 ) -> None:
@@ -534,6 +572,62 @@ class _Records(io.StringIO):
         return len(text)
 
 
+@app.command()
+def review(
+    playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
+    events: EventsOption,
+    experiment: Annotated[str | None, typer.Option(help="The experiment to review.")] = None,
+    rule: Annotated[str | None, typer.Option(help="Or: a pilot rule (with `sample`) to "
+                                             "review, its sample against the rest.")] = None,
+    profiles: ProfilesOption = None,
+    end: Annotated[str | None, typer.Option(help="Replay until this time.")] = None,
+    goal: Annotated[str | None, typer.Option(help="Goal event type (default: the "
+                                             "experiment's goal).")] = None,
+    within: Annotated[str | None, typer.Option(help="Goal window after the exposure, e.g. "
+                                               "14d (default: the experiment's).")] = None,
+    engine: NativeEngineOption = "native",
+    output: OutputOption = Output.table,
+) -> None:
+    """复盘: goal conversion per variant against the holdout, with confidence intervals."""
+    from ._models import parse_duration
+    from ._review import gather
+
+    loaded = _load_or_exit(playbook)
+    try:
+        seconds = parse_duration(within) if within else None
+    except ValueError as exc:
+        typer.echo(f"error: --within: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        result = gather(loaded, events, experiment=experiment, rule=rule, profiles=profiles,
+                        end=end, engine=engine, goal=goal, within=seconds)
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    data = result.to_json()
+    if output is Output.jsonl:
+        typer.echo(json.dumps(data, ensure_ascii=False))
+        return
+    console = _console()
+    console.print(f"[bold]{result.experiment}[/bold]: goal '{result.goal}' within "
+                  f"{result.window_days:g} days of the first exposure")
+    arms = Table(title="Arms", title_justify="left")
+    for col in ("arm", "customers", "converted", "rate", "95% CI", "note"):
+        arms.add_column(col, justify="left" if col in ("arm", "note") else "right")
+    for arm in data["arms"]:
+        low, high = arm["ci95"]
+        arms.add_row(arm["arm"], str(arm["customers"]), str(arm["converted"]),
+                     f"{arm['rate']:.1%}", f"{low:.1%} - {high:.1%}", arm["too_small"] or "")
+    console.print(arms)
+    comparisons = Table(title="Against the holdout", title_justify="left")
+    for col in ("arm", "uplift", "95% CI", "verdict"):
+        comparisons.add_column(col)
+    for comp in data["comparisons"]:
+        low, high = comp["ci95"]
+        comparisons.add_row(comp["variant"], f"{comp['uplift'] * 100:+.1f} pts",
+                            f"{low * 100:+.1f} to {high * 100:+.1f}", comp["verdict"])
+    console.print(comparisons)
+
 
 def _open_store(url: str) -> Any:
     from ._store import open_store
@@ -583,8 +677,7 @@ def run(
                                           "advances to now minus this.")] = "60s",
     batch: Annotated[int, typer.Option(help="Events per committed transaction.", min=1)] = 200,
     tick: Annotated[float, typer.Option(help="Seconds between clock ticks when idle.")] = 5.0,
-    engine: Annotated[str, typer.Option(help="Rule engine: durable (default) or native.")] =
-    "durable",
+    engine: DurableEngineOption = "durable",
     quarantine: Annotated[Path, typer.Option(help="Where bad records go (appended).")] =
     Path("sopkit-quarantine.jsonl"),
     worker: Annotated[str | None, typer.Option(
@@ -681,16 +774,12 @@ def _past_campaigns(runtime: Any) -> None:
 @app.command(name="dry-run")
 def dry_run(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    store: Annotated[str, typer.Option(envvar="SOPKIT_STORE",
-                                       help="The store a `sopkit run` keeps.")] = "sopkit.db",
+    store: RunStoreOption = "sopkit.db",
     at: Annotated[str | None, typer.Option(help="Pretend it is this time (default: now).")] =
     None,
-    engine: Annotated[str, typer.Option(help="Rule engine: durable (default) or native.")] =
-    "durable",
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
-    unmasked: Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
-                                           "e-mails in full.")] = False,
+    engine: DurableEngineOption = "durable",
+    output: OutputOption = Output.table,
+    unmasked: UnmaskedOption = False,
     window: Annotated[str, typer.Option(help="Also list the campaign firings due within this "
                                         "long after now, with their audience now (0: none).")]
     = "7d",
@@ -832,8 +921,7 @@ def outbox_list(
     limit: Annotated[int | None, typer.Option(
         min=0, help="At most this many rows, oldest first; 0 for all (default: 50 for "
                     "table, all for jsonl).")] = None,
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
+    output: OutputOption = Output.table,
     unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
     False,
 ) -> None:
@@ -973,21 +1061,17 @@ def campaign_preview(
                                               "store instead, page by page.")] = None,
     sample: Annotated[int, typer.Option(help="Members listed (the first by customer id).",
                                         min=0)] = 10,
-    engine: Annotated[str, typer.Option(help="Rule engine: native (default here) or "
-                                        "durable; the same results.")] = "native",
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
-    unmasked: Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
-                                           "e-mails in full.")] = False,
+    engine: NativeEngineOption = "native",
+    output: OutputOption = Output.table,
+    unmasked: UnmaskedOption = False,
 ) -> None:
     """Show who a campaign would reach at an instant, and each variant's message.
 
     Exit codes: 0 shown, 1 invalid playbook, 2 usage (an unknown campaign, neither or both
     of --events and --store).
     """
-    from ._campaigns import check_store, history_runtime, preview, stored_customers
+    from ._campaigns import history_runtime, preview, store_runtime, stored_customers
     from ._mask import mask
-    from ._runtime import Runtime
 
     loaded = _load_or_exit(playbook)
     _campaign_or_exit(loaded, name)
@@ -1001,10 +1085,9 @@ def campaign_preview(
             customers: Any = (runtime.customers[c] for c in sorted(runtime.customers))
             found = preview(runtime, name, when, customers, sample)
         else:
-            runtime = Runtime(loaded, engine=engine)
             bad = 0
             with _store(store or "") as db:
-                check_store(runtime, db)
+                runtime = store_runtime(loaded, db, engine)
                 found = preview(runtime, name, when, stored_customers(db), sample)
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -1052,8 +1135,7 @@ def campaign_preview(
 @campaign_app.command("results")
 def campaign_results(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    store: Annotated[str, typer.Option(envvar="SOPKIT_STORE",
-                                       help="The store a `sopkit run` keeps.")] = "sopkit.db",
+    store: RunStoreOption = "sopkit.db",
     campaign: Annotated[list[str] | None, typer.Option(
         "--campaign", help="Only this campaign (repeatable; default: every one).")] = None,
     append_to: Annotated[Path | None, typer.Option(
@@ -1063,8 +1145,7 @@ def campaign_results(
                                               "(default: now).")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Do not ask WeCom for send "
                                           "results; count from the outbox only.")] = False,
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
+    output: OutputOption = Output.table,
 ) -> None:
     """Per campaign firing: outbox rows, group tasks, and how many were sent (WeCom asked).
 
@@ -1140,8 +1221,7 @@ def channels(
     types: Annotated[list[str] | None, typer.Argument(
         help="Channel types to check (default: every installed type).", show_default=False)] =
     None,
-    output: Annotated[Output, typer.Option(help="table for people, jsonl for machines.")] =
-    Output.table,
+    output: OutputOption = Output.table,
 ) -> None:
     """List installed channel types and whether each loads: exit 0 if all do, 1 if not."""
     from rich.text import Text
@@ -1179,6 +1259,197 @@ def channels(
         console.print(Text(f"{len(rows)} channel type{'s' if len(rows) != 1 else ''}"
                            + (f"; not usable: {', '.join(bad)}" if bad else ", all load")))
     raise typer.Exit(1 if bad else 0)
+
+
+class TimeUnit(enum.StrEnum):
+    weeks = "weeks"
+    days = "days"
+
+
+_CLV_MISSING = ("`sopkit clv` needs numpy and scipy, which are not installed ({exc}); "
+                "install sopkit[clv]: pip install 'sopkit[clv]'")
+
+
+@app.command(name="clv")
+def clv_cmd(
+    events: Annotated[Path, typer.Option(help="Purchase history: JSONL or CSV, .gz allowed.",
+                                         exists=True, dir_okay=False)],
+    calibration_end: Annotated[str | None, typer.Option(
+        help="Fit on purchases up to this date (inclusive); later ones check the "
+             "predictions. Default: the last purchase day.")] = None,
+    unit: Annotated[TimeUnit, typer.Option(help="Time unit of the model.")] = TimeUnit.weeks,
+    horizon: Annotated[str, typer.Option(help="Look-ahead for expected purchases and CLV, "
+                                         "in days or weeks: 365d, 52w.")] = "52w",
+    discount_rate: Annotated[float, typer.Option(help="Annual discount rate for CLV, "
+                                                 "e.g. 0.1.", min=0.0)] = 0.0,
+    event: Annotated[str, typer.Option(help="Event type of a purchase.")] = "purchase",
+    amount_field: Annotated[str, typer.Option(help="Field holding a purchase's value.")] =
+    "amount",
+    customers: Annotated[Path | None, typer.Option(
+        help="Write each customer's P(alive), expected purchases, spend and CLV as JSONL.")] =
+    None,
+    quarantine: Annotated[Path | None, typer.Option(
+        help="Write unusable records here, with their reasons (masked).")] = None,
+    output: Annotated[Output, typer.Option(help="table: a report for people; jsonl: the "
+                                           "report as one JSON line.")] = Output.table,
+) -> None:
+    """Fit BG/NBD and Gamma-Gamma models: P(alive), expected purchases and CLV per customer."""
+    try:
+        from . import _clv
+    except ImportError as exc:
+        typer.echo("error: " + _CLV_MISSING.format(exc=exc), err=True)
+        raise typer.Exit(2) from None
+    import datetime as dt
+
+    from ._io import Quarantine
+    from ._models import parse_duration
+
+    cal_end: dt.date | None = None
+    if calibration_end is not None:
+        try:
+            cal_end = dt.date.fromisoformat(calibration_end.strip())
+        except ValueError:
+            _usage_exit(f"bad --calibration-end '{calibration_end}': expected a date like "
+                        "1997-09-30")
+    try:
+        seconds = parse_duration(horizon)
+    except ValueError as exc:
+        _usage_exit(f"--horizon: {exc}")
+    if seconds % 86400:
+        _usage_exit(f"bad --horizon '{horizon}': use whole days or weeks, like 365d or 52w")
+    horizon_units = seconds / 86400 / _clv.UNIT_DAYS[unit.value]
+    try:
+        log = _clv.read_purchases(events, event=event, amount_field=amount_field)
+    except SopkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    jail = Quarantine(quarantine, masked=True)
+    for bad in log.bad:
+        jail.add(str(events), bad.line, bad.reason, bad.record, bad.kind)
+    jail.close()
+    if log.bad:
+        where = f"see {quarantine}" if quarantine else "--quarantine FILE keeps them"
+        reasons = ", ".join(f"{kind}: {n}" for kind, n in sorted(jail.reasons.items()))
+        typer.echo(f"warning: {len(log.bad)} unusable record(s) skipped ({reasons}); {where}",
+                   err=True)
+    if not log.purchases:
+        typer.echo(f"error: {events}: no '{event}' events with a usable "
+                   f"'{amount_field}' (check --event and --amount-field)", err=True)
+        raise typer.Exit(1)
+    try:
+        rfm = _clv.summarize(log.purchases, cal_end, unit.value)
+        if len(rfm) == 0:
+            raise ValueError(f"no customer bought on or before the calibration end {cal_end}")
+        report = _clv.analyse(rfm, horizon_units, discount_rate)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    fit = report.bgnbd
+    if not fit.converged:
+        repeat = int((rfm.x > 0).sum())
+        typer.echo(f"error: the BG/NBD fit did not converge ({fit.message}); the history has "
+                   f"{len(rfm)} customers, {repeat} of them with repeat purchases", err=True)
+        raise typer.Exit(1)
+    if fit.at_limit:
+        typer.echo(f"warning: {_limit_text(fit.at_limit)}; with {len(rfm)} customers the "
+                   "history cannot tell more, so the predictions use that limit", err=True)
+    elif fit.std_errors is None:
+        typer.echo("warning: no standard errors for BG/NBD: the history does not pin down "
+                   "every parameter; treat the predictions with care", err=True)
+    if report.spend is None:
+        typer.echo(f"warning: no spend model, so no expected spend or CLV: {report.spend_note}",
+                   err=True)
+    if customers is not None:
+        with customers.open("w", encoding="utf-8") as handle:
+            for row in report.customers():
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if output is Output.jsonl:
+        data = {"events": str(events), "records": log.records, "quarantined": len(log.bad),
+                "other_events": log.other_events, **report.to_json()}
+        typer.echo(json.dumps(data, ensure_ascii=False))
+    else:
+        _print_clv(report, events, log, customers)
+
+
+def _limit_text(names: tuple[str, ...]) -> str:
+    """What BG/NBD parameters at the edge of the search box mean."""
+    said = [" and ".join(names) + (" run" if len(names) > 1 else " runs") + " to a limit"]
+    if "r" in names:
+        said.append("customers seem to buy at one common rate")
+    if {"a", "b"} <= set(names):
+        said.append("customers seem to share one dropout probability")
+    elif "b" in names:
+        said.append("customers seem never to drop out")
+    elif "a" in names:
+        said.append("customers seem to drop out right after buying again")
+    return ": ".join(said[:1]) + (" (" + "; ".join(said[1:]) + ")" if said[1:] else "")
+
+
+def _usage_exit(message: str) -> NoReturn:
+    raise _usage(message)
+
+
+def _print_clv(report: Any, events: Path, log: Any, customers: Path | None) -> None:
+    """The CLV report as rich tables."""
+    import datetime as dt
+
+    console = _console()
+    rfm = report.rfm
+    data = report.to_json()
+    console.print(f"[bold]{events}[/bold]: {log.records} records, {rfm.purchases} purchases, "
+                  f"{len(log.bad)} quarantined, {log.other_events} other events")
+    console.print(f"customers: {len(rfm)} ({data['repeat_customers']} bought again by the "
+                  f"calibration end {rfm.calibration_end})"
+                  + (f"; {rfm.late_customers} first bought later, left out"
+                     if rfm.late_customers else "") + f"; time unit: {rfm.unit}")
+    bg = Table(title="BG/NBD: purchase rate and dropout", title_justify="left")
+    for column in ("parameter", "value", "std. error"):
+        bg.add_column(column, justify="left" if column == "parameter" else "right")
+    fit = report.bgnbd
+    errors = fit.std_errors
+    for name in ("r", "alpha", "a", "b"):
+        bg.add_row(name, f"{getattr(fit.params, name):.4f}",
+                   "limit" if name in fit.at_limit else
+                   f"{getattr(errors, name):.4f}" if errors else "-")
+    console.print(bg)
+    console.print(f"log-likelihood {fit.log_likelihood:.2f} on {fit.customers} customers"
+                  + ("" if fit.converged else f" (did not converge: {fit.message})"))
+    if report.spend is not None:
+        gg = Table(title="Gamma-Gamma: spend per purchase", title_justify="left")
+        for column in ("parameter", "value", "std. error"):
+            gg.add_column(column, justify="left" if column == "parameter" else "right")
+        spend = report.spend
+        for name in ("p", "q", "gamma"):
+            gg.add_row(name, f"{getattr(spend.params, name):.4f}",
+                       "limit" if name in spend.at_limit else
+                       f"{getattr(spend.std_errors, name):.4f}" if spend.std_errors else "-")
+        console.print(gg)
+        console.print(f"log-likelihood {spend.log_likelihood:.2f} on {spend.customers} customers "
+                      f"with repeat purchases; mean spend per purchase "
+                      f"{spend.params.mean_spend:.2f}; correlation of frequency and spend "
+                      f"{spend.correlation:.2f}"
+                      + (" (the model assumes none)" if abs(spend.correlation) > 0.3 else ""))
+    else:
+        console.print(f"no spend model: {report.spend_note}")
+    holdout = data["holdout"]
+    if holdout:
+        first = rfm.calibration_end + dt.timedelta(days=1)
+        console.print(f"holdout check, {first} to {holdout['end']} "
+                      f"({holdout['length']:g} {rfm.unit}): predicted "
+                      f"{holdout['predicted']:.0f} repeat purchases, actual {holdout['actual']}; "
+                      f"customers without a purchase: predicted "
+                      f"{holdout['predicted_no_purchase']:.0f}, actual "
+                      f"{holdout['actual_no_purchase']}")
+    outlook = (f"next {report.horizon:g} {rfm.unit}: mean P(alive) {data['mean_p_alive']:.3f}, "
+               f"{data['expected_purchases']:.0f} purchases expected, mean P(no purchase) "
+               f"{data['mean_p_no_purchase']:.3f}")
+    if data["expected_revenue"] is not None:
+        outlook += f", revenue {data['expected_revenue']:.2f}"
+        if report.annual_discount_rate:
+            outlook += f" (discounted at {report.annual_discount_rate:g} a year)"
+    console.print(outlook)
+    if customers is not None:
+        console.print(f"per-customer results written to {customers}")
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from . import _expr as e
 from . import _models as m
 from ._models import parse_duration
-from ._validate import BUILTINS, TIME_RELATIVE, metric_type, scope_names
+from ._validate import BUILTINS, CLV_FACTS, TIME_RELATIVE, metric_type, scope_names
 
 IR_VERSION = 1
 Cond = list[Any]
@@ -49,6 +49,14 @@ class _Compiler:
                 self.time_slots.add(index)
         for name in pb.scores:
             self.slot(name, "number", "score")
+        if pb.rfm is not None:
+            from ._rfm import FACTS
+
+            for name, kind in FACTS.items():
+                self.slot(name, kind, "rfm")
+        if pb.clv is not None:
+            for name in CLV_FACTS:
+                self.slot(name, "number", "clv")
         for tag in pb.tags:
             self.slot(f"tag:{tag}", "bool", "tag")
         for etype, fields in pb.events.items():
@@ -225,8 +233,18 @@ class _Compiler:
                          ((n, c.model_dump(exclude={"description"})) for n, c in
                           pb.channels.items())},
             **({"handover": pb.handover.model_dump()} if pb.handover else {}),
+            **({"rfm": {"recency": pb.rfm.recency, "frequency": pb.rfm.frequency,
+                        "monetary": pb.rfm.monetary,
+                        "every": parse_duration(pb.rfm.every)}} if pb.rfm else {}),
+            **({"clv": {"event": pb.clv.event, "amount": pb.clv.amount,
+                        "every": parse_duration(pb.clv.every),
+                        "horizon": parse_duration(pb.clv.horizon)}} if pb.clv else {}),
             "policy": _policy(pb.policy),
-            "experiments": {name: {"holdout": x.holdout} for name, x in pb.experiments.items()},
+            "experiments": {name: {"holdout": x.holdout, "variants": list(x.variants),
+                                   "goal": None if x.goal is None else {
+                                       "event": x.goal.event,
+                                       "within": parse_duration(x.goal.within)}}
+                            for name, x in pb.experiments.items()},
             **({"campaigns": campaigns} if campaigns else {}),
         }
 
@@ -243,6 +261,7 @@ class _Compiler:
             "cooldown": parse_duration(rule.cooldown) if rule.cooldown else None,
             "max_times": rule.max_times,
             "experiment": rule.experiment,
+            "sample": rule.sample,
             "delay": parse_duration(rule.delay) if rule.delay else None,
             "cancel_predicate": cancel,
             "reads": reads,
@@ -250,7 +269,7 @@ class _Compiler:
         }
 
     def campaign(self, index: int, campaign: m.Campaign) -> dict[str, Any]:
-        """A campaign: its schedule texts, audience predicate, variants and actions.
+        """A campaign: its schedule texts, audience predicate, experiment, pilot, actions.
 
         The audience is read only at firing instants, where the runtime computes every
         time-relative metric for that instant, so it adds no thresholds to `wakeups`.
@@ -259,14 +278,6 @@ class _Compiler:
                 {k: set(v) for k, v in self.boundaries.items()}, set(self.any_time))
         audience = self.predicate(campaign.audience, f"campaigns.{campaign.name}.audience")
         self.thresholds, self.boundaries, self.any_time = kept
-        variants = []
-        for variant in campaign.variants:
-            item: dict[str, Any] = {"name": variant.name, "weight": variant.weight,
-                                    "template": variant.template, "params": variant.params}
-            if variant.template is not None:
-                template = self.pb.templates[variant.template]
-                item.update(text=template.text, title=template.title)
-            variants.append(item)
         return {
             "name": campaign.name,
             "index": index,
@@ -276,7 +287,6 @@ class _Compiler:
             "audience": audience,
             "experiment": campaign.experiment,
             "sample": campaign.sample,
-            "variants": variants,
             "actions": [self.action(a) for a in campaign.actions],
         }
 
@@ -286,6 +296,13 @@ class _Compiler:
             template = self.pb.templates[action.template]
             out["text"] = template.text
             out["title"] = template.title
+            variants = {}
+            for name, content in action.variants.items():
+                chosen = self.pb.templates[content.template or action.template]
+                variants[name] = {"template": content.template or action.template,
+                                  "text": chosen.text, "title": chosen.title,
+                                  "params": {**action.params, **(content.params or {})}}
+            out["variants"] = variants
         if isinstance(action, m.TaskAction):
             out["due"] = parse_duration(action.due)
         return out

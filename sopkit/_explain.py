@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from ._errors import EventError, UsageError
 from ._io import BadRecord, read_records
 from ._ir import holds
 from ._load import LoadedPlaybook
-from ._runtime import Action, CustomerState, Runtime
+from ._runtime import Action, CustomerState, Runtime, json_value
 
 
 @dataclass
@@ -36,16 +35,6 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         return {"time": self.time, "kind": self.kind, "text": self.text, "data": self.data}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    return value
 
 
 def _parts(text: str, cond: Sequence[Any]) -> list[tuple[str, Sequence[Any]]]:
@@ -98,12 +87,12 @@ class _Tracer:
 
     def snapshot(self) -> dict[str, Any]:
         view = self.rt.state(self.customer)
-        return {"metrics": {k: _plain(v) for k, v in view.metrics.items()},
+        return {"metrics": {k: json_value(v) for k, v in view.metrics.items()},
                 "scores": dict(view.scores), "tags": set(view.tags), "stage": view.stage,
                 "owner": view.owner}
 
     def event(self, time: str, etype: str, fields: dict[str, Any]) -> None:
-        shown = {k: _plain(v) for k, v in fields.items() if not k.startswith("\0")}
+        shown = {k: json_value(v) for k, v in fields.items() if not k.startswith("\0")}
         text = etype + (" " + ", ".join(f"{k}={v}" for k, v in shown.items()) if shown else "")
         self.entries.append(Entry(time, "event", text, {"type": etype, "fields": shown}))
 
@@ -159,7 +148,7 @@ class _Tracer:
         if reason:
             text += f" ({reason})"
         elif action.facts and action.status != "cancelled":
-            text += " because " + ", ".join(f"{k}={_plain(v)}" for k, v in action.facts.items())
+            text += " because " + ", ".join(f"{k}={json_value(v)}" for k, v in action.facts.items())
         self.entries.append(Entry(action.time, "action", text, {
             "rule": action.rule, "action": action.action, "status": action.status,
             "trigger": action.trigger, "reason": reason, "facts": action.facts}))

@@ -716,8 +716,9 @@ class _Linter:
                     continue
                 used: list[tuple[KeyPath, str]] = [
                     (("campaigns", i, "actions", j, "template"), action.template)]
-                used += [(("campaigns", i, "variants", k, "template"), v.template)
-                         for k, v in enumerate(campaign.variants) if v.template]
+                used += [(("campaigns", i, "actions", j, "variants", name, "template"),
+                          content.template) for name, content in action.variants.items()
+                         if content.template]
                 for path, name in used:
                     template = self.pb.templates.get(name)
                     if template is None:

@@ -11,7 +11,6 @@ gives the same idempotency keys, and the store's UNIQUE key turns them into no-o
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import json
 import signal
@@ -19,7 +18,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,12 +33,14 @@ from ._io import (
     record_format,
 )
 from ._load import LoadedPlaybook
-from ._runtime import Action, Runtime
+from ._runtime import Action, Runtime, json_value
 from ._store import OutboxRow, Store
 from .channels import Channel, Message, build
 
-# Actions that reach a person or a system go to the outbox; tag and stage changes are facts.
+# Actions that reach a person or a system go to the outbox; tag and stage changes are facts
+# (mirrored to WeCom only for the tags a wecom channel's `tag_ids` names).
 DELIVERABLE = frozenset({"send", "webhook", "task", "reassign"})
+MIRROR_RULE = "mirror_tags"
 _STATUS = {"planned": "pending", "deferred": "pending"}
 
 
@@ -67,16 +67,6 @@ class LiveStats:
         return dict(self.__dict__)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    return value
-
-
 def fingerprint(ir: Mapping[str, Any]) -> str:
     """A short hash of the compiled playbook: a store refuses a changed playbook."""
     text = json.dumps(ir, sort_keys=True, ensure_ascii=False, default=str)
@@ -93,13 +83,13 @@ def outbox_rows(runtime: Runtime, actions: list[Action]) -> list[OutboxRow]:
         details = action.details
         channel = str(details.get("channel") or "")
         cs = runtime.customers.get(action.customer_id)
-        contact = {k: _jsonable(v) for k, v in cs.profile.items()} if cs else {}
+        contact = {k: json_value(v, exact=True) for k, v in cs.profile.items()} if cs else {}
         owner = cs.owner if cs else None
         if action.action == "reassign":
             owner = details.get("to")
         message = Message(key=action.key, kind=action.action, channel=channel,
                           customer_id=action.customer_id, rule=action.rule, time=action.time,
-                          body={k: _jsonable(v) for k, v in details.items()},
+                          body={k: json_value(v, exact=True) for k, v in details.items()},
                           contact=contact, owner=owner)
         due = int(getattr(action, "deliver_ts", 0) or action.ts)
         rows.append(OutboxRow(
@@ -108,6 +98,36 @@ def outbox_rows(runtime: Runtime, actions: list[Action]) -> list[OutboxRow]:
             status=_STATUS.get(action.status, action.status), due_at=due,
             created_at=action.ts, message=message.to_json(),
             reason=str(details.get("reason", ""))))
+    return rows
+
+
+def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime) -> list[OutboxRow]:
+    """Outbox rows that mirror tag changes to WeCom: for every channel of type wecom whose
+    `tag_ids` names the tag, a `tag` or `untag` row (mark_tag); drains `runtime.tag_log`."""
+    log = runtime.tag_log
+    if not log:
+        return []
+    mirrors = {name: set((ch.model_extra or {}).get("tag_ids") or {})
+               for name, ch in loaded.model.channels.items() if ch.type == "wecom"}
+    rows: list[OutboxRow] = []
+    for customer_id, tag, held, now, seq in log:
+        cs = runtime.customers.get(customer_id)
+        for channel, tags in mirrors.items():
+            if tag not in tags:
+                continue
+            kind = "tag" if held else "untag"
+            key = f"{runtime.pk}:mirror:{channel}:{customer_id}:{seq}"
+            message = Message(key=key, kind=kind, channel=channel, customer_id=customer_id,
+                              rule=MIRROR_RULE, time=runtime.calendar.format(now),
+                              body={"tag": tag},
+                              contact={k: json_value(v, exact=True)
+                                       for k, v in (cs.profile if cs else {}).items()},
+                              owner=cs.owner if cs else None)
+            rows.append(OutboxRow(key=key, playbook=runtime.pk, customer_id=customer_id,
+                                  rule=MIRROR_RULE, kind=kind, channel=channel,
+                                  status="pending", due_at=now, created_at=now,
+                                  message=message.to_json()))
+    log.clear()
     return rows
 
 
@@ -131,6 +151,7 @@ class LiveRun:
         self.store = store
         self.runtime = Runtime(loaded, engine=engine)
         self.fingerprint = fingerprint(self.runtime.ir)
+        self.runtime.tag_log = []  # tag changes, mirrored to WeCom where tag_ids name them
         self.fresh = self._check_store()
         self.runtime.restore(self._clock_blob(), store.load_customers())
         offset = store.get_meta("input.line")
@@ -172,7 +193,8 @@ class LiveRun:
         # transaction, including rows this batch adds before the hand-over
         moved = {a.customer_id: str(a.details["to"]) for a in actions
                  if a.action == "reassign" and a.status == "planned" and a.details.get("to")}
-        return self.store.commit(customers, meta, outbox_rows(rt, actions), moved)
+        rows = outbox_rows(rt, actions) + mirror_rows(self.loaded, rt)
+        return self.store.commit(customers, meta, rows, moved)
 
 
 def follow_lines(stream: IO[bytes], stop: Callable[[], bool], poll: float,
@@ -344,7 +366,7 @@ def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
     fresh: list[OutboxRow] = []
     if rt.now is None or now > rt.now:
         known = {r.key for r in stored}
-        for row in outbox_rows(rt, rt.advance_ts(now)):
+        for row in outbox_rows(rt, rt.advance_ts(now)) + mirror_rows(live.loaded, rt):
             if row.key in known or row.status != "pending":
                 continue
             if row.due_at <= now:

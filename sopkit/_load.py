@@ -164,6 +164,7 @@ def load(path: str | Path) -> LoadedPlaybook:
     root = load_document(path)
     problems: list[Problem] = []
     data, origins = _merge(root, problems)
+    _rfm_tags(data, origins)
     try:
         model = m.Playbook.model_validate(data)
     except ValidationError as exc:
@@ -175,6 +176,25 @@ def load(path: str | Path) -> LoadedPlaybook:
     if problems:
         raise PlaybookError(_sorted(problems))
     return loaded
+
+
+def _rfm_tags(data: dict[str, Any], origins: Origins) -> None:
+    """`[rfm]` with tags (the default) declares one dynamic tag per segment, located at the
+    [rfm] table, unless the playbook declares a tag of that name itself."""
+    from ._rfm import SEGMENT_NAMES
+
+    rfm = data.get("rfm")
+    if not isinstance(rfm, dict) or rfm.get("tags", True) is not True:
+        return
+    tags = data.setdefault("tags", {})
+    if not isinstance(tags, dict):
+        return
+    for name in SEGMENT_NAMES:
+        if name not in tags:
+            tags[name] = {"when": f'rfm_segment == "{name}"', "group": "value",
+                          "description": "RFM segment ([rfm] tags = true)"}
+            origins.entries[("tags", name)] = origins.entries.get(("rfm",), (origins.root,
+                                                                           ("rfm",)))
 
 
 def _check_the_rest(exc: ValidationError, data: dict[str, Any], origins: Origins,

@@ -160,11 +160,22 @@ class SetStageAction(_Model):
 ParamValue = str | int | float | bool
 
 
+class VariantContent(_Model):
+    """What one experiment variant sends instead: another template and/or other params."""
+
+    template: str | None = None
+    params: dict[str, ParamValue] | None = Field(
+        None, description="Replace the action's params (keys left out keep their value).")
+
+
 class SendAction(_Model):
     type: Literal["send"]
     channel: str
     template: str
     params: dict[str, ParamValue] = Field(default_factory=dict)
+    variants: dict[str, VariantContent] = Field(
+        default_factory=dict, description="Per variant of the rule's experiment: the "
+        "template and/or params that variant sends.")
 
 
 class TaskAction(_Model):
@@ -215,6 +226,9 @@ class Rule(_Model):
     experiment: str | None = Field(
         None, description="An [experiments] name: its holdout share gets no send, webhook or "
         "task from this rule (tags and stages still change).")
+    sample: float | None = Field(
+        None, description="Pilot: only this share of customers (0 < sample <= 1, a stable "
+        "hash) get the rule's messages and tasks; the rest are recorded as holdout.")
     delay: str | None = Field(None, description="Run the actions this long after firing.",
                               json_schema_extra=DURATION_SCHEMA)
     cancel_if: str | None = None
@@ -273,12 +287,55 @@ class Policy(_Model):
     caps: list[Cap] = Field(default_factory=list, description="Message frequency caps.")
 
 
+class Goal(_Model):
+    """A conversion: an event of this type within `within` after the first exposure."""
+
+    event: str = Field(description="An event type, e.g. purchase.")
+    within: str = Field("14d", description="The window after the exposure.",
+                        json_schema_extra=DURATION_SCHEMA)
+
+    _within = field_validator("within")(classmethod(lambda cls, v: _check_duration(v)))
+
+
 class Experiment(_Model):
     """A holdout experiment: a stable share of customers gets no messages or tasks from its
     rules, so their outcome can be compared with everyone else's."""
 
     holdout: float = Field(description="Share of customers held out, 0 <= holdout < 1.")
+    variants: list[str] = Field(
+        default_factory=list, description="Names of the treatments; the customers not held "
+        "out are split evenly between them (a stable hash).")
+    goal: Goal | None = Field(None, description="What counts as a conversion, for review.")
     description: str = ""
+
+
+class Rfm(_Model):
+    """RFM scores against the customer population (facts rfm_r, rfm_f, rfm_m, rfm_segment)."""
+
+    recency: str = Field(description="A days_since metric: days since the last purchase.")
+    frequency: str = Field(description="A count metric, e.g. purchases in 365 days.")
+    monetary: str = Field(description="A sum or avg metric, e.g. spend in 365 days.")
+    every: str = Field("7d", description="How often the population's breakpoints are "
+                       "recomputed.", json_schema_extra=DURATION_SCHEMA)
+    tags: bool = Field(True, description="Also hold the segment name as a tag (group value).")
+
+    _every = field_validator("every")(classmethod(lambda cls, v: _check_duration(v)))
+
+
+class Clv(_Model):
+    """BG/NBD (and Gamma-Gamma) facts: p_alive, expected_purchases, p_no_purchase,
+    expected_spend; needs the `clv` extra (numpy, scipy)."""
+
+    event: str = Field(description="The purchase event type.")
+    amount: str | None = Field(None, description="A decimal or int field of the event: "
+                               "also fit the spend model (expected_spend).")
+    every: str = Field("30d", description="How often the models are refitted on the "
+                       "history so far.", json_schema_extra=DURATION_SCHEMA)
+    horizon: str = Field("90d", description="The window of expected_purchases and "
+                         "p_no_purchase.", json_schema_extra=DURATION_SCHEMA)
+
+    _durations = field_validator("every", "horizon")(
+        classmethod(lambda cls, v: _check_duration(v)))
 
 
 def _local_time_text(value: Any) -> Any:
@@ -286,17 +343,6 @@ def _local_time_text(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     return value
-
-
-class Variant(_Model):
-    """One version of a campaign's messages (A/B test): its own template and params."""
-
-    name: str = Field(description="Unique within the campaign; recorded on each message.")
-    weight: float = Field(1.0, description="Relative share of the customers who get it.")
-    template: str | None = Field(None, description="Replaces the template of the campaign's "
-                                 "send actions (default: theirs).")
-    params: dict[str, ParamValue] = Field(default_factory=dict,
-                                          description="Merged over the send actions' params.")
 
 
 class Campaign(_Model):
@@ -316,11 +362,11 @@ class Campaign(_Model):
     audience: str = Field(description="Condition over the customer's facts at the firing "
                           "instant.")
     experiment: str | None = Field(None, description="An [experiments] name: its holdout "
-                                   "share gets none of the messages and tasks.")
-    variants: list[Variant] = Field(default_factory=list, description="Message versions, "
-                                    "split by weight.")
-    sample: int | float | None = Field(None, description="A pilot: a share of the audience "
-                                       "below 1 (0.05), or a number of customers (500).")
+                                   "gets none of the messages and tasks; its variants split "
+                                   "the rest (send actions may say what each variant sends).")
+    sample: float | None = Field(
+        None, description="Pilot: only this share of the audience (0 < sample <= 1, a stable "
+        "hash) gets the messages and tasks; the rest are recorded as holdout.")
     actions: list[Action] = Field(min_length=1)
 
     _times = field_validator("at", "until", mode="before")(
@@ -343,4 +389,6 @@ class Playbook(_Model):
     policy: Policy = Field(default_factory=Policy)
     experiments: dict[str, Experiment] = Field(default_factory=dict)
     handover: Handover | None = None
+    rfm: Rfm | None = None
+    clv: Clv | None = None
     campaigns: list[Campaign] = Field(default_factory=list)

@@ -117,12 +117,16 @@ def consent(pipeline: Pipeline, item: Item) -> Item | Stop:
 
 
 def holdout(pipeline: Pipeline, item: Item) -> Item | Stop:
-    """A message or task of a rule in an experiment is held out for the holdout share."""
+    """A message or task of a rule in an experiment is held out for the holdout share; a
+    pilot rule (`sample`) holds out everyone outside its sample."""
     name = item.rule.get("experiment")
-    if name is None:
-        return item
-    if held_out(name, pipeline.experiments[name], item.customer.customer_id):
+    customer = item.customer.customer_id
+    if name is not None and held_out(name, pipeline.experiments[name], customer):
         return Stop("holdout", f"holdout: experiment {name}")
+    sample = item.rule.get("sample")
+    if sample is not None and not held_out(f"pilot:{item.rule['name']}", sample, customer):
+        return Stop("holdout", f"pilot: outside the {sample:.0%} sample of "
+                    f"{item.rule.get('kind', 'rule')} {item.rule['name']}")
     return item
 
 
@@ -201,8 +205,8 @@ class Pipeline:
         self.longest_cap = max((cap["per"] for cap in self.caps), default=0)
         self.capacity: int | None = policy.get("task_capacity")
         self.consent_attribute: str | None = policy.get("consent_attribute")
-        uses_experiments = any(rule.get("experiment") for rule in ir["rules"]) or any(
-            campaign.get("experiment") for campaign in ir.get("campaigns", ()))
+        uses_experiments = any(rule.get("experiment") or rule.get("sample") is not None
+                               for rule in [*ir["rules"], *ir.get("campaigns", ())])
         chosen: list[tuple[Stage, bool]] = [
             (consent, True),  # opt-out events work even without a consent attribute
             (holdout, uses_experiments),

@@ -11,6 +11,7 @@ anything is labelled so in words, not left to a reader to infer from a wide inte
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -138,3 +139,79 @@ def review(exposures: Mapping[str, tuple[str, int]], goals: Mapping[str, Iterabl
     result.arms = [*(arms[n] for n in sorted(arms) if n != holdout), control]
     result.comparisons = [compare(arms[n], control) for n in sorted(arms) if n != holdout]
     return result
+
+
+def gather(playbook: Any, events: Any, *, experiment: str | None = None,
+           rule: str | None = None, profiles: Any = None, end: str | None = None,
+           engine: str = "native", goal: str | None = None,
+           within: int | None = None) -> Review:
+    """Replay a history and review one experiment (or one pilot rule's sample).
+
+    Exposure: a customer's first message or task of the experiment's rules that was sent
+    (planned or deferred) or held out; suppressed ones (opt-outs, caps) were neither treated
+    nor controls, and are left out. The arm is the record's variant, "treated" when the
+    experiment has no variants, and "holdout" for the held-out group.
+    """
+    import io
+
+    from ._errors import UsageError
+    from ._io import BadRecord, read_records
+    from ._runtime import Runtime
+    from ._simulate import simulate
+
+    model = playbook.model
+    if (experiment is None) == (rule is None):
+        raise UsageError("review needs one of --experiment NAME or --rule NAME (a pilot)")
+    if experiment is not None:
+        spec = model.experiments.get(experiment)
+        if spec is None:
+            from ._errors import did_you_mean
+
+            raise UsageError(f"unknown experiment '{experiment}'; "
+                             + (did_you_mean(experiment, model.experiments) or
+                                "the playbook declares none"))
+        rules = {r.name for r in model.rules if r.experiment == experiment}
+        goal = goal or (spec.goal.event if spec.goal else None)
+        if within is None and spec.goal is not None:
+            from ._models import parse_duration
+
+            within = parse_duration(spec.goal.within)
+        label = experiment
+    else:
+        found = [r for r in model.rules if r.name == rule]
+        if not found or found[0].sample is None:
+            raise UsageError(f"rule '{rule}' is not a pilot (no `sample`)")
+        rules = {found[0].name}
+        label = f"pilot {rule}"
+    if goal is None:
+        raise UsageError("no goal: give --goal EVENT or declare goal = { event = ... } in the "
+                         "experiment")
+    if goal not in model.events:
+        raise UsageError(f"--goal '{goal}' is not an event type of the playbook")
+    window = within if within is not None else 14 * 86400
+    out = io.StringIO()
+    simulate(playbook, events, profiles=profiles, end=end, out=out, engine=engine,
+             masked=False)
+    exposures: dict[str, tuple[str, int]] = {}
+    cal = Runtime(playbook, engine="native").calendar
+    for line in out.getvalue().splitlines():
+        record = json.loads(line)
+        if record["rule"] not in rules or record["action"] not in ("send", "webhook", "task"):
+            continue
+        status = record["status"]
+        if status not in ("planned", "deferred", "holdout") or \
+                record["customer_id"] in exposures:
+            continue
+        arm = "holdout" if status == "holdout" else record.get("variant") or (
+            "treated" if experiment else "sample")
+        exposures[record["customer_id"]] = (arm, cal.parse(record["time"]))
+    goals: dict[str, list[int]] = {}
+    for item in read_records(events):
+        if isinstance(item, BadRecord) or item.data.get("type") != goal:
+            continue
+        try:
+            ts = cal.parse(str(item.data.get("ts")))
+        except ValueError:
+            continue
+        goals.setdefault(str(item.data.get("customer_id")), []).append(ts)
+    return review(exposures, goals, window, experiment=label, goal=goal)

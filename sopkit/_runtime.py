@@ -15,21 +15,26 @@ import functools
 import heapq
 import itertools
 import pickle
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from . import _metrics
+from . import _clvfacts, _metrics, _rfm
 from ._clock import Calendar
 from ._compile import compile_playbook
 from ._errors import ChainError, EventError
 from ._load import LoadedPlaybook
-from ._policy import ALL, Pipeline, PolicyState, update_opt_out
+from ._policy import ALL, Pipeline, PolicyState, bucket, update_opt_out
 from ._templates import render
 from .engines import DEFAULT, Engine, create_engine, resolve
 
 MAX_ROUNDS = 64
+_REFIT = "\0rfm"  # the heap entry of the population refit (sorts before every customer id)
+_CLV_REFIT = "\0clv"  # the heap entry of the [clv] model refit
+_CLV_NAMES = ("p_alive", "expected_purchases", "p_no_purchase", "expected_spend")
+_RFM_ANCHOR = dt.date(2024, 1, 1).toordinal()  # a Monday: "7d" refits every Monday
 _STATE_FORMAT = 1  # bump when CustomerState or the runtime-wide state changes shape
 _LAST_DAY = dt.date.max.toordinal()
 PROFILE_EVENT = "profile"  # a built-in event type that updates profile attributes
@@ -111,6 +116,12 @@ class CustomerState:
     # (delivery time, channel) in delivery order, kept for the longest cap window
     opt_out: frozenset[str] = frozenset()
     deliveries: list[tuple[int, str]] = field(default_factory=list)
+    # RFM (_rfm.py): the scores and segment last computed, to see which a refit changes
+    rfm: tuple[int, int, int, str] | None = None
+    tag_changes: int = 0  # how many net tag changes were logged (mirroring to WeCom)
+    # [clv] (_clvfacts.py): the purchase summary and the facts last computed
+    purchases: list[Any] | None = None
+    clv: tuple[float, float, float, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,9 +138,11 @@ class CustomerView:
     pending: int
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any, exact: bool = False) -> Any:
+    """A fact as JSON: decimals as numbers (as exact strings with `exact`), dates as ISO text,
+    sets as sorted lists."""
     if isinstance(value, Decimal):
-        return float(value)
+        return str(value) if exact else float(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, set | frozenset):
@@ -180,6 +193,9 @@ class Runtime:
         self._channel_names = frozenset(ir["channels"])
         self.profile_types = dict(playbook.model.profile)
         self.customers: dict[str, CustomerState] = {}
+        # customers per stage right now (None: not evaluated yet or no stage applies), kept up
+        # to date as stages change so a report can sample it every day at no cost
+        self.stage_counts: Counter[str | None] = Counter()
         self._heap: list[tuple[int, str]] = []
         self._seq = itertools.count()
         self.now: int | None = None
@@ -188,8 +204,21 @@ class Runtime:
         self._entry_rules = [(r["index"], r["predicate"]) for r in self.rules
                              if r["on"] is None]
         self.touched: set[str] = set()  # customers evaluated since the last `take_touched`
+        self._clv: dict[str, Any] | None = self.ir.get("clv")
+        self._clv_next: int | None = None
+        self.clv_params: tuple[Any, Any] | None = None
+        self._clv_models: Any = _clvfacts.load_models() if self._clv is not None else None
+        self._rfm: dict[str, Any] | None = self.ir.get("rfm")
+        self._rfm_next: int | None = None  # the next refit instant, once the clock started
+        self.rfm_breaks: tuple[_rfm.Breaks, _rfm.Breaks, _rfm.Breaks] | None = None
+        if self._rfm is not None:
+            index = {m.name: k for k, m in enumerate(self.metrics)}
+            self._rfm_metrics = (index[self._rfm["recency"]], index[self._rfm["frequency"]],
+                                 index[self._rfm["monetary"]])
         # called at the end of each evaluation: (customer, now, event, facts, true, actions)
         self.tracer: Any = None
+        # set to a list to be told every net tag change: (customer, tag, held, now, sequence)
+        self.tag_log: list[tuple[str, str, bool, int, int]] | None = None
         self._prepare_facts()
         from ._campaigns import CampaignPlan  # it imports this module
 
@@ -212,6 +241,7 @@ class Runtime:
                 last_fired=[None] * n_rules,
             )
             self.customers[customer_id] = cs
+            self.stage_counts[None] += 1
         return cs
 
     def add_profile(self, record: Mapping[str, Any]) -> None:
@@ -328,6 +358,8 @@ class Runtime:
         day = self.calendar.day_index(ts)
         for k in self.metrics_by_event.get(etype, ()):
             cs.metrics[k] = self.metrics[k].observe(cs.metrics[k], ts, day, fields)
+        if self._clv is not None and etype == self._clv["event"]:
+            self._clv_observe(cs, ts, day, fields)
         out.extend(self._tick(cs, ts, (etype, fields)))
         return out
 
@@ -421,12 +453,27 @@ class Runtime:
             if starting:
                 self.campaign_plan.start(start, inclusive=True)
         heap = self._heap
+        if self._rfm is not None and self._rfm_next is None:
+            self._rfm_next = self._next_refit(self.now, self._rfm["every"])
+            heapq.heappush(heap, (self._rfm_next, _REFIT))
+        if self._clv is not None and self._clv_next is None:
+            self._clv_next = self._next_refit(self.now, self._clv["every"])
+            heapq.heappush(heap, (self._clv_next, _CLV_REFIT))
         firings = self.campaign_plan.heap
         while True:
-            # customers' wake-ups due by the next campaign firing run first (same instant too)
+            # refits and customers' wake-ups due by the next campaign firing run first (at
+            # the same instant too)
             bound = firings[0][0] if firings and firings[0][0] <= ts else ts
             while heap and heap[0][0] <= bound:
                 when, customer_id = heapq.heappop(heap)
+                if customer_id == _REFIT:
+                    self.now = when
+                    out.extend(self._refit(when))
+                    continue
+                if customer_id == _CLV_REFIT:
+                    self.now = when
+                    out.extend(self._clv_refit(when))
+                    continue
                 cs = self.customers[customer_id]
                 if cs.wake_at != when:
                     continue  # superseded by a later schedule
@@ -513,6 +560,11 @@ class Runtime:
             if slot["source"] == "event":
                 self._event_slots.setdefault(slot["event"], []).append(
                     (i, slot["field"], slot["type"] in convert))
+        order = {"rfm_r": 0, "rfm_f": 1, "rfm_m": 2, "rfm_segment": 3}
+        self._rfm_slots = [(i, order[self.slots[i]["name"]]) for i in needed
+                           if self.slots[i]["source"] == "rfm"]
+        self._clv_slots = [(i, _CLV_NAMES.index(self.slots[i]["name"])) for i in needed
+                           if self.slots[i]["source"] == "clv"]
         self._contains_slots = [(i, self.slots[i]["list"][8:], self.slots[i]["value"])
                                 for i in needed if self.slots[i]["source"] == "contains"]
 
@@ -542,7 +594,95 @@ class Runtime:
         for i, attr, item in self._contains_slots:
             items = profile.get(attr)
             facts[i] = None if items is None else item in items
+        for i, k in self._clv_slots:
+            facts[i] = None if cs.clv is None else cs.clv[k]
+        if self._rfm_slots:
+            scored = self._rfm_scores(cs, now, today)
+            cs.rfm = scored
+            for i, k in self._rfm_slots:
+                facts[i] = None if scored is None else scored[k]
         return facts
+
+    def _rfm_values(self, cs: CustomerState, now: int,
+                    today: int) -> tuple[float, float, float] | None:
+        """The customer's recency, frequency and monetary value now; None before a purchase."""
+        r, f, m = self._rfm_metrics
+        recency = self.metrics[r].value(cs.metrics[r], now, today, cs.profile)
+        if recency is None:
+            return None
+        frequency = self.metrics[f].value(cs.metrics[f], now, today, cs.profile)
+        money = self.metrics[m].value(cs.metrics[m], now, today, cs.profile)
+        return float(recency), float(frequency or 0), float(money or 0)
+
+    def _rfm_scores(self, cs: CustomerState, now: int,
+                    today: int) -> tuple[int, int, int, str] | None:
+        breaks = self.rfm_breaks
+        values = self._rfm_values(cs, now, today) if breaks is not None else None
+        if values is None or breaks is None:
+            return None
+        r = _rfm.score_low_is_good(values[0], breaks[0])
+        f = _rfm.score_high_is_good(values[1], breaks[1])
+        m = _rfm.score_high_is_good(values[2], breaks[2])
+        return r, f, m, _rfm.segment(r, f, m)
+
+    def _next_refit(self, after: int, every: int) -> int:
+        """The first refit instant after `after`: a day start every `every` seconds' days."""
+        step = max(1, every // 86400)
+        day = self.calendar.day_index(after) + 1
+        day += (_RFM_ANCHOR - day) % step
+        return self.calendar.day_start(day)
+
+    def _refit(self, now: int) -> list[Action]:
+        """Recompute the population's breakpoints; re-evaluate the customers they re-score."""
+        today = self.calendar.day_index(now)
+        values = [v for cs in self.customers.values()
+                  if (v := self._rfm_values(cs, now, today)) is not None]
+        columns = [[v[k] for v in values] for k in range(3)]
+        found = [_rfm.breakpoints(c) for c in columns]
+        if found[0] is not None and found[1] is not None and found[2] is not None:
+            self.rfm_breaks = (found[0], found[1], found[2])
+        out: list[Action] = []
+        for customer_id in sorted(self.customers):
+            cs = self.customers[customer_id]
+            if self._rfm_slots and self._rfm_scores(cs, now, today) != cs.rfm:
+                out.extend(self._tick(cs, now, None))
+        self._rfm_next = self._next_refit(now, self._rfm["every"] if self._rfm else 86400)
+        heapq.heappush(self._heap, (self._rfm_next, _REFIT))
+        return out
+
+    def _clv_refit(self, now: int) -> list[Action]:
+        """Refit the [clv] models on every customer's purchases so far; rescore everyone."""
+        assert self._clv is not None
+        today = self.calendar.day_index(now)
+        ids = sorted(cid for cid, cs in self.customers.items() if cs.purchases is not None)
+        rows = [_clvfacts.rft(self.customers[cid].purchases or [], today) for cid in ids]
+        fitted = _clvfacts.fit(self._clv_models, rows, self._clv["amount"] is not None)
+        if fitted is not None:
+            self.clv_params = fitted
+        out: list[Action] = []
+        if self.clv_params is not None:
+            horizon = self._clv["horizon"] / (7 * 86400)
+            new = _clvfacts.facts_of(self._clv_models, self.clv_params, rows, horizon)
+            for customer_id, facts in zip(ids, new, strict=True):
+                cs = self.customers[customer_id]
+                if facts != cs.clv:
+                    cs.clv = facts
+                    if self._clv_slots:
+                        out.extend(self._tick(cs, now, None))
+        self._clv_next = self._next_refit(now, self._clv["every"])
+        heapq.heappush(self._heap, (self._clv_next, _CLV_REFIT))
+        return out
+
+    def _clv_observe(self, cs: CustomerState, ts: int, day: int,
+                     fields: dict[str, Any]) -> None:
+        """A purchase: update the customer's summary and, with a fit, their facts."""
+        assert self._clv is not None
+        amount = fields.get(self._clv["amount"] or "") if self._clv["amount"] else None
+        cs.purchases = _clvfacts.observe(cs.purchases, day, float(amount or 0))
+        if self.clv_params is not None:
+            horizon = self._clv["horizon"] / (7 * 86400)
+            cs.clv = _clvfacts.one(self._clv_models, self.clv_params,
+                                   _clvfacts.rft(cs.purchases, day), horizon)
 
     def _refresh(self, facts: list[Any], cs: CustomerState, today: int) -> None:
         """Update the facts a round can change: built-ins, scores and tags."""
@@ -559,6 +699,7 @@ class Runtime:
               event: tuple[str, dict[str, Any]] | None) -> list[Action]:
         out: list[Action] = []
         self.touched.add(cs.customer_id)
+        tags_before = frozenset(cs.tags) if self.tag_log is not None else None
         today = self.calendar.day_index(now)
         due = sorted((p for p in cs.pending if p.due <= now), key=lambda p: (p.due, p.seq))
         cs.pending = [p for p in cs.pending if p.due > now]
@@ -593,6 +734,11 @@ class Runtime:
                 f"these keep re-enabling each other: {', '.join(names) or 'dynamic tags'}")
         if self.tracer is not None:
             self.tracer(cs, now, event, facts, true, out)
+        if tags_before is not None and self.tag_log is not None and tags_before != cs.tags:
+            for tag in sorted(cs.tags ^ tags_before):  # the net change of this evaluation
+                cs.tag_changes += 1
+                self.tag_log.append((cs.customer_id, tag, tag in cs.tags, now,
+                                     cs.tag_changes))
         self._schedule(cs, now)
         return out
 
@@ -644,6 +790,8 @@ class Runtime:
                       if s["predicate"] is None or s["predicate"] in true), None)
         if stage != cs.computed_stage:
             cs.computed_stage = stage
+            self.stage_counts[cs.stage] -= 1
+            self.stage_counts[stage] += 1
             cs.stage = stage
             changed = True
         return changed
@@ -730,11 +878,16 @@ class Runtime:
         rule = self.rules[r]
         changed = False
         lookup = self._lookup(cs, now, event)
+        variant = self._variant(rule, cs.customer_id)
         for i, spec in enumerate(rule["actions"]):
             kind = spec["type"]
             details: dict[str, Any] = {}
             if scheduled is not None:  # a delayed action: when its rule fired
                 details["fired_at"] = self.calendar.format(scheduled)
+            if variant is not None and kind in _POLICY_ACTIONS:
+                details["variant"] = variant
+                if kind == "send" and variant in spec["variants"]:
+                    spec = {**spec, **spec["variants"][variant]}
             if kind == "tag":
                 details["tag"] = spec["tag"]
                 changed |= spec["tag"] not in cs.tags
@@ -747,6 +900,8 @@ class Runtime:
                 details["stage"] = spec["stage"]
                 details["from_stage"] = cs.stage
                 changed |= cs.stage != spec["stage"]
+                self.stage_counts[cs.stage] -= 1
+                self.stage_counts[spec["stage"]] += 1
                 cs.stage = spec["stage"]
             elif kind == "reassign":
                 details["from_owner"] = cs.owner
@@ -775,6 +930,21 @@ class Runtime:
                 self.policy.apply(action, cs, rule, spec, self.policy_state)
             out.append(action)
         return changed
+
+    def _variant(self, rule: dict[str, Any], customer_id: str) -> str | None:
+        """The customer's arm of the rule's experiment: 'holdout', a variant, or None."""
+        name = rule.get("experiment")
+        if name is None:
+            return None
+        spec = self.ir["experiments"][name]
+        place = bucket(name, customer_id)
+        if place < spec["holdout"]:
+            return "holdout"
+        variants = spec.get("variants") or []
+        if not variants:
+            return None
+        share = (place - spec["holdout"]) / (1 - spec["holdout"])
+        return str(variants[min(int(share * len(variants)), len(variants) - 1)])
 
     def _lookup(self, cs: CustomerState, now: int,
                 event: tuple[str, dict[str, Any]] | None = None) -> Any:
@@ -808,6 +978,11 @@ class Runtime:
                 for i, score in enumerate(self.ir["scores"]):
                     if score["name"] == name:
                         value = cs.scores[i]
+                if name in _CLV_NAMES and self._clv is not None:
+                    value = None if cs.clv is None else cs.clv[_CLV_NAMES.index(name)]
+                if name in _rfm.FACTS and self._rfm is not None:
+                    scored = self._rfm_scores(cs, now, today)
+                    value = None if scored is None else scored[list(_rfm.FACTS).index(name)]
             cache[name] = value
             return value
 
@@ -822,11 +997,29 @@ class Runtime:
             raise KeyError(customer_id)
         now = self.now or 0
         today = self.calendar.day_index(now)
-        metrics = {metric.name: _json_value(metric.value(cs.metrics[k], now, today, cs.profile))
+        metrics = {metric.name: json_value(metric.value(cs.metrics[k], now, today, cs.profile))
                    for k, metric in enumerate(self.metrics)}
         scores = {s["name"]: cs.scores[i] for i, s in enumerate(self.ir["scores"])}
+        if self._rfm is not None:
+            scored = self._rfm_scores(cs, now, today)
+            for k, name in enumerate(_rfm.FACTS):
+                metrics[name] = None if scored is None else scored[k]
+        if self._clv is not None:
+            for k, name in enumerate(_CLV_NAMES):
+                metrics[name] = None if cs.clv is None else cs.clv[k]
         return CustomerView(cs.customer_id, cs.owner, cs.stage, frozenset(cs.tags), metrics,
                             scores, dict(cs.profile), len(cs.pending))
+
+    def rfm_segments(self) -> dict[str, int]:
+        """Customers per RFM segment as the rules last saw it (like the segment tags), in
+        the classic order; empty without [rfm]."""
+        if self._rfm is None:
+            return {}
+        counts = dict.fromkeys(_rfm.SEGMENT_NAMES, 0)
+        for cs in self.customers.values():
+            if cs.rfm is not None:
+                counts[cs.rfm[3]] += 1
+        return counts if any(counts.values()) else {}
 
     def customer_ids(self) -> Iterable[str]:
         return self.customers.keys()
@@ -850,6 +1043,8 @@ class Runtime:
         return pickle.dumps((_STATE_FORMAT, {
             "now": self.now, "seq": seq, "unstarted": list(self._unstarted),
             "policy": getattr(self, "policy_state", None),
+            "rfm": (self.rfm_breaks, self._rfm_next),
+            "clv": (self.clv_params, self._clv_next),
         }), protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, clock: bytes | None, customers: Iterable[tuple[str, bytes]]) -> int:
@@ -876,6 +1071,12 @@ class Runtime:
             self._unstarted = list(meta["unstarted"])
             if meta.get("policy") is not None:
                 self.policy_state = meta["policy"]
+            self.rfm_breaks, self._rfm_next = meta.get("rfm", (None, None))
+            if self._rfm is not None and self._rfm_next is not None:
+                heapq.heappush(self._heap, (self._rfm_next, _REFIT))
+            self.clv_params, self._clv_next = meta.get("clv", (None, None))
+            if self._clv is not None and self._clv_next is not None:
+                heapq.heappush(self._heap, (self._clv_next, _CLV_REFIT))
             if self.now is not None:  # every firing due by the saved clock has run
                 self.campaign_plan.start(self.now, inclusive=False)
         self.touched.clear()

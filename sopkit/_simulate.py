@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ._campaigns import FiringReport
 from ._errors import EventError, UsageError
@@ -21,6 +21,9 @@ from ._mask import mask
 from ._policy import reason_kind
 from ._runtime import Action, Runtime
 from .engines import DEFAULT
+
+if TYPE_CHECKING:
+    from ._report import ReportData
 
 _IDENTIFIERS = frozenset({"time", "customer_id", "rule", "action", "status", "trigger", "key"})
 DELIVERED = frozenset({"planned", "deferred"})  # will be carried out, now or later
@@ -54,6 +57,7 @@ class Summary:
     policy: dict[str, dict[str, int]] = field(default_factory=dict)
     stages: dict[str, int] = field(default_factory=dict)
     tags: dict[str, int] = field(default_factory=dict)
+    rfm_segments: dict[str, int] = field(default_factory=dict)
     campaigns: list[dict[str, Any]] = field(default_factory=list)  # reach of each firing
 
     def to_json(self) -> dict[str, Any]:
@@ -77,8 +81,13 @@ def simulate(
     engine: str = DEFAULT,
     masked: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
+    report: ReportData | None = None,
 ) -> Summary:
-    """Run the playbook over a history; write actions as JSONL to `out`; return a Summary."""
+    """Run the playbook over a history; write actions as JSONL to `out`; return a Summary.
+
+    `report`, if given, collects what `sopkit._report.write_report` draws; the actions are
+    the same either way.
+    """
     runtime = Runtime(playbook, engine=engine)
     summary = Summary(playbook.name, runtime.engine.name, notice=runtime.engine_notice)
     jail = Quarantine(quarantine, masked)
@@ -93,6 +102,8 @@ def simulate(
     types: Counter[str] = Counter()
     channels: Counter[str] = Counter()
     decisions: dict[str, Counter[str]] = {status: Counter() for status in POLICY_STATUSES}
+    if report is not None:
+        report.begin(runtime, start_ts)
 
     def emit(actions: list[Action]) -> None:
         for action in actions:
@@ -104,6 +115,8 @@ def simulate(
             if counts is None:  # a campaign's first action
                 counts = rule_counts[action.rule] = Counter()
             counts[action.status] += 1
+            if report is not None:
+                report.action(action)
             if action.status in DELIVERED:  # counted on the day it is delivered
                 days[action.details.get("deliver_at", action.time)[:10]] += 1
                 types[action.action] += 1
@@ -139,12 +152,18 @@ def simulate(
             if end_ts is not None and event[2] > end_ts:
                 summary.events_after_end += 1
                 continue
+            if report is not None:  # stop at each day's end on the way, to sample stages
+                emit(report.until(runtime, event[2]))
             emit(runtime.apply(event))
             summary.events_applied += 1
         except EventError as exc:
             jail.add(str(events), item.line, str(exc), item.data, exc.kind)
     if end_ts is not None:
+        if report is not None:
+            emit(report.until(runtime, end_ts))
         emit(runtime.advance_ts(end_ts))
+    if report is not None:
+        report.sample(runtime)
     jail.close()
     summary.quarantined = jail.count
     summary.quarantine_reasons = dict(sorted(jail.reasons.items()))
@@ -167,6 +186,9 @@ def simulate(
     order = {s["name"]: i for i, s in enumerate(runtime.ir["stages"])}
     summary.stages = dict(sorted(stage_counts.items(), key=lambda kv: order.get(kv[0], 1 << 30)))
     summary.tags = {t["name"]: tag_counts[t["name"]] for t in runtime.ir["tags"]}
+    summary.rfm_segments = runtime.rfm_segments()
+    if report is not None:
+        report.segments = dict(summary.rfm_segments)
     summary.campaigns = [f.to_json() for f in firings
                          if start_ts is None or f.ts >= start_ts]
     return summary

@@ -12,6 +12,7 @@ from . import _models as m
 from ._campaign_check import check_campaigns
 from ._errors import Problem, did_you_mean
 from ._load import LoadedPlaybook
+from ._models import parse_duration
 from ._source import KeyPath
 from ._templates import TemplateError, placeholders
 
@@ -38,6 +39,7 @@ BUILTIN_EVENTS = {
     "staff_departed": "hands a departing staff member's customers over",
 }
 POLICY_ACTIONS = frozenset({"send", "webhook", "task"})
+CLV_FACTS = ("p_alive", "expected_purchases", "p_no_purchase", "expected_spend")
 
 
 def metric_type(pb: m.Playbook, metric: m.Metric) -> e.Type:
@@ -57,6 +59,12 @@ def scope_names(pb: m.Playbook, event: str | None = None) -> dict[str, e.Type]:
         names[name] = metric_type(pb, metric)
     for name in pb.scores:
         names[name] = "number"
+    if pb.rfm is not None:
+        from ._rfm import FACTS
+
+        names.update(FACTS)
+    if pb.clv is not None:
+        names.update(dict.fromkeys(CLV_FACTS, "number"))
     if event is not None:
         for fname, kind in pb.events.get(event, {}).items():
             names[f"event.{fname}"] = ATTR_TYPES[kind]
@@ -94,6 +102,8 @@ class _Checker:
         yield from self.stages()
         yield from self.channels()
         yield from self.handover()
+        yield from self.rfm()
+        yield from self.clv()
         yield from self.rules()
         yield from self.policy()
         yield from self.cycles()
@@ -252,6 +262,54 @@ class _Checker:
         for cname, channel in self.pb.channels.items():
             yield from self.secrets(("channels", cname), channel.model_extra or {}, cname)
 
+    def rfm(self) -> Iterator[Problem]:
+        rfm = self.pb.rfm
+        if rfm is None:
+            return
+        wanted = {"recency": ("days_since",), "frequency": ("count",),
+                  "monetary": ("sum", "avg")}
+        for key, kinds in wanted.items():
+            name = getattr(rfm, key)
+            metric = self.pb.metrics.get(name)
+            if metric is None:
+                fitting = [n for n, x in self.pb.metrics.items() if x.kind in kinds]
+                yield self.problem(("rfm", key), f"unknown metric '{name}'",
+                                   did_you_mean(name, fitting or self.pb.metrics) or
+                                   f"declare a metric of kind {' or '.join(kinds)}")
+            elif metric.kind not in kinds:
+                yield self.problem(("rfm", key), f"metric '{name}' is a {metric.kind}; "
+                                   f"{key} needs a {' or '.join(kinds)} metric")
+        if parse_duration(rfm.every) % 86400:
+            yield self.problem(("rfm", "every"), f"every = \"{rfm.every}\" is not whole days: "
+                               "the population is rescored at day starts",
+                               "e.g. every = \"7d\" (each Monday) or \"1d\"")
+        for fact in ("rfm_r", "rfm_f", "rfm_m", "rfm_segment"):
+            if fact in self.pb.metrics or fact in self.pb.scores:
+                yield self.problem(("metrics" if fact in self.pb.metrics else "scores", fact),
+                                   f"'{fact}' is an RFM fact of [rfm]", "pick another name")
+
+    def clv(self) -> Iterator[Problem]:
+        clv = self.pb.clv
+        if clv is None:
+            return
+        if clv.event not in self.pb.events:
+            yield self.problem(("clv", "event"), f"unknown event type '{clv.event}'",
+                               did_you_mean(clv.event, self.pb.events) or
+                               f"declare it: [events.{clv.event}]")
+        elif clv.amount is not None and \
+                self.pb.events[clv.event].get(clv.amount) not in ("decimal", "int"):
+            fields = [f for f, k in self.pb.events[clv.event].items() if k in ("decimal", "int")]
+            yield self.problem(("clv", "amount"), f"'{clv.amount}' is not a number field of "
+                               f"event '{clv.event}'", did_you_mean(clv.amount, fields) or
+                               "name a decimal or int field, or leave amount out")
+        if parse_duration(clv.every) % 86400:
+            yield self.problem(("clv", "every"), f"every = \"{clv.every}\" is not whole days",
+                               "e.g. every = \"30d\"")
+        for fact in CLV_FACTS:
+            if fact in self.pb.metrics or fact in self.pb.scores:
+                yield self.problem(("metrics" if fact in self.pb.metrics else "scores", fact),
+                                   f"'{fact}' is a fact of [clv]", "pick another name")
+
     def handover(self) -> Iterator[Problem]:
         ho = self.pb.handover
         if ho is None:
@@ -323,6 +381,13 @@ class _Checker:
                 yield from self.action((*path, "actions", j), action, rule.on)
             if rule.experiment is not None:
                 yield from self.rule_experiment(path, rule)
+            if rule.sample is not None and not 0 < rule.sample <= 1:
+                yield self.problem((*path, "sample"), f"sample {rule.sample:g} is outside "
+                                   "(0, 1]: it is the share of customers in the pilot",
+                                   "e.g. sample = 0.05 pilots the rule on 5% of customers")
+            for j, action in enumerate(rule.actions):
+                if isinstance(action, m.SendAction) and action.variants:
+                    yield from self.send_variants((*path, "actions", j), action, rule)
 
     def rule_experiment(self, path: KeyPath, rule: m.Rule) -> Iterator[Problem]:
         name = rule.experiment
@@ -337,6 +402,24 @@ class _Checker:
                                "no send, webhook or task action",
                                "a holdout withholds messages and tasks; tags and stages "
                                "still change")
+
+    def send_variants(self, path: KeyPath, action: m.SendAction,
+                      rule: m.Rule) -> Iterator[Problem]:
+        experiment = self.pb.experiments.get(rule.experiment or "")
+        names = experiment.variants if experiment is not None else []
+        for variant, content in action.variants.items():
+            where = (*path, "variants", variant)
+            if variant not in names:
+                yield self.problem(where, f"'{variant}' is not a variant of "
+                                   + (f"experiment '{rule.experiment}'" if experiment else
+                                      f"an experiment of rule '{rule.name}'"),
+                                   did_you_mean(variant, names) or
+                                   "declare it in [experiments.NAME] variants = [...] and set "
+                                   "the rule's experiment")
+            if content.template is not None and content.template not in self.pb.templates:
+                yield self.problem((*where, "template"),
+                                   f"unknown template '{content.template}'",
+                                   did_you_mean(content.template, self.pb.templates))
 
     def policy(self) -> Iterator[Problem]:
         policy = self.pb.policy
@@ -375,6 +458,20 @@ class _Checker:
                                    did_you_mean(cap.channel, self.pb.channels) or
                                    "leave `channel` out to cap all channels together")
         for name, experiment in self.pb.experiments.items():
+            seen: set[str] = set()
+            for k, variant in enumerate(experiment.variants):
+                if variant in seen or variant == "holdout" or not variant.strip():
+                    yield self.problem(("experiments", name, "variants", k),
+                                       f"variant name '{variant}' is empty, repeated or "
+                                       "reserved ('holdout' names the held-out group)",
+                                       "give each variant its own name")
+                seen.add(variant)
+            goal = experiment.goal
+            if goal is not None and goal.event not in self.pb.events:
+                yield self.problem(("experiments", name, "goal", "event"),
+                                   f"unknown event type '{goal.event}'",
+                                   did_you_mean(goal.event, self.pb.events) or
+                                   f"declare it: [events.{goal.event}]")
             share = experiment.holdout
             if not 0 <= share < 1:
                 hint = (f"a share, not a percentage: holdout = {share / 100:g} holds out "

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import sopkit
 from sopkit._cli import app
 from sopkit._cron import CronError, parse_every, timing
-from sopkit._policy import bucket, held_out
+from sopkit._policy import held_out
 
 PLAYBOOK = '''
 [playbook]
@@ -60,6 +60,7 @@ consent_attribute = "opt_out"
 
 [experiments.d12]
 holdout = {holdout}
+{exp_variants}
 
 {rules}
 
@@ -68,9 +69,8 @@ name = "double12"
 at = "{at}"
 audience = '"奶茶爱好者" in tags and days_since_purchase <= 60'
 experiment = "d12"
-{variants}
 actions = [
-  {{ type = "send", channel = "note", template = "d12", params = {{ coupon = "D12" }} }},
+  {{ type = "send", channel = "note", template = "d12", params = {{ coupon = "D12" }}{sv} }},
   {{ type = "tag", tag = "双十二已发" }},
 ]
 
@@ -79,20 +79,24 @@ name = "weekly"
 every = "{every}"
 until = "{until}"
 audience = 'profile.gender == "female"'
-{sample}
+{weekly}
 actions = [{{ type = "task", note = "联系 {{{{ profile.name }}}}" }}]
 '''
 
 
 def _playbook(tmp: Path, *, tz: str = "Asia/Shanghai", at: str = "2024-12-12T10:00",
               every: str = "weekly mon 09:00", until: str = "2024-12-31",
-              holdout: float = 0.0, variants: str = "", sample: str = "", policy: str = "",
-              rules: str = "") -> Path:
+              holdout: float = 0.0, variants: bool = False, weekly: str = "",
+              policy: str = "", rules: str = "") -> Path:
+    """The test playbook; `variants` gives experiment d12 a coupon and a gift variant (the
+    gift with its own template), `weekly` adds lines to the weekly campaign."""
     path = tmp / "shop.toml"
-    path.write_text(PLAYBOOK.format(tz=tz, at=at, every=every, until=until, holdout=holdout,
-                                    variants=variants, sample=sample, policy=policy,
-                                    rules=rules, outbox=(tmp / "note.jsonl").as_posix()),
-                    encoding="utf-8")
+    path.write_text(PLAYBOOK.format(
+        tz=tz, at=at, every=every, until=until, holdout=holdout, weekly=weekly, policy=policy,
+        rules=rules, outbox=(tmp / "note.jsonl").as_posix(),
+        exp_variants='variants = ["coupon", "gift"]' if variants else "",
+        sv=(', variants = { gift = { template = "d12_gift", params = '
+            '{ gift = "帆布袋" } } }') if variants else ""), encoding="utf-8")
     return path
 
 
@@ -304,11 +308,9 @@ def test_opted_out_customers_are_suppressed(tmp_path: Path) -> None:
     assert statuses == {"c0000": "planned", "c0001": "suppressed"}
 
 
-def test_holdout_and_variants_are_stable_and_split_by_weight(tmp_path: Path) -> None:
-    """The same customers are held out and get the same variant at every firing, 3:1."""
-    variants = ('variants = [{ name = "coupon", weight = 3 },\n'
-                '  { name = "gift", template = "d12_gift", params = { gift = "帆布袋" } }]')
-    path = _playbook(tmp_path, holdout=0.2, variants=variants, at="2024-12-12T10:00")
+def test_holdout_and_variants_split_the_audience_alike_in_both_engines(tmp_path: Path) -> None:
+    """The experiment holds out its share; the others split evenly, the gift with its text."""
+    path = _playbook(tmp_path, holdout=0.2, variants=True)
     runs = []
     for engine in ("native", "durable"):
         rt = _runtime(path, engine)
@@ -316,33 +318,42 @@ def test_holdout_and_variants_are_stable_and_split_by_weight(tmp_path: Path) -> 
         out = _buy(rt, range(800), "2024-11-20T10:00:00")
         out += _buy(rt, range(800), "2024-11-25T10:00:00")
         out += rt.advance("2024-12-13T00:00:00")
-        runs.append([(a.customer_id, a.status, a.details.get("variant"))
+        runs.append([(a.customer_id, a.status, a.details.get("variant"), a.details["message"])
                      for a in _of(out, "double12", "send")])
     assert runs[0] == runs[1]  # both engines decide the same audience
-    held = {cid for cid, status, _ in runs[0] if status == "holdout"}
+    assert len(runs[0]) == 800
+    held = {cid for cid, status, _, _ in runs[0] if status == "holdout"}
     assert held == {f"c{i:04d}" for i in range(800) if held_out("d12", 0.2, f"c{i:04d}")}
+    assert {variant for cid, _, variant, _ in runs[0] if cid in held} == {"holdout"}
     assert 0.15 < len(held) / 800 < 0.25
-    gifts = [cid for cid, status, variant in runs[0] if variant == "gift"]
-    assert 0.18 < len(gifts) / 800 < 0.32
-    assert all(bucket("double12:variant", cid) >= 0.75 for cid in gifts)
+    gifts = [(cid, text) for cid, _, variant, text in runs[0] if variant == "gift"]
+    assert 0.35 < len(gifts) / 800 < 0.45
+    assert all(text == f"客户{int(cid[1:])}，双十二到店送 帆布袋" for cid, text in gifts)
 
 
-def test_a_pilot_sample_keeps_a_stable_share_or_count(tmp_path: Path) -> None:
-    """`sample = 2` keeps the same two customers (lowest buckets) at every weekly firing."""
-    path = _playbook(tmp_path, sample="sample = 2", at="2030-01-01T10:00")
+def test_holdout_and_pilot_keep_the_same_customers_at_every_firing(tmp_path: Path) -> None:
+    """A weekly campaign's holdout and pilot hold the same customers out every week."""
+    path = _playbook(tmp_path, holdout=0.3, weekly='experiment = "d12"\nsample = 0.5',
+                     at="2030-01-01T10:00")
     rt = _runtime(path)
-    _people(rt, 10)
+    _people(rt, 40)
     reports: list[Any] = []
     rt.campaign_plan.on_firing = reports.append
-    out = _buy(rt, range(10), "2024-12-01T10:00:00") + rt.advance("2024-12-17T00:00:00")
+    out = _buy(rt, range(40), "2024-12-01T10:00:00") + rt.advance("2024-12-17T00:00:00")
     tasks = _of(out, "weekly", "task")
     firings = sorted({a.time for a in tasks})
     assert len(firings) == 3
-    chosen = [sorted(a.customer_id for a in tasks if a.time == t) for t in firings]
-    females = [f"c{i:04d}" for i in range(10) if i % 2]
-    expected = sorted(sorted(females, key=lambda c: bucket("weekly:sample", c))[:2])
-    assert chosen == [expected] * 3
-    assert [(r.audience, r.pilot, r.sent) for r in reports] == [(5, 2, 2)] * 3
+    outcome = [{a.customer_id: (a.status, a.details.get("reason")) for a in tasks
+                if a.time == t} for t in firings]
+    assert outcome[0] == outcome[1] == outcome[2]
+    females = [f"c{i:04d}" for i in range(40) if i % 2]
+    in_holdout = {c for c in females if held_out("d12", 0.3, c)}
+    pilot = {c for c in females if held_out("pilot:weekly", 0.5, c)}
+    assert {c for c, (_, why) in outcome[0].items()
+            if why == "pilot: outside the 50% sample of campaign weekly"} == \
+        set(females) - pilot - in_holdout
+    assert [(r.audience, r.pilot, r.held_out) for r in reports] == \
+        [(20, 20 - len(set(females) - pilot - in_holdout), len(in_holdout))] * 3
 
 
 def test_a_tag_action_chains_into_rules_at_the_firing(tmp_path: Path) -> None:
@@ -498,9 +509,7 @@ def test_a_one_off_behind_the_store_clock_gets_a_notice(tmp_path: Path) -> None:
 
 def test_preview_shows_the_audience_a_sample_and_each_variant(tmp_path: Path) -> None:
     """preview --events lists who qualifies with why, and renders every variant's message."""
-    variants = ('variants = [{ name = "coupon" },\n'
-                '  { name = "gift", template = "d12_gift", params = { gift = "帆布袋" } }]')
-    path = _playbook(tmp_path, variants=variants)
+    path = _playbook(tmp_path, variants=True)
     events, profiles = _history(tmp_path)
     result = _cli(["campaign", "preview", str(path), "double12", "--at", "2024-12-12T10:00",
                    "--events", str(events), "--profiles", str(profiles), "--sample", "2",
@@ -582,21 +591,20 @@ actions = [{ type = "send", channel = "sms", template = "hi", params = { who = "
     ('name = "c"\nevery = "weekly mon 09:00"\nuntil = "next year"', "bad date 'next year'"),
     ('name = "c"\nat = "2025-01-01T10:00"\nexperiment = "y"', "unknown experiment 'y'"),
     ('name = "c"\nat = "2025-01-01T10:00"\nsample = 1.5',
-     "sample 1.5 is neither a share"),
-    ('name = "c"\nat = "2025-01-01T10:00"\nvariants = [{ name = "a", weight = 0 }]',
-     "weight 0 must be above 0"),
-    ('name = "c"\nat = "2025-01-01T10:00"\nvariants = [{ name = "a" }, { name = "a" }]',
-     "variant 'a' is declared twice"),
-    ('name = "c"\nat = "2025-01-01T10:00"\nvariants = [{ name = "a", params = { whom = 1 } }]',
-     "template uses 'params.who' but the action gives no such param"),
+     "sample 1.5 is outside (0, 1]"),
+    ('name = "c"\nat = "2025-01-01T10:00"\nexperiment = "x"\nVARIANTS',
+     "campaigns[0].actions[0].variants.nope: 'nope' is not a variant of experiment 'x'"),
+    ('name = "c"\nat = "2025-01-01T10:00"\nVARIANTS',
+     "'nope' is not a variant of an experiment of campaign 'c'"),
 ])
 def test_check_reports_campaign_mistakes_with_their_key(tmp_path: Path, campaign: str,
                                                         message: str) -> None:
     """Each campaign mistake is reported at its key with a clear message."""
     path = tmp_path / "demo.toml"
     send = '{ type = "send", channel = "sms", template = "hi", params = { who = "x" } }'
-    if "whom" in campaign:
-        send = '{ type = "send", channel = "sms", template = "hi" }'
+    if "VARIANTS" in campaign:
+        campaign = campaign.replace("\nVARIANTS", "")
+        send = send[:-2] + ', variants = { nope = { params = { who = "y" } } } }'
     body = campaign if "audience" in campaign else campaign + '\naudience = "true"'
     path.write_text(CHECKED + f"\n[[campaigns]]\n{body}\nactions = [{send}]\n",
                     encoding="utf-8")

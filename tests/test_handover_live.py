@@ -40,6 +40,16 @@ def _setup(tmp: Path, rx: Receiver, fake: WecomFake) -> tuple[Path, Path, Path]:
     return playbook, events, profiles
 
 
+def _run(tmp: Path, playbook: Path, events: Path, profiles: Path) -> Path:
+    """`sopkit run --once` as of END into a new store; the store's path."""
+    store = tmp / "live.db"
+    result = _invoke(["run", str(playbook), "--store", str(store), "--events", str(events),
+                      "--profiles", str(profiles), "--once", "--clock", END,
+                      "--lateness", "0s", "--engine", "native"])
+    assert result.exit_code == 0, result.output
+    return store
+
+
 def _invoke(args: list[str]) -> Any:
     return CliRunner().invoke(app, args, env={**ENV, "SOPKIT_TEST_WECOM_SECRET":
                                               "fake-corpsecret-0123"})
@@ -49,11 +59,7 @@ def test_every_customer_of_a_departed_owner_is_transferred_and_tracked(tmp_path:
     """staff_departed -> one WeCom transfer per customer; status lists who is not taken yet."""
     with Receiver() as rx, WecomFake() as fake:
         playbook, events, profiles = _setup(tmp_path, rx, fake)
-        store = tmp_path / "live.db"
-        result = _invoke(["run", str(playbook), "--store", str(store), "--events", str(events),
-                          "--profiles", str(profiles), "--once", "--clock", END,
-                          "--lateness", "0s", "--engine", "native"])
-        assert result.exit_code == 0, result.output
+        store = _run(tmp_path, playbook, events, profiles)
         owned = {json.loads(p)["external_userid"]
                  for p in profiles.read_text(encoding="utf-8").splitlines()
                  if json.loads(p)["owner"] == "zhang"}
@@ -90,11 +96,7 @@ def test_tasks_after_the_departure_go_to_the_successor(tmp_path: Path) -> None:
     """No task row created after the hand-over is assigned to the departed owner."""
     with Receiver() as rx, WecomFake() as fake:
         playbook, events, profiles = _setup(tmp_path, rx, fake)
-        store = tmp_path / "live.db"
-        result = _invoke(["run", str(playbook), "--store", str(store), "--events", str(events),
-                          "--profiles", str(profiles), "--once", "--clock", END,
-                          "--lateness", "0s", "--engine", "native"])
-        assert result.exit_code == 0, result.output
+        store = _run(tmp_path, playbook, events, profiles)
     with sqlite3.connect(store) as db:
         tasks = [(created, json.loads(message)["body"]["assignee"]) for created, message in
                  db.execute("SELECT created_at, message FROM outbox WHERE kind = 'task'")]
@@ -102,3 +104,36 @@ def test_tasks_after_the_departure_go_to_the_successor(tmp_path: Path) -> None:
     later = [assignee for created, assignee in tasks if created > departed_at]
     assert later and "zhang" not in later
     assert {"li", "wang"} <= set(later)
+
+
+def test_tag_changes_are_mirrored_to_wecom_for_mapped_tags(tmp_path: Path) -> None:
+    """A dynamic tag named in tag_ids is added in WeCom when held and removed when dropped."""
+    with Receiver() as rx, WecomFake() as fake:
+        extra = WECOM.format(url=fake.url) + 'tag_ids = { "常客" = "etREGULAR" }\n' + """
+[metrics.purchases_14d]
+kind = "count"
+event = "purchase"
+window = "14d"
+
+[tags."常客"]
+when = "purchases_14d >= 2"
+group = "behaviour"
+"""
+        playbook = shop_playbook(tmp_path, rx.url + "/hook", extra)
+        events, profiles = shop_history(tmp_path, customers=12)
+        for line in profiles.read_text(encoding="utf-8").splitlines():
+            person = json.loads(line)
+            fake.add_customer(person["external_userid"], person["owner"])
+        fake.add_tags("etREGULAR")
+        store = _run(tmp_path, playbook, events, profiles)
+        bodies = fake.bodies("externalcontact/mark_tag")
+        tagged = {(b["external_userid"], "add" if b.get("add_tag") else "remove")
+                  for b in bodies}
+        final = dict(fake.tags)
+    with sqlite3.connect(store) as db:
+        rows = list(db.execute("SELECT kind, status FROM outbox WHERE rule = 'mirror_tags'"))
+    assert rows and {status for _, status in rows} == {"delivered"}
+    adds = {eu for eu, op in tagged if op == "add"}
+    removes = {eu for eu, op in tagged if op == "remove"}
+    assert adds and removes and removes <= adds  # a 14-day window: every regular lapses
+    assert all("etREGULAR" not in tags for tags in final.values())  # by 1 March, none held

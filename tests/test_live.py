@@ -13,6 +13,7 @@ from live_helpers import ENV, SECRET, shop_history, shop_playbook
 from typer.testing import CliRunner
 
 from sopkit._cli import app
+from sopkit._clock import Calendar
 from sopkit.channels._webhook import verify_signature
 
 END = "2025-03-01T12:00:00"
@@ -51,18 +52,37 @@ def _outbox(store: Path) -> list[dict[str, Any]]:
         return [dict(r) for r in db.execute("SELECT * FROM outbox ORDER BY key")]
 
 
+POLICY = """
+[policy]
+quiet_hours = { start = "21:00", end = "09:00" }
+task_capacity = 3
+[[policy.caps]]
+max = 2
+per = "7d"
+"""
+
+
 def test_a_live_run_makes_the_decisions_the_simulation_predicts(tmp_path: Path) -> None:
-    """Every deliverable action simulate plans is in the outbox with the same key and time."""
+    """Same keys, statuses, reasons and delivery times as simulate, policies included."""
     with Receiver() as rx:
-        playbook = shop_playbook(tmp_path, rx.url + "/hook")
+        playbook = shop_playbook(tmp_path, rx.url + "/hook", POLICY)
         events, profiles = shop_history(tmp_path)
         _run(playbook, tmp_path / "live.db", events, profiles)
         simulated = _simulated(playbook, events, profiles, tmp_path)
+    cal = Calendar("Asia/Shanghai")
     deliverable = [r for r in simulated if r["action"] in ("send", "task", "webhook",
                                                             "reassign")]
-    expected = {(r["key"], r["customer_id"], r["rule"], r["action"]) for r in deliverable}
+    expected = {(r["key"], r["rule"], r["action"],
+                 "decided" if r["status"] in ("planned", "deferred") else r["status"],
+                 r.get("reason", ""), cal.parse(r.get("deliver_at", r["time"])))
+                for r in deliverable}
     rows = _outbox(tmp_path / "live.db")
-    assert {(r["key"], r["customer_id"], r["rule"], r["kind"]) for r in rows} == expected
+    got = {(r["key"], r["rule"], r["kind"],
+            "decided" if r["status"] in ("delivered", "pending") else r["status"],
+            r["reason"], r["due_at"]) for r in rows}
+    assert got == expected
+    statuses = Counter(r["status"] for r in simulated)
+    assert statuses["deferred"] > 5 and statuses["suppressed"] > 5, statuses
     assert len(rows) == len(deliverable) > 40
 
 

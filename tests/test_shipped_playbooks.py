@@ -16,15 +16,20 @@ ROOT = Path(__file__).resolve().parent.parent
 CDNOW = ROOT / "data" / "cdnow"
 
 
+def _cdnow_slice(into: Path, customers: int) -> None:
+    """events.jsonl and profiles.jsonl of CDNOW customers 1..`customers`, in `into`."""
+    keep = {f"cdnow-{i:05d}" for i in range(1, customers + 1)}
+    for name in ("events", "profiles"):
+        with gzip.open(CDNOW / f"{name}.jsonl.gz", "rt", encoding="utf-8") as src, \
+                (into / f"{name}.jsonl").open("w", encoding="utf-8") as dst:
+            dst.writelines(line for line in src if json.loads(line)["customer_id"] in keep)
+
+
 @pytest.fixture(scope="module")
 def retail_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Any]:
     """The retail playbook over the CDNOW history of customers 1-1500, to 1998-12-31."""
     tmp = tmp_path_factory.mktemp("retail")
-    keep = {f"cdnow-{i:05d}" for i in range(1, 1501)}
-    for name in ("events", "profiles"):
-        with gzip.open(CDNOW / f"{name}.jsonl.gz", "rt", encoding="utf-8") as src, \
-                (tmp / f"{name}.jsonl").open("w", encoding="utf-8") as dst:
-            dst.writelines(line for line in src if json.loads(line)["customer_id"] in keep)
+    _cdnow_slice(tmp, 1500)
     out = tmp / "actions.jsonl"
     with out.open("w", encoding="utf-8") as handle:
         summary = sopkit.simulate(sopkit.load_playbook(ROOT / "playbooks/retail.toml"),
@@ -115,3 +120,24 @@ def test_membership_example_every_rule_fires() -> None:
                               profiles=ROOT / "examples/membership/profiles.csv",
                               end="2025-04-30")
     assert all(counts.get("planned", 0) > 0 for counts in summary.by_rule.values())
+
+
+def test_vip_playbook_acts_on_rfm_segments(tmp_path: Path) -> None:
+    """playbooks/vip.toml: segment tags drive a thank-you, owner calls and nudges on CDNOW."""
+    _cdnow_slice(tmp_path, 1200)
+    out = tmp_path / "actions.jsonl"
+    with out.open("w", encoding="utf-8") as handle:
+        summary = sopkit.simulate(sopkit.load_playbook(ROOT / "playbooks/vip.toml"),
+                                  tmp_path / "events.jsonl",
+                                  profiles=tmp_path / "profiles.jsonl", end="1998-06-30",
+                                  out=handle, masked=False, engine="native")
+    actions = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    fired = {a["rule"] for a in actions if a["status"] in ("planned", "deferred")}
+    assert fired == {"vip_thanks", "slipping_vip_call", "develop_nudge"}
+    assert sum(summary.rfm_segments.values()) > 1000
+    calls = [a for a in actions if a["rule"] == "slipping_vip_call"]
+    assert calls and all(("重要保持客户" in a["note"] or "重要挽留客户" in a["note"])
+                         for a in calls if a["status"] != "suppressed")
+    for action in actions[:200]:
+        if action["rule"] == "vip_thanks":
+            assert "重要价值客户" in action["facts"]["tags"]
