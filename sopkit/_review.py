@@ -170,7 +170,8 @@ def gather(playbook: Any, events: Any, *, experiment: str | None = None,
             raise UsageError(f"unknown experiment '{experiment}'; "
                              + (did_you_mean(experiment, model.experiments) or
                                 "the playbook declares none"))
-        rules = {r.name for r in model.rules if r.experiment == experiment}
+        rules = {r.name for r in [*model.rules, *model.campaigns]  # campaigns act alike
+                 if r.experiment == experiment}
         goal = goal or (spec.goal.event if spec.goal else None)
         if within is None and spec.goal is not None:
             from ._models import parse_duration
@@ -178,7 +179,7 @@ def gather(playbook: Any, events: Any, *, experiment: str | None = None,
             within = parse_duration(spec.goal.within)
         label = experiment
     else:
-        found = [r for r in model.rules if r.name == rule]
+        found = [r for r in [*model.rules, *model.campaigns] if r.name == rule]
         if not found or found[0].sample is None:
             raise UsageError(f"rule '{rule}' is not a pilot (no `sample`)")
         rules = {found[0].name}

@@ -642,3 +642,23 @@ def test_preview_refuses_a_store_of_another_playbook(tmp_path: Path) -> None:
                    "--store", str(store)])
     assert result.exit_code == 1
     assert "belongs to playbook 'shop:1', not 'tea:1'" in result.stderr
+
+
+def test_review_compares_a_campaigns_arms_against_its_holdout(tmp_path: Path) -> None:
+    """`sopkit review --experiment` counts a campaign's sends and holdout as its arms."""
+    path = _playbook(tmp_path, holdout=0.3, variants=True)
+    events, profiles = _history(tmp_path, n=20)
+    later = [{"customer_id": f"c{i:04d}", "type": "purchase", "ts": "2024-12-15T10:00:00",
+              "amount": "3"} for i in range(0, 20, 2)]
+    with events.open("a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(x) + "\n" for x in later)
+    result = _cli(["review", str(path), "--events", str(events), "--profiles", str(profiles),
+                   "--experiment", "d12", "--goal", "purchase", "--within", "7d", "--output",
+                   "jsonl"])
+    assert result.exit_code == 0, result.output
+    arms = {a["arm"]: a for a in json.loads(result.stdout)["arms"]}
+    assert set(arms) == {"coupon", "gift", "holdout"}
+    assert sum(a["customers"] for a in arms.values()) == 20
+    assert sum(a["converted"] for a in arms.values()) == 10
+    held = sum(held_out("d12", 0.3, f"c{i:04d}") for i in range(20))
+    assert arms["holdout"]["customers"] == held
