@@ -19,7 +19,6 @@ results of a campaign's sends read back from the outbox and WeCom.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import json
 import pickle
@@ -30,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._cron import Timing, timing
 from ._policy import held_out
-from ._templates import render
 from .engines import create_engine
 
 if TYPE_CHECKING:
@@ -240,7 +238,7 @@ class Campaign:
         for a rule. `decide=False` (previews) renders `variant` without asking the policy
         pipeline, which would count the messages against caps and capacities.
         """
-        from ._runtime import Action, _param_or, _render_payload
+        from ._runtime import Action
 
         cal = runtime.calendar
         stamp = cal.format(when)
@@ -255,39 +253,7 @@ class Campaign:
                 details["variant"] = variant
                 if kind == "send" and variant in spec["variants"]:
                     spec = {**spec, **spec["variants"][variant]}
-            if kind == "tag":
-                details["tag"] = spec["tag"]
-                changed |= spec["tag"] not in cs.tags
-                cs.tags.add(spec["tag"])
-            elif kind == "untag":
-                details["tag"] = spec["tag"]
-                changed |= spec["tag"] in cs.tags
-                cs.tags.discard(spec["tag"])
-            elif kind == "set_stage":
-                details.update(stage=spec["stage"], from_stage=cs.stage)
-                changed |= cs.stage != spec["stage"]
-                if decide:
-                    runtime.stage_counts[cs.stage] -= 1
-                    runtime.stage_counts[spec["stage"]] += 1
-                cs.stage = spec["stage"]
-            elif kind == "reassign":
-                details.update(from_owner=cs.owner, to=spec["to"])
-                changed |= cs.owner != spec["to"]
-                cs.owner = spec["to"]
-            elif kind == "send":
-                params = spec["params"]
-                with_params = functools.partial(_param_or, params=params, lookup=lookup)
-                details.update(channel=spec["channel"], template=spec["template"],
-                               params=params, message=render(spec["text"], with_params))
-                if spec.get("title"):
-                    details["title"] = render(spec["title"], with_params)
-            elif kind == "task":
-                details.update(assignee=spec["assignee"] or cs.owner,
-                               due=cal.format(when + spec["due"]),
-                               note=render(spec["note"], lookup))
-            elif kind == "webhook":
-                details.update(channel=spec["channel"],
-                               payload=_render_payload(spec["payload"], lookup))
+            changed |= runtime._perform(cs, when, spec, details, lookup, count_stages=decide)
             action = Action(stamp, cs.customer_id, self.name, kind, "planned", TRIGGER,
                             self.key(runtime, when, cs.customer_id, i), details, facts,
                             when, when)

@@ -888,47 +888,57 @@ class Runtime:
                 details["variant"] = variant
                 if kind == "send" and variant in spec["variants"]:
                     spec = {**spec, **spec["variants"][variant]}
-            if kind == "tag":
-                details["tag"] = spec["tag"]
-                changed |= spec["tag"] not in cs.tags
-                cs.tags.add(spec["tag"])
-            elif kind == "untag":
-                details["tag"] = spec["tag"]
-                changed |= spec["tag"] in cs.tags
-                cs.tags.discard(spec["tag"])
-            elif kind == "set_stage":
-                details["stage"] = spec["stage"]
-                details["from_stage"] = cs.stage
-                changed |= cs.stage != spec["stage"]
-                self.stage_counts[cs.stage] -= 1
-                self.stage_counts[spec["stage"]] += 1
-                cs.stage = spec["stage"]
-            elif kind == "reassign":
-                details["from_owner"] = cs.owner
-                details["to"] = spec["to"]
-                changed |= cs.owner != spec["to"]
-                cs.owner = spec["to"]
-            elif kind == "send":
-                params = spec["params"]
-                with_params = functools.partial(_param_or, params=params, lookup=lookup)
-                text = render(spec["text"], with_params)
-                details.update(channel=spec["channel"], template=spec["template"],
-                               params=params, message=text)
-                if spec.get("title"):
-                    details["title"] = render(spec["title"], with_params)
-            elif kind == "task":
-                details.update(assignee=spec["assignee"] or cs.owner,
-                               due=self.calendar.format(now + spec["due"]),
-                               note=render(spec["note"], lookup))
-            elif kind == "webhook":
-                details.update(channel=spec["channel"],
-                               payload=_render_payload(spec["payload"], lookup))
+            changed |= self._perform(cs, now, spec, details, lookup)
             action = Action(self.calendar.format(now), cs.customer_id, rule["name"], kind,
                             "planned", trigger, self._key(cs, rule, occurrence, i), details,
                             facts, now, now)
             if kind in _POLICY_ACTIONS:  # consent, holdout, quiet hours, caps, capacity
                 self.policy.apply(action, cs, rule, spec, self.policy_state)
             out.append(action)
+        return changed
+
+    def _perform(self, cs: CustomerState, now: int, spec: dict[str, Any],
+                 details: dict[str, Any], lookup: Any, count_stages: bool = True) -> bool:
+        """Carry out one action on the customer, filling in `details`; True if a fact (a tag,
+        the stage, the owner) changed. Rules and campaigns share it."""
+        kind = spec["type"]
+        changed = False
+        if kind == "tag":
+            details["tag"] = spec["tag"]
+            changed |= spec["tag"] not in cs.tags
+            cs.tags.add(spec["tag"])
+        elif kind == "untag":
+            details["tag"] = spec["tag"]
+            changed |= spec["tag"] in cs.tags
+            cs.tags.discard(spec["tag"])
+        elif kind == "set_stage":
+            details["stage"] = spec["stage"]
+            details["from_stage"] = cs.stage
+            changed |= cs.stage != spec["stage"]
+            if count_stages:
+                self.stage_counts[cs.stage] -= 1
+                self.stage_counts[spec["stage"]] += 1
+            cs.stage = spec["stage"]
+        elif kind == "reassign":
+            details["from_owner"] = cs.owner
+            details["to"] = spec["to"]
+            changed |= cs.owner != spec["to"]
+            cs.owner = spec["to"]
+        elif kind == "send":
+            params = spec["params"]
+            with_params = functools.partial(_param_or, params=params, lookup=lookup)
+            text = render(spec["text"], with_params)
+            details.update(channel=spec["channel"], template=spec["template"],
+                           params=params, message=text)
+            if spec.get("title"):
+                details["title"] = render(spec["title"], with_params)
+        elif kind == "task":
+            details.update(assignee=spec["assignee"] or cs.owner,
+                           due=self.calendar.format(now + spec["due"]),
+                           note=render(spec["note"], lookup))
+        elif kind == "webhook":
+            details.update(channel=spec["channel"],
+                           payload=_render_payload(spec["payload"], lookup))
         return changed
 
     def _variant(self, rule: dict[str, Any], customer_id: str) -> str | None:

@@ -293,19 +293,9 @@ class WecomChannel:
         external = self._external_userid(message)
         if isinstance(external, Receipt):
             return external
-        if not message.owner:
-            return Receipt.failed(f"customer has no owner (customer {self._customer(message)})"
-                                  ": WeCom sends customer messages through the staff member "
-                                  "who owns the customer (sender)")
-        text = message.body.get("message")
-        if not isinstance(text, str) or not text.strip():
-            return Receipt.failed("the send action has no rendered 'message' text")
-        title = message.body.get("title")
-        content = f"{title}\n{text}" if isinstance(title, str) and title else text
-        size = len(content.encode("utf-8"))
-        if size > TEMPLATE_CONTENT_MAX_BYTES:
-            return Receipt.failed(f"the message is {size} bytes in UTF-8; WeCom takes at most "
-                                  f"{TEMPLATE_CONTENT_MAX_BYTES} (shorten the template)")
+        content = self._template_content(message)
+        if isinstance(content, Receipt):
+            return content
         data = self._call("externalcontact/add_msg_template", {
             "chat_type": "single", "external_userid": [external], "sender": message.owner,
             "text": {"content": content}})
