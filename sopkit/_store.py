@@ -261,7 +261,49 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-class SQLiteStore:
+class _SharedSql:
+    """What the SQLite and PostgreSQL stores say alike, but for the parameter mark."""
+
+    MARK = "?"
+
+    def _tx(self) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def _reassign(cur: Any, customer_id: str, new_owner: str) -> int:
+        raise NotImplementedError
+
+    def release_worker(self, worker: str) -> int:
+        with self._tx() as cur:
+            return int(cur.execute(
+                "UPDATE outbox SET status = 'pending', lease_until = NULL, leased_by = NULL "
+                f"WHERE status = 'leased' AND leased_by = {self.MARK}", (worker,)).rowcount)
+
+    def requeue(self, ids: Sequence[int] | None, status: str, now: int) -> int:
+        where, args = _filters(status, None, ids, self.MARK)
+        with self._tx() as cur:
+            cur.execute(f"UPDATE outbox SET status = 'pending', due_at = {self.MARK}, "
+                        "attempts = 0, lease_until = NULL, leased_by = NULL, settled_at = NULL, "
+                        f"delivered_at = NULL{where}", [now, *args])
+            return int(cur.rowcount)
+
+    def purge(self, status: str, before: int | None) -> int:
+        _check_purge(status)
+        sql = f"DELETE FROM outbox WHERE status = {self.MARK}"
+        args: list[Any] = [status]
+        if before is not None:
+            sql += f" AND COALESCE(settled_at, created_at) < {self.MARK}"
+            args.append(before)
+        with self._tx() as cur:
+            cur.execute(sql, args)
+            return int(cur.rowcount)
+
+    def reassign_pending(self, customer_id: str, new_owner: str) -> int:
+        with self._tx() as cur:
+            return self._reassign(cur, customer_id, new_owner)
+
+
+class SQLiteStore(_SharedSql):
     """One SQLite file in WAL mode with synchronous=FULL (see docs/live.md#the-store).
 
     One connection per instance, used from one thread; several processes (or threads with
@@ -411,12 +453,6 @@ class SQLiteStore:
             "UPDATE outbox SET status = 'dead', last_error = ?, settled_at = ?, "
             "lease_until = NULL WHERE id = ? AND status = 'leased'", (error, now, row_id))
 
-    def release_worker(self, worker: str) -> int:
-        with self._tx() as cur:
-            return int(cur.execute(
-                "UPDATE outbox SET status = 'pending', lease_until = NULL, leased_by = NULL "
-                "WHERE status = 'leased' AND leased_by = ?", (worker,)).rowcount)
-
     def release(self, row_id: int) -> None:
         self._exec(
             "UPDATE outbox SET status = 'pending', attempts = MAX(attempts - 1, 0), "
@@ -438,29 +474,6 @@ class SQLiteStore:
                 "SELECT status, COUNT(*) FROM outbox GROUP BY status"):
             out[status] = int(count)
         return out
-
-    def requeue(self, ids: Sequence[int] | None, status: str, now: int) -> int:
-        where, args = _filters(status, None, ids, "?")
-        with self._tx() as cur:
-            cur.execute("UPDATE outbox SET status = 'pending', due_at = ?, attempts = 0, "
-                        "lease_until = NULL, leased_by = NULL, settled_at = NULL, "
-                        f"delivered_at = NULL{where}", [now, *args])
-            return cur.rowcount
-
-    def purge(self, status: str, before: int | None) -> int:
-        _check_purge(status)
-        sql = "DELETE FROM outbox WHERE status = ?"
-        args: list[Any] = [status]
-        if before is not None:
-            sql += " AND COALESCE(settled_at, created_at) < ?"
-            args.append(before)
-        with self._tx() as cur:
-            cur.execute(sql, args)
-            return cur.rowcount
-
-    def reassign_pending(self, customer_id: str, new_owner: str) -> int:
-        with self._tx() as cur:
-            return self._reassign(cur, customer_id, new_owner)
 
     @staticmethod
     def _reassign(cur: Any, customer_id: str, new_owner: str) -> int:
@@ -553,12 +566,14 @@ _PG_SCHEMA = [
 _PG_LOCK = 0x736F706B6974  # "sopkit": serialises schema set-up between concurrent openers
 
 
-class PostgresStore:
+class PostgresStore(_SharedSql):
     """PostgreSQL through psycopg 3; tables in the first schema of the search_path.
 
     One connection per instance (autocommit; multi-statement work in explicit transactions).
     Dispatchers in other processes claim with FOR UPDATE SKIP LOCKED and never share a row.
     """
+
+    MARK = "%s"
 
     def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
         self.url = redact(url)
@@ -695,12 +710,6 @@ class PostgresStore:
                   "lease_until = NULL WHERE id = %s AND status = 'leased'",
                   (error, now, row_id))
 
-    def release_worker(self, worker: str) -> int:
-        with self._tx() as cur:
-            return int(cur.execute(
-                "UPDATE outbox SET status = 'pending', lease_until = NULL, leased_by = NULL "
-                "WHERE status = 'leased' AND leased_by = %s", (worker,)).rowcount)
-
     def release(self, row_id: int) -> None:
         self._one("UPDATE outbox SET status = 'pending', attempts = GREATEST(attempts - 1, 0), "
                   "lease_until = NULL, leased_by = NULL WHERE id = %s AND status = 'leased'",
@@ -721,29 +730,6 @@ class PostgresStore:
                 "SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall():
             out[status] = int(count)
         return out
-
-    def requeue(self, ids: Sequence[int] | None, status: str, now: int) -> int:
-        where, args = _filters(status, None, ids, "%s")
-        with self._tx() as cur:
-            cur.execute(("UPDATE outbox SET status = 'pending', due_at = %s, attempts = 0, "
-                         "lease_until = NULL, leased_by = NULL, settled_at = NULL, "
-                         f"delivered_at = NULL{where}"), [now, *args])
-            return cur.rowcount
-
-    def purge(self, status: str, before: int | None) -> int:
-        _check_purge(status)
-        sql = "DELETE FROM outbox WHERE status = %s"
-        args: list[Any] = [status]
-        if before is not None:
-            sql += " AND COALESCE(settled_at, created_at) < %s"
-            args.append(before)
-        with self._tx() as cur:
-            cur.execute(sql, args)
-            return cur.rowcount
-
-    def reassign_pending(self, customer_id: str, new_owner: str) -> int:
-        with self._tx() as cur:
-            return self._reassign(cur, customer_id, new_owner)
 
     @staticmethod
     def _reassign(cur: Any, customer_id: str, new_owner: str) -> int:
