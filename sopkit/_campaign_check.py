@@ -96,27 +96,8 @@ def _actions(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[Prob
         apath: KeyPath = (*path, "actions", j)
         yield from checker.action(apath, action, None)
         if isinstance(action, m.SendAction) and action.variants:
-            yield from _send_variants(checker, apath, action, campaign)
-
-
-def _send_variants(checker: Any, path: KeyPath, action: m.SendAction,
-                   campaign: m.Campaign) -> Iterator[Problem]:
-    """A send's `variants` name variants of the campaign's experiment and real templates."""
-    experiment = checker.pb.experiments.get(campaign.experiment or "")
-    names = experiment.variants if experiment is not None else []
-    for variant, content in action.variants.items():
-        where: KeyPath = (*path, "variants", variant)
-        if variant not in names:
-            yield checker.problem(where, f"'{variant}' is not a variant of "
-                                  + (f"experiment '{campaign.experiment}'" if experiment else
-                                     f"an experiment of campaign '{campaign.name}'"),
-                                  did_you_mean(variant, names) or
-                                  "declare it in [experiments.NAME] variants = [...] and set "
-                                  "the campaign's experiment")
-        if content.template is not None and content.template not in checker.pb.templates:
-            yield checker.problem((*where, "template"),
-                                  f"unknown template '{content.template}'",
-                                  did_you_mean(content.template, checker.pb.templates))
+            yield from checker.send_variants(apath, action, campaign.experiment,
+                                             f"campaign '{campaign.name}'")
 
 
 def _experiment(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[Problem]:

@@ -105,46 +105,14 @@ class Audience:
                                     {"slots": ir["slots"], "predicates": [spec]})
         reads = set(self.reads)
         self._size = len(ir["slots"])
-        self._builtin = [x for x in runtime._builtin_slots if x[0] in reads]
-        self._profile = [x for x in runtime._profile_slots if x[0] in reads]
-        self._metric = [x for x in runtime._metric_slots if x[0] in reads]
-        self._score = [x for x in runtime._score_slots if x[0] in reads]
-        self._tag = [x for x in runtime._tag_slots if x[0] in reads]
-        self._contains = [x for x in runtime._contains_slots if x[0] in reads]
-        self._rfm = [x for x in runtime._rfm_slots if x[0] in reads]
-        self._clv = [x for x in runtime._clv_slots if x[0] in reads]
+        self._plan = runtime._plan.only(reads)
         self._runtime = runtime
-        self._metrics = runtime.metrics
         self.required, self.forbidden, self.stage = _necessary(spec["cond"], self.slots)
 
     def facts(self, cs: CustomerState, now: int, today: int) -> list[Any]:
         """The facts vector for the slots this audience reads (None elsewhere)."""
-        from ._runtime import _engine_value
-
         facts: list[Any] = [None] * self._size
-        for i, name in self._builtin:
-            facts[i] = (cs.stage if name == "stage" else cs.owner if name == "owner"
-                        else cs.customer_id if name == "customer_id" else today)
-        profile = cs.profile
-        for i, attr, conv in self._profile:
-            value = profile.get(attr)
-            facts[i] = _engine_value(value) if conv and value is not None else value
-        for i, k, conv in self._metric:
-            value = self._metrics[k].value(cs.metrics[k], now, today, profile)
-            facts[i] = _engine_value(value) if conv else value
-        for i, k in self._score:
-            facts[i] = cs.scores[k]
-        for i, tag in self._tag:
-            facts[i] = tag in cs.tags
-        for i, attr, item in self._contains:
-            items = profile.get(attr)
-            facts[i] = None if items is None else item in items
-        for i, k in self._clv:
-            facts[i] = None if cs.clv is None else cs.clv[k]
-        if self._rfm:  # against the population's current breakpoints, as rules read them
-            scored = self._runtime._rfm_scores(cs, now, today)
-            for i, k in self._rfm:
-                facts[i] = None if scored is None else scored[k]
+        self._runtime._fill(facts, cs, now, today, self._plan)
         return facts
 
     def evaluate(self, cs: CustomerState, now: int, today: int) -> list[Any] | None:
@@ -163,16 +131,7 @@ class Audience:
 
     def why(self, cs: CustomerState, facts: list[Any]) -> dict[str, Any]:
         """What the condition read, by name (dates as YYYY-MM-DD), and the tags if any."""
-        from ._runtime import _display
-
-        out: dict[str, Any] = {}
-        for s in self.reads:
-            slot = self.slots[s]
-            if slot["source"] == "tag":
-                out["tags"] = sorted(cs.tags)
-            else:
-                out[slot.get("label", slot["name"])] = _display(slot, facts[s])
-        return out
+        return self._runtime._why(cs, self.reads, facts)
 
 
 def _necessary(cond: list[Any], slots: list[dict[str, Any]]

@@ -428,16 +428,10 @@ def handover_status_cmd(
     from ._live import build_channels, handover_status
 
     loaded = _load_or_exit(playbook)
-    the_store = _open_store(store)
-    try:
-        spec = loaded.model.handover
-        only = {spec.channel} if spec is not None and spec.channel else set()
+    spec = loaded.model.handover
+    only = {spec.channel} if spec is not None and spec.channel else set()
+    with _store(store) as the_store:
         lines = handover_status(the_store, build_channels(loaded, os.environ, only))
-    except SopkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    finally:
-        the_store.close()
     waiting = [line for line in lines if not line.taken_over]
     shown = lines if all_rows else waiting
     if output is Output.jsonl:
@@ -629,14 +623,17 @@ def review(
     console.print(comparisons)
 
 
-def _open_store(url: str) -> Any:
-    from ._store import open_store
-
+@contextmanager
+def _closing(channels: dict[str, Any], restore_signals: Any) -> Iterator[None]:
+    """Afterwards: the old signal handlers back, every channel's connections closed."""
     try:
-        return open_store(url)
-    except SopkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+        yield
+    finally:
+        restore_signals()
+        for channel in channels.values():
+            close = getattr(channel, "close", None)
+            if close is not None:
+                close()
 
 
 def _clock_at(loaded: Any, at: str | None) -> Any:
@@ -713,10 +710,9 @@ def run(
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    the_store = _open_store(store)
     stop = Stopper()
     restore_signals = stop.install()
-    try:
+    with _store(store) as the_store, _closing(channels, restore_signals):
         live = LiveRun(loaded, the_store, engine=engine)
         _past_campaigns(live.runtime)
         name = worker or f"{socket.gethostname()}:{os.getpid()}"
@@ -732,16 +728,6 @@ def run(
                              stop=stop, profiles=profiles)
         finally:
             jail.close()
-    except SopkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    finally:
-        restore_signals()
-        for channel in channels.values():
-            close = getattr(channel, "close", None)
-            if close is not None:
-                close()
-        the_store.close()
     if output is Output.jsonl:
         typer.echo(json.dumps(stats.to_json(), ensure_ascii=False))
         return
@@ -799,8 +785,7 @@ def dry_run(
         ahead = 0 if window.strip() in ("0", "0s") else parse_duration(window)
     except ValueError as exc:
         raise _usage(f"--window: {exc}") from None
-    the_store = _open_store(store)
-    try:
+    with _store(store) as the_store:
         live = LiveRun(loaded, the_store, engine=engine)
         rt = live.runtime
         _past_campaigns(rt)
@@ -808,11 +793,6 @@ def dry_run(
         rows, later = would_dispatch(live, now)
         upcoming = rt.campaign_plan.upcoming(now + 1, now + ahead) if ahead else []
         sizes = audience_sizes(rt, max(now, rt.now or now)) if upcoming else {}
-    except SopkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    finally:
-        the_store.close()
     shown = [r.message if unmasked else mask(r.message) for r in rows]
     if output is Output.jsonl:
         for row, message in zip(rows, shown, strict=True):

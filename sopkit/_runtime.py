@@ -28,12 +28,14 @@ from ._errors import ChainError, EventError
 from ._load import LoadedPlaybook
 from ._policy import ALL, Pipeline, PolicyState, bucket, update_opt_out
 from ._templates import render
+from ._validate import CLV_FACTS
 from .engines import DEFAULT, Engine, create_engine, resolve
 
 MAX_ROUNDS = 64
 _REFIT = "\0rfm"  # the heap entry of the population refit (sorts before every customer id)
 _CLV_REFIT = "\0clv"  # the heap entry of the [clv] model refit
-_CLV_NAMES = ("p_alive", "expected_purchases", "p_no_purchase", "expected_spend")
+_CLV_NAMES = CLV_FACTS  # p_alive, expected_purchases, p_no_purchase, expected_spend
+_RFM_NAMES = tuple(_rfm.FACTS)  # rfm_r, rfm_f, rfm_m, rfm_segment: the order of the scores
 _RFM_ANCHOR = dt.date(2024, 1, 1).toordinal()  # a Monday: "7d" refits every Monday
 _STATE_FORMAT = 1  # bump when CustomerState or the runtime-wide state changes shape
 _LAST_DAY = dt.date.max.toordinal()
@@ -122,6 +124,28 @@ class CustomerState:
     # [clv] (_clvfacts.py): the purchase summary and the facts last computed
     purchases: list[Any] | None = None
     clv: tuple[float, float, float, float | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPlan:
+    """The slots a set of predicates reads, sorted by where their values come from:
+    (slot, name) built-ins, (slot, attribute, convert) profile, (slot, metric, convert)
+    metrics, (slot, score) scores, (slot, tag) tags, (slot, list attribute, item) contains,
+    (slot, index) RFM and CLV facts."""
+
+    builtin: list[tuple[int, str]]
+    profile: list[tuple[int, str, bool]]
+    metric: list[tuple[int, int, bool]]
+    score: list[tuple[int, int]]
+    tag: list[tuple[int, str]]
+    contains: list[tuple[int, str, Any]]
+    rfm: list[tuple[int, int]]
+    clv: list[tuple[int, int]]
+
+    def only(self, reads: set[int]) -> SlotPlan:
+        """The part of the plan for these slots (a campaign audience's)."""
+        return SlotPlan(*([x for x in getattr(self, name) if x[0] in reads]
+                          for name in self.__slots__))
 
 
 @dataclass(frozen=True)
@@ -540,33 +564,31 @@ class Runtime:
         """Sort the slots that predicates read by where their value comes from, once."""
         needed = sorted({s for p in self.ir["predicates"] for s in p["reads"]})
         convert = {"decimal", "date"}
-        self._builtin_slots = [(i, self.slots[i]["name"]) for i in needed
-                               if self.slots[i]["source"] == "builtin"]
-        self._profile_slots = [(i, self.slots[i]["name"][8:], self.slots[i]["type"] in convert)
-                               for i in needed if self.slots[i]["source"] == "profile"]
+        slots = self.slots
         metric_of = {spec["slot"]: k for k, spec in enumerate(self.ir["metrics"])}
-        # counts and day metrics are ints already; sums, averages and `last` may need converting
-        self._metric_slots = [(i, metric_of[i],
-                               self.metrics[metric_of[i]].kind in ("sum", "avg", "last"))
-                              for i in needed if self.slots[i]["source"] == "metric"]
-        score_of = {s["slot"]: k for k, s in enumerate(self.ir["scores"])}
-        self._score_slots = [(i, score_of[i]) for i in needed
-                             if self.slots[i]["source"] == "score"]
-        self._tag_slots = [(i, self.slots[i]["name"][4:]) for i in needed
-                           if self.slots[i]["source"] == "tag"]
+        score_of = {sc["slot"]: k for k, sc in enumerate(self.ir["scores"])}
+
+        def source(name: str) -> list[int]:
+            return [i for i in needed if slots[i]["source"] == name]
+
+        self._plan = SlotPlan(
+            builtin=[(i, slots[i]["name"]) for i in source("builtin")],
+            profile=[(i, slots[i]["name"][8:], slots[i]["type"] in convert)
+                     for i in source("profile")],
+            # counts and day metrics are ints already; sums, averages and `last` may need
+            # converting
+            metric=[(i, metric_of[i], self.metrics[metric_of[i]].kind in ("sum", "avg", "last"))
+                    for i in source("metric")],
+            score=[(i, score_of[i]) for i in source("score")],
+            tag=[(i, slots[i]["name"][4:]) for i in source("tag")],
+            contains=[(i, slots[i]["list"][8:], slots[i]["value"]) for i in source("contains")],
+            rfm=[(i, _RFM_NAMES.index(slots[i]["name"])) for i in source("rfm")],
+            clv=[(i, _CLV_NAMES.index(slots[i]["name"])) for i in source("clv")],
+        )
         self._event_slots: dict[str, list[tuple[int, str, bool]]] = {}
-        for i in needed:
-            slot = self.slots[i]
-            if slot["source"] == "event":
-                self._event_slots.setdefault(slot["event"], []).append(
-                    (i, slot["field"], slot["type"] in convert))
-        order = {"rfm_r": 0, "rfm_f": 1, "rfm_m": 2, "rfm_segment": 3}
-        self._rfm_slots = [(i, order[self.slots[i]["name"]]) for i in needed
-                           if self.slots[i]["source"] == "rfm"]
-        self._clv_slots = [(i, _CLV_NAMES.index(self.slots[i]["name"])) for i in needed
-                           if self.slots[i]["source"] == "clv"]
-        self._contains_slots = [(i, self.slots[i]["list"][8:], self.slots[i]["value"])
-                                for i in needed if self.slots[i]["source"] == "contains"]
+        for i in source("event"):
+            self._event_slots.setdefault(slots[i]["event"], []).append(
+                (i, slots[i]["field"], slots[i]["type"] in convert))
 
     def _facts(self, cs: CustomerState, now: int, today: int,
                event: tuple[str, dict[str, Any]] | None) -> list[Any]:
@@ -576,32 +598,41 @@ class Runtime:
         the ones rules and derived facts can change (stage, owner, scores, tags).
         """
         facts: list[Any] = [None] * len(self.slots)
-        self._refresh(facts, cs, today)
-        profile = cs.profile
-        for i, attr, conv in self._profile_slots:
-            value = profile.get(attr)
-            facts[i] = _engine_value(value) if conv and value is not None else value
-        metrics = self.metrics
-        states = cs.metrics
-        for i, k, conv in self._metric_slots:
-            value = metrics[k].value(states[k], now, today, profile)
-            facts[i] = _engine_value(value) if conv else value
+        self._fill(facts, cs, now, today, self._plan, record_rfm=True)
         if event is not None:
             fields = event[1]
             for i, fname, conv in self._event_slots.get(event[0], ()):
                 value = fields.get(fname)
                 facts[i] = _engine_value(value) if conv and value is not None else value
-        for i, attr, item in self._contains_slots:
+        return facts
+
+    def _fill(self, facts: list[Any], cs: CustomerState, now: int, today: int,
+              plan: SlotPlan, record_rfm: bool = False) -> None:
+        """Set the facts of a customer the plan's slots hold (all but event fields).
+
+        `record_rfm` keeps the RFM scores the rules saw, for the refit to compare against.
+        """
+        self._refresh(facts, cs, today, plan)
+        profile = cs.profile
+        for i, attr, conv in plan.profile:
+            value = profile.get(attr)
+            facts[i] = _engine_value(value) if conv and value is not None else value
+        metrics = self.metrics
+        states = cs.metrics
+        for i, k, conv in plan.metric:
+            value = metrics[k].value(states[k], now, today, profile)
+            facts[i] = _engine_value(value) if conv else value
+        for i, attr, item in plan.contains:
             items = profile.get(attr)
             facts[i] = None if items is None else item in items
-        for i, k in self._clv_slots:
+        for i, k in plan.clv:
             facts[i] = None if cs.clv is None else cs.clv[k]
-        if self._rfm_slots:
+        if plan.rfm:  # against the population's current breakpoints
             scored = self._rfm_scores(cs, now, today)
-            cs.rfm = scored
-            for i, k in self._rfm_slots:
+            if record_rfm:
+                cs.rfm = scored
+            for i, k in plan.rfm:
                 facts[i] = None if scored is None else scored[k]
-        return facts
 
     def _rfm_values(self, cs: CustomerState, now: int,
                     today: int) -> tuple[float, float, float] | None:
@@ -644,7 +675,7 @@ class Runtime:
         out: list[Action] = []
         for customer_id in sorted(self.customers):
             cs = self.customers[customer_id]
-            if self._rfm_slots and self._rfm_scores(cs, now, today) != cs.rfm:
+            if self._plan.rfm and self._rfm_scores(cs, now, today) != cs.rfm:
                 out.extend(self._tick(cs, now, None))
         self._rfm_next = self._next_refit(now, self._rfm["every"] if self._rfm else 86400)
         heapq.heappush(self._heap, (self._rfm_next, _REFIT))
@@ -667,7 +698,7 @@ class Runtime:
                 cs = self.customers[customer_id]
                 if facts != cs.clv:
                     cs.clv = facts
-                    if self._clv_slots:
+                    if self._plan.clv:
                         out.extend(self._tick(cs, now, None))
         self._clv_next = self._next_refit(now, self._clv["every"])
         heapq.heappush(self._heap, (self._clv_next, _CLV_REFIT))
@@ -684,15 +715,17 @@ class Runtime:
             cs.clv = _clvfacts.one(self._clv_models, self.clv_params,
                                    _clvfacts.rft(cs.purchases, day), horizon)
 
-    def _refresh(self, facts: list[Any], cs: CustomerState, today: int) -> None:
+    def _refresh(self, facts: list[Any], cs: CustomerState, today: int,
+                 plan: SlotPlan | None = None) -> None:
         """Update the facts a round can change: built-ins, scores and tags."""
-        for i, name in self._builtin_slots:
+        plan = plan or self._plan
+        for i, name in plan.builtin:
             facts[i] = (cs.stage if name == "stage" else cs.owner if name == "owner"
                         else cs.customer_id if name == "customer_id" else today)
-        for i, k in self._score_slots:
+        for i, k in plan.score:
             facts[i] = cs.scores[k]
         tags = cs.tags
-        for i, tag in self._tag_slots:
+        for i, tag in plan.tag:
             facts[i] = tag in tags
 
     def _tick(self, cs: CustomerState, now: int,
@@ -817,7 +850,7 @@ class Runtime:
                 if not holds or was:
                     continue
                 trigger = "entry"
-            reads = self._why(cs, rule, facts)
+            reads = self._why(cs, rule["reads"], facts)
             cs.attempts[r] += 1
             attempt = cs.attempts[r]
             blocked = self._blocked(cs, now, r)
@@ -836,10 +869,11 @@ class Runtime:
                 return True
         return False
 
-    def _why(self, cs: CustomerState, rule: dict[str, Any], facts: list[Any]) -> dict[str, Any]:
-        """The facts a rule's condition read when it fired: names and values, tags as a list."""
+    def _why(self, cs: CustomerState, reads: list[int], facts: list[Any]) -> dict[str, Any]:
+        """The facts a condition read (slot numbers `reads`): names and values (dates as
+        YYYY-MM-DD), tags as a list. Rules and campaign audiences share it."""
         out: dict[str, Any] = {}
-        for s in rule["reads"]:
+        for s in reads:
             slot = self.slots[s]
             if slot["source"] == "tag":
                 out["tags"] = sorted(cs.tags)
@@ -992,7 +1026,7 @@ class Runtime:
                     value = None if cs.clv is None else cs.clv[_CLV_NAMES.index(name)]
                 if name in _rfm.FACTS and self._rfm is not None:
                     scored = self._rfm_scores(cs, now, today)
-                    value = None if scored is None else scored[list(_rfm.FACTS).index(name)]
+                    value = None if scored is None else scored[_RFM_NAMES.index(name)]
             cache[name] = value
             return value
 

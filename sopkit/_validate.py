@@ -387,7 +387,8 @@ class _Checker:
                                    "e.g. sample = 0.05 pilots the rule on 5% of customers")
             for j, action in enumerate(rule.actions):
                 if isinstance(action, m.SendAction) and action.variants:
-                    yield from self.send_variants((*path, "actions", j), action, rule)
+                    yield from self.send_variants((*path, "actions", j), action,
+                                                  rule.experiment, f"rule '{rule.name}'")
 
     def rule_experiment(self, path: KeyPath, rule: m.Rule) -> Iterator[Problem]:
         name = rule.experiment
@@ -403,19 +404,21 @@ class _Checker:
                                "a holdout withholds messages and tasks; tags and stages "
                                "still change")
 
-    def send_variants(self, path: KeyPath, action: m.SendAction,
-                      rule: m.Rule) -> Iterator[Problem]:
-        experiment = self.pb.experiments.get(rule.experiment or "")
+    def send_variants(self, path: KeyPath, action: m.SendAction, experiment_name: str | None,
+                      owner: str) -> Iterator[Problem]:
+        """A send's `variants` name variants of its owner's experiment and real templates;
+        `owner` says whose (e.g. "rule 'recall'", "campaign 'double12'")."""
+        experiment = self.pb.experiments.get(experiment_name or "")
         names = experiment.variants if experiment is not None else []
         for variant, content in action.variants.items():
-            where = (*path, "variants", variant)
+            where: KeyPath = (*path, "variants", variant)
             if variant not in names:
                 yield self.problem(where, f"'{variant}' is not a variant of "
-                                   + (f"experiment '{rule.experiment}'" if experiment else
-                                      f"an experiment of rule '{rule.name}'"),
+                                   + (f"experiment '{experiment_name}'" if experiment else
+                                      f"an experiment of {owner}"),
                                    did_you_mean(variant, names) or
                                    "declare it in [experiments.NAME] variants = [...] and set "
-                                   "the rule's experiment")
+                                   f"the {owner.split()[0]}'s experiment")
             if content.template is not None and content.template not in self.pb.templates:
                 yield self.problem((*where, "template"),
                                    f"unknown template '{content.template}'",
