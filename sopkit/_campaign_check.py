@@ -16,10 +16,9 @@ from typing import Any
 
 from . import _models as m
 from ._cron import CronError, local_instant, parse_every, parse_local
-from ._errors import Problem, did_you_mean
+from ._errors import Problem
 from ._source import KeyPath
 
-_MESSAGES_AND_TASKS = frozenset({"send", "webhook", "task"})
 _PROBE = dt.date(2000, 1, 1)  # never-firing schedules are found by scanning from here
 
 
@@ -48,7 +47,9 @@ def check_campaigns(checker: Any) -> Iterator[Problem]:
         if bad:
             yield bad
         yield from _actions(checker, path, campaign)
-        yield from _experiment(checker, path, campaign)
+        if campaign.experiment is not None:
+            yield from checker.experiment_use(path, campaign.experiment, campaign.actions,
+                                              f"campaign '{campaign.name}'", still="tags")
         yield from _sample(checker, path, campaign)
 
 
@@ -98,21 +99,6 @@ def _actions(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[Prob
         if isinstance(action, m.SendAction) and action.variants:
             yield from checker.send_variants(apath, action, campaign.experiment,
                                              f"campaign '{campaign.name}'")
-
-
-def _experiment(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[Problem]:
-    name = campaign.experiment
-    if name is None:
-        return
-    if name not in checker.pb.experiments:
-        yield checker.problem((*path, "experiment"), f"unknown experiment '{name}'",
-                              did_you_mean(name, checker.pb.experiments) or
-                              f"declare it: [experiments.{name}] with holdout = 0.1")
-    elif not any(a.type in _MESSAGES_AND_TASKS for a in campaign.actions):
-        yield checker.problem((*path, "experiment"),
-                              f"experiment '{name}' holds nothing out: campaign "
-                              f"'{campaign.name}' has no send, webhook or task action",
-                              "a holdout withholds messages and tasks; tags still change")
 
 
 def _sample(checker: Any, path: KeyPath, campaign: m.Campaign) -> Iterator[Problem]:

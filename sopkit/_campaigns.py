@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cron import Timing, timing
 from ._policy import held_out
+from ._validate import POLICY_ACTIONS as _POLICY_ACTIONS
 from .engines import create_engine
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from ._store import OutboxRow, Store
 
 TRIGGER = "campaign"  # the `trigger` of every campaign action record
-_POLICY_ACTIONS = frozenset({"send", "webhook", "task"})
 SENT_EVENT = "message_sent"  # the event type `sopkit campaign results` feeds back
 
 

@@ -28,7 +28,7 @@ from ._errors import ChainError, EventError
 from ._load import LoadedPlaybook
 from ._policy import ALL, Pipeline, PolicyState, bucket, update_opt_out
 from ._templates import render
-from ._validate import CLV_FACTS
+from ._validate import CLV_FACTS, POLICY_ACTIONS
 from .engines import DEFAULT, Engine, create_engine, resolve
 
 MAX_ROUNDS = 64
@@ -46,7 +46,7 @@ HANDOVER_RULE = "handover"  # the rule name on the records a hand-over makes
 OPT_OUT_EVENT = "opt_out"  # built-in: the customer opts out of a channel (or "all")
 OPT_IN_EVENT = "opt_in"  # built-in: the customer withdraws an opt-out
 _CONSENT_EVENTS = frozenset({OPT_OUT_EVENT, OPT_IN_EVENT})
-_POLICY_ACTIONS = frozenset({"send", "webhook", "task"})
+_POLICY_ACTIONS = POLICY_ACTIONS  # send, webhook, task: what the policy pipeline decides
 _TRUE = {"true", "1", "yes", "y", "是", "t"}
 _FALSE = {"false", "0", "no", "n", "否", "f", ""}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import _expr as e
@@ -380,7 +380,8 @@ class _Checker:
             for j, action in enumerate(rule.actions):
                 yield from self.action((*path, "actions", j), action, rule.on)
             if rule.experiment is not None:
-                yield from self.rule_experiment(path, rule)
+                yield from self.experiment_use(path, rule.experiment, rule.actions,
+                                               f"rule '{rule.name}'")
             if rule.sample is not None and not 0 < rule.sample <= 1:
                 yield self.problem((*path, "sample"), f"sample {rule.sample:g} is outside "
                                    "(0, 1]: it is the share of customers in the pilot",
@@ -390,18 +391,19 @@ class _Checker:
                     yield from self.send_variants((*path, "actions", j), action,
                                                   rule.experiment, f"rule '{rule.name}'")
 
-    def rule_experiment(self, path: KeyPath, rule: m.Rule) -> Iterator[Problem]:
-        name = rule.experiment
-        assert name is not None
+    def experiment_use(self, path: KeyPath, name: str, actions: Sequence[m.Action],
+                       owner: str, still: str = "tags and stages") -> Iterator[Problem]:
+        """An `experiment` key of a rule or campaign (`owner`, e.g. "rule 'recall'"): it
+        names a declared experiment, and there is something to hold out."""
         if name not in self.pb.experiments:
             yield self.problem((*path, "experiment"), f"unknown experiment '{name}'",
                                did_you_mean(name, self.pb.experiments) or
                                f"declare it: [experiments.{name}] with holdout = 0.1")
-        elif not any(a.type in POLICY_ACTIONS for a in rule.actions):
+        elif not any(a.type in POLICY_ACTIONS for a in actions):
             yield self.problem((*path, "experiment"),
-                               f"experiment '{name}' holds nothing out: rule '{rule.name}' has "
+                               f"experiment '{name}' holds nothing out: {owner} has "
                                "no send, webhook or task action",
-                               "a holdout withholds messages and tasks; tags and stages "
+                               f"a holdout withholds messages and tasks; {still} "
                                "still change")
 
     def send_variants(self, path: KeyPath, action: m.SendAction, experiment_name: str | None,
