@@ -36,6 +36,7 @@ from ._load import LoadedPlaybook
 from ._runtime import Action, Runtime, json_value
 from ._store import OutboxRow, Store
 from .channels import Channel, Message, build
+from .channels._wecom import TRANSFER_STATUS
 
 # Actions that reach a person or a system go to the outbox; tag and stage changes are facts
 # (mirrored to WeCom only for the tags a wecom channel's `tag_ids` names).
@@ -420,8 +421,6 @@ def handover_status(store: Store, channels: Mapping[str, Any]) -> list[HandoverL
             external = row.message.get("contact", {}).get(attr)
             status = results[group].get(str(external)) if external else None
             if status is not None:
-                from .channels._wecom import TRANSFER_STATUS
-
                 platform = f"{status} {TRANSFER_STATUS.get(status, '')}".strip()
             elif platform == "-":
                 platform = "no transfer record yet"

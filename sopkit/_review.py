@@ -154,9 +154,9 @@ def gather(playbook: Any, events: Any, *, experiment: str | None = None,
     """
     import io
 
+    from ._clock import Calendar
     from ._errors import UsageError
     from ._io import BadRecord, read_records
-    from ._runtime import Runtime
     from ._simulate import simulate
 
     model = playbook.model
@@ -194,7 +194,9 @@ def gather(playbook: Any, events: Any, *, experiment: str | None = None,
     simulate(playbook, events, profiles=profiles, end=end, out=out, engine=engine,
              masked=False)
     exposures: dict[str, tuple[str, int]] = {}
-    cal = Runtime(playbook, engine="native").calendar
+    meta = model.playbook
+    hours, minutes = (int(x) for x in meta.day_starts.split(":"))
+    cal = Calendar(meta.timezone, hours * 60 + minutes)
     for line in out.getvalue().splitlines():
         record = json.loads(line)
         if record["rule"] not in rules or record["action"] not in ("send", "webhook", "task"):

@@ -67,3 +67,14 @@ def score_low_is_good(value: float, breaks: Breaks) -> int:
 def segment(r: int, f: int, m: int) -> str:
     """The classic segment of three scores."""
     return SEGMENTS[(r >= HIGH, f >= HIGH, m >= HIGH)]
+
+
+def scores(values: tuple[float, float, float] | None,
+           breaks: tuple[Breaks, Breaks, Breaks]) -> tuple[int, int, int, str] | None:
+    """R, F, M and the segment of (recency, frequency, monetary); None before a purchase."""
+    if values is None:
+        return None
+    r = score_low_is_good(values[0], breaks[0])
+    f = score_high_is_good(values[1], breaks[1])
+    m = score_high_is_good(values[2], breaks[2])
+    return r, f, m, segment(r, f, m)

@@ -648,13 +648,9 @@ class Runtime:
     def _rfm_scores(self, cs: CustomerState, now: int,
                     today: int) -> tuple[int, int, int, str] | None:
         breaks = self.rfm_breaks
-        values = self._rfm_values(cs, now, today) if breaks is not None else None
-        if values is None or breaks is None:
+        if breaks is None:
             return None
-        r = _rfm.score_low_is_good(values[0], breaks[0])
-        f = _rfm.score_high_is_good(values[1], breaks[1])
-        m = _rfm.score_high_is_good(values[2], breaks[2])
-        return r, f, m, _rfm.segment(r, f, m)
+        return _rfm.scores(self._rfm_values(cs, now, today), breaks)
 
     def _next_refit(self, after: int, every: int) -> int:
         """The first refit instant after `after`: a day start every `every` seconds' days."""
@@ -666,17 +662,18 @@ class Runtime:
     def _refit(self, now: int) -> list[Action]:
         """Recompute the population's breakpoints; re-evaluate the customers they re-score."""
         today = self.calendar.day_index(now)
-        values = [v for cs in self.customers.values()
-                  if (v := self._rfm_values(cs, now, today)) is not None]
-        columns = [[v[k] for v in values] for k in range(3)]
-        found = [_rfm.breakpoints(c) for c in columns]
+        values = {cid: self._rfm_values(cs, now, today) for cid, cs in self.customers.items()}
+        bought = [v for v in values.values() if v is not None]
+        found = [_rfm.breakpoints([v[k] for v in bought]) for k in range(3)]
         if found[0] is not None and found[1] is not None and found[2] is not None:
             self.rfm_breaks = (found[0], found[1], found[2])
         out: list[Action] = []
-        for customer_id in sorted(self.customers):
-            cs = self.customers[customer_id]
-            if self._plan.rfm and self._rfm_scores(cs, now, today) != cs.rfm:
-                out.extend(self._tick(cs, now, None))
+        breaks = self.rfm_breaks
+        if self._plan.rfm and breaks is not None:
+            for customer_id in sorted(self.customers):
+                cs = self.customers[customer_id]
+                if _rfm.scores(values[customer_id], breaks) != cs.rfm:
+                    out.extend(self._tick(cs, now, None))
         self._rfm_next = self._next_refit(now, self._rfm["every"] if self._rfm else 86400)
         heapq.heappush(self._heap, (self._rfm_next, _REFIT))
         return out
