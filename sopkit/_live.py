@@ -199,8 +199,10 @@ class LiveRun:
 
 
 def follow_lines(stream: IO[bytes], stop: Callable[[], bool], poll: float,
-                 follow: bool) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each complete line; with `follow`, wait for more at the end."""
+                 follow: bool, idle: Callable[[], None] | None = None
+                 ) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each complete line; with `follow`, wait for more at the end,
+    calling `idle` before each wait (the live loop commits, lets time pass, dispatches)."""
     number = 0
     partial = b""
     while True:
@@ -218,11 +220,14 @@ def follow_lines(stream: IO[bytes], stop: Callable[[], bool], poll: float,
                 number += 1
                 yield number, partial.decode("utf-8", "replace")
             return
+        if idle is not None:
+            idle()
         time.sleep(poll)
 
 
 def records_from(source: str, *, follow: bool, stop: Callable[[], bool],
-                 poll: float = 0.5) -> Iterator[Record | BadRecord]:
+                 poll: float = 0.5, idle: Callable[[], None] | None = None
+                 ) -> Iterator[Record | BadRecord]:
     """Records of a file (JSONL/CSV, .gz unless following) or of stdin (`-`)."""
     if source == "-":
         lines = follow_lines(sys.stdin.buffer, stop, poll, follow=False)
@@ -237,7 +242,7 @@ def records_from(source: str, *, follow: bool, stop: Callable[[], bool],
     if path.suffix == ".gz":
         raise UsageError("--follow reads a growing plain file; a .gz file cannot grow")
     with path.open("rb") as stream:
-        lines = follow_lines(stream, stop, poll, follow=True)
+        lines = follow_lines(stream, stop, poll, follow=True, idle=idle)
         if record_format(path) == "csv":
             yield from _csv_records(lines, [])
         else:
@@ -316,8 +321,18 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
         pending = []
         since = 0
 
+    def idle() -> None:
+        """Nothing to read: commit what was read, let time pass, deliver what is due."""
+        if since:
+            flush()
+        now = clock()
+        if rt.now is None or now - lateness > rt.now:
+            pending.extend(rt.advance_ts(now - lateness))
+            flush()
+        drain(live, dispatcher, now, stats)
+
     if events is not None:
-        for item in records_from(events, follow=follow, stop=stop):
+        for item in records_from(events, follow=follow, stop=stop, poll=tick, idle=idle):
             line = item.line
             if line <= live.offset:
                 stats.events_skipped += 1
@@ -340,11 +355,7 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
                 break
         flush()
     while True:
-        now = clock()
-        if rt.now is None or now - lateness > rt.now:
-            pending.extend(rt.advance_ts(now - lateness))
-            flush()
-        drain(live, dispatcher, now, stats)
+        idle()
         if once or stop():
             break
         time.sleep(tick)
