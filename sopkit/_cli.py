@@ -623,6 +623,14 @@ def review(
     console.print(comparisons)
 
 
+def _beside_store(store: str) -> Path:
+    """The default quarantine file of a run: beside an SQLite store, else in the cwd."""
+    if store.startswith(("postgresql:", "postgres:")) or store == ":memory:":
+        return Path("sopkit-quarantine.jsonl")
+    path = Path(store.removeprefix("sqlite:///"))
+    return path.with_name(path.stem + ".quarantine.jsonl")
+
+
 @contextmanager
 def _closing(channels: dict[str, Any], restore_signals: Any) -> Iterator[None]:
     """Afterwards: the old signal handlers back, every channel's connections closed."""
@@ -675,8 +683,9 @@ def run(
     batch: Annotated[int, typer.Option(help="Events per committed transaction.", min=1)] = 200,
     tick: Annotated[float, typer.Option(help="Seconds between clock ticks when idle.")] = 5.0,
     engine: DurableEngineOption = "durable",
-    quarantine: Annotated[Path, typer.Option(help="Where bad records go (appended).")] =
-    Path("sopkit-quarantine.jsonl"),
+    quarantine: Annotated[Path | None, typer.Option(
+        help="Where bad records go, appended (default: next to an SQLite store, "
+        "STORE.quarantine.jsonl; else sopkit-quarantine.jsonl).")] = None,
     worker: Annotated[str | None, typer.Option(
         help="This dispatcher's name in leases; a restart under the same name takes its "
         "rows back at once (default: host:pid, whose leases run out after --lease).")] = None,
@@ -720,6 +729,8 @@ def run(
             the_store.release_worker(worker)
         dispatcher = Dispatcher(the_store, channels, worker=name, lease_seconds=lease,
                                 wall=lambda: int(time.time()))
+        if quarantine is None:
+            quarantine = _beside_store(store)
         jail = Quarantine(quarantine, masked=True, append=True)
         try:
             stats = run_live(live, events=events, follow=follow, once=once,

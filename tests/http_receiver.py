@@ -241,7 +241,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]  # set in start()
         headers = {k.lower(): v for k, v in self.headers.items()}
-        reply = receiver._record(self.command, self.path, headers, self._body())
+        body = self._body()
+        length = self.headers.get("Content-Length")
+        if length is not None and len(body) < int(length):
+            # the client went away mid-request (a killed sender): nothing was delivered, as a
+            # real server would see a broken request and not process it
+            self.close_connection = True
+            return
+        reply = receiver._record(self.command, self.path, headers, body)
         if reply.delay and receiver._stopping.wait(reply.delay):
             self.close_connection = True
             return  # stopped while holding the answer back: drop the connection
