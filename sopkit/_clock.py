@@ -6,6 +6,7 @@ the local date that instant belongs to. Day-based metrics change only at day sta
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import zoneinfo
@@ -18,6 +19,9 @@ class Calendar:
         self.tz = zoneinfo.ZoneInfo(timezone)
         self.shift = dt.timedelta(minutes=day_starts_minutes)
         self.day_start = functools.lru_cache(maxsize=4096)(self._day_start)
+        # the last day `day_index` answered: [start, next start) -> ordinal; events come in
+        # time order, so most calls fall in it
+        self._span: tuple[int, int, int] = (0, 0, 0)
 
     def parse(self, text: str) -> int:
         """An ISO 8601 date or date-time as a timestamp; no offset means the playbook's zone."""
@@ -38,6 +42,15 @@ class Calendar:
 
         Wall-clock arithmetic alone would step back a day inside a DST fall-back hour.
         """
+        start, end, day = self._span
+        if start <= ts < end:
+            return day
+        day = self._day_of(ts)
+        with contextlib.suppress(OverflowError, ValueError):  # the last day: not remembered
+            self._span = (self.day_start(day), self.day_start(day + 1), day)
+        return day
+
+    def _day_of(self, ts: int) -> int:
         guess = (self.local(ts) - self.shift).date().toordinal()
         if self.day_start(guess) > ts:
             return guess - 1

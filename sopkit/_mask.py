@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 _PHONE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+_ELEVEN_DIGITS = re.compile(r"\d{11}")
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*(@[A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 
 
@@ -17,7 +18,7 @@ def mask_text(text: str) -> str:
     """
     if "@" in text:
         text = _EMAIL.sub(r"\1***\2", text)
-    if sum(ch.isdigit() for ch in text) < 11:  # too few digits for a mobile number
+    if not _ELEVEN_DIGITS.search(text):  # every mobile number has 11 digits in a row
         return text
     return _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
 

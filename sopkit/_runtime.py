@@ -39,6 +39,7 @@ _RFM_NAMES = tuple(_rfm.FACTS)  # rfm_r, rfm_f, rfm_m, rfm_segment: the order of
 _RFM_ANCHOR = dt.date(2024, 1, 1).toordinal()  # a Monday: "7d" refits every Monday
 _STATE_FORMAT = 1  # bump when CustomerState or the runtime-wide state changes shape
 _LAST_DAY = dt.date.max.toordinal()
+_NEVER = 1 << 62  # later than any timestamp the calendar can hold
 PROFILE_EVENT = "profile"  # a built-in event type that updates profile attributes
 STAFF_DEPARTED = "staff_departed"  # a built-in event: hand a leaving staff member's customers over
 HANDOVER_RULE = "handover"  # the rule name on the records a hand-over makes
@@ -227,6 +228,14 @@ class Runtime:
         self.pk = f"{ir['playbook']}:{ir['version']}"
         self._entry_rules = [(r["index"], r["predicate"]) for r in self.rules
                              if r["on"] is None]
+        # what _settle_derived reads on every evaluation, unpacked once
+        self._score_factors = [[(f["predicate"], f["points"]) for f in score["factors"]]
+                               for score in ir["scores"]]
+        self._dynamic_tags = [(tag["predicate"], tag["name"], bool(tag["sticky"]))
+                              for tag in ir["tags"] if tag["predicate"] is not None]
+        self._fire_order = [(r, self.rules[r]["predicate"], self.rules[r]["on"])
+                            for r in ir["rule_order"]]
+        self._stage_predicates = [(stage["name"], stage["predicate"]) for stage in ir["stages"]]
         self.touched: set[str] = set()  # customers evaluated since the last `take_touched`
         self._clv: dict[str, Any] | None = self.ir.get("clv")
         self._clv_next: int | None = None
@@ -519,42 +528,52 @@ class Runtime:
 
     def _schedule(self, cs: CustomerState, now: int) -> None:
         """Compute the next instant anything about this customer could change."""
-        candidates: list[int] = [p.due for p in cs.pending]
+        best = _NEVER  # the earliest candidate after now
+        for p in cs.pending:
+            if now < p.due < best:
+                best = p.due
+        metrics = self.metrics
+        states = cs.metrics
         for k in self.windowed:
-            change = self.metrics[k].next_change(cs.metrics[k])
-            if change is not None:
-                candidates.append(change)
-        today = self.calendar.day_index(now)
+            change = metrics[k].next_change(states[k])
+            if change is not None and now < change < best:
+                best = change
+        calendar = self.calendar
+        today = calendar.day_index(now)
+        cache = cs.wake_cache
         for metric_index, boundaries, any_day in self.day_wakeups:
             if metric_index is None:  # the `today` built-in, compared with date literals
-                later_days = [b + 1 for b in boundaries if b + 1 > today]
-                if not any_day and not later_days:
-                    continue
-                day = today + 1 if any_day else min(later_days)
+                if any_day:
+                    day = today + 1
+                else:
+                    later_days = [b + 1 for b in boundaries if b + 1 > today]
+                    if not later_days:
+                        continue
+                    day = min(later_days)
             else:
                 # the answer holds until its day comes, unless the event it counts from moves
                 # (days_since) or the profile changes (the cache is cleared then)
-                metric = self.metrics[metric_index]
-                state = cs.metrics[metric_index]
+                metric = metrics[metric_index]
+                state = states[metric_index]
                 key = state if isinstance(metric, _metrics.DaysSince) else None
-                hit = cs.wake_cache.get(metric_index)
+                hit = cache.get(metric_index)
                 if hit is not None and hit[0] == key and (hit[1] is None or hit[1] > today):
                     found = hit[1]
                 else:
                     found = _metrics.next_day_crossing(metric, state, cs.profile, today,
                                                        boundaries, any_day)
-                    cs.wake_cache[metric_index] = (key, found)
+                    cache[metric_index] = (key, found)
                 if found is None:
                     continue
                 day = found
             if day >= _LAST_DAY:  # a threshold past the calendar's end is never reached
                 continue
-            candidates.append(self.calendar.day_start(day))
-        later = [c for c in candidates if c > now]
-        if later:
-            when = min(later)
-            if cs.wake_at is None or when != cs.wake_at:
-                self._push(cs, when)
+            start = calendar.day_start(day)
+            if now < start < best:
+                best = start
+        if best != _NEVER:
+            if cs.wake_at is None or best != cs.wake_at:
+                self._push(cs, best)
         else:
             cs.wake_at = None
 
@@ -731,21 +750,26 @@ class Runtime:
         self.touched.add(cs.customer_id)
         tags_before = frozenset(cs.tags) if self.tag_log is not None else None
         today = self.calendar.day_index(now)
-        due = sorted((p for p in cs.pending if p.due <= now), key=lambda p: (p.due, p.seq))
-        cs.pending = [p for p in cs.pending if p.due > now]
+        due: list[_Pending] = []
+        if cs.pending:
+            due = sorted((p for p in cs.pending if p.due <= now), key=lambda p: (p.due, p.seq))
+            cs.pending = [p for p in cs.pending if p.due > now]
         on_rules = list(self.on_rules.get(event[0], ())) if event else []
         history: list[str] = []
         facts = self._facts(cs, now, today, event)
+        evaluate = self.engine.evaluate
+        rule_truth = cs.rule_truth
         for round_ in range(MAX_ROUNDS):
             if round_:
                 self._refresh(facts, cs, today)
-            true = self.engine.evaluate(facts)
+            true = evaluate(facts)
             for r, pid in self._entry_rules:
                 if pid not in true:  # seen false, even for a moment: armed again
-                    cs.rule_truth[r] = False
+                    rule_truth[r] = False
             if self._settle_derived(cs, true, history):
                 continue
-            self._cancel(cs, now, true, due, out)
+            if cs.pending or due:
+                self._cancel(cs, now, true, due, out)
             changed = False
             while due and not changed:
                 item = due.pop(0)
@@ -755,7 +779,8 @@ class Runtime:
             if changed:
                 continue
             if not self._fire_rules(cs, now, facts, true, event, on_rules, history, out):
-                self._cancel(cs, now, true, due, out)  # rules that just fired may be cancelled
+                if cs.pending or due:  # rules that just fired may be cancelled
+                    self._cancel(cs, now, true, due, out)
                 break
         else:
             names = list(dict.fromkeys(history[-12:]))
@@ -787,37 +812,40 @@ class Runtime:
                         history: list[str]) -> bool:
         """Update scores, then dynamic tags, then the stage; True if anything changed."""
         changed = False
-        for i, score in enumerate(self.ir["scores"]):
-            value = float(sum(f["points"] for f in score["factors"] if f["predicate"] in true))
-            if value != cs.scores[i]:
-                cs.scores[i] = value
+        scores = cs.scores
+        for i, factors in enumerate(self._score_factors):
+            value = float(sum([points for pid, points in factors if pid in true]))
+            if value != scores[i]:
+                scores[i] = value
                 changed = True
         if changed:
             return True
-        for tag in self.ir["tags"]:
-            pid = tag["predicate"]
-            if pid is None:
-                continue
+        tags = cs.tags
+        for pid, name, sticky in self._dynamic_tags:
             holds = pid in true
-            name = tag["name"]
-            if tag["sticky"]:  # set when its condition becomes true; kept until an untag
+            if sticky:  # set when its condition becomes true; kept until an untag
                 was = cs.sticky_truth.get(name, False)
-                cs.sticky_truth[name] = holds
-                if holds and not was and name not in cs.tags:
-                    cs.tags.add(name)
+                if holds != was:
+                    cs.sticky_truth[name] = holds
+                if holds and not was and name not in tags:
+                    tags.add(name)
                     history.append(f"tag {name}")
                     changed = True
                 continue
-            if holds and name not in cs.tags:
-                cs.tags.add(name)
-                history.append(f"tag {name}")
-                changed = True
-            elif not holds and name in cs.tags:
-                cs.tags.discard(name)
+            if holds:
+                if name not in tags:
+                    tags.add(name)
+                    history.append(f"tag {name}")
+                    changed = True
+            elif name in tags:
+                tags.discard(name)
                 history.append(f"untag {name}")
                 changed = True
-        stage = next((s["name"] for s in self.ir["stages"]
-                      if s["predicate"] is None or s["predicate"] in true), None)
+        stage = None
+        for name, pid in self._stage_predicates:
+            if pid is None or pid in true:
+                stage = name
+                break
         if stage != cs.computed_stage:
             cs.computed_stage = stage
             self.stage_counts[cs.stage] -= 1
@@ -830,23 +858,23 @@ class Runtime:
                     event: tuple[str, dict[str, Any]] | None, on_rules: list[int],
                     history: list[str], out: list[Action]) -> bool:
         """Fire eligible rules in order; True as soon as one changes a fact."""
-        for r in self.ir["rule_order"]:
-            rule = self.rules[r]
-            pid = rule["predicate"]
+        rule_truth = cs.rule_truth
+        for r, pid, on in self._fire_order:
             holds = pid is None or pid in true
-            if rule["on"] is not None:
+            if on is not None:
                 if r not in on_rules:
                     continue
                 on_rules.remove(r)
                 if not holds:
                     continue
-                trigger = f"event:{rule['on']}"
+                trigger = f"event:{on}"
             else:
-                was = cs.rule_truth[r]
-                cs.rule_truth[r] = holds
+                was = rule_truth[r]
+                rule_truth[r] = holds
                 if not holds or was:
                     continue
                 trigger = "entry"
+            rule = self.rules[r]
             reads = self._why(cs, rule["reads"], facts)
             cs.attempts[r] += 1
             attempt = cs.attempts[r]

@@ -62,6 +62,20 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _scalar(value: Any) -> str:
+    """`_dumps` of one fact value, with the common types first."""
+    kind = type(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        text = repr(value)
+        if "e" not in text and "n" not in text:  # not 1e-05, nan or inf
+            return text
+    return _dumps(value)
+
+
 class _Lowering:
     """RuleIR conditions -> durable JSON expressions over one fact."""
 
@@ -205,30 +219,33 @@ class DurableEngine:
                                        lowering.tests))
 
     @staticmethod
-    def fact(group: _Group, facts: Sequence[object]) -> dict[str, Any]:
-        """The single durable fact one ruleset sees for a customer's facts vector."""
-        out: dict[str, Any] = {"sid": SID, "_k": 1}
+    def payload(group: _Group, facts: Sequence[object]) -> str:
+        """The single durable fact one ruleset sees for a customer's facts vector, as JSON.
+
+        Written field by field: building a dict and encoding it cost 3/4 of an evaluation.
+        """
+        out = ['{"sid":"' + SID + '","_k":1']
         for i in group.value_slots:
             value = facts[i]
             if value is not None:
-                out[f"s{i}"] = value
+                out.append(f',"s{i}":{_scalar(value)}')
         for i in group.null_slots:
-            out[f"n{i}"] = facts[i] is None
+            out.append(f',"n{i}":true' if facts[i] is None else f',"n{i}":false')
         for k, node in enumerate(group.hoisted):
             value = _ir.operand(node, facts)
             if value is None:
-                out[f"nh{k}"] = True
+                out.append(f',"nh{k}":true')
             else:
-                out[f"h{k}"] = value
-                out[f"nh{k}"] = False
+                out.append(f',"h{k}":{_scalar(value)},"nh{k}":false')
         for k, cond in enumerate(group.tests):
-            out[f"t{k}"] = _ir.holds(cond, facts)
-        return out
+            out.append(f',"t{k}":true' if _ir.holds(cond, facts) else f',"t{k}":false')
+        out.append("}")
+        return "".join(out)
 
     def evaluate(self, facts: Sequence[object]) -> frozenset[int]:
         fired: list[int] = []
         for group, handle in zip(self._groups, self._handles, strict=True):
-            payload = _dumps(self.fact(group, facts))
+            payload = self.payload(group, facts)
             try:
                 code, state = _dre.assert_fact(handle, payload)
                 if code != 0:  # 0: actions are ready (the `keep` rule always matches)
