@@ -1,14 +1,18 @@
 """Incremental metrics: each keeps a small per-customer state updated by events.
 
 Windows hold the events of the trailing window (an event counts while now - ts < window) and
-drop them as time passes; `next_change` tells the scheduler when the oldest one leaves.
+drop them as time passes; `next_change` tells the scheduler when the oldest one leaves. One
+process holds the states of millions of customers, so a window keeps its timestamps in an
+`array('q')`, 8 bytes an event, oldest first.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter, deque
-from decimal import Decimal
+from array import array
+from bisect import bisect_right
+from collections import Counter
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any
 
 from ._clock import next_anniversary
@@ -42,26 +46,32 @@ class Metric:
 
     def next_change(self, state: Any) -> int | None:
         """The instant the window's oldest event leaves it, for windowed metrics."""
-        if self.window is None or not state:
+        if self.window is None:
             return None
-        head = state[0]
-        return int((head[0] if isinstance(head, tuple) else head) + self.window)
+        stamps = self.stamps(state)
+        return stamps[0] + self.window if stamps else None
 
     def evict(self, state: Any, now: int) -> None:
+        """Drop the events that have left the window by `now` (now - ts >= window)."""
         assert self.window is not None
-        while state and now - (state[0][0] if isinstance(state[0], tuple) else state[0]) \
-                >= self.window:
-            self.dropped(state, state.popleft())
+        expired = bisect_right(self.stamps(state), now - self.window)
+        if expired:
+            self.drop(state, expired)
 
-    def dropped(self, state: Any, item: Any) -> None:
-        return None
+    def stamps(self, state: Any) -> array[int]:
+        """A windowed state's timestamps, oldest first."""
+        raise NotImplementedError
+
+    def drop(self, state: Any, n: int) -> None:
+        """Forget a windowed state's `n` oldest events."""
+        raise NotImplementedError
 
 
 class Count(Metric):
     kind = "count"
 
     def new(self) -> Any:
-        return deque() if self.window else 0
+        return array("q") if self.window else 0
 
     def observe(self, state: Any, ts: int, day: int, fields: dict[str, Any]) -> Any:
         if self.window:
@@ -76,18 +86,92 @@ class Count(Metric):
             return len(state)
         return state
 
+    def stamps(self, state: Any) -> array[int]:
+        stamps: array[int] = state  # a windowed count is its timestamps
+        return stamps
 
-class _Window(deque[Any]):
-    """A deque of (ts, value) that also keeps the running sum of the values."""
+    def drop(self, state: Any, n: int) -> None:
+        del state[:n]
 
-    total: Decimal | int = 0
+
+# A context that never rounds: scaleb in it only moves the exponent.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+_COEFFICIENT = 2**55  # packed coefficients lie in [-2**55, 2**55), exponents in [-128, 128)
+
+
+def _pack(value: Any) -> int | None:
+    """An int or Decimal as one int64, coefficient * 256 + exponent + 128; None if it won't fit."""
+    if isinstance(value, int):
+        coefficient, exponent = value, 0
+    elif isinstance(value, Decimal) and value.is_finite():
+        exponent = int(value.as_tuple().exponent)
+        coefficient = int(value.scaleb(-exponent, _EXACT))
+    else:
+        return None
+    if -_COEFFICIENT <= coefficient < _COEFFICIENT and -128 <= exponent < 128:
+        return coefficient * 256 + exponent + 128
+    return None
+
+
+def _unpack(packed: int) -> int | Decimal:
+    """The value `_pack` packed, with its exponent; an int when that is 0, +0 for -0.
+
+    Neither changes a sum: an int meets a Decimal total as the Decimal with exponent 0 would,
+    and a zero's sign never shows in the total it is subtracted from.
+    """
+    coefficient, exponent = divmod(packed, 256)
+    exponent -= 128
+    return coefficient if exponent == 0 else Decimal(coefficient).scaleb(exponent, _EXACT)
+
+
+class _Sums:
+    """The events of a sum/avg window and the running sum of their values.
+
+    The total is kept as before: it starts at the int 0, each value is added when it arrives
+    and subtracted when it leaves, so it has the type and Decimal exponent it always had, and
+    reading it costs nothing. Only the stored values shrink: each packs into one int64 of an
+    `array('q')` (16 bytes an event with its timestamp, against ~200 for a (ts, Decimal)
+    tuple) and unpacks, when it leaves, to a value equal to it with the same exponent, so every
+    step gives what the old window's did. That is exact by construction (scaling all values to
+    one exponent and rebuilding the total would be exact only while no step rounds). A value
+    that does not pack (a float, a coefficient past 55 bits, an exponent outside a byte) turns
+    `values` into a plain list of the values, for good.
+    """
+
+    __slots__ = ("stamps", "total", "values")
+
+    def __init__(self) -> None:
+        self.stamps = array("q")
+        self.values: array[int] | list[Any] = array("q")
+        self.total: Any = 0
+
+    def add(self, ts: int, value: Any) -> None:
+        self.total += value
+        self.stamps.append(ts)
+        values = self.values
+        if isinstance(values, array):
+            packed = _pack(value)
+            if packed is not None:
+                values.append(packed)
+                return
+            self.values = values = [_unpack(v) for v in values]
+        values.append(value)
+
+    def drop(self, n: int) -> None:
+        values = self.values
+        total = self.total
+        for value in map(_unpack, values[:n]) if isinstance(values, array) else values[:n]:
+            total -= value
+        self.total = total
+        del values[:n]
+        del self.stamps[:n]
 
 
 class Sum(Metric):
     kind = "sum"
 
     def new(self) -> Any:
-        return _Window() if self.window else [0, 0]
+        return _Sums() if self.window else [0, 0]
 
     def observe(self, state: Any, ts: int, day: int, fields: dict[str, Any]) -> Any:
         value = fields.get(self.field or "")
@@ -95,20 +179,23 @@ class Sum(Metric):
             return state
         if self.window:
             self.evict(state, ts)
-            state.append((ts, value))
-            state.total += value
+            state.add(ts, value)
         else:
             state[0] += value
             state[1] += 1
         return state
 
-    def dropped(self, state: Any, item: Any) -> None:
-        state.total -= item[1]
+    def stamps(self, state: Any) -> array[int]:
+        sums: _Sums = state
+        return sums.stamps
+
+    def drop(self, state: Any, n: int) -> None:
+        state.drop(n)
 
     def totals(self, state: Any, now: int) -> tuple[Any, int]:
         if self.window:
             self.evict(state, now)
-            return state.total, len(state)
+            return state.total, len(state.stamps)
         return state[0], state[1]
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
@@ -177,8 +264,29 @@ class DaysToAnniversary(Metric):
         return next_anniversary(date, dt.date.fromordinal(today)).toordinal() - today
 
 
-class _Keyed(deque[Any]):
-    counts: Counter[Any]
+class _Keys:
+    """The events of a max_count_per_key window: timestamps, their keys, and each key's count."""
+
+    __slots__ = ("counts", "keys", "stamps")
+
+    def __init__(self) -> None:
+        self.stamps = array("q")
+        self.keys: list[Any] = []
+        self.counts: Counter[Any] = Counter()
+
+    def add(self, ts: int, key: Any) -> None:
+        self.stamps.append(ts)
+        self.keys.append(key)
+        self.counts[key] += 1
+
+    def drop(self, n: int) -> None:
+        counts = self.counts
+        for key in self.keys[:n]:
+            counts[key] -= 1
+            if not counts[key]:
+                del counts[key]
+        del self.keys[:n]
+        del self.stamps[:n]
 
 
 class MaxCountPerKey(Metric):
@@ -187,22 +295,21 @@ class MaxCountPerKey(Metric):
     kind = "max_count_per_key"
 
     def new(self) -> Any:
-        state = _Keyed()
-        state.counts = Counter()
-        return state
+        return _Keys()
 
     def observe(self, state: Any, ts: int, day: int, fields: dict[str, Any]) -> Any:
         key = fields.get(self.field or "")
         self.evict(state, ts)
         if key is not None:
-            state.append((ts, key))
-            state.counts[key] += 1
+            state.add(ts, key)
         return state
 
-    def dropped(self, state: Any, item: Any) -> None:
-        state.counts[item[1]] -= 1
-        if not state.counts[item[1]]:
-            del state.counts[item[1]]
+    def stamps(self, state: Any) -> array[int]:
+        keys: _Keys = state
+        return keys.stamps
+
+    def drop(self, state: Any, n: int) -> None:
+        state.drop(n)
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
         self.evict(state, now)
