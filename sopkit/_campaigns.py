@@ -388,7 +388,7 @@ def _messages(runtime: Runtime, campaign: Campaign, cs: CustomerState,
     options: list[str | None] = [*campaign.variants] or [None]
     for variant in options:
         scratch = CustomerState(cs.customer_id, dict(cs.profile), cs.owner, cs.metrics,
-                                list(cs.scores), set(cs.tags), stage=cs.stage)
+                                list(cs.scores), cs.tags, stage=cs.stage)
         actions: list[Action] = []
         campaign.execute(runtime, scratch, when, {}, actions, variant, decide=False)
         for action in actions:

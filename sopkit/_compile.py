@@ -10,7 +10,10 @@ lists over slots and constants:
 Dates are day ordinals (`date.toordinal()`), decimals are floats. A comparison that reads a
 missing (null) slot is false; `not` negates the result. For each time-relative metric the
 IR lists the constants conditions compare it with (`wakeups`), so the runtime can compute
-the next instant at which any condition could change, and sleep until then.
+the next instant at which any condition could change, and sleep until then. Windowed metrics
+get the same list (`windows`): an event leaving a window wakes its customer only when the
+value can cross one of them (`any`: when it is read inside arithmetic or against another fact,
+every departure counts).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ._models import parse_duration
 from ._validate import BUILTINS, CLV_FACTS, TIME_RELATIVE, metric_type, scope_names
 
 IR_VERSION = 1
+WINDOWED = ("count", "sum", "avg", "max_count_per_key")  # metric kinds a window applies to
 Cond = list[Any]
 
 
@@ -38,6 +42,9 @@ class _Compiler:
         self.boundaries: dict[int, set[int]] = {}
         self.any_time: set[int] = set()
         self.time_slots: set[int] = set()
+        # windowed metrics: their values change as events leave the window, so the runtime
+        # wakes a customer only when that can cross a threshold (IR `windows`)
+        self.window_slots: set[int] = set()
         self.event: str | None = None
         for name, kind in BUILTINS.items():
             self.slot(name, kind, "builtin")
@@ -47,6 +54,8 @@ class _Compiler:
             index = self.slot(name, metric_type(pb, metric), "metric")
             if metric.kind in TIME_RELATIVE:
                 self.time_slots.add(index)
+            elif metric.window and metric.kind in WINDOWED:
+                self.window_slots.add(index)
         for name in pb.scores:
             self.slot(name, "number", "score")
         if pb.rfm is not None:
@@ -142,15 +151,15 @@ class _Compiler:
         raise AssertionError(f"not an operand: {node}")
 
     def mark_any(self, operand: list[Any]) -> None:
-        """A time-relative slot inside arithmetic: any day may matter."""
+        """A time-relative or windowed slot inside arithmetic: any change may matter."""
         for slot in _reads(["cmp", "==", operand, ["const", 0]]):
-            if slot in self.time_slots:
+            if slot in self.time_slots or slot in self.window_slots:
                 self.any_time.add(slot)
 
     def note_thresholds(self, cond: Cond) -> None:
         _, op, a, b = cond
         for x, y, flipped in ((a, b, False), (b, a, True)):
-            if x[0] == "slot" and x[1] in self.time_slots:
+            if x[0] == "slot" and (x[1] in self.time_slots or x[1] in self.window_slots):
                 if y[0] == "const" and isinstance(y[1], int | float) \
                         and not isinstance(y[1], bool):
                     self.thresholds.setdefault(x[1], set()).add(y[1])
@@ -214,6 +223,16 @@ class _Compiler:
             for slot in sorted(self.time_slots)
             if slot in self.any_time or slot in self.thresholds
         }
+        windows = {
+            self.slots[slot]["name"]: {
+                "slot": slot,
+                "any": slot in self.any_time,
+                "thresholds": sorted(self.thresholds.get(slot, set())),
+                "boundaries": sorted(self.boundaries.get(slot, set())),
+            }
+            for slot in sorted(self.window_slots)
+            if slot in self.any_time or slot in self.thresholds
+        }
         return {
             "ir_version": IR_VERSION,
             "playbook": meta.name,
@@ -229,6 +248,7 @@ class _Compiler:
             "rules": rules,
             "rule_order": order,
             "wakeups": wakeups,
+            "windows": windows,
             "channels": {name: dict(ch) for name, ch in
                          ((n, c.model_dump(exclude={"description"})) for n, c in
                           pb.channels.items())},

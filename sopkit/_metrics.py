@@ -12,6 +12,7 @@ import datetime as dt
 from array import array
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Iterator
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any
 
@@ -24,6 +25,7 @@ class Metric:
     """Base: `observe` an event, read the `value` at a time, and say when it next changes."""
 
     kind = ""
+    integral = False  # values are whole numbers: windows compare them against boundaries
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.name: str = spec["name"]
@@ -54,9 +56,44 @@ class Metric:
     def evict(self, state: Any, now: int) -> None:
         """Drop the events that have left the window by `now` (now - ts >= window)."""
         assert self.window is not None
-        expired = bisect_right(self.stamps(state), now - self.window)
-        if expired:
-            self.drop(state, expired)
+        stamps = self.stamps(state)
+        cutoff = now - self.window
+        if stamps and stamps[0] <= cutoff:  # most reads find nothing to drop
+            self.drop(state, bisect_right(stamps, cutoff))
+
+    def next_crossing(self, state: Any, now: int, thresholds: list[float],
+                      boundaries: list[int]) -> int | None:
+        """The first instant after `now` at which events leaving the window, with no new
+        ones, move the value across a condition's constant; None if none can.
+
+        Integer values (counts) compare against `boundaries`, the whole values where a
+        comparison may flip; others against the constants themselves (below, equal, above).
+        """
+        if self.window is None:
+            return None
+        self.evict(state, now)
+        stamps = self.stamps(state)
+
+        def position(value: Any) -> tuple[int, ...] | None:
+            if value is None:
+                return None
+            if self.integral:
+                return tuple(int(value > b) for b in boundaries)
+            number = float(value) if isinstance(value, Decimal) else value
+            return tuple((number > c) - (number < c) for c in thresholds)
+
+        start = position(self.value(state, now, 0, {}))
+        last = len(stamps) - 1
+        for i, value in enumerate(self.departures(state)):
+            if i < last and stamps[i + 1] == stamps[i]:
+                continue  # events with one timestamp leave together
+            if position(value) != start:
+                return stamps[i] + self.window
+        return None
+
+    def departures(self, state: Any) -> Iterator[Any]:
+        """The window's value after its oldest event leaves, the two oldest, and so on."""
+        raise NotImplementedError
 
     def stamps(self, state: Any) -> array[int]:
         """A windowed state's timestamps, oldest first."""
@@ -69,6 +106,7 @@ class Metric:
 
 class Count(Metric):
     kind = "count"
+    integral = True
 
     def new(self) -> Any:
         return array("q") if self.window else 0
@@ -92,6 +130,19 @@ class Count(Metric):
 
     def drop(self, state: Any, n: int) -> None:
         del state[:n]
+
+    def next_crossing(self, state: Any, now: int, thresholds: list[float],
+                      boundaries: list[int]) -> int | None:
+        """A count falls by one a departure: it crosses the highest boundary below it when
+        the count reaches that boundary."""
+        if self.window is None:
+            return None
+        self.evict(state, now)
+        n = len(state)
+        below = [b for b in boundaries if 0 <= b < n]  # a count never falls below 0
+        if not below:
+            return None
+        return int(state[n - max(below) - 1]) + self.window
 
 
 # A context that never rounds: scaleb in it only moves the exponent.
@@ -201,6 +252,41 @@ class Sum(Metric):
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
         return self.totals(state, now)[0]
 
+    def next_crossing(self, state: Any, now: int, thresholds: list[float],
+                      boundaries: list[int]) -> int | None:
+        """With no negative value the total only falls: it first changes place against the
+        constants when it reaches the highest one at or below it (or, standing on it, drops
+        under it)."""
+        if self.window is None:
+            return None
+        self.evict(state, now)
+        values = state.values
+        if not isinstance(values, array) or (values and min(values) < 0):
+            return super().next_crossing(state, now, thresholds, boundaries)
+        total = state.total
+        current = float(total)
+        under = [c for c in thresholds if c <= current]
+        if not under:
+            return None
+        limit = max(under)
+        stamps = state.stamps
+        last = len(stamps) - 1
+        for i, packed in enumerate(values):
+            total -= _unpack(packed)
+            if i < last and stamps[i + 1] == stamps[i]:
+                continue
+            value = float(total)
+            if value < limit or (value == limit and current > limit):
+                return int(stamps[i]) + self.window
+        return None
+
+    def departures(self, state: Any) -> Iterator[Any]:
+        total = state.total
+        values = state.values
+        for value in map(_unpack, values) if isinstance(values, array) else values:
+            total -= value
+            yield total
+
 
 class Avg(Sum):
     kind = "avg"
@@ -208,6 +294,16 @@ class Avg(Sum):
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
         total, n = self.totals(state, now)
         return None if n == 0 else Decimal(total) / n
+
+    def next_crossing(self, state: Any, now: int, thresholds: list[float],
+                      boundaries: list[int]) -> int | None:
+        return Metric.next_crossing(self, state, now, thresholds, boundaries)  # not monotone
+
+    def departures(self, state: Any) -> Iterator[Any]:
+        left = len(state.stamps)
+        for total in super().departures(state):
+            left -= 1
+            yield None if left == 0 else Decimal(total) / left
 
 
 class Last(Metric):
@@ -293,6 +389,7 @@ class MaxCountPerKey(Metric):
     """The largest number of events sharing one value of `field` within the window."""
 
     kind = "max_count_per_key"
+    integral = True
 
     def new(self) -> Any:
         return _Keys()
@@ -314,6 +411,12 @@ class MaxCountPerKey(Metric):
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
         self.evict(state, now)
         return max(state.counts.values(), default=0)
+
+    def departures(self, state: Any) -> Iterator[Any]:
+        counts = Counter(state.counts)
+        for key in state.keys:
+            counts[key] -= 1
+            yield max(counts.values(), default=0)
 
 
 KINDS: dict[str, type[Metric]] = {

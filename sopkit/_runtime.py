@@ -15,6 +15,7 @@ import functools
 import heapq
 import itertools
 import pickle
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ _CLV_REFIT = "\0clv"  # the heap entry of the [clv] model refit
 _CLV_NAMES = CLV_FACTS  # p_alive, expected_purchases, p_no_purchase, expected_spend
 _RFM_NAMES = tuple(_rfm.FACTS)  # rfm_r, rfm_f, rfm_m, rfm_segment: the order of the scores
 _RFM_ANCHOR = dt.date(2024, 1, 1).toordinal()  # a Monday: "7d" refits every Monday
-_STATE_FORMAT = 1  # bump when CustomerState or the runtime-wide state changes shape
+_STATE_FORMAT = 2  # bump when CustomerState or the runtime-wide state changes shape
 _LAST_DAY = dt.date.max.toordinal()
 _NEVER = 1 << 62  # later than any timestamp the calendar can hold
 PROFILE_EVENT = "profile"  # a built-in event type that updates profile attributes
@@ -103,8 +104,10 @@ class CustomerState:
     owner: str | None = None
     metrics: list[Any] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
-    tags: set[str] = field(default_factory=set)
-    sticky_truth: dict[str, bool] = field(default_factory=dict)
+    # tags and sticky_truth are shared, interned frozensets (Runtime._interned): a million
+    # customers hold a handful of distinct sets
+    tags: frozenset[str] = frozenset()
+    sticky_truth: frozenset[str] = frozenset()  # sticky tags whose condition held last time
     stage: str | None = None
     computed_stage: str | None = None
     rule_truth: list[bool] = field(default_factory=list)
@@ -113,8 +116,9 @@ class CustomerState:
     last_fired: list[int | None] = field(default_factory=list)
     pending: list[_Pending] = field(default_factory=list)
     wake_at: int | None = None
-    # per day metric: (what the answer depends on, the next crossing day); see _schedule
-    wake_cache: dict[int, tuple[Any, int | None]] = field(default_factory=dict)
+    # per day wake-up j: [2j] what the answer depends on, [2j + 1] the next crossing day;
+    # None when nothing is cached (see _schedule)
+    wake_cache: list[Any] | None = None
     # policy (_policy.py): the channels (or "all") opted out of; the messages delivered, as
     # (delivery time, channel) in delivery order, kept for the longest cap window
     opt_out: frozenset[str] = frozenset()
@@ -196,15 +200,23 @@ class Runtime:
         for etype in playbook.model.events:
             self.metrics_by_event[etype] = [
                 k for k, metric in enumerate(self.metrics) if metric.matches(etype)]
-        read = {s for p in ir["predicates"] for s in p["reads"]}
-        # windows that conditions read wake their customer when an event leaves them
-        self.windowed = [k for k, metric in enumerate(self.metrics)
-                         if metric.window and ir["metrics"][k]["slot"] in read]
         slot_metric = {spec["slot"]: k for k, spec in enumerate(ir["metrics"])}
         self.day_wakeups = [
             (slot_metric.get(w["slot"]), w["boundaries"], w["any"])
             for w in ir["wakeups"].values()
         ]
+        # windows that conditions read wake their customer when an event leaving them can
+        # cross a threshold (None: any departure may matter); their answers are cached in
+        # wake_cache after the day wake-ups' and forgotten when the metric observes an event
+        self.windowed: list[tuple[int, tuple[list[float], list[int]] | None]] = [
+            (slot_metric[w["slot"]], None if w["any"] else (w["thresholds"], w["boundaries"]))
+            for w in ir["windows"].values()
+        ]
+        first = 2 * len(self.day_wakeups)
+        self._window_cache: dict[str, list[int]] = {
+            etype: [first + j for j, (k, _) in enumerate(self.windowed) if k in observed]
+            for etype, observed in self.metrics_by_event.items()
+        }
         self.rules = ir["rules"]
         self.on_rules: dict[str, list[int]] = {}
         for r in ir["rule_order"]:
@@ -218,6 +230,7 @@ class Runtime:
         self._channel_names = frozenset(ir["channels"])
         self.profile_types = dict(playbook.model.profile)
         self.customers: dict[str, CustomerState] = {}
+        self._sets: dict[frozenset[str], frozenset[str]] = {}  # see _interned
         # customers per stage right now (None: not evaluated yet or no stage applies), kept up
         # to date as stages change so a report can sample it every day at no cost
         self.stage_counts: Counter[str | None] = Counter()
@@ -258,6 +271,10 @@ class Runtime:
         # scheduled campaigns (群发): global wake-ups after customers' own (_campaigns.py)
         self.campaign_plan = CampaignPlan(self)
 
+    def _interned(self, names: frozenset[str]) -> frozenset[str]:
+        """One shared object per distinct set of names (customers' tags, sticky truths)."""
+        return self._sets.setdefault(names, names)
+
     # ---- input -------------------------------------------------------------------------
 
     def _customer(self, customer_id: str) -> CustomerState:
@@ -288,10 +305,10 @@ class Runtime:
         cs = self._customer(customer_id)
         cs.profile.update(profile)
         self._sync_opt_out(cs, profile)
-        cs.wake_cache.clear()
+        cs.wake_cache = None
         owner = record.get("owner")
         if owner not in (None, ""):
-            cs.owner = str(owner)
+            cs.owner = sys.intern(str(owner))
         if self.now is None:
             if not known:
                 self._unstarted.append(customer_id)
@@ -325,7 +342,7 @@ class Runtime:
                 if attr in record:
                     fields[attr] = _convert(record[attr], kind, f"profile attribute '{attr}'")
             if record.get("owner") not in (None, ""):
-                fields["\0owner"] = str(record["owner"])
+                fields["\0owner"] = sys.intern(str(record["owner"]))
             return customer_id, etype, ts, fields
         if etype in _CONSENT_EVENTS:
             return customer_id, etype, ts, {"channel": self._consent_channels(etype, record)}
@@ -377,7 +394,7 @@ class Runtime:
             cs.owner = owner or cs.owner
             cs.profile.update(fields)
             self._sync_opt_out(cs, fields)
-            cs.wake_cache.clear()
+            cs.wake_cache = None
             out.extend(self._tick(cs, ts, None))
             return out
         if etype in _CONSENT_EVENTS:
@@ -385,12 +402,15 @@ class Runtime:
                                         self._channel_names)
             if self._consent_attribute is not None:  # conditions and templates see it too
                 cs.profile[self._consent_attribute] = cs.opt_out
-                cs.wake_cache.clear()
+                cs.wake_cache = None
             out.extend(self._tick(cs, ts, None))
             return out
         day = self.calendar.day_index(ts)
         for k in self.metrics_by_event.get(etype, ()):
             cs.metrics[k] = self.metrics[k].observe(cs.metrics[k], ts, day, fields)
+        if cs.wake_cache is not None:
+            for pos in self._window_cache.get(etype, ()):
+                cs.wake_cache[pos] = -1  # the window changed: its next crossing is unknown
         if self._clv is not None and etype == self._clv["event"]:
             self._clv_observe(cs, ts, day, fields)
         out.extend(self._tick(cs, ts, (etype, fields)))
@@ -534,14 +554,24 @@ class Runtime:
                 best = p.due
         metrics = self.metrics
         states = cs.metrics
-        for k in self.windowed:
-            change = metrics[k].next_change(states[k])
+        cache = cs.wake_cache
+        if cache is None:
+            cache = cs.wake_cache = [None, -1] * len(self.day_wakeups) + [-1] * len(
+                self.windowed)
+        pos = 2 * len(self.day_wakeups)
+        for k, limits in self.windowed:
+            if limits is None:
+                change = metrics[k].next_change(states[k])
+            else:  # -1: not cached
+                change = cache[pos]
+                if change == -1 or (change is not None and change <= now):
+                    change = cache[pos] = metrics[k].next_crossing(states[k], now, *limits)
+            pos += 1
             if change is not None and now < change < best:
                 best = change
         calendar = self.calendar
         today = calendar.day_index(now)
-        cache = cs.wake_cache
-        for metric_index, boundaries, any_day in self.day_wakeups:
+        for j, (metric_index, boundaries, any_day) in enumerate(self.day_wakeups):
             if metric_index is None:  # the `today` built-in, compared with date literals
                 if any_day:
                     day = today + 1
@@ -556,13 +586,12 @@ class Runtime:
                 metric = metrics[metric_index]
                 state = states[metric_index]
                 key = state if isinstance(metric, _metrics.DaysSince) else None
-                hit = cache.get(metric_index)
-                if hit is not None and hit[0] == key and (hit[1] is None or hit[1] > today):
-                    found = hit[1]
-                else:
+                found = cache[2 * j + 1]  # -1: not cached
+                if found == -1 or cache[2 * j] != key or (found is not None and found <= today):
                     found = _metrics.next_day_crossing(metric, state, cs.profile, today,
                                                        boundaries, any_day)
-                    cache[metric_index] = (key, found)
+                    cache[2 * j] = key
+                    cache[2 * j + 1] = found
                 if found is None:
                     continue
                 day = found
@@ -820,25 +849,24 @@ class Runtime:
                 changed = True
         if changed:
             return True
-        tags = cs.tags
         for pid, name, sticky in self._dynamic_tags:
             holds = pid in true
             if sticky:  # set when its condition becomes true; kept until an untag
-                was = cs.sticky_truth.get(name, False)
+                was = name in cs.sticky_truth
                 if holds != was:
-                    cs.sticky_truth[name] = holds
-                if holds and not was and name not in tags:
-                    tags.add(name)
+                    cs.sticky_truth = self._interned(cs.sticky_truth ^ {name})
+                if holds and not was and name not in cs.tags:
+                    cs.tags = self._interned(cs.tags | {name})
                     history.append(f"tag {name}")
                     changed = True
                 continue
             if holds:
-                if name not in tags:
-                    tags.add(name)
+                if name not in cs.tags:
+                    cs.tags = self._interned(cs.tags | {name})
                     history.append(f"tag {name}")
                     changed = True
-            elif name in tags:
-                tags.discard(name)
+            elif name in cs.tags:
+                cs.tags = self._interned(cs.tags - {name})
                 history.append(f"untag {name}")
                 changed = True
         stage = None
@@ -965,11 +993,11 @@ class Runtime:
         if kind == "tag":
             details["tag"] = spec["tag"]
             changed |= spec["tag"] not in cs.tags
-            cs.tags.add(spec["tag"])
+            cs.tags = self._interned(cs.tags | {spec["tag"]})
         elif kind == "untag":
             details["tag"] = spec["tag"]
             changed |= spec["tag"] in cs.tags
-            cs.tags.discard(spec["tag"])
+            cs.tags = self._interned(cs.tags - {spec["tag"]})
         elif kind == "set_stage":
             details["stage"] = spec["stage"]
             details["from_stage"] = cs.stage

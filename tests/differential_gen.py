@@ -651,8 +651,13 @@ def dump(action: sopkit.Action) -> str:
 
 
 def run(playbook: sopkit.LoadedPlaybook, profiles: list[dict[str, Any]],
-        events: list[dict[str, Any]], end: str, engine: str) -> Outcome:
+        events: list[dict[str, Any]], end: str, engine: str,
+        every_departure: bool = False) -> Outcome:
     """Replay a case with one engine: profiles, every event, then advance to `end`.
+
+    `every_departure` compiles the playbook with every window marked `any`, so each event
+    leaving a window wakes its customer: the plain schedule the threshold-based one must
+    agree with.
 
     An event the runtime rejects (EventError) is recorded as a `{"rejected": ...}` line and
     the run goes on, as `simulate` would quarantine it. A ChainError (with either engine) or
@@ -664,7 +669,11 @@ def run(playbook: sopkit.LoadedPlaybook, profiles: list[dict[str, Any]],
     error = None
     rt = None
     try:
-        rt = sopkit.Runtime(playbook, engine=engine)
+        ir = sopkit.compile_playbook(playbook.model)
+        if every_departure:
+            for window in ir["windows"].values():
+                window["any"] = True
+        rt = sopkit.Runtime(playbook, engine=engine, ir=ir)
         for record in profiles:
             try:
                 rt.add_profile(record)

@@ -75,6 +75,30 @@ def test_engines_agree_on_generated_playbooks(case: gen.Case) -> None:
     assert durable.states == native.states
 
 
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(gen.cases(gen.NO_BUGS))
+def test_window_wakeups_at_crossings_lose_nothing(case: gen.Case) -> None:
+    """Waking a customer only when a window's value crosses a constant gives the same actions
+    and final states as waking it at every event that leaves a window."""
+    note(repr(case))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "playbook.toml"
+        path.write_text(case.toml(), encoding="utf-8")
+        try:
+            playbook = sopkit.load_playbook(path)
+        except sopkit.PlaybookError:
+            assume(False)
+            return
+    event("windows compared" if sopkit.compile_playbook(playbook.model)["windows"]
+          else "no window compared")
+    crossings = gen.run(playbook, case.profiles, case.events, case.end, "native")
+    every = gen.run(playbook, case.profiles, case.events, case.end, "native",
+                    every_departure=True)
+    assert crossings.lines == every.lines
+    assert crossings.states == every.states
+
+
 def _golden_params() -> list[object]:
     params = []
     for directory in sorted(p for p in CASES.iterdir() if p.is_dir()):
