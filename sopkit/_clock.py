@@ -76,3 +76,14 @@ def next_anniversary(birth: dt.date, today: dt.date) -> dt.date:
     """The first anniversary of `birth` on or after `today`."""
     this_year = anniversary(birth, today.year)
     return this_year if this_year >= today else anniversary(birth, today.year + 1)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def anniversary_on_or_after(month: int, day: int, today: int) -> int:
+    """The day ordinal of the first anniversary of (month, day) on or after day `today`.
+
+    Cached: on any one day, a million customers share at most 366 answers (the cache holds
+    about 44 days of them, time moves forward).
+    """
+    birth = dt.date(2000, month, day)  # a leap year, so 29 February keeps its day
+    return next_anniversary(birth, dt.date.fromordinal(today)).toordinal()

@@ -8,7 +8,6 @@ process holds the states of millions of customers, so a window keeps its timesta
 
 from __future__ import annotations
 
-import datetime as dt
 from array import array
 from bisect import bisect_right
 from collections import Counter
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any
 
-from ._clock import next_anniversary
+from ._clock import anniversary_on_or_after
 
 Number = int | float | Decimal
 
@@ -357,7 +356,7 @@ class DaysToAnniversary(Metric):
         date = profile.get(self.attribute or "")
         if date is None:
             return None
-        return next_anniversary(date, dt.date.fromordinal(today)).toordinal() - today
+        return anniversary_on_or_after(date.month, date.day, today) - today
 
 
 class _Keys:
@@ -458,8 +457,8 @@ def next_day_crossing(metric: Metric, state: Any, profile: dict[str, Any], today
         birth = profile.get(metric.attribute or "")
         if birth is None:
             return None
-        now_anniv = next_anniversary(birth, dt.date.fromordinal(today)).toordinal()
-        after = next_anniversary(birth, dt.date.fromordinal(now_anniv + 1)).toordinal()
+        now_anniv = anniversary_on_or_after(birth.month, birth.day, today)
+        after = anniversary_on_or_after(birth.month, birth.day, now_anniv + 1)
         days = [now_anniv + 1]  # the value jumps from 0 back up the day after
         for anniv in (now_anniv, after):
             days.extend(anniv - b for b in boundaries if 0 <= b <= 366 and anniv - b > today)

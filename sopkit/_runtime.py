@@ -201,8 +201,11 @@ class Runtime:
             self.metrics_by_event[etype] = [
                 k for k, metric in enumerate(self.metrics) if metric.matches(etype)]
         slot_metric = {spec["slot"]: k for k, spec in enumerate(ir["metrics"])}
+        # (metric index or None for `today`, boundaries, any, counts from an event)
         self.day_wakeups = [
-            (slot_metric.get(w["slot"]), w["boundaries"], w["any"])
+            (slot_metric.get(w["slot"]), w["boundaries"], w["any"],
+             w["slot"] in slot_metric and isinstance(
+                 self.metrics[slot_metric[w["slot"]]], _metrics.DaysSince))
             for w in ir["wakeups"].values()
         ]
         # windows that conditions read wake their customer when an event leaving them can
@@ -571,7 +574,7 @@ class Runtime:
                 best = change
         calendar = self.calendar
         today = calendar.day_index(now)
-        for j, (metric_index, boundaries, any_day) in enumerate(self.day_wakeups):
+        for j, (metric_index, boundaries, any_day, from_event) in enumerate(self.day_wakeups):
             if metric_index is None:  # the `today` built-in, compared with date literals
                 if any_day:
                     day = today + 1
@@ -585,7 +588,7 @@ class Runtime:
                 # (days_since) or the profile changes (the cache is cleared then)
                 metric = metrics[metric_index]
                 state = states[metric_index]
-                key = state if isinstance(metric, _metrics.DaysSince) else None
+                key = state if from_event else None
                 found = cache[2 * j + 1]  # -1: not cached
                 if found == -1 or cache[2 * j] != key or (found is not None and found <= today):
                     found = _metrics.next_day_crossing(metric, state, cs.profile, today,
@@ -1149,20 +1152,15 @@ class Runtime:
 
         The store is sopkit's own file: its bytes are trusted like the playbook is.
         """
+        meta = None if clock is None else _unpickle(clock, "runtime state")
         count = 0
         for customer_id, blob in customers:
-            version, cs = pickle.loads(blob)  # our own store, written by dump_customer
-            if version != _STATE_FORMAT:
-                raise ValueError(f"customer {customer_id}: state format {version} is not "
-                                 f"{_STATE_FORMAT}; this store was written by another sopkit")
+            cs = _unpickle(blob, f"customer {customer_id}")
             self.customers[customer_id] = cs
             if cs.wake_at is not None:
                 heapq.heappush(self._heap, (cs.wake_at, customer_id))
             count += 1
-        if clock is not None:
-            version, meta = pickle.loads(clock)  # our own store, see above
-            if version != _STATE_FORMAT:
-                raise ValueError(f"runtime state format {version} is not {_STATE_FORMAT}")
+        if meta is not None:
             self.now = meta["now"]
             self._seq = itertools.count(meta["seq"])
             self._unstarted = list(meta["unstarted"])
@@ -1178,6 +1176,20 @@ class Runtime:
                 self.campaign_plan.start(self.now, inclusive=False)
         self.touched.clear()
         return count
+
+
+def _unpickle(blob: bytes, what: str) -> Any:
+    """What `dump_customer` or `dump_clock` pickled, after checking its format version."""
+    try:
+        version, value = pickle.loads(blob)  # our own store: trusted like the playbook
+    except (AttributeError, ImportError, EOFError, pickle.UnpicklingError, TypeError,
+            ValueError) as exc:  # classes an older sopkit pickled may be gone
+        raise ValueError(f"{what}: cannot read its saved state ({exc}); this store was "
+                         "written by another sopkit") from None
+    if version != _STATE_FORMAT:
+        raise ValueError(f"{what}: state format {version} is not {_STATE_FORMAT}; this store "
+                         "was written by another sopkit")
+    return value
 
 
 def _param_or(name: str, params: dict[str, Any], lookup: Any) -> Any:

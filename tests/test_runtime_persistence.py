@@ -49,3 +49,14 @@ def test_state_from_another_format_is_refused_with_a_reason() -> None:
     rt = sopkit.Runtime(playbook, engine="native")
     with pytest.raises(ValueError, match="state format 99"):
         rt.restore(None, [("c1", pickle.dumps((99, object())))])
+
+
+def test_state_naming_a_class_this_sopkit_lacks_is_refused_with_a_reason() -> None:
+    """A store an older sopkit wrote, pickling a window class that is gone, gets the same
+    clear refusal, not an AttributeError from deep inside pickle."""
+    playbook = sopkit.load_playbook(ROOT / "playbooks/membership.toml")
+    rt = sopkit.Runtime(playbook, engine="native")
+    old_window = b"csopkit._metrics\n_Window\n."  # the deque-based window of format 1
+    with pytest.raises(ValueError, match=r"customer c1: cannot read its saved state.*"
+                                         r"written by another sopkit"):
+        rt.restore(None, [("c1", old_window)])
