@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import sopkit  # noqa: E402  # the repository's sopkit, after the path is set
 from sopkit._live import fingerprint  # noqa: E402  # as above
-from sopkit._runtime import _STATE_FORMAT, CustomerState  # noqa: E402  # as above
+from sopkit._runtime import _STATE_FORMAT  # noqa: E402  # as above
 from sopkit._store import SQLiteStore  # noqa: E402  # as above
 
 PLAYBOOK = ROOT / "playbooks" / "retail.toml"
@@ -74,11 +74,7 @@ def generate(path: Path, customers: int, seed: int) -> float:
         for number in range(1, customers + 1):
             rng = random.Random(seed * 10**8 + number)
             cid = f"c{number:07d}"
-            cs = CustomerState(cid, metrics=[m.new() for m in rt.metrics],
-                               scores=[0.0] * len(rt.ir["scores"]),
-                               rule_truth=[False] * len(rt.rules), fired=[0] * len(rt.rules),
-                               attempts=[0] * len(rt.rules),
-                               last_fired=[None] * len(rt.rules))
+            cs = rt._blank_customer(cid)
             cs.profile = {
                 "name": rng.choice(NAMES) + rng.choice("伟芳娜敏静丽强磊军洋"),
                 "gender": rng.choice(("female", "male")), "city": rng.choice(CITIES),

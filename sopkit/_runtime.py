@@ -16,6 +16,7 @@ import heapq
 import itertools
 import pickle
 import sys
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ _RFM_ANCHOR = dt.date(2024, 1, 1).toordinal()  # a Monday: "7d" refits every Mon
 _STATE_FORMAT = 2  # bump when CustomerState or the runtime-wide state changes shape
 _LAST_DAY = dt.date.max.toordinal()
 _NEVER = 1 << 62  # later than any timestamp the calendar can hold
+_HEAP_SLACK = 4096  # the smallest heap worth compacting
+_NO_TIME = -(1 << 63)  # "never" in CustomerState.last_fired (an array of timestamps)
+_UNKNOWN = -(1 << 63)  # in CustomerState.wake_cache: not computed
+_NONE = -(1 << 63) + 1  # in CustomerState.wake_cache: None
 PROFILE_EVENT = "profile"  # a built-in event type that updates profile attributes
 STAFF_DEPARTED = "staff_departed"  # a built-in event: hand a leaving staff member's customers over
 HANDOVER_RULE = "handover"  # the rule name on the records a hand-over makes
@@ -110,15 +115,16 @@ class CustomerState:
     sticky_truth: frozenset[str] = frozenset()  # sticky tags whose condition held last time
     stage: str | None = None
     computed_stage: str | None = None
-    rule_truth: list[bool] = field(default_factory=list)
+    rule_truth: bytearray = field(default_factory=bytearray)  # 1: seen true, not re-armed
     fired: list[int] = field(default_factory=list)
     attempts: list[int] = field(default_factory=list)
-    last_fired: list[int | None] = field(default_factory=list)
+    last_fired: array[int] = field(default_factory=lambda: array("q"))  # _NO_TIME: never
     pending: list[_Pending] = field(default_factory=list)
     wake_at: int | None = None
-    # per day wake-up j: [2j] what the answer depends on, [2j + 1] the next crossing day;
-    # None when nothing is cached (see _schedule)
-    wake_cache: list[Any] | None = None
+    # per day wake-up j: [2j] what the answer depends on, [2j + 1] the next crossing day; then
+    # per window its next crossing instant; _UNKNOWN: not cached, _NONE: never (_schedule).
+    # None when nothing is cached
+    wake_cache: array[int] | None = None
     # policy (_policy.py): the channels (or "all") opted out of; the messages delivered, as
     # (delivery time, channel) in delivery order, kept for the longest cap window
     opt_out: frozenset[str] = frozenset()
@@ -216,6 +222,7 @@ class Runtime:
             for w in ir["windows"].values()
         ]
         first = 2 * len(self.day_wakeups)
+        self._cache_size = first + len(self.windowed)
         self._window_cache: dict[str, list[int]] = {
             etype: [first + j for j, (k, _) in enumerate(self.windowed) if k in observed]
             for etype, observed in self.metrics_by_event.items()
@@ -238,6 +245,7 @@ class Runtime:
         # to date as stages change so a report can sample it every day at no cost
         self.stage_counts: Counter[str | None] = Counter()
         self._heap: list[tuple[int, str]] = []
+        self._heap_limit = _HEAP_SLACK  # compact the heap when it grows past this
         self._seq = itertools.count()
         self.now: int | None = None
         self._unstarted: list[str] = []
@@ -280,19 +288,23 @@ class Runtime:
 
     # ---- input -------------------------------------------------------------------------
 
+    def _blank_customer(self, customer_id: str) -> CustomerState:
+        """A new customer's state, not yet known to the runtime (see `_customer`)."""
+        n_rules = len(self.rules)
+        return CustomerState(
+            customer_id,
+            metrics=[metric.new() for metric in self.metrics],
+            scores=[0.0] * len(self.ir["scores"]),
+            rule_truth=bytearray(n_rules),
+            fired=[0] * n_rules,
+            attempts=[0] * n_rules,
+            last_fired=array("q", [_NO_TIME]) * n_rules,
+        )
+
     def _customer(self, customer_id: str) -> CustomerState:
         cs = self.customers.get(customer_id)
         if cs is None:
-            n_rules = len(self.rules)
-            cs = CustomerState(
-                customer_id,
-                metrics=[metric.new() for metric in self.metrics],
-                scores=[0.0] * len(self.ir["scores"]),
-                rule_truth=[False] * n_rules,
-                fired=[0] * n_rules,
-                attempts=[0] * n_rules,
-                last_fired=[None] * n_rules,
-            )
+            cs = self._blank_customer(customer_id)
             self.customers[customer_id] = cs
             self.stage_counts[None] += 1
         return cs
@@ -413,7 +425,7 @@ class Runtime:
             cs.metrics[k] = self.metrics[k].observe(cs.metrics[k], ts, day, fields)
         if cs.wake_cache is not None:
             for pos in self._window_cache.get(etype, ()):
-                cs.wake_cache[pos] = -1  # the window changed: its next crossing is unknown
+                cs.wake_cache[pos] = _UNKNOWN  # the window changed: its next crossing too
         if self._clv is not None and etype == self._clv["event"]:
             self._clv_observe(cs, ts, day, fields)
         out.extend(self._tick(cs, ts, (etype, fields)))
@@ -547,7 +559,21 @@ class Runtime:
 
     def _push(self, cs: CustomerState, when: int) -> None:
         cs.wake_at = when
-        heapq.heappush(self._heap, (when, cs.customer_id))
+        heap = self._heap
+        heapq.heappush(heap, (when, cs.customer_id))
+        if len(heap) > self._heap_limit:
+            self._compact_heap()
+
+    def _compact_heap(self) -> None:
+        """Drop the entries later schedules replaced (each customer keeps its one live wake-up)
+        in place, so a million customers do not carry several dead entries each."""
+        heap = self._heap
+        customers = self.customers
+        live = {(when, cid) for when, cid in heap
+                if cid in (_REFIT, _CLV_REFIT) or customers[cid].wake_at == when}
+        heap[:] = live
+        heapq.heapify(heap)
+        self._heap_limit = max(_HEAP_SLACK, 2 * len(heap))
 
     def _schedule(self, cs: CustomerState, now: int) -> None:
         """Compute the next instant anything about this customer could change."""
@@ -559,16 +585,18 @@ class Runtime:
         states = cs.metrics
         cache = cs.wake_cache
         if cache is None:
-            cache = cs.wake_cache = [None, -1] * len(self.day_wakeups) + [-1] * len(
-                self.windowed)
+            cache = cs.wake_cache = array("q", [_UNKNOWN]) * self._cache_size
         pos = 2 * len(self.day_wakeups)
         for k, limits in self.windowed:
             if limits is None:
                 change = metrics[k].next_change(states[k])
-            else:  # -1: not cached
-                change = cache[pos]
-                if change == -1 or (change is not None and change <= now):
-                    change = cache[pos] = metrics[k].next_crossing(states[k], now, *limits)
+            else:
+                cached = cache[pos]
+                if cached == _UNKNOWN or (cached != _NONE and cached <= now):
+                    change = metrics[k].next_crossing(states[k], now, *limits)
+                    cache[pos] = _NONE if change is None else change
+                else:
+                    change = None if cached == _NONE else cached
             pos += 1
             if change is not None and now < change < best:
                 best = change
@@ -588,13 +616,18 @@ class Runtime:
                 # (days_since) or the profile changes (the cache is cleared then)
                 metric = metrics[metric_index]
                 state = states[metric_index]
-                key = state if from_event else None
-                found = cache[2 * j + 1]  # -1: not cached
-                if found == -1 or cache[2 * j] != key or (found is not None and found <= today):
+                key = _NONE if state is None or not from_event else state  # a day ordinal
+                cached = cache[2 * j + 1]
+                if cached == _UNKNOWN or cache[2 * j] != key or \
+                        (cached != _NONE and cached <= today):
                     found = _metrics.next_day_crossing(metric, state, cs.profile, today,
                                                        boundaries, any_day)
                     cache[2 * j] = key
-                    cache[2 * j + 1] = found
+                    cache[2 * j + 1] = _NONE if found is None else found
+                elif cached == _NONE:
+                    continue
+                else:
+                    found = cached
                 if found is None:
                     continue
                 day = found
@@ -797,7 +830,7 @@ class Runtime:
             true = evaluate(facts)
             for r, pid in self._entry_rules:
                 if pid not in true:  # seen false, even for a moment: armed again
-                    rule_truth[r] = False
+                    rule_truth[r] = 0
             if self._settle_derived(cs, true, history):
                 continue
             if cs.pending or due:
@@ -901,7 +934,7 @@ class Runtime:
                 trigger = f"event:{on}"
             else:
                 was = rule_truth[r]
-                rule_truth[r] = holds
+                rule_truth[r] = holds  # a bool is 0 or 1
                 if not holds or was:
                     continue
                 trigger = "entry"
@@ -942,7 +975,7 @@ class Runtime:
         if rule["max_times"] is not None and cs.fired[r] >= rule["max_times"]:
             return f"max_times {rule['max_times']} reached"
         last = cs.last_fired[r]
-        if rule["cooldown"] and last is not None and now - last < rule["cooldown"]:
+        if rule["cooldown"] and last != _NO_TIME and now - last < rule["cooldown"]:
             return f"cooldown until {self.calendar.format(last + rule['cooldown'])}"
         return ""
 
