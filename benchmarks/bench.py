@@ -800,17 +800,19 @@ def markdown(results: dict[str, Any]) -> str:
                      "months, so year 2 holds real work; years 3-5 hold no action at all. "
                      "`2y/1y` and `idle 3y` split the growth: the cost of simulating until "
                      "year 2, and what the three quiet years 3-5 add (CPU, as a fraction of the "
-                     "1-year run). The limit's row is the floor for this input.\n")
+                     "1-year run); `5y/2y` is the idle reading of the target (wall time). The "
+                     "limit's row is the floor for this input.\n")
         lines.append("| engine | customers | 1y wall s | 5y wall s | 5y/1y wall | 5y/1y CPU "
-                     "| 2y/1y CPU | idle 3y | actions 1y | actions 2y | actions 5y |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                     "| 2y/1y CPU | idle 3y | 5y/2y wall | actions 1y | actions 2y | actions 5y |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for g in results["growth"]:
             two = f"{g['cpu_ratio_2y']:.2f}" if "cpu_ratio_2y" in g else ""
             idle = f"{g['idle_3y_cpu_over_1y']:+.2f}" if "idle_3y_cpu_over_1y" in g else ""
             actions_2y = f"{g['actions_2y']:,}" if "actions_2y" in g else ""
+            five_two = f"{g['wall_ratio_5y_2y']:.2f}" if "wall_ratio_5y_2y" in g else ""
             lines.append(f"| {g['engine']} | {g['customers']:,} | {g['wall_1y_s']:,.1f} | "
                          f"{g['wall_5y_s']:,.1f} | {g['wall_ratio']:.2f} | {g['cpu_ratio']:.2f} "
-                         f"| {two} | {idle} | {g['actions_1y']:,} | {actions_2y} "
+                         f"| {two} | {idle} | {five_two} | {g['actions_1y']:,} | {actions_2y} "
                          f"| {g['actions_5y']:,} |")
         lines.append("")
     mem = results["memory"]

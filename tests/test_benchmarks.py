@@ -86,6 +86,8 @@ def test_every_measurement_is_present(quick: dict[str, Any]) -> None:
     assert quick["memory"]["vs_customers"] and quick["memory"]["vs_history"]
     names = {t["name"].split(" ")[0] for t in quick["targets"]}
     assert names >= {"native", "durable"}
+    idle = [t for t in quick["targets"] if "idle years" in t["name"]]
+    assert {t["name"].split(" ")[0] for t in idle} == set(ENGINES)  # 5y/2y, beside 5y/1y
 
 
 def test_engines_report_the_same_actions(quick: dict[str, Any]) -> None:
