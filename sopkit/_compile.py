@@ -168,6 +168,21 @@ class _Compiler:
                 else:
                     self.any_time.add(x[1])
 
+    def limits(self, slots: set[int]) -> dict[str, dict[str, Any]]:
+        """Per fact among `slots` that conditions read: the constants it is compared with and
+        the whole values where a comparison may flip (`any`: through arithmetic or another
+        fact)."""
+        return {
+            self.slots[slot]["name"]: {
+                "slot": slot,
+                "any": slot in self.any_time,
+                "thresholds": sorted(self.thresholds.get(slot, set())),
+                "boundaries": sorted(self.boundaries.get(slot, set())),
+            }
+            for slot in sorted(slots)
+            if slot in self.any_time or slot in self.thresholds
+        }
+
     def compile(self) -> dict[str, Any]:
         pb = self.pb
         meta = pb.playbook
@@ -213,26 +228,8 @@ class _Compiler:
         rules = [self.rule(i, rule) for i, rule in enumerate(pb.rules)]
         campaigns = [self.campaign(i, c) for i, c in enumerate(pb.campaigns)]
         order = sorted(range(len(rules)), key=lambda i: (-rules[i]["priority"], i))
-        wakeups = {
-            self.slots[slot]["name"]: {
-                "slot": slot,
-                "any": slot in self.any_time,
-                "thresholds": sorted(self.thresholds.get(slot, set())),
-                "boundaries": sorted(self.boundaries.get(slot, set())),
-            }
-            for slot in sorted(self.time_slots)
-            if slot in self.any_time or slot in self.thresholds
-        }
-        windows = {
-            self.slots[slot]["name"]: {
-                "slot": slot,
-                "any": slot in self.any_time,
-                "thresholds": sorted(self.thresholds.get(slot, set())),
-                "boundaries": sorted(self.boundaries.get(slot, set())),
-            }
-            for slot in sorted(self.window_slots)
-            if slot in self.any_time or slot in self.thresholds
-        }
+        wakeups = self.limits(self.time_slots)
+        windows = self.limits(self.window_slots)
         return {
             "ir_version": IR_VERSION,
             "playbook": meta.name,
