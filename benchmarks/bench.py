@@ -384,7 +384,7 @@ class Suite:
         if not self.quick and self.args.growth_sizes is None:
             growth_sizes = {n for n in plan if n <= 100_000}
         if not self.quick and self.args.history_sizes is None:
-            history_sizes = {n for n in plan if n <= 100_000}
+            history_sizes = {n for n in plan if n <= 10_000}
         records_dir = self.scratch / "records"
         records_dir.mkdir(parents=True, exist_ok=True)
         for customers, engines in sorted(plan.items()):
@@ -894,8 +894,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--growth-sizes", type=_sizes,
                         help="sizes with a 5-year run (default: those <= 100k)")
     parser.add_argument("--history-sizes", type=_sizes,
-                        help="sizes with a 2-year history run (default: those <= 100k)")
-    parser.add_argument("--budget-minutes", type=float, default=20.0,
+                        help="sizes with a 2-year history run (default: those <= 10k)")
+    parser.add_argument("--budget-minutes", type=float, default=45.0,
                         help="skip a run projected to take longer (0: no limit)")
     parser.add_argument("--verify-size", type=parse_size, default=10_000,
                         help="byte-compare records at the largest size <= this (default 10k)")
@@ -904,7 +904,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                         help="keep the compared records under benchmarks/tmp/records")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                         help="cProfile the native run into benchmarks/profile-native.txt")
-    parser.add_argument("--profile-size", type=parse_size, default=100_000)
+    parser.add_argument("--profile-size", type=parse_size, default=10_000)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--data", type=Path, default=HERE / "data",
                         help="where generated inputs are cached")
