@@ -194,6 +194,8 @@ def test_engines_doc_shows_what_the_example_compiles_to(tmp_path: Path) -> None:
     assert ir["wakeups"]["days_to_expiry"] == {"slot": 14, "any": False,
                                                "thresholds": [0, 7, 30],
                                                "boundaries": [-1, 7, 30]}
+    assert ir["windows"]["lessons_30d"] == {"slot": 10, "any": False, "thresholds": [4],
+                                            "boundaries": [3]}
     engine = DurableEngine(ir)
     (rules,) = engine.definitions.values()
     assert rules["keep"] == {"all": [{"m": {"_k": 1}}]}
