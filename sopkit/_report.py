@@ -18,7 +18,7 @@ import subprocess
 import unicodedata
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,24 +126,23 @@ class ReportData:
         else:
             self.outreach[day, str(action.details.get("channel", action.action))] += 1
 
-    def until(self, runtime: Runtime, ts: int) -> list[Action]:
+    def until(self, runtime: Runtime, ts: int) -> Iterator[list[Action]]:
         """Advance the runtime to the end of every playbook day before `ts`, sampling stages.
 
         Stopping the clock at a day's last second runs the same wake-ups in the same order as
-        one jump would, so the actions are unchanged; the caller reports them.
+        one jump would, so the actions are unchanged; each day's are yielded for the caller to
+        report (a long quiet stretch is never held in memory at once).
         """
         cal = runtime.calendar
         if runtime.now is None:  # `ts` is the first event's time
             self.first = self.first or cal.format(ts)
-            return []
+            return
         if self._next is None:
             self._next = cal.day_start(cal.day_index(runtime.now) + 1)
-        out: list[Action] = []
         while self._next <= ts:
-            out.extend(runtime.advance_ts(self._next - 1))
+            yield runtime.advance_ts(self._next - 1)
             self.sample(runtime)
             self._next = cal.day_start(cal.day_index(self._next) + 1)
-        return out
 
     def sample(self, runtime: Runtime) -> None:
         """Record customers per stage now, as the state of the current playbook day."""

@@ -153,14 +153,20 @@ def simulate(
                 summary.events_after_end += 1
                 continue
             if report is not None:  # stop at each day's end on the way, to sample stages
-                emit(report.until(runtime, event[2]))
+                for actions in report.until(runtime, event[2]):
+                    emit(actions)
             emit(runtime.apply(event))
             summary.events_applied += 1
         except EventError as exc:
             jail.add(str(events), item.line, str(exc), item.data, exc.kind)
     if end_ts is not None:
         if report is not None:
-            emit(report.until(runtime, end_ts))
+            for actions in report.until(runtime, end_ts):
+                emit(actions)
+        # a day at a time, so the months after the last event are written as they pass
+        # instead of being held in memory until the end (the same wake-ups, in the same order)
+        while runtime.now is not None and runtime.now < end_ts:
+            emit(runtime.advance_ts(min(end_ts, cal.day_start(cal.day_index(runtime.now) + 1))))
         emit(runtime.advance_ts(end_ts))
     if report is not None:
         report.sample(runtime)
