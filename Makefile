@@ -45,7 +45,8 @@ schema: $(STAMP)
 clean:
 	rm -rf $(VENV) demo-actions.jsonl demo-report.html *.egg-info
 
-## bench: end-to-end benchmarks (about an hour); benchmarks/results.json, .md (benchmarks/README.md)
+## bench: end-to-end benchmarks, 1M customers included (about 100 minutes); benchmarks/results.json,
+## .md (benchmarks/README.md)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 

@@ -31,10 +31,11 @@ measured, for N customers with about 20 events each:
   events, so twice the events; `generate.py --years 2`).
 
 By default the suite runs 10k and 100k customers with both engines and 1M with the native
-engine, the 5-year and 2-year variants at 10k and 100k, a byte-for-byte comparison of the
-action records of both engines and the limit at 10k, and a cProfile of the native run at
-100k (`benchmarks/profile-native.txt`). A run whose projected time (from the measured rate of
-the same engine at the next smaller size) exceeds `--budget-minutes` (default 20) is skipped
+engine, the 5-year variants at 10k and 100k and the 2-year history at 10k, a byte-for-byte
+comparison of the action records of both engines and the limit at 10k, and a cProfile of the
+native run at 10k (`benchmarks/profile-native.txt`). A run whose projected time (from the
+measured rate of the same engine at the next smaller size) exceeds `--budget-minutes`
+(default 45) is skipped
 and reported with the projection. Results go to `benchmarks/results.json` and
 `benchmarks/results.md` (with `--quick`: `benchmarks/tmp/results-quick.json`).
 """
