@@ -130,6 +130,16 @@ def simulate(
                     record = {k: v if k in _IDENTIFIERS else mask(v) for k, v in record.items()}
                 out.write(dump_line(record))
 
+    def catch_up(ts: int) -> None:
+        """Run the wake-ups before `ts` a day at a time, writing each day's actions as it
+        passes: a quiet month, or the months after the last event, are never held in memory
+        at once. The same wake-ups run in the same order as in one jump."""
+        while runtime.now is not None:
+            next_day = cal.day_start(cal.day_index(runtime.now) + 1)
+            if next_day >= ts:
+                return
+            emit(runtime.advance_ts(next_day))
+
     if profiles is not None:
         size = profiles.stat().st_size
         for item in read_records(profiles, _tick(progress, "profiles", size)):
@@ -155,6 +165,7 @@ def simulate(
             if report is not None:  # stop at each day's end on the way, to sample stages
                 for actions in report.until(runtime, event[2]):
                     emit(actions)
+            catch_up(event[2])
             emit(runtime.apply(event))
             summary.events_applied += 1
         except EventError as exc:
@@ -163,10 +174,7 @@ def simulate(
         if report is not None:
             for actions in report.until(runtime, end_ts):
                 emit(actions)
-        # a day at a time, so the months after the last event are written as they pass
-        # instead of being held in memory until the end (the same wake-ups, in the same order)
-        while runtime.now is not None and runtime.now < end_ts:
-            emit(runtime.advance_ts(min(end_ts, cal.day_start(cal.day_index(runtime.now) + 1))))
+        catch_up(end_ts)
         emit(runtime.advance_ts(end_ts))
     if report is not None:
         report.sample(runtime)
