@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -462,27 +461,22 @@ def check_store(runtime: Runtime, store: Store) -> None:
 def store_runtime(loaded: LoadedPlaybook, store: Store, engine: str) -> Runtime:
     """A runtime with a store's runtime-wide state (clock, RFM breakpoints, CLV fits) but
     none of its customers: `stored_customers` streams those."""
-    import base64
-
     from ._runtime import Runtime
 
     runtime = Runtime(loaded, engine=engine)
     check_store(runtime, store)
     blob = store.get_meta("runtime")
-    runtime.restore(base64.b64decode(blob) if blob else None, [])
+    runtime.restore(blob.encode() if blob else None, [])
     return runtime
 
 
-def stored_customers(store: Store) -> Iterator[CustomerState]:
-    """Every customer's state from a store, page by page (by customer id), one at a time."""
-    from ._runtime import _STATE_FORMAT
+def stored_customers(store: Store, runtime: Runtime) -> Iterator[CustomerState]:
+    """Every customer's state from a store, page by page (by customer id), one at a time,
+    read into `runtime`'s layout (it does not hold them)."""
+    from ._state import load_customer
 
     for customer_id, blob in store.load_customers():
-        version, cs = pickle.loads(blob)  # our own store, written by Runtime.dump_customer
-        if version != _STATE_FORMAT:
-            raise ValueError(f"customer {customer_id}: state format {version} is not "
-                             f"{_STATE_FORMAT}; this store was written by another sopkit")
-        yield cs
+        yield load_customer(runtime, customer_id, blob)
 
 
 def audience_sizes(runtime: Runtime, when: int) -> dict[str, int]:

@@ -691,19 +691,24 @@ def run(
         "rows back at once (default: host:pid, whose leases run out after --lease).")] = None,
     lease: Annotated[int, typer.Option(help="Seconds a dispatcher holds the rows it is "
                                        "sending (wall clock).", min=1)] = 60,
+    send_from: Annotated[str | None, typer.Option(
+        help="Go-live cutover: actions due before this time are recorded as backfilled "
+        "(counted, never sent). Default for a new store: the clock minus --lateness; then "
+        "kept in the store.")] = None,
     output: Annotated[Output, typer.Option(help="table or jsonl for the final summary.")] =
     Output.table,
 ) -> None:
     """Run a playbook live: apply events, let time pass, and deliver through the outbox.
 
-    Exit codes: 0 stopped cleanly, 1 invalid playbook, chain error or store mismatch,
-    2 usage or channel configuration error.
+    Exit codes: 0 stopped cleanly, 1 invalid playbook or chain error, 2 usage, channel
+    configuration error or store mismatch (another playbook, or a version to deploy with
+    `sopkit migrate` first).
     """
     import os
     import socket
     import time
 
-    from ._dispatch import Dispatcher
+    from ._dispatch import Dispatcher, expiry
     from ._io import Quarantine
     from ._live import LiveRun, Stopper, build_channels, run_live
     from ._models import parse_duration
@@ -724,17 +729,23 @@ def run(
     with _store(store) as the_store, _closing(channels, restore_signals):
         live = LiveRun(loaded, the_store, engine=engine)
         _past_campaigns(live.runtime)
+        the_clock = _clock_at(loaded, clock)
+        if send_from is not None:
+            live.send_from = _clock_at(loaded, send_from)()
+        elif live.fresh and live.send_from is None:  # a new store does not send the past
+            live.send_from = the_clock() - late
         name = worker or f"{socket.gethostname()}:{os.getpid()}"
         if worker:  # a restarted worker of this name has nothing in flight: take it back
             the_store.release_worker(worker)
         dispatcher = Dispatcher(the_store, channels, worker=name, lease_seconds=lease,
-                                wall=lambda: int(time.time()))
+                                wall=lambda: int(time.time()),
+                                screens=(expiry, live.screen_consent))
         if quarantine is None:
             quarantine = _beside_store(store)
         jail = Quarantine(quarantine, masked=True, append=True)
         try:
             stats = run_live(live, events=events, follow=follow, once=once,
-                             clock=_clock_at(loaded, clock), lateness=late,
+                             clock=the_clock, lateness=late,
                              dispatcher=dispatcher, quarantine=jail, batch=batch, tick=tick,
                              stop=stop, profiles=profiles)
         finally:
@@ -754,6 +765,84 @@ def run(
         console.print(f"[bold]channel {name} disabled[/bold] until restart: {reason}; its "
                       "other rows stay pending (`sopkit outbox list --status pending`)")
     console.print(_counts("Outbox", "status", "rows", stats.outbox))
+
+
+@app.command()
+def migrate(
+    playbook: Annotated[Path, typer.Argument(help="The version to deploy (or roll back to).")],
+    store: RunStoreOption = "sopkit.db",
+    plan: Annotated[bool, typer.Option("--plan", help="Show what would happen to the "
+                                       "customers in flight; write nothing.")] = False,
+    events: Annotated[Path | None, typer.Option(
+        help="History to replay into new or redefined metrics (nothing is sent).",
+        exists=True, dir_okay=False)] = None,
+    engine: Annotated[str, typer.Option(help="Engine that evaluates conditions at deploy "
+                                        "time (native or durable).")] = "native",
+    output: OutputOption = Output.table,
+    unmasked: UnmaskedOption = False,
+) -> None:
+    """Deploy a new version of a live playbook onto its store, in one transaction.
+
+    Every change is listed with the customers it touches (docs/live.md#deploying-a-new-
+    version). Exit codes: 0 deployed (or, with --plan, planned), 1 invalid playbook,
+    2 usage or store mismatch (another playbook, or the same version with other rules).
+    """
+    import time
+
+    from ._migrate import apply as apply_migration
+    from ._migrate import plan as plan_migration
+
+    loaded = _load_or_exit(playbook)
+    with _store(store) as the_store:
+        if the_store.get_meta("playbook") == f"{loaded.name}:{loaded.model.playbook.version}" \
+                and the_store.get_meta("ir") is not None:
+            from ._live import fingerprint
+            from ._runtime import Runtime
+
+            if the_store.get_meta("fingerprint") == fingerprint(Runtime(loaded).ir):
+                typer.echo(f"{the_store.url} already runs {loaded.name} version "
+                           f"{loaded.model.playbook.version}: nothing to migrate")
+                return
+        migration = plan_migration(loaded, the_store, engine=engine, events=events)
+        new_rows = 0
+        if not plan:
+            new_rows = apply_migration(migration, the_store, int(time.time()))
+    _print_migration(migration, plan, new_rows, output, unmasked)
+
+
+def _print_migration(migration: Any, plan: bool, new_rows: int, output: Output,
+                     unmasked: bool) -> None:
+    head = (f"{'plan' if plan else 'deployed'}: {migration.old} → {migration.new} at "
+            f"{migration.runtime.calendar.format(migration.at)}; "
+            f"{len(migration.runtime.customers)} customers, "
+            f"{len(migration.unchanged)} rules unchanged")
+    if output is Output.jsonl:
+        for change in migration.changes:
+            typer.echo(json.dumps(change.to_json(unmasked), ensure_ascii=False))
+        typer.echo(json.dumps({"plan" if plan else "deployed": migration.new,
+                               "from": migration.old, "customers":
+                               len(migration.runtime.customers),
+                               "unchanged": migration.unchanged, "outbox_rows":
+                               len(migration.rows), "new_rows": new_rows},
+                              ensure_ascii=False))
+        return
+    from ._mask import mask_text
+
+    console = _console()
+    table = Table(title=head, title_justify="left")
+    for col in ("change", "name", "what happens", "customers", "sample"):
+        table.add_column(col, justify="right" if col == "customers" else "left")
+    for change in migration.changes:
+        sample = change.sample if unmasked else [mask_text(c) for c in change.sample]
+        table.add_row(change.kind, change.name, change.effect, str(change.customers),
+                      ", ".join(sample))
+    console.print(table)
+    if migration.rows:
+        console.print(f"outbox: {len(migration.rows)} rows from the deployment "
+                      f"(cancellations and backfills)"
+                      + ("" if plan else f", {new_rows} new"))
+    if plan:
+        console.print("nothing was written; run again without --plan to deploy")
 
 
 def _past_campaigns(runtime: Any) -> None:
@@ -781,10 +870,11 @@ def dry_run(
                                         "long after now, with their audience now (0: none).")]
     = "7d",
 ) -> None:
-    """Show what would be dispatched now from the stored state, sending nothing.
+    """Show what would be dispatched now from the stored state, sending nothing; rows the
+    dispatcher would settle unsent (expired, consent withdrawn, backfilled) say so.
 
-    Exit codes: 0 nothing would be sent, 3 something would, 1 invalid playbook or store
-    mismatch, 2 usage. Sending for real is `sopkit run`, never a flag here.
+    Exit codes: 0 nothing would be sent, 3 something would, 1 invalid playbook, 2 usage or
+    store mismatch. Sending for real is `sopkit run`, never a flag here.
     """
     from ._campaigns import audience_sizes
     from ._live import LiveRun, would_dispatch
@@ -805,11 +895,13 @@ def dry_run(
         upcoming = rt.campaign_plan.upcoming(now + 1, now + ahead) if ahead else []
         sizes = audience_sizes(rt, max(now, rt.now or now)) if upcoming else {}
     shown = [r.message if unmasked else mask(r.message) for r in rows]
+    sending = [r for r in rows if r.status in ("pending", "leased")]
     if output is Output.jsonl:
         for row, message in zip(rows, shown, strict=True):
             typer.echo(json.dumps({"key": row.key, "due_at": row.due_at, "status": row.status,
                                    "source": "outbox" if row.id is not None else "wake-up",
-                                   "message": message}, ensure_ascii=False))
+                                   "reason": row.reason, "message": message},
+                                  ensure_ascii=False))
         for when, campaign in upcoming:
             typer.echo(json.dumps({"source": "campaign", "campaign": campaign.name,
                                    "firing": rt.calendar.format(when),
@@ -817,10 +909,12 @@ def dry_run(
                                    "audience_now": sizes[campaign.name]}, ensure_ascii=False))
     else:
         console = _console()
-        table = Table(title=f"Would dispatch now: {len(rows)}"
+        table = Table(title=f"Would dispatch now: {len(sending)}"
+                      + (f", settle unsent: {len(rows) - len(sending)}"
+                         if len(rows) > len(sending) else "")
                       + (f" ({later} more pending later)" if later else ""),
                       title_justify="left")
-        for col in ("due", "channel", "kind", "customer", "rule", "what"):
+        for col in ("due", "channel", "kind", "customer", "rule", "what", "status"):
             table.add_column(col)
         from ._clock import Calendar
 
@@ -829,8 +923,10 @@ def dry_run(
             body = message.get("body", {})
             what = body.get("message") or body.get("note") or json.dumps(
                 body.get("payload", body.get("to", "")), ensure_ascii=False)
+            status = ("send" if row.status in ("pending", "leased")
+                      else f"{row.status}: {row.reason}"[:60])
             table.add_row(cal.format(row.due_at), row.channel or "(task list)", row.kind,
-                          row.customer_id, row.rule, str(what)[:80])
+                          row.customer_id, row.rule, str(what)[:80], status)
         console.print(table)
         if upcoming:
             firings = Table(title=f"Campaign firings in the next {window.strip()}: "
@@ -842,7 +938,7 @@ def dry_run(
                                 ", ".join(campaign.channels) or "(task list)",
                                 str(sizes[campaign.name]))
             console.print(firings)
-    raise typer.Exit(3 if rows else 0)
+    raise typer.Exit(3 if sending else 0)
 
 
 # -- sopkit outbox -------------------------------------------------------------------------
@@ -1079,7 +1175,7 @@ def campaign_preview(
             bad = 0
             with _store(store or "") as db:
                 runtime = store_runtime(loaded, db, engine)
-                found = preview(runtime, name, when, stored_customers(db), sample)
+                found = preview(runtime, name, when, stored_customers(db, runtime), sample)
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None

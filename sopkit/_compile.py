@@ -322,6 +322,9 @@ class _Compiler:
             out["variants"] = variants
         if isinstance(action, m.TaskAction):
             out["due"] = parse_duration(action.due)
+        expires = out.pop("expires", None)
+        if expires is not None:
+            out["expires"] = parse_duration(expires)
         return out
 
 

@@ -10,10 +10,11 @@ idempotency key so the far side can drop the duplicate. See docs/live.md.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,26 @@ from .channels import Channel, Message, Receipt
 
 log = logging.getLogger("sopkit.dispatch")
 
-OUTCOMES = ("delivered", "retried", "dead", "released")
+OUTCOMES = ("delivered", "retried", "dead", "released", "expired", "suppressed")
+
+# A screen looks at a claimed row just before it would be sent and may settle it unsent:
+# (status, reason), or None to let it go. The dispatcher runs its screens in order.
+Screen = Callable[[OutboxRow, int], "tuple[str, str] | None"]
+
+
+def expiry(row: OutboxRow, now: int) -> tuple[str, str] | None:
+    """A row whose action said `expires` and that could not go out in time is `expired`."""
+    body = row.message.get("body") if isinstance(row.message, dict) else None
+    until = body.get("expires_at") if isinstance(body, dict) else None
+    if not isinstance(until, str):
+        return None
+    try:
+        limit = int(dt.datetime.fromisoformat(until).timestamp())
+    except ValueError:
+        return None
+    if now <= limit:
+        return None
+    return "expired", f"expired: not delivered by {until}"
 
 
 @dataclass
@@ -39,6 +59,8 @@ class DispatchStats:
     retried: int = 0
     dead: int = 0
     released: int = 0
+    expired: int = 0
+    suppressed: int = 0
     by_channel: dict[str, dict[str, int]] = field(default_factory=dict)
     disabled: dict[str, str] = field(default_factory=dict)
 
@@ -49,7 +71,8 @@ class DispatchStats:
 
     def to_json(self) -> dict[str, Any]:
         return {"claimed": self.claimed, "delivered": self.delivered, "retried": self.retried,
-                "dead": self.dead, "released": self.released,
+                "dead": self.dead, "released": self.released, "expired": self.expired,
+                "suppressed": self.suppressed,
                 "by_channel": {k: dict(v) for k, v in sorted(self.by_channel.items())},
                 "disabled": dict(sorted(self.disabled.items()))}
 
@@ -67,7 +90,8 @@ class Dispatcher:
     def __init__(self, store: Store, channels: Mapping[str, Channel], *, worker: str,
                  lease_seconds: int = 60, max_attempts: int = 8, base_delay: int = 30,
                  max_delay: int = 6 * 3600, batch: int = 100,
-                 wall: Callable[[], int] | None = None, group_rows: int = 10_000) -> None:
+                 wall: Callable[[], int] | None = None, group_rows: int = 10_000,
+                 screens: Sequence[Screen] = (expiry,)) -> None:
         for name, value, least in (("lease_seconds", lease_seconds, 1),
                                    ("max_attempts", max_attempts, 1),
                                    ("base_delay", base_delay, 0), ("max_delay", max_delay, 0),
@@ -88,6 +112,8 @@ class Dispatcher:
         self.wall = wall
         self.disabled: dict[str, str] = {}
         """Channels disabled by a receipt, with the reason; their rows are not claimed."""
+        self.screens = list(screens)
+        """Checks made at the moment of delivery (expiry, consent): see `Screen`."""
 
     def backoff(self, key: str, attempts: int) -> int:
         """Seconds to wait after failed attempt number `attempts` (1-based) of row `key`.
@@ -161,6 +187,8 @@ class Dispatcher:
         send_group = self.channels[name].send_group  # type: ignore[attr-defined]  # _group_of
         readable: list[tuple[OutboxRow, Message]] = []
         for row in rows:
+            if self._screened(row, now, stats):
+                continue
             try:
                 message = dataclasses.replace(Message.from_json(row.message),
                                               attempt=row.attempts)
@@ -189,6 +217,8 @@ class Dispatcher:
             self.store.release(row.id)
             stats.count(name, "released")
             return
+        if self._screened(row, now, stats):
+            return
         if name == "":  # a staff task with no delivery channel: the record is the delivery
             self.store.mark_delivered(row.id, Receipt.delivered("recorded").to_json(), now)
             stats.count(name, "delivered")
@@ -210,6 +240,20 @@ class Dispatcher:
         except Exception as exc:  # a channel bug or an error it did not understand: retry
             receipt = Receipt.retry(f"{type(exc).__name__}: {exc}")
         self._settle(row, receipt, now, stats)
+
+    def _screened(self, row: OutboxRow, now: int, stats: DispatchStats) -> bool:
+        """Settle the row unsent if a screen says so (expired, consent withdrawn)."""
+        assert row.id is not None, "a claimed row has an id"
+        for screen in self.screens:
+            verdict = screen(row, now)
+            if verdict is not None:
+                status, reason = verdict
+                self.store.settle(row.id, status, reason, now)
+                stats.count(row.channel, status)
+                log.info("%s %s via %s: %s", status, mask_text(row.key), row.channel or "-",
+                         reason)
+                return True
+        return False
 
     def _settle(self, row: OutboxRow, receipt: Any, now: int, stats: DispatchStats) -> None:
         """Record what a channel's receipt says about one row."""

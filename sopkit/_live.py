@@ -10,7 +10,6 @@ gives the same idempotency keys, and the store's UNIQUE key turns them into no-o
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import signal
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ._dispatch import Dispatcher
+from ._dispatch import Dispatcher, expiry
 from ._errors import EventError, SopkitError, UsageError
 from ._io import (
     BadRecord,
@@ -33,6 +32,7 @@ from ._io import (
     record_format,
 )
 from ._load import LoadedPlaybook
+from ._policy import MESSAGES, opted_out
 from ._runtime import Action, Runtime, json_value
 from ._store import OutboxRow, Store
 from .channels import Channel, Message, build
@@ -47,6 +47,8 @@ _STATUS = {"planned": "pending", "deferred": "pending"}
 
 class StoreMismatch(SopkitError):
     """The store was written by another playbook, or by this one before it changed."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -153,29 +155,28 @@ class LiveRun:
         self.runtime = Runtime(loaded, engine=engine)
         self.fingerprint = fingerprint(self.runtime.ir)
         self.runtime.tag_log = []  # tag changes, mirrored to WeCom where tag_ids name them
-        self.fresh = self._check_store()
+        self.fresh = check_store(self.store, self.runtime, self.fingerprint, loaded)
         self.runtime.restore(self._clock_blob(), store.load_customers())
         offset = store.get_meta("input.line")
         self.offset = int(offset) if offset else 0
         self.source = store.get_meta("input.source")
+        send_from = store.get_meta("send_from")
+        # actions due before this instant are recorded as `backfilled`, never sent (go-live)
+        self.send_from: int | None = int(send_from) if send_from else None
+        self._ir_saved = not self.fresh
 
-    def _check_store(self) -> bool:
-        name = self.store.get_meta("playbook")
-        if name is None:
-            return True
-        here = self.runtime.pk
-        if name.split(":")[0] != here.split(":")[0]:
-            raise StoreMismatch(f"{self.store.url} belongs to playbook '{name}', not "
-                                f"'{here}'; use another --store")
-        if name == here and self.store.get_meta("fingerprint") != self.fingerprint:
-            raise StoreMismatch(
-                f"the playbook '{here}' changed since {self.store.url} was written, but its "
-                "version did not; bump [playbook].version so new actions get new keys")
-        return False
+    def screen_consent(self, row: OutboxRow, now: int) -> tuple[str, str] | None:
+        """A dispatcher screen: a message whose customer opted out since it was planned
+        (while it waited for quiet hours, a retry or its delay) is suppressed, not sent."""
+        if row.kind not in MESSAGES:
+            return None
+        cs = self.runtime.customers.get(row.customer_id)
+        reason = None if cs is None else opted_out(cs.opt_out, row.channel)
+        return None if reason is None else ("suppressed", f"{reason} (at delivery)")
 
     def _clock_blob(self) -> bytes | None:
         text = self.store.get_meta("runtime")
-        return base64.b64decode(text) if text else None
+        return text.encode() if text else None
 
     def commit(self, actions: list[Action], offset: int | None = None,
                source: str | None = None) -> int:
@@ -183,7 +184,12 @@ class LiveRun:
         rt = self.runtime
         customers = {cid: rt.dump_customer(cid) for cid in sorted(rt.take_touched())}
         meta = {"playbook": rt.pk, "fingerprint": self.fingerprint,
-                "runtime": base64.b64encode(rt.dump_clock()).decode()}
+                "runtime": rt.dump_clock().decode()}
+        if not self._ir_saved:  # what `sopkit migrate` compares the next version with
+            meta["ir"] = json.dumps(rt.ir, ensure_ascii=False, sort_keys=True, default=str)
+            self._ir_saved = True
+        if self.send_from is not None:
+            meta["send_from"] = str(self.send_from)
         if offset is not None:
             meta["input.line"] = str(offset)
             self.offset = offset
@@ -194,8 +200,49 @@ class LiveRun:
         # transaction, including rows this batch adds before the hand-over
         moved = {a.customer_id: str(a.details["to"]) for a in actions
                  if a.action == "reassign" and a.status == "planned" and a.details.get("to")}
-        rows = outbox_rows(rt, actions) + mirror_rows(self.loaded, rt)
+        rows = backfill(outbox_rows(rt, actions) + mirror_rows(self.loaded, rt),
+                        self.send_from, rt)
         return self.store.commit(customers, meta, rows, moved)
+
+
+def backfill(rows: list[OutboxRow], send_from: int | None, rt: Runtime) -> list[OutboxRow]:
+    """Rows due before `send_from` become `backfilled`: recorded, counted by max_times,
+    cooldowns and caps as if sent (the runtime did), never sent (docs/live.md#going-live)."""
+    if send_from is None:
+        return rows
+    reason = f"backfilled: due before --send-from {rt.calendar.format(send_from)}"
+    for row in rows:
+        if row.status == "pending" and row.due_at < send_from:
+            row.status = "backfilled"
+            row.reason = reason
+            row.settled_at = row.created_at
+    return rows
+
+
+def check_store(store: Store, runtime: Runtime, fingerprint_: str,
+                loaded: LoadedPlaybook) -> bool:
+    """True for a new store; StoreMismatch (exit 2) for a store of another playbook, of
+    another version (`sopkit migrate` deploys it), or of this version changed."""
+    name = store.get_meta("playbook")
+    if name is None:
+        return True
+    here = runtime.pk
+    if name.split(":")[0] != here.split(":")[0]:
+        raise StoreMismatch(f"{store.url} belongs to playbook '{name}', not "
+                            f"'{here}'; use another --store")
+    if name != here:
+        raise StoreMismatch(
+            f"{store.url} runs version {name.split(':', 1)[1]} of playbook "
+            f"'{here.split(':')[0]}', this file is version {runtime.ir['version']}; deploy it "
+            f"first (customers in flight keep their state):\n  sopkit migrate "
+            f"{loaded.path} --store {store.url} --plan\n  sopkit migrate {loaded.path} "
+            f"--store {store.url}")
+    if store.get_meta("fingerprint") != fingerprint_:
+        raise StoreMismatch(
+            f"the playbook '{here}' changed since {store.url} was written, but its "
+            "version did not; bump [playbook].version and deploy it with `sopkit migrate` "
+            "so new actions get new keys")
+    return False
 
 
 def follow_lines(stream: IO[bytes], stop: Callable[[], bool], poll: float,
@@ -366,10 +413,12 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
 
 
 def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
-    """What a dispatcher would send at `now`: due outbox rows, then wake-ups' new rows.
+    """What a dispatcher would do at `now`: due outbox rows, then wake-ups' new rows.
 
-    Nothing is written: the runtime advanced here is thrown away. Also returns how many
-    rows are pending for later.
+    A row that would go out keeps its status (`pending`/`leased`); one the dispatcher would
+    settle unsent says so: `expired`, `suppressed` (consent withdrawn) or `backfilled`
+    (due before --send-from), with the reason. Nothing is written: the runtime advanced
+    here is thrown away. Also returns how many rows are pending for later.
     """
     rt = live.runtime
     stored = live.store.rows("pending") + live.store.rows("leased")
@@ -378,13 +427,21 @@ def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
     fresh: list[OutboxRow] = []
     if rt.now is None or now > rt.now:
         known = {r.key for r in stored}
-        for row in outbox_rows(rt, rt.advance_ts(now)) + mirror_rows(live.loaded, rt):
-            if row.key in known or row.status != "pending":
+        rows = backfill(outbox_rows(rt, rt.advance_ts(now)) + mirror_rows(live.loaded, rt),
+                        live.send_from, rt)
+        for row in rows:
+            if row.key in known or row.status not in ("pending", "backfilled"):
                 continue
             if row.due_at <= now:
                 fresh.append(row)
             else:
                 later += 1
+    for row in due + fresh:
+        if row.status == "backfilled":
+            continue
+        verdict = expiry(row, now) or live.screen_consent(row, now)
+        if verdict is not None:
+            row.status, row.reason = verdict
     due.sort(key=lambda r: (r.due_at, r.key))
     fresh.sort(key=lambda r: (r.due_at, r.key))
     return due + fresh, later

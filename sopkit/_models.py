@@ -176,6 +176,12 @@ class SendAction(_Model):
     variants: dict[str, VariantContent] = Field(
         default_factory=dict, description="Per variant of the rule's experiment: the "
         "template and/or params that variant sends.")
+    expires: str | None = Field(
+        None, description="Never deliver it later than this long after it was due (an outbox "
+        "row not delivered by then becomes `expired`), e.g. \"1d\" for a birthday coupon.",
+        json_schema_extra=DURATION_SCHEMA)
+
+    _expires = field_validator("expires")(classmethod(lambda cls, v: _check_duration(v)))
 
 
 class TaskAction(_Model):
@@ -184,8 +190,12 @@ class TaskAction(_Model):
     due: str = Field("1d", description="Due this long after the action.",
                      json_schema_extra=DURATION_SCHEMA)
     assignee: str | None = Field(None, description="Default: the customer's owner.")
+    expires: str | None = Field(
+        None, description="Never deliver it later than this long after it was due (an outbox "
+        "row not delivered by then becomes `expired`), e.g. \"1d\" for a birthday coupon.",
+        json_schema_extra=DURATION_SCHEMA)
 
-    _due = field_validator("due")(classmethod(lambda cls, v: _check_duration(v)))
+    _due = field_validator("due", "expires")(classmethod(lambda cls, v: _check_duration(v)))
 
 
 class ReassignAction(_Model):
@@ -197,6 +207,12 @@ class WebhookAction(_Model):
     type: Literal["webhook"]
     channel: str
     payload: dict[str, Any] = Field(default_factory=dict)
+    expires: str | None = Field(
+        None, description="Never deliver it later than this long after it was due (an outbox "
+        "row not delivered by then becomes `expired`), e.g. \"1d\" for a birthday coupon.",
+        json_schema_extra=DURATION_SCHEMA)
+
+    _expires = field_validator("expires")(classmethod(lambda cls, v: _check_duration(v)))
 
 
 Action = Annotated[
@@ -233,6 +249,13 @@ class Rule(_Model):
                               json_schema_extra=DURATION_SCHEMA)
     cancel_if: str | None = None
     actions: list[Action] = Field(min_length=1)
+    renamed_from: str | None = Field(
+        None, description="Deploying this version (`sopkit migrate`): the rule's name in the "
+        "version before; its counters, cooldowns and pending actions carry over.")
+    backfill: Literal["none", "qualifying"] = Field(
+        "none", description="Deploying this rule as new (`sopkit migrate`): `none` arms "
+        "customers whose condition already holds without firing; `qualifying` fires it once "
+        "for them at deploy time, through every policy.")
 
     _durations = field_validator("cooldown", "delay")(
         classmethod(lambda cls, v: _check_duration(v))

@@ -105,15 +105,22 @@ Stage = Callable[["Pipeline", Item], "Item | Stop"]
 
 def consent(pipeline: Pipeline, item: Item) -> Item | Stop:
     """A message on a channel the customer opted out of (or every channel) is suppressed."""
-    opted = item.customer.opt_out
-    if not opted or item.action.action not in MESSAGES:
+    if item.action.action not in MESSAGES:
         return item
-    if ALL in opted:
-        return Stop("suppressed", f"opt-out: {ALL}")
-    channel = item.spec["channel"]
-    if channel in opted:
-        return Stop("suppressed", f"opt-out: {channel}")
-    return item
+    reason = opted_out(item.customer.opt_out, item.spec["channel"])
+    return item if reason is None else Stop("suppressed", reason)
+
+
+def opted_out(opt_out: frozenset[str], channel: str) -> str | None:
+    """Why a message on `channel` may not go to a customer with these opt-outs, or None.
+    Decided when an action is planned and again at the moment of delivery."""
+    if not opt_out:
+        return None
+    if ALL in opt_out:
+        return f"opt-out: {ALL}"
+    if channel in opt_out:
+        return f"opt-out: {channel}"
+    return None
 
 
 def holdout(pipeline: Pipeline, item: Item) -> Item | Stop:
@@ -235,6 +242,8 @@ class Pipeline:
                 action.details["due"] = self.calendar.format(item.deliver + spec["due"])
             action.details["deliver_at"] = self.calendar.format(item.deliver)
             action.details["reason"] = "; ".join(item.reasons)
+        if spec.get("expires"):  # the dispatcher never sends it after this (`expired`)
+            action.details["expires_at"] = self.calendar.format(item.deliver + spec["expires"])
 
     def _commit(self, item: Item) -> None:
         """Count a delivered action where the caps and the task capacity will look."""

@@ -14,7 +14,6 @@ import datetime as dt
 import functools
 import heapq
 import itertools
-import pickle
 import sys
 from array import array
 from collections import Counter
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from . import _clvfacts, _metrics, _rfm
+from . import _clvfacts, _metrics, _rfm, _state
 from ._clock import Calendar
 from ._compile import compile_playbook
 from ._errors import ChainError, EventError
@@ -39,7 +38,9 @@ _CLV_REFIT = "\0clv"  # the heap entry of the [clv] model refit
 _CLV_NAMES = CLV_FACTS  # p_alive, expected_purchases, p_no_purchase, expected_spend
 _RFM_NAMES = tuple(_rfm.FACTS)  # rfm_r, rfm_f, rfm_m, rfm_segment: the order of the scores
 _RFM_ANCHOR = dt.date(2024, 1, 1).toordinal()  # a Monday: "7d" refits every Monday
-_STATE_FORMAT = 2  # bump when CustomerState or the runtime-wide state changes shape
+EVENT_ID_WINDOW = 30 * 86400  # a repeated event_id within this much event time is a duplicate
+EVENT_ID_LIMIT = 10_000  # the most event ids one customer remembers (the oldest go first)
+_EVENT_ID = "\0event_id"  # where parse_event leaves an event's id among its fields
 _LAST_DAY = dt.date.max.toordinal()
 _NEVER = 1 << 62  # later than any timestamp the calendar can hold
 _HEAP_SLACK = 4096  # the smallest heap worth compacting
@@ -135,6 +136,8 @@ class CustomerState:
     # [clv] (_clvfacts.py): the purchase summary and the facts last computed
     purchases: list[Any] | None = None
     clv: tuple[float, float, float, float | None] | None = None
+    # the event ids applied within EVENT_ID_WINDOW (id -> event time); None until one comes
+    event_ids: dict[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +264,7 @@ class Runtime:
                             for r in ir["rule_order"]]
         self._stage_predicates = [(stage["name"], stage["predicate"]) for stage in ir["stages"]]
         self.touched: set[str] = set()  # customers evaluated since the last `take_touched`
+        self.staff_event_ids: dict[str, int] | None = None  # staff_departed events' ids
         self._clv: dict[str, Any] | None = self.ir.get("clv")
         self._clv_next: int | None = None
         self.clv_params: tuple[Any, Any] | None = None
@@ -352,6 +356,9 @@ class Runtime:
             raise EventError(f"bad 'ts' '{raw_ts}': expected ISO 8601, e.g. "
                              "2024-05-01T10:00:00+08:00", "bad 'ts'") from None
         fields: dict[str, Any] = {}
+        event_id = _event_id(record)
+        if event_id is not None:
+            fields[_EVENT_ID] = event_id
         if etype == PROFILE_EVENT:
             for attr, kind in self.profile_types.items():
                 if attr in record:
@@ -373,6 +380,9 @@ class Runtime:
             raise EventError("a staff_departed event needs 'staff' (the departing staff id)",
                              "staff_departed without 'staff'")
         fields: dict[str, Any] = {"staff": staff.strip()}
+        event_id = _event_id(record)
+        if event_id is not None:
+            fields[_EVENT_ID] = event_id
         to = record.get("to")
         if to not in (None, ""):
             if not isinstance(to, str) or to.strip() == staff.strip():
@@ -395,15 +405,29 @@ class Runtime:
     def apply(self, event: tuple[str, str, int, dict[str, Any]]) -> list[Action]:
         """`ingest` for an event already checked by `parse_event`."""
         customer_id, etype, ts, fields = event
+        event_id = fields.get(_EVENT_ID)
+        if event_id is not None:
+            fields = {k: v for k, v in fields.items() if k != _EVENT_ID}
+            known = self.customers.get(customer_id)
+            seen = self.staff_event_ids if etype == STAFF_DEPARTED else \
+                None if known is None else known.event_ids
+            if seen is not None and event_id in seen:
+                raise EventError(
+                    f"duplicate event_id '{event_id}': an event with this id was applied at "
+                    f"{self.calendar.format(seen[event_id])}", "duplicate event_id")
         if self.now is not None and ts < self.now:
             raise EventError(
                 f"out of order: {self.calendar.format(ts)} is before the runtime's clock "
                 f"{self.calendar.format(self.now)}; sort the history by ts", "out of order")
         out = self.advance_ts(ts)
         if etype == STAFF_DEPARTED:
+            if event_id is not None:
+                self.staff_event_ids = _remember(self.staff_event_ids, event_id, ts)
             out.extend(self._handover(ts, fields["staff"], fields.get("to")))
             return out
         cs = self._customer(customer_id)
+        if event_id is not None:
+            cs.event_ids = _remember(cs.event_ids, event_id, ts)
         if etype == PROFILE_EVENT:
             owner = fields.pop("\0owner", None)
             cs.owner = owner or cs.owner
@@ -1165,44 +1189,38 @@ class Runtime:
         return touched
 
     def dump_customer(self, customer_id: str) -> bytes:
-        """One customer's whole state as bytes for the store (a private, versioned format)."""
-        return pickle.dumps((_STATE_FORMAT, self.customers[customer_id]),
-                            protocol=pickle.HIGHEST_PROTOCOL)
+        """One customer's whole state as JSON keyed by the playbook's names (`_state`)."""
+        return _state.dump_customer(self, self.customers[customer_id])
 
     def dump_clock(self) -> bytes:
         """The runtime-wide state: the clock, sequence numbers and policy counters."""
         seq = next(self._seq)
         self._seq = itertools.count(seq)
-        return pickle.dumps((_STATE_FORMAT, {
-            "now": self.now, "seq": seq, "unstarted": list(self._unstarted),
-            "policy": getattr(self, "policy_state", None),
-            "rfm": (self.rfm_breaks, self._rfm_next),
-            "clv": (self.clv_params, self._clv_next),
-        }), protocol=pickle.HIGHEST_PROTOCOL)
+        return _state.dump_clock(self, seq)
 
-    def restore(self, clock: bytes | None, customers: Iterable[tuple[str, bytes]]) -> int:
+    def restore(self, clock: bytes | None, customers: Iterable[tuple[str, bytes]],
+                renames: _state.Renames | None = None) -> int:
         """Load what `dump_clock` and `dump_customer` wrote; return the customers loaded.
 
-        The store is sopkit's own file: its bytes are trusted like the playbook is.
+        State is matched by name: what this playbook does not know is left out (and counted
+        in `renames`), what it adds starts empty. Reading runs no code.
         """
-        meta = None if clock is None else _unpickle(clock, "runtime state")
+        meta = None if clock is None else _state.load_clock(self, clock)
         count = 0
         for customer_id, blob in customers:
-            cs = _unpickle(blob, f"customer {customer_id}")
-            self.customers[customer_id] = cs
-            if cs.wake_at is not None:
-                heapq.heappush(self._heap, (cs.wake_at, customer_id))
+            cs = _state.load_customer(self, customer_id, blob, renames)
+            self._adopt(cs)
             count += 1
         if meta is not None:
             self.now = meta["now"]
             self._seq = itertools.count(meta["seq"])
             self._unstarted = list(meta["unstarted"])
-            if meta.get("policy") is not None:
-                self.policy_state = meta["policy"]
-            self.rfm_breaks, self._rfm_next = meta.get("rfm", (None, None))
+            self.policy_state = meta["policy"]
+            self.staff_event_ids = meta["staff_event_ids"]
+            self.rfm_breaks, self._rfm_next = meta["rfm"]
             if self._rfm is not None and self._rfm_next is not None:
                 heapq.heappush(self._heap, (self._rfm_next, _REFIT))
-            self.clv_params, self._clv_next = meta.get("clv", (None, None))
+            self.clv_params, self._clv_next = meta["clv"]
             if self._clv is not None and self._clv_next is not None:
                 heapq.heappush(self._heap, (self._clv_next, _CLV_REFIT))
             if self.now is not None:  # every firing due by the saved clock has run
@@ -1210,19 +1228,44 @@ class Runtime:
         self.touched.clear()
         return count
 
+    def _adopt(self, cs: CustomerState) -> None:
+        """Hold a customer read from a store: counted by stage, woken when due."""
+        old = self.customers.get(cs.customer_id)
+        if old is not None:
+            self.stage_counts[old.stage] -= 1
+        self.customers[cs.customer_id] = cs
+        self.stage_counts[cs.stage] += 1
+        if cs.wake_at is not None:
+            heapq.heappush(self._heap, (cs.wake_at, cs.customer_id))
 
-def _unpickle(blob: bytes, what: str) -> Any:
-    """What `dump_customer` or `dump_clock` pickled, after checking its format version."""
-    try:
-        version, value = pickle.loads(blob)  # our own store: trusted like the playbook
-    except (AttributeError, ImportError, EOFError, pickle.UnpicklingError, TypeError,
-            ValueError) as exc:  # classes an older sopkit pickled may be gone
-        raise ValueError(f"{what}: cannot read its saved state ({exc}); this store was "
-                         "written by another sopkit") from None
-    if version != _STATE_FORMAT:
-        raise ValueError(f"{what}: state format {version} is not {_STATE_FORMAT}; this store "
-                         "was written by another sopkit")
-    return value
+
+def _event_id(record: Mapping[str, Any]) -> str | None:
+    """An event's id: `event_id`, or Segment's `messageId`; None when it has none."""
+    for name in ("event_id", "messageId"):
+        value = record.get(name)
+        if value in (None, ""):
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise EventError(f"bad '{name}' {value!r}: expected a string",
+                             f"bad '{name}'")
+        text = str(value).strip()
+        if not text or len(text) > 200:
+            raise EventError(f"bad '{name}': expected 1 to 200 characters", f"bad '{name}'")
+        return text
+    return None
+
+
+def _remember(seen: dict[str, int] | None, event_id: str, ts: int) -> dict[str, int]:
+    """`seen` with `event_id` applied at `ts`, less the ids older than the window (or over
+    the limit, oldest first)."""
+    seen = {} if seen is None else seen
+    seen[event_id] = ts
+    horizon = ts - EVENT_ID_WINDOW
+    oldest = next(iter(seen.values()))
+    if oldest < horizon or len(seen) > EVENT_ID_LIMIT:
+        kept = [(k, t) for k, t in seen.items() if t >= horizon]
+        seen = dict(kept[-EVENT_ID_LIMIT:])
+    return seen
 
 
 def _param_or(name: str, params: dict[str, Any], lookup: Any) -> Any:

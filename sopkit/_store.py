@@ -32,11 +32,12 @@ from ._errors import SopkitError, UsageError
 if TYPE_CHECKING:
     import psycopg
 
-STATUSES = ("pending", "leased", "delivered", "dead", "suppressed", "holdout", "cancelled")
+STATUSES = ("pending", "leased", "delivered", "dead", "suppressed", "holdout", "cancelled",
+            "backfilled", "expired")
 SENDABLE = ("pending", "leased")
-SETTLED = ("delivered", "dead", "suppressed", "holdout", "cancelled")
+SETTLED = ("delivered", "dead", "suppressed", "holdout", "cancelled", "backfilled", "expired")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: state as JSON by name (docs/live.md#stored-state), backfilled, expired
 """The layout this sopkit writes; a store with a higher version is refused, not guessed at."""
 
 ACCEPTED = ("a file path (SQLite), sqlite:///relative/path.db, sqlite:////absolute/path.db, "
@@ -104,10 +105,12 @@ class Store(Protocol):
         ...
 
     def commit(self, customers: Mapping[str, bytes], meta: Mapping[str, str],
-               rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None) -> int:
-        """Upsert customer states and meta, insert rows (skipping existing keys), then point
-        the pending rows of each customer in `reassign` at its new owner, atomically;
-        return how many rows were new."""
+               rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None,
+               cancel: Mapping[str, tuple[str, int]] | None = None) -> int:
+        """Cancel the pending rows of the rules in `cancel` (rule -> (reason, now)), upsert
+        customer states and meta, insert rows (skipping existing keys), then point the
+        pending rows of each customer in `reassign` at its new owner, atomically; return how
+        many rows were new."""
         ...
 
     # -- dispatching --------------------------------------------------------------------
@@ -139,6 +142,11 @@ class Store(Protocol):
 
     def release(self, row_id: int) -> None:
         """Give a leased row back untouched: pending, same due time, the claim not counted."""
+        ...
+
+    def settle(self, row_id: int, status: str, reason: str, now: int) -> None:
+        """Settle a leased row without sending it: `expired`, or `suppressed` when consent
+        was withdrawn before delivery; the reason is recorded."""
         ...
 
     # -- inspection and repair ----------------------------------------------------------
@@ -302,6 +310,22 @@ class _SharedSql:
         with self._tx() as cur:
             return self._reassign(cur, customer_id, new_owner)
 
+    def settle(self, row_id: int, status: str, reason: str, now: int) -> None:
+        """Settle a leased row without sending it (`expired`, or `suppressed` at delivery)."""
+        mark = self.MARK
+        with self._tx() as cur:
+            cur.execute(f"UPDATE outbox SET status = {mark}, reason = {mark}, settled_at = "
+                        f"{mark}, lease_until = NULL WHERE id = {mark} AND status = 'leased'",
+                        (status, reason, now, row_id))
+
+    def _cancel_rules(self, cur: Any, cancel: Mapping[str, tuple[str, int]] | None) -> None:
+        """Cancel the pending rows of these rules (rule -> (reason, now)): a migration that
+        removes a rule, in the same transaction as the new state."""
+        mark = self.MARK
+        for rule, (reason, now) in sorted((cancel or {}).items()):
+            cur.execute(f"UPDATE outbox SET status = 'cancelled', reason = {mark}, settled_at = "
+                        f"{mark} WHERE status = 'pending' AND rule = {mark}", (reason, now, rule))
+
 
 class SQLiteStore(_SharedSql):
     """One SQLite file in WAL mode with synchronous=FULL (see docs/live.md#the-store).
@@ -402,9 +426,11 @@ class SQLiteStore(_SharedSql):
             after = page[-1][0]
 
     def commit(self, customers: Mapping[str, bytes], meta: Mapping[str, str],
-               rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None) -> int:
+               rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None,
+               cancel: Mapping[str, tuple[str, int]] | None = None) -> int:
         _check_meta(meta)
         with self._tx() as cur:
+            self._cancel_rules(cur, cancel)
             cur.executemany(
                 "INSERT INTO customers (customer_id, state) VALUES (?, ?) "
                 "ON CONFLICT (customer_id) DO UPDATE SET state = excluded.state",
@@ -510,6 +536,12 @@ def _check_version(where: str, found: str | None) -> None:
     if found is None or not found.isdigit():
         raise UsageError(f"store '{where}' has a meta table but no sopkit schema version; "
                          "it is not a sopkit store (name another file or database)")
+    if int(found) < SCHEMA_VERSION:
+        raise UsageError(
+            f"store '{where}' was written by an older sopkit (schema {found}), whose customer "
+            "state this sopkit no longer reads (it was pickled, and reading it could run code); "
+            "build a new store from your history without sending the past: sopkit run "
+            "PLAYBOOK --store NEW --events HISTORY --once (docs/live.md#going-live)")
     if int(found) > SCHEMA_VERSION:
         raise UsageError(f"store '{where}' was written by a newer sopkit (schema {found}; "
                          f"this sopkit reads schema {SCHEMA_VERSION} and older): upgrade "
@@ -651,12 +683,14 @@ class PostgresStore(_SharedSql):
             after = page[-1][0]
 
     def commit(self, customers: Mapping[str, bytes], meta: Mapping[str, str],
-               rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None) -> int:
+               rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None,
+               cancel: Mapping[str, tuple[str, int]] | None = None) -> int:
         from psycopg.types.json import Jsonb
 
         _check_meta(meta)
         values = [_insert_values(row, Jsonb(row.message)) for row in rows]
         with self._tx() as cur:
+            self._cancel_rules(cur, cancel)
             if customers:
                 cur.executemany(
                     "INSERT INTO customers (customer_id, state) VALUES (%s, %s) "

@@ -437,7 +437,7 @@ def test_simulate_reports_the_reach_of_every_firing(tmp_path: Path) -> None:
 
 
 def _run(path: Path, store: Path, events: Path, profiles: Path | None, clock: str) -> Any:
-    args = ["run", str(path), "--store", str(store), "--events", str(events), "--once",
+    args = ["run", "--send-from", "2000-01-01", str(path), "--store", str(store), "--events", str(events), "--once",
             "--clock", clock, "--lateness", "0s", "--engine", "native", "--quarantine",
             str(store.with_suffix(".q.jsonl"))]
     if profiles is not None:
@@ -640,7 +640,7 @@ def test_preview_refuses_a_store_of_another_playbook(tmp_path: Path) -> None:
                                                               'name = "tea"'), encoding="utf-8")
     result = _cli(["campaign", "preview", str(other), "weekly", "--at", "2024-12-02T09:00",
                    "--store", str(store)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "belongs to playbook 'shop:1', not 'tea:1'" in result.stderr
 
 

@@ -252,8 +252,11 @@ def test_stats_to_json_counts_per_channel(store: Store) -> None:
     stats = Dispatcher(store, {"sms": sms, "mail": mail}, worker="w").run_once(NOW)
     assert stats.to_json() == {
         "claimed": 3, "delivered": 1, "retried": 1, "dead": 1, "released": 0,
-        "by_channel": {"mail": {"delivered": 0, "retried": 0, "dead": 1, "released": 0},
-                       "sms": {"delivered": 1, "retried": 1, "dead": 0, "released": 0}},
+        "expired": 0, "suppressed": 0,
+        "by_channel": {"mail": {"delivered": 0, "retried": 0, "dead": 1, "released": 0,
+                                "expired": 0, "suppressed": 0},
+                       "sms": {"delivered": 1, "retried": 1, "dead": 0, "released": 0,
+                               "expired": 0, "suppressed": 0}},
         "disabled": {}}
 
 

@@ -25,7 +25,7 @@ def _invoke(args: list[str], env: dict[str, str] | None = None) -> Any:
 
 def _run(playbook: Path, store: Path, events: Path, profiles: Path | None = None,
          clock: str = END, *extra: str) -> dict[str, Any]:
-    args = ["run", str(playbook), "--store", str(store), "--events", str(events),
+    args = ["run", "--send-from", "2000-01-01", str(playbook), "--store", str(store), "--events", str(events),
             "--once", "--clock", clock, "--lateness", "0s", "--engine", "native",
             "--quarantine", str(store.with_suffix(".quarantine.jsonl")), "--output", "jsonl",
             *extra]
@@ -152,20 +152,27 @@ def test_dry_run_says_what_would_be_sent_and_sends_nothing(tmp_path: Path) -> No
 
 
 def test_a_changed_playbook_needs_a_new_version(tmp_path: Path) -> None:
-    """A store refuses the same playbook version with different logic, and says to bump it."""
+    """A store refuses the same playbook version with different logic (bump it), then the
+    bumped version until `sopkit migrate` deploys it."""
     with Receiver() as rx:
         playbook = shop_playbook(tmp_path, rx.url + "/hook")
         events, profiles = shop_history(tmp_path, customers=3)
+        store = str(tmp_path / "live.db")
         _run(playbook, tmp_path / "live.db", events, profiles)
         text = playbook.read_text(encoding="utf-8").replace("== 14", "== 21")
         playbook.write_text(text, encoding="utf-8")
-        args = ["run", str(playbook), "--store", str(tmp_path / "live.db"), "--once",
-                "--clock", END, "--engine", "native"]
+        args = ["run", str(playbook), "--store", store, "--once", "--clock", END,
+                "--engine", "native"]
         refused = _invoke(args)
         playbook.write_text(text.replace('version = "1"', 'version = "2"'), encoding="utf-8")
+        undeployed = _invoke(args)
+        deployed = _invoke(["migrate", str(playbook), "--store", store])
         accepted = _invoke(args)
-    assert refused.exit_code == 1
+    assert refused.exit_code == 2
     assert "bump [playbook].version" in refused.output
+    assert undeployed.exit_code == 2 and "sopkit migrate" in undeployed.output
+    assert deployed.exit_code == 0, deployed.output
+    assert "rule changed" in deployed.output and "quiet" in deployed.output
     assert accepted.exit_code == 0, accepted.output
 
 
@@ -173,7 +180,7 @@ def test_a_missing_secret_stops_the_run_before_anything_is_applied(tmp_path: Pat
     """Without the webhook secret's variable, run exits 2 naming it and writes no state."""
     playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
     events, _ = shop_history(tmp_path, customers=3)
-    result = CliRunner().invoke(app, ["run", str(playbook), "--store", str(tmp_path / "x.db"),
+    result = CliRunner().invoke(app, ["run", "--send-from", "2000-01-01", str(playbook), "--store", str(tmp_path / "x.db"),
                                       "--events", str(events), "--once"],
                                 env={"SOPKIT_TEST_WEBHOOK_SECRET": ""})
     assert result.exit_code == 2
@@ -209,7 +216,7 @@ def test_a_live_run_on_postgresql_makes_the_same_rows_as_on_sqlite(tmp_path: Pat
         playbook = shop_playbook(tmp_path, rx.url + "/hook")
         events, profiles = shop_history(tmp_path, customers=10)
         url = fresh_pg_url(pg_url)
-        result = _invoke(["run", str(playbook), "--store", url, "--events", str(events),
+        result = _invoke(["run", "--send-from", "2000-01-01", str(playbook), "--store", url, "--events", str(events),
                           "--profiles", str(profiles), "--once", "--clock", END,
                           "--lateness", "0s", "--engine", "native"])
         assert result.exit_code == 0, result.output
@@ -229,7 +236,7 @@ def test_events_from_stdin_are_applied_and_delivered(tmp_path: Path) -> None:
         playbook = shop_playbook(tmp_path, rx.url + "/hook")
         events, profiles = shop_history(tmp_path, customers=5)
         result = CliRunner().invoke(app, [
-            "run", str(playbook), "--store", str(tmp_path / "live.db"), "--events", "-",
+            "run", "--send-from", "2000-01-01", str(playbook), "--store", str(tmp_path / "live.db"), "--events", "-",
             "--profiles", str(profiles), "--once", "--clock", END, "--lateness", "0s",
             "--engine", "native", "--output", "jsonl"],
             input=events.read_text(encoding="utf-8"), env=ENV)
@@ -257,7 +264,7 @@ def test_follow_picks_up_lines_appended_later_and_stops_cleanly(tmp_path: Path) 
         growing = tmp_path / "growing.jsonl"
         growing.write_text(lines[0], encoding="utf-8")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sopkit", "run", str(playbook), "--store",
+            [sys.executable, "-m", "sopkit", "run", "--send-from", "2000-01-01", str(playbook), "--store",
              str(tmp_path / "live.db"), "--events", str(growing), "--profiles", str(profiles),
              # the clock is fixed after the whole history, so the appended (older) lines are
              # "late": allow 60 days, or idle ticks would move time past them

@@ -60,7 +60,7 @@ def test_list_table_shows_rows_and_counts_masked(store_url: str) -> None:
     assert "1970-01-01 00:08:20" in out  # p1 is due again at 500
     counts = dict(re.findall(r"│ (\w+) +│ +(\d+) │", out.split("Rows per status")[1]))
     assert counts == {s: str(n) for s, n in zip(
-        STATUSES, (1, 0, 1, 1, 1, 1, 0), strict=True)}
+        STATUSES, (1, 0, 1, 1, 1, 1, 0, 0, 0), strict=True)}
 
 
 def test_list_unmasked_shows_personal_data(store_url: str) -> None:
@@ -202,7 +202,7 @@ def test_store_errors_exit_2_with_the_reason(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     open_store(str(path)).close()
     raw = sqlite3.connect(path)
-    raw.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    raw.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     raw.commit()
     raw.close()
     result = _run("purge", "--store", str(path), "--status", "dead")
