@@ -10,11 +10,11 @@ DEVSTAMP := $(VENV)/.installed-dev
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e . --config-settings editable_mode=compat
 	touch $(STAMP)
 
 $(DEVSTAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $(DEVSTAMP)
 
 ## demo: simulate the shipped retail playbook over the CDNOW history, print the summary and

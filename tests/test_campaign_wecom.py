@@ -106,7 +106,8 @@ def _invoke(args: list[str], fake: WecomFake) -> Any:
 
 def _run(playbook: Path, store: Path, events: Path, profiles: Path | None, fake: WecomFake,
          clock: str = CLOCK) -> None:
-    args = ["run", "--send-from", "2000-01-01", str(playbook), "--store", str(store), "--events", str(events), "--once",
+    args = ["run", "--send-from", "2000-01-01",
+            str(playbook), "--store", str(store), "--events", str(events), "--once",
             "--clock", clock, "--lateness", "0s", "--engine", "native",
             "--quarantine", str(store.with_suffix(".q.jsonl"))]
     if profiles is not None:

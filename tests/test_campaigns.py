@@ -437,7 +437,8 @@ def test_simulate_reports_the_reach_of_every_firing(tmp_path: Path) -> None:
 
 
 def _run(path: Path, store: Path, events: Path, profiles: Path | None, clock: str) -> Any:
-    args = ["run", "--send-from", "2000-01-01", str(path), "--store", str(store), "--events", str(events), "--once",
+    args = ["run", "--send-from", "2000-01-01",
+            str(path), "--store", str(store), "--events", str(events), "--once",
             "--clock", clock, "--lateness", "0s", "--engine", "native", "--quarantine",
             str(store.with_suffix(".q.jsonl"))]
     if profiles is not None:

@@ -43,7 +43,8 @@ def _setup(tmp: Path, rx: Receiver, fake: WecomFake) -> tuple[Path, Path, Path]:
 def _run(tmp: Path, playbook: Path, events: Path, profiles: Path) -> Path:
     """`sopkit run --once` as of END into a new store; the store's path."""
     store = tmp / "live.db"
-    result = _invoke(["run", "--send-from", "2000-01-01", str(playbook), "--store", str(store), "--events", str(events),
+    result = _invoke(["run", "--send-from", "2000-01-01",
+                      str(playbook), "--store", str(store), "--events", str(events),
                       "--profiles", str(profiles), "--once", "--clock", END,
                       "--lateness", "0s", "--engine", "native"])
     assert result.exit_code == 0, result.output

@@ -44,7 +44,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
         playbook = shop_playbook(tmp_path, url)
         events, profiles = shop_history(tmp_path, customers=300, seed=11)
         store = tmp_path / "live.db"
-        command = [sys.executable, "-m", "sopkit", "run", "--send-from", "2000-01-01", str(playbook), "--store", str(store),
+        command = [sys.executable, "-m", "sopkit", "run", "--send-from", "2000-01-01",
+                   str(playbook), "--store", str(store),
                    "--events", str(events), "--profiles", str(profiles), "--once",
                    "--clock", END, "--lateness", "0s", "--batch", "7", "--engine", "native",
                    "--quarantine", str(tmp_path / "q.jsonl"), "--output", "jsonl",

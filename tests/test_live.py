@@ -25,7 +25,8 @@ def _invoke(args: list[str], env: dict[str, str] | None = None) -> Any:
 
 def _run(playbook: Path, store: Path, events: Path, profiles: Path | None = None,
          clock: str = END, *extra: str) -> dict[str, Any]:
-    args = ["run", "--send-from", "2000-01-01", str(playbook), "--store", str(store), "--events", str(events),
+    args = ["run", "--send-from", "2000-01-01",
+            str(playbook), "--store", str(store), "--events", str(events),
             "--once", "--clock", clock, "--lateness", "0s", "--engine", "native",
             "--quarantine", str(store.with_suffix(".quarantine.jsonl")), "--output", "jsonl",
             *extra]
@@ -180,7 +181,8 @@ def test_a_missing_secret_stops_the_run_before_anything_is_applied(tmp_path: Pat
     """Without the webhook secret's variable, run exits 2 naming it and writes no state."""
     playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
     events, _ = shop_history(tmp_path, customers=3)
-    result = CliRunner().invoke(app, ["run", "--send-from", "2000-01-01", str(playbook), "--store", str(tmp_path / "x.db"),
+    result = CliRunner().invoke(app, ["run", "--send-from", "2000-01-01",
+                                      str(playbook), "--store", str(tmp_path / "x.db"),
                                       "--events", str(events), "--once"],
                                 env={"SOPKIT_TEST_WEBHOOK_SECRET": ""})
     assert result.exit_code == 2
@@ -216,7 +218,8 @@ def test_a_live_run_on_postgresql_makes_the_same_rows_as_on_sqlite(tmp_path: Pat
         playbook = shop_playbook(tmp_path, rx.url + "/hook")
         events, profiles = shop_history(tmp_path, customers=10)
         url = fresh_pg_url(pg_url)
-        result = _invoke(["run", "--send-from", "2000-01-01", str(playbook), "--store", url, "--events", str(events),
+        result = _invoke(["run", "--send-from", "2000-01-01",
+                          str(playbook), "--store", url, "--events", str(events),
                           "--profiles", str(profiles), "--once", "--clock", END,
                           "--lateness", "0s", "--engine", "native"])
         assert result.exit_code == 0, result.output
@@ -236,7 +239,8 @@ def test_events_from_stdin_are_applied_and_delivered(tmp_path: Path) -> None:
         playbook = shop_playbook(tmp_path, rx.url + "/hook")
         events, profiles = shop_history(tmp_path, customers=5)
         result = CliRunner().invoke(app, [
-            "run", "--send-from", "2000-01-01", str(playbook), "--store", str(tmp_path / "live.db"), "--events", "-",
+            "run", "--send-from", "2000-01-01",
+str(playbook), "--store", str(tmp_path / "live.db"), "--events", "-",
             "--profiles", str(profiles), "--once", "--clock", END, "--lateness", "0s",
             "--engine", "native", "--output", "jsonl"],
             input=events.read_text(encoding="utf-8"), env=ENV)
@@ -264,7 +268,8 @@ def test_follow_picks_up_lines_appended_later_and_stops_cleanly(tmp_path: Path) 
         growing = tmp_path / "growing.jsonl"
         growing.write_text(lines[0], encoding="utf-8")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sopkit", "run", "--send-from", "2000-01-01", str(playbook), "--store",
+            [sys.executable, "-m", "sopkit", "run", "--send-from", "2000-01-01",
+             str(playbook), "--store",
              str(tmp_path / "live.db"), "--events", str(growing), "--profiles", str(profiles),
              # the clock is fixed after the whole history, so the appended (older) lines are
              # "late": allow 60 days, or idle ticks would move time past them

@@ -94,7 +94,7 @@ def test_shared_rules_act_after_a_migration_as_a_v2_simulation_says(seed: int) -
             v2_rules.append(_rule(kind, kind, param))
             shared.add(kind)
         elif fate == "change":
-            other = [p for p in POOL[kind][1] if p != param][0]
+            other = next(p for p in POOL[kind][1] if p != param)
             v2_rules.append(_rule(kind, kind, other))
         elif fate == "rename":
             v2_rules.append(_rule(f"{kind}_v2", kind, param, renamed_from=kind))
