@@ -19,11 +19,12 @@ $(DEVSTAMP): $(STAMP) pyproject.toml
 
 ## demo: simulate the shipped retail playbook over the CDNOW history, print the summary and
 ## write demo-report.html (docs/report.md)
+# The history ends on 1998-06-30; --end 1998-07-01 (00:00) stops right after its last day.
 demo: $(STAMP)
 	$(VENV)/bin/sopkit check playbooks/retail.toml
 	$(VENV)/bin/sopkit simulate playbooks/retail.toml \
 	    --events data/cdnow/events.jsonl.gz --profiles data/cdnow/profiles.jsonl.gz \
-	    --end 1998-12-31 --out demo-actions.jsonl --report demo-report.html
+	    --end 1998-07-01 --out demo-actions.jsonl --report demo-report.html
 
 ## test: lint, type-check and run the whole suite
 test: $(DEVSTAMP)

@@ -3,8 +3,10 @@
 `ReportData` collects what the summary does not keep (actions per day and channel, customers
 per stage every day, task load per staff member, reasons) while `simulate` runs;
 `write_report` turns it and the `Summary` into a page that works offline: no scripts, no
-external fonts, styles or images. Chart text is drawn as glyph outlines, so Chinese labels
-look the same on any viewer. The same inputs give the same bytes.
+external fonts, styles or images. Chart text stays text (`svg.fonttype = "none"`) and the page
+names a list of Chinese fonts for it (`CHART_FONTS`), so the viewer's browser draws Chinese
+labels with whichever of them it has, whatever fonts the machine that made the report had.
+The same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -41,8 +43,17 @@ CJK_FONTS = (
     "Heiti SC", "Droid Sans Fallback", "AR PL UMing CN", "Noto Sans CJK JP",
     "Source Han Sans", "Noto Sans CJK TC", "Noto Sans CJK KR",
 )
-NO_CJK_FONT = ("no font with Chinese glyphs found: chart labels in Chinese will show as boxes "
-               "(the tables are fine); install one, e.g. `apt-get install fonts-noto-cjk`")
+# What the viewer's browser draws chart text with: the first of these it has (every desktop
+# and phone system has one of the Chinese fonts), then its own sans-serif.
+CHART_FONTS = (
+    "Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Hiragino Sans GB",
+    "Microsoft YaHei", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans SC", "SimHei",
+    "Heiti SC", "Droid Sans Fallback", "DejaVu Sans", "sans-serif",
+)
+NO_CJK_FONT = ("no font with Chinese glyphs found here: the charts' Chinese labels are still "
+               "text the browser draws, but their space was measured without Chinese glyphs "
+               "and may be tight; install one for a better layout, e.g. "
+               "`apt-get install fonts-noto-cjk`")
 TOP_RULES = 15
 TOP_STAFF = 12
 TOP_TAGS = 30
@@ -59,6 +70,7 @@ _SVG_NS = re.compile(r' xmlns(?::xlink)?="[^"]*"')
 _SVG_META = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
 _SVG_ID = re.compile(r'\bid="([^"]+)"')
 _SVG_REF = re.compile(r'(href="#|url\(#)')
+_SVG_FAMILY = re.compile(r"font-family: [^;\"]*(?:; )?")
 
 
 def reason_group(reason: str) -> str:
@@ -89,7 +101,7 @@ class ReportData:
     reasons: dict[tuple[str, str], Counter[str]] = field(default_factory=dict)
     tasks: Counter[tuple[str, str]] = field(default_factory=Counter)  # (assignee, date)
     stage_days: dict[str, dict[str, int]] = field(default_factory=dict)  # playbook day -> ...
-    # RFM segment sizes: not computed by sopkit yet; a section appears when this is filled
+    # customers per RFM segment at the end; `simulate` fills it when the playbook has [rfm]
     segments: dict[str, int] = field(default_factory=dict)
     _start: int | None = field(default=None, init=False, repr=False)
     _next: int | None = field(default=None, init=False, repr=False)  # the next day's start
@@ -166,7 +178,8 @@ def write_report(path: Path, summary: Summary, data: ReportData, *,
 
 def render_report(summary: Summary, data: ReportData, *,
                   fonts: Sequence[str] = CJK_FONTS) -> tuple[str, list[str]]:
-    """The report as one HTML string, and warnings (such as a missing Chinese font)."""
+    """The report as one HTML string, and warnings for the person making it (such as no
+    Chinese font to measure chart labels with)."""
     font = find_cjk_font(fonts)
     notes = [] if font else [NO_CJK_FONT]
     charts = _Charts(font)
@@ -184,7 +197,7 @@ def render_report(summary: Summary, data: ReportData, *,
             _segments_section(data, charts),
         ) if s is not None]
     title = f"sopkit report: {summary.playbook}"
-    body = [_header(summary, data), *(f'<p class="note">{_e(n)}</p>' for n in notes)]
+    body = [_header(summary, data)]  # notes are for whoever made the page, not its readers
     body.append('<nav aria-label="Sections"><ol>' + "".join(
         f'<li><a href="#{sid}">{_e(heading)}</a></li>' for sid, heading, _ in sections)
         + "</ol></nav>")
@@ -233,7 +246,11 @@ def find_cjk_font(names: Sequence[str] = CJK_FONTS) -> str | None:
 
 
 class _Charts:
-    """Makes matplotlib figures into inline SVG with fixed ids, no dates, text as paths."""
+    """Makes matplotlib figures into inline SVG with fixed ids, no dates, text as text.
+
+    matplotlib lays text out with `families` (the Chinese font found here, if any); the SVG
+    keeps each label as a <text> element without a font name of its own, so the page's
+    `CHART_FONTS` list decides how the browser draws it."""
 
     def __init__(self, font: str | None) -> None:
         self.families = [font, "DejaVu Sans"] if font else ["DejaVu Sans"]
@@ -243,7 +260,7 @@ class _Charts:
         import matplotlib
 
         return matplotlib.rc_context({
-            "svg.fonttype": "path", "font.family": self.families, "font.size": 10,
+            "svg.fonttype": "none", "font.family": self.families, "font.size": 10,
             "axes.unicode_minus": False, "axes.spines.top": False, "axes.spines.right": False,
             "legend.frameon": False, "figure.dpi": 72, "path.simplify": True,
             "date.epoch": "1970-01-01T00:00:00", "date.converter": "concise",
@@ -268,6 +285,7 @@ class _Charts:
         text = _SVG_NS.sub("", text)
         text = _SVG_ID.sub(lambda m: f'id="{chart_id}-{m.group(1)}"', text)
         text = _SVG_REF.sub(lambda m: f"{m.group(1)}{chart_id}-", text)
+        text = _SVG_FAMILY.sub("", text)  # the page's `svg text` rule names the fonts
         return text.replace("<svg ", f'<svg role="img" aria-label="{_e(label)}" ', 1).strip()
 
 
@@ -698,7 +716,8 @@ def _bucket_end(buckets: _Buckets, start: dt.date) -> dt.date:
 
 
 def _segments_section(data: ReportData, charts: _Charts) -> tuple[str, str, str] | None:
-    """RFM segment sizes, when something fills `ReportData.segments` (nothing does yet)."""
+    """Customers per RFM segment at the end, when the playbook has [rfm] (or a caller fills
+    `ReportData.segments`)."""
     if not data.segments:
         return None
     ranked = sorted(data.segments.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -727,9 +746,9 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:12px 0
 dt{color:var(--muted)}dd{margin:0}
 nav ol{columns:2;margin:8px 0;padding-left:20px}
 a{color:#0969da}
-.note{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px}
 figure{margin:12px 0}
 figure svg{display:block;width:100%;height:auto}
+figure svg text{font-family:FONTS}
 figcaption{color:var(--muted);font-size:13px}
 table{border-collapse:collapse;margin:12px 0;font-size:13px;min-width:40%}
 caption{text-align:left;font-weight:600;padding:4px 0;color:var(--ink)}
@@ -745,4 +764,4 @@ footer{margin-top:48px;color:var(--muted);font-size:12px}
 code{background:var(--bg);padding:0 4px;border-radius:4px}
 @media print{.scroll{max-height:none;overflow:visible}h2{break-after:avoid}
 figure,table{break-inside:avoid}}
-"""
+""".replace("FONTS", ",".join(f'"{f}"' if " " in f else f for f in CHART_FONTS))

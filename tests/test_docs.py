@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
+import shlex
 import tomllib
 import types
 import typing
@@ -154,6 +156,17 @@ def test_every_cli_command_and_option_is_documented(name: str) -> None:
                     assert f"`{flag}" in section, f"{name} {flag}"
 
 
+def test_command_index_lists_every_command_once() -> None:
+    """docs/cli.md's command index is one table naming each command once, no more, no less."""
+    text = _text(DOCS / "cli.md")
+    index = text.split("| command | what it does |\n|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    rows = index.splitlines()
+    assert all(row.startswith("| [`") for row in rows), "a blank line or stray text in the index"
+    listed = [re.match(r"\| \[`([\w-]+)`\]\(#sopkit-([\w-]+)\)", row).groups() for row in rows]
+    assert all(name == anchor for name, anchor in listed)
+    assert sorted(name for name, _ in listed) == sorted(_commands())
+
+
 def _anchors(doc: Path) -> set[str]:
     """GitHub's heading anchors of a Markdown file (outside code blocks)."""
     text = re.sub(r"```.*?```", "", _text(doc), flags=re.DOTALL)
@@ -205,3 +218,131 @@ def test_engines_doc_shows_what_the_example_compiles_to(tmp_path: Path) -> None:
     facts: list[object] = [None] * len(ir["slots"])
     facts[14], facts[19] = 7, False
     assert 7 in engine.evaluate(facts)
+
+
+# ---- examples in the README and the docs run as written ------------------------------------
+
+ROOT = DOCS.parent
+README = ROOT / "README.md"
+_BOX = re.compile(r"[\s│┃┏┓┗┛┡┩└┘┌┐├┤┳┻╇╋━─┬┴┼]")
+# paths in doc commands that stand for the reader's own files, not files sopkit ships
+ILLUSTRATIVE = {
+    "playbooks/school.toml",  # cli.md: the complete example of playbook.md, saved by the reader
+}
+OUTPUT_OPTIONS = {"--out", "--report", "--customers", "--quarantine", "--append-to"}
+
+
+def _console_commands(doc: Path) -> list[tuple[str, list[str]]]:
+    """Each `$ ...` command of the doc's console blocks (continuation lines joined) and the
+    output lines shown under it."""
+    commands: list[tuple[str, list[str]]] = []
+    for block in re.findall(r"```console\n(.*?)```", _text(doc), re.DOTALL):
+        lines = block.splitlines()
+        i = 0
+        while i < len(lines):
+            if not lines[i].startswith("$ "):
+                commands[-1][1].append(lines[i])
+                i += 1
+                continue
+            command = lines[i][2:]
+            while command.rstrip().endswith("\\"):
+                i += 1
+                command = command.rstrip()[:-1] + " " + lines[i].strip()
+            commands.append((command, []))
+            i += 1
+    return commands
+
+
+def _squeeze(text: str) -> str:
+    """Text without white space and table borders: how a wrapped table cell still matches."""
+    return _BOX.sub("", text)
+
+
+def _run_shown(command: str, shown: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run one documented command as the CLI and check its exit code and the output shown."""
+    from typer.testing import CliRunner
+
+    words = shlex.split(command, comments=True)
+    if words[0] == "export":
+        name, _, value = words[1].partition("=")
+        monkeypatch.setenv(name, value)
+        return
+    assert words[0] in ("sopkit", ".venv/bin/sopkit"), command
+    expected = re.search(r"#\s*exit (\d)", command)
+    result = CliRunner().invoke(app, words[1:])
+    assert result.exit_code == (int(expected.group(1)) if expected else 0), \
+        (command, result.output)
+    if shown and not any("…" in line for line in shown):
+        assert result.output.splitlines() == [line.rstrip() for line in shown], command
+        return
+    output = _squeeze(result.output)
+    for line in shown:
+        for piece in line.split("…"):
+            assert _squeeze(piece) in output, (command, piece)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh folder that looks like a clean checkout: the shipped files, nothing made yet."""
+    for name in ("playbooks", "rules", "schema", "examples", "data", "tests"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_doc_commands_name_files_that_ship() -> None:
+    """Every input file a README or docs command names (playbook, events …) is in the repo."""
+    for doc in (README, *sorted(DOCS.glob("*.md"))):
+        for command, _ in _console_commands(doc):
+            words = shlex.split(command, comments=True)
+            for before, word in zip(["", *words], words, strict=False):
+                if before in OUTPUT_OPTIONS or word in ILLUSTRATIVE or "/" not in word:
+                    continue
+                if re.search(r"\.(toml|jsonl|csv|gz)$", word):
+                    assert (ROOT / word).exists(), f"{doc.name}: {command}: no {word}"
+
+
+def test_readme_tour_runs_as_written(workspace: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command of the README tour runs on a clean checkout with the exit code and the
+    output the README shows; the action record shown is one the simulation wrote."""
+    commands = _console_commands(README)
+    assert any("sopkit run " in c for c, _ in commands), "the tour should show a live run"
+    for command, shown in commands:
+        _run_shown(command, shown, monkeypatch)
+    tour = _text(README).split("**3. Simulate it**", 1)[1]
+    record = json.loads(re.search(r"```json\n(.*?)```", tour, re.DOTALL).group(1))
+    written = [json.loads(line) for line in
+               (workspace / "actions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert record in written
+    assert (workspace / "out" / "sms.jsonl").exists()  # the live run delivered its SMS lines
+
+
+@pytest.mark.parametrize("start", [
+    "sopkit diff playbooks/membership.toml examples/membership/membership-v2.toml",
+    "sopkit check --strict tests/cases/lint/",
+])
+def test_cli_doc_examples_run_as_written(start: str, workspace: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `diff` and `check --strict` examples of docs/cli.md print what the doc shows."""
+    (found,) = [(c, s) for c, s in _console_commands(DOCS / "cli.md") if c.startswith(start)]
+    _run_shown(*found, monkeypatch)
+
+
+def test_live_example_is_the_membership_playbook() -> None:
+    """examples/membership/membership-live.toml differs from the shipped membership playbook
+    only in its channels, so the README's live run shows what that playbook does."""
+    shipped = sopkit.compile_playbook(sopkit.load_playbook(
+        ROOT / "playbooks/membership.toml").model)
+    live = sopkit.compile_playbook(sopkit.load_playbook(
+        ROOT / "examples/membership/membership-live.toml").model)
+    assert {k: v for k, v in live.items() if k != "channels"} == \
+        {k: v for k, v in shipped.items() if k != "channels"}
+    assert {name: c["type"] for name, c in live["channels"].items()} == \
+        {"sms": "jsonl", "wecom": "console"}
+
+
+def test_readme_links_point_at_files_that_exist() -> None:
+    """The README's relative links name files and folders of the repository."""
+    for target in re.findall(r"\]\((?!https?:)([^)#]+)(?:#[^)]*)?\)", _text(README)):
+        assert (ROOT / target).exists(), target
