@@ -230,3 +230,19 @@ def test_plan_writes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "rule removed" in result.output and "nothing was written" in result.output
     assert dump() == before
+
+
+def test_a_store_with_pickled_state_is_refused_with_the_command_that_rebuilds_it(
+        tmp_path: Path) -> None:
+    """A schema-1 store (pickled state, from before state by name) is never read; `run` exits
+    2 and prints how to build a new store from the history without sending the past."""
+    events = _events(tmp_path, [("c1", "2025-01-01T10:00:00", "50")])
+    v1 = _playbook(tmp_path, "1", RECALL)
+    store = tmp_path / "live.db"
+    assert _run(v1, store, "2025-01-02T00:00:00", events).exit_code == 0
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    result = _run(v1, store, "2025-01-03T00:00:00")
+    assert result.exit_code == 2
+    assert "older sopkit (schema 1)" in result.output
+    assert "sopkit run PLAYBOOK --store NEW --events HISTORY --once" in result.output

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -350,8 +349,9 @@ def test_tasks_without_an_assignee_are_not_limited(tmp_path: Path) -> None:
 
 # ---- state -----------------------------------------------------------------------------------
 
-def test_policy_state_is_bounded_and_picklable(tmp_path: Path) -> None:
-    """Old deliveries and past task days are pruned; customer and shared state pickle intact."""
+def test_policy_state_is_bounded_and_survives_the_store(tmp_path: Path) -> None:
+    """Old deliveries and past task days are pruned; customer and shared policy state come back
+    intact from the stored JSON."""
     rt = runtime(tmp_path, "task_capacity = 1\n" + CAP_2_7D)
     rt.add_profile({"customer_id": "c1", "owner": "staff-07"})
     for day in range(1, 29):
@@ -361,9 +361,11 @@ def test_policy_state_is_bounded_and_picklable(tmp_path: Path) -> None:
     assert len(cs.deliveries) <= 2
     assert all(rt.calendar.format(ts) >= "2024-05-21" for ts, _ in cs.deliveries)
     assert set(rt.policy_state.tasks["staff-07"]) == {rt.calendar.day_index(rt.now or 0)}
-    copy = pickle.loads(pickle.dumps(cs))
+    again = runtime(tmp_path, "task_capacity = 1\n" + CAP_2_7D)
+    again.restore(rt.dump_clock(), [("c1", rt.dump_customer("c1"))])
+    copy = again.customers["c1"]
     assert (copy.deliveries, copy.opt_out) == (cs.deliveries, cs.opt_out)
-    shared = pickle.loads(pickle.dumps(rt.policy_state))
+    shared = again.policy_state
     assert isinstance(shared, PolicyState) and shared.tasks == rt.policy_state.tasks
 
 
