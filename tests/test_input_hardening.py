@@ -113,6 +113,18 @@ def test_run_moves_past_bad_lines_instead_of_crash_looping(tmp_path: Path, engin
     assert len(_jail(jail)) == 4  # nothing quarantined twice
 
 
+def test_run_from_stdin_quarantines_bad_lines(tmp_path: Path) -> None:
+    """`run --events -` reads the same bad lines from stdin, quarantines them, exits 0."""
+    store, jail = tmp_path / "live.db", tmp_path / "q.jsonl"
+    stdin = "".join(line + "\n" for line in [GOOD_FIRST, *BAD_LINES.values(), GOOD_LAST])
+    result = CliRunner().invoke(app, [
+        "run", str(_playbook(tmp_path)), "--store", str(store), "--events", "-", "--once",
+        "--clock", CLOCK, "--quarantine", str(jail), "--output", "jsonl"], input=stdin)
+    assert result.exit_code == 0, result.output
+    assert _outbox_customers(store) == ["a", "e"]
+    assert sorted(entry["line"] for entry in _jail(jail)) == [2, 3, 4, 5]
+
+
 @pytest.mark.parametrize("engine", ["native", "durable"])
 def test_int_and_decimal_fields_out_of_range(tmp_path: Path, engine: str) -> None:
     """Values the engines cannot hold are quarantined; big in-range ones act on both engines."""

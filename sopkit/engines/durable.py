@@ -20,6 +20,9 @@ Guards against the defects measured in durable-rules 2.0.28 (see docs/engines.md
   field's `n<j>` to be false (durable reads a missing `$m` field as a value);
 - arithmetic that durable cannot put on the left of a comparison is computed beforehand
   into a field `h<k>` with sopkit's own reference semantics (`_ir.operand`);
+- durable cannot hold an infinite number (error 202): input values are range-checked when
+  read (`_runtime._convert`), and a float that arithmetic overflowed is sent as the largest
+  float (`_scalar`), a NaN result as a missing value.
 """
 
 from __future__ import annotations
