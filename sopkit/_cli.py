@@ -204,11 +204,19 @@ def simulate(
     report: Annotated[Path | None, typer.Option(
         help="Write a self-contained HTML report with charts here (docs/report.md).",
         dir_okay=False)] = None,
+    max_future: Annotated[str | None, typer.Option(
+        help="Quarantine an event more than this (e.g. 30d) ahead of the events before it "
+        "(default: no limit).")] = None,
 ) -> None:
-    """Replay an event history on a virtual clock and report every action the playbook takes."""
+    """Replay an event history on a virtual clock and report every action the playbook takes.
+
+    Exit codes: 0 done, 1 invalid playbook, an input that ends early (truncated .gz), or
+    every event record quarantined, 2 usage error (e.g. a file format sopkit cannot read).
+    """
     from ._simulate import simulate as run_simulation
 
     loaded = _load_or_exit(playbook)
+    ahead = _duration_option("--max-future", max_future)
     collected = None
     if report is not None:
         from ._report import ReportData
@@ -239,11 +247,11 @@ def simulate(
                 summary = run_simulation(loaded, events, profiles=profiles, start=start,
                                          end=end, out=handle, quarantine=quarantine,
                                          engine=engine, masked=not unmasked, progress=tick,
-                                         report=collected)
+                                         report=collected, max_future=ahead)
         else:
             summary = run_simulation(loaded, events, profiles=profiles, start=start, end=end,
                                      out=handle, quarantine=quarantine, engine=engine,
-                                     masked=not unmasked, report=collected)
+                                     masked=not unmasked, report=collected, max_future=ahead)
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -271,6 +279,36 @@ def simulate(
         print_summary(summary, out)
         if report is not None:
             typer.echo(f"report: {report}")
+    _exit_if_all_quarantined(summary.events_read, summary.events_applied
+                             + summary.events_after_end, summary.quarantine_reasons,
+                             quarantine)
+
+
+def _duration_option(option: str, text: str | None) -> int | None:
+    """A duration option's seconds; None for no value or "none"; exit 2 if unreadable."""
+    from ._models import parse_duration
+
+    if text is None or text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        typer.echo(f"error: {option}: {exc}, or none", err=True)
+        raise typer.Exit(2) from None
+
+
+def _exit_if_all_quarantined(read: int, used: int, reasons: dict[str, int],
+                             quarantine: Path | None) -> None:
+    """Exit 1 with a message when records were read and none could be used. A redelivered
+    event (a known event_id) is a recognised record, not a sign of the wrong file."""
+    if read == 0 or used + reasons.get("duplicate event_id", 0) > 0:
+        return
+    top = ", ".join(f"{kind} ({n})" for kind, n in
+                    sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
+    typer.echo(f"error: all {read} event records were quarantined ({top}); see "
+               f"{quarantine}. Is it the right file, in the right format, for this playbook? "
+               "/ 所有事件记录都被隔离，请检查文件和剧本", err=True)
+    raise typer.Exit(1)
 
 
 def print_summary(summary: Any, out: Path | None) -> None:
@@ -697,12 +735,16 @@ def run(
         "kept in the store.")] = None,
     output: Annotated[Output, typer.Option(help="table or jsonl for the final summary.")] =
     Output.table,
+    max_future: Annotated[str, typer.Option(
+        help="Quarantine an event more than this ahead of the clock, e.g. a year typo "
+        "(none: no limit).")] = "5m",
 ) -> None:
     """Run a playbook live: apply events, let time pass, and deliver through the outbox.
 
-    Exit codes: 0 stopped cleanly, 1 invalid playbook or chain error, 2 usage, channel
-    configuration error or store mismatch (another playbook, or a version to deploy with
-    `sopkit migrate` first).
+    Exit codes: 0 stopped cleanly; 1 invalid playbook, chain error, an input that ends early
+    (truncated .gz) or every event record of this run quarantined; 2 usage, channel
+    configuration error (e.g. a file format sopkit cannot read) or store mismatch (another
+    playbook, or a version to deploy with `sopkit migrate` first).
     """
     import os
     import socket
@@ -719,6 +761,7 @@ def run(
     except ValueError as exc:
         typer.echo(f"error: --lateness: {exc}", err=True)
         raise typer.Exit(2) from None
+    ahead = _duration_option("--max-future", max_future)
     try:  # channels first: a missing secret stops the run before the store is touched
         channels: dict[str, Any] = build_channels(loaded, os.environ)
     except SopkitError as exc:
@@ -747,12 +790,19 @@ def run(
             stats = run_live(live, events=events, follow=follow, once=once,
                              clock=the_clock, lateness=late,
                              dispatcher=dispatcher, quarantine=jail, batch=batch, tick=tick,
-                             stop=stop, profiles=profiles)
+                             stop=stop, profiles=profiles, max_future=ahead)
         finally:
             jail.close()
     if output is Output.jsonl:
         typer.echo(json.dumps(stats.to_json(), ensure_ascii=False))
-        return
+    else:
+        _print_run(stats, quarantine)
+    _exit_if_all_quarantined(stats.events_read, stats.events_applied, jail.reasons,
+                             quarantine)
+
+
+def _print_run(stats: Any, quarantine: Path) -> None:
+    """The summary of one `run`."""
     console = _console()
     console.print(f"events: {stats.events_read} read, {stats.events_applied} applied, "
                   f"{stats.quarantined} quarantined"

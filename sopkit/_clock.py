@@ -9,7 +9,19 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import re
 import zoneinfo
+
+# Event and option times must fall in these years (UTC): far enough from year 1 and year
+# 9999 that day arithmetic, schedules and local times around them never leave `datetime`.
+FIRST_YEAR, LAST_YEAR = 1900, 2999
+_EARLIEST = int(dt.datetime(FIRST_YEAR, 1, 1, tzinfo=dt.UTC).timestamp())
+_LATEST = int(dt.datetime(LAST_YEAR + 1, 1, 1, tzinfo=dt.UTC).timestamp()) - 1
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class TimeRangeError(ValueError):
+    """A well-formed time outside the supported years (FIRST_YEAR to LAST_YEAR)."""
 
 
 class Calendar:
@@ -24,11 +36,37 @@ class Calendar:
         self._span: tuple[int, int, int] = (0, 0, 0)
 
     def parse(self, text: str) -> int:
-        """An ISO 8601 date or date-time as a timestamp; no offset means the playbook's zone."""
-        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=self.tz)
-        return int(value.timestamp())
+        """An ISO 8601 date or date-time as a timestamp; no offset means the playbook's zone,
+        and a date alone means 00:00 (command-line times such as `--end 2024-07-01`).
+
+        ValueError if unreadable; TimeRangeError (a ValueError) outside the years
+        FIRST_YEAR to LAST_YEAR.
+        """
+        return self._parse(text, day_start=False)
+
+    def parse_ts(self, text: str) -> int:
+        """`parse` for a record's `ts`: a date alone (2024-05-01) is the start of that
+        playbook day, its `day_starts` instant, so that date-only data counts calendar days
+        (midnight would belong to the day before when days start at 09:00)."""
+        return self._parse(text, day_start=True)
+
+    def _parse(self, text: str, day_start: bool) -> int:
+        text = text.strip()
+        if day_start and _DATE_ONLY.fullmatch(text):
+            day = dt.date.fromisoformat(text)
+            if not FIRST_YEAR <= day.year <= LAST_YEAR:
+                raise TimeRangeError(_out_of_range(text))
+            return self.day_start(day.toordinal())
+        try:
+            value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=self.tz)
+            ts = int(value.timestamp())
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, before year 1 in UTC
+            raise TimeRangeError(_out_of_range(text)) from None
+        if not _EARLIEST <= ts <= _LATEST:
+            raise TimeRangeError(_out_of_range(text))
+        return ts
 
     def local(self, ts: int) -> dt.datetime:
         return dt.datetime.fromtimestamp(ts, self.tz)
@@ -62,6 +100,27 @@ class Calendar:
         day = dt.date.fromordinal(ordinal)
         naive = dt.datetime.combine(day, dt.time()) + self.shift
         return int(naive.replace(tzinfo=self.tz).timestamp())
+
+
+def too_far_ahead(cal: Calendar, ts: int, now: int | None, limit: int | None) -> str | None:
+    """Why an event at `ts` is refused as too far in the future of the clock `now` (more than
+    `limit` seconds ahead), or None if it is not (or there is no clock or no limit)."""
+    if limit is None or now is None or ts <= now + limit:
+        return None
+    return (f"too far in the future: {cal.format(ts)} is more than {_span(limit)} ahead of "
+            f"the clock {cal.format(now)} (--max-future); is the year a typo?")
+
+
+def _span(seconds: int) -> str:
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _out_of_range(text: str) -> str:
+    return (f"{text!r} is outside the supported time range (years {FIRST_YEAR} to "
+            f"{LAST_YEAR}); is the year a typo?")
 
 
 def anniversary(birth: dt.date, year: int) -> dt.date:

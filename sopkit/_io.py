@@ -1,7 +1,9 @@
 """Reading event and profile records from JSONL or CSV (optionally gzip-compressed).
 
 Records stream one at a time with their line number; a line that cannot be read becomes a
-`BadRecord` so the caller can quarantine it and go on.
+`BadRecord` so the caller can quarantine it and go on: not UTF-8, not JSON, a number of more
+than 4,300 digits, containers nested more than MAX_DEPTH deep. A file of another format is a
+UsageError; a gzip file that ends early is an InputError after its last whole line.
 """
 
 from __future__ import annotations
@@ -15,8 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ._errors import UsageError
+from ._errors import SopkitError, UsageError
 from ._mask import mask
+
+MAX_DEPTH = 32  # lists and objects inside a record; a deeper one is quarantined
+FORMATS = (".jsonl", ".ndjson", ".json", ".csv")  # each also with .gz
+_CHUNK = 1 << 16
+TRUNCATED = "truncated file"  # the kind of the partial last line of a .gz that ends early
+
+
+class InputError(SopkitError):
+    """An input file that cannot be read to its end (a truncated or corrupt .gz)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# NaN and Infinity are not JSON; Python's decoder would take them as floats
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 @dataclass(frozen=True)
@@ -34,40 +53,81 @@ class BadRecord:
 
 
 def record_format(path: Path) -> str:
-    """'csv' or 'jsonl', from the file name (before any .gz)."""
-    name = path.name.removesuffix(".gz")
-    return "csv" if name.endswith(".csv") else "jsonl"
+    """'csv' or 'jsonl', from the file name (before any .gz); UsageError for another."""
+    name = path.name.lower().removesuffix(".gz")
+    for suffix in FORMATS:
+        if name.endswith(suffix):
+            return "csv" if suffix == ".csv" else "jsonl"
+    raise UsageError(f"{path}: unknown file format '{path.suffix or path.name}'; sopkit reads "
+                     f"{', '.join(FORMATS)} (JSON Lines for all but .csv), each optionally "
+                     ".gz; convert the file to JSON Lines or CSV first")
 
 
 def read_records(path: Path, progress: Any = None) -> Iterator[Record | BadRecord]:
     """Yield each record of a JSONL or CSV file; `progress(n_bytes)` is told how far we are.
 
     A line that is not UTF-8 becomes a BadRecord; a `.gz` file that is not gzip raises
-    UsageError naming the file.
+    UsageError naming the file; one that ends early or is corrupt yields what it holds (the
+    partial last line as a BadRecord) and then raises InputError naming the line reached.
     """
     kind = record_format(path)
     with path.open("rb") as raw_file:
-        binary: IO[bytes] = (gzip.GzipFile(fileobj=raw_file)  # type: ignore[assignment]  # a binary IO
-                             if path.suffix == ".gz" else raw_file)
         bad: list[BadRecord] = []
+        broken: list[str] = []
 
         def tell() -> None:
             if progress is not None:
                 progress(raw_file.tell())
 
-        lines = _decoded(binary, bad, tell)
-        try:
-            if kind == "csv":
-                yield from _csv_records(lines, bad)
-            else:
-                yield from _jsonl_records(lines, bad)
-        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-            raise UsageError(f"{path}: cannot read it as gzip ({exc})") from None
+        if path.name.lower().endswith(".gz"):
+            lines = _decoded(_gzip_lines(path, raw_file, bad, broken), bad, tell)
+        else:
+            lines = _decoded(iter(raw_file), bad, tell)
+        if kind == "csv":
+            yield from _csv_records(lines, bad)
+        else:
+            yield from _jsonl_records(lines, bad)
         yield from bad
         tell()
+        if broken:
+            raise InputError(broken[0])
 
 
-def _decoded(binary: IO[bytes], bad: list[BadRecord], tell: Any) -> Iterator[tuple[int, str]]:
+def _gzip_lines(path: Path, raw_file: IO[bytes], bad: list[BadRecord],
+                broken: list[str]) -> Iterator[bytes]:
+    """The lines of a gzip stream. If it ends early or is corrupt, the partial last line
+    goes to `bad` and the reason to `broken`; a file that is not gzip at all: UsageError."""
+    stream = gzip.GzipFile(fileobj=raw_file)
+    rest = b""
+    number = 0
+    while True:
+        try:
+            chunk = stream.read(_CHUNK)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            if number == 0 and not rest and isinstance(exc, gzip.BadGzipFile):
+                raise UsageError(f"{path}: cannot read it as gzip ({exc})") from None
+            what = ("ends early (truncated: the file was cut short)"
+                    if isinstance(exc, EOFError) else f"is corrupt ({exc})")
+            if rest:
+                bad.append(BadRecord(number + 1, _cut(rest.decode("utf-8", "replace").strip()),
+                                     "the gzip data ends inside this line", TRUNCATED))
+            broken.append(f"{path}: the gzip data {what} after line {number}; the records "
+                          "up to there were used. Results are incomplete: fetch the whole "
+                          "file and run again")
+            return
+        if not chunk:
+            break
+        parts = (rest + chunk).split(b"\n")
+        rest = parts.pop()
+        for part in parts:
+            number += 1
+            yield part + b"\n"
+    if rest:
+        yield rest
+
+
+def _decoded(binary: Iterator[bytes], bad: list[BadRecord],
+             tell: Any) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line; a line that is not UTF-8 goes to `bad` instead."""
     for number, raw in enumerate(binary, start=1):
         if number % 2048 == 0:
@@ -88,15 +148,49 @@ def _jsonl_records(lines: Iterator[tuple[int, str]],
         if not stripped:
             continue
         try:
-            data = json.loads(stripped)
+            data = _DECODER.decode(stripped)
         except json.JSONDecodeError as exc:
             yield BadRecord(number, stripped, f"not valid JSON: {exc.msg} at column {exc.colno}",
                             "not valid JSON")
             continue
+        except ValueError as exc:  # an integer of more than 4,300 digits, NaN, Infinity
+            if "digits" in str(exc):
+                reason, kind = "number too large: an integer of more than 4,300 digits", \
+                    "number too large"
+            else:
+                reason, kind = f"not valid JSON: {exc}", "not valid JSON"
+            yield BadRecord(number, _cut(stripped), reason, kind)
+            continue
+        except RecursionError:
+            yield BadRecord(number, _cut(stripped), f"nesting too deep: lists or objects "
+                            f"more than {MAX_DEPTH} levels deep", "nesting too deep")
+            continue
         if not isinstance(data, dict):
-            yield BadRecord(number, stripped, "not a JSON object", "not a JSON object")
+            yield BadRecord(number, _cut(stripped), "not a JSON object", "not a JSON object")
+            continue
+        if not _shallow(data):
+            yield BadRecord(number, _cut(stripped), f"nesting too deep: lists or objects "
+                            f"more than {MAX_DEPTH} levels deep", "nesting too deep")
             continue
         yield Record(number, data)
+
+
+def _shallow(data: dict[str, Any]) -> bool:
+    """Whether no value of a record nests lists or objects more than MAX_DEPTH deep (checked
+    without recursion; a flat record costs one type test a field)."""
+    stack: list[tuple[Any, int]] = [(v, 2) for v in data.values() if isinstance(v, dict | list)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return False
+        items = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in items if isinstance(v, dict | list))
+    return True
+
+
+def _cut(text: str, limit: int = 1000) -> str:
+    """A bad line as kept in the quarantine: at most `limit` characters, and says so."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters in all)"
 
 
 def _flush(bad: list[BadRecord]) -> Iterator[BadRecord]:

@@ -20,10 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ._clock import too_far_ahead
 from ._dispatch import Dispatcher, expiry
 from ._errors import EventError, SopkitError, UsageError
 from ._io import (
+    TRUNCATED,
     BadRecord,
+    InputError,
     Quarantine,
     Record,
     _csv_records,
@@ -336,8 +339,13 @@ def drain(live: LiveRun, dispatcher: Dispatcher, now: int, stats: LiveStats,
 def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
              clock: Callable[[], int], lateness: int, dispatcher: Dispatcher,
              quarantine: Quarantine, batch: int, tick: float, stop: Stopper,
-             profiles: Path | None = None) -> LiveStats:
-    """Apply events (resuming after the stored position), advance time, dispatch."""
+             profiles: Path | None = None, max_future: int | None = None) -> LiveStats:
+    """Apply events (resuming after the stored position), advance time, dispatch.
+
+    An event more than `max_future` seconds ahead of `clock()` is quarantined, so a typo'd
+    year cannot move the clock past every later event. A .gz input that ends early raises
+    InputError after the lines before the break are committed.
+    """
     rt = live.runtime
     stats = LiveStats()
     if profiles is not None and live.fresh:
@@ -379,27 +387,38 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
         drain(live, dispatcher, now, stats)
 
     if events is not None:
-        for item in records_from(events, follow=follow, stop=stop, poll=tick, idle=idle):
-            line = item.line
-            if line <= live.offset:
-                stats.events_skipped += 1
-                continue
-            stats.events_read += 1
-            if isinstance(item, BadRecord):
-                quarantine.add(events, line, item.reason, item.raw, item.kind)
-            else:
-                try:
-                    pending.extend(rt.ingest(item.data))
-                    stats.events_applied += 1
-                except EventError as exc:
-                    quarantine.add(events, line, str(exc), item.data, exc.kind)
-            position = max(position, line)
-            since += 1
-            if since >= batch:
-                flush()
-                drain(live, dispatcher, clock(), stats)
-            if stop():
-                break
+        items = records_from(events, follow=follow, stop=stop, poll=tick, idle=idle)
+        try:
+            for item in items:
+                line = item.line
+                if isinstance(item, BadRecord) and item.kind == TRUNCATED:
+                    continue  # read again, whole, from the complete file: the position stays
+                if line <= live.offset:
+                    stats.events_skipped += 1
+                    continue
+                stats.events_read += 1
+                if isinstance(item, BadRecord):
+                    quarantine.add(events, line, item.reason, item.raw, item.kind)
+                else:
+                    try:
+                        event = rt.parse_event(item.data)
+                        ahead = too_far_ahead(rt.calendar, event[2], clock(), max_future)
+                        if ahead is not None:
+                            raise EventError(ahead, "too far in the future")
+                        pending.extend(rt.apply(event))
+                        stats.events_applied += 1
+                    except EventError as exc:
+                        quarantine.add(events, line, str(exc), item.data, exc.kind)
+                position = max(position, line)
+                since += 1
+                if since >= batch:
+                    flush()
+                    drain(live, dispatcher, clock(), stats)
+                if stop():
+                    break
+        except InputError:
+            flush()  # what was read before the break stays applied, its position committed
+            raise
         flush()
     while True:
         idle()

@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from . import _clvfacts, _metrics, _rfm, _state
-from ._clock import Calendar
+from ._clock import Calendar, TimeRangeError
 from ._compile import compile_playbook
 from ._errors import ChainError, EventError
 from ._load import LoadedPlaybook
@@ -351,7 +351,9 @@ class Runtime:
         if not isinstance(raw_ts, str) or not raw_ts:
             raise EventError("missing 'ts' (an ISO 8601 time)")
         try:
-            ts = self.calendar.parse(raw_ts)
+            ts = self.calendar.parse_ts(raw_ts)  # a date alone: the start of that day
+        except TimeRangeError as exc:
+            raise EventError(f"bad 'ts': {exc}", "time out of range") from None
         except ValueError:
             raise EventError(f"bad 'ts' '{raw_ts}': expected ISO 8601, e.g. "
                              "2024-05-01T10:00:00+08:00", "bad 'ts'") from None
@@ -367,7 +369,8 @@ class Runtime:
                 fields["\0owner"] = sys.intern(str(record["owner"]))
             return customer_id, etype, ts, fields
         if etype in _CONSENT_EVENTS:
-            return customer_id, etype, ts, {"channel": self._consent_channels(etype, record)}
+            fields["channel"] = self._consent_channels(etype, record)
+            return customer_id, etype, ts, fields
         for fname, kind in self.event_types[etype].items():
             if record.get(fname) not in (None, ""):
                 fields[fname] = _convert(record[fname], kind, f"field '{fname}'")
@@ -391,7 +394,9 @@ class Runtime:
             fields["to"] = to.strip()
         raw_ts = record.get("ts")
         try:
-            ts = self.calendar.parse(raw_ts) if isinstance(raw_ts, str) and raw_ts else None
+            ts = self.calendar.parse_ts(raw_ts) if isinstance(raw_ts, str) and raw_ts else None
+        except TimeRangeError as exc:
+            raise EventError(f"bad 'ts': {exc}", "time out of range") from None
         except ValueError:
             ts = None
         if ts is None:
@@ -1308,26 +1313,39 @@ def _customer_id(record: Mapping[str, Any]) -> str:
 
 
 def _convert(raw: Any, kind: str, what: str) -> Any:
-    """A raw JSON/CSV value as the declared type; EventError naming the field otherwise."""
+    """A raw JSON/CSV value as the declared type; EventError naming the field otherwise.
+
+    Numbers must fit what the engines hold: an int in 64 bits, a decimal below 10^100 in
+    size with no digits past the 100th decimal place (it becomes a float for conditions).
+    """
     try:
         if kind == "string":
             if isinstance(raw, dict | list):
                 raise ValueError
             return str(raw)
         if kind == "int":
+            too_long = isinstance(raw, str) and len(raw) > 40  # int() refuses 4,300 digits
+            if (isinstance(raw, float) and abs(raw) == float("inf")) or \
+                    (too_long and raw.strip().lstrip("+-").isdigit()):
+                raise _out_of_range(what, raw, "the 64-bit integer range")
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError
             number = int(raw)
             if not -(2**63) <= number < 2**63:
-                raise EventError(f"{what}: {raw!r} is outside the 64-bit integer range",
-                                 f"{what} is out of range")
+                raise _out_of_range(what, raw, "the 64-bit integer range")
             return number
         if kind == "decimal":
             if isinstance(raw, bool):
                 raise ValueError
             value = Decimal(str(raw))
+            if value.is_infinite():
+                raise _out_of_range(what, raw, _DECIMAL_RANGE)
             if not value.is_finite():
                 raise ValueError
+            exponent = value.as_tuple().exponent
+            if (value and value.adjusted() >= 100) or \
+                    (isinstance(exponent, int) and exponent < -100):
+                raise _out_of_range(what, raw, _DECIMAL_RANGE)
             return value
         if kind == "date":
             return dt.date.fromisoformat(str(raw)[:10])
@@ -1344,6 +1362,20 @@ def _convert(raw: Any, kind: str, what: str) -> Any:
             if isinstance(raw, list):
                 return frozenset(str(x) for x in raw)
             return frozenset(x.strip() for x in str(raw).split("|") if x.strip())
-    except (ValueError, InvalidOperation, TypeError):
+    except (ValueError, InvalidOperation, TypeError, OverflowError):
         pass
-    raise EventError(f"{what}: {raw!r} is not a valid {kind}", f"{what} is not a valid {kind}")
+    raise EventError(f"{what}: {_shown(raw)} is not a valid {kind}",
+                     f"{what} is not a valid {kind}")
+
+
+_DECIMAL_RANGE = "the decimal range (below 10^100, at most 100 decimal places)"
+
+
+def _shown(raw: Any) -> str:
+    """A raw value for a message, cut short: a 5,000-digit number is not repeated whole."""
+    text = repr(raw)
+    return text if len(text) <= 60 else f"{text[:40]}… ({len(text)} characters)"
+
+
+def _out_of_range(what: str, raw: Any, limit: str) -> EventError:
+    return EventError(f"{what}: {_shown(raw)} is outside {limit}", "number out of range")

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ._campaigns import FiringReport
+from ._clock import TimeRangeError, too_far_ahead
 from ._errors import EventError, UsageError
-from ._io import BadRecord, Quarantine, read_records
+from ._io import BadRecord, InputError, Quarantine, read_records
 from ._load import LoadedPlaybook
 from ._mask import mask
 from ._policy import reason_kind
@@ -82,11 +83,14 @@ def simulate(
     masked: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
     report: ReportData | None = None,
+    max_future: int | None = None,
 ) -> Summary:
     """Run the playbook over a history; write actions as JSONL to `out`; return a Summary.
 
     `report`, if given, collects what `sopkit._report.write_report` draws; the actions are
-    the same either way.
+    the same either way. With `max_future` (seconds), an event more than that ahead of the
+    virtual clock (the time reached by the events before it) is quarantined. A truncated
+    .gz input raises InputError after its records are used and the quarantine is written.
     """
     runtime = Runtime(playbook, engine=engine)
     summary = Summary(playbook.name, runtime.engine.name, notice=runtime.engine_notice)
@@ -140,36 +144,12 @@ def simulate(
                 return
             emit(runtime.advance_ts(next_day))
 
-    if profiles is not None:
-        size = profiles.stat().st_size
-        for item in read_records(profiles, _tick(progress, "profiles", size)):
-            if isinstance(item, BadRecord):
-                jail.add(str(profiles), item.line, item.reason, item.raw, item.kind)
-                continue
-            try:
-                runtime.add_profile(item.data)
-                summary.profiles += 1
-            except EventError as exc:
-                jail.add(str(profiles), item.line, str(exc), item.data, exc.kind)
-    size = events.stat().st_size
-    for item in read_records(events, _tick(progress, "events", size)):
-        summary.events_read += 1
-        if isinstance(item, BadRecord):
-            jail.add(str(events), item.line, item.reason, item.raw, item.kind)
-            continue
-        try:
-            event = runtime.parse_event(item.data)
-            if end_ts is not None and event[2] > end_ts:
-                summary.events_after_end += 1
-                continue
-            if report is not None:  # stop at each day's end on the way, to sample stages
-                for actions in report.until(runtime, event[2]):
-                    emit(actions)
-            catch_up(event[2])
-            emit(runtime.apply(event))
-            summary.events_applied += 1
-        except EventError as exc:
-            jail.add(str(events), item.line, str(exc), item.data, exc.kind)
+    try:
+        _read(runtime, summary, jail, profiles, events, end_ts, max_future, progress, report,
+              emit, catch_up)
+    except InputError:
+        jail.close()
+        raise
     if end_ts is not None:
         if report is not None:
             for actions in report.until(runtime, end_ts):
@@ -208,11 +188,53 @@ def simulate(
     return summary
 
 
+def _read(runtime: Runtime, summary: Summary, jail: Quarantine, profiles: Path | None,
+          events: Path, end_ts: int | None, max_future: int | None,
+          progress: Callable[[str, int, int], None] | None, report: ReportData | None,
+          emit: Callable[[list[Action]], None], catch_up: Callable[[int], None]) -> None:
+    """The input loop: profiles, then events, each applied or quarantined with its reason."""
+    if profiles is not None:
+        size = profiles.stat().st_size
+        for item in read_records(profiles, _tick(progress, "profiles", size)):
+            if isinstance(item, BadRecord):
+                jail.add(str(profiles), item.line, item.reason, item.raw, item.kind)
+                continue
+            try:
+                runtime.add_profile(item.data)
+                summary.profiles += 1
+            except EventError as exc:
+                jail.add(str(profiles), item.line, str(exc), item.data, exc.kind)
+    size = events.stat().st_size
+    for item in read_records(events, _tick(progress, "events", size)):
+        summary.events_read += 1
+        if isinstance(item, BadRecord):
+            jail.add(str(events), item.line, item.reason, item.raw, item.kind)
+            continue
+        try:
+            event = runtime.parse_event(item.data)
+            ahead = too_far_ahead(runtime.calendar, event[2], runtime.now, max_future)
+            if ahead is not None:
+                raise EventError(ahead, "too far in the future")
+            if end_ts is not None and event[2] > end_ts:
+                summary.events_after_end += 1
+                continue
+            if report is not None:  # stop at each day's end on the way, to sample stages
+                for actions in report.until(runtime, event[2]):
+                    emit(actions)
+            catch_up(event[2])
+            emit(runtime.apply(event))
+            summary.events_applied += 1
+        except EventError as exc:
+            jail.add(str(events), item.line, str(exc), item.data, exc.kind)
+
+
 def _parse_option(cal: Any, option: str, value: str | None) -> int | None:
     if value is None:
         return None
     try:
         return int(cal.parse(value))
+    except TimeRangeError as exc:
+        raise UsageError(f"{option}: {exc}") from None
     except ValueError:
         raise UsageError(f"{option} {value!r} is not an ISO 8601 date or time, e.g. "
                          "2024-05-01 or 2024-05-01T09:00:00+08:00") from None

@@ -206,8 +206,9 @@ def test_quarantine_is_masked_and_never_stale(tmp_path: Path) -> None:
     events = tmp_path / "e.jsonl"
     events.write_text('{"customer_id": "m001", "type": "login", "ts": "x", '
                       '"note": "13812345678"}\n', encoding="utf-8")
+    # its only record is quarantined: exit 1 (issue 12), the quarantine is still written
     assert _run("simulate", "playbooks/membership.toml", "--events", str(events),
-                "--quarantine", str(jail))[0] == 0
+                "--quarantine", str(jail))[0] == 1
     assert "138****5678" in jail.read_text(encoding="utf-8")
     events.write_text('{"customer_id": "m001", "type": "login", '
                       '"ts": "2025-02-01T10:00:00"}\n', encoding="utf-8")

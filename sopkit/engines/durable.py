@@ -20,6 +20,9 @@ Guards against the defects measured in durable-rules 2.0.28 (see docs/engines.md
   field's `n<j>` to be false (durable reads a missing `$m` field as a value);
 - arithmetic that durable cannot put on the left of a comparison is computed beforehand
   into a field `h<k>` with sopkit's own reference semantics (`_ir.operand`);
+- durable cannot hold an infinite number (error 202): input values are range-checked when
+  read (`_runtime._convert`), and a float that arithmetic overflowed is sent as the largest
+  float (`_scalar`), a NaN result as a missing value.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -62,8 +66,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+_FLOAT_MAX = repr(sys.float_info.max)
+
+
 def _scalar(value: Any) -> str:
-    """`_dumps` of one fact value, with the common types first."""
+    """`_dumps` of one fact value, with the common types first.
+
+    Durable cannot hold an infinite number (asserting the fact fails with error 202); input
+    values are range-checked when read, but arithmetic can still overflow a float, so an
+    infinity is sent as the largest float, which compares the same with any finite value.
+    """
     kind = type(value)
     if kind is bool:
         return "true" if value else "false"
@@ -73,6 +85,8 @@ def _scalar(value: Any) -> str:
         text = repr(value)
         if "e" not in text and "n" not in text:  # not 1e-05, nan or inf
             return text
+        if text in ("inf", "-inf"):
+            return _dumps(float(text.replace("inf", _FLOAT_MAX)))
     return _dumps(value)
 
 
@@ -233,7 +247,7 @@ class DurableEngine:
             out.append(f',"n{i}":true' if facts[i] is None else f',"n{i}":false')
         for k, node in enumerate(group.hoisted):
             value = _ir.operand(node, facts)
-            if value is None:
+            if value is None or value != value:  # NaN (inf - inf) compares like a missing value
                 out.append(f',"nh{k}":true')
             else:
                 out.append(f',"h{k}":{_scalar(value)},"nh{k}":false')
