@@ -123,6 +123,20 @@ def check(
                 count = len(exc.problems)
                 typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''}")
             continue
+        from ._channel_check import channel_problems
+
+        errors = channel_problems(loaded)  # what `run` would refuse in the channel tables
+        if errors:
+            failed = True
+            for problem in errors:
+                if output is Output.jsonl:
+                    typer.echo(json.dumps(problem.to_json(), ensure_ascii=False))
+                else:
+                    typer.echo(render_problem(problem))
+            if output is Output.table:
+                count = len(errors)
+                typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''}")
+            continue
         warnings: list[Problem] = []
         if strict:
             from ._lint import lint

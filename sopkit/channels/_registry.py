@@ -64,6 +64,18 @@ def factory(kind: str) -> ChannelFactory:
     return loaded
 
 
+def check_settings(name: str, table: Mapping[str, Any]) -> bool:
+    """Run the settings checks `build` would (ChannelConfigError), without the environment:
+    the type must be installed, and its factory's `check_config` must pass. False when the
+    plugin has no `check_config`, so its settings are checked only by `build`."""
+    config = {k: v for k, v in table.items() if k not in ("type", "description")}
+    checker = getattr(factory(str(table["type"])), "check_config", None)
+    if checker is None:
+        return False
+    checker(name, config)
+    return True
+
+
 def build(name: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Channel:
     """A channel from a playbook `[channels.NAME]` table (with `type`) and the environment."""
     config = {k: v for k, v in table.items() if k not in ("type", "description")}
