@@ -164,11 +164,13 @@ class Heartbeat:
 @contextmanager
 def holding(store: _LockingStore, worker: str, *, wall: Callable[[], float],
             reopen: Callable[[], _LockingStore] | None, on_lost: Callable[[], None],
-            lease_seconds: int = LEASE_SECONDS) -> Iterator[Heartbeat]:
+            lease_seconds: int = LEASE_SECONDS, beat_seconds: float | None = None
+            ) -> Iterator[Heartbeat]:
     """Hold the store's loop lock for the block (LoopLocked if another run has it).
 
-    With `reopen` (SQLite), a daemon thread renews the lease every third of it through a
-    connection of its own, and calls `on_lost` should another run have taken the lock.
+    With `reopen` (SQLite), a daemon thread renews the lease every third of it (or every
+    `beat_seconds`) through a connection of its own, and calls `on_lost` should another run
+    have taken the lock.
     """
     holder = store.acquire_loop_lock(worker, int(wall()), lease_seconds)
     beat = Heartbeat()
@@ -176,13 +178,16 @@ def holding(store: _LockingStore, worker: str, *, wall: Callable[[], float],
     thread = None
     if reopen is not None:
         def renew() -> None:
-            other = reopen()
             try:
-                while not done.wait(max(lease_seconds / 3, 0.1)):
+                other = reopen()
+            except SopkitError:  # gone already (the run ended); nothing to renew
+                return
+            try:
+                while not done.wait(beat_seconds or lease_seconds / 3):
                     try:
                         kept = other.renew_loop_lock(holder, int(wall()), lease_seconds)
-                    except SopkitError:
-                        continue  # busy past the timeout: try again at the next beat
+                    except Exception:  # busy or failing: try again at the next beat (the
+                        continue       # lease outlasts two missed beats)
                     if not kept:
                         beat.lost = True
                         on_lost()

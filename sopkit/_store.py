@@ -348,6 +348,7 @@ class SQLiteStore(_SharedSql):
         self.path = str(path)
         self.url = self.path
         self._holder: LoopHolder | None = None
+        self.RENEWS = self.path != ":memory:"  # a memory store has no other process to fend off
         if self.path != ":memory:":
             parent = Path(self.path).expanduser().resolve().parent
             if not parent.is_dir():

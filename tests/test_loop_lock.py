@@ -234,3 +234,30 @@ def test_read_only_commands_need_no_lock(tmp_path: Path) -> None:
         holder.communicate(timeout=60)
     assert dry.returncode in (0, 3), dry.stderr
     assert listed.returncode == 0 and "Rows per status" in listed.stdout, listed.stderr
+
+
+def test_the_heartbeat_renews_and_notices_a_takeover(tmp_path: Path) -> None:
+    """While held, the heartbeat extends the lease; once another run takes the lock over, it
+    calls on_lost, and leaving the block does not free the new holder's lock."""
+    import threading
+
+    from sopkit._looplock import holding
+
+    url = str(tmp_path / "s.db")
+    store, rival = open_store(url), open_store(url)
+    lost = threading.Event()
+    ticks = iter(range(1_000, 10**9, 5))  # a virtual wall clock: 5 s per reading
+    with holding(store, "mine", wall=lambda: next(ticks), on_lost=lost.set,
+                 reopen=lambda: open_store(url, create=False), lease_seconds=30,
+                 beat_seconds=0.01) as beat:
+        first = store.loop_lock_holder()
+        assert first is not None
+        _wait_for(lambda: (rival.loop_lock_holder() or first).until > first.until,
+                  "the heartbeat to renew the lease", 10)
+        rival.acquire_loop_lock("mine", 1_000, 30, host="another-box", pid=1)  # same name
+        assert lost.wait(10)
+    assert beat.lost
+    holder = rival.loop_lock_holder()
+    assert holder is not None and holder.host == "another-box"
+    store.close()
+    rival.close()
