@@ -702,7 +702,8 @@ def run(
         "STORE.quarantine.jsonl; else sopkit-quarantine.jsonl).")] = None,
     worker: Annotated[str | None, typer.Option(
         help="This dispatcher's name in leases; a restart under the same name takes its "
-        "rows back at once (default: host:pid, whose leases run out after --lease).")] = None,
+        "rows and the store's loop lock back at once (default: host:pid, whose leases run "
+        "out after --lease).")] = None,
     lease: Annotated[int, typer.Option(help="Seconds a dispatcher holds the rows it is "
                                        "sending (wall clock).", min=1)] = 60,
     output: Annotated[Output, typer.Option(help="table or jsonl for the final summary.")] =
