@@ -134,6 +134,13 @@ def pg_key(database: str, schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def pg_pair(key: int) -> tuple[int, int]:
+    """The key as two signed 32-bit halves, for the (int, int) advisory lock functions."""
+    raw = key & 0xFFFFFFFFFFFFFFFF
+    hi, lo = raw >> 32, raw & 0xFFFFFFFF
+    return (hi - (1 << 32) if hi >= 1 << 31 else hi, lo - (1 << 32) if lo >= 1 << 31 else lo)
+
+
 def me(worker: str, now: int, lease_seconds: int, host: str | None = None,
        pid: int | None = None) -> LoopHolder:
     return LoopHolder(worker, host or this_host(), os.getpid() if pid is None else pid, now,

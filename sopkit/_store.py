@@ -783,12 +783,18 @@ class PostgresStore(_SharedSql):
     def acquire_loop_lock(self, worker: str, now: int, lease_seconds: int = lk.LEASE_SECONDS,
                           *, host: str | None = None, pid: int | None = None) -> LoopHolder:
         key = self._key()
-        got = self._one("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-        if not (got and got[0]):
-            raise LoopLocked(self.url, self.loop_lock_holder(), postgres=True)
-        self._lock_key = key
         wanted = lk.me(worker, now, lease_seconds, host, pid)
-        with self._tx() as cur:  # only the holder writes the row that names it
+        with self._tx() as cur:
+            # trying and naming the holder happen under one transaction lock (the two-int
+            # form: another key space than the loop lock's), so a run that is refused reads
+            # the row its winner wrote, never a half-acquired or an earlier holder's row
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", lk.pg_pair(key))
+            got = cur.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if not (got and got[0]):
+                exists = cur.execute("SELECT to_regclass('loop_lock') IS NOT NULL").fetchone()
+                raise LoopLocked(self.url, lk.holder_row(cur, bool(exists and exists[0])),
+                                 postgres=True)
+            self._lock_key = key  # a session lock: held past this transaction's end
             cur.execute(lk.PG_TABLE)
             cur.execute("INSERT INTO loop_lock (id, worker, host, pid, since, until) VALUES "
                         "(1, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
