@@ -35,9 +35,7 @@ def channel_problems(loaded: LoadedPlaybook) -> list[Problem]:
         try:
             check_settings(name, {"type": channel.type, **extra})
         except ChannelConfigError as exc:
-            key = exc.key if exc.key in extra else None
-            if key is None and str(exc).startswith("no channel plugin"):
-                key = "type"
+            key = exc.key if exc.key in extra or exc.key == "type" else None
             path = ("channels", name, key) if key else ("channels", name)
             out.append(Problem(loaded.origins.locate(path), exc.detail, exc.hint))
     return out

@@ -70,7 +70,7 @@ BAD: list[tuple[str, dict[str, Any], str | None, str]] = [
     ("jsonl fsync", {"type": "jsonl", "path": "out.jsonl", "fsync": "yes"}, "fsync",
      "'fsync' must be true or false"),
     ("console key", {"type": "console", "colour": True}, "colour", "unknown key 'colour'"),
-    ("not installed", {"type": "pigeon", "loft": "x"}, None, "no channel plugin of type"),
+    ("not installed", {"type": "pigeon", "loft": "x"}, "type", "no channel plugin of type"),
 ]
 
 
@@ -162,3 +162,16 @@ def test_every_channel_table_in_the_docs_passes_check() -> None:
                     raise AssertionError(f"{doc.name}: [channels.{name}]: {exc}") from None
                 seen += 1
     assert seen >= 5
+
+
+def test_a_type_no_plugin_provides_is_an_error_at_type(tmp_path: Path) -> None:
+    """A channel with settings whose type is not installed: `check` fails at its `type` line."""
+    playbook = tmp_path / "pigeon.toml"
+    playbook.write_text('[playbook]\nname = "p"\n[events.purchase]\namount = "decimal"\n'
+                        '[channels.birds]\ntype = "pigeon"\nloft = "/var/loft"\n'
+                        '[[rules]]\nname = "r"\non = "purchase"\nactions = [{ type = "task", '
+                        'note = "call" }]\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["check", "--output", "jsonl", str(playbook)])
+    assert result.exit_code == 1
+    assert '"line": 6' in result.stdout and '"key": "channels.birds.type"' in result.stdout
+    assert "no channel plugin of type 'pigeon' is installed" in result.stdout

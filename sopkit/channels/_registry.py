@@ -55,12 +55,12 @@ def factory(kind: str) -> ChannelFactory:
         hint = did_you_mean(kind, points)
         raise ChannelConfigError(f"no channel plugin of type '{kind}' is installed"
                                  + (f"; {hint}" if hint else "")
-                                 + " (see `sopkit channels`)")
+                                 + " (see `sopkit channels`)", key="type")
     try:
         loaded: ChannelFactory = ep.load()
     except Exception as exc:  # report the plugin by name instead of a traceback
         raise ChannelConfigError(f"channel plugin '{kind}' ({ep.value}) failed to load: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+                                 f"{type(exc).__name__}: {exc}", key="type") from exc
     return loaded
 
 
