@@ -123,6 +123,20 @@ def check(
                 count = len(exc.problems)
                 typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''}")
             continue
+        from ._channel_check import channel_problems
+
+        errors = channel_problems(loaded)  # what `run` would refuse in the channel tables
+        if errors:
+            failed = True
+            for problem in errors:
+                if output is Output.jsonl:
+                    typer.echo(json.dumps(problem.to_json(), ensure_ascii=False))
+                else:
+                    typer.echo(render_problem(problem))
+            if output is Output.table:
+                count = len(errors)
+                typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''}")
+            continue
         warnings: list[Problem] = []
         if strict:
             from ._lint import lint
@@ -726,7 +740,8 @@ def run(
         "STORE.quarantine.jsonl; else sopkit-quarantine.jsonl).")] = None,
     worker: Annotated[str | None, typer.Option(
         help="This dispatcher's name in leases; a restart under the same name takes its "
-        "rows back at once (default: host:pid, whose leases run out after --lease).")] = None,
+        "rows and the store's loop lock back at once (default: host:pid, whose leases run "
+        "out after --lease).")] = None,
     lease: Annotated[int, typer.Option(help="Seconds a dispatcher holds the rows it is "
                                        "sending (wall clock).", min=1)] = 60,
     send_from: Annotated[str | None, typer.Option(
@@ -741,10 +756,11 @@ def run(
 ) -> None:
     """Run a playbook live: apply events, let time pass, and deliver through the outbox.
 
-    Exit codes: 0 stopped cleanly; 1 invalid playbook, chain error, an input that ends early
-    (truncated .gz) or every event record of this run quarantined; 2 usage, channel
-    configuration error (e.g. a file format sopkit cannot read) or store mismatch (another
-    playbook, or a version to deploy with `sopkit migrate` first).
+    Exit codes: 0 stopped cleanly; 1 invalid playbook, chain error, the loop lock lost, an
+    input that ends early (truncated .gz) or every event record of this run quarantined;
+    2 usage, channel configuration error (e.g. a file format sopkit cannot read), another
+    run holds the store, or store mismatch (another playbook, or a version to deploy with
+    `sopkit migrate` first).
     """
     import os
     import socket
@@ -752,8 +768,10 @@ def run(
 
     from ._dispatch import Dispatcher, expiry
     from ._io import Quarantine
-    from ._live import LiveRun, Stopper, build_channels, run_live
+    from ._live import LiveRun, Stopper, build_channels, record_clock, run_live
+    from ._looplock import holding
     from ._models import parse_duration
+    from ._store import open_store
 
     loaded = _load_or_exit(playbook)
     try:
@@ -767,17 +785,26 @@ def run(
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
+    tell_time = _clock_at(loaded, clock)
     stop = Stopper()
     restore_signals = stop.install()
-    with _store(store) as the_store, _closing(channels, restore_signals):
+    name = worker or f"{socket.gethostname()}:{os.getpid()}"
+
+    def lost() -> None:
+        stop.requested = True  # the next commit refuses anyway; stop after this batch
+
+    with _store(store, create=True) as the_store, _closing(channels, restore_signals), \
+            holding(the_store, name, wall=time.time, on_lost=lost,
+                    reopen=(lambda: open_store(store, create=False))
+                    if the_store.RENEWS else None) as beat:
+        # the loop lock comes first: nothing of the state is read before this run holds it
         live = LiveRun(loaded, the_store, engine=engine)
         _past_campaigns(live.runtime)
-        the_clock = _clock_at(loaded, clock)
+        record_clock(the_store, tell_time() if clock is not None else None)
         if send_from is not None:
             live.send_from = _clock_at(loaded, send_from)()
         elif live.fresh and live.send_from is None:  # a new store does not send the past
-            live.send_from = the_clock() - late
-        name = worker or f"{socket.gethostname()}:{os.getpid()}"
+            live.send_from = tell_time() - late
         if worker:  # a restarted worker of this name has nothing in flight: take it back
             the_store.release_worker(worker)
         dispatcher = Dispatcher(the_store, channels, worker=name, lease_seconds=lease,
@@ -788,11 +815,15 @@ def run(
         jail = Quarantine(quarantine, masked=True, append=True)
         try:
             stats = run_live(live, events=events, follow=follow, once=once,
-                             clock=the_clock, lateness=late,
+                             clock=tell_time, lateness=late,
                              dispatcher=dispatcher, quarantine=jail, batch=batch, tick=tick,
                              stop=stop, profiles=profiles, max_future=ahead)
         finally:
             jail.close()
+        if beat.lost:
+            typer.echo(f"error: another run took over the event loop of store {store}; "
+                       "this run stopped (see `sopkit outbox list`)", err=True)
+            raise typer.Exit(1)
     if output is Output.jsonl:
         typer.echo(json.dumps(stats.to_json(), ensure_ascii=False))
     else:
@@ -853,10 +884,19 @@ def migrate(
                 typer.echo(f"{the_store.url} already runs {loaded.name} version "
                            f"{loaded.model.playbook.version}: nothing to migrate")
                 return
-        migration = plan_migration(loaded, the_store, engine=engine, events=events)
         new_rows = 0
-        if not plan:
-            new_rows = apply_migration(migration, the_store, int(time.time()))
+        if plan:
+            migration = plan_migration(loaded, the_store, engine=engine, events=events)
+        else:  # a deployment is a writer: no run may hold the store's event loop meanwhile
+            import os
+            import socket
+
+            from ._looplock import holding
+
+            with holding(the_store, f"migrate@{socket.gethostname()}:{os.getpid()}",
+                         wall=time.time, reopen=None, on_lost=lambda: None):
+                migration = plan_migration(loaded, the_store, engine=engine, events=events)
+                new_rows = apply_migration(migration, the_store, int(time.time()))
     _print_migration(migration, plan, new_rows, output, unmasked)
 
 
@@ -911,8 +951,9 @@ def _past_campaigns(runtime: Any) -> None:
 def dry_run(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
     store: RunStoreOption = "sopkit.db",
-    at: Annotated[str | None, typer.Option(help="Pretend it is this time (default: now).")] =
-    None,
+    at: Annotated[str | None, typer.Option(help="Pretend it is this time (default: now, or "
+                                           "the store's replay clock if `run --clock` wrote "
+                                           "it).")] = None,
     engine: DurableEngineOption = "durable",
     output: OutputOption = Output.table,
     unmasked: UnmaskedOption = False,
@@ -927,7 +968,7 @@ def dry_run(
     store mismatch. Sending for real is `sopkit run`, never a flag here.
     """
     from ._campaigns import audience_sizes
-    from ._live import LiveRun, would_dispatch
+    from ._live import LiveRun, stored_clock, would_dispatch
     from ._mask import mask
     from ._models import parse_duration
 
@@ -940,7 +981,11 @@ def dry_run(
         live = LiveRun(loaded, the_store, engine=engine)
         rt = live.runtime
         _past_campaigns(rt)
-        now = _clock_at(loaded, at)()
+        replay = stored_clock(the_store) if at is None else None
+        now = replay if replay is not None else _clock_at(loaded, at)()
+        if replay is not None:
+            typer.echo(f"notice: this store runs on a replay clock (`run --clock`): showing "
+                       f"{rt.calendar.format(replay)}; give --at for another time", err=True)
         rows, later = would_dispatch(live, now)
         upcoming = rt.campaign_plan.upcoming(now + 1, now + ahead) if ahead else []
         sizes = audience_sizes(rt, max(now, rt.now or now)) if upcoming else {}
@@ -1008,12 +1053,14 @@ StoreOption = Annotated[str, typer.Option(
 
 
 @contextmanager
-def _store(url: str) -> Iterator[Any]:
-    """The store at `url`, closed afterwards; SopkitErrors become `error: ...` and an exit code."""
+def _store(url: str, *, create: bool = False) -> Iterator[Any]:
+    """The store at `url`, closed afterwards; SopkitErrors become `error: ...` and an exit code.
+
+    Only `run` creates a store: elsewhere a path that is not one is a usage error (exit 2)."""
     from ._store import open_store
 
     try:
-        store = open_store(url)
+        store = open_store(url, create=create)
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -1107,8 +1154,13 @@ def outbox_retry(
     ids: Annotated[list[int] | None, typer.Option(
         "--id", help="Retry this dead row (repeatable); default: every dead row.")] = None,
 ) -> None:
-    """Put dead rows back to pending, due now, with their attempts reset."""
+    """Put dead rows back to pending, due now, with their attempts reset.
+
+    "Now" is the store's replay clock when its last `run` had --clock, else the system clock.
+    """
     import time
+
+    from ._live import stored_clock
 
     with _store(store) as db:
         if ids:
@@ -1119,9 +1171,13 @@ def outbox_retry(
             if wrong:
                 raise _usage("; ".join(wrong) + ": nothing was requeued (only dead rows can "
                              "be retried; see `sopkit outbox list --status dead`)")
-        count = db.requeue(ids or None, "dead", int(time.time()))
+        replay = stored_clock(db)
+        due = replay if replay is not None else int(time.time())
+        count = db.requeue(ids or None, "dead", due)
     if count:
-        typer.echo(f"requeued {count} dead row{'s' if count != 1 else ''}: pending, due now "
+        when = (f"due at the store's replay clock {_utc(due)} (`run --clock`)"
+                if replay is not None else "due now")
+        typer.echo(f"requeued {count} dead row{'s' if count != 1 else ''}: pending, {when} "
                    "(the dispatcher of `sopkit run` sends them)")
     else:
         typer.echo("no dead rows to retry")

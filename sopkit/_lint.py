@@ -12,7 +12,8 @@ Each finding is a warning Problem with a location, a message and a suggestion. T
   lets them receive;
 - `sms-length`: an SMS template longer than 3 segments once rendered;
 - `wecom-group`: a campaign sending on WeCom with a template that differs from customer to
-  customer, so each customer needs a group-message task of their own.
+  customer, so each customer needs a group-message task of their own;
+- `plain-http`: a channel URL with http:// to a host other than this machine.
 
 The condition analysis is sound, not complete: it reports only what surely holds, over the
 condition language's own semantics (a comparison that reads a missing fact is false, `not`
@@ -36,7 +37,7 @@ from ._templates import _parse as parse_template
 from ._validate import scope_names
 
 CODES = ("never-true", "shadowed-stage", "overlapping-rules", "no-cap", "wecom-limit",
-         "sms-length", "wecom-group")
+         "sms-length", "wecom-group", "plain-http")
 # placeholders that are the same for every customer of one WeCom group-message task
 _PER_TASK = frozenset({"today", "now", "owner"})
 
@@ -470,6 +471,7 @@ def implies(a: Term, b: Term) -> bool:
 
 class _Linter:
     def __init__(self, loaded: LoadedPlaybook) -> None:
+        self.loaded = loaded
         self.pb = loaded.model
         self.origins = loaded.origins
 
@@ -487,6 +489,16 @@ class _Linter:
         yield from self.wecom_limit()
         yield from self.sms_length()
         yield from self.wecom_group()
+        yield from self.plain_http()
+
+    def plain_http(self) -> Iterator[Finding]:
+        from ._channel_check import plain_http
+
+        for path, where, host in plain_http(self.loaded):
+            yield Finding("plain-http", Problem(
+                where, f"'{path[-1]}' sends to {host} over plain http://: messages and "
+                "customer data cross the network unencrypted", "use https://, or a host on "
+                "this machine (127.0.0.1, localhost) behind a TLS proxy", severity="warning"))
 
     # -- conditions
 

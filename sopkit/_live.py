@@ -149,6 +149,26 @@ def build_channels(loaded: LoadedPlaybook, env: Mapping[str, str],
     return out
 
 
+CLOCK_MODE = "clock.mode"
+CLOCK_AT = "clock.at"
+
+
+def record_clock(store: Store, fixed: int | None) -> None:
+    """Remember how `run` tells time: `clock.mode` "fixed" with `clock.at` the instant
+    (unix seconds) of `run --clock`, or "system"; `dry-run` and `outbox retry` follow it."""
+    meta = {CLOCK_MODE: "system"} if fixed is None else {CLOCK_MODE: "fixed",
+                                                          CLOCK_AT: str(fixed)}
+    store.commit({}, meta, [])
+
+
+def stored_clock(store: Store) -> int | None:
+    """The fixed instant the store's last `run --clock` ran at; None on the system clock."""
+    if store.get_meta(CLOCK_MODE) != "fixed":
+        return None
+    text = store.get_meta(CLOCK_AT) or ""
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
 class LiveRun:
     """A Runtime restored from a store, fed events, committing after each batch."""
 

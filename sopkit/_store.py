@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from . import _looplock as lk
 from ._errors import SopkitError, UsageError
+from ._looplock import LoopHolder, LoopLocked, LoopLockLost
 
 if TYPE_CHECKING:
     import psycopg
@@ -173,12 +175,38 @@ class Store(Protocol):
         """Point pending task rows of a customer at a new owner (staff hand-over)."""
         ...
 
+    # -- one event loop per store (see _looplock.py) ------------------------------------
+    RENEWS: bool
+    """Whether the loop lock is a lease to renew (SQLite) or lives with the connection."""
 
-def open_store(url: str) -> Store:
+    def acquire_loop_lock(self, worker: str, now: int, lease_seconds: int = lk.LEASE_SECONDS,
+                          *, host: str | None = None, pid: int | None = None) -> LoopHolder:
+        """Take the store's event-loop lock for this process (`now`: wall clock), or raise
+        LoopLocked (a UsageError, exit 2) naming the holder; later commits on this store
+        object check that the lock is still theirs (LoopLockLost otherwise)."""
+        ...
+
+    def renew_loop_lock(self, holder: LoopHolder, now: int,
+                        lease_seconds: int = lk.LEASE_SECONDS) -> bool:
+        """Extend `holder`'s lease; False when another run has taken the lock."""
+        ...
+
+    def release_loop_lock(self, holder: LoopHolder) -> None:
+        """Give the lock back (only if `holder` still has it)."""
+        ...
+
+    def loop_lock_holder(self) -> LoopHolder | None:
+        """Who holds (or last held) the loop lock, for messages; None if nobody ever did."""
+        ...
+
+
+def open_store(url: str, *, create: bool = True) -> Store:
     """A store from a URL or a path: `postgresql://...` / `postgres://...`, else SQLite.
 
     SQLite: a plain path, `sqlite:///relative.db` or `sqlite:////absolute.db`, or `:memory:`.
-    Anything else with a scheme is a UsageError naming the accepted forms.
+    Anything else with a scheme is a UsageError naming the accepted forms. With
+    `create=False` (the commands that only read or repair a store) a missing file, an empty
+    database or a schema without sopkit's tables is a UsageError and nothing is created.
     """
     text = url.strip()
     if not text:
@@ -187,15 +215,18 @@ def open_store(url: str) -> Store:
     if scheme and len(scheme.group(1)) > 1:  # one letter is a Windows drive, not a scheme
         name = scheme.group(1).lower()
         if name in ("postgresql", "postgres"):
-            return PostgresStore(text)
+            return PostgresStore(text, create=create)
         if name == "sqlite":
             if not text.startswith("sqlite:///"):
                 raise UsageError(f"store '{text}': write sqlite:///relative/path.db or "
                                  "sqlite:////absolute/path.db (three slashes, then the path)")
-            return SQLiteStore(text[len("sqlite:///"):])
+            return SQLiteStore(text[len("sqlite:///"):], create=create)
         raise UsageError(f"store '{redact(text)}': unsupported scheme '{name}'; "
                          f"accepted: {ACCEPTED}")
-    return SQLiteStore(text)
+    return SQLiteStore(text, create=create)
+
+
+_CREATE_HINT = "`sopkit run` creates a store; check --store or $SOPKIT_STORE"
 
 
 def redact(url: str) -> str:
@@ -334,9 +365,14 @@ class SQLiteStore(_SharedSql):
     their own instances) may share the file: writers queue for up to `busy_timeout_ms`.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+    RENEWS = True
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000,
+                 create: bool = True) -> None:
         self.path = str(path)
         self.url = self.path
+        self._holder: LoopHolder | None = None
+        self.RENEWS = self.path != ":memory:"  # a memory store has no other process to fend off
         if self.path != ":memory:":
             parent = Path(self.path).expanduser().resolve().parent
             if not parent.is_dir():
@@ -346,6 +382,9 @@ class SQLiteStore(_SharedSql):
             if Path(self.path).is_dir():
                 raise UsageError(f"store '{self.path}' is a directory; name a file, "
                                  "e.g. sopkit.db")
+            if not create and not Path(self.path).expanduser().exists():
+                raise UsageError(f"no store at '{self.path}': the file does not exist "
+                                 f"({_CREATE_HINT})")
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None,
                                        timeout=busy_timeout_ms / 1000,
@@ -354,9 +393,10 @@ class SQLiteStore(_SharedSql):
             raise UsageError(f"store '{self.path}': cannot open: {exc}") from None
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._check_tables(create)  # before WAL: another application's file stays as is
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
-            self._setup()
+            self._setup(create)
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise UsageError(f"store '{self.path}' is not a usable SQLite database ({exc}); "
@@ -365,15 +405,23 @@ class SQLiteStore(_SharedSql):
             self._db.close()
             raise
 
-    def _setup(self) -> None:
+    def _check_tables(self, create: bool) -> set[str]:
+        tables = {name for (name,) in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables:
+            if tables:
+                raise UsageError(
+                    f"store '{self.path}' is an SQLite database but not a sopkit store "
+                    f"(it has tables {', '.join(sorted(tables))}); name another file")
+            if not create:
+                raise UsageError(f"'{self.path}' is not a sopkit store (an empty database); "
+                                 f"{_CREATE_HINT}")
+        return tables
+
+    def _setup(self, create: bool = True) -> None:
         with self._tx():
-            tables = {name for (name,) in self._db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = self._check_tables(create)
             if "meta" not in tables:
-                if tables:
-                    raise UsageError(
-                        f"store '{self.path}' is an SQLite database but not a sopkit store "
-                        f"(it has tables {', '.join(sorted(tables))}); name another file")
                 for statement in _SQLITE_SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
@@ -430,6 +478,7 @@ class SQLiteStore(_SharedSql):
                cancel: Mapping[str, tuple[str, int]] | None = None) -> int:
         _check_meta(meta)
         with self._tx() as cur:
+            self._fence(cur)
             self._cancel_rules(cur, cancel)
             cur.executemany(
                 "INSERT INTO customers (customer_id, state) VALUES (?, ?) "
@@ -446,6 +495,49 @@ class SQLiteStore(_SharedSql):
             for customer_id, owner in (reassign or {}).items():
                 self._reassign(cur, customer_id, owner)
             return new
+
+    # -- the loop lock: a lease row (see _looplock.py) ---------------------------------
+    def acquire_loop_lock(self, worker: str, now: int, lease_seconds: int = lk.LEASE_SECONDS,
+                          *, host: str | None = None, pid: int | None = None) -> LoopHolder:
+        wanted = lk.me(worker, now, lease_seconds, host, pid)
+        with self._tx() as cur:
+            lk.sqlite_acquire(cur, self.url, wanted, now)
+        self._holder = wanted
+        return wanted
+
+    def renew_loop_lock(self, holder: LoopHolder, now: int,
+                        lease_seconds: int = lk.LEASE_SECONDS) -> bool:
+        with self._tx() as cur:
+            cur.execute(lk.SQLITE_TABLE)
+            return bool(cur.execute(
+                "UPDATE loop_lock SET until = ? WHERE id = 1 AND worker = ? AND host = ? "
+                "AND pid = ?", (now + lease_seconds, holder.worker, holder.host,
+                                holder.pid)).rowcount)
+
+    def release_loop_lock(self, holder: LoopHolder) -> None:
+        with self._tx() as cur:
+            cur.execute(lk.SQLITE_TABLE)
+            cur.execute("DELETE FROM loop_lock WHERE id = 1 AND worker = ? AND host = ? AND "
+                        "pid = ?", (holder.worker, holder.host, holder.pid))
+        self._holder = None
+
+    def loop_lock_holder(self) -> LoopHolder | None:
+        exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                  "name = 'loop_lock'").fetchone() is not None
+        return lk.holder_row(self._db, exists)
+
+    def _fence(self, cur: sqlite3.Cursor) -> None:
+        """In a commit of a lock holder: the lock must still be this run's."""
+        if self._holder is None:
+            return
+        found = lk.holder_row(cur)
+        if found is None or not found.same_process(self._holder):
+            who = f"worker '{found.worker}' (pid {found.pid} on {found.host})" if found \
+                else "nobody"
+            raise LoopLockLost(f"store '{self.url}': this run's event-loop lock was taken "
+                               f"over (now held by {who}): its lease ran out while this run "
+                               "stalled, or a run under the same --worker name started; "
+                               "this run stops without committing")
 
     def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
               skip_channels: Collection[str] = (), lease_now: int | None = None
@@ -606,9 +698,11 @@ class PostgresStore(_SharedSql):
     """
 
     MARK = "%s"
+    RENEWS = False
 
-    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+    def __init__(self, url: str, *, connect_timeout: int = 10, create: bool = True) -> None:
         self.url = redact(url)
+        self._lock_key: int | None = None
         try:
             import psycopg
         except ImportError:
@@ -625,12 +719,12 @@ class PostgresStore(_SharedSql):
             raise StoreError(f"store '{self.url}': cannot connect: "
                              f"{_pg_message(exc, url)}") from None
         try:
-            self._setup()
+            self._setup(create)
         except BaseException:
             self._db.close()
             raise
 
-    def _setup(self) -> None:
+    def _setup(self, create: bool = True) -> None:
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
             found = cur.execute("SELECT to_regclass('meta') IS NOT NULL, "
@@ -640,6 +734,9 @@ class PostgresStore(_SharedSql):
                 if has_outbox:
                     raise UsageError(f"store '{self.url}' has an outbox table but no sopkit "
                                      "meta table; it is not a sopkit store")
+                if not create:
+                    raise UsageError(f"'{self.url}' is not a sopkit store (no sopkit tables "
+                                     f"in its schema); {_CREATE_HINT}")
                 for statement in _PG_SCHEMA:
                     cur.execute(statement)
                 cur.execute("INSERT INTO meta (key, value) VALUES ('schema_version', %s)",
@@ -710,6 +807,49 @@ class PostgresStore(_SharedSql):
             for customer_id, owner in (reassign or {}).items():
                 self._reassign(cur, customer_id, owner)
             return new
+
+    # -- the loop lock: a session advisory lock (see _looplock.py) -----------------------
+    def _key(self) -> int:
+        found = self._one("SELECT current_database(), current_schema()").fetchone()
+        database, schema = found if found else ("", "")
+        return lk.pg_key(str(database), str(schema or ""))
+
+    def acquire_loop_lock(self, worker: str, now: int, lease_seconds: int = lk.LEASE_SECONDS,
+                          *, host: str | None = None, pid: int | None = None) -> LoopHolder:
+        key = self._key()
+        wanted = lk.me(worker, now, lease_seconds, host, pid)
+        with self._tx() as cur:
+            # trying and naming the holder happen under one transaction lock (the two-int
+            # form: another key space than the loop lock's), so a run that is refused reads
+            # the row its winner wrote, never a half-acquired or an earlier holder's row
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", lk.pg_pair(key))
+            got = cur.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if not (got and got[0]):
+                exists = cur.execute("SELECT to_regclass('loop_lock') IS NOT NULL").fetchone()
+                raise LoopLocked(self.url, lk.holder_row(cur, bool(exists and exists[0])),
+                                 postgres=True)
+            self._lock_key = key  # a session lock: held past this transaction's end
+            cur.execute(lk.PG_TABLE)
+            cur.execute("INSERT INTO loop_lock (id, worker, host, pid, since, until) VALUES "
+                        "(1, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                        "worker = excluded.worker, host = excluded.host, pid = excluded.pid, "
+                        "since = excluded.since, until = excluded.until",
+                        (wanted.worker, wanted.host, wanted.pid, wanted.since, wanted.until))
+        return wanted
+
+    def renew_loop_lock(self, holder: LoopHolder, now: int,
+                        lease_seconds: int = lk.LEASE_SECONDS) -> bool:
+        return self._lock_key is not None  # held for as long as this connection lives
+
+    def release_loop_lock(self, holder: LoopHolder) -> None:
+        if self._lock_key is not None:
+            self._one("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
+            self._lock_key = None
+
+    def loop_lock_holder(self) -> LoopHolder | None:
+        found = self._one("SELECT to_regclass('loop_lock') IS NOT NULL").fetchone()
+        with self._db.cursor() as cur:
+            return lk.holder_row(cur, bool(found and found[0]))
 
     def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
               skip_channels: Collection[str] = (), lease_now: int | None = None

@@ -246,3 +246,29 @@ def test_a_store_with_pickled_state_is_refused_with_the_command_that_rebuilds_it
     assert result.exit_code == 2
     assert "older sopkit (schema 1)" in result.output
     assert "sopkit run PLAYBOOK --store NEW --events HISTORY --once" in result.output
+
+
+def test_a_deploy_waits_for_no_run_it_refuses_while_a_run_holds_the_store(
+        tmp_path: Path) -> None:
+    """`migrate` is a writer: while a live run holds the store's event loop it exits 2 and
+    changes nothing (a run in memory would overwrite the deployment)."""
+    import time
+
+    from sopkit._store import open_store
+
+    events = _events(tmp_path, [("c1", "2025-01-01T10:00:00", "50")])
+    v1 = _playbook(tmp_path, "1", RECALL)
+    v2 = _playbook(tmp_path, "2", RECALL + VIP.format(when="days_since_purchase >= 5",
+                                                     extra=""))
+    store = tmp_path / "live.db"
+    assert _run(v1, store, "2025-01-02T00:00:00", events).exit_code == 0
+    live = open_store(str(store), create=False)
+    try:
+        live.acquire_loop_lock("retail-1", int(time.time()), 300)
+        refused = _cli("migrate", str(v2), "--store", str(store))
+    finally:
+        live.close()
+    assert refused.exit_code == 2 and "retail-1" in refused.output
+    with sqlite3.connect(store) as db:
+        (running,) = db.execute("SELECT value FROM meta WHERE key = 'playbook'").fetchone()
+    assert running == "club:1"

@@ -15,7 +15,7 @@ from ._base import (
     Receipt,
     env_secret,
 )
-from ._registry import GROUP, PluginInfo, build, installed
+from ._registry import GROUP, PluginInfo, build, check_settings, installed
 
 __all__ = [
     "GROUP",
@@ -27,6 +27,7 @@ __all__ = [
     "PluginInfo",
     "Receipt",
     "build",
+    "check_settings",
     "env_secret",
     "installed",
 ]

@@ -17,9 +17,19 @@ ReceiptStatus = Literal["delivered", "retry", "failed"]
 
 
 class ChannelConfigError(SopkitError):
-    """A channel cannot be built from its playbook table and environment; says which key."""
+    """A channel cannot be built from its playbook table and environment; says which key.
+
+    `key` names the setting at fault (for `sopkit check` to point at its line) and `hint`
+    the suggestion, e.g. "did you mean 'corp_id'?"; the text holds both.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, *, key: str | None = None, hint: str = "") -> None:
+        super().__init__(message + (f"; {hint}" if hint else ""))
+        self.detail = message
+        self.key = key
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,10 @@ class ChannelFactory(Protocol):
     `config` is the playbook's `[channels.NAME]` table without `type` and `description`;
     `env` is the process environment: secrets come only from there, by the variable names
     that `*_env` keys in `config` give.
+
+    A factory may also have `check_config(name, config)`: the settings checks of the
+    constructor without the environment and without side effects, raising
+    ChannelConfigError; `sopkit check` runs it, so it finds what `sopkit run` would refuse.
     """
 
     def __call__(self, name: str, config: Mapping[str, Any],
@@ -145,22 +159,32 @@ class MemoryChannel:
         return Receipt.delivered("recorded in memory")
 
 
+def check_env_name(config: Mapping[str, Any], key: str, channel: str, *,
+                   required: bool = True) -> str | None:
+    """The environment variable name in `config[key]` (a `*_env` key), checked, not read."""
+    var = config.get(key)
+    if var is None:
+        if required:
+            raise ChannelConfigError(
+                f"channel '{channel}': '{key}' is required: name the environment variable "
+                f"that holds the secret, e.g. {key} = \"SOPKIT_{channel.upper()}_SECRET\"",
+                key=key)
+        return None
+    if not isinstance(var, str) or not var:
+        raise ChannelConfigError(f"channel '{channel}': '{key}' must name an environment "
+                                 "variable", key=key)
+    return var
+
+
 def env_secret(config: Mapping[str, Any], env: Mapping[str, str], key: str, channel: str,
                *, required: bool = True) -> str | None:
     """The secret named by `config[key]` (a `*_env` key holding a variable name).
 
     ChannelConfigError names the channel, the key and the variable when it is missing.
     """
-    var = config.get(key)
+    var = check_env_name(config, key, channel, required=required)
     if var is None:
-        if required:
-            raise ChannelConfigError(
-                f"channel '{channel}': '{key}' is required: name the environment variable "
-                f"that holds the secret, e.g. {key} = \"SOPKIT_{channel.upper()}_SECRET\"")
         return None
-    if not isinstance(var, str) or not var:
-        raise ChannelConfigError(f"channel '{channel}': '{key}' must name an environment "
-                                 "variable")
     value = env.get(var)
     if value is None or value == "":
         if required:

@@ -65,8 +65,13 @@ class ConsoleChannel:
     prints.
     """
 
-    def __init__(self, name: str, config: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    @staticmethod
+    def check_config(name: str, config: Mapping[str, Any]) -> None:
+        """The settings checks of the constructor (it takes none)."""
         check_keys(name, "console", config, ())
+
+    def __init__(self, name: str, config: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        self.check_config(name, config)
         self.name = name
 
     def line(self, message: Message) -> str:
@@ -97,23 +102,32 @@ class JsonlChannel:
 
     KEYS = ("path", "fsync")
 
-    def __init__(self, name: str, config: Mapping[str, Any], env: Mapping[str, str], *,
-                 clock: Callable[[], float] = time.time) -> None:
-        check_keys(name, "jsonl", config, self.KEYS)
-        self.name = name
+    @classmethod
+    def check_config(cls, name: str, config: Mapping[str, Any]) -> None:
+        """The settings checks of the constructor; nothing is created or opened."""
+        check_keys(name, "jsonl", config, cls.KEYS)
         raw = config.get("path")
         if raw is None:
             raise ChannelConfigError(f"channel '{name}': 'path' is required, e.g. "
-                                     "path = \"out/actions.jsonl\"")
+                                     "path = \"out/actions.jsonl\"", key="path")
         if not isinstance(raw, str) or not raw.strip():
-            raise ChannelConfigError(f"channel '{name}': 'path' must be a file path")
-        self.fsync = config.get("fsync", True)
-        if not isinstance(self.fsync, bool):
-            raise ChannelConfigError(f"channel '{name}': 'fsync' must be true or false")
-        self.path = Path(raw).expanduser()
-        if self.path.is_dir():
+            raise ChannelConfigError(f"channel '{name}': 'path' must be a file path",
+                                     key="path")
+        if not isinstance(config.get("fsync", True), bool):
+            raise ChannelConfigError(f"channel '{name}': 'fsync' must be true or false",
+                                     key="fsync")
+        if Path(raw).expanduser().is_dir():
             raise ChannelConfigError(f"channel '{name}': 'path' {raw!r} is a folder; name a "
-                                     f"file in it, e.g. path = \"{raw}/actions.jsonl\"")
+                                     f"file in it, e.g. path = \"{raw}/actions.jsonl\"",
+                                     key="path")
+
+    def __init__(self, name: str, config: Mapping[str, Any], env: Mapping[str, str], *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.check_config(name, config)
+        self.name = name
+        raw = str(config["path"])
+        self.fsync: bool = config.get("fsync", True)
+        self.path = Path(raw).expanduser()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)

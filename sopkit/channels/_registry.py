@@ -55,13 +55,25 @@ def factory(kind: str) -> ChannelFactory:
         hint = did_you_mean(kind, points)
         raise ChannelConfigError(f"no channel plugin of type '{kind}' is installed"
                                  + (f"; {hint}" if hint else "")
-                                 + " (see `sopkit channels`)")
+                                 + " (see `sopkit channels`)", key="type")
     try:
         loaded: ChannelFactory = ep.load()
     except Exception as exc:  # report the plugin by name instead of a traceback
         raise ChannelConfigError(f"channel plugin '{kind}' ({ep.value}) failed to load: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+                                 f"{type(exc).__name__}: {exc}", key="type") from exc
     return loaded
+
+
+def check_settings(name: str, table: Mapping[str, Any]) -> bool:
+    """Run the settings checks `build` would (ChannelConfigError), without the environment:
+    the type must be installed, and its factory's `check_config` must pass. False when the
+    plugin has no `check_config`, so its settings are checked only by `build`."""
+    config = {k: v for k, v in table.items() if k not in ("type", "description")}
+    checker = getattr(factory(str(table["type"])), "check_config", None)
+    if checker is None:
+        return False
+    checker(name, config)
+    return True
 
 
 def build(name: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Channel:

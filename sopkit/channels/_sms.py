@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from .._mask import mask_text
-from ._base import ChannelConfigError, Message, Receipt
+from ._base import ChannelConfigError, Message, Receipt, check_env_name
 from ._webhook import (
     USER_AGENT,
     Clock,
@@ -32,6 +32,7 @@ from ._webhook import (
     check_keys,
     check_timeout,
     check_url,
+    check_url_setting,
     post,
     status_receipt,
     transport_receipt,
@@ -85,23 +86,34 @@ class SmsChannel:
 
     KEYS = ("url", "url_env", "token_env", "phone_attribute", "sign", "max_segments", "timeout")
 
+    @classmethod
+    def check_config(cls, name: str, config: Mapping[str, Any]) -> None:
+        """The settings checks of the constructor, without the environment."""
+        check_keys(name, "sms", config, cls.KEYS)
+        check_url_setting(name, config)
+        check_timeout(name, config)
+        phone = config.get("phone_attribute", "phone")
+        if not isinstance(phone, str) or not phone:
+            raise ChannelConfigError(f"channel '{name}': 'phone_attribute' must name a profile "
+                                     "attribute, e.g. phone_attribute = \"mobile\"",
+                                     key="phone_attribute")
+        cls._sign(name, config.get("sign"))
+        segments = config.get("max_segments", 3)
+        if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
+            raise ChannelConfigError(f"channel '{name}': 'max_segments' must be a whole number "
+                                     f"of at least 1, e.g. max_segments = 3 "
+                                     f"(got {segments!r})", key="max_segments")
+        check_env_name(config, "token_env", name, required=False)
+
     def __init__(self, name: str, config: Mapping[str, Any], env: Mapping[str, str], *,
                  clock: Clock = time.time) -> None:
-        check_keys(name, "sms", config, self.KEYS)
+        self.check_config(name, config)
         self.name = name
         self.url = check_url(name, config, env)
         self.timeout = check_timeout(name, config)
-        self.phone_attribute = config.get("phone_attribute", "phone")
-        if not isinstance(self.phone_attribute, str) or not self.phone_attribute:
-            raise ChannelConfigError(f"channel '{name}': 'phone_attribute' must name a profile "
-                                     "attribute, e.g. phone_attribute = \"mobile\"")
+        self.phone_attribute: str = config.get("phone_attribute", "phone")
         self.sign = self._sign(name, config.get("sign"))
-        self.max_segments = config.get("max_segments", 3)
-        if (isinstance(self.max_segments, bool) or not isinstance(self.max_segments, int)
-                or self.max_segments < 1):
-            raise ChannelConfigError(f"channel '{name}': 'max_segments' must be a whole number "
-                                     f"of at least 1, e.g. max_segments = 3 "
-                                     f"(got {self.max_segments!r})")
+        self.max_segments: int = config.get("max_segments", 3)
         self.headers = {"Content-Type": "application/json; charset=utf-8",
                         "User-Agent": USER_AGENT}
         token = bearer(name, config, env)
@@ -116,7 +128,7 @@ class SmsChannel:
             return ""
         if not isinstance(value, str) or not value.strip("【】 "):
             raise ChannelConfigError(f"channel '{name}': 'sign' must be the SMS signature "
-                                     "text, e.g. sign = \"【某品牌】\"")
+                                     "text, e.g. sign = \"【某品牌】\"", key="sign")
         inner = value.strip().removeprefix("【").removesuffix("】")
         return f"【{inner}】"
 

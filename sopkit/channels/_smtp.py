@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote
 
 from .._errors import did_you_mean
 from .._mask import mask_text
-from ._base import ChannelConfigError, Message, Receipt, env_secret
+from ._base import ChannelConfigError, Message, Receipt, check_env_name, env_secret
 
 KEYS = ("host", "port", "tls", "username_env", "password_env", "from", "email_attribute",
         "subject", "timeout", "ca_file", "task_to")
@@ -94,31 +94,49 @@ def _needs_utf8(address: Address) -> bool:
 class SmtpChannel:
     """Sends `send` actions (and `task` actions to a staff mailbox) as plain-text e-mail."""
 
+    @classmethod
+    def check_config(cls, name: str, config: Mapping[str, Any]) -> None:
+        """The settings checks of the constructor, without the environment."""
+        probe = cls.__new__(cls)
+        probe.name = name
+        probe._settings(config)
+
     def __init__(self, name: str, config: Mapping[str, Any], env: Mapping[str, str]) -> None:
         self.name = name
+        self._settings(config)
+        self.username: str | None = None
+        self.password: str | None = None
+        if "username_env" in config:
+            self.username = env_secret(config, env, "username_env", name)
+            self.password = env_secret(config, env, "password_env", name)
+        self._smtp: smtplib.SMTP | None = None
+        self._lock = threading.Lock()
+
+    def _settings(self, config: Mapping[str, Any]) -> None:
+        name = self.name
         for key in config:
             if key not in KEYS:
                 hint = did_you_mean(key, KEYS)
                 raise ChannelConfigError(f"channel '{name}': unknown key '{key}' for an smtp "
-                                         "channel" + (f"; {hint}" if hint else ""))
+                                         "channel", key=key, hint=hint)
         self.host = self._text(config, "host", required=True)
         port = config.get("port", 25)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ChannelConfigError(f"channel '{name}': 'port' must be a whole number from 1 "
-                                     f"to 65535, not {port!r}")
+                                     f"to 65535, not {port!r}", key="port")
         self.port = port
         tls = config.get("tls", _DEFAULT_TLS.get(port, "none"))
         if tls not in TLS_MODES:
             hint = did_you_mean(str(tls), TLS_MODES)
             raise ChannelConfigError(f"channel '{name}': 'tls' must be one of "
-                                     f"{', '.join(TLS_MODES)}, not {tls!r}"
-                                     + (f"; {hint}" if hint else ""))
+                                     f"{', '.join(TLS_MODES)}, not {tls!r}", key="tls",
+                                     hint=hint)
         self.tls: str = tls
         sender = _address(self._text(config, "from", required=True))
         if sender is None:
             raise ChannelConfigError(f"channel '{name}': 'from' must be an e-mail address, "
                                      "optionally with a name: from = \"某品牌会员中心 "
-                                     "<vip@example.com>\"")
+                                     "<vip@example.com>\"", key="from")
         self.sender = sender
         self.email_attribute = self._text(config, "email_attribute") or "email"
         self.subject = self._text(config, "subject")
@@ -126,47 +144,44 @@ class SmtpChannel:
         self.task_to = _address(task_to) if task_to else None
         if task_to and self.task_to is None:
             raise ChannelConfigError(f"channel '{name}': 'task_to' must be an e-mail address, "
-                                     f"not {mask_text(task_to)!r}")
+                                     f"not {mask_text(task_to)!r}", key="task_to")
         timeout = config.get("timeout", 10)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ChannelConfigError(f"channel '{name}': 'timeout' must be a positive number "
-                                     f"of seconds, not {timeout!r}")
+                                     f"of seconds, not {timeout!r}", key="timeout")
         self.timeout = float(timeout)
-        self.username: str | None = None
-        self.password: str | None = None
         if "username_env" in config or "password_env" in config:
             for key in ("username_env", "password_env"):
                 if key not in config:
                     raise ChannelConfigError(f"channel '{name}': 'username_env' and "
-                                             f"'password_env' go together; add '{key}'")
-            self.username = env_secret(config, env, "username_env", name)
-            self.password = env_secret(config, env, "password_env", name)
+                                             f"'password_env' go together; add '{key}'",
+                                             key=next(k for k in config if k.endswith("_env")))
+                check_env_name(config, key, name)
         ca_file = self._text(config, "ca_file")
         self.context: ssl.SSLContext | None = None
         if self.tls != "none":
             if ca_file and not Path(ca_file).is_file():
-                raise ChannelConfigError(f"channel '{name}': 'ca_file' {ca_file} is not a file")
+                raise ChannelConfigError(f"channel '{name}': 'ca_file' {ca_file} is not a file",
+                                         key="ca_file")
             try:
                 self.context = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError) as exc:
                 raise ChannelConfigError(f"channel '{name}': 'ca_file' {ca_file} holds no "
-                                         f"usable certificate: {exc}") from exc
+                                         f"usable certificate: {exc}", key="ca_file") from exc
         elif ca_file:
             raise ChannelConfigError(f"channel '{name}': 'ca_file' needs tls = \"starttls\" "
-                                     "or \"ssl\"")
-        self._smtp: smtplib.SMTP | None = None
-        self._lock = threading.Lock()
+                                     "or \"ssl\"", key="ca_file")
 
     def _text(self, config: Mapping[str, Any], key: str, required: bool = False) -> str:
         value = config.get(key)
         if value is None:
             if required:
                 raise ChannelConfigError(f"channel '{self.name}': '{key}' is required for an "
-                                         "smtp channel")
+                                         "smtp channel", key=key)
             return ""
         if not isinstance(value, str) or (required and not value.strip()):
             raise ChannelConfigError(f"channel '{self.name}': '{key}' must be a non-empty "
-                                     "string")
+                                     "string", key=key)
         return value
 
     @property

@@ -32,7 +32,7 @@ import httpx
 from .. import __version__
 from .._errors import did_you_mean
 from .._mask import mask_text
-from ._base import ChannelConfigError, Message, Receipt, env_secret
+from ._base import ChannelConfigError, Message, Receipt, check_env_name, env_secret
 
 USER_AGENT = f"sopkit/{__version__}"
 SECRET_PREFIX = "whsec_"
@@ -225,37 +225,54 @@ def check_keys(channel: str, kind: str, config: Mapping[str, Any],
     for key in config:
         if key not in allowed:
             hint = did_you_mean(str(key), allowed)
-            raise ChannelConfigError(f"channel '{channel}' ({kind}): unknown key '{key}'"
-                                     + (f"; {hint}" if hint else ""))
+            raise ChannelConfigError(f"channel '{channel}' ({kind}): unknown key '{key}'",
+                                     key=str(key), hint=hint)
 
 
-def check_url(channel: str, config: Mapping[str, Any], env: Mapping[str, str]) -> str:
-    """The required http(s) URL of a channel: `url`, or `url_env` when the URL holds a secret."""
+def check_url_setting(channel: str, config: Mapping[str, Any]) -> str | None:
+    """The checks of `url`/`url_env` that need no environment: the URL when `url` gives it,
+    None when `url_env` names the variable holding it."""
     if config.get("url") is not None and config.get("url_env") is not None:
-        raise ChannelConfigError(f"channel '{channel}': give 'url' or 'url_env', not both")
-    key = "url_env" if config.get("url_env") is not None else "url"
-    url = env_secret(config, env, key, channel) if key == "url_env" else config.get("url")
+        raise ChannelConfigError(f"channel '{channel}': give 'url' or 'url_env', not both",
+                                 key="url_env")
+    if config.get("url_env") is not None:
+        check_env_name(config, "url_env", channel)
+        return None
+    url = config.get("url")
     if url is None:
         raise ChannelConfigError(f"channel '{channel}': 'url' is required, e.g. "
                                  "url = \"https://example.com/hooks/sopkit\" (or 'url_env' "
                                  "naming an environment variable, when the URL holds a token)")
-    source = f"the URL in environment variable {config['url_env']}" if key == "url_env" \
-        else f"'url' {url!r}"
+    return _valid_url(channel, url, f"'url' {url!r}", "url")
+
+
+def _valid_url(channel: str, url: Any, source: str, key: str) -> str:
     if not isinstance(url, str):
-        raise ChannelConfigError(f"channel '{channel}': 'url' must be a string")
+        raise ChannelConfigError(f"channel '{channel}': 'url' must be a string", key=key)
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise ChannelConfigError(f"channel '{channel}': {source} is not a URL: "
-                                 f"{exc}") from exc
+                                 f"{exc}", key=key) from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ChannelConfigError(f"channel '{channel}': {source} must be an http:// or "
-                                 "https:// URL with a host")
+                                 "https:// URL with a host", key=key)
     if key == "url" and parsed.userinfo:
         raise ChannelConfigError(f"channel '{channel}': 'url' holds a user name or password, "
                                  "and secrets never go in the playbook: use 'token_env', or "
-                                 "'url_env' naming an environment variable holding the URL")
+                                 "'url_env' naming an environment variable holding the URL",
+                                 key=key)
     return url
+
+
+def check_url(channel: str, config: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """The required http(s) URL of a channel: `url`, or `url_env` when the URL holds a secret."""
+    url = check_url_setting(channel, config)
+    if url is not None:
+        return url
+    secret = env_secret(config, env, "url_env", channel)
+    return _valid_url(channel, secret, "the URL in environment variable "
+                      f"{config['url_env']}", "url_env")
 
 
 def display_url(url: str) -> str:
@@ -270,7 +287,8 @@ def check_timeout(channel: str, config: Mapping[str, Any], default: float = 10.0
     value = config.get("timeout", default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ChannelConfigError(f"channel '{channel}': 'timeout' must be a positive number "
-                                 f"of seconds, e.g. timeout = 10 (got {value!r})")
+                                 f"of seconds, e.g. timeout = 10 (got {value!r})",
+                                 key="timeout")
     return float(value)
 
 
@@ -283,22 +301,24 @@ def check_headers(channel: str, config: Mapping[str, Any]) -> dict[str, str]:
     value = config.get("headers", {})
     if not isinstance(value, Mapping):
         raise ChannelConfigError(f"channel '{channel}': 'headers' must be a table of "
-                                 "header name = value, e.g. headers = { X-Team = \"crm\" }")
+                                 "header name = value, e.g. headers = { X-Team = \"crm\" }",
+                                 key="headers")
     out: dict[str, str] = {}
     for name, val in value.items():
         where = f"channel '{channel}': header '{name}'"
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-            raise ChannelConfigError(f"{where} is not a valid header name")
+            raise ChannelConfigError(f"{where} is not a valid header name", key="headers")
         if name.lower() in ("authorization", "proxy-authorization", "cookie"):
             raise ChannelConfigError(f"{where} carries a secret, and secrets never go in the "
                                      "playbook: set 'token_env' to the name of an environment "
-                                     "variable holding the bearer token")
+                                     "variable holding the bearer token", key="headers")
         if name.lower() in _RESERVED:
-            raise ChannelConfigError(f"{where} is set by sopkit itself; remove it")
+            raise ChannelConfigError(f"{where} is set by sopkit itself; remove it", key="headers")
         if not isinstance(val, str):
-            raise ChannelConfigError(f"{where} must be a string")
+            raise ChannelConfigError(f"{where} must be a string", key="headers")
         if "\r" in val or "\n" in val or not val.isascii() or not val.isprintable():
-            raise ChannelConfigError(f"{where}: the value must be printable ASCII on one line")
+            raise ChannelConfigError(f"{where}: the value must be printable ASCII on one line",
+                                     key="headers")
         out[name] = val
     return out
 
@@ -306,7 +326,7 @@ def check_headers(channel: str, config: Mapping[str, Any]) -> dict[str, str]:
 def bearer(channel: str, config: Mapping[str, Any], env: Mapping[str, str],
            key: str = "token_env") -> str | None:
     """The bearer token named by `token_env` (optional; an error when named but unset)."""
-    if config.get(key) is None:
+    if check_env_name(config, key, channel, required=False) is None:
         return None
     token = env_secret(config, env, key, channel)
     if token is not None and (not token.isascii() or not token.isprintable()):
@@ -327,9 +347,19 @@ class WebhookChannel:
 
     KEYS = ("url", "url_env", "secret_env", "token_env", "timeout", "headers")
 
+    @classmethod
+    def check_config(cls, name: str, config: Mapping[str, Any]) -> None:
+        """The settings checks of the constructor, without the environment."""
+        check_keys(name, "webhook", config, cls.KEYS)
+        check_url_setting(name, config)
+        check_timeout(name, config)
+        check_headers(name, config)
+        for key in ("secret_env", "token_env"):
+            check_env_name(config, key, name, required=False)
+
     def __init__(self, name: str, config: Mapping[str, Any], env: Mapping[str, str], *,
                  clock: Clock = time.time) -> None:
-        check_keys(name, "webhook", config, self.KEYS)
+        self.check_config(name, config)
         self.name = name
         self.url = check_url(name, config, env)
         self.timeout = check_timeout(name, config)

@@ -32,7 +32,7 @@ import httpx
 
 from .._errors import SopkitError, did_you_mean
 from .._mask import mask_text
-from ._base import ChannelConfigError, Message, Receipt, env_secret
+from ._base import ChannelConfigError, Message, Receipt, check_env_name, env_secret
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -168,8 +168,9 @@ if not any(isinstance(f, _RedactQuery) for f in _httpx_log.filters):
     _httpx_log.addFilter(_RedactQuery())
 
 
-def _config_error(name: str, text: str) -> ChannelConfigError:
-    return ChannelConfigError(f"channel '{name}' (wecom): {text}")
+def _config_error(name: str, text: str, key: str | None = None,
+                  hint: str = "") -> ChannelConfigError:
+    return ChannelConfigError(f"channel '{name}' (wecom): {text}", key=key, hint=hint)
 
 
 class WecomChannel:
@@ -180,57 +181,20 @@ class WecomChannel:
     token cache; tests inject one.
     """
 
+    @classmethod
+    def check_config(cls, name: str, config: Mapping[str, Any]) -> None:
+        """The settings checks of the constructor, without the environment or a connection."""
+        probe = cls.__new__(cls)
+        probe.name = name
+        probe._settings(config)
+
     def __init__(self, name: str, config: Mapping[str, Any], env: Mapping[str, str], *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
-        for key in config:
-            if key not in _CONFIG_KEYS:
-                hint = did_you_mean(key, _CONFIG_KEYS)
-                raise _config_error(name, f"unknown key '{key}'" + (f"; {hint}" if hint else ""))
-        corp_id = config.get("corp_id")
-        if not isinstance(corp_id, str) or not corp_id.strip():
-            raise _config_error(name, "'corp_id' is required: the 企业ID from the admin console "
-                                "(我的企业 → 企业信息), e.g. corp_id = \"ww0123456789abcdef\"")
-        self.corp_id = corp_id.strip()
-        self.secret_env = str(config.get("secret_env"))
+        self._settings(config)
         secret = env_secret(config, env, "secret_env", name)
         assert secret is not None  # required=True raises instead of returning None
         self._secret = secret
-        self.agent_id = self._agent_id(config.get("agent_id"))
-        base_url = config.get("base_url", DEFAULT_BASE_URL)
-        if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
-            raise _config_error(name, f"'base_url' must be an http(s) URL, not {base_url!r}")
-        self.base_url = base_url.rstrip("/")
-        attr = config.get("external_userid_attribute", "external_userid")
-        if not isinstance(attr, str) or not attr:
-            raise _config_error(name, "'external_userid_attribute' must name a profile "
-                                "attribute, e.g. \"external_userid\"")
-        self.external_userid_attribute = attr
-        tag_ids = config.get("tag_ids", {})
-        if not isinstance(tag_ids, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) and v for k, v in tag_ids.items()):
-            raise _config_error(name, "'tag_ids' must be a table of tag name = \"WeCom tag id\", "
-                                "e.g. tag_ids = { \"高价值\" = \"etAbCdEf\" }")
-        self.tag_ids: dict[str, str] = dict(tag_ids)
-        timeout = config.get("timeout", DEFAULT_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise _config_error(name, f"'timeout' must be a positive number of seconds, "
-                                f"not {timeout!r}")
-        self.timeout = float(timeout)
-        interval = config.get("duplicate_check_interval", DEFAULT_DUPLICATE_CHECK_INTERVAL)
-        if (isinstance(interval, bool) or not isinstance(interval, int)
-                or not 0 < interval <= MAX_DUPLICATE_CHECK_INTERVAL):
-            raise _config_error(name, "'duplicate_check_interval' must be a whole number of "
-                                f"seconds from 1 to {MAX_DUPLICATE_CHECK_INTERVAL} (4 hours, the "
-                                f"WeCom maximum), not {interval!r}")
-        self.duplicate_check_interval = interval
-        group = config.get("group_batch", MAX_GROUP_BATCH)
-        if isinstance(group, bool) or not isinstance(group, int) or \
-                not 0 < group <= MAX_GROUP_BATCH:
-            raise _config_error(name, "'group_batch' must be a whole number of customers from "
-                                f"1 to {MAX_GROUP_BATCH} (the most one add_msg_template call "
-                                f"takes), not {group!r}")
-        self.group_batch = group
         self._clock = clock
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -238,6 +202,57 @@ class WecomChannel:
         self._issued: list[str] = []  # every token seen, scrubbed from texts
         self._client = httpx.Client(base_url=self.base_url, timeout=self.timeout,
                                     headers={"User-Agent": "sopkit-wecom"})
+
+    def _settings(self, config: Mapping[str, Any]) -> None:
+        name = self.name
+        for key in config:
+            if key not in _CONFIG_KEYS:
+                hint = did_you_mean(key, _CONFIG_KEYS)
+                raise _config_error(name, f"unknown key '{key}'", key, hint)
+        corp_id = config.get("corp_id")
+        if not isinstance(corp_id, str) or not corp_id.strip():
+            raise _config_error(name, "'corp_id' is required: the 企业ID from the admin console "
+                                "(我的企业 → 企业信息), e.g. corp_id = \"ww0123456789abcdef\"",
+                                "corp_id")
+        self.corp_id = corp_id.strip()
+        self.secret_env = str(check_env_name(config, "secret_env", name))
+        self.agent_id = self._agent_id(config.get("agent_id"))
+        base_url = config.get("base_url", DEFAULT_BASE_URL)
+        if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
+            raise _config_error(name, f"'base_url' must be an http(s) URL, not {base_url!r}",
+                                "base_url")
+        self.base_url = base_url.rstrip("/")
+        attr = config.get("external_userid_attribute", "external_userid")
+        if not isinstance(attr, str) or not attr:
+            raise _config_error(name, "'external_userid_attribute' must name a profile "
+                                "attribute, e.g. \"external_userid\"",
+                                "external_userid_attribute")
+        self.external_userid_attribute = attr
+        tag_ids = config.get("tag_ids", {})
+        if not isinstance(tag_ids, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) and v for k, v in tag_ids.items()):
+            raise _config_error(name, "'tag_ids' must be a table of tag name = \"WeCom tag id\", "
+                                "e.g. tag_ids = { \"高价值\" = \"etAbCdEf\" }", "tag_ids")
+        self.tag_ids: dict[str, str] = dict(tag_ids)
+        timeout = config.get("timeout", DEFAULT_TIMEOUT)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise _config_error(name, f"'timeout' must be a positive number of seconds, "
+                                f"not {timeout!r}", "timeout")
+        self.timeout = float(timeout)
+        interval = config.get("duplicate_check_interval", DEFAULT_DUPLICATE_CHECK_INTERVAL)
+        if (isinstance(interval, bool) or not isinstance(interval, int)
+                or not 0 < interval <= MAX_DUPLICATE_CHECK_INTERVAL):
+            raise _config_error(name, "'duplicate_check_interval' must be a whole number of "
+                                f"seconds from 1 to {MAX_DUPLICATE_CHECK_INTERVAL} (4 hours, the "
+                                f"WeCom maximum), not {interval!r}", "duplicate_check_interval")
+        self.duplicate_check_interval = interval
+        group = config.get("group_batch", MAX_GROUP_BATCH)
+        if isinstance(group, bool) or not isinstance(group, int) or \
+                not 0 < group <= MAX_GROUP_BATCH:
+            raise _config_error(name, "'group_batch' must be a whole number of customers from "
+                                f"1 to {MAX_GROUP_BATCH} (the most one add_msg_template call "
+                                f"takes), not {group!r}", "group_batch")
+        self.group_batch = group
 
     def _agent_id(self, value: Any) -> int | None:
         if value is None:
@@ -247,7 +262,7 @@ class WecomChannel:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
         raise _config_error(self.name, f"'agent_id' must be the app's AgentId (a number), "
-                            f"not {value!r}")
+                            f"not {value!r}", "agent_id")
 
     # -- life cycle -------------------------------------------------------------------------
 
