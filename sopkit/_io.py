@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._errors import SopkitError, UsageError
-from ._mask import mask
+from ._mask import mask, mask_text
 
 MAX_DEPTH = 32  # lists and objects inside a record; a deeper one is quarantined
 FORMATS = (".jsonl", ".ndjson", ".json", ".csv")  # each also with .gz
@@ -241,13 +241,14 @@ class Quarantine:
         """Keep one bad record; `kind` groups reasons in the summary (default: the reason)."""
         self.count += 1
         kind = kind or reason
+        if self.masked:  # a reason may quote the record: "customer_id '138…' …"
+            kind, reason, record = mask_text(kind), mask_text(reason), mask(record)
         self.reasons[kind] = self.reasons.get(kind, 0) + 1
         if self.path is None:
             return
         if self._file is None:
             self._file = self.path.open("a" if self.append else "w", encoding="utf-8")
-        entry = {"source": source, "line": line, "reason": reason,
-                 "record": mask(record) if self.masked else record}
+        entry = {"source": source, "line": line, "reason": reason, "record": record}
         self._file.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from ._clock import TimeRangeError, too_far_ahead
 from ._errors import EventError, UsageError
 from ._io import BadRecord, InputError, Quarantine, read_records
 from ._load import LoadedPlaybook
-from ._mask import mask
+from ._mask import mask_record
 from ._policy import reason_kind
 from ._runtime import Action, Runtime
 from .engines import DEFAULT
@@ -26,7 +26,6 @@ from .engines import DEFAULT
 if TYPE_CHECKING:
     from ._report import ReportData
 
-_IDENTIFIERS = frozenset({"time", "customer_id", "rule", "action", "status", "trigger", "key"})
 DELIVERED = frozenset({"planned", "deferred"})  # will be carried out, now or later
 POLICY_STATUSES = ("deferred", "suppressed", "holdout")  # decided by a rule limit or policy
 
@@ -130,8 +129,8 @@ def simulate(
                 decisions[action.status][reason_kind(action.details.get("reason", ""))] += 1
             if out is not None:
                 record = action.to_json()
-                if masked:  # what a person reads; ids and keys stay as they are
-                    record = {k: v if k in _IDENTIFIERS else mask(v) for k, v in record.items()}
+                if masked:  # what a person reads: customer ids and keys' customer part too
+                    record = mask_record(record)
                 out.write(dump_line(record))
 
     def catch_up(ts: int) -> None:

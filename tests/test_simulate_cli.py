@@ -217,8 +217,9 @@ def test_quarantine_is_masked_and_never_stale(tmp_path: Path) -> None:
     assert not jail.exists()
 
 
-def test_masking_leaves_ids_and_keys_alone(tmp_path: Path) -> None:
-    """A phone-like customer id and its idempotency key are written as they are."""
+def test_phone_customer_ids_are_masked_in_ids_and_keys(tmp_path: Path) -> None:
+    """A phone-like customer id is masked in customer_id, in the key's customer part, and in
+    the message; --unmasked writes all three in full."""
     playbook = _visit_playbook(tmp_path, "hi {{ customer_id }}")
     events = tmp_path / "e.csv"
     events.write_text("customer_id,type,ts\n13812345678,visit,2024-01-01T10:00:00\n",
@@ -226,9 +227,14 @@ def test_masking_leaves_ids_and_keys_alone(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     assert _run("simulate", str(playbook), "--events", str(events), "--out", str(out))[0] == 0
     action = json.loads(out.read_text(encoding="utf-8"))
-    assert action["customer_id"] == "13812345678"
-    assert action["key"] == "p:1:r:13812345678:1:0"
+    assert action["customer_id"] == "138****5678"
+    assert action["key"] == "p:1:r:138****5678:1:0"
     assert action["message"] == "hi 138****5678"
+    assert action["time"] == "2024-01-01T10:00:00+00:00"
+    assert _run("simulate", str(playbook), "--events", str(events), "--out", str(out),
+                "--unmasked")[0] == 0
+    action = json.loads(out.read_text(encoding="utf-8"))
+    assert action["customer_id"] == "13812345678" and action["key"] == "p:1:r:13812345678:1:0"
 
 
 def test_delayed_actions_pending_at_the_end_are_counted(tmp_path: Path) -> None:
