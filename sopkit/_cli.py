@@ -266,8 +266,10 @@ def simulate(
             summary = run_simulation(loaded, events, profiles=profiles, start=start, end=end,
                                      out=handle, quarantine=quarantine, engine=engine,
                                      masked=not unmasked, report=collected, max_future=ahead)
-    except SopkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except SopkitError as exc:  # an error may quote a record or a customer id
+        from ._mask import mask_text
+
+        typer.echo(f"error: {exc if unmasked else mask_text(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
     finally:
         if handle:
@@ -434,13 +436,14 @@ def explain(
 ) -> None:
     """Show one customer's timeline: events, changes, actions, and why rules did not fire."""
     from ._explain import explain as run_explain
-    from ._mask import mask
+    from ._mask import mask, mask_text
 
+    shown = (lambda text: text) if unmasked else mask_text
     loaded = _load_or_exit(playbook)
     try:
         entries = run_explain(loaded, events, customer, profiles=profiles, at=at, engine=engine)
     except SopkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {shown(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
     if output is Output.jsonl:
         for entry in entries:
@@ -448,13 +451,13 @@ def explain(
             typer.echo(json.dumps(record if unmasked else mask(record), ensure_ascii=False))
         return
     console = _console()
-    table = Table(title=f"{customer} in {loaded.model.playbook.name}", title_justify="left")
+    table = Table(title=f"{shown(customer)} in {loaded.model.playbook.name}",
+                  title_justify="left")
     table.add_column("time")
     table.add_column("what")
     table.add_column("detail", overflow="fold")
     for entry in entries:
-        table.add_row(entry.time[:16].replace("T", " "), entry.kind,
-                      entry.text if unmasked else mask(entry.text))
+        table.add_row(entry.time[:16].replace("T", " "), entry.kind, shown(entry.text))
     console.print(table)
 
 handover_app = typer.Typer(help="Staff hand-over (离职继承): who has taken over whom.",
@@ -469,6 +472,7 @@ def handover_status_cmd(
     output: OutputOption = Output.table,
     all_rows: Annotated[bool, typer.Option("--all", help="List customers already taken "
                                            "over too.")] = False,
+    unmasked: UnmaskedOption = False,
 ) -> None:
     """List each handed-over customer and whether the successor has them (polls WeCom).
 
@@ -478,6 +482,7 @@ def handover_status_cmd(
     import os
 
     from ._live import build_channels, handover_status
+    from ._mask import mask, mask_text
 
     loaded = _load_or_exit(playbook)
     spec = loaded.model.handover
@@ -488,7 +493,8 @@ def handover_status_cmd(
     shown = lines if all_rows else waiting
     if output is Output.jsonl:
         for line in shown:
-            typer.echo(json.dumps(line.to_json(), ensure_ascii=False))
+            data = line.to_json()
+            typer.echo(json.dumps(data if unmasked else mask(data), ensure_ascii=False))
     else:
         console = _console()
         console.print(f"hand-overs: {len(lines)} customers, {len(lines) - len(waiting)} taken "
@@ -497,9 +503,11 @@ def handover_status_cmd(
                       title_justify="left")
         for col in ("customer", "from", "to", "outbox", "WeCom"):
             table.add_column(col)
+        text = (lambda value: value) if unmasked else mask_text  # staff ids may be phones
         for line in shown:
-            table.add_row(line.customer_id, line.from_owner, line.to or "(none)", line.outbox,
-                          line.platform)
+            table.add_row(text(line.customer_id), text(line.from_owner),
+                          text(line.to) if line.to else "(none)", line.outbox,
+                          text(line.platform))
         if shown:
             console.print(table)
     raise typer.Exit(3 if waiting else 0)
@@ -532,6 +540,7 @@ def diff_cmd(
     playbook.
     """
     from . import _diff
+    from ._mask import mask_text
     from ._simulate import simulate as run_simulation
 
     runs: list[tuple[Any, Any, list[dict[str, Any]]]] = []
@@ -548,7 +557,7 @@ def diff_cmd(
             summary = run_simulation(loaded, events, profiles=profiles, end=end, out=sink,
                                      engine=engine, masked=False)
         except SopkitError as exc:
-            typer.echo(f"error: {path}: {exc}", err=True)
+            typer.echo(f"error: {path}: {exc if unmasked else mask_text(str(exc))}", err=True)
             raise typer.Exit(2) from None
         if summary.notice and not runs:
             typer.echo(summary.notice, err=True)
@@ -590,9 +599,9 @@ def diff_cmd(
             typer.echo(f"Customers: {len(chosen)} of {everyone} with differences (the first by "
                        "customer id; --sample N for more)")
             for customer_id in chosen:
-                typer.echo(customer_id)
-                for item in shown:
-                    if item.customer_id == customer_id:
+                typer.echo(customer_id if unmasked else mask_text(customer_id))
+                for raw, item in zip(diffs, shown, strict=True):
+                    if raw.customer_id == customer_id:
                         for line in _diff.describe(item):
                             typer.echo("  " + line)
     else:
@@ -969,7 +978,7 @@ def dry_run(
     """
     from ._campaigns import audience_sizes
     from ._live import LiveRun, stored_clock, would_dispatch
-    from ._mask import mask
+    from ._mask import mask, mask_key, mask_text
     from ._models import parse_duration
 
     loaded = _load_or_exit(playbook)
@@ -993,7 +1002,8 @@ def dry_run(
     sending = [r for r in rows if r.status in ("pending", "leased")]
     if output is Output.jsonl:
         for row, message in zip(rows, shown, strict=True):
-            typer.echo(json.dumps({"key": row.key, "due_at": row.due_at, "status": row.status,
+            key = row.key if unmasked else mask_key(row.key, row.customer_id)
+            typer.echo(json.dumps({"key": key, "due_at": row.due_at, "status": row.status,
                                    "source": "outbox" if row.id is not None else "wake-up",
                                    "reason": row.reason, "message": message},
                                   ensure_ascii=False))
@@ -1021,7 +1031,8 @@ def dry_run(
             status = ("send" if row.status in ("pending", "leased")
                       else f"{row.status}: {row.reason}"[:60])
             table.add_row(cal.format(row.due_at), row.channel or "(task list)", row.kind,
-                          row.customer_id, row.rule, str(what)[:80], status)
+                          row.customer_id if unmasked else mask_text(row.customer_id),
+                          row.rule, str(what)[:80], status)
         console.print(table)
         if upcoming:
             firings = Table(title=f"Campaign firings in the next {window.strip()}: "

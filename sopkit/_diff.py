@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._mask import mask
+from ._mask import mask_record, mask_text
 
 KINDS = ("gained", "lost", "moved", "changed")
 MatchKey = tuple[str, str, str, int]
@@ -28,8 +28,6 @@ MatchKey = tuple[str, str, str, int]
 _NOT_COMPARED = frozenset({"time", "customer_id", "rule", "action", "key", "facts"})
 # follow the action's own time: when it moves they move with it, which is no extra change
 _TIME_DERIVED = frozenset({"fired_at", "due"})
-# what a person may read unmasked anyway (ids and keys), like `sopkit simulate`
-_IDENTIFIERS = frozenset({"time", "customer_id", "rule", "action", "status", "trigger", "key"})
 
 
 @dataclass(frozen=True)
@@ -58,9 +56,11 @@ class Difference:
         return [(name, old.get(name), new.get(name)) for name in self.fields]
 
     def masked(self) -> Difference:
-        """The same difference with phone numbers and e-mails masked in both records."""
-        return Difference(self.kind, self.customer_id, self.rule, self.action, self.occurrence,
-                          _mask_record(self.old), _mask_record(self.new), self.fields)
+        """The same difference with phone numbers and e-mails masked in both records and in
+        the customer id, as `sopkit simulate` writes them."""
+        return Difference(self.kind, mask_text(self.customer_id), self.rule, self.action,
+                          self.occurrence, _mask_record(self.old), _mask_record(self.new),
+                          self.fields)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,7 +77,7 @@ class Difference:
 def _mask_record(record: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     if record is None:
         return None
-    return {k: v if k in _IDENTIFIERS else mask(v) for k, v in record.items()}
+    return mask_record(record)
 
 
 def instant(time: str) -> float:

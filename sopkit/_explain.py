@@ -23,6 +23,18 @@ from ._ir import holds
 from ._load import LoadedPlaybook
 from ._runtime import Action, CustomerState, Runtime, json_value
 
+NOT_SET = "(none)"  # what a person reads for a missing value (JSON keeps null)
+
+
+def shown(value: Any) -> str:
+    """A value as the timeline's text shows it: `(none)` for a missing one, never `None`."""
+    if value is None:
+        return NOT_SET
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(shown(v) if not isinstance(v, str) else repr(v) for v in value) \
+            + "]"
+    return str(value)
+
 
 @dataclass
 class Entry:
@@ -92,9 +104,10 @@ class _Tracer:
                 "owner": view.owner}
 
     def event(self, time: str, etype: str, fields: dict[str, Any]) -> None:
-        shown = {k: json_value(v) for k, v in fields.items() if not k.startswith("\0")}
-        text = etype + (" " + ", ".join(f"{k}={v}" for k, v in shown.items()) if shown else "")
-        self.entries.append(Entry(time, "event", text, {"type": etype, "fields": shown}))
+        given = {k: json_value(v) for k, v in fields.items() if not k.startswith("\0")}
+        text = etype + (" " + ", ".join(f"{k}={shown(v)}" for k, v in given.items())
+                        if given else "")
+        self.entries.append(Entry(time, "event", text, {"type": etype, "fields": given}))
 
     def __call__(self, cs: CustomerState, now: int, event: tuple[str, dict[str, Any]] | None,
                  facts: list[Any], true: frozenset[int], out: list[Action]) -> None:
@@ -109,7 +122,7 @@ class _Tracer:
             if name in self.quiet or (self.last is None and value in (0, None)):
                 continue
             if before["metrics"].get(name) != value:
-                self.entries.append(Entry(time, "metric", f"{name} = {value}",
+                self.entries.append(Entry(time, "metric", f"{name} = {shown(value)}",
                                           {"name": name, "from": before["metrics"].get(name),
                                            "to": value}))
         for name, value in snap["scores"].items():
@@ -122,7 +135,7 @@ class _Tracer:
             self.entries.append(Entry(time, "tag", f"- {tag}", {"tag": tag, "held": False}))
         for key in ("stage", "owner"):
             if snap[key] != before[key]:
-                self.entries.append(Entry(time, key, f"{before[key]} -> {snap[key]}",
+                self.entries.append(Entry(time, key, f"{shown(before[key])} -> {shown(snap[key])}",
                                           {"from": before[key], "to": snap[key]}))
         self.last = snap
         for action in out:
@@ -148,7 +161,8 @@ class _Tracer:
         if reason:
             text += f" ({reason})"
         elif action.facts and action.status != "cancelled":
-            text += " because " + ", ".join(f"{k}={json_value(v)}" for k, v in action.facts.items())
+            text += " because " + ", ".join(f"{k}={shown(json_value(v))}"
+                                            for k, v in action.facts.items())
         self.entries.append(Entry(action.time, "action", text, {
             "rule": action.rule, "action": action.action, "status": action.status,
             "trigger": action.trigger, "reason": reason, "facts": action.facts}))
@@ -183,10 +197,10 @@ class _Tracer:
                         value = dt.date.fromordinal(value).isoformat()
                     read[slot.get("label", slot["name"])] = value
             trigger = f"on {rule['on']}: " if on_event else ""
-            shown = ", ".join(f"{k}={v}" for k, v in read.items())
+            values = ", ".join(f"{k}={shown(v)}" for k, v in read.items())
             self.entries.append(Entry(time, "near_miss",
                                       f"{name} did not fire: {trigger}'{key}' was false"
-                                      + (f" ({shown})" if shown else ""),
+                                      + (f" ({values})" if values else ""),
                                       {"rule": name, "false": [t for t, _ in false],
                                        "facts": read}))
 

@@ -142,14 +142,16 @@ def mask_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """An action record as a person may read it: everything masked, the customer id and the
     key's customer-id part included; times, rule, action, status and trigger as they are."""
     customer = record.get("customer_id")
-    shown = mask_text(customer) if isinstance(customer, str) else customer
+    if not isinstance(customer, str):  # not an action record: mask every field
+        return {name: value if name in _AS_IS else mask(value) for name, value in record.items()}
+    shown = mask_text(customer)
     out: dict[str, Any] = {}
     for name, value in record.items():
         if name in _AS_IS:
             out[name] = value
         elif name == "customer_id":
             out[name] = shown
-        elif name == "key" and isinstance(value, str) and isinstance(customer, str):
+        elif name == "key" and isinstance(value, str):
             out[name] = _shown_key(value, customer, shown)
         else:
             out[name] = mask(value)

@@ -76,7 +76,7 @@ class ConsoleChannel:
 
     def line(self, message: Message) -> str:
         """The masked line printed for `message` (without the newline)."""
-        gist = _one_line(summary(message))
+        gist = _one_line(mask_text(summary(message)))  # masked before it is cut short
         text = (f"{message.time}  {message.customer_id}  {message.rule}  "
                 f"{message.kind} → {message.channel}  {gist}")
         return mask_text(text)

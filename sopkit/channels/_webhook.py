@@ -162,10 +162,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 def excerpt(data: bytes, limit: int = EXCERPT_CHARS) -> str:
     """A short, single-line, masked excerpt of an answer body for receipts."""
-    text = " ".join(data.decode("utf-8", errors="replace").split())
-    if len(text) > limit:
-        text = text[:limit] + "…"
-    return mask_text(text)
+    text = mask_text(" ".join(data.decode("utf-8", errors="replace").split()))
+    return text[:limit] + "…" if len(text) > limit else text  # masked before it is cut short
 
 
 def post(client: httpx.Client, url: str, *, content: bytes,
