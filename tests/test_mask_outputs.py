@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,15 @@ def store(shop: Path) -> Path:
     assert _leaks(result.output) == []
     assert _leaks((shop / "s.quarantine.jsonl").read_text(encoding="utf-8")) == []
     return shop / "s.db"
+
+
+def test_masking_is_display_only_the_store_and_the_channel_keep_real_ids(store: Path) -> None:
+    """Outbox keys and ids stay whole in the store, and the jsonl channel delivers them whole."""
+    with sqlite3.connect(store) as db:
+        keys = {key for (key,) in db.execute("SELECT key FROM outbox")}
+    assert {"pii:1:thanks:13846571234:1:0", "pii:1:thanks:王小明@example.com:1:0"} <= keys
+    sent = (store.parent / "sent.jsonl").read_text(encoding="utf-8")
+    assert "13846571234" in sent and "138 9753 8642" in sent
 
 
 @pytest.mark.parametrize("command", [
