@@ -103,10 +103,12 @@ def test_explain_of_an_unknown_customer_masks_the_id_in_the_error(shop: Path) ->
 
 @pytest.fixture()
 def store(shop: Path) -> Path:
-    """A live store after `sopkit run` up to the hand-over; follow-ups still pending."""
+    """A live store after `sopkit run` up to the hand-over, sending the whole history (so
+    the jsonl channel writes); follow-ups still pending."""
     result = _invoke("run", "pii.toml", "--store", "s.db", "--events", "events.jsonl",
                      "--profiles", "profiles.jsonl", "--once", "--clock", "2025-01-05T10:30:00",
-                     "--lateness", "0s", "--engine", "native", "--output", "jsonl")
+                     "--lateness", "0s", "--send-from", "2025-01-01T00:00:00", "--engine",
+                     "native", "--output", "jsonl")
     assert result.exit_code == 0, result.output
     assert _leaks(result.output) == []
     assert _leaks((shop / "s.quarantine.jsonl").read_text(encoding="utf-8")) == []
