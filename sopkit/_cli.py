@@ -433,6 +433,9 @@ def explain(
     engine: NativeEngineOption = "native",
     output: OutputOption = Output.table,
     unmasked: UnmaskedOption = False,
+    send_from: Annotated[str | None, typer.Option(
+        help="The live store's go-live instant: actions due before it show as backfilled "
+        "(recorded, never sent).")] = None,
 ) -> None:
     """Show one customer's timeline: events, changes, actions, and why rules did not fire."""
     from ._explain import explain as run_explain
@@ -441,7 +444,8 @@ def explain(
     shown = (lambda text: text) if unmasked else mask_text
     loaded = _load_or_exit(playbook)
     try:
-        entries = run_explain(loaded, events, customer, profiles=profiles, at=at, engine=engine)
+        entries = run_explain(loaded, events, customer, profiles=profiles, at=at, engine=engine,
+                              send_from=send_from)
     except SopkitError as exc:
         typer.echo(f"error: {shown(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None

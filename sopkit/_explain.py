@@ -20,6 +20,7 @@ from . import _expr
 from ._errors import EventError, UsageError
 from ._io import BadRecord, read_records
 from ._ir import holds
+from ._live import DELIVERABLE
 from ._load import LoadedPlaybook
 from ._runtime import Action, CustomerState, Runtime, json_value
 
@@ -86,6 +87,7 @@ class _Tracer:
         self.entries: list[Entry] = []
         self.last: dict[str, Any] | None = None
         self.misses: dict[str, str] = {}
+        self.send_from: int | None = None  # a live store's go-live instant (`--send-from`)
         ir = runtime.ir
         self.quiet = {m["name"] for m in ir["metrics"] if m["kind"] in _TIME_RELATIVE}
         self.rule_parts: list[list[tuple[str, Sequence[Any]]]] = []
@@ -153,7 +155,12 @@ class _Tracer:
         what = (details.get("message") or details.get("note") or details.get("tag")
                 or details.get("stage") or details.get("to") or "")
         reason = details.get("reason")
-        text = f"{action.rule}: {action.action} {action.status}"
+        status = action.status
+        if self.send_from is not None and status in ("planned", "deferred") and \
+                action.action in DELIVERABLE and action.deliver_ts < self.send_from:
+            status = "backfilled"  # what a live store that went live then recorded
+            reason = f"backfilled: due before --send-from {self.rt.calendar.format(self.send_from)}"
+        text = f"{action.rule}: {action.action} {status}"
         if details.get("channel"):
             text += f" via {details['channel']}"
         if what:
@@ -164,7 +171,7 @@ class _Tracer:
             text += " because " + ", ".join(f"{k}={shown(json_value(v))}"
                                             for k, v in action.facts.items())
         self.entries.append(Entry(action.time, "action", text, {
-            "rule": action.rule, "action": action.action, "status": action.status,
+            "rule": action.rule, "action": action.action, "status": status,
             "trigger": action.trigger, "reason": reason, "facts": action.facts}))
 
     def near_misses(self, time: str, event: tuple[str, dict[str, Any]] | None,
@@ -218,10 +225,18 @@ def _slots(cond: Any) -> set[int]:
 
 def explain(playbook: LoadedPlaybook, events: Path, customer: str, *,
             profiles: Path | None = None, at: str | None = None,
-            engine: str = "native") -> list[Entry]:
-    """The timeline of one customer over a history, up to `at` (default: the last event)."""
+            engine: str = "native", send_from: str | None = None) -> list[Entry]:
+    """The timeline of one customer over a history, up to `at` (default: the last event);
+    with `send_from`, deliverable actions due before it show as `backfilled`, as a live
+    store that went live then recorded them."""
     rt = Runtime(playbook, engine=engine)
     tracer = _Tracer(rt, customer)
+    if send_from is not None:
+        try:
+            tracer.send_from = rt.calendar.parse(send_from)
+        except ValueError:
+            raise UsageError(f"--send-from {send_from!r} is not an ISO 8601 date or time") \
+                from None
     rt.tracer = tracer
     rt.campaign_plan.on_member = tracer.campaign
     at_ts = None

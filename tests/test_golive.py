@@ -237,3 +237,17 @@ def test_a_redelivered_event_after_kill_9_is_applied_once(tmp_path: Path) -> Non
     assert json.loads(result.output.splitlines()[-1])["quarantined"] == 1
     quarantined = (tmp_path / "live.quarantine.jsonl").read_text(encoding="utf-8")
     assert "duplicate event_id 'order-77'" in quarantined
+
+
+def test_explain_shows_the_past_as_backfilled(tmp_path: Path) -> None:
+    """`explain --send-from` shows what the live store recorded: actions due before the
+    go-live instant are backfilled, later ones planned."""
+    events = _write(tmp_path / "events.jsonl", [_buy("c1", "2025-01-01T10:00:00"),
+                                                _buy("c1", "2025-03-10T10:00:00")])
+    result = _cli("explain", str(_playbook(tmp_path)), "--events", str(events), "--customer",
+                  "c1", "--send-from", "2025-03-01T00:00:00", "--output", "jsonl")
+    assert result.exit_code == 0, result.output
+    actions = [json.loads(line)["data"] for line in result.stdout.splitlines()
+               if json.loads(line)["kind"] == "action"]
+    assert [(a["rule"], a["status"]) for a in actions] == [
+        ("thanks", "backfilled"), ("recall", "backfilled"), ("thanks", "planned")]
