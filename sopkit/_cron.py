@@ -272,6 +272,20 @@ class Timing:
         return out
 
 
+MAX_ZONE_NAME = 255  # characters; no IANA name comes near, and the OS refuses longer paths
+
+
+def known_zone(name: str) -> zoneinfo.ZoneInfo | None:
+    """The zone an IANA name names, or None for anything else (unknown, too long, a
+    directory such as `America`, a path): never an exception, whatever the playbook says."""
+    if not name or len(name) > MAX_ZONE_NAME:
+        return None
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
 def timing(timezone: str, at: str | None, every: str | None, until: str | None) -> Timing:
     """The Timing of a campaign's `at` / `every` / `until` texts (checked by `sopkit check`)."""
     tz = zoneinfo.ZoneInfo(timezone)

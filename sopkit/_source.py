@@ -20,6 +20,12 @@ KeyPath = tuple[str | int, ...]
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 _SCALAR_END = set(" \t\r\n,]}#")
 
+# Limits of a playbook file (docs/playbook.md, "Limits"), checked before tomllib reads it, so
+# a hostile file is a located problem instead of a RecursionError or a ValueError.
+MAX_NESTING = 32  # arrays and inline tables inside one another
+MAX_DIGITS = 100  # digits of one number (integer, float)
+_NUMBER_START = re.compile(r"[+-]?[0-9]")
+
 
 def format_path(path: KeyPath) -> str:
     """Render a key path the way a user would write it: `rules[2].actions[0].channel`."""
@@ -101,6 +107,7 @@ def _tokenize(text: str) -> list[_Tok]:
     toks: list[_Tok] = []
     i, line, col = 0, 1, 1
     n = len(text)
+    in_aot_header = False  # a `[[` opened this line: `]]` closes it
 
     def advance(k: int) -> None:
         nonlocal i, line, col
@@ -121,11 +128,13 @@ def _tokenize(text: str) -> list[_Tok]:
                 advance(1)
         elif ch == "\n":
             toks.append(_Tok("\n", ch, line, col))
+            in_aot_header = False
             advance(1)
         elif text.startswith("[[", i) and (not toks or toks[-1].kind == "\n"):
             toks.append(_Tok("[[", "[[", line, col))  # an array-of-tables header
+            in_aot_header = True
             advance(2)
-        elif text.startswith("]]", i) and toks and _in_aot_header(toks):
+        elif text.startswith("]]", i) and in_aot_header:
             toks.append(_Tok("]]", "]]", line, col))
             advance(2)
         elif ch in "[]{}=,.":
@@ -161,15 +170,6 @@ def _tokenize(text: str) -> list[_Tok]:
             toks.append(_Tok("scalar", text[i:j], line, col))
             advance(j - i)
     return toks
-
-
-def _in_aot_header(toks: list[_Tok]) -> bool:
-    for tok in reversed(toks):
-        if tok.kind == "\n":
-            return False
-        if tok.kind == "[[":
-            return True
-    return False
 
 
 class _Scanner:
@@ -317,6 +317,15 @@ def load_document(path: Path) -> Document:
         raise PlaybookError(
             [Problem(Location(name, 1, 1, ""), f"not UTF-8 text: {exc.reason}", "save as UTF-8")]
         ) from None
+    except OSError as exc:  # a directory, no permission, a name too long …
+        raise PlaybookError(
+            [Problem(Location(name, 1, 1, ""), f"cannot read the file: {exc.strerror or exc}",
+                     "check the path")]
+        ) from None
+    toks = _tokenize(text)
+    limits = _over_limits(name, toks)
+    if limits:
+        raise PlaybookError(limits)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -334,5 +343,30 @@ def load_document(path: Path) -> Document:
         raise PlaybookError(
             [Problem(Location(name, line, col, ""), f"TOML syntax error: {reason}", hint)]
         ) from None
-    scanner = _Scanner(_tokenize(text))
+    scanner = _Scanner(toks)
     return Document(name, data, scanner.run(), scanner.values)
+
+
+def _over_limits(name: str, toks: list[_Tok]) -> list[Problem]:
+    """Arrays or inline tables nested past MAX_NESTING, numbers past MAX_DIGITS."""
+    problems: list[Problem] = []
+    depth = 0
+    for tok in toks:
+        if tok.kind in ("[", "{"):
+            depth += 1
+            if depth == MAX_NESTING + 1:
+                problems.append(Problem(
+                    Location(name, tok.line, tok.col, ""),
+                    f"arrays and tables nest more than {MAX_NESTING} levels deep here",
+                    "flatten the value"))
+        elif tok.kind in ("]", "}"):
+            depth = max(depth - 1, 0)
+        elif tok.kind == "scalar" and len(tok.text) > MAX_DIGITS \
+                and _NUMBER_START.match(tok.text):
+            digits = sum(ch.isdigit() for ch in tok.text)
+            if digits > MAX_DIGITS:
+                problems.append(Problem(
+                    Location(name, tok.line, tok.col, ""),
+                    f"a number of {digits:,} digits; at most {MAX_DIGITS} are allowed",
+                    "write a smaller number"))
+    return problems
