@@ -24,6 +24,7 @@ _SCALAR_END = set(" \t\r\n,]}#")
 # a hostile file is a located problem instead of a RecursionError or a ValueError.
 MAX_NESTING = 32  # arrays and inline tables inside one another
 MAX_DIGITS = 100  # digits of one number (integer, float)
+MAX_KEY_DEPTH = 64  # parts of one key path, counting dotted keys, tables and array positions
 _NUMBER_START = re.compile(r"[+-]?[0-9]")
 
 
@@ -214,6 +215,8 @@ class _Scanner:
             path = (*path, key)
             if path in self.aot_count:
                 path = (*path, self.aot_count[path] - 1)
+            if len(path) > MAX_KEY_DEPTH:
+                break  # too deep: reported by load_document (and not quadratic in the parts)
         return path
 
     def run(self) -> dict[KeyPath, tuple[int, int]]:
@@ -227,6 +230,7 @@ class _Scanner:
                 self.i += 1
                 keys = self.read_key()
                 names = [k for k, _ in keys]
+                names = names[: MAX_KEY_DEPTH + 1]
                 base = (*self.resolve_header(names[:-1]), names[-1]) if names else ()
                 index = self.aot_count.get(base, 0)
                 self.aot_count[base] = index + 1
@@ -259,6 +263,8 @@ class _Scanner:
         for name, tok in keys:
             path = (*path, name)
             self.mark(path, tok)
+            if len(path) > MAX_KEY_DEPTH:
+                break  # too deep: reported by load_document (and not quadratic in the parts)
         after = self.peek()
         if after is not None and after.kind == "=":
             self.i += 1
@@ -344,14 +350,57 @@ def load_document(path: Path) -> Document:
             [Problem(Location(name, line, col, ""), f"TOML syntax error: {reason}", hint)]
         ) from None
     scanner = _Scanner(toks)
-    return Document(name, data, scanner.run(), scanner.values)
+    positions = scanner.run()
+    deep = [(where, key) for key, where in positions.items() if len(key) > MAX_KEY_DEPTH]
+    if deep or _depth(data) > MAX_KEY_DEPTH:
+        (line, col), key = min(deep, key=lambda d: d[0]) if deep else ((1, 1), ())
+        raise PlaybookError([Problem(
+            Location(name, line, col, format_path(key[:3]) + (" …" if key else "")),
+            f"keys nest more than {MAX_KEY_DEPTH} levels deep", "flatten the keys")])
+    return Document(name, data, positions, scanner.values)
+
+
+def _depth(data: object) -> int:
+    """How deep tables and arrays nest in `data`, counted without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
+
+
+def _digits(number: str) -> int:
+    """Digits of a TOML number: decimal digits, or every digit of a 0x / 0o / 0b number."""
+    unsigned = number.lstrip("+-")
+    if unsigned[1:2] in ("x", "o", "b"):
+        return sum(ch.isalnum() for ch in unsigned[2:])
+    return sum(ch.isdigit() for ch in number)
 
 
 def _over_limits(name: str, toks: list[_Tok]) -> list[Problem]:
-    """Arrays or inline tables nested past MAX_NESTING, numbers past MAX_DIGITS."""
+    """Dotted keys past MAX_KEY_DEPTH parts, arrays or inline tables nested past MAX_NESTING,
+    numbers past MAX_DIGITS: checked on the tokens, before tomllib (which recurses, and reads
+    a dotted key in time quadratic in its parts) sees the text."""
     problems: list[Problem] = []
     depth = 0
+    dots, key_start = 0, toks[0] if toks else None  # dots of the dotted key being read
     for tok in toks:
+        if tok.kind in (".", "scalar"):
+            if dots == 0:
+                key_start = tok
+            before = dots
+            dots += 1 if tok.kind == "." else tok.text.count(".")
+            if before < MAX_KEY_DEPTH <= dots and key_start is not None:
+                problems.append(Problem(
+                    Location(name, key_start.line, key_start.col, ""),
+                    f"a dotted key of more than {MAX_KEY_DEPTH} parts", "flatten the keys"))
+        elif tok.kind != "str":
+            dots = 0
         if tok.kind in ("[", "{"):
             depth += 1
             if depth == MAX_NESTING + 1:
@@ -363,7 +412,7 @@ def _over_limits(name: str, toks: list[_Tok]) -> list[Problem]:
             depth = max(depth - 1, 0)
         elif tok.kind == "scalar" and len(tok.text) > MAX_DIGITS \
                 and _NUMBER_START.match(tok.text):
-            digits = sum(ch.isdigit() for ch in tok.text)
+            digits = _digits(tok.text)
             if digits > MAX_DIGITS:
                 problems.append(Problem(
                     Location(name, tok.line, tok.col, ""),

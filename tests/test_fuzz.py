@@ -88,6 +88,8 @@ TOML_PIECES = [
     'actions = [{ type = "send", channel = "sms", template = "hello" }]\n',
     'kind = "count"\n', 'window = "' + "9" * 30 + 'd"\n', 'per = "0s"\n',
     'every = "' + "*/1 " * 60 + '"\n', 'at = "9999-12-31T23:59"\n',
+    "x" + ".a" * 2000 + " = 1\n", "[t" + ".a" * 2000 + "]\n", "[[t" + ".a" * 70 + "]]\n",
+    "x = 0x" + "f" * 4400 + "\n", 'name = 0x' + "f" * 4000 + "\n", ".a" * 30,
 ]
 
 
