@@ -83,8 +83,10 @@ def _timing(checker: Any, path: KeyPath, campaign: m.Campaign,
     if campaign.until is not None and campaign.every is not None:
         try:
             parse_local(campaign.until, tz, end_of_day=True)
-        except ValueError:
-            yield checker.problem((*path, "until"), f"bad date '{campaign.until}'",
+        except ValueError as exc:
+            why = str(exc) if "past the last day" in str(exc) else \
+                f"bad date '{campaign.until}'"
+            yield checker.problem((*path, "until"), why,
                                   'e.g. until = "2025-06-30" (that day included)')
 
 

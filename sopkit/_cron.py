@@ -231,7 +231,11 @@ def parse_local(text: str, tz: dt.tzinfo, *, end_of_day: bool = False) -> int:
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         if not end_of_day:
             raise ValueError(f"'{text}' has no time of day")
-        day = dt.date.fromisoformat(value) + dt.timedelta(days=1)
+        try:
+            day = dt.date.fromisoformat(value) + dt.timedelta(days=1)
+        except OverflowError:  # 9999-12-31 has no next day
+            raise ValueError(f"'{text}' is past the last day sopkit knows (9999-12-30)") \
+                from None
         return local_instant(day, 0, 0, tz) - 1
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:

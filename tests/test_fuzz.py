@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import zoneinfo
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 
@@ -31,6 +32,7 @@ from hypothesis import strategies as st
 
 import sopkit
 from sopkit import _expr as e
+from sopkit._cron import CronError, parse_every, parse_local
 from sopkit._templates import TemplateError, placeholders, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -222,6 +224,31 @@ def test_templates_fail_only_with_template_errors(pieces: list[str], value: str)
         shown = render(text, lambda name: value)
     if names and value:
         assert value in shown
+
+
+# pieces of campaign schedule texts (`every`, `at`, `until`)
+SCHEDULE_PIECES = [
+    "*", "/", ",", "-", " ", "0", "1", "7", "59", "60", "9" * 30, "mon", "sun", "jan", "@daily",
+    "@x", "daily", "weekly", "monthly", "09:00", "24:00", "2024-02-29", "2024-02-30", "T",
+    "9999-12-31", "0001-01-01", "+14:00", "-14:00", "Z", "1" * 5000, "名", "\n",
+]
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(SCHEDULE_PIECES) | st.text(max_size=3), max_size=10))
+def test_schedules_fail_only_with_their_errors(pieces: list[str]) -> None:
+    """A random `every` is read or is a CronError; a random `at`/`until` is read or a
+    ValueError (which `check` reports at the key)."""
+    text = "".join(pieces)
+    zone = zoneinfo.ZoneInfo("Asia/Shanghai")
+    with _no_hang():
+        try:
+            parse_every(text)
+        except CronError as exc:
+            assert exc.message
+        for end_of_day in (False, True):
+            with suppress(ValueError):
+                parse_local(text, zone, end_of_day=end_of_day)
 
 
 def test_placeholder_of_ten_thousand_parts_is_read() -> None:
