@@ -389,6 +389,10 @@ def _over_limits(name: str, toks: list[_Tok]) -> list[Problem]:
     problems: list[Problem] = []
     depth = 0
     dots, key_start = 0, toks[0] if toks else None  # dots of the dotted key being read
+    table, key, in_header = "", "", False  # the key a problem is reported under
+    words: list[str] = []
+    aot_header, aot_seen = False, dict[str, int]()  # `[[rules]]` headers: rules[0], rules[1] …
+    previous: _Tok | None = None
     for tok in toks:
         if tok.kind in (".", "scalar"):
             if dots == 0:
@@ -397,15 +401,30 @@ def _over_limits(name: str, toks: list[_Tok]) -> list[Problem]:
             dots += 1 if tok.kind == "." else tok.text.count(".")
             if before < MAX_KEY_DEPTH <= dots and key_start is not None:
                 problems.append(Problem(
-                    Location(name, key_start.line, key_start.col, ""),
+                    Location(name, key_start.line, key_start.col, table),
                     f"a dotted key of more than {MAX_KEY_DEPTH} parts", "flatten the keys"))
         elif tok.kind != "str":
             dots = 0
+        if tok.kind in ("str", "scalar") and len(words) <= MAX_KEY_DEPTH:
+            words.append(tok.text)
+        elif tok.kind == "=" and depth == 0:
+            key = _key_label(table, words)
+        elif tok.kind in ("[[", "[") and depth == 0 and (previous is None
+                                                         or previous.kind == "\n"):
+            in_header, words, aot_header = True, [], tok.kind == "[["
+        elif tok.kind in ("]]", "]") and in_header and depth <= 1:
+            in_header, table, key = False, _key_label("", words), ""
+            if aot_header:
+                aot_seen[table] = aot_seen.get(table, -1) + 1
+                table = f"{table}[{aot_seen[table]}]"
+        elif tok.kind in ("\n", ",", "{") and not in_header:
+            words = []
+        previous = tok
         if tok.kind in ("[", "{"):
             depth += 1
             if depth == MAX_NESTING + 1:
                 problems.append(Problem(
-                    Location(name, tok.line, tok.col, ""),
+                    Location(name, tok.line, tok.col, key),
                     f"arrays and tables nest more than {MAX_NESTING} levels deep here",
                     "flatten the value"))
         elif tok.kind in ("]", "}"):
@@ -415,7 +434,13 @@ def _over_limits(name: str, toks: list[_Tok]) -> list[Problem]:
             digits = _digits(tok.text)
             if digits > MAX_DIGITS:
                 problems.append(Problem(
-                    Location(name, tok.line, tok.col, ""),
+                    Location(name, tok.line, tok.col, key),
                     f"a number of {digits:,} digits; at most {MAX_DIGITS} are allowed",
                     "write a smaller number"))
     return problems
+
+
+def _key_label(table: str, words: list[str]) -> str:
+    """`table.key` as written, for a problem found before the document has key paths."""
+    label = ".".join(part for part in (table, ".".join(words)) if part)
+    return label if len(label) <= 80 else label[:80] + " …"
