@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick bench-campaign valgrind
+.PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick bench-campaign valgrind fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ lint: $(DEVSTAMP)
 
 typecheck: $(DEVSTAMP)
 	$(VENV)/bin/mypy
+
+## fuzz: tests/test_fuzz.py and test_fuzz_records.py with many examples (FUZZ_EXAMPLES, default 20000 per test; `make
+## test` runs 40): mutated playbooks, conditions and templates fail only with located errors
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(DEVSTAMP)
+	SOPKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py tests/test_fuzz_records.py
 
 ## schema: regenerate schema/*.schema.json from the models
 schema: $(STAMP)

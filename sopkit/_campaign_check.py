@@ -10,12 +10,11 @@ store's clock (docs/playbook.md, campaigns).
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 from collections.abc import Iterator
 from typing import Any
 
 from . import _models as m
-from ._cron import CronError, local_instant, parse_every, parse_local
+from ._cron import CronError, known_zone, local_instant, parse_every, parse_local
 from ._errors import Problem
 from ._source import KeyPath
 
@@ -27,10 +26,7 @@ def check_campaigns(checker: Any) -> Iterator[Problem]:
     pb: m.Playbook = checker.pb
     rule_names = {rule.name for rule in pb.rules}
     seen: set[str] = set()
-    try:
-        tz: zoneinfo.ZoneInfo | None = zoneinfo.ZoneInfo(pb.playbook.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        tz = None  # the [playbook] check reports the zone
+    tz = known_zone(pb.playbook.timezone)  # None: the [playbook] check reports the zone
     for i, campaign in enumerate(pb.campaigns):
         path: KeyPath = ("campaigns", i)
         if campaign.name in seen:
@@ -87,8 +83,10 @@ def _timing(checker: Any, path: KeyPath, campaign: m.Campaign,
     if campaign.until is not None and campaign.every is not None:
         try:
             parse_local(campaign.until, tz, end_of_day=True)
-        except ValueError:
-            yield checker.problem((*path, "until"), f"bad date '{campaign.until}'",
+        except ValueError as exc:
+            why = str(exc) if "past the last day" in str(exc) else \
+                f"bad date '{campaign.until}'"
+            yield checker.problem((*path, "until"), why,
                                   'e.g. until = "2025-06-30" (that day included)')
 
 

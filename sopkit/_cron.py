@@ -231,7 +231,11 @@ def parse_local(text: str, tz: dt.tzinfo, *, end_of_day: bool = False) -> int:
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         if not end_of_day:
             raise ValueError(f"'{text}' has no time of day")
-        day = dt.date.fromisoformat(value) + dt.timedelta(days=1)
+        try:
+            day = dt.date.fromisoformat(value) + dt.timedelta(days=1)
+        except OverflowError:  # 9999-12-31 has no next day
+            raise ValueError(f"'{text}' is past the last day sopkit knows (9999-12-30)") \
+                from None
         return local_instant(day, 0, 0, tz) - 1
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
@@ -270,6 +274,20 @@ class Timing:
             out.append(when)
             when = self.next_after(when)
         return out
+
+
+MAX_ZONE_NAME = 255  # characters; no IANA name comes near, and the OS refuses longer paths
+
+
+def known_zone(name: str) -> zoneinfo.ZoneInfo | None:
+    """The zone an IANA name names, or None for anything else (unknown, too long, a
+    directory such as `America`, a path): never an exception, whatever the playbook says."""
+    if not name or len(name) > MAX_ZONE_NAME:
+        return None
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return None
 
 
 def timing(timezone: str, at: str | None, every: str | None, until: str | None) -> Timing:

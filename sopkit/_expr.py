@@ -12,6 +12,12 @@ Grammar (lowest precedence first):
     atom   := NUMBER | STRING | DATE | "true" | "false" | NAME ("." NAME)*
               | "(" expr ")" | "[" [expr ("," expr)*] "]"
 A DATE literal is written bare: 2024-02-29.
+
+Limits, checked before anything recurses (docs/playbook.md, "Limits"): a condition is at
+most MAX_LENGTH characters, a number literal at most MAX_DIGITS digits, and the tree at most
+MAX_DEPTH levels deep (each parenthesis, list bracket, `not`, minus sign, and each operator
+of a chain such as `a + b + c` adds a level). A condition past a limit is an ExprError like
+any other mistake, so the loader reports it at its file and line.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 KEYWORDS = {"and", "or", "not", "in", "true", "false"}
+
+MAX_LENGTH = 10_000  # characters in one condition
+MAX_DIGITS = 100  # digits in one number literal (integer and fraction parts together)
+MAX_DEPTH = 50  # levels of the parsed tree
 
 
 class ExprError(Exception):
@@ -120,6 +130,9 @@ class _Tok:
 
 
 def tokenize(text: str) -> list[_Tok]:
+    if len(text) > MAX_LENGTH:
+        raise ExprError(MAX_LENGTH, f"the condition is {len(text):,} characters long; at most "
+                        f"{MAX_LENGTH:,} are allowed", "split it into tags or scores")
     toks: list[_Tok] = []
     pos = 0
     while pos < len(text):
@@ -127,6 +140,11 @@ def tokenize(text: str) -> list[_Tok]:
         if not match:
             raise ExprError(pos, f"unexpected character '{text[pos]}'")
         kind = match.lastgroup or ""
+        if kind in ("number", "date") and len(match.group()) > MAX_DIGITS:
+            digits = sum(ch.isdigit() for ch in match.group())
+            if digits > MAX_DIGITS:
+                raise ExprError(pos, f"a number of {digits:,} digits; at most {MAX_DIGITS} are "
+                                "allowed")
         if kind != "ws":
             word = match.group()
             toks.append(_Tok("kw" if kind == "name" and word in KEYWORDS else kind, word, pos))
@@ -139,6 +157,14 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.toks = tokenize(text)
         self.i = 0
+        self.depth = 0  # levels of nesting entered: ( [ not -
+
+    def enter(self, tok: _Tok) -> None:
+        """One level deeper; an ExprError past MAX_DEPTH, before the parser recurses."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExprError(tok.pos, f"the condition nests more than {MAX_DEPTH} levels deep",
+                            "remove parentheses or split it into tags or scores")
 
     @property
     def tok(self) -> _Tok:
@@ -184,7 +210,10 @@ class _Parser:
     def not_(self) -> Node:
         tok = self.accept("kw", "not")
         if tok:
-            return Not(tok.pos, self.not_())
+            self.enter(tok)
+            node = Not(tok.pos, self.not_())
+            self.depth -= 1
+            return node
         return self.cmp()
 
     def cmp(self) -> Node:
@@ -222,7 +251,10 @@ class _Parser:
     def unary(self) -> Node:
         tok = self.accept("op", "-")
         if tok:
-            return Neg(tok.pos, self.unary())
+            self.enter(tok)
+            node = Neg(tok.pos, self.unary())
+            self.depth -= 1
+            return node
         return self.atom()
 
     def atom(self) -> Node:
@@ -251,16 +283,20 @@ class _Parser:
                 parts.append(nxt.text)
             return Name(tok.pos, tuple(parts))
         if tok.kind == "op" and tok.text == "(":
+            self.enter(tok)
             node = self.or_()
             self.expect("op", ")", "')'")
+            self.depth -= 1
             return node
         if tok.kind == "op" and tok.text == "[":
+            self.enter(tok)
             items: list[Node] = []
             if not self.accept("op", "]"):
                 items.append(self.or_())
                 while self.accept("op", ","):
                     items.append(self.or_())
                 self.expect("op", "]", "']' or ','")
+            self.depth -= 1
             return ListLit(tok.pos, tuple(items))
         self.i -= 1
         hint = "write and / or / ==" if tok.kind == "bad" else ""
@@ -273,7 +309,35 @@ def _describe(tok: _Tok) -> str:
 
 def parse(text: str) -> Node:
     """Parse a condition into an AST; ExprError carries the offset of the problem."""
-    return _Parser(text).parse()
+    node = _Parser(text).parse()
+    _check_depth(node)
+    return node
+
+
+def _children(node: Node) -> tuple[Node, ...]:
+    if isinstance(node, Neg | Not):
+        return (node.operand,)
+    if isinstance(node, Arith | Compare):
+        return (node.left, node.right)
+    if isinstance(node, In):
+        return (node.item, node.container)
+    if isinstance(node, BoolOp):
+        return node.operands
+    if isinstance(node, ListLit):
+        return node.items
+    return ()
+
+
+def _check_depth(root: Node) -> None:
+    """Chains like `a + b + c + …` nest without the parser recursing; bound them too, with
+    an explicit stack, so the type check and the engines never recurse past MAX_DEPTH."""
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ExprError(node.pos, f"the condition nests more than {MAX_DEPTH} levels deep",
+                            "shorten the chain of operators or split it into tags or scores")
+        stack.extend((child, depth + 1) for child in _children(node))
 
 
 @dataclass

@@ -23,6 +23,23 @@ _DICT_SECTIONS = ("profile", "events", "metrics", "scores", "tags", "channels", 
 _LIST_SECTIONS = ("stages", "rules", "campaigns")
 
 
+_MAX_NAME = 255  # characters in one file name of an include (most file systems' limit)
+_MAX_PATH = 4096  # characters in an include path
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # no permission to look, and the like: reported as not found
+        return False
+
+
+def _cut(text: str, keep: int = 60) -> str:
+    """A path as quoted in a message: control characters escaped, a long one shortened."""
+    text = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
+    return text if len(text) <= 2 * keep else f"{text[:keep]}…{text[-keep:]}"
+
+
 @dataclass
 class Origins:
     """Maps a key path of the merged playbook back to the file and path it came from."""
@@ -77,15 +94,31 @@ def _merge(root: Document, problems: list[Problem]) -> tuple[dict[str, Any], Ori
                 if not isinstance(inc, str):
                     continue  # the model check reports the wrong type
                 shown = Path(os.path.normpath(Path(doc.file).parent / inc))
-                target = shown.resolve()
                 where = doc.locate(("playbook", "include", index))
+                if len(inc) > _MAX_PATH or any(len(p) > _MAX_NAME for p in shown.parts):
+                    problems.append(Problem(where, f"cannot include '{_cut(inc)}': the path is "
+                                            "too long", f"file names have at most {_MAX_NAME} "
+                                            f"characters, paths at most {_MAX_PATH}"))
+                    continue
+                if not inc.isprintable():
+                    problems.append(Problem(where, f"cannot include '{_cut(inc)}': the path "
+                                            "holds a control character", "write the file's "
+                                            "name as it is"))
+                    continue
+                try:
+                    target = shown.resolve()
+                except (OSError, ValueError, RuntimeError) as exc:  # a NUL, a symlink loop …
+                    problems.append(Problem(where, f"cannot include '{_cut(inc)}': {exc}",
+                                            "paths are relative to the file that includes "
+                                            "them"))
+                    continue
                 if target in chain:
                     problems.append(Problem(where, f"include cycle: '{inc}' includes itself"))
                     continue
                 if target in seen:
                     continue
                 seen.add(target)
-                if not target.is_file():
+                if not _is_file(target):
                     problems.append(Problem(where, f"cannot include '{inc}': no such file "
                                             f"({shown})", "paths are relative to the file that "
                                             "includes them"))
@@ -216,9 +249,10 @@ def _check_the_rest(exc: ValidationError, data: dict[str, Any], origins: Origins
             return []  # without a sound [playbook] table there is nothing to check against
         if err["type"] == "extra_forbidden":
             parent: Any = rest
-            for part in loc[:-1]:
-                parent = parent[part]
-            parent.pop(loc[-1], None)
+            for part in loc[:-1]:  # an earlier error may have set the parent aside already
+                parent = _child(parent, part)
+            if isinstance(parent, dict):
+                parent.pop(loc[-1], None)
             continue
         section = str(loc[0])
         if len(loc) == 1:
@@ -261,6 +295,15 @@ def _check_the_rest(exc: ValidationError, data: dict[str, Any], origins: Origins
         out.append(Problem(Location(where.file, where.line, where.column, label),
                            problem.message, problem.suggestion))
     return out
+
+
+def _child(node: Any, part: str | int) -> Any:
+    """`node[part]`, or None when it is not there."""
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return None
 
 
 def _strip_action_tag(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:

@@ -20,6 +20,13 @@ KeyPath = tuple[str | int, ...]
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 _SCALAR_END = set(" \t\r\n,]}#")
 
+# Limits of a playbook file (docs/playbook.md, "Limits"), checked before tomllib reads it, so
+# a hostile file is a located problem instead of a RecursionError or a ValueError.
+MAX_NESTING = 32  # arrays and inline tables inside one another
+MAX_DIGITS = 100  # digits of one number (integer, float)
+MAX_KEY_DEPTH = 64  # parts of one key path, counting dotted keys, tables and array positions
+_NUMBER_START = re.compile(r"[+-]?[0-9]")
+
 
 def format_path(path: KeyPath) -> str:
     """Render a key path the way a user would write it: `rules[2].actions[0].channel`."""
@@ -101,6 +108,7 @@ def _tokenize(text: str) -> list[_Tok]:
     toks: list[_Tok] = []
     i, line, col = 0, 1, 1
     n = len(text)
+    in_aot_header = False  # a `[[` opened this line: `]]` closes it
 
     def advance(k: int) -> None:
         nonlocal i, line, col
@@ -121,11 +129,13 @@ def _tokenize(text: str) -> list[_Tok]:
                 advance(1)
         elif ch == "\n":
             toks.append(_Tok("\n", ch, line, col))
+            in_aot_header = False
             advance(1)
         elif text.startswith("[[", i) and (not toks or toks[-1].kind == "\n"):
             toks.append(_Tok("[[", "[[", line, col))  # an array-of-tables header
+            in_aot_header = True
             advance(2)
-        elif text.startswith("]]", i) and toks and _in_aot_header(toks):
+        elif text.startswith("]]", i) and in_aot_header:
             toks.append(_Tok("]]", "]]", line, col))
             advance(2)
         elif ch in "[]{}=,.":
@@ -161,15 +171,6 @@ def _tokenize(text: str) -> list[_Tok]:
             toks.append(_Tok("scalar", text[i:j], line, col))
             advance(j - i)
     return toks
-
-
-def _in_aot_header(toks: list[_Tok]) -> bool:
-    for tok in reversed(toks):
-        if tok.kind == "\n":
-            return False
-        if tok.kind == "[[":
-            return True
-    return False
 
 
 class _Scanner:
@@ -214,6 +215,8 @@ class _Scanner:
             path = (*path, key)
             if path in self.aot_count:
                 path = (*path, self.aot_count[path] - 1)
+            if len(path) > MAX_KEY_DEPTH:
+                break  # too deep: reported by load_document (and not quadratic in the parts)
         return path
 
     def run(self) -> dict[KeyPath, tuple[int, int]]:
@@ -227,6 +230,7 @@ class _Scanner:
                 self.i += 1
                 keys = self.read_key()
                 names = [k for k, _ in keys]
+                names = names[: MAX_KEY_DEPTH + 1]
                 base = (*self.resolve_header(names[:-1]), names[-1]) if names else ()
                 index = self.aot_count.get(base, 0)
                 self.aot_count[base] = index + 1
@@ -259,6 +263,8 @@ class _Scanner:
         for name, tok in keys:
             path = (*path, name)
             self.mark(path, tok)
+            if len(path) > MAX_KEY_DEPTH:
+                break  # too deep: reported by load_document (and not quadratic in the parts)
         after = self.peek()
         if after is not None and after.kind == "=":
             self.i += 1
@@ -317,6 +323,15 @@ def load_document(path: Path) -> Document:
         raise PlaybookError(
             [Problem(Location(name, 1, 1, ""), f"not UTF-8 text: {exc.reason}", "save as UTF-8")]
         ) from None
+    except OSError as exc:  # a directory, no permission, a name too long …
+        raise PlaybookError(
+            [Problem(Location(name, 1, 1, ""), f"cannot read the file: {exc.strerror or exc}",
+                     "check the path")]
+        ) from None
+    toks = _tokenize(text)
+    limits = _over_limits(name, toks)
+    if limits:
+        raise PlaybookError(limits)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -334,5 +349,98 @@ def load_document(path: Path) -> Document:
         raise PlaybookError(
             [Problem(Location(name, line, col, ""), f"TOML syntax error: {reason}", hint)]
         ) from None
-    scanner = _Scanner(_tokenize(text))
-    return Document(name, data, scanner.run(), scanner.values)
+    scanner = _Scanner(toks)
+    positions = scanner.run()
+    deep = [(where, key) for key, where in positions.items() if len(key) > MAX_KEY_DEPTH]
+    if deep or _depth(data) > MAX_KEY_DEPTH:
+        (line, col), key = min(deep, key=lambda d: d[0]) if deep else ((1, 1), ())
+        raise PlaybookError([Problem(
+            Location(name, line, col, format_path(key[:3]) + (" …" if key else "")),
+            f"keys nest more than {MAX_KEY_DEPTH} levels deep", "flatten the keys")])
+    return Document(name, data, positions, scanner.values)
+
+
+def _depth(data: object) -> int:
+    """How deep tables and arrays nest in `data`, counted without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
+
+
+def _digits(number: str) -> int:
+    """Digits of a TOML number: decimal digits, or every digit of a 0x / 0o / 0b number."""
+    unsigned = number.lstrip("+-")
+    if unsigned[1:2] in ("x", "o", "b"):
+        return sum(ch.isalnum() for ch in unsigned[2:])
+    return sum(ch.isdigit() for ch in number)
+
+
+def _over_limits(name: str, toks: list[_Tok]) -> list[Problem]:
+    """Dotted keys past MAX_KEY_DEPTH parts, arrays or inline tables nested past MAX_NESTING,
+    numbers past MAX_DIGITS: checked on the tokens, before tomllib (which recurses, and reads
+    a dotted key in time quadratic in its parts) sees the text."""
+    problems: list[Problem] = []
+    depth = 0
+    dots, key_start = 0, toks[0] if toks else None  # dots of the dotted key being read
+    table, key, in_header = "", "", False  # the key a problem is reported under
+    words: list[str] = []
+    aot_header, aot_seen = False, dict[str, int]()  # `[[rules]]` headers: rules[0], rules[1] …
+    previous: _Tok | None = None
+    for tok in toks:
+        if tok.kind in (".", "scalar"):
+            if dots == 0:
+                key_start = tok
+            before = dots
+            dots += 1 if tok.kind == "." else tok.text.count(".")
+            if before < MAX_KEY_DEPTH <= dots and key_start is not None:
+                problems.append(Problem(
+                    Location(name, key_start.line, key_start.col, table),
+                    f"a dotted key of more than {MAX_KEY_DEPTH} parts", "flatten the keys"))
+        elif tok.kind != "str":
+            dots = 0
+        if tok.kind in ("str", "scalar") and len(words) <= MAX_KEY_DEPTH:
+            words.append(tok.text)
+        elif tok.kind == "=" and depth == 0:
+            key = _key_label(table, words)
+        elif tok.kind in ("[[", "[") and depth == 0 and (previous is None
+                                                         or previous.kind == "\n"):
+            in_header, words, aot_header = True, [], tok.kind == "[["
+        elif tok.kind in ("]]", "]") and in_header and depth <= 1:
+            in_header, table, key = False, _key_label("", words), ""
+            if aot_header:
+                aot_seen[table] = aot_seen.get(table, -1) + 1
+                table = f"{table}[{aot_seen[table]}]"
+        elif tok.kind in ("\n", ",", "{") and not in_header:
+            words = []
+        previous = tok
+        if tok.kind in ("[", "{"):
+            depth += 1
+            if depth == MAX_NESTING + 1:
+                problems.append(Problem(
+                    Location(name, tok.line, tok.col, key),
+                    f"arrays and tables nest more than {MAX_NESTING} levels deep here",
+                    "flatten the value"))
+        elif tok.kind in ("]", "}"):
+            depth = max(depth - 1, 0)
+        elif tok.kind == "scalar" and len(tok.text) > MAX_DIGITS \
+                and _NUMBER_START.match(tok.text):
+            digits = _digits(tok.text)
+            if digits > MAX_DIGITS:
+                problems.append(Problem(
+                    Location(name, tok.line, tok.col, key),
+                    f"a number of {digits:,} digits; at most {MAX_DIGITS} are allowed",
+                    "write a smaller number"))
+    return problems
+
+
+def _key_label(table: str, words: list[str]) -> str:
+    """`table.key` as written, for a problem found before the document has key paths."""
+    label = ".".join(part for part in (table, ".".join(words)) if part)
+    return label if len(label) <= 80 else label[:80] + " …"

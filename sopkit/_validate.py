@@ -10,6 +10,7 @@ from typing import Any
 from . import _expr as e
 from . import _models as m
 from ._campaign_check import check_campaigns
+from ._cron import MAX_ZONE_NAME, known_zone
 from ._errors import Problem, did_you_mean
 from ._load import LoadedPlaybook
 from ._models import parse_duration
@@ -111,12 +112,16 @@ class _Checker:
 
     def meta(self) -> Iterator[Problem]:
         meta = self.pb.playbook
-        try:
-            zoneinfo.ZoneInfo(meta.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            zones = zoneinfo.available_timezones()
-            yield self.problem(("playbook", "timezone"), f"unknown timezone '{meta.timezone}'",
-                               did_you_mean(meta.timezone, zones) or "e.g. Asia/Shanghai")
+        if known_zone(meta.timezone) is None:
+            zone = meta.timezone
+            if len(zone) > MAX_ZONE_NAME:
+                yield self.problem(("playbook", "timezone"), f"unknown timezone "
+                                   f"'{zone[:40]}…' ({len(zone):,} characters; IANA names "
+                                   f"have at most {MAX_ZONE_NAME})", "e.g. Asia/Shanghai")
+            else:
+                zones = zoneinfo.available_timezones()
+                yield self.problem(("playbook", "timezone"), f"unknown timezone '{zone}'",
+                                   did_you_mean(zone, zones) or "e.g. Asia/Shanghai")
         if not _TIME.match(meta.day_starts):
             yield self.problem(("playbook", "day_starts"),
                                f"bad time of day '{meta.day_starts}'", "write HH:MM, e.g. 09:00")
