@@ -101,3 +101,48 @@ def test_not_t_in_tags_is_the_same_as_t_not_in_tags_for_the_loop_check(tmp_path:
     assert text != CLEARS_A_FORBIDDEN_TAG
     result = CliRunner().invoke(app, ["check", str(_write(tmp_path, text))])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("stray", [")", ",", "]"])
+def test_a_stray_operator_where_a_value_belongs_is_named_at_its_column(tmp_path: Path,
+                                                                       stray: str) -> None:
+    """`when = "x > )"` says "expected a value, found ')'" pointing at the `)` itself."""
+    text = HEAD.replace('on = "upgrade"\n', f'on = "upgrade"\nwhen = "1 > {stray}"\n', 1)
+    result = CliRunner().invoke(app, ["check", str(_write(tmp_path, text))])
+    assert result.exit_code == 1
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if t.startswith("when = "))
+    assert f"keep.toml:{line}:13: error: rules[0].when: expected a value, found '{stray}'" \
+        in result.output
+
+
+CONDITION = """\
+[playbook]
+name = "cond"
+
+[profile]
+level = "int"
+
+[tags.vip]
+
+[[rules]]
+name = "r"
+when = '{when}'
+actions = [{{ type = "tag", tag = "vip" }}]
+"""
+
+
+@pytest.mark.parametrize(("when", "column", "message"), [
+    ("tags", 9, "'tags' can only be used with in\n"),
+    ('profile.level in [1, "2"]', 30, "list item is a string, expected a number\n"),
+    ('profile.level in [1, 2] and "vip" in tags', None, None),
+], ids=["bare-tags", "mixed-list", "valid"])
+def test_condition_type_mistakes_are_named_at_their_column(
+        tmp_path: Path, when: str, column: int | None, message: str | None) -> None:
+    """`tags` used alone, or a list mixing types, is an error at its column; valid is exit 0."""
+    result = CliRunner().invoke(app, ["check", str(_write(tmp_path,
+                                                          CONDITION.format(when=when)))])
+    if message is None:
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 1
+    assert f"keep.toml:11:{column}: error: rules[0].when: {message}" in result.output

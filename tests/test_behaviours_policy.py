@@ -196,3 +196,18 @@ def test_task_capacity_bookkeeping_stays_small_over_a_year(tmp_path: Path) -> No
             ev(rt, f"c{i}", "call_me", at(day, 10 + i))
     kept = sum(len(days) for days in rt.policy_state.tasks.values())
     assert kept <= 3, rt.policy_state.tasks
+
+
+# ---- quiet hours that do not start or end on the hour ---------------------------------------
+
+def test_quiet_hours_ending_off_the_hour_defer_to_that_minute(tmp_path: Path) -> None:
+    """Quiet 22:05-07:55: 22:10 and 07:50 wait until 07:55; 22:00 and 07:56 are sent at once."""
+    rt = runtime(tmp_path, 'quiet_hours = { start = "22:05", end = "07:55" }\n')
+    before = one(ev(rt, "c3", "visit", "2024-05-01T22:00:00"))
+    night = one(ev(rt, "c1", "visit", "2024-05-01T22:10:00"))
+    dawn = one(ev(rt, "c2", "visit", "2024-05-02T07:50:00"))
+    after = one(ev(rt, "c4", "visit", "2024-05-02T07:56:00"))
+    assert [(a.status, a.details["deliver_at"]) for a in (night, dawn)] == [
+        ("deferred", "2024-05-02T07:55:00+08:00")] * 2
+    assert night.details["reason"] == "quiet hours 22:05-07:55"
+    assert (before.status, after.status) == ("planned", "planned")
