@@ -43,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -125,19 +125,18 @@ class _Source:
     def offset(self, line: int, col: int) -> int:
         return self.starts[line - 1] + col
 
-    def span(self, node: ast.AST) -> tuple[int, int]:
-        return (self.offset(node.lineno, node.col_offset),  # type: ignore[attr-defined]
-                self.offset(node.end_lineno, node.end_col_offset))  # type: ignore[attr-defined]
+    def span(self, node: ast.expr | ast.stmt) -> tuple[int, int]:
+        end_line = node.end_lineno if node.end_lineno is not None else node.lineno
+        end_col = node.end_col_offset if node.end_col_offset is not None else node.col_offset
+        return self.offset(node.lineno, node.col_offset), self.offset(end_line, end_col)
 
     def text(self, start: int, end: int) -> str:
         return self.source[start:end].decode()
 
-    def mutant(self, node: ast.AST, start: int, end: int, replacement: str, operator: str,
-               change: str) -> Mutant:
-        line = node.lineno  # type: ignore[attr-defined]
-        return Mutant(self.module, line, node.col_offset,  # type: ignore[attr-defined]
-                      start, end, replacement, operator, change,
-                      self.lines[line - 1].decode().strip())
+    def mutant(self, node: ast.expr | ast.stmt, start: int, end: int, replacement: str,
+               operator: str, change: str) -> Mutant:
+        return Mutant(self.module, node.lineno, node.col_offset, start, end, replacement,
+                      operator, change, self.lines[node.lineno - 1].decode().strip())
 
 
 def _gap_swap(src: _Source, gap: tuple[int, int], pattern: str, new: str) -> tuple[int, int,
@@ -150,9 +149,10 @@ def _gap_swap(src: _Source, gap: tuple[int, int], pattern: str, new: str) -> tup
     return gap[0], gap[1], text[:found.start()] + new + text[found.end():]
 
 
-def _cmp_pattern(op: type) -> str:
-    words = {ast.In: r"(?<![\w])in(?![\w])", ast.NotIn: r"not\s+in(?![\w])",
-             ast.Is: r"(?<![\w])is(?!\s+not)(?![\w])", ast.IsNot: r"is\s+not(?![\w])"}
+def _cmp_pattern(op: type[ast.cmpop]) -> str:
+    words: dict[type[ast.cmpop], str] = {
+        ast.In: r"(?<![\w])in(?![\w])", ast.NotIn: r"not\s+in(?![\w])",
+        ast.Is: r"(?<![\w])is(?!\s+not)(?![\w])", ast.IsNot: r"is\s+not(?![\w])"}
     return words.get(op, re.escape(CMP_TEXT[op]) + r"(?![=<>])")
 
 
@@ -257,7 +257,7 @@ def _mutants_of(src: _Source, node: ast.AST, in_function: bool) -> Iterator[Muta
         start, end = src.span(node.test)
         yield src.mutant(node.test, start, end, f"(not ({src.text(start, end)}))", "negate",
                          f"`{type(node).__name__.lower()}` condition negated")
-    if in_function and isinstance(node, REMOVABLE) and not _is_docstring(node):  # type: ignore[arg-type]
+    if in_function and isinstance(node, REMOVABLE) and not _is_docstring(node):
         start, end = src.span(node)
         yield src.mutant(node, start, end, "pass", "remove",
                          f"`{type(node).__name__.lower()}` statement removed")
@@ -324,8 +324,11 @@ def _pytest(copy: Path, tests: Sequence[str], timeout: float) -> tuple[str, floa
 
 def run(mutants: Sequence[Mutant], tests: dict[str, Sequence[str]], root: Path, jobs: int,
         timeout: float | None, equivalent: dict[str, str],
-        log: Any = sys.stderr) -> tuple[list[Outcome], dict[str, float]]:
-    """Run every mutant in copies of `root`; the outcomes, and each module's baseline time."""
+        log: Any = sys.stderr,
+        progress: Callable[[list[Outcome], dict[str, float]], None] | None = None,
+        ) -> tuple[list[Outcome], dict[str, float]]:
+    """Run every mutant in copies of `root`; the outcomes, and each module's baseline time.
+    `progress` gets the outcomes so far after each mutant (to write partial results)."""
     originals = {m.module: (root / m.module).read_bytes() for m in mutants}
     outcomes: list[Outcome] = []
     todo = [m for m in mutants if m.key not in equivalent]
@@ -369,6 +372,8 @@ def run(mutants: Sequence[Mutant], tests: dict[str, Sequence[str]], root: Path, 
                     outcomes.append(outcome)
                     print(f"[{len(outcomes)}/{len(mutants)}] {status:8} {m.module}:{m.line} "
                           f"{m.change}  ({seconds:.1f} s)", file=log, flush=True)
+                    if progress is not None:
+                        progress(list(outcomes), baselines)
 
         threads = [threading.Thread(target=worker, args=(c,)) for c in copies]
         for t in threads:
@@ -407,7 +412,10 @@ def write_results(path: Path, outcomes: Sequence[Outcome], totals: dict[str, int
     path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     lines = ["# sopkit mutation testing", "",
              f"Created {data['created']} by `python benchmarks/mutation.py "
-             f"{settings['argv']}`.", "",
+             f"{settings['argv']}`."
+             + ("" if settings.get("complete", True) else
+                f" **Partial**: {len(outcomes)} of {settings['planned']} mutants run so far."),
+             "",
              "Score = killed / (killed + survived); timeouts count as killed; equivalent "
              "mutants (tests/mutation-equivalent.txt) are left out. "
              f"Target: {TARGET:.0%} per module.", "",
@@ -506,11 +514,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{m.module}:{m.line}:{m.col} [{m.operator}] {m.change}: {m.line_text}")
         print(f"{len(chosen_mutants)} mutants", file=sys.stderr)
         return 0
-    outcomes, baselines = run(chosen_mutants, tests, root, args.jobs, args.timeout, equivalent)
     shown = " ".join(sys.argv[1:] if argv is None else argv)
-    write_results(args.results, outcomes, totals, baselines,
-                  {"argv": shown, "sample": args.sample, "seed": args.seed, "jobs": args.jobs,
-                   "timeout": args.timeout, "tests": {m: list(t) for m, t in tests.items()}})
+    settings = {"argv": shown, "sample": args.sample, "seed": args.seed, "jobs": args.jobs,
+                "timeout": args.timeout, "tests": {m: list(t) for m, t in tests.items()},
+                "planned": len(chosen_mutants), "complete": False}
+
+    def partial(so_far: list[Outcome], baselines: dict[str, float]) -> None:
+        ordered = sorted(so_far, key=lambda o: (o.module, o.line, o.key))
+        write_results(args.results, ordered, totals, baselines, settings)
+
+    outcomes, baselines = run(chosen_mutants, tests, root, args.jobs, args.timeout, equivalent,
+                              progress=partial)
+    write_results(args.results, outcomes, totals, baselines, {**settings, "complete": True})
     _print_scores(outcomes, totals)
     print(f"results: {args.results} and {args.results.with_suffix('.md')}")
     return 0
