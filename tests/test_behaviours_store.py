@@ -109,11 +109,17 @@ def test_postgresql_restart_reports_only_the_new_outbox_rows(tmp_path: Path, pg_
             db = open_store(url)
             stats[-1]["rows_after"] = len(db.rows())
             db.close()
+        table = _invoke(["run", str(playbook), "--store", url, "--events", str(growing),
+                         "--once", "--clock", END, "--lateness", "0s", "--engine", "native",
+                         "--quarantine", str(tmp_path / "q.jsonl")])
+        assert table.exit_code == 0, table.output
     first, second, third = stats
     assert first["rows_new"] == first["rows_after"] > 0
     assert second["rows_new"] == second["rows_after"] - first["rows_after"] > 0
     assert (third["rows_new"], third["rows_after"]) == (0, second["rows_after"])
     assert third["events_skipped"] == len(lines)
+    assert f"{len(lines)} already applied earlier" in table.stdout
+    assert "new outbox rows: 0" in table.stdout
 
 
 # ---- outbox purge --before -------------------------------------------------------------------
