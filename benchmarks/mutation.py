@@ -167,9 +167,10 @@ def _children(node: ast.AST) -> Iterator[ast.AST]:
                 yield item
 
 
-def _is_docstring(stmt: ast.stmt) -> bool:
+def _is_inert(stmt: ast.stmt) -> bool:
+    """A docstring or a `...` body: removing it changes nothing."""
     return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and \
-        isinstance(stmt.value.value, str)
+        (isinstance(stmt.value.value, str) or stmt.value.value is Ellipsis)
 
 
 def _is_type_checking(stmt: ast.AST) -> bool:
@@ -257,7 +258,7 @@ def _mutants_of(src: _Source, node: ast.AST, in_function: bool) -> Iterator[Muta
         start, end = src.span(node.test)
         yield src.mutant(node.test, start, end, f"(not ({src.text(start, end)}))", "negate",
                          f"`{type(node).__name__.lower()}` condition negated")
-    if in_function and isinstance(node, REMOVABLE) and not _is_docstring(node):
+    if in_function and isinstance(node, REMOVABLE) and not _is_inert(node):
         start, end = src.span(node)
         yield src.mutant(node, start, end, "pass", "remove",
                          f"`{type(node).__name__.lower()}` statement removed")

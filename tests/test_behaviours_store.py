@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from test_store import row
 from typer.testing import CliRunner
 
 from sopkit._cli import app
+from sopkit._errors import UsageError
 from sopkit._store import STATUSES, Store, open_store
 
 END = "2025-03-01T12:00:00"
@@ -70,6 +72,44 @@ def test_hand_over_in_a_commit_rewrites_pending_rows_only(store: Store) -> None:
     store.commit({}, {}, [], reassign={"c1": "staff-02"})
     moved = sorted(r.key for r in store.rows() if r.message["owner"] == "staff-02")
     assert moved == ["pending"]
+
+
+# ---- reading a store back ---------------------------------------------------------------------
+
+def test_every_stored_customer_is_read_back_once(store: Store) -> None:
+    """Loading 2,500 customers (three pages) yields each exactly once, in id order."""
+    states = {f"c{i:05d}": f"state {i}".encode() for i in range(2500)}
+    store.commit(states, {}, [])
+    loaded = list(store.load_customers())
+    assert [customer for customer, _ in loaded] == sorted(states)
+    assert dict(loaded) == states
+
+
+def test_settled_at_is_set_for_rows_created_final_and_empty_for_pending(store: Store) -> None:
+    """`settled_at` (shown by `outbox list --output jsonl`) is the creation time of a row made
+    suppressed, held out or cancelled, and empty while a row is pending."""
+    store.commit({}, {}, [row("p", created=50), row("s", status="suppressed", created=60),
+                          row("h", status="holdout", created=70),
+                          row("x", status="cancelled", created=80)])
+    assert {r.key: r.settled_at for r in store.rows()} == {"p": None, "s": 60, "h": 70, "x": 80}
+
+
+def test_a_meta_table_without_a_schema_version_is_refused(store_url: str) -> None:
+    """A store whose meta table lost its schema version is refused as not a sopkit store."""
+    open_store(store_url).close()
+    if store_url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(store_url, autocommit=True) as raw:
+            raw.execute("DELETE FROM meta WHERE key = 'schema_version'")
+    else:
+        with sqlite3.connect(store_url) as raw:
+            raw.execute("DELETE FROM meta WHERE key = 'schema_version'")
+    with pytest.raises(UsageError, match="has a meta table but no sopkit schema version; it "
+                       r"is not a sopkit store \(name another file or database\)"):
+        open_store(store_url)
+    result = _invoke(["outbox", "list", "--store", store_url])
+    assert result.exit_code == 2 and "no sopkit schema version" in result.stderr
 
 
 # ---- new outbox rows -------------------------------------------------------------------------
@@ -175,6 +215,15 @@ def test_unreachable_postgresql_says_why_on_one_line_exit_1() -> None:
                                "cannot connect: ")
     assert "Connection refused" in lines[0] and "\t" not in lines[0]
     assert "hunter2" not in result.output and "Traceback" not in result.output
+
+
+def test_a_url_without_a_password_is_shown_as_given() -> None:
+    """Without a password nothing is masked: the error names the URL exactly as typed."""
+    port = _closed_port()
+    url = f"postgresql://sopkit@127.0.0.1:{port}/db"
+    result = _invoke(["outbox", "list", "--store", url])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: store '{url}': cannot connect: ")
 
 
 def test_malformed_postgresql_url_is_a_usage_error() -> None:

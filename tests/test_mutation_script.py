@@ -70,14 +70,16 @@ def test_the_known_mutants_are_made_and_change_only_their_span() -> None:
 
 
 def test_docstrings_annotations_and_type_checking_blocks_are_not_mutated() -> None:
-    """No mutant touches a docstring, an annotation or an `if TYPE_CHECKING:` import."""
+    """No mutant touches a docstring, a `...` body, an annotation or a TYPE_CHECKING import."""
     source = (b'"""Doc."""\n'
               b"from typing import TYPE_CHECKING\n"
               b"if TYPE_CHECKING:\n"
               b"    import os\n"
               b"def f(x: int = 1) -> int:\n"
               b'    """Doc."""\n'
-              b"    return x\n")
+              b"    return x\n"
+              b"def g() -> None:\n"
+              b"    ...\n")
     changes = sorted(m.change for m in mutation.generate("m.py", source))
     assert changes == ["`1` -> `0`", "`1` -> `2`", "`return` statement removed"]
 
