@@ -403,10 +403,11 @@ def scores(outcomes: Sequence[Outcome], totals: dict[str, int]) -> dict[str, dic
 
 
 def write_results(path: Path, outcomes: Sequence[Outcome], totals: dict[str, int],
-                  baselines: dict[str, float], settings: dict[str, Any]) -> None:
+                  baselines: dict[str, float], settings: dict[str, Any],
+                  created: str | None = None) -> None:
     table = scores(outcomes, totals)
     data = {"schema_version": 1,
-            "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": created or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "settings": settings, "target": TARGET, "baseline_seconds": baselines,
             "modules": table, "mutants": [asdict(o) for o in outcomes]}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -446,7 +447,8 @@ def rescore(path: Path, equivalent: dict[str, str]) -> int:
         if o.key in equivalent:
             o.status, o.detail = "equivalent", equivalent[o.key]
     totals = {module: row["mutants"] for module, row in data["modules"].items()}
-    write_results(path, outcomes, totals, data["baseline_seconds"], data["settings"])
+    write_results(path, outcomes, totals, data["baseline_seconds"], data["settings"],
+                  created=data["created"])
     _print_scores(outcomes, totals)
     return 0
 
