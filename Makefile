@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick bench-campaign valgrind fuzz
+.PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick bench-campaign valgrind \
+        fuzz mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,3 +81,9 @@ valgrind: $(DEVSTAMP)
 	    --errors-for-leak-kinds=definite --suppressions=tests/valgrind.supp \
 	    $(PY) -m pytest -q -p no:cacheprovider tests/test_durable_engine.py \
 	    tests/test_differential.py -k "not hundred_thousand"
+
+## mutation: mutation testing of the core modules (not part of `make test`: all of them take
+## many hours); MUTATION_ARGS to choose, e.g. "--module _policy --sample 40 --seed 1";
+## benchmarks/mutation-results.md, .json (docs/testing.md#mutation-testing)
+mutation: $(DEVSTAMP)
+	nice -n 15 $(PY) benchmarks/mutation.py $(MUTATION_ARGS)

@@ -97,6 +97,14 @@ def render_problem(problem: Problem) -> str:
     return "\n".join(lines)
 
 
+def _print_problems(problems: list[Problem], output: Output) -> None:
+    for problem in problems:
+        if output is Output.jsonl:
+            typer.echo(json.dumps(problem.to_json(), ensure_ascii=False))
+        else:
+            typer.echo(render_problem(problem))
+
+
 @app.command()
 def check(
     playbooks: Annotated[list[Path], typer.Argument(help="Playbook TOML files.",
@@ -108,31 +116,19 @@ def check(
                                          "makes the exit code 1.")] = False,
 ) -> None:
     """Validate playbooks: exit 0 if all are valid, 1 if any is not, 2 on usage errors."""
+    from ._channel_check import channel_problems
+
     failed = False
     for path in playbooks:
         try:
             loaded = load(path)
+            # what `run` would refuse in the channel tables, short of secrets
+            errors: list[Problem] = channel_problems(loaded)
         except PlaybookError as exc:
-            failed = True
-            for problem in exc.problems:
-                if output is Output.jsonl:
-                    typer.echo(json.dumps(problem.to_json(), ensure_ascii=False))
-                else:
-                    typer.echo(render_problem(problem))
-            if output is Output.table:
-                count = len(exc.problems)
-                typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''}")
-            continue
-        from ._channel_check import channel_problems
-
-        errors = channel_problems(loaded)  # what `run` would refuse in the channel tables
+            errors = list(exc.problems)
         if errors:
             failed = True
-            for problem in errors:
-                if output is Output.jsonl:
-                    typer.echo(json.dumps(problem.to_json(), ensure_ascii=False))
-                else:
-                    typer.echo(render_problem(problem))
+            _print_problems(errors, output)
             if output is Output.table:
                 count = len(errors)
                 typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''}")
@@ -143,11 +139,7 @@ def check(
 
             warnings = lint(loaded)
             failed = failed or bool(warnings)
-            for problem in warnings:
-                if output is Output.jsonl:
-                    typer.echo(json.dumps(problem.to_json(), ensure_ascii=False))
-                else:
-                    typer.echo(render_problem(problem))
+            _print_problems(warnings, output)
         if output is Output.table:
             if warnings:
                 count = len(warnings)
