@@ -20,17 +20,22 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _clvfacts, _metrics, _rfm, _state
+from . import _clvfacts, _embed, _metrics, _rfm, _state, _templates
 from ._clock import Calendar
 from ._compile import compile_playbook
+from ._embed import Scheduled, StateExport
 from ._errors import ChainError, EventError
 from ._load import LoadedPlaybook
 from ._policy import ALL, Pipeline, PolicyState, bucket, update_opt_out
 from ._templates import render
 from ._validate import CLV_FACTS, POLICY_ACTIONS
 from .engines import DEFAULT, Engine, create_engine, resolve
+
+if TYPE_CHECKING:
+    from ._store import OutboxRow
+    from .channels import Message
 
 MAX_ROUNDS = 64
 _REFIT = "\0rfm"  # the heap entry of the population refit (sorts before every customer id)
@@ -263,7 +268,8 @@ class Runtime:
         self._fire_order = [(r, self.rules[r]["predicate"], self.rules[r]["on"])
                             for r in ir["rule_order"]]
         self._stage_predicates = [(stage["name"], stage["predicate"]) for stage in ir["stages"]]
-        self.touched: set[str] = set()  # customers evaluated since the last `take_touched`
+        self.touched: set[str] = set()  # customers changed since the last export
+        self.versions: dict[str, int] = {}  # customer -> the version last exported or loaded
         self.staff_event_ids: dict[str, int] | None = None  # staff_departed events' ids
         self._clv: dict[str, Any] | None = self.ir.get("clv")
         self._clv_next: int | None = None
@@ -316,14 +322,12 @@ class Runtime:
     def add_profile(self, record: Mapping[str, Any]) -> None:
         """Set a customer's profile attributes (typed per the playbook); EventError if bad."""
         customer_id = _customer_id(record)
-        profile: dict[str, Any] = {}
-        for attr, kind in self.profile_types.items():
-            if attr in record:
-                profile[attr] = _convert(record[attr], kind, f"profile attribute '{attr}'")
+        profile = self._profile_fields(record)
         known = customer_id in self.customers
         cs = self._customer(customer_id)
-        cs.profile.update(profile)
+        _update_profile(cs.profile, profile)
         self._sync_opt_out(cs, profile)
+        self.touched.add(customer_id)
         cs.wake_cache = None
         owner = record.get("owner")
         if owner not in (None, ""):
@@ -348,6 +352,8 @@ class Runtime:
             raise EventError(f"unknown event type '{etype}' (the playbook declares: {known})",
                              f"unknown event type '{etype}'")
         raw_ts = record.get("ts")
+        if isinstance(raw_ts, dt.datetime):  # a host passes its own datetime
+            raw_ts = raw_ts.isoformat()
         if not isinstance(raw_ts, str) or not raw_ts:
             raise EventError("missing 'ts' (an ISO 8601 time)")
         try:
@@ -360,9 +366,7 @@ class Runtime:
         if event_id is not None:
             fields[_EVENT_ID] = event_id
         if etype == PROFILE_EVENT:
-            for attr, kind in self.profile_types.items():
-                if attr in record:
-                    fields[attr] = _convert(record[attr], kind, f"profile attribute '{attr}'")
+            fields.update(self._profile_fields(record))
             if record.get("owner") not in (None, ""):
                 fields["\0owner"] = sys.intern(str(record["owner"]))
             return customer_id, etype, ts, fields
@@ -390,6 +394,8 @@ class Runtime:
                                  "staff_departed with a bad 'to'")
             fields["to"] = to.strip()
         raw_ts = record.get("ts")
+        if isinstance(raw_ts, dt.datetime):
+            raw_ts = raw_ts.isoformat()
         try:
             ts = self.calendar.parse(raw_ts) if isinstance(raw_ts, str) and raw_ts else None
         except ValueError:
@@ -431,7 +437,7 @@ class Runtime:
         if etype == PROFILE_EVENT:
             owner = fields.pop("\0owner", None)
             cs.owner = owner or cs.owner
-            cs.profile.update(fields)
+            _update_profile(cs.profile, fields)
             self._sync_opt_out(cs, fields)
             cs.wake_cache = None
             out.extend(self._tick(cs, ts, None))
@@ -518,19 +524,28 @@ class Runtime:
         """A profile that gives the consent attribute replaces the customer's opt-outs."""
         attr = self._consent_attribute
         if attr is not None and attr in profile:
-            cs.opt_out = frozenset(profile[attr])
+            cs.opt_out = frozenset(profile[attr] or ())
+
+    def _profile_fields(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The declared profile attributes a record gives, typed; None for one given as
+        null or "" (missing: it is removed from the profile)."""
+        out: dict[str, Any] = {}
+        for attr, kind in self.profile_types.items():
+            if attr in record:
+                raw = record[attr]
+                missing = raw is None or (isinstance(raw, str) and not raw.strip())
+                out[attr] = None if missing else \
+                    _convert(raw, kind, f"profile attribute '{attr}'")
+        return out
 
     # ---- time --------------------------------------------------------------------------
 
     def advance(self, to: str | dt.datetime) -> list[Action]:
         """Let virtual time pass until `to`, running every wake-up due by then."""
-        if isinstance(to, dt.datetime):
-            ts = int((to if to.tzinfo else to.replace(tzinfo=self.calendar.tz)).timestamp())
-        else:
-            ts = self.calendar.parse(to)
+        ts = _embed.timestamp(self, to)
         if self.now is not None and ts < self.now:
-            raise ValueError(f"cannot advance back to {to}: the clock is at "
-                             f"{self.calendar.format(self.now)}")
+            raise _embed.ClockError(f"cannot advance back to {to}: the clock is at "
+                                    f"{self.calendar.format(self.now)}; time only goes forward")
         return self.advance_ts(ts)
 
     def advance_ts(self, ts: int) -> list[Action]:
@@ -540,7 +555,8 @@ class Runtime:
             start = ts if self.now is None else self.now
             self.now = start
             for customer_id in self._unstarted:
-                self._push(self.customers[customer_id], start)
+                if customer_id in self.customers:  # not evicted since
+                    self._push(self.customers[customer_id], start)
             self._unstarted.clear()
             if starting:
                 self.campaign_plan.start(start, inclusive=True)
@@ -566,9 +582,9 @@ class Runtime:
                     self.now = when
                     out.extend(self._clv_refit(when))
                     continue
-                cs = self.customers[customer_id]
-                if cs.wake_at != when:
-                    continue  # superseded by a later schedule
+                cs = self.customers.get(customer_id)
+                if cs is None or cs.wake_at != when:
+                    continue  # superseded by a later schedule, or evicted
                 cs.wake_at = None
                 self.now = when
                 out.extend(self._tick(cs, when, None))
@@ -594,7 +610,8 @@ class Runtime:
         heap = self._heap
         customers = self.customers
         live = {(when, cid) for when, cid in heap
-                if cid in (_REFIT, _CLV_REFIT) or customers[cid].wake_at == when}
+                if cid in (_REFIT, _CLV_REFIT) or
+                (cid in customers and customers[cid].wake_at == when)}
         heap[:] = live
         heapq.heapify(heap)
         self._heap_limit = max(_HEAP_SLACK, 2 * len(heap))
@@ -1077,8 +1094,12 @@ class Runtime:
             text = render(spec["text"], with_params)
             details.update(channel=spec["channel"], template=spec["template"],
                            params=params, message=text)
+            missing = _templates.missing(spec["text"], with_params)
             if spec.get("title"):
                 details["title"] = render(spec["title"], with_params)
+                missing += _templates.missing(spec["title"], with_params)
+            if missing:  # the policy holds it (_policy.complete)
+                details["missing"] = list(dict.fromkeys(missing))
         elif kind == "task":
             details.update(assignee=spec["assignee"] or cs.owner,
                            due=self.calendar.format(now + spec["due"]),
@@ -1149,9 +1170,7 @@ class Runtime:
 
     def state(self, customer_id: str) -> CustomerView:
         """A snapshot of one customer's facts at the runtime's current time."""
-        cs = self.customers.get(customer_id)
-        if cs is None:
-            raise KeyError(customer_id)
+        cs = _embed.customer(self, customer_id)
         now = self.now or 0
         today = self.calendar.day_index(now)
         metrics = {metric.name: json_value(metric.value(cs.metrics[k], now, today, cs.profile))
@@ -1179,7 +1198,84 @@ class Runtime:
         return counts if any(counts.values()) else {}
 
     def customer_ids(self) -> Iterable[str]:
+        """The customers this runtime holds."""
         return self.customers.keys()
+
+    # ---- embedding (docs/embedding.md; the logic is in _embed and _outbox) ----------------
+
+    @property
+    def clock(self) -> dt.datetime | None:
+        """The runtime's virtual time, in the playbook's timezone; None before the first event
+        or `advance`. (`now` is the same instant in unix seconds, for sopkit's own use.)"""
+        return None if self.now is None else self.calendar.local(self.now)
+
+    def pending(self, customer_id: str) -> list[Scheduled]:
+        """The actions the runtime holds for a customer (rules with a `delay` that fired),
+        by due time, each with its rule, due time, channel and key."""
+        return _embed.pending(self, customer_id)
+
+    def cancel(self, key: str, reason: str) -> list[Action]:
+        """Cancel a scheduled action by its key (the whole firing it belongs to): its actions,
+        recorded `cancelled` with the reason, like any decision."""
+        return _embed.cancel(self, key, reason)
+
+    def export(self, customer_id: str) -> StateExport:
+        """One customer's state, versioned, to store in the host's own table."""
+        return _embed.export(self, customer_id)
+
+    def export_changed(self) -> list[StateExport]:
+        """The state of every customer changed since the last export (new versions)."""
+        return _embed.export_changed(self)
+
+    def export_clock(self) -> bytes:
+        """The runtime-wide state (clock, counters, fits) to store with the customers'."""
+        return self.dump_clock()
+
+    def load(self, export: StateExport) -> None:
+        """Hold a customer with an exported state (replacing what is held); StateConflict if
+        this runtime already exported a later version of it (two writers)."""
+        _embed.load(self, export)
+
+    def load_clock(self, data: bytes) -> None:
+        """Load what `export_clock` returned (do it before loading customers)."""
+        _embed.load_clock(self, data)
+
+    def evict(self, customer_id: str) -> bool:
+        """Stop holding a customer (unexported changes are dropped: a rollback); False if it
+        was not held."""
+        return _embed.evict(self, customer_id)
+
+    def due(self, until: dt.datetime | str | None = None,
+            limit: int | None = None) -> list[tuple[dt.datetime, str]]:
+        """The next wake-ups of the customers held, earliest first: (time, customer id)."""
+        return _embed.due(self, until, limit)
+
+    def deliverable(self, action: Action, at: dt.datetime | str | None = None) -> str | None:
+        """Why the action may not be delivered now (consent withdrawn, expired), or None.
+        Ask at the moment of delivery; `at` defaults to the runtime's clock."""
+        return _embed.deliverable(self, action.customer_id, action.details.get("channel"),
+                                  action.action, action.details.get("expires_at"), at)
+
+    def consent_screen(self, row: OutboxRow, now: int) -> tuple[str, str] | None:
+        """A dispatcher screen: a message row whose customer (held by this runtime) opted
+        out since it was planned is settled `suppressed`, with the reason."""
+        if row.customer_id not in self.customers:
+            return None
+        reason = _embed.deliverable(self, row.customer_id, row.channel, row.kind, None, None)
+        return None if reason is None else ("suppressed", reason)
+
+    def message(self, action: Action) -> Message:
+        """The `channels.Message` for a deliverable action, with the customer's contact and
+        owner as held now (build it at delivery time)."""
+        from ._outbox import message_for  # it imports this module
+
+        return message_for(self, action)
+
+    def outbox_rows(self, actions: list[Action]) -> list[OutboxRow]:
+        """The `OutboxRow`s for actions, as `sopkit run` stores them (deliverable kinds)."""
+        from ._outbox import outbox_rows
+
+        return outbox_rows(self, actions)
 
     # ---- persistence (the live loop's store) ----------------------------------------------
 
@@ -1190,7 +1286,7 @@ class Runtime:
 
     def dump_customer(self, customer_id: str) -> bytes:
         """One customer's whole state as JSON keyed by the playbook's names (`_state`)."""
-        return _state.dump_customer(self, self.customers[customer_id])
+        return _state.dump_customer(self, _embed.customer(self, customer_id))
 
     def dump_clock(self) -> bytes:
         """The runtime-wide state: the clock, sequence numbers and policy counters."""
@@ -1266,6 +1362,15 @@ def _remember(seen: dict[str, int] | None, event_id: str, ts: int) -> dict[str, 
         kept = [(k, t) for k, t in seen.items() if t >= horizon]
         seen = dict(kept[-EVENT_ID_LIMIT:])
     return seen
+
+
+def _update_profile(profile: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    """Set the attributes given; one given as missing (None) is removed."""
+    for attr, value in fields.items():
+        if value is None:
+            profile.pop(attr, None)
+        else:
+            profile[attr] = value
 
 
 def _param_or(name: str, params: dict[str, Any], lookup: Any) -> Any:

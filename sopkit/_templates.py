@@ -68,3 +68,10 @@ def render(text: str, lookup: Callable[[str], object]) -> str:
             shown = default
         text = text.replace(raw, shown, 1)
     return text
+
+
+def missing(text: str, lookup: Callable[[str], object]) -> list[str]:
+    """The placeholders without a default whose fact renders empty (missing, None, ""): a
+    message that needs them would read wrong, so it is held with this list as the reason."""
+    return [name for _, name, default in _parse(text)
+            if default is None and not format_value(lookup(name))]
