@@ -27,6 +27,7 @@ from ._outbox import Dispatcher
 from ._runtime import Action, CustomerView, Runtime
 from ._simulate import Summary, simulate
 from ._store import OutboxRow, open_store
+from ._upgrade import Upgrade, upgrade
 
 
 def load_playbook(path: str | _os.PathLike[str]) -> LoadedPlaybook:
@@ -56,10 +57,12 @@ __all__ = [
     "StateError",
     "StateExport",
     "Summary",
+    "Upgrade",
     "UsageError",
     "__version__",
     "compile_playbook",
     "load_playbook",
     "open_store",
     "simulate",
+    "upgrade",
 ]

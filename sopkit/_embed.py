@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _state
 from ._codec import StateError
-from ._errors import SopkitError
+from ._errors import EventError, SopkitError, UsageError
 from ._policy import MESSAGES, opted_out
 
 if TYPE_CHECKING:
@@ -37,10 +38,8 @@ class StateConflict(SopkitError):
     """Two writers: state older than what this runtime already exported was loaded over it."""
 
 
-class BadArgument(SopkitError, ValueError):
+class BadArgument(UsageError, ValueError):
     """An argument that cannot work (a batch of 0, a negative limit); also a ValueError."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,13 @@ class Scheduled:
                 "action": self.action, "due": self.due.isoformat(),
                 "fired_at": self.fired_at.isoformat(), "channel": self.channel,
                 "template": self.template}
+
+
+def check_record(record: object, what: str) -> None:
+    """EventError unless `record` is a mapping (a JSON object's dict)."""
+    if not isinstance(record, Mapping):
+        raise EventError(f"{what} is a mapping of field names to values (a dict), not "
+                         f"{type(record).__name__}", f"{what} is not a mapping")
 
 
 # ---- state export and import ----------------------------------------------------------------

@@ -321,6 +321,7 @@ class Runtime:
 
     def add_profile(self, record: Mapping[str, Any]) -> None:
         """Set a customer's profile attributes (typed per the playbook); EventError if bad."""
+        _embed.check_record(record, "a profile")
         customer_id = _customer_id(record)
         profile = self._profile_fields(record)
         known = customer_id in self.customers
@@ -406,6 +407,7 @@ class Runtime:
 
     def ingest(self, record: Mapping[str, Any]) -> list[Action]:
         """Apply one event: run wake-ups due up to its time, then the event's evaluation."""
+        _embed.check_record(record, "an event")
         return self.apply(self.parse_event(record))
 
     def apply(self, event: tuple[str, str, int, dict[str, Any]]) -> list[Action]:

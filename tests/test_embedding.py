@@ -382,6 +382,8 @@ def test_every_misuse_is_a_sopkit_error_with_a_reason() -> None:
         rt.load(sopkit.StateExport("c9", 1, b"\x00garbage"))
     with pytest.raises(sopkit.StateError, match="runtime state"):
         rt.load_clock(b"{}")
+    with pytest.raises(sopkit.EventError, match="an event is a mapping"):
+        rt.ingest("purchase")  # type: ignore[arg-type]  # the mistake under test
     with pytest.raises(sopkit.SopkitError, match="takes a StateExport"):
         rt.load(b"{}")  # type: ignore[arg-type]  # the mistake under test
     with pytest.raises(sopkit.SopkitError, match="batch must be at least 1"):

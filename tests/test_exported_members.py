@@ -11,8 +11,8 @@ PUBLIC = {
     "Action", "ChainError", "ClockError", "CustomerView", "DispatchStats", "Dispatcher",
     "EventError", "LoadedPlaybook", "Location", "NotFound", "Outbox", "OutboxRow",
     "PlaybookError", "Problem", "Runtime", "Scheduled", "SopkitError", "StateConflict",
-    "StateError", "StateExport", "Summary", "UsageError", "__version__", "compile_playbook",
-    "load_playbook", "open_store", "simulate",
+    "StateError", "StateExport", "Summary", "Upgrade", "UsageError", "__version__",
+    "compile_playbook", "load_playbook", "open_store", "simulate", "upgrade",
 }
 
 # The embedding API of Runtime (docs/embedding.md): a change here is a change of contract.
