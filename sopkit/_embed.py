@@ -11,7 +11,7 @@ import datetime as dt
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _state
 from ._codec import StateError
@@ -20,6 +20,8 @@ from ._policy import MESSAGES, opted_out
 
 if TYPE_CHECKING:
     from ._runtime import Action, CustomerState, Runtime
+    from ._store import OutboxRow
+    from .channels import Message
 
 
 class NotFound(SopkitError, KeyError):
@@ -247,6 +249,95 @@ def deliverable(rt: Runtime, customer_id: str, channel: Any, kind: str, expires_
         if now is not None and now > timestamp(rt, expires_at):
             return f"expired: not delivered by {expires_at}"
     return None
+
+
+# ---- the Runtime's embedding methods ------------------------------------------------------
+
+
+class EmbeddingAPI:
+    """The embedding methods of `Runtime` (docs/embedding.md); `Runtime` inherits them."""
+
+    @property
+    def clock(self) -> dt.datetime | None:
+        """The runtime's virtual time, in the playbook's timezone; None before the first event
+        or `advance`. (`now` is the same instant in unix seconds, for sopkit's own use.)"""
+        rt = _rt(self)
+        return None if rt.now is None else rt.calendar.local(rt.now)
+
+    def pending(self, customer_id: str) -> list[Scheduled]:
+        """The actions the runtime holds for a customer (rules with a `delay` that fired),
+        by due time, each with its rule, due time, channel and key."""
+        return pending(_rt(self), customer_id)
+
+    def cancel(self, key: str, reason: str) -> list[Action]:
+        """Cancel a scheduled action by its key (the whole firing it belongs to): its actions,
+        recorded `cancelled` with the reason, like any decision."""
+        return cancel(_rt(self), key, reason)
+
+    def export(self, customer_id: str) -> StateExport:
+        """One customer's state, versioned, to store in the host's own table."""
+        return export(_rt(self), customer_id)
+
+    def export_changed(self) -> list[StateExport]:
+        """The state of every customer changed since the last export (new versions)."""
+        return export_changed(_rt(self))
+
+    def export_clock(self) -> bytes:
+        """The runtime-wide state (clock, counters, fits) to store with the customers'."""
+        return _rt(self).dump_clock()
+
+    def load(self, export: StateExport) -> None:
+        """Hold a customer with an exported state (replacing what is held); StateConflict if
+        this runtime already exported a later version of it (two writers)."""
+        load(_rt(self), export)
+
+    def load_clock(self, data: bytes) -> None:
+        """Load what `export_clock` returned (do it before loading customers)."""
+        load_clock(_rt(self), data)
+
+    def evict(self, customer_id: str) -> bool:
+        """Stop holding a customer (unexported changes are dropped: a rollback); False if it
+        was not held."""
+        return evict(_rt(self), customer_id)
+
+    def due(self, until: dt.datetime | str | None = None,
+            limit: int | None = None) -> list[tuple[dt.datetime, str]]:
+        """The next wake-ups of the customers held, earliest first: (time, customer id)."""
+        return due(_rt(self), until, limit)
+
+    def deliverable(self, action: Action,
+                    at: dt.datetime | str | None = None) -> str | None:
+        """Why the action may not be delivered now (consent withdrawn, expired), or None.
+        Ask at the moment of delivery; `at` defaults to the runtime's clock."""
+        return deliverable(_rt(self), action.customer_id, action.details.get("channel"),
+                                  action.action, action.details.get("expires_at"), at)
+
+    def consent_screen(self, row: OutboxRow, now: int) -> tuple[str, str] | None:
+        """A dispatcher screen: a message row whose customer (held by this runtime) opted
+        out since it was planned is settled `suppressed`, with the reason."""
+        rt = _rt(self)
+        if row.customer_id not in rt.customers:
+            return None
+        reason = deliverable(rt, row.customer_id, row.channel, row.kind, None, None)
+        return None if reason is None else ("suppressed", reason)
+
+    def message(self, action: Action) -> Message:
+        """The `channels.Message` for a deliverable action, with the customer's contact and
+        owner as held now (build it at delivery time)."""
+        from ._outbox import message_for  # it imports this module
+
+        return message_for(_rt(self), action)
+
+    def outbox_rows(self, actions: list[Action]) -> list[OutboxRow]:
+        """The `OutboxRow`s for actions, as `sopkit run` stores them (deliverable kinds)."""
+        from ._outbox import outbox_rows
+
+        return outbox_rows(_rt(self), actions)
+
+
+def _rt(api: EmbeddingAPI) -> Runtime:
+    """The runtime the mixin's methods run on (`Runtime` is the only subclass)."""
+    return cast("Runtime", api)
 
 
 __all__ = ["BadArgument", "ClockError", "NotFound", "Scheduled", "StateConflict", "StateError",

@@ -20,22 +20,17 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _clvfacts, _embed, _metrics, _rfm, _state, _templates
 from ._clock import Calendar
 from ._compile import compile_playbook
-from ._embed import Scheduled, StateExport
 from ._errors import ChainError, EventError
 from ._load import LoadedPlaybook
 from ._policy import ALL, Pipeline, PolicyState, bucket, update_opt_out
 from ._templates import render
 from ._validate import CLV_FACTS, POLICY_ACTIONS
 from .engines import DEFAULT, Engine, create_engine, resolve
-
-if TYPE_CHECKING:
-    from ._store import OutboxRow
-    from .channels import Message
 
 MAX_ROUNDS = 64
 _REFIT = "\0rfm"  # the heap entry of the population refit (sorts before every customer id)
@@ -193,7 +188,7 @@ def json_value(value: Any, exact: bool = False) -> Any:
     return value
 
 
-class Runtime:
+class Runtime(_embed.EmbeddingAPI):
     """Evaluates a playbook for many customers as events arrive and (virtual) time passes.
 
     >>> rt = Runtime(load_playbook("playbooks/retail.toml"))
@@ -1202,82 +1197,6 @@ class Runtime:
     def customer_ids(self) -> Iterable[str]:
         """The customers this runtime holds."""
         return self.customers.keys()
-
-    # ---- embedding (docs/embedding.md; the logic is in _embed and _outbox) ----------------
-
-    @property
-    def clock(self) -> dt.datetime | None:
-        """The runtime's virtual time, in the playbook's timezone; None before the first event
-        or `advance`. (`now` is the same instant in unix seconds, for sopkit's own use.)"""
-        return None if self.now is None else self.calendar.local(self.now)
-
-    def pending(self, customer_id: str) -> list[Scheduled]:
-        """The actions the runtime holds for a customer (rules with a `delay` that fired),
-        by due time, each with its rule, due time, channel and key."""
-        return _embed.pending(self, customer_id)
-
-    def cancel(self, key: str, reason: str) -> list[Action]:
-        """Cancel a scheduled action by its key (the whole firing it belongs to): its actions,
-        recorded `cancelled` with the reason, like any decision."""
-        return _embed.cancel(self, key, reason)
-
-    def export(self, customer_id: str) -> StateExport:
-        """One customer's state, versioned, to store in the host's own table."""
-        return _embed.export(self, customer_id)
-
-    def export_changed(self) -> list[StateExport]:
-        """The state of every customer changed since the last export (new versions)."""
-        return _embed.export_changed(self)
-
-    def export_clock(self) -> bytes:
-        """The runtime-wide state (clock, counters, fits) to store with the customers'."""
-        return self.dump_clock()
-
-    def load(self, export: StateExport) -> None:
-        """Hold a customer with an exported state (replacing what is held); StateConflict if
-        this runtime already exported a later version of it (two writers)."""
-        _embed.load(self, export)
-
-    def load_clock(self, data: bytes) -> None:
-        """Load what `export_clock` returned (do it before loading customers)."""
-        _embed.load_clock(self, data)
-
-    def evict(self, customer_id: str) -> bool:
-        """Stop holding a customer (unexported changes are dropped: a rollback); False if it
-        was not held."""
-        return _embed.evict(self, customer_id)
-
-    def due(self, until: dt.datetime | str | None = None,
-            limit: int | None = None) -> list[tuple[dt.datetime, str]]:
-        """The next wake-ups of the customers held, earliest first: (time, customer id)."""
-        return _embed.due(self, until, limit)
-
-    def deliverable(self, action: Action, at: dt.datetime | str | None = None) -> str | None:
-        """Why the action may not be delivered now (consent withdrawn, expired), or None.
-        Ask at the moment of delivery; `at` defaults to the runtime's clock."""
-        return _embed.deliverable(self, action.customer_id, action.details.get("channel"),
-                                  action.action, action.details.get("expires_at"), at)
-
-    def consent_screen(self, row: OutboxRow, now: int) -> tuple[str, str] | None:
-        """A dispatcher screen: a message row whose customer (held by this runtime) opted
-        out since it was planned is settled `suppressed`, with the reason."""
-        if row.customer_id not in self.customers:
-            return None
-        reason = _embed.deliverable(self, row.customer_id, row.channel, row.kind, None, None)
-        return None if reason is None else ("suppressed", reason)
-
-    def message(self, action: Action) -> Message:
-        """The `channels.Message` for a deliverable action, with the customer's contact and
-        owner as held now (build it at delivery time)."""
-        from ._outbox import message_for  # it imports this module
-
-        return message_for(self, action)
-
-    def outbox_rows(self, actions: list[Action]) -> list[OutboxRow]:
-        """The `OutboxRow`s for actions, as `sopkit run` stores them (deliverable kinds)."""
-        from ._outbox import outbox_rows
-
-        return outbox_rows(self, actions)
 
     # ---- persistence (the live loop's store) ----------------------------------------------
 

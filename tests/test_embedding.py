@@ -7,10 +7,13 @@ The host's tables are tests/embed_host.py (plain sqlite3); channels are the ship
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -415,3 +418,69 @@ def test_an_empty_value_clears_an_attribute_and_a_date_may_be_empty() -> None:
     rt.ingest({"customer_id": "c1", "type": "profile", "ts": "2024-05-01T10:00:00",
                "name": "", "birthday": None})
     assert rt.state("c1").profile == {}
+
+
+def _outbox_rows(store: Path) -> list[tuple[str, str, str]]:
+    try:
+        with sqlite3.connect(store) as db:
+            return db.execute("SELECT rule, status, reason FROM outbox ORDER BY id").fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
+def test_sopkit_run_killed_then_an_opt_out_suppresses_the_waiting_row(tmp_path: Path) -> None:
+    """`sopkit run` plans a deferred thank-you and is killed (SIGKILL); the opt-out comes to
+    the next run, whose dispatcher settles the row `suppressed` at 09:00 instead of sending."""
+    events, store = tmp_path / "events.jsonl", tmp_path / "live.db"
+    events.write_text(json.dumps(_buy("c1", "2024-05-01T22:00:00")) + "\n", encoding="utf-8")
+    base = [sys.executable, "-m", "sopkit", "run", str(CRM), "--store", str(store),
+            "--events", str(events), "--lateness", "0s", "--engine", "native"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*base, "--follow", "--tick", "0.05", "--clock",
+                             "2024-05-01T22:30:00", "--send-from", "2000-01-01"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if _outbox_rows(store):
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert _outbox_rows(store) == [("thanks", "pending", "quiet hours 21:00-09:00")]
+    with events.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"customer_id": "c1", "type": "opt_out", "channel": "sms",
+                            "ts": "2024-05-01T23:00:00"}) + "\n")
+    done = subprocess.run([*base, "--once", "--clock", "2024-05-02T10:00:00"], env=env,
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("thanks", "suppressed", "opt-out: sms (at delivery)") in _outbox_rows(store)
+    assert "感谢" not in done.stdout  # the console channel printed nothing
+
+
+def test_upgrade_deploys_a_new_version_over_the_hosts_exports() -> None:
+    """v2 over v1's exports: the renamed follow-up keeps its pending action (same due time),
+    the new `regular` rule is forward-only for a customer who already qualifies, the removed
+    recall is named for the outbox, and every export is the next version."""
+    old = _rt()
+    for day in (1, 2, 3):
+        old.ingest(_buy("c1", f"2024-05-0{day}T10:00:00"))
+    (before,) = old.export_changed()
+    v2 = sopkit.load_playbook(ROOT / "examples/crm/crm-v2.toml")
+    new = sopkit.upgrade(v2, previous_ir=old.ir, clock=old.export_clock(), customers=[before])
+    assert [(e.customer_id, e.version) for e in new.exports] == [("c1", before.version + 1)]
+    assert new.cancel_rules == {"recall": "rule removed in version 2"}
+    assert {c["kind"] for c in new.changes} == {"rule added", "rule removed", "rule renamed"}
+    rt = new.runtime
+    assert [(p.rule, p.due.isoformat()) for p in rt.pending("c1")][:2] == [
+        ("care_3d", "2024-05-04T10:00:00+08:00"), ("care_3d", "2024-05-04T10:00:00+08:00")]
+    later = rt.ingest(_buy("c1", "2024-05-04T11:00:00"))
+    assert "regular" not in {a.rule for a in later}  # already qualified at deploy: armed
+
+
+def test_upgrade_without_the_previous_ir_says_what_it_needs() -> None:
+    """`previous_ir` must be the running version's Runtime.ir."""
+    rt = _rt()
+    with pytest.raises(sopkit.SopkitError, match=r"previous_ir=\.\.\.\) takes the running"):
+        sopkit.upgrade(sopkit.load_playbook(CRM), previous_ir={}, clock=rt.export_clock(),
+                       customers=[])
