@@ -125,6 +125,11 @@ def load(rt: Runtime, item: StateExport) -> None:
             f"this runtime already exported version {held}. Another writer changed it, or a "
             "failed commit was not rolled back; to roll back, evict the customer first, then "
             "load the last committed export (docs/embedding.md#one-writer)")
+    if item.customer_id in rt.touched and item.customer_id in rt.customers:
+        raise StateConflict(
+            f"customer {item.customer_id!r} has changes this runtime has not exported; "
+            "loading over them would lose them. Commit them (export_changed) first, or "
+            "evict the customer to drop them (a rollback)")
     cs = _state.load_customer(rt, item.customer_id, item.data)
     rt._adopt(cs)
     rt.versions[item.customer_id] = item.version

@@ -263,6 +263,20 @@ def test_loading_older_state_over_a_later_export_is_a_conflict() -> None:
         rt.load(v1)
 
 
+def test_loading_over_changes_not_exported_is_a_conflict() -> None:
+    """A customer changed since its last export cannot be loaded over (the change would be
+    lost without a trace); after `evict` it can."""
+    rt = _rt()
+    rt.ingest(_buy("c1", "2024-05-01T10:00:00"))
+    (v1,) = rt.export_changed()
+    rt.ingest(_buy("c1", "2024-05-02T10:00:00"))
+    with pytest.raises(sopkit.StateConflict, match="has changes this runtime has not exported"):
+        rt.load(v1)
+    rt.evict("c1")
+    rt.load(v1)
+    assert rt.state("c1").metrics["purchases"] == 1
+
+
 def test_rollback_is_evict_and_load_the_last_committed_state(tmp_path: Path) -> None:
     """The host's transaction fails: evicting the customers and loading what the table holds
     puts the runtime back where the last commit left it."""
