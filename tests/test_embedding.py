@@ -133,6 +133,22 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert (row["status"], row["reason"]) == ("suppressed", "opt-out: sms (at delivery)")
 
 
+def test_sopkits_own_store_is_an_outbox_for_the_public_dispatcher(tmp_path: Path) -> None:
+    """A host may keep its state itself and use sopkit's store only as the outbox: the same
+    Dispatcher, given the runtime, suppresses the opted-out row there too."""
+    store = sopkit.open_store(str(tmp_path / "outbox.db"))
+    rt = _rt()
+    store.commit({}, {}, rt.outbox_rows(rt.ingest(_buy("c1", "2024-05-01T22:00:00"))))
+    rt.ingest({"customer_id": "c1", "type": "opt_out", "ts": "2024-05-01T23:00:00"})
+    sms = MemoryChannel("sms")
+    sopkit.Dispatcher(store, {"sms": sms}, worker="w", runtime=rt).run_once(
+        _stamp("2024-05-02T09:00:00"))
+    (row,) = store.rows()
+    assert (row.status, row.reason, sms.sent) == ("suppressed", "opt-out: all (at delivery)",
+                                                  [])
+    store.close()
+
+
 def test_without_the_runtime_the_same_row_would_have_gone_out(tmp_path: Path) -> None:
     """The control: a Dispatcher not given the runtime sends the row the opt-out concerns."""
     host = HostDb(tmp_path / "crm.db")
