@@ -71,7 +71,13 @@ def render(text: str, lookup: Callable[[str], object]) -> str:
 
 
 def missing(text: str, lookup: Callable[[str], object]) -> list[str]:
-    """The placeholders without a default whose fact renders empty (missing, None, ""): a
-    message that needs them would read wrong, so it is held with this list as the reason."""
-    return [name for _, name, default in _parse(text)
-            if default is None and not format_value(lookup(name))]
+    """The placeholders without a default whose fact is missing (None, or blank text): a
+    message that needs them would read wrong, so it is held with this list as the reason.
+    (An empty collection, such as no tags, is a value.)"""
+    out = []
+    for _, name, default in _parse(text):
+        if default is None:
+            value = lookup(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                out.append(name)
+    return out
