@@ -514,3 +514,17 @@ def test_upgrade_without_the_previous_ir_says_what_it_needs() -> None:
     with pytest.raises(sopkit.SopkitError, match=r"previous_ir=\.\.\.\) takes the running"):
         sopkit.upgrade(sopkit.load_playbook(CRM), previous_ir={}, clock=rt.export_clock(),
                        customers=[])
+
+
+def test_deliverable_says_when_a_waiting_message_has_expired(tmp_path: Path) -> None:
+    """A thank-you that `expires = "1h"` after its 09:00 delivery may go at 09:30 but not at
+    10:30: the reason names the deadline."""
+    text = CRM.read_text(encoding="utf-8").replace(
+        'template = "thanks" }', 'template = "thanks", expires = "1h" }')
+    path = tmp_path / "crm.toml"
+    path.write_text(text, encoding="utf-8")
+    rt = sopkit.Runtime(sopkit.load_playbook(path), engine="native")
+    (thanks,) = rt.ingest(_buy("c1", "2024-05-01T22:00:00"))
+    assert rt.deliverable(thanks, at="2024-05-02T09:30:00") is None
+    assert rt.deliverable(thanks, at=dt.datetime(2024, 5, 2, 10, 30)) == (
+        "expired: not delivered by 2024-05-02T10:00:00+08:00")
