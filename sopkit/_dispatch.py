@@ -14,13 +14,14 @@ import datetime as dt
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from ._embed import BadArgument
 from ._errors import did_you_mean
 from ._mask import mask, mask_text
-from ._store import OutboxRow, Store
+from ._store import OutboxRow
 from .channels import Channel, Message, Receipt
 
 log = logging.getLogger("sopkit.dispatch")
@@ -30,6 +31,44 @@ OUTCOMES = ("delivered", "retried", "dead", "released", "expired", "suppressed")
 # A screen looks at a claimed row just before it would be sent and may settle it unsent:
 # (status, reason), or None to let it go. The dispatcher runs its screens in order.
 Screen = Callable[[OutboxRow, int], "tuple[str, str] | None"]
+
+
+class Outbox(Protocol):
+    """What the dispatcher needs of an outbox table: sopkit's stores (`open_store`) have it,
+    and a host can implement it over its own table (docs/embedding.md#your-own-outbox).
+
+    A row is `pending` until claimed; a claim leases it to one worker until the lease runs
+    out; the dispatcher then marks it `delivered`, pending again (`mark_retry`), `dead`, or
+    settles it unsent (`expired`, `suppressed`), or gives it back (`release`).
+    """
+
+    def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
+              skip_channels: Collection[str] = (), lease_now: int | None = None
+              ) -> list[OutboxRow]:
+        """Lease up to `limit` rows due by `now` (pending, or leased with the lease run out
+        at `lease_now`, default `now`), oldest due first, not of `skip_channels`; add one to
+        each row's `attempts` and set its `id`."""
+        ...
+
+    def mark_delivered(self, row_id: int, receipt: Mapping[str, Any], now: int) -> None:
+        """A leased row was delivered; `receipt` is the channel's Receipt as JSON."""
+        ...
+
+    def mark_retry(self, row_id: int, due_at: int, error: str) -> None:
+        """A leased row goes back to pending, due at `due_at`."""
+        ...
+
+    def mark_dead(self, row_id: int, error: str, now: int) -> None:
+        """A leased row failed for good."""
+        ...
+
+    def release(self, row_id: int) -> None:
+        """Give a leased row back untouched (pending, the claim not counted)."""
+        ...
+
+    def settle(self, row_id: int, status: str, reason: str, now: int) -> None:
+        """Settle a leased row unsent with `status` (`expired`, `suppressed`) and the reason."""
+        ...
 
 
 def expiry(row: OutboxRow, now: int) -> tuple[str, str] | None:
@@ -87,7 +126,7 @@ class Dispatcher:
     channel for the life of this dispatcher: its rows stay pending for a fixed restart.
     """
 
-    def __init__(self, store: Store, channels: Mapping[str, Channel], *, worker: str,
+    def __init__(self, store: Outbox, channels: Mapping[str, Channel], *, worker: str,
                  lease_seconds: int = 60, max_attempts: int = 8, base_delay: int = 30,
                  max_delay: int = 6 * 3600, batch: int = 100,
                  wall: Callable[[], int] | None = None, group_rows: int = 10_000,
@@ -97,7 +136,7 @@ class Dispatcher:
                                    ("base_delay", base_delay, 0), ("max_delay", max_delay, 0),
                                    ("batch", batch, 1)):
             if value < least:
-                raise ValueError(f"Dispatcher: {name} must be at least {least}, not {value}")
+                raise BadArgument(f"Dispatcher: {name} must be at least {least}, not {value}")
         self.store = store
         self.channels = dict(channels)
         self.worker = worker
@@ -190,8 +229,7 @@ class Dispatcher:
             if self._screened(row, now, stats):
                 continue
             try:
-                message = dataclasses.replace(Message.from_json(row.message),
-                                              attempt=row.attempts)
+                message = self.message_of(row)
             except (KeyError, TypeError, ValueError) as exc:
                 self._dead(row, f"unreadable message in the outbox: {type(exc).__name__}: "
                            f"{exc}", now, stats)
@@ -219,7 +257,8 @@ class Dispatcher:
             return
         if self._screened(row, now, stats):
             return
-        if name == "":  # a staff task with no delivery channel: the record is the delivery
+        if name == "" and "" not in self.channels:  # a staff task, and no task channel:
+            # the record is the delivery
             self.store.mark_delivered(row.id, Receipt.delivered("recorded").to_json(), now)
             stats.count(name, "delivered")
             return
@@ -230,7 +269,7 @@ class Dispatcher:
                        stats)
             return
         try:
-            message = dataclasses.replace(Message.from_json(row.message), attempt=row.attempts)
+            message = self.message_of(row)
         except (KeyError, TypeError, ValueError) as exc:
             self._dead(row, f"unreadable message in the outbox: {type(exc).__name__}: {exc}",
                        now, stats)
@@ -240,6 +279,10 @@ class Dispatcher:
         except Exception as exc:  # a channel bug or an error it did not understand: retry
             receipt = Receipt.retry(f"{type(exc).__name__}: {exc}")
         self._settle(row, receipt, now, stats)
+
+    def message_of(self, row: OutboxRow) -> Message:
+        """The message a claimed row delivers (its attempt number set)."""
+        return dataclasses.replace(Message.from_json(row.message), attempt=row.attempts)
 
     def _screened(self, row: OutboxRow, now: int, stats: DispatchStats) -> bool:
         """Settle the row unsent if a screen says so (expired, consent withdrawn)."""

@@ -20,8 +20,8 @@ from . import _expr
 from ._errors import EventError, UsageError
 from ._io import BadRecord, read_records
 from ._ir import holds
-from ._live import DELIVERABLE
 from ._load import LoadedPlaybook
+from ._outbox import DELIVERABLE
 from ._runtime import Action, CustomerState, Runtime, json_value
 
 NOT_SET = "(none)"  # what a person reads for a missing value (JSON keeps null)

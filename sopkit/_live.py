@@ -35,17 +35,13 @@ from ._io import (
     record_format,
 )
 from ._load import LoadedPlaybook
-from ._policy import MESSAGES, opted_out
+from ._outbox import outbox_rows
 from ._runtime import Action, Runtime, json_value
 from ._store import OutboxRow, Store
 from .channels import Channel, Message, build
 from .channels._wecom import TRANSFER_STATUS
 
-# Actions that reach a person or a system go to the outbox; tag and stage changes are facts
-# (mirrored to WeCom only for the tags a wecom channel's `tag_ids` names).
-DELIVERABLE = frozenset({"send", "webhook", "task", "reassign"})
 MIRROR_RULE = "mirror_tags"
-_STATUS = {"planned": "pending", "deferred": "pending"}
 
 
 class StoreMismatch(SopkitError):
@@ -77,34 +73,6 @@ def fingerprint(ir: Mapping[str, Any]) -> str:
     """A short hash of the compiled playbook: a store refuses a changed playbook."""
     text = json.dumps(ir, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def outbox_rows(runtime: Runtime, actions: list[Action]) -> list[OutboxRow]:
-    """The outbox rows for a list of action records (deliverable kinds only)."""
-    rows: list[OutboxRow] = []
-    playbook = runtime.pk
-    for action in actions:
-        if action.action not in DELIVERABLE:
-            continue
-        details = action.details
-        channel = str(details.get("channel") or "")
-        cs = runtime.customers.get(action.customer_id)
-        contact = {k: json_value(v, exact=True) for k, v in cs.profile.items()} if cs else {}
-        owner = cs.owner if cs else None
-        if action.action == "reassign":
-            owner = details.get("to")
-        message = Message(key=action.key, kind=action.action, channel=channel,
-                          customer_id=action.customer_id, rule=action.rule, time=action.time,
-                          body={k: json_value(v, exact=True) for k, v in details.items()},
-                          contact=contact, owner=owner)
-        due = int(getattr(action, "deliver_ts", 0) or action.ts)
-        rows.append(OutboxRow(
-            key=action.key, playbook=playbook, customer_id=action.customer_id,
-            rule=action.rule, kind=action.action, channel=channel,
-            status=_STATUS.get(action.status, action.status), due_at=due,
-            created_at=action.ts, message=message.to_json(),
-            reason=str(details.get("reason", ""))))
-    return rows
 
 
 def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime) -> list[OutboxRow]:
@@ -191,11 +159,7 @@ class LiveRun:
     def screen_consent(self, row: OutboxRow, now: int) -> tuple[str, str] | None:
         """A dispatcher screen: a message whose customer opted out since it was planned
         (while it waited for quiet hours, a retry or its delay) is suppressed, not sent."""
-        if row.kind not in MESSAGES:
-            return None
-        cs = self.runtime.customers.get(row.customer_id)
-        reason = None if cs is None else opted_out(cs.opt_out, row.channel)
-        return None if reason is None else ("suppressed", f"{reason} (at delivery)")
+        return self.runtime.consent_screen(row, now)
 
     def _clock_blob(self) -> bytes | None:
         text = self.store.get_meta("runtime")

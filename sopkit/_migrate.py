@@ -30,9 +30,10 @@ from typing import Any
 from . import _state
 from ._errors import EventError, UsageError
 from ._io import BadRecord, read_records
-from ._live import StoreMismatch, fingerprint, outbox_rows
+from ._live import StoreMismatch, fingerprint
 from ._load import LoadedPlaybook
 from ._mask import mask_text
+from ._outbox import outbox_rows
 from ._runtime import Action, Runtime
 from ._store import OutboxRow, Store
 

@@ -11,6 +11,7 @@ the caps and the task capacity.
     0. cooldown / max_times  (in the Runtime, per rule; the rule does not fire at all)
     1. consent               messages: opted-out channel or "all"      -> suppressed
     2. experiment holdout    messages and tasks of a rule's experiment  -> holdout
+    2b. missing values       a send whose template lacks a needed fact -> suppressed
     3. quiet hours           messages due inside the window             -> deferred to its end
     4. caps                  messages over a rolling-window cap         -> suppressed
     5. task capacity         tasks over the assignee's daily capacity   -> deferred a day
@@ -123,6 +124,15 @@ def opted_out(opt_out: frozenset[str], channel: str) -> str | None:
     return None
 
 
+def complete(pipeline: Pipeline, item: Item) -> Item | Stop:
+    """A message whose template needs a fact the customer lacks (a placeholder without a
+    default that renders empty) is suppressed with the names, never sent reading wrong."""
+    names = item.action.details.get("missing")
+    if not names:
+        return item
+    return Stop("suppressed", "missing value: " + ", ".join(names))
+
+
 def holdout(pipeline: Pipeline, item: Item) -> Item | Stop:
     """A message or task of a rule in an experiment is held out for the holdout share; a
     pilot rule (`sample`) holds out everyone outside its sample."""
@@ -217,6 +227,7 @@ class Pipeline:
         chosen: list[tuple[Stage, bool]] = [
             (consent, True),  # opt-out events work even without a consent attribute
             (holdout, uses_experiments),
+            (complete, True),  # after the holdout, which experiments count
             (quiet_hours, self.quiet is not None),
             (caps, bool(self.caps)),
             (task_capacity, self.capacity is not None),

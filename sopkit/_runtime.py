@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from . import _clvfacts, _metrics, _rfm, _state
+from . import _clvfacts, _embed, _metrics, _rfm, _state, _templates
 from ._clock import Calendar, TimeRangeError
 from ._compile import compile_playbook
 from ._errors import ChainError, EventError
@@ -188,7 +188,7 @@ def json_value(value: Any, exact: bool = False) -> Any:
     return value
 
 
-class Runtime:
+class Runtime(_embed.EmbeddingAPI):
     """Evaluates a playbook for many customers as events arrive and (virtual) time passes.
 
     >>> rt = Runtime(load_playbook("playbooks/retail.toml"))
@@ -263,7 +263,8 @@ class Runtime:
         self._fire_order = [(r, self.rules[r]["predicate"], self.rules[r]["on"])
                             for r in ir["rule_order"]]
         self._stage_predicates = [(stage["name"], stage["predicate"]) for stage in ir["stages"]]
-        self.touched: set[str] = set()  # customers evaluated since the last `take_touched`
+        self.touched: set[str] = set()  # customers changed since the last export
+        self.versions: dict[str, int] = {}  # customer -> the version last exported or loaded
         self.staff_event_ids: dict[str, int] | None = None  # staff_departed events' ids
         self._clv: dict[str, Any] | None = self.ir.get("clv")
         self._clv_next: int | None = None
@@ -315,15 +316,14 @@ class Runtime:
 
     def add_profile(self, record: Mapping[str, Any]) -> None:
         """Set a customer's profile attributes (typed per the playbook); EventError if bad."""
+        _embed.check_record(record, "a profile")
         customer_id = _customer_id(record)
-        profile: dict[str, Any] = {}
-        for attr, kind in self.profile_types.items():
-            if attr in record:
-                profile[attr] = _convert(record[attr], kind, f"profile attribute '{attr}'")
+        profile = self._profile_fields(record)
         known = customer_id in self.customers
         cs = self._customer(customer_id)
-        cs.profile.update(profile)
+        _update_profile(cs.profile, profile)
         self._sync_opt_out(cs, profile)
+        self.touched.add(customer_id)
         cs.wake_cache = None
         owner = record.get("owner")
         if owner not in (None, ""):
@@ -348,6 +348,8 @@ class Runtime:
             raise EventError(f"unknown event type '{etype}' (the playbook declares: {known})",
                              f"unknown event type '{etype}'")
         raw_ts = record.get("ts")
+        if isinstance(raw_ts, dt.datetime):  # a host passes its own datetime
+            raw_ts = raw_ts.isoformat()
         if not isinstance(raw_ts, str) or not raw_ts:
             raise EventError("missing 'ts' (an ISO 8601 time)")
         try:
@@ -362,9 +364,7 @@ class Runtime:
         if event_id is not None:
             fields[_EVENT_ID] = event_id
         if etype == PROFILE_EVENT:
-            for attr, kind in self.profile_types.items():
-                if attr in record:
-                    fields[attr] = _convert(record[attr], kind, f"profile attribute '{attr}'")
+            fields.update(self._profile_fields(record))
             if record.get("owner") not in (None, ""):
                 fields["\0owner"] = sys.intern(str(record["owner"]))
             return customer_id, etype, ts, fields
@@ -393,6 +393,8 @@ class Runtime:
                                  "staff_departed with a bad 'to'")
             fields["to"] = to.strip()
         raw_ts = record.get("ts")
+        if isinstance(raw_ts, dt.datetime):
+            raw_ts = raw_ts.isoformat()
         try:
             ts = self.calendar.parse_ts(raw_ts) if isinstance(raw_ts, str) and raw_ts else None
         except TimeRangeError as exc:
@@ -405,6 +407,7 @@ class Runtime:
 
     def ingest(self, record: Mapping[str, Any]) -> list[Action]:
         """Apply one event: run wake-ups due up to its time, then the event's evaluation."""
+        _embed.check_record(record, "an event")
         return self.apply(self.parse_event(record))
 
     def apply(self, event: tuple[str, str, int, dict[str, Any]]) -> list[Action]:
@@ -436,7 +439,7 @@ class Runtime:
         if etype == PROFILE_EVENT:
             owner = fields.pop("\0owner", None)
             cs.owner = owner or cs.owner
-            cs.profile.update(fields)
+            _update_profile(cs.profile, fields)
             self._sync_opt_out(cs, fields)
             cs.wake_cache = None
             out.extend(self._tick(cs, ts, None))
@@ -523,19 +526,28 @@ class Runtime:
         """A profile that gives the consent attribute replaces the customer's opt-outs."""
         attr = self._consent_attribute
         if attr is not None and attr in profile:
-            cs.opt_out = frozenset(profile[attr])
+            cs.opt_out = frozenset(profile[attr] or ())
+
+    def _profile_fields(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The declared profile attributes a record gives, typed; None for one given as
+        null or "" (missing: it is removed from the profile)."""
+        out: dict[str, Any] = {}
+        for attr, kind in self.profile_types.items():
+            if attr in record:
+                raw = record[attr]
+                missing = raw is None or (isinstance(raw, str) and not raw.strip())
+                out[attr] = None if missing else \
+                    _convert(raw, kind, f"profile attribute '{attr}'")
+        return out
 
     # ---- time --------------------------------------------------------------------------
 
     def advance(self, to: str | dt.datetime) -> list[Action]:
         """Let virtual time pass until `to`, running every wake-up due by then."""
-        if isinstance(to, dt.datetime):
-            ts = int((to if to.tzinfo else to.replace(tzinfo=self.calendar.tz)).timestamp())
-        else:
-            ts = self.calendar.parse(to)
+        ts = _embed.timestamp(self, to)
         if self.now is not None and ts < self.now:
-            raise ValueError(f"cannot advance back to {to}: the clock is at "
-                             f"{self.calendar.format(self.now)}")
+            raise _embed.ClockError(f"cannot advance back to {to}: the clock is at "
+                                    f"{self.calendar.format(self.now)}; time only goes forward")
         return self.advance_ts(ts)
 
     def advance_ts(self, ts: int) -> list[Action]:
@@ -545,7 +557,8 @@ class Runtime:
             start = ts if self.now is None else self.now
             self.now = start
             for customer_id in self._unstarted:
-                self._push(self.customers[customer_id], start)
+                if customer_id in self.customers:  # not evicted since
+                    self._push(self.customers[customer_id], start)
             self._unstarted.clear()
             if starting:
                 self.campaign_plan.start(start, inclusive=True)
@@ -571,9 +584,9 @@ class Runtime:
                     self.now = when
                     out.extend(self._clv_refit(when))
                     continue
-                cs = self.customers[customer_id]
-                if cs.wake_at != when:
-                    continue  # superseded by a later schedule
+                cs = self.customers.get(customer_id)
+                if cs is None or cs.wake_at != when:
+                    continue  # superseded by a later schedule, or evicted
                 cs.wake_at = None
                 self.now = when
                 out.extend(self._tick(cs, when, None))
@@ -599,7 +612,8 @@ class Runtime:
         heap = self._heap
         customers = self.customers
         live = {(when, cid) for when, cid in heap
-                if cid in (_REFIT, _CLV_REFIT) or customers[cid].wake_at == when}
+                if cid in (_REFIT, _CLV_REFIT) or
+                (cid in customers and customers[cid].wake_at == when)}
         heap[:] = live
         heapq.heapify(heap)
         self._heap_limit = max(_HEAP_SLACK, 2 * len(heap))
@@ -1082,8 +1096,12 @@ class Runtime:
             text = render(spec["text"], with_params)
             details.update(channel=spec["channel"], template=spec["template"],
                            params=params, message=text)
+            missing = _templates.missing(spec["text"], with_params)
             if spec.get("title"):
                 details["title"] = render(spec["title"], with_params)
+                missing += _templates.missing(spec["title"], with_params)
+            if missing:  # the policy holds it (_policy.complete)
+                details["missing"] = list(dict.fromkeys(missing))
         elif kind == "task":
             details.update(assignee=spec["assignee"] or cs.owner,
                            due=self.calendar.format(now + spec["due"]),
@@ -1154,9 +1172,7 @@ class Runtime:
 
     def state(self, customer_id: str) -> CustomerView:
         """A snapshot of one customer's facts at the runtime's current time."""
-        cs = self.customers.get(customer_id)
-        if cs is None:
-            raise KeyError(customer_id)
+        cs = _embed.customer(self, customer_id)
         now = self.now or 0
         today = self.calendar.day_index(now)
         metrics = {metric.name: json_value(metric.value(cs.metrics[k], now, today, cs.profile))
@@ -1184,6 +1200,7 @@ class Runtime:
         return counts if any(counts.values()) else {}
 
     def customer_ids(self) -> Iterable[str]:
+        """The customers this runtime holds."""
         return self.customers.keys()
 
     # ---- persistence (the live loop's store) ----------------------------------------------
@@ -1195,7 +1212,7 @@ class Runtime:
 
     def dump_customer(self, customer_id: str) -> bytes:
         """One customer's whole state as JSON keyed by the playbook's names (`_state`)."""
-        return _state.dump_customer(self, self.customers[customer_id])
+        return _state.dump_customer(self, _embed.customer(self, customer_id))
 
     def dump_clock(self) -> bytes:
         """The runtime-wide state: the clock, sequence numbers and policy counters."""
@@ -1271,6 +1288,15 @@ def _remember(seen: dict[str, int] | None, event_id: str, ts: int) -> dict[str, 
         kept = [(k, t) for k, t in seen.items() if t >= horizon]
         seen = dict(kept[-EVENT_ID_LIMIT:])
     return seen
+
+
+def _update_profile(profile: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    """Set the attributes given; one given as missing (None) is removed."""
+    for attr, value in fields.items():
+        if value is None:
+            profile.pop(attr, None)
+        else:
+            profile[attr] = value
 
 
 def _param_or(name: str, params: dict[str, Any], lookup: Any) -> Any:

@@ -125,3 +125,16 @@ def render(text: str, lookup: Callable[[str], object]) -> str:
         pos = p.end
     pieces.append(text[pos:])
     return "".join(pieces)
+
+
+def missing(text: str, lookup: Callable[[str], object]) -> list[str]:
+    """The placeholders without a default whose fact is missing (None, or blank text): a
+    message that needs them would read wrong, so it is held with this list as the reason.
+    (An empty collection, such as no tags, is a value.)"""
+    out = []
+    for p in _scan(text):
+        if p.default is None:
+            value = lookup(p.name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                out.append(p.name)
+    return out

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import pkgutil
 
 import sopkit
 
 PUBLIC = {
-    "Action", "ChainError", "CustomerView", "EventError", "LoadedPlaybook", "Location",
-    "PlaybookError", "Problem", "Runtime", "SopkitError", "Summary", "UsageError",
-    "__version__", "compile_playbook", "load_playbook", "simulate",
+    "Action", "ChainError", "ClockError", "CustomerView", "DispatchStats", "Dispatcher",
+    "EventError", "LoadedPlaybook", "Location", "NotFound", "Outbox", "OutboxRow",
+    "PlaybookError", "Problem", "Runtime", "Scheduled", "SopkitError", "StateConflict",
+    "StateError", "StateExport", "Summary", "Upgrade", "UsageError", "__version__",
+    "compile_playbook", "load_playbook", "open_store", "simulate", "upgrade",
+}
+
+# The embedding API of Runtime (docs/embedding.md): a change here is a change of contract.
+RUNTIME_API = {
+    "add_profile", "advance", "cancel", "clock", "consent_screen", "customer_ids",
+    "deliverable", "due", "evict", "export", "export_changed", "export_clock", "ingest", "load",
+    "load_clock", "message", "outbox_rows", "pending", "state",
 }
 
 
@@ -18,10 +28,32 @@ def test_all_is_pinned() -> None:
     assert set(sopkit.__all__) == PUBLIC
 
 
+def test_no_stray_public_names() -> None:
+    """Every public name in the package namespace is in __all__ (as httpx checks), but the
+    two public subpackages."""
+    public = {name for name in vars(sopkit) if not name.startswith("_")}
+    assert public - set(sopkit.__all__) == {"channels", "engines"}
+
+
 def test_every_exported_name_exists() -> None:
     """Each name in __all__ can be imported from sopkit."""
     for name in sopkit.__all__:
         assert hasattr(sopkit, name), name
+
+
+def test_every_exported_error_is_a_sopkit_error() -> None:
+    """A host can catch everything sopkit raises on purpose with `except SopkitError`."""
+    errors = [getattr(sopkit, n) for n in sopkit.__all__
+              if inspect.isclass(getattr(sopkit, n))
+              and issubclass(getattr(sopkit, n), BaseException)]
+    assert len(errors) == 9 and all(issubclass(e, sopkit.SopkitError) for e in errors)
+
+
+def test_the_embedding_api_of_runtime_is_pinned() -> None:
+    """The Runtime methods docs/embedding.md documents exist, each with a docstring."""
+    for name in RUNTIME_API:
+        member = inspect.getattr_static(sopkit.Runtime, name)
+        assert (getattr(member, "__doc__", None) or "").strip(), name
 
 
 def test_modules_are_private() -> None:

@@ -32,11 +32,11 @@ type = "jsonl"
 path = "{out}"
 
 [templates.thanks]
-text = "{{{{ profile.name }}}}，谢谢惠顾！"
+text = "{{{{ profile.name | default('顾客') }}}}，谢谢惠顾！"
 [templates.recall]
-text = "{{{{ profile.name }}}}，我们想念您！"
+text = "{{{{ profile.name | default('顾客') }}}}，我们想念您！"
 [templates.vip]
-text = "{{{{ profile.name }}}}，您是我们的贵宾。"
+text = "{{{{ profile.name | default('顾客') }}}}，您是我们的贵宾。"
 """
 
 THANKS = """
@@ -117,7 +117,7 @@ def test_swapped_rules_keep_their_own_pending_actions(tmp_path: Path) -> None:
     result = _run(v2, store, "2025-02-15T00:00:00")
     assert result.exit_code == 0, result.output
     sent = [(m["rule"], m["body"]["message"]) for m in _sent(tmp_path)]
-    assert sent == [("thanks_later", "，谢谢惠顾！"), ("recall", "，我们想念您！")]
+    assert sent == [("thanks_later", "顾客，谢谢惠顾！"), ("recall", "顾客，我们想念您！")]
 
 
 def test_a_rule_and_metric_added_at_the_top_deploy_without_a_crash(tmp_path: Path) -> None:
