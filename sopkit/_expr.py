@@ -357,9 +357,12 @@ def settled_tags(node: Node) -> dict[str, bool]:
     out: dict[str, bool] = {}
     parts = node.operands if isinstance(node, BoolOp) and node.op == "and" else (node,)
     for part in parts:
+        negated = False
+        while isinstance(part, Not):  # `not "t" in tags` is `"t" not in tags`
+            part, negated = part.operand, not negated
         if isinstance(part, In) and isinstance(part.container, Name) \
                 and part.container.dotted == "tags" and isinstance(part.item, Const):
-            out[str(part.item.value)] = not part.negated
+            out[str(part.item.value)] = part.negated == negated
     return out
 
 

@@ -233,15 +233,18 @@ def redact(url: str) -> str:
     """The URL with any password replaced by ***, for messages and `Store.url`."""
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
+        password, port_number = parts.password, parts.port
+    except ValueError:  # a port that is not a number: hide whatever sits before the host
+        head, sep, tail = url.partition("@")
+        return f"{head.split(':', 2)[0]}:{head.split(':', 2)[1]}:***@{tail}" \
+            if sep and head.count(":") >= 2 else url
+    if password is None:
         return url
     user = parts.username or ""
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
+    port = f":{port_number}" if port_number else ""
     return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query,
                        parts.fragment))
 
@@ -709,6 +712,10 @@ class PostgresStore(_SharedSql):
             raise UsageError("a PostgreSQL store needs psycopg: pip install "
                              "'sopkit[postgresql]'") from None
         self._psycopg = psycopg
+        try:
+            urlsplit(url).port  # noqa: B018  # reading it checks it is a number in range
+        except ValueError as exc:
+            raise UsageError(f"store '{self.url}': bad PostgreSQL URL: {exc}") from None
         try:
             self._db: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
                 url, autocommit=True, connect_timeout=connect_timeout)

@@ -91,9 +91,6 @@ def test_a_rule_keeping_its_own_condition_settles_at_run_time(tmp_path: Path) ->
     assert rt.state("c1").tags == {"vip", "金卡"}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the cycle check's no-op exemption reads only "
-                   "`\"t\" not in tags`; `not \"t\" in tags` (the same condition) is parsed as "
-                   "Not(In) and _expr.settled_tags ignores it, so a valid playbook is rejected")
 def test_not_t_in_tags_is_the_same_as_t_not_in_tags_for_the_loop_check(tmp_path: Path) -> None:
     """Writing `not "quiet" in tags` instead of `"quiet" not in tags` is accepted too."""
     text = CLEARS_A_FORBIDDEN_TAG.replace('when = "\\"quiet\\" not in tags and',

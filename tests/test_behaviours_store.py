@@ -39,13 +39,14 @@ def _invoke(args: list[str]) -> Any:
 
 
 def _one_row_per_status(store: Store) -> None:
-    """Customer c1 with one outbox row in each of the seven statuses, all owned by staff-01."""
+    """Customer c1 with one outbox row in each status, all owned by staff-01."""
     store.commit({}, {}, [row("leased", kind="task", channel="", assignee="staff-01"),
                           row("delivered", kind="task", channel="", assignee="staff-01"),
                           row("dead", kind="task", channel="", assignee="staff-01"),
                           row("pending", kind="task", channel="", assignee="staff-01", due=900),
                           *(row(s, status=s, kind="task", channel="", assignee="staff-01")
-                            for s in ("suppressed", "holdout", "cancelled"))])
+                            for s in ("suppressed", "holdout", "cancelled", "backfilled",
+                                      "expired"))])
     claimed = {r.key: r.id for r in store.claim(100, 3, 60, "w")}
     assert sorted(claimed) == ["dead", "delivered", "leased"]
     store.mark_delivered(claimed["delivered"] or 0, {"status": "delivered"}, 110)
@@ -235,9 +236,6 @@ def test_malformed_postgresql_url_is_a_usage_error() -> None:
     assert "hunter2" not in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a non-numeric port in a PostgreSQL URL raises a "
-                   "raw ValueError from urllib (redact reads parts.port) and the CLI prints a "
-                   "traceback, instead of `bad PostgreSQL URL` with exit 2")
 def test_postgresql_url_with_a_bad_port_is_a_usage_error() -> None:
     """A PostgreSQL URL whose port is not a number is a usage error (exit 2), no traceback."""
     result = _invoke(["outbox", "list", "--store", "postgresql://u:hunter2@127.0.0.1:x/db"])
