@@ -39,7 +39,8 @@ from typing import Any
 
 from ._clock import anniversary_on_or_after
 from ._codec import StateError
-from ._windows import EXACT, Exact, Keys, Stamps, Sums, pack, unpack
+from ._windows import Keys, Stamps, Sums, exact_float, pack, skipping_walk, unpack
+from ._windows import frame as exact_frame
 
 Number = int | float | Decimal
 
@@ -194,13 +195,6 @@ def _stamps(data: dict[str, Any]) -> array[int]:
     return array("q", stamps)
 
 
-def _float(coefficient: int, exponent: int) -> float:
-    """float(coefficient * 10**exponent), correctly rounded like float() of that Decimal."""
-    if exponent >= 0:
-        return float(coefficient * 10**exponent)
-    return float(coefficient / 10**-exponent)  # int / int rounds correctly
-
-
 class Sum(Metric):
     kind = "sum"
 
@@ -271,10 +265,10 @@ class Sum(Metric):
             return super().next_crossing(state, now, thresholds, boundaries)
         exact = state.exact_sums() if len(state) > _LONG else None  # may compact
         head = state.head
-        frame = None if exact is None else _frame(state, exact)
+        frame = None if exact is None else exact_frame(state, exact)
         if exact is not None and frame is not None:
             if exact.negatives:
-                return _skipping_walk(self, state, exact, frame, now, thresholds, boundaries)
+                return skipping_walk(self, state, exact, frame, now, thresholds, boundaries)
         elif len(state) and min(values[head:]) < 0:
             return super().next_crossing(state, now, thresholds, boundaries)
         total = state.total
@@ -301,11 +295,11 @@ class Sum(Metric):
         # the total falls with each departure: bisect for the first after which it crosses
         now_total, scale, factor = frame
         lo, hi = head, len(stamps) - 1
-        if not crosses(_float(now_total - state.departed(exact, hi) * factor, scale)):
+        if not crosses(exact_float(now_total - state.departed(exact, hi) * factor, scale)):
             return None
         while lo < hi:
             mid = (lo + hi) // 2
-            if crosses(_float(now_total - state.departed(exact, mid) * factor, scale)):
+            if crosses(exact_float(now_total - state.departed(exact, mid) * factor, scale)):
                 hi = mid
             else:
                 lo = mid + 1
@@ -319,91 +313,6 @@ class Sum(Metric):
             yield total
 
 
-def _frame(state: Sums, exact: Exact) -> tuple[int, int, int] | None:
-    """(total, scale, factor): the running total as an int times 10**scale and the factor
-    that brings `exact`'s values to that scale, when taking the live values away one by one
-    from the total never rounds; None when a step might.
-
-    Ints never round. A Decimal step rounds only past 28 digits at the smaller exponent of
-    its two operands, and every total on the way is within the live values' absolute sum of
-    the current one, so it is enough that the current total plus that bound fits in 28
-    digits at the smallest exponent.
-    """
-    total = state.total
-    exponent = 0 if isinstance(total, int) else int(total.as_tuple().exponent)
-    scale = min(exponent, exact.scale)
-    factor = 10 ** (exact.scale - scale)
-    now = total * 10**-scale if isinstance(total, int) else int(total.scaleb(-scale, EXACT))
-    if not isinstance(total, int):
-        reach = max(-exact.low, exact.high) * factor * len(state)
-        if abs(now) + reach >= 10**28:
-            return None
-    return now, scale, factor
-
-
-def _skipping_walk(metric: Metric, state: Sums, exact: Exact, frame: tuple[int, int, int],
-                   now: int, thresholds: list[float], boundaries: list[int]) -> int | None:
-    """`Metric.next_crossing` of a long sum (with refunds) or avg window, skipping departures
-    that cannot move the value across any constant.
-
-    Each live value lies in [low, high], so k departures move a sum by at most k * max(|low|,
-    |high|) and the average's distance to a constant c, times the events left, by at most k *
-    max(|low - c|, |high - c|). While that keeps the value clear of every constant by more
-    than 2**-40 of its size (far more than the 28-digit division and the float comparison
-    can blur), the walk jumps; near a constant it steps and compares as the plain walk does,
-    at the last event of each timestamp, with the value computed the plain walk's way from
-    the exact total (no step of that walk rounds: `_frame`).
-    """
-    assert metric.window is not None
-    average = isinstance(metric, Avg)
-    total, scale, factor = frame
-    stamps = state.stamps
-    head, end = state.head, len(stamps)
-    n = end - head
-    low, high = exact.low * factor, exact.high * factor
-    unit = 10**-scale  # 1 in the units of `total`
-    reach = max(-low, high)
-    if average:
-        size = abs(total - state.departed(exact, end - 1) * factor) + reach
-    else:
-        size = abs(total) + n * reach
-    ratios = [float(c).as_integer_ratio() for c in thresholds]
-    spans = [max(abs(low * d - c * unit), abs(high * d - c * unit)) if average else reach * d
-             for c, d in ratios]
-
-    def value(remaining: int, left: int) -> Any:
-        if not average:
-            return remaining if isinstance(state.total, int) else \
-                Decimal(remaining).scaleb(scale, EXACT)
-        return None if left == 0 else Decimal(remaining).scaleb(scale, EXACT) / left
-
-    start = metric.position(metric.value(state, now, 0, {}), thresholds, boundaries)
-    i, left, remaining = head - 1, n, total
-    while left:
-        jump = left - 1 if average else left
-        for (c, d), span in zip(ratios, spans, strict=True):
-            gap = remaining * d - c * unit * (left if average else 1)
-            margin = (((abs(c) * unit + size * d) * (left if average else 1)) >> 40) + 1
-            if abs(gap) <= margin:
-                jump = 0
-                break
-            if span:
-                jump = min(jump, (abs(gap) - margin - 1) // span)
-        if jump > 1:
-            i += jump
-            left -= jump
-            remaining = total - state.departed(exact, i) * factor
-            continue
-        i += 1
-        left -= 1
-        remaining = total - state.departed(exact, i) * factor
-        if i < end - 1 and stamps[i + 1] == stamps[i]:
-            continue
-        if metric.position(value(remaining, left), thresholds, boundaries) != start:
-            return int(stamps[i]) + metric.window
-    return None
-
-
 class Avg(Sum):
     kind = "avg"
 
@@ -414,15 +323,15 @@ class Avg(Sum):
     def next_crossing(self, state: Any, now: int, thresholds: list[float],
                       boundaries: list[int]) -> int | None:
         """Not monotone: every departure may cross, but on a long window those that cannot
-        are skipped (`_skipping_walk`)."""
+        are skipped (`sopkit._windows.skipping_walk`)."""
         if self.window is None:
             return None
         self.evict(state, now)
         if isinstance(state.values, array) and len(state) > _LONG:
             exact = state.exact_sums()
-            frame = None if exact is None else _frame(state, exact)
+            frame = None if exact is None else exact_frame(state, exact)
             if exact is not None and frame is not None:
-                return _skipping_walk(self, state, exact, frame, now, thresholds, boundaries)
+                return skipping_walk(self, state, exact, frame, now, thresholds, boundaries)
         return Metric.next_crossing(self, state, now, thresholds, boundaries)
 
     def departures(self, state: Any) -> Iterator[Any]:

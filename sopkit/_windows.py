@@ -7,6 +7,11 @@ and deletes them (compacts) once they are more than half the array, or the array
 (`_SHORT` entries or fewer, where moving it costs next to nothing and a short window keeps
 no dead entries at all). Every event is then added once, dropped once and moved at most a
 bounded number of times: O(1) amortised, whatever the window holds.
+
+A long sum or avg window (over 64 events) that a condition compares with constants also keeps
+its values' prefix sums as exact ints (`Exact`, 8 bytes an event), so that the search for the
+next crossing can bisect (a sum without refunds) or jump over departures that cannot cross
+(`skipping_walk`) instead of walking the whole window at every event.
 """
 
 from __future__ import annotations
@@ -263,3 +268,95 @@ class Keys:
             del keys[:head]
             del self.stamps[:head]
             self.head = 0
+
+
+def exact_float(coefficient: int, exponent: int) -> float:
+    """float(coefficient * 10**exponent), correctly rounded like float() of that Decimal."""
+    if exponent >= 0:
+        return float(coefficient * 10**exponent)
+    return float(coefficient / 10**-exponent)  # int / int rounds correctly
+
+
+def frame(state: Sums, exact: Exact) -> tuple[int, int, int] | None:
+    """(total, scale, factor): the running total as an int times 10**scale and the factor
+    that brings `exact`'s values to that scale, when taking the live values away one by one
+    from the total never rounds; None when a step might.
+
+    Ints never round. A Decimal step rounds only past 28 digits at the smaller exponent of
+    its two operands, and every total on the way is within the live values' absolute sum of
+    the current one, so it is enough that the current total plus that bound fits in 28
+    digits at the smallest exponent.
+    """
+    total = state.total
+    exponent = 0 if isinstance(total, int) else int(total.as_tuple().exponent)
+    scale = min(exponent, exact.scale)
+    factor = 10 ** (exact.scale - scale)
+    now = total * 10**-scale if isinstance(total, int) else int(total.scaleb(-scale, EXACT))
+    if not isinstance(total, int):
+        reach = max(-exact.low, exact.high) * factor * len(state)
+        if abs(now) + reach >= 10**28:
+            return None
+    return now, scale, factor
+
+
+def skipping_walk(metric: Any, state: Sums, exact: Exact, framed: tuple[int, int, int],
+                  now: int, thresholds: list[float], boundaries: list[int]) -> int | None:
+    """`Metric.next_crossing` (sopkit._metrics) of a long sum (with refunds) or avg window,
+    skipping departures that cannot move the value across any constant.
+
+    Each live value lies in [low, high], so k departures move a sum by at most k * max(|low|,
+    |high|) and the average's distance to a constant c, times the events left, by at most k *
+    max(|low - c|, |high - c|). While that keeps the value clear of every constant by more
+    than 2**-40 of its size (far more than the 28-digit division and the float comparison
+    can blur), the walk jumps; near a constant it steps and compares as the plain walk does,
+    at the last event of each timestamp, with the value computed the plain walk's way from
+    the exact total (no step of that walk rounds: `_frame`).
+    """
+    assert metric.window is not None
+    average = metric.kind == "avg"
+    total, scale, factor = framed
+    stamps = state.stamps
+    head, end = state.head, len(stamps)
+    n = end - head
+    low, high = exact.low * factor, exact.high * factor
+    unit = 10**-scale  # 1 in the units of `total`
+    reach = max(-low, high)
+    if average:
+        size = abs(total - state.departed(exact, end - 1) * factor) + reach
+    else:
+        size = abs(total) + n * reach
+    ratios = [float(c).as_integer_ratio() for c in thresholds]
+    spans = [max(abs(low * d - c * unit), abs(high * d - c * unit)) if average else reach * d
+             for c, d in ratios]
+
+    def value(remaining: int, left: int) -> Any:
+        if not average:
+            return remaining if isinstance(state.total, int) else \
+                Decimal(remaining).scaleb(scale, EXACT)
+        return None if left == 0 else Decimal(remaining).scaleb(scale, EXACT) / left
+
+    start = metric.position(metric.value(state, now, 0, {}), thresholds, boundaries)
+    i, left, remaining = head - 1, n, total
+    while left:
+        jump = left - 1 if average else left
+        for (c, d), span in zip(ratios, spans, strict=True):
+            gap = remaining * d - c * unit * (left if average else 1)
+            margin = (((abs(c) * unit + size * d) * (left if average else 1)) >> 40) + 1
+            if abs(gap) <= margin:
+                jump = 0
+                break
+            if span:
+                jump = min(jump, (abs(gap) - margin - 1) // span)
+        if jump > 1:
+            i += jump
+            left -= jump
+            remaining = total - state.departed(exact, i) * factor
+            continue
+        i += 1
+        left -= 1
+        remaining = total - state.departed(exact, i) * factor
+        if i < end - 1 and stamps[i + 1] == stamps[i]:
+            continue
+        if metric.position(value(remaining, left), thresholds, boundaries) != start:
+            return int(stamps[i] + metric.window)
+    return None
