@@ -118,10 +118,29 @@ def write(results: dict[str, Any], path: Path) -> None:
         lines.append(f"| {run['events']:,} | {run['wall_s']:.2f} | {run['cpu_s']:.2f} | "
                      f"{run['us_per_event']:.1f} | {run['us_per_event'] / base:.2f}x | "
                      f"{run['peak_rss_mb']:,} | {actions} |")
-    lines += ["", "Linear growth: the cost per event stays flat as the window grows from "
-              f"{runs[0]['events']:,} to {runs[-1]['events']:,} events "
-              f"({runs[-1]['us_per_event'] / base:.2f}x).", "",
-              "Reproduce: `make bench-one-customer` (`benchmarks/bench_one_customer.py --help`)."]
+    grow = runs[-1]["events"] / runs[0]["events"]
+    lines += ["", f"Growth: {grow:,.0f} times the events cost "
+              f"{runs[-1]['cpu_s'] / runs[0]['cpu_s']:,.0f} times the CPU time, "
+              f"{runs[-1]['us_per_event'] / base:.2f} times as much per event (a cost "
+              f"quadratic in the window's size would be {grow:,.0f} times as much per event)."]
+    baseline = results.get("baseline")
+    if baseline:
+        lines += ["", f"Before (sopkit {baseline['commit']}, the same playbook and events, "
+                  "measured with `--sopkit` on a `git archive` of that commit):", "",
+                  "| events | CPU s | CPU µs/event | µs/event vs smallest | now, CPU s | "
+                  "before / now |", "|---:|---:|---:|---:|---:|---:|"]
+        now = {run["events"]: run for run in [*results.get("also", []), *runs]}
+        first = baseline["runs"][0]["us_per_event"]
+        for run in baseline["runs"]:
+            mine = now.get(run["events"])
+            lines.append(f"| {run['events']:,} | {run['cpu_s']:.2f} | {run['us_per_event']:,.0f} "
+                         f"| {run['us_per_event'] / first:.2f}x | "
+                         + (f"{mine['cpu_s']:.2f} | {run['cpu_s'] / mine['cpu_s']:,.0f}x |"
+                            if mine else "| |"))
+        lines += ["", "(\"now\" at sizes outside the table above: `--sizes` runs of this "
+                  "checkout, kept under \"also\" in the JSON.)"] if results.get("also") else []
+    lines += ["", "Reproduce: `make bench-one-customer` (`benchmarks/bench_one_customer.py "
+              "--help`; `--baseline` adds another checkout's results as above)."]
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -131,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sopkit", type=Path, default=ROOT,
                         help="the checkout whose sopkit to measure (default: this one)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON to write")
+    parser.add_argument("--baseline", type=Path,
+                        help="a results JSON of another checkout to show side by side")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -146,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
                       f"{platform.python_version()}",
            "commit": commit(args.sopkit), "playbook": str(PLAYBOOK.relative_to(ROOT)),
-           "runs": runs}, args.results)
+           "runs": runs,
+           "baseline": json.loads(args.baseline.read_text()) if args.baseline else None},
+          args.results)
     return 0
 
 
