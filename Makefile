@@ -5,8 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick bench-campaign valgrind \
-        fuzz mutation
+.PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick bench-campaign \
+        bench-one-customer valgrind fuzz mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ bench-quick: $(STAMP)
 ## benchmarks/campaign-results.json, .md; CUSTOMERS=N for another size
 bench-campaign: $(STAMP)
 	$(PY) benchmarks/bench_campaign.py $(if $(CUSTOMERS),--customers $(CUSTOMERS))
+
+## bench-one-customer: one customer with 10k, 100k and 1M events in 30-day windows (a few
+## minutes): the cost per event stays flat; benchmarks/one-customer-results.json, .md;
+## SIZES=10k,20k for others
+bench-one-customer: $(STAMP)
+	$(PY) benchmarks/bench_one_customer.py $(if $(SIZES),--sizes $(SIZES))
 
 ## valgrind: the durable-engine and differential tests under valgrind (slow; not run in CI)
 # Only errors count: invalid reads/writes, uses of uninitialised values, bad frees, and

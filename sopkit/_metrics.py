@@ -3,21 +3,48 @@
 Windows hold the events of the trailing window (an event counts while now - ts < window) and
 drop them as time passes; `next_change` tells the scheduler when the oldest one leaves. One
 process holds the states of millions of customers, so a window keeps its timestamps in an
-`array('q')`, 8 bytes an event, oldest first.
+`array('q')`, 8 bytes an event, oldest first, and costs O(1) amortised per event that
+arrives or leaves, however many it holds (sopkit._windows).
+
+Stored state is data, never pickle: `dump_state` gives a state as values that
+`sopkit._codec.encode` writes as JSON (a Decimal keeps its exponent, an int stays an int), and
+`load_state` builds the same state again from what `decode` read back. Only live events are
+written, oldest first; a window's derived parts (key counts, the exact sums a crossing search
+keeps) are rebuilt on loading. The shapes, by kind:
+
+| kind | no window | with a window |
+| --- | --- | --- |
+| `count` | the int count | `{"stamps": [ts, ...]}` |
+| `sum`, `avg` | `{"total": t, "count": n}` | `{"stamps": [ts, ...], "values": [v, ...],` |
+| | | `"total": t}` |
+| `max_count_per_key` | (always windowed) | `{"stamps": [ts, ...], "keys": [k, ...]}` |
+| `last` | the last value, or None | |
+| `days_since`, `days_since_first` | the day ordinal of the event, or None | |
+| `days_until`, `days_to_anniversary` | None (read from the profile) | |
+
+`ts` are whole-second UTC timestamps (ints); `t` is the running total with its type and
+exponent (an int while only ints came in, `Decimal("0.000")` after 0.125 left a window);
+`v` each event's value (int, Decimal, or a float where one came in); `k` each event's key
+(str, int, Decimal, date ...).
 """
 
 from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections import Counter
 from collections.abc import Iterator
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
+from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from ._clock import anniversary_on_or_after
+from ._codec import StateError
+from ._windows import Keys, Stamps, Sums, exact_float, pack, skipping_walk, unpack
+from ._windows import frame as exact_frame
 
 Number = int | float | Decimal
+
+_LONG = 64  # a crossing search on a longer window searches from both ends
 
 
 class Metric:
@@ -45,20 +72,35 @@ class Metric:
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    def dump_state(self, state: Any) -> Any:
+        """The state as data for `sopkit._codec.encode` (the shapes: the module's table)."""
+        return state
+
+    def load_state(self, data: Any) -> Any:
+        """The state `dump_state` gave, from that data as `sopkit._codec.decode` read it."""
+        try:
+            return self._load(data)
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+            raise StateError(f"metric {self.name!r} ({self.kind}): unreadable stored state "
+                             f"{data!r} ({exc})") from None
+
+    def _load(self, data: Any) -> Any:
+        return data
+
     def next_change(self, state: Any) -> int | None:
         """The instant the window's oldest event leaves it, for windowed metrics."""
-        if self.window is None:
+        if self.window is None or not len(state):
             return None
-        stamps = self.stamps(state)
-        return stamps[0] + self.window if stamps else None
+        return int(state.stamps[state.head]) + self.window
 
     def evict(self, state: Any, now: int) -> None:
         """Drop the events that have left the window by `now` (now - ts >= window)."""
         assert self.window is not None
-        stamps = self.stamps(state)
+        stamps = state.stamps
+        head = state.head
         cutoff = now - self.window
-        if stamps and stamps[0] <= cutoff:  # most reads find nothing to drop
-            self.drop(state, bisect_right(stamps, cutoff))
+        if head < len(stamps) and stamps[head] <= cutoff:  # most reads find nothing to drop
+            state.drop(bisect_right(stamps, cutoff, head) - head)
 
     def next_crossing(self, state: Any, now: int, thresholds: list[float],
                       boundaries: list[int]) -> int | None:
@@ -71,35 +113,28 @@ class Metric:
         if self.window is None:
             return None
         self.evict(state, now)
-        stamps = self.stamps(state)
-
-        def position(value: Any) -> tuple[int, ...] | None:
-            if value is None:
-                return None
-            if self.integral:
-                return tuple(int(value > b) for b in boundaries)
-            number = float(value) if isinstance(value, Decimal) else value
-            return tuple((number > c) - (number < c) for c in thresholds)
-
-        start = position(self.value(state, now, 0, {}))
+        stamps = state.stamps
+        start = self.position(self.value(state, now, 0, {}), thresholds, boundaries)
         last = len(stamps) - 1
-        for i, value in enumerate(self.departures(state)):
+        for i, value in enumerate(self.departures(state), state.head):
             if i < last and stamps[i + 1] == stamps[i]:
                 continue  # events with one timestamp leave together
-            if position(value) != start:
-                return stamps[i] + self.window
+            if self.position(value, thresholds, boundaries) != start:
+                return int(stamps[i]) + self.window
         return None
+
+    def position(self, value: Any, thresholds: list[float],
+                 boundaries: list[int]) -> tuple[int, ...] | None:
+        """Where a value stands against a condition's constants: what a crossing changes."""
+        if value is None:
+            return None
+        if self.integral:
+            return tuple(int(value > b) for b in boundaries)
+        number = float(value) if isinstance(value, Decimal) else value
+        return tuple((number > c) - (number < c) for c in thresholds)
 
     def departures(self, state: Any) -> Iterator[Any]:
         """The window's value after its oldest event leaves, the two oldest, and so on."""
-        raise NotImplementedError
-
-    def stamps(self, state: Any) -> array[int]:
-        """A windowed state's timestamps, oldest first."""
-        raise NotImplementedError
-
-    def drop(self, state: Any, n: int) -> None:
-        """Forget a windowed state's `n` oldest events."""
         raise NotImplementedError
 
 
@@ -108,12 +143,12 @@ class Count(Metric):
     integral = True
 
     def new(self) -> Any:
-        return array("q") if self.window else 0
+        return Stamps() if self.window else 0
 
     def observe(self, state: Any, ts: int, day: int, fields: dict[str, Any]) -> Any:
         if self.window:
             self.evict(state, ts)
-            state.append(ts)
+            state.add(ts)
             return state
         return state + 1
 
@@ -123,12 +158,19 @@ class Count(Metric):
             return len(state)
         return state
 
-    def stamps(self, state: Any) -> array[int]:
-        stamps: array[int] = state  # a windowed count is its timestamps
-        return stamps
+    def dump_state(self, state: Any) -> Any:
+        if not self.window:
+            return state
+        return {"stamps": state.stamps[state.head:].tolist()}
 
-    def drop(self, state: Any, n: int) -> None:
-        del state[:n]
+    def _load(self, data: Any) -> Any:
+        if not self.window:
+            if type(data) is not int:
+                raise TypeError("a count is an int")
+            return data
+        state = Stamps()
+        state.stamps = _stamps(data)
+        return state
 
     def next_crossing(self, state: Any, now: int, thresholds: list[float],
                       boundaries: list[int]) -> int | None:
@@ -141,87 +183,23 @@ class Count(Metric):
         below = [b for b in boundaries if 0 <= b < n]  # a count never falls below 0
         if not below:
             return None
-        return int(state[n - max(below) - 1]) + self.window
+        return int(state.stamps[state.head + n - max(below) - 1]) + self.window
 
 
-# A context that never rounds: scaleb in it only moves the exponent.
-_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
-_COEFFICIENT = 2**55  # packed coefficients lie in [-2**55, 2**55), exponents in [-128, 128)
-
-
-def _pack(value: Any) -> int | None:
-    """An int or Decimal as one int64, coefficient * 256 + exponent + 128; None if it won't fit."""
-    if isinstance(value, int):
-        coefficient, exponent = value, 0
-    elif isinstance(value, Decimal) and value.is_finite():
-        exponent = int(value.as_tuple().exponent)
-        coefficient = int(value.scaleb(-exponent, _EXACT))
-    else:
-        return None
-    if -_COEFFICIENT <= coefficient < _COEFFICIENT and -128 <= exponent < 128:
-        return coefficient * 256 + exponent + 128
-    return None
-
-
-def _unpack(packed: int) -> int | Decimal:
-    """The value `_pack` packed, with its exponent; an int when that is 0, +0 for -0.
-
-    Neither changes a sum: an int meets a Decimal total as the Decimal with exponent 0 would,
-    and a zero's sign never shows in the total it is subtracted from.
-    """
-    coefficient, exponent = divmod(packed, 256)
-    exponent -= 128
-    return coefficient if exponent == 0 else Decimal(coefficient).scaleb(exponent, _EXACT)
-
-
-class _Sums:
-    """The events of a sum/avg window and the running sum of their values.
-
-    The total is kept as before: it starts at the int 0, each value is added when it arrives
-    and subtracted when it leaves, so it has the type and Decimal exponent it always had, and
-    reading it costs nothing. Only the stored values shrink: each packs into one int64 of an
-    `array('q')` (16 bytes an event with its timestamp, against ~200 for a (ts, Decimal)
-    tuple) and unpacks, when it leaves, to a value equal to it with the same exponent, so every
-    step gives what the old window's did. That is exact by construction (scaling all values to
-    one exponent and rebuilding the total would be exact only while no step rounds). A value
-    that does not pack (a float, a coefficient past 55 bits, an exponent outside a byte) turns
-    `values` into a plain list of the values, for good.
-    """
-
-    __slots__ = ("stamps", "total", "values")
-
-    def __init__(self) -> None:
-        self.stamps = array("q")
-        self.values: array[int] | list[Any] = array("q")
-        self.total: Any = 0
-
-    def add(self, ts: int, value: Any) -> None:
-        self.total += value
-        self.stamps.append(ts)
-        values = self.values
-        if isinstance(values, array):
-            packed = _pack(value)
-            if packed is not None:
-                values.append(packed)
-                return
-            self.values = values = [_unpack(v) for v in values]
-        values.append(value)
-
-    def drop(self, n: int) -> None:
-        values = self.values
-        total = self.total
-        for value in map(_unpack, values[:n]) if isinstance(values, array) else values[:n]:
-            total -= value
-        self.total = total
-        del values[:n]
-        del self.stamps[:n]
+def _stamps(data: dict[str, Any]) -> array[int]:
+    stamps = data["stamps"]
+    if not all(type(ts) is int for ts in stamps):
+        raise TypeError("timestamps are ints")
+    if any(a > b for a, b in pairwise(stamps)):
+        raise ValueError("timestamps are oldest first")
+    return array("q", stamps)
 
 
 class Sum(Metric):
     kind = "sum"
 
     def new(self) -> Any:
-        return _Sums() if self.window else [0, 0]
+        return Sums() if self.window else [0, 0]
 
     def observe(self, state: Any, ts: int, day: int, fields: dict[str, Any]) -> Any:
         value = fields.get(self.field or "")
@@ -235,17 +213,39 @@ class Sum(Metric):
             state[1] += 1
         return state
 
-    def stamps(self, state: Any) -> array[int]:
-        sums: _Sums = state
-        return sums.stamps
+    def dump_state(self, state: Any) -> Any:
+        if not self.window:
+            return {"total": state[0], "count": state[1]}
+        values = state.live_values()
+        return {"stamps": state.stamps[state.head:].tolist(),
+                "values": [unpack(v) for v in values] if isinstance(values, array)
+                else list(values),
+                "total": state.total}
 
-    def drop(self, state: Any, n: int) -> None:
-        state.drop(n)
+    def _load(self, data: Any) -> Any:
+        total = data["total"]
+        if not isinstance(total, int | float | Decimal) or isinstance(total, bool):
+            raise TypeError("a total is a number")
+        if not self.window:
+            if type(data["count"]) is not int:
+                raise TypeError("a count is an int")
+            return [total, data["count"]]
+        state = Sums()
+        state.stamps = _stamps(data)
+        values = data["values"]
+        if len(values) != len(state.stamps) or not all(
+                isinstance(v, int | float | Decimal) and not isinstance(v, bool)
+                for v in values):
+            raise ValueError("one number a timestamp")
+        packed = [pack(v) for v in values]
+        state.values = list(values) if None in packed else array("q", packed)  # type: ignore[arg-type]  # no None left
+        state.total = total
+        return state
 
     def totals(self, state: Any, now: int) -> tuple[Any, int]:
         if self.window:
             self.evict(state, now)
-            return state.total, len(state.stamps)
+            return state.total, len(state)
         return state[0], state[1]
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
@@ -255,12 +255,21 @@ class Sum(Metric):
                       boundaries: list[int]) -> int | None:
         """With no negative value the total only falls: it first changes place against the
         constants when it reaches the highest one at or below it (or, standing on it, drops
-        under it)."""
+        under it). A long window finds that departure by bisection over exact prefix sums,
+        and with refunds (negative values) skips the departures that cannot cross."""
         if self.window is None:
             return None
         self.evict(state, now)
         values = state.values
-        if not isinstance(values, array) or (values and min(values) < 0):
+        if not isinstance(values, array):
+            return super().next_crossing(state, now, thresholds, boundaries)
+        exact = state.exact_sums() if len(state) > _LONG else None  # may compact
+        head = state.head
+        frame = None if exact is None else exact_frame(state, exact)
+        if exact is not None and frame is not None:
+            if exact.negatives:
+                return skipping_walk(self, state, exact, frame, now, thresholds, boundaries)
+        elif len(state) and min(values[head:]) < 0:
             return super().next_crossing(state, now, thresholds, boundaries)
         total = state.total
         current = float(total)
@@ -268,21 +277,38 @@ class Sum(Metric):
         if not under:
             return None
         limit = max(under)
+
+        def crosses(value: float) -> bool:
+            return value < limit or (value == limit and current > limit)
+
         stamps = state.stamps
-        last = len(stamps) - 1
-        for i, packed in enumerate(values):
-            total -= _unpack(packed)
-            if i < last and stamps[i + 1] == stamps[i]:
-                continue
-            value = float(total)
-            if value < limit or (value == limit and current > limit):
-                return int(stamps[i]) + self.window
-        return None
+        window = self.window
+        if exact is None or frame is None:  # the total as the walk from the oldest computes it
+            last = len(stamps) - 1
+            for i in range(head, last + 1):
+                total -= unpack(values[i])
+                if i < last and stamps[i + 1] == stamps[i]:
+                    continue
+                if crosses(float(total)):
+                    return int(stamps[i]) + window
+            return None
+        # the total falls with each departure: bisect for the first after which it crosses
+        now_total, scale, factor = frame
+        lo, hi = head, len(stamps) - 1
+        if not crosses(exact_float(now_total - state.departed(exact, hi) * factor, scale)):
+            return None
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if crosses(exact_float(now_total - state.departed(exact, mid) * factor, scale)):
+                hi = mid
+            else:
+                lo = mid + 1
+        return int(stamps[lo]) + window
 
     def departures(self, state: Any) -> Iterator[Any]:
         total = state.total
-        values = state.values
-        for value in map(_unpack, values) if isinstance(values, array) else values:
+        values = state.live_values()
+        for value in map(unpack, values) if isinstance(values, array) else values:
             total -= value
             yield total
 
@@ -296,10 +322,20 @@ class Avg(Sum):
 
     def next_crossing(self, state: Any, now: int, thresholds: list[float],
                       boundaries: list[int]) -> int | None:
-        return Metric.next_crossing(self, state, now, thresholds, boundaries)  # not monotone
+        """Not monotone: every departure may cross, but on a long window those that cannot
+        are skipped (`sopkit._windows.skipping_walk`)."""
+        if self.window is None:
+            return None
+        self.evict(state, now)
+        if isinstance(state.values, array) and len(state) > _LONG:
+            exact = state.exact_sums()
+            frame = None if exact is None else exact_frame(state, exact)
+            if exact is not None and frame is not None:
+                return skipping_walk(self, state, exact, frame, now, thresholds, boundaries)
+        return Metric.next_crossing(self, state, now, thresholds, boundaries)
 
     def departures(self, state: Any) -> Iterator[Any]:
-        left = len(state.stamps)
+        left = len(state)
         for total in super().departures(state):
             left -= 1
             yield None if left == 0 else Decimal(total) / left
@@ -359,31 +395,6 @@ class DaysToAnniversary(Metric):
         return anniversary_on_or_after(date.month, date.day, today) - today
 
 
-class _Keys:
-    """The events of a max_count_per_key window: timestamps, their keys, and each key's count."""
-
-    __slots__ = ("counts", "keys", "stamps")
-
-    def __init__(self) -> None:
-        self.stamps = array("q")
-        self.keys: list[Any] = []
-        self.counts: Counter[Any] = Counter()
-
-    def add(self, ts: int, key: Any) -> None:
-        self.stamps.append(ts)
-        self.keys.append(key)
-        self.counts[key] += 1
-
-    def drop(self, n: int) -> None:
-        counts = self.counts
-        for key in self.keys[:n]:
-            counts[key] -= 1
-            if not counts[key]:
-                del counts[key]
-        del self.keys[:n]
-        del self.stamps[:n]
-
-
 class MaxCountPerKey(Metric):
     """The largest number of events sharing one value of `field` within the window."""
 
@@ -391,7 +402,7 @@ class MaxCountPerKey(Metric):
     integral = True
 
     def new(self) -> Any:
-        return _Keys()
+        return Keys()
 
     def observe(self, state: Any, ts: int, day: int, fields: dict[str, Any]) -> Any:
         key = fields.get(self.field or "")
@@ -400,22 +411,69 @@ class MaxCountPerKey(Metric):
             state.add(ts, key)
         return state
 
-    def stamps(self, state: Any) -> array[int]:
-        keys: _Keys = state
-        return keys.stamps
-
-    def drop(self, state: Any, n: int) -> None:
-        state.drop(n)
-
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
         self.evict(state, now)
-        return max(state.counts.values(), default=0)
+        return len(state.tally)
+
+    def dump_state(self, state: Any) -> Any:
+        return {"stamps": state.stamps[state.head:].tolist(), "keys": state.keys[state.head:]}
+
+    def _load(self, data: Any) -> Any:
+        stamps = _stamps(data)
+        keys = data["keys"]
+        if len(keys) != len(stamps) or any(key is None for key in keys):
+            raise ValueError("one key a timestamp")
+        state = Keys()
+        for ts, key in zip(stamps, keys, strict=True):
+            state.add(ts, key)
+        return state
+
+    def next_crossing(self, state: Any, now: int, thresholds: list[float],
+                      boundaries: list[int]) -> int | None:
+        """The largest count only falls as events leave: it crosses the highest boundary b
+        below it at the first departure after which no key has more than b events. Searched
+        from both ends at once: from the oldest, until the keys counted more than b times are
+        all down to b; from the newest, until some key is seen b + 1 times (that event is the
+        last to leave before the crossing)."""
+        if self.window is None:
+            return None
+        self.evict(state, now)
+        tally = state.tally
+        below = [b for b in boundaries if 0 <= b < len(tally)]
+        if not below:
+            return None
+        b = max(below)
+        counts, keys, stamps, window = state.counts, state.keys, state.stamps, self.window
+        over = sum(tally[b:])  # keys with more than b events
+        gone: dict[Any, int] = {}
+        seen: dict[Any, int] = {}
+        h, i = state.head, len(keys) - 1
+        while True:
+            key = keys[h]
+            left = gone[key] = gone.get(key, 0) + 1
+            if counts[key] - left == b:
+                over -= 1
+                if not over:
+                    return int(stamps[h]) + window
+            h += 1
+            key = keys[i]
+            found = seen[key] = seen.get(key, 0) + 1
+            if found > b:
+                return int(stamps[i]) + window
+            i -= 1
 
     def departures(self, state: Any) -> Iterator[Any]:
-        counts = Counter(state.counts)
-        for key in state.keys:
-            counts[key] -= 1
-            yield max(counts.values(), default=0)
+        counts = dict(state.counts)
+        tally = list(state.tally)
+        for key in state.keys[state.head:]:
+            count = counts[key]
+            counts[key] = count - 1
+            tally[count - 1] -= 1
+            if count > 1:
+                tally[count - 2] += 1
+            if count == len(tally) and not tally[-1]:
+                tally.pop()
+            yield len(tally)
 
 
 KINDS: dict[str, type[Metric]] = {

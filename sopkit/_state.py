@@ -24,7 +24,6 @@ Empty items are left out; a missing item reads as empty.
 
 from __future__ import annotations
 
-from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -172,41 +171,12 @@ def _read(blob: bytes, what: str) -> dict[str, Any]:
 
 
 def _metric_dump(metric: _metrics.Metric, state: Any) -> Any:
-    """A metric's state as data: its own `dump_state` where it has one."""
-    dump = getattr(metric, "dump_state", None)
-    if dump is not None:
-        return dump(state)
-    if isinstance(state, array):
-        return {"stamps": list(state)}
-    if isinstance(state, _metrics._Sums):
-        values = state.values
-        plain = [_metrics._unpack(v) for v in values] if isinstance(values, array) \
-            else list(values)
-        return {"stamps": list(state.stamps), "values": plain, "total": state.total}
-    if isinstance(state, _metrics._Keys):
-        return {"stamps": list(state.stamps), "keys": list(state.keys)}
-    return {"value": state}
+    """A metric's state as data (the shapes `_metrics` documents)."""
+    return metric.dump_state(state)
 
 
 def _metric_load(metric: _metrics.Metric, data: Any) -> Any:
-    load = getattr(metric, "load_state", None)
-    if load is not None:
-        return load(data)
-    state = metric.new()
-    if isinstance(state, array):
-        state.extend(int(t) for t in data["stamps"])
-        return state
-    if isinstance(state, _metrics._Sums):
-        for ts, value in zip(data["stamps"], data["values"], strict=True):
-            state.add(int(ts), value)
-        state.total = data["total"]
-        return state
-    if isinstance(state, _metrics._Keys):
-        for ts, key in zip(data["stamps"], data["keys"], strict=True):
-            state.add(int(ts), key)
-        return state
-    value = data["value"]
-    return list(value) if isinstance(state, list) else value
+    return metric.load_state(data)
 
 
 # ---- the runtime-wide state -----------------------------------------------------------------

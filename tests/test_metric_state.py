@@ -193,3 +193,59 @@ def test_twenty_event_windows_stay_small() -> None:
             state = m.observe(state, T0 + 9 * k * DAY, 0, {"amount": amount, "sku": "abc"[k % 3]})
         assert m.next_change(state) == T0 + 365 * DAY  # all 20 still in the window
         assert deep_size(state) < budget, kind
+
+
+# Long windows (over 64 events): bursts of orders a second apart, refunds among them.
+LONG_STEPS = st.lists(st.tuples(
+    st.integers(0, 40),  # gap before the burst, seconds
+    st.integers(1, 120),  # orders in the burst
+    st.one_of(st.integers(-300, 900), SMALL_DECIMALS),  # the first amount
+    st.integers(-50, 50),  # the step between amounts
+    st.sampled_from([1, 2, 5, 40]),  # distinct SKUs in the burst
+), min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bursts=LONG_STEPS, reads=st.lists(st.integers(0, 200), min_size=1, max_size=4),
+       thresholds=st.lists(st.integers(-2000, 30000).map(lambda v: v / 4), min_size=1,
+                           max_size=3, unique=True),
+       boundaries=st.lists(st.integers(-1, 60), min_size=1, max_size=3, unique=True))
+def test_long_window_crossing_searches_agree_with_the_plain_walk(
+        bursts: list[tuple[int, int, Any, int, int]], reads: list[int],
+        thresholds: list[float], boundaries: list[int]) -> None:
+    """The crossing searches of long windows (bisection, skipping, from both ends) find the
+    instant the plain departure-by-departure walk finds."""
+    window = 600
+    metrics = [metric("sum", "amount", window), metric("avg", "amount", window),
+               metric("max_count_per_key", "sku", window)]
+    states = [m.new() for m in metrics]
+    now = T0
+    for gap, n, first, step, skus in bursts:
+        now += gap
+        for k in range(n):
+            fields = {"amount": first + k * step, "sku": k % skus}
+            states = [m.observe(s, now + k, 0, fields)
+                      for m, s in zip(metrics, states, strict=True)]
+        now += n
+        for m, state in zip(metrics, states, strict=True):
+            for later in sorted(reads):
+                at = now + later
+                assert m.next_crossing(state, at, thresholds, boundaries) == \
+                    _metrics.Metric.next_crossing(m, state, at, thresholds, boundaries), m.kind
+        now += max(reads)  # time only moves on
+
+
+def test_long_window_crosses_at_its_first_or_last_departure() -> None:
+    """A long sum standing on a constant crosses when its first event leaves, one above it
+    when its last does; an average keeps its side until the window empties."""
+    for kind in ("sum", "avg"):
+        m = metric(kind, "amount", window=1000)
+        state = m.new()
+        for k in range(100):
+            state = m.observe(state, T0 + k, 0, {"amount": Decimal("10.0")})
+        now = T0 + 100
+        first, last = T0 + 1000, T0 + 99 + 1000
+        # a sum reaching the constant crosses too: 10.0 once 99 have left
+        for limit, crossing in ((1000.0, first), (999.5, first), (0.5, last), (10.0, last - 1)):
+            expected = crossing if kind == "sum" else last
+            assert m.next_crossing(state, now, [limit], []) == expected, (kind, limit)
