@@ -22,7 +22,7 @@ from ._errors import (
     UsageError,
 )
 from ._load import LoadedPlaybook
-from ._load import load as _load
+from ._load import load as _load_playbook
 from ._outbox import Dispatcher
 from ._runtime import Action, CustomerView, Runtime
 from ._simulate import Summary, simulate
@@ -32,7 +32,7 @@ from ._upgrade import Upgrade, upgrade
 
 def load_playbook(path: str | _os.PathLike[str]) -> LoadedPlaybook:
     """Load and check a playbook; raise PlaybookError listing every problem found."""
-    return _load(_os.fspath(path))
+    return _load_playbook(_os.fspath(path))
 
 
 __all__ = [
