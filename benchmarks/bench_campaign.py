@@ -67,7 +67,7 @@ def generate(path: Path, customers: int, seed: int) -> float:
     now = cal.parse(NOW)
     year = cal.parse("2024-01-01T00:00:00")
     purchase = [k for k, m in enumerate(rt.metrics) if m.matches("purchase")]
-    rt.now = now
+    rt.now_ts = now
     store = SQLiteStore(path)
     try:
         batch: dict[str, bytes] = {}

@@ -437,7 +437,7 @@ def history_runtime(loaded: LoadedPlaybook, events: Path, profiles: Path | None,
             runtime.apply(event)
         except EventError:
             bad += 1
-    if runtime.now is None or runtime.now < at:
+    if runtime.now_ts is None or runtime.now_ts < at:
         runtime.advance_ts(at)
     return runtime, bad
 

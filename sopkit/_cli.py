@@ -944,11 +944,11 @@ def _past_campaigns(runtime: Any) -> None:
     """Notices for one-off campaigns already behind a restored store's clock."""
     from ._campaigns import past_one_offs
 
-    if runtime.now is None:
+    if runtime.now_ts is None:
         return
-    for name, at_text in past_one_offs(runtime, runtime.now):
+    for name, at_text in past_one_offs(runtime, runtime.now_ts):
         typer.echo(f"notice: campaign '{name}' (at {at_text}) is before the store's clock "
-                   f"{runtime.calendar.format(runtime.now)}: it fired already, or never will",
+                   f"{runtime.calendar.format(runtime.now_ts)}: it fired already, or never will",
                    err=True)
 
 
@@ -993,7 +993,7 @@ def dry_run(
                        f"{rt.calendar.format(replay)}; give --at for another time", err=True)
         rows, later = would_dispatch(live, now)
         upcoming = rt.campaign_plan.upcoming(now + 1, now + ahead) if ahead else []
-        sizes = audience_sizes(rt, max(now, rt.now or now)) if upcoming else {}
+        sizes = audience_sizes(rt, max(now, rt.now_ts or now)) if upcoming else {}
     shown = [r.message if unmasked else mask(r.message) for r in rows]
     sending = [r for r in rows if r.status in ("pending", "leased")]
     if output is Output.jsonl:

@@ -230,7 +230,7 @@ def cancel(rt: Runtime, key: str, reason: str) -> list[Action]:
         keys = [rt._key(cs, rule, item.occurrence, i) for i in range(len(rule["actions"]))]
         if key in keys:
             cs.pending.remove(item)
-            now = rt.now if rt.now is not None else item.scheduled
+            now = rt.now_ts if rt.now_ts is not None else item.scheduled
             rt.touched.add(customer_id)
             rt._schedule(cs, now)
             return rt._records(cs, now, item.rule, item.occurrence, item.facts, "delayed",
@@ -250,7 +250,7 @@ def deliverable(rt: Runtime, customer_id: str, channel: Any, kind: str, expires_
         if reason is not None:
             return f"{reason} (at delivery)"
     if isinstance(expires_at, str):
-        now = rt.now if at is None else timestamp(rt, at)
+        now = rt.now_ts if at is None else timestamp(rt, at)
         if now is not None and now > timestamp(rt, expires_at):
             return f"expired: not delivered by {expires_at}"
     return None
@@ -263,11 +263,11 @@ class EmbeddingAPI:
     """The embedding methods of `Runtime` (docs/embedding.md); `Runtime` inherits them."""
 
     @property
-    def clock(self) -> dt.datetime | None:
+    def now(self) -> dt.datetime | None:
         """The runtime's virtual time, in the playbook's timezone; None before the first event
-        or `advance`. (`now` is the same instant in unix seconds, for sopkit's own use.)"""
+        or `advance`. (`now_ts` is the same instant in unix seconds.)"""
         rt = _rt(self)
-        return None if rt.now is None else rt.calendar.local(rt.now)
+        return None if rt.now_ts is None else rt.calendar.local(rt.now_ts)
 
     def pending(self, customer_id: str) -> list[Scheduled]:
         """The actions the runtime holds for a customer (rules with a `delay` that fired),

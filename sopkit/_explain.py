@@ -268,7 +268,7 @@ def explain(playbook: LoadedPlaybook, events: Path, customer: str, *,
         cid, etype, ts, fields = parsed
         if at_ts is not None and ts > at_ts:
             break
-        if rt.now is not None and ts < rt.now:
+        if rt.now_ts is not None and ts < rt.now_ts:
             continue
         if cid == customer:
             seen = True

@@ -365,7 +365,7 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
         if since:
             flush()
         now = clock()
-        if rt.now is None or now - lateness > rt.now:
+        if rt.now_ts is None or now - lateness > rt.now_ts:
             pending.extend(rt.advance_ts(now - lateness))
             flush()
         drain(live, dispatcher, now, stats)
@@ -428,7 +428,7 @@ def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
     due = [r for r in stored if r.due_at <= now and (r.lease_until or 0) <= now]
     later = sum(1 for r in stored if r.due_at > now)
     fresh: list[OutboxRow] = []
-    if rt.now is None or now > rt.now:
+    if rt.now_ts is None or now > rt.now_ts:
         known = {r.key for r in stored}
         rows = backfill(outbox_rows(rt, rt.advance_ts(now)) + mirror_rows(live.loaded, rt),
                         live.send_from, rt)

@@ -178,7 +178,7 @@ def plan(loaded: LoadedPlaybook, store: Store, *, engine: str = "native",
 
     # -- the customers in flight -------------------------------------------------------
     rt.restore(clock.encode(), [])
-    now = rt.now
+    now = rt.now_ts
     if now is None:
         raise UsageError(f"{store.url} has not started its clock yet; nothing to migrate")
     removed_set = set(removed)

@@ -146,11 +146,11 @@ class ReportData:
         report (a long quiet stretch is never held in memory at once).
         """
         cal = runtime.calendar
-        if runtime.now is None:  # `ts` is the first event's time
+        if runtime.now_ts is None:  # `ts` is the first event's time
             self.first = self.first or cal.format(ts)
             return
         if self._next is None:
-            self._next = cal.day_start(cal.day_index(runtime.now) + 1)
+            self._next = cal.day_start(cal.day_index(runtime.now_ts) + 1)
         while self._next <= ts:
             yield runtime.advance_ts(self._next - 1)
             self.sample(runtime)
@@ -158,9 +158,9 @@ class ReportData:
 
     def sample(self, runtime: Runtime) -> None:
         """Record customers per stage now, as the state of the current playbook day."""
-        if runtime.now is None or (self._start is not None and runtime.now < self._start):
+        if runtime.now_ts is None or (self._start is not None and runtime.now_ts < self._start):
             return
-        day = dt.date.fromordinal(runtime.calendar.day_index(runtime.now)).isoformat()
+        day = dt.date.fromordinal(runtime.calendar.day_index(runtime.now_ts)).isoformat()
         self.stage_days[day] = {stage or "(none)": n
                                 for stage, n in runtime.stage_counts.items() if n > 0}
 

@@ -250,7 +250,7 @@ class Runtime(_embed.EmbeddingAPI):
         self._heap: list[tuple[int, str]] = []
         self._heap_limit = _HEAP_SLACK  # compact the heap when it grows past this
         self._seq = itertools.count()
-        self.now: int | None = None
+        self.now_ts: int | None = None
         self._unstarted: list[str] = []
         self.pk = f"{ir['playbook']}:{ir['version']}"
         self._entry_rules = [(r["index"], r["predicate"]) for r in self.rules
@@ -328,11 +328,11 @@ class Runtime(_embed.EmbeddingAPI):
         owner = record.get("owner")
         if owner not in (None, ""):
             cs.owner = sys.intern(str(owner))
-        if self.now is None:
+        if self.now_ts is None:
             if not known:
                 self._unstarted.append(customer_id)
         else:
-            self._push(cs, self.now)  # evaluate with the new profile at the current time
+            self._push(cs, self.now_ts)  # evaluate with the new profile at the current time
 
     def parse_event(self, record: Mapping[str, Any]) -> tuple[str, str, int, dict[str, Any]]:
         """Check and type an event record: (customer id, type, timestamp, fields)."""
@@ -423,10 +423,10 @@ class Runtime(_embed.EmbeddingAPI):
                 raise EventError(
                     f"duplicate event_id '{event_id}': an event with this id was applied at "
                     f"{self.calendar.format(seen[event_id])}", "duplicate event_id")
-        if self.now is not None and ts < self.now:
+        if self.now_ts is not None and ts < self.now_ts:
             raise EventError(
                 f"out of order: {self.calendar.format(ts)} is before the runtime's clock "
-                f"{self.calendar.format(self.now)}; sort the history by ts", "out of order")
+                f"{self.calendar.format(self.now_ts)}; sort the history by ts", "out of order")
         out = self.advance_ts(ts)
         if etype == STAFF_DEPARTED:
             if event_id is not None:
@@ -545,17 +545,17 @@ class Runtime(_embed.EmbeddingAPI):
     def advance(self, to: str | dt.datetime) -> list[Action]:
         """Let virtual time pass until `to`, running every wake-up due by then."""
         ts = _embed.timestamp(self, to)
-        if self.now is not None and ts < self.now:
+        if self.now_ts is not None and ts < self.now_ts:
             raise _embed.ClockError(f"cannot advance back to {to}: the clock is at "
-                                    f"{self.calendar.format(self.now)}; time only goes forward")
+                                    f"{self.calendar.format(self.now_ts)}; time only goes forward")
         return self.advance_ts(ts)
 
     def advance_ts(self, ts: int) -> list[Action]:
         out: list[Action] = []
-        if self.now is None or self._unstarted:
-            starting = self.now is None
-            start = ts if self.now is None else self.now
-            self.now = start
+        if self.now_ts is None or self._unstarted:
+            starting = self.now_ts is None
+            start = ts if self.now_ts is None else self.now_ts
+            self.now_ts = start
             for customer_id in self._unstarted:
                 if customer_id in self.customers:  # not evicted since
                     self._push(self.customers[customer_id], start)
@@ -564,10 +564,10 @@ class Runtime(_embed.EmbeddingAPI):
                 self.campaign_plan.start(start, inclusive=True)
         heap = self._heap
         if self._rfm is not None and self._rfm_next is None:
-            self._rfm_next = self._next_refit(self.now, self._rfm["every"])
+            self._rfm_next = self._next_refit(self.now_ts, self._rfm["every"])
             heapq.heappush(heap, (self._rfm_next, _REFIT))
         if self._clv is not None and self._clv_next is None:
-            self._clv_next = self._next_refit(self.now, self._clv["every"])
+            self._clv_next = self._next_refit(self.now_ts, self._clv["every"])
             heapq.heappush(heap, (self._clv_next, _CLV_REFIT))
         firings = self.campaign_plan.heap
         while True:
@@ -577,26 +577,26 @@ class Runtime(_embed.EmbeddingAPI):
             while heap and heap[0][0] <= bound:
                 when, customer_id = heapq.heappop(heap)
                 if customer_id == _REFIT:
-                    self.now = when
+                    self.now_ts = when
                     out.extend(self._refit(when))
                     continue
                 if customer_id == _CLV_REFIT:
-                    self.now = when
+                    self.now_ts = when
                     out.extend(self._clv_refit(when))
                     continue
                 cs = self.customers.get(customer_id)
                 if cs is None or cs.wake_at != when:
                     continue  # superseded by a later schedule, or evicted
                 cs.wake_at = None
-                self.now = when
+                self.now_ts = when
                 out.extend(self._tick(cs, when, None))
             if not firings or firings[0][0] > ts:
                 break
             when, index = heapq.heappop(firings)
-            self.now = when
+            self.now_ts = when
             out.extend(self.campaign_plan.fire(index, when))
             firings = self.campaign_plan.heap
-        self.now = max(self.now, ts)
+        self.now_ts = max(self.now_ts, ts)
         return out
 
     def _push(self, cs: CustomerState, when: int) -> None:
@@ -1173,7 +1173,7 @@ class Runtime(_embed.EmbeddingAPI):
     def state(self, customer_id: str) -> CustomerView:
         """A snapshot of one customer's facts at the runtime's current time."""
         cs = _embed.customer(self, customer_id)
-        now = self.now or 0
+        now = self.now_ts or 0
         today = self.calendar.day_index(now)
         metrics = {metric.name: json_value(metric.value(cs.metrics[k], now, today, cs.profile))
                    for k, metric in enumerate(self.metrics)}
@@ -1234,7 +1234,7 @@ class Runtime(_embed.EmbeddingAPI):
             self._adopt(cs)
             count += 1
         if meta is not None:
-            self.now = meta["now"]
+            self.now_ts = meta["now"]
             self._seq = itertools.count(meta["seq"])
             self._unstarted = list(meta["unstarted"])
             self.policy_state = meta["policy"]
@@ -1245,8 +1245,8 @@ class Runtime(_embed.EmbeddingAPI):
             self.clv_params, self._clv_next = meta["clv"]
             if self._clv is not None and self._clv_next is not None:
                 heapq.heappush(self._heap, (self._clv_next, _CLV_REFIT))
-            if self.now is not None:  # every firing due by the saved clock has run
-                self.campaign_plan.start(self.now, inclusive=False)
+            if self.now_ts is not None:  # every firing due by the saved clock has run
+                self.campaign_plan.start(self.now_ts, inclusive=False)
         self.touched.clear()
         return count
 

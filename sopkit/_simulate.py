@@ -137,8 +137,8 @@ def simulate(
         """Run the wake-ups before `ts` a day at a time, writing each day's actions as it
         passes: a quiet month, or the months after the last event, are never held in memory
         at once. The same wake-ups run in the same order as in one jump."""
-        while runtime.now is not None:
-            next_day = cal.day_start(cal.day_index(runtime.now) + 1)
+        while runtime.now_ts is not None:
+            next_day = cal.day_start(cal.day_index(runtime.now_ts) + 1)
             if next_day >= ts:
                 return
             emit(runtime.advance_ts(next_day))
@@ -161,8 +161,8 @@ def simulate(
     summary.quarantined = jail.count
     summary.quarantine_reasons = dict(sorted(jail.reasons.items()))
     summary.customers = len(runtime.customers)
-    if runtime.now is not None:
-        summary.end = cal.format(runtime.now)
+    if runtime.now_ts is not None:
+        summary.end = cal.format(runtime.now_ts)
         summary.start = cal.format(start_ts) if start_ts is not None else None
     summary.by_rule = {name: dict(sorted(c.items())) for name, c in rule_counts.items()}
     summary.by_day = dict(sorted(days.items()))
@@ -211,7 +211,7 @@ def _read(runtime: Runtime, summary: Summary, jail: Quarantine, profiles: Path |
             continue
         try:
             event = runtime.parse_event(item.data)
-            ahead = too_far_ahead(runtime.calendar, event[2], runtime.now, max_future)
+            ahead = too_far_ahead(runtime.calendar, event[2], runtime.now_ts, max_future)
             if ahead is not None:
                 raise EventError(ahead, "too far in the future")
             if end_ts is not None and event[2] > end_ts:

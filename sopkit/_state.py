@@ -190,7 +190,7 @@ def dump_clock(rt: Runtime, seq: int) -> bytes:
         bgnbd, gamma = rt.clv_params
         clv = [list(bgnbd.as_tuple()), None if gamma is None else list(gamma.as_tuple())]
     return _codec.dumps({
-        "v": FORMAT, "now": rt.now, "seq": seq, "unstarted": list(rt._unstarted),
+        "v": FORMAT, "now": rt.now_ts, "seq": seq, "unstarted": list(rt._unstarted),
         "tasks": {staff: [[day, n] for day, n in sorted(days.items())]
                   for staff, days in sorted(policy.tasks.items())},
         "tasks_today": policy.today,

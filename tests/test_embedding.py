@@ -43,12 +43,12 @@ def _stamp(text: str) -> int:
 
 
 def test_the_clock_is_an_aware_datetime_in_the_playbook_zone() -> None:
-    """`Runtime.clock` is None before anything happened, then the virtual time in +08:00."""
+    """`Runtime.now` is None before anything happened, then the virtual time in +08:00."""
     rt = _rt()
-    assert rt.clock is None
+    assert rt.now is None
     rt.ingest(_buy("c1", "2024-05-01T10:00:00"))
-    assert rt.clock == dt.datetime(2024, 5, 1, 10, 0, tzinfo=TZ)
-    assert rt.clock.utcoffset() == dt.timedelta(hours=8)
+    assert rt.now == dt.datetime(2024, 5, 1, 10, 0, tzinfo=TZ)
+    assert rt.now.utcoffset() == dt.timedelta(hours=8)
 
 
 def test_ingest_takes_a_datetime_ts() -> None:
@@ -308,7 +308,7 @@ def test_rollback_is_evict_and_load_the_last_committed_state(tmp_path: Path) -> 
     for export in host.exports(e.customer_id for e in failed):
         rt.load(export)
     assert rt.state("c1").metrics["purchases"] == 1
-    assert rt.clock == dt.datetime(2024, 5, 1, 10, tzinfo=TZ)
+    assert rt.now == dt.datetime(2024, 5, 1, 10, tzinfo=TZ)
 
 
 def _history() -> list[dict[str, object]]:

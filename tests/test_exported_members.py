@@ -17,7 +17,7 @@ PUBLIC = {
 
 # The embedding API of Runtime (docs/embedding.md): a change here is a change of contract.
 RUNTIME_API = {
-    "add_profile", "advance", "cancel", "clock", "consent_screen", "customer_ids",
+    "add_profile", "advance", "cancel", "consent_screen", "customer_ids", "now",
     "deliverable", "due", "evict", "export", "export_changed", "export_clock", "ingest", "load",
     "load_clock", "message", "outbox_rows", "pending", "state",
 }

@@ -360,7 +360,7 @@ def test_policy_state_is_bounded_and_survives_the_store(tmp_path: Path) -> None:
     cs = rt.customers["c1"]
     assert len(cs.deliveries) <= 2
     assert all(rt.calendar.format(ts) >= "2024-05-21" for ts, _ in cs.deliveries)
-    assert set(rt.policy_state.tasks["staff-07"]) == {rt.calendar.day_index(rt.now or 0)}
+    assert set(rt.policy_state.tasks["staff-07"]) == {rt.calendar.day_index(rt.now_ts or 0)}
     again = runtime(tmp_path, "task_capacity = 1\n" + CAP_2_7D)
     again.restore(rt.dump_clock(), [("c1", rt.dump_customer("c1"))])
     copy = again.customers["c1"]
