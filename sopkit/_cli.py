@@ -1064,14 +1064,15 @@ def _store(url: str, *, create: bool = False) -> Iterator[Any]:
     """The store at `url`, closed afterwards; SopkitErrors become `error: ...` and an exit code.
 
     Only `run` creates a store: elsewhere a path that is not one is a usage error (exit 2).
-    Phone numbers and e-mails in the message (a customer id in a chain error) are masked."""
+    Phone numbers and e-mails in an error raised while the store is in use (a customer id in
+    a chain error) are masked."""
     from ._mask import mask_text
     from ._store import open_store
 
     try:
         store = open_store(url, create=create)
-    except SopkitError as exc:
-        typer.echo(f"error: {mask_text(str(exc))}", err=True)
+    except SopkitError as exc:  # about the store and its URL (the password already hidden)
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     try:
         yield store
