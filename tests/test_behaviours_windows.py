@@ -87,3 +87,41 @@ def test_a_stored_window_value_with_a_far_exponent_is_written_back_as_read(
     assert dumped == {"stamps": [T0], "values": [{"$dec": str(value)}],
                       "total": {"$dec": str(value)}}
     assert m.value(state, T0 + 100, 0, {}) == 0
+
+
+def _long_sum(values: list[str]) -> tuple[_metrics.Metric, object]:
+    """A 1000-second sum window holding `values`, one a second from T0 (over 64 events: the
+    crossing search uses the exact prefix sums)."""
+    m = _metrics.build({"name": "spend", "kind": "sum", "event": "order", "field": "amount",
+                        "attribute": None, "window": 1000})
+    state = m.new()
+    for k, value in enumerate(values):
+        state = m.observe(state, T0 + k, 0, {"amount": Decimal(value)})
+    return m, state
+
+
+def test_a_long_sum_wakes_when_departures_bring_it_exactly_onto_a_constant() -> None:
+    """70 orders of 1.0 then 0.3: `spend <= 0.3` holds the instant the 70th order leaves (the
+    total is exactly 0.3), so the customer is woken then, not a second later."""
+    m, state = _long_sum(["1.0"] * 70 + ["0.3"])
+    assert m.next_crossing(state, T0 + 71, [0.3], []) == T0 + 69 + 1000
+
+
+def test_a_long_sum_with_a_refund_wakes_exactly_onto_a_constant() -> None:
+    """With a refund (-0.5) among 72 orders, `spend <= 0.1` wakes the customer the instant
+    the total is exactly 0.1, not at the next departure (where it is already -0.5)."""
+    m, state = _long_sum(["1.0"] * 70 + ["0.6", "-0.5"])
+    assert m.next_crossing(state, T0 + 72, [0.1], []) == T0 + 69 + 1000
+
+
+def test_a_long_average_is_not_woken_inside_a_second_whose_events_leave_together() -> None:
+    """A 72-order average at exactly 10 whose two oldest orders (30 and -10) share a second:
+    the 30 leaving alone would dip it under 10, but both leave together and it stays 10, so
+    the next wake-up is when the window empties, not at that second."""
+    m = _metrics.build({"name": "aov", "kind": "avg", "event": "order", "field": "amount",
+                        "attribute": None, "window": 1000})
+    state = m.new()
+    for ts, amount in [(T0, 30), (T0, -10)] + [(T0 + k, 10) for k in range(1, 71)]:
+        state = m.observe(state, ts, 0, {"amount": amount})
+    assert m.value(state, T0 + 71, 0, {}) == 10
+    assert m.next_crossing(state, T0 + 71, [10.0], []) == T0 + 70 + 1000
