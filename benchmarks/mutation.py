@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = ("sopkit/_runtime.py", "sopkit/_metrics.py", "sopkit/_policy.py", "sopkit/_expr.py",
-        "sopkit/_store.py", "sopkit/_campaigns.py", "sopkit/_dispatch.py")
+CORE = ("sopkit/_runtime.py", "sopkit/_metrics.py", "sopkit/_windows.py", "sopkit/_policy.py",
+        "sopkit/_expr.py", "sopkit/_store.py", "sopkit/_campaigns.py", "sopkit/_dispatch.py")
 # the tests that exercise each core module, the quickest and most focused first (-x stops
 # at the first failure, so a mutant is usually killed by the first file)
 TEST_MAP: dict[str, tuple[str, ...]] = {
@@ -58,8 +58,14 @@ TEST_MAP: dict[str, tuple[str, ...]] = {
                            "tests/test_policy.py", "tests/test_handover.py",
                            "tests/test_window_wakeups.py", "tests/test_wakeup_heap.py",
                            "tests/test_runtime_persistence.py", "tests/test_campaigns.py"),
-    "sopkit/_metrics.py": ("tests/test_metrics.py", "tests/test_metric_state.py",
-                           "tests/test_window_wakeups.py", "tests/test_semantics.py"),
+    "sopkit/_metrics.py": ("tests/test_metrics.py", "tests/test_behaviours_metrics.py",
+                           "tests/test_window_refunds.py", "tests/test_window_wakeups.py",
+                           "tests/test_semantics.py", "tests/test_metric_state.py",
+                           "tests/test_metric_dump.py", "tests/test_behaviours_windows.py"),
+    "sopkit/_windows.py": ("tests/test_metrics.py", "tests/test_window_refunds.py",
+                           "tests/test_behaviours_windows.py", "tests/test_window_wakeups.py",
+                           "tests/test_metric_state.py", "tests/test_metric_dump.py",
+                           "tests/test_semantics.py"),
     "sopkit/_policy.py": ("tests/test_behaviours_policy.py", "tests/test_policy.py"),
     "sopkit/_expr.py": ("tests/test_semantics.py", "tests/test_compile.py",
                         "tests/test_behaviours_check.py", "tests/test_check.py",
