@@ -264,3 +264,11 @@ def test_an_expired_row_is_settled_unsent(store: Store) -> None:
     done = _rows(store)["k1"]
     assert (done.status, done.reason, done.settled_at) == \
         ("expired", "expired: not delivered by 2023-11-14T00:00:00+00:00", NOW)
+
+
+def test_one_run_claims_a_hundred_rows_by_default(store: Store) -> None:
+    """By default run_once sends at most 100 rows; the next run takes the rest."""
+    sms = MemoryChannel("sms")
+    store.commit({}, {}, [row(f"k{i:03d}", due=NOW) for i in range(101)])
+    d = Dispatcher(store, {"sms": sms}, worker="w")
+    assert [d.run_once(NOW).delivered for _ in range(2)] == [100, 1]

@@ -242,3 +242,74 @@ def test_weekly_rfm_refit_scores_each_dimension_on_its_own(tmp_path: Path) -> No
     messages = [_sends(rt.ingest({"customer_id": c, "type": "ping",
                                   "ts": "2025-01-20T11:00:00"}))[0] for c in ("c0", "c5", "c9")]
     assert messages == ["R1 F1 M1 一般挽留客户", "R3 F3 M5 重要价值客户", "R5 F5 M1 一般价值客户"]
+
+
+def test_a_profile_loaded_before_any_event_is_exported(tmp_path: Path) -> None:
+    """A profile added before the clock starts is a changed customer the host must save."""
+    rt = _runtime(tmp_path)
+    rt.add_profile({"customer_id": "c1", "name": "王"})
+    assert [e.customer_id for e in rt.export_changed()] == ["c1"]
+
+
+def test_a_departure_without_a_time_is_a_bad_event(tmp_path: Path) -> None:
+    """A staff_departed event with no usable `ts` is an EventError saying so."""
+    rt = _runtime(tmp_path)
+    for ts in (None, "", "next tuesday"):
+        with pytest.raises(sopkit.EventError, match="bad 'ts'"):
+            rt.ingest({"type": "staff_departed", "staff": "zhang", "ts": ts})
+
+
+def test_rules_on_the_owner_fire_at_the_handover(tmp_path: Path) -> None:
+    """A rule that reads the owner sees the successor at the moment of the hand-over."""
+    text = (Path(__file__).parent / "data" / "live" / "handover.toml").read_text("utf-8")
+    text += ('\n[[rules]]\nname = "welcome_li"\nwhen = \'owner == "li"\'\n'
+             'actions = [{ type = "task", note = "新客户 {{ profile.name }}" }]\n')
+    rt = _runtime(tmp_path, text)
+    rt.add_profile({"customer_id": "a", "name": "王", "owner": "zhang"})
+    rt.ingest({"customer_id": "a", "type": "purchase", "ts": "2025-01-01T10:00:00"})
+    actions = rt.ingest({"type": "staff_departed", "staff": "zhang", "to": "li",
+                         "ts": "2025-01-05T10:00:00"})
+    assert [(a.rule, a.action) for a in actions] == [("handover", "reassign"),
+                                                     ("welcome_li", "task")]
+
+
+def test_a_webhook_record_carries_its_channel_and_payload(tmp_path: Path) -> None:
+    """A webhook action's record names its channel and the rendered payload it would post."""
+    text = PLAYBOOK.replace("[channels.sms]", '[channels.crm]\ntype = "webhook"\n'
+                            'url = "https://crm.example.com/hook"\n\n[channels.sms]')
+    text += ('\n[[rules]]\nname = "notify"\non = "purchase"\nactions = [{ type = "webhook", '
+             'channel = "crm", payload = { event = "bought", n = "{{ purchases }}" } }]\n')
+    rt = _runtime(tmp_path, text)
+    (hook,) = [a for a in rt.ingest(_buy("c1", "2025-01-01T10:00:00")) if a.action == "webhook"]
+    assert (hook.details["channel"], hook.details["payload"]) == \
+        ("crm", {"event": "bought", "n": "1"})
+
+
+def test_nothing_left_to_wake_for_clears_the_wake_up(tmp_path: Path) -> None:
+    """Once a customer's last threshold has passed, the export says no wake-up is scheduled."""
+    text = (Path(__file__).parent / "data" / "live" / "handover.toml").read_text("utf-8")
+    rt = _runtime(tmp_path, text)
+    rt.ingest({"customer_id": "a", "type": "purchase", "ts": "2025-01-01T10:00:00"})
+    assert rt.export("a").wake_at is not None
+    rt.advance("2025-03-01T10:00:00")
+    assert rt.export("a").wake_at is None
+
+
+def test_an_event_id_older_than_the_window_may_come_again(tmp_path: Path) -> None:
+    """An event_id seen over 30 days before is forgotten: the event is applied again."""
+    rt = _runtime(tmp_path)
+    rt.ingest(_buy("c1", "2025-01-01T10:00:00", event_id="order-1"))
+    rt.ingest(_buy("c1", "2025-02-15T10:00:00", event_id="order-2"))
+    assert _sends(rt.ingest(_buy("c1", "2025-02-16T10:00:00", event_id="order-1"))) == \
+        ["谢谢第 3 次光临，累计 90 元"]
+
+
+def test_a_customer_view_lists_clv_facts_only_with_clv(tmp_path: Path) -> None:
+    """`state()` shows p_alive and the other CLV facts when [clv] is declared, else not."""
+    clv = PLAYBOOK.replace("[channels.sms]", '[clv]\nevent = "purchase"\namount = "amount"\n'
+                           'every = "30d"\nhorizon = "90d"\n\n[channels.sms]')
+    for text, shown in ((PLAYBOOK, False), (clv, True)):
+        rt = _runtime(tmp_path, text)
+        rt.ingest(_buy("c1", "2025-01-01T10:00:00"))
+        metrics = rt.state("c1").metrics
+        assert ("p_alive" in metrics, metrics["purchases"]) == (shown, 1)
