@@ -56,7 +56,8 @@ CORE = ("sopkit/_runtime.py", "sopkit/_metrics.py", "sopkit/_windows.py", "sopki
 TEST_MAP: dict[str, tuple[str, ...]] = {
     "sopkit/_runtime.py": ("tests/test_semantics.py", "tests/test_behaviours_policy.py",
                            "tests/test_policy.py", "tests/test_handover.py",
-                           "tests/test_window_wakeups.py", "tests/test_wakeup_heap.py",
+                           "tests/test_window_wakeups.py", "tests/test_window_refunds.py",
+                           "tests/test_wakeup_heap.py", "tests/test_behaviours_runtime.py",
                            "tests/test_runtime_persistence.py", "tests/test_campaigns.py"),
     "sopkit/_metrics.py": ("tests/test_metrics.py", "tests/test_behaviours_metrics.py",
                            "tests/test_window_refunds.py", "tests/test_window_wakeups.py",
@@ -73,7 +74,9 @@ TEST_MAP: dict[str, tuple[str, ...]] = {
     "sopkit/_store.py": ("tests/test_store.py", "tests/test_behaviours_store.py",
                          "tests/test_outbox_cli.py"),
     "sopkit/_campaigns.py": ("tests/test_campaigns.py", "tests/test_campaign_wecom.py"),
-    "sopkit/_dispatch.py": ("tests/test_dispatch.py", "tests/test_live.py"),
+    "sopkit/_dispatch.py": ("tests/test_dispatch.py", "tests/test_behaviours_dispatch.py",
+                            "tests/test_embedding.py", "tests/test_outbox_cli.py",
+                            "tests/test_golive.py", "tests/test_live.py"),
 }
 RESULTS = ROOT / "benchmarks" / "mutation-results.json"
 EQUIVALENT = ROOT / "tests" / "mutation-equivalent.txt"
