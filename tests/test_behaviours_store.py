@@ -241,3 +241,28 @@ def test_postgresql_url_with_a_bad_port_is_a_usage_error() -> None:
     result = _invoke(["outbox", "list", "--store", "postgresql://u:hunter2@127.0.0.1:x/db"])
     assert result.exit_code == 2
     assert "bad PostgreSQL URL" in result.stderr
+
+
+# ---- schema version and durability (mutation sample, seed 21) --------------------------------
+
+def test_a_store_of_the_next_schema_is_refused_naming_both_versions(store_url: str) -> None:
+    """A store at schema 3 (a newer sopkit's) is refused: this sopkit reads schema 2."""
+    from test_store import _raw
+
+    open_store(store_url).close()
+    raw = _raw(store_url)
+    raw.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    raw.close()
+    with pytest.raises(UsageError, match=r"newer sopkit \(schema 3; this sopkit reads schema 2 "
+                                         r"and older\)"):
+        open_store(store_url)
+
+
+def test_an_sqlite_store_commits_with_synchronous_full(tmp_path: Path) -> None:
+    """The store's connection waits for the disk on every commit (synchronous=FULL, as
+    docs/live.md promises), so a power loss cannot undo a "delivered" mark."""
+    store = open_store(str(tmp_path / "s.db"))
+    try:
+        assert store._db.execute("PRAGMA synchronous").fetchone() == (2,)  # type: ignore[attr-defined]  # the SQLite store's own connection: the pragma is per connection
+    finally:
+        store.close()
