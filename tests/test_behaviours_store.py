@@ -243,6 +243,15 @@ def test_postgresql_url_with_a_bad_port_is_a_usage_error() -> None:
     assert "bad PostgreSQL URL" in result.stderr
 
 
+def test_a_bad_port_url_still_hides_the_password() -> None:
+    """The error about a non-numeric port names the URL with the password masked (`u:***@`),
+    never the password itself."""
+    result = _invoke(["outbox", "list", "--store", "postgresql://u:hunter2@127.0.0.1:x/db"])
+    assert result.exit_code == 2
+    assert "store 'postgresql://u:***@127.0.0.1:x/db': bad PostgreSQL URL" in result.stderr
+    assert "hunter2" not in result.output
+
+
 # ---- schema version and durability (mutation sample, seed 21) --------------------------------
 
 def test_a_store_of_the_next_schema_is_refused_naming_both_versions(store_url: str) -> None:
