@@ -275,3 +275,15 @@ def test_an_sqlite_store_commits_with_synchronous_full(tmp_path: Path) -> None:
         assert store._db.execute("PRAGMA synchronous").fetchone() == (2,)  # type: ignore[attr-defined]  # the SQLite store's own connection: the pragma is per connection
     finally:
         store.close()
+
+
+def test_rows_due_at_one_instant_are_claimed_in_the_order_they_were_decided(
+        store: Store) -> None:
+    """A dispatcher's batch lists rows due at the same second by id (the order the run
+    decided them), also after one of them went back to pending for a retry."""
+    store.commit({}, {}, [row(f"r{i}", due=100) for i in range(1, 5)])
+    (first,) = store.claim(100, 1, 60, "w")
+    store.mark_retry(first.id or 0, 100, "HTTP 503")  # r1 pending again, due as before
+    (second,) = store.claim(100, 1, 60, "w")
+    store.mark_retry(second.id or 0, 100, "HTTP 503")
+    assert [r.key for r in store.claim(100, 10, 60, "w")] == ["r1", "r2", "r3", "r4"]
