@@ -143,4 +143,50 @@ def test_campaign_results_count_refused_customers_as_failed(tmp_path: Path) -> N
     assert report.exit_code == 0, report.output
     firing, appended = (json.loads(line) for line in report.stdout.splitlines())
     assert (firing["sent"], firing["failed"], firing["waiting"]) == (2, 2, 2)
+    assert firing["send_rate"] == 2 / 6  # of the 6 rows delivered to WeCom
     assert appended["appended"] == 2
+
+
+def test_the_preview_shows_each_members_arm_as_the_firing_decides_it(tmp_path: Path) -> None:
+    """For every member the preview lists, "held_out" and "variant" are what the firing then
+    records for that customer: status holdout, or the variant on the message."""
+    from test_campaigns import _history, _playbook
+
+    path = _playbook(tmp_path, holdout=0.5, variants=True)
+    events, profiles = _history(tmp_path, n=12)
+    shown = CliRunner().invoke(app, [
+        "campaign", "preview", str(path), "double12", "--at", "2024-12-12T10:00", "--events",
+        str(events), "--profiles", str(profiles), "--sample", "12", "--output", "jsonl"])
+    assert shown.exit_code == 0, shown.output
+    sample = json.loads(shown.stdout)["sample"]
+    out = tmp_path / "actions.jsonl"
+    ran = CliRunner().invoke(app, [
+        "simulate", str(path), "--events", str(events), "--profiles", str(profiles), "--end",
+        "2024-12-13", "--engine", "native", "--output", "jsonl", "--out", str(out)])
+    assert ran.exit_code == 0, ran.output
+    sends = {r["customer_id"]: r for r in map(json.loads, out.read_text("utf-8").splitlines())
+             if r["rule"] == "double12" and r["action"] == "send"}
+    assert len(sample) == 12 and 0 < sum(m["held_out"] for m in sample) < 12
+    for member in sample:
+        send = sends[member["customer_id"]]
+        assert member["held_out"] == (send["status"] == "holdout")
+        assert member["variant"] == (None if member["held_out"]
+                                     else send["variant"])
+
+
+def test_a_firing_in_quiet_hours_counts_its_messages_sent_and_deferred(tmp_path: Path) -> None:
+    """A campaign at 22:00 inside quiet hours (21:00-09:00): its reach shows every message
+    both sent and deferred (to the morning), none capped or suppressed."""
+    from test_campaigns import _history, _playbook
+
+    path = _playbook(tmp_path, at="2024-12-12T22:00",
+                     policy='quiet_hours = { start = "21:00", end = "09:00" }')
+    events, profiles = _history(tmp_path)
+    ran = CliRunner().invoke(app, [
+        "simulate", str(path), "--events", str(events), "--profiles", str(profiles), "--end",
+        "2024-12-14", "--engine", "native", "--output", "jsonl",
+        "--out", str(tmp_path / "actions.jsonl")])
+    assert ran.exit_code == 0, ran.output
+    (d12,) = [f for f in json.loads(ran.stdout)["campaigns"] if f["campaign"] == "double12"]
+    assert (d12["audience"], d12["sent"], d12["deferred"], d12["capped"],
+            d12["suppressed"]) == (6, 6, 6, 0, 0)
