@@ -140,3 +140,25 @@ def test_a_restarted_retail_run_sends_what_was_pending_and_the_same_afterwards()
     expected = [a.to_json() for a in first.advance("1997-03-01")]
     assert ("z2", "post_purchase_guide") in {(a["customer_id"], a["rule"]) for a in expected}
     assert [a.to_json() for a in second.advance("1997-03-01")] == expected
+
+
+def test_a_rule_armed_by_a_deploy_counts_its_first_message_as_occurrence_1(
+        tmp_path: Path) -> None:
+    """A rule added by `sopkit migrate` is armed for customers who already qualify, without
+    an attempt; when such a customer qualifies again later, the message's key says it is
+    the rule's first occurrence for them (…:vip:c1:1:0), as for any other customer."""
+    from test_migrate import THANKS, VIP, _cli, _events, _playbook, _run, _sent
+
+    events = _events(tmp_path, [("c1", "2025-01-01T10:00:00", "50")])
+    v1 = _playbook(tmp_path, "1", THANKS.format(name="thanks", delay="1d", extra=""))
+    v2 = _playbook(tmp_path, "2", THANKS.format(name="thanks", delay="1d", extra="")
+                   + VIP.format(when="days_since_purchase >= 10", extra=""))
+    store = tmp_path / "live.db"
+    assert _run(v1, store, "2025-01-25T00:00:00", events).exit_code == 0
+    deployed = _cli("migrate", str(v2), "--store", str(store), "--output", "jsonl")
+    assert deployed.exit_code == 0, deployed.output
+    again = _events(tmp_path, [("c1", "2025-01-01T10:00:00", "50"),  # the same file, grown
+                               ("c1", "2025-02-01T10:00:00", "50")])
+    assert _run(v2, store, "2025-02-20T00:00:00", again).exit_code == 0
+    vip = [m["key"] for m in _sent(tmp_path) if m["rule"] == "vip"]
+    assert vip == ["club:2:vip:c1:1:0"]
