@@ -287,3 +287,21 @@ def test_rows_due_at_one_instant_are_claimed_in_the_order_they_were_decided(
     (second,) = store.claim(100, 1, 60, "w")
     store.mark_retry(second.id or 0, 100, "HTTP 503")
     assert [r.key for r in store.claim(100, 10, 60, "w")] == ["r1", "r2", "r3", "r4"]
+
+
+def test_a_postgresql_url_without_psycopg_says_what_to_install() -> None:
+    """Where psycopg is not installed, a PostgreSQL --store exits 2 and names the extra to
+    install (`pip install 'sopkit[postgresql]'`), without a traceback."""
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys\n"
+            "sys.modules['psycopg'] = None  # as if it were not installed\n"
+            "sys.argv = ['sopkit', 'outbox', 'list', '--store', "
+            "'postgresql://u@127.0.0.1:1/db']\n"
+            "runpy.run_module('sopkit', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parent.parent, check=False)
+    assert done.returncode == 2
+    assert "a PostgreSQL store needs psycopg: pip install 'sopkit[postgresql]'" in done.stderr
+    assert "Traceback" not in done.stderr
