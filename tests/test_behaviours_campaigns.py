@@ -149,7 +149,9 @@ def test_campaign_results_count_refused_customers_as_failed(tmp_path: Path) -> N
 
 def test_the_preview_shows_each_members_arm_as_the_firing_decides_it(tmp_path: Path) -> None:
     """For every member the preview lists, "held_out" and "variant" are what the firing then
-    records for that customer: status holdout, or the variant on the message."""
+    records for that customer: status holdout, or the variant on the message. The tag
+    action is recorded planned for all, held out or not (docs/playbook.md: tags still
+    happen)."""
     from test_campaigns import _history, _playbook
 
     path = _playbook(tmp_path, holdout=0.5, variants=True)
@@ -172,11 +174,15 @@ def test_the_preview_shows_each_members_arm_as_the_firing_decides_it(tmp_path: P
         assert member["held_out"] == (send["status"] == "holdout")
         assert member["variant"] == (None if member["held_out"]
                                      else send["variant"])
+    tags = [r for r in map(json.loads, out.read_text("utf-8").splitlines())
+            if r["rule"] == "double12" and r["action"] == "tag"]
+    assert len(tags) == 12 and {r["status"] for r in tags} == {"planned"}
 
 
 def test_a_firing_in_quiet_hours_counts_its_messages_sent_and_deferred(tmp_path: Path) -> None:
     """A campaign at 22:00 inside quiet hours (21:00-09:00): its reach shows every message
-    both sent and deferred (to the morning), none capped or suppressed."""
+    both sent and deferred (to the morning), none capped or suppressed; its tag action is
+    no message, so it is applied at 22:00 for every member."""
     from test_campaigns import _history, _playbook
 
     path = _playbook(tmp_path, at="2024-12-12T22:00",
@@ -190,3 +196,8 @@ def test_a_firing_in_quiet_hours_counts_its_messages_sent_and_deferred(tmp_path:
     (d12,) = [f for f in json.loads(ran.stdout)["campaigns"] if f["campaign"] == "double12"]
     assert (d12["audience"], d12["sent"], d12["deferred"], d12["capped"],
             d12["suppressed"]) == (6, 6, 6, 0, 0)
+    records = [json.loads(line) for line in
+               (tmp_path / "actions.jsonl").read_text(encoding="utf-8").splitlines()]
+    tags = [(r["status"], r["time"]) for r in records
+            if r["rule"] == "double12" and r["action"] == "tag"]
+    assert tags == [("planned", "2024-12-12T22:00:00+08:00")] * 6
