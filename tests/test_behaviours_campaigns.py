@@ -27,6 +27,11 @@ amount = "decimal"
 [metrics]
 purchases_60d = { kind = "count", event = "purchase", window = "60d" }
 
+# every customer who bought is in a stage: an audience that names no stage still reaches them
+[[stages]]
+name = "buyer"
+when = "purchases_60d >= 1"
+
 [channels.note]
 type = "jsonl"
 path = "NOTE"
