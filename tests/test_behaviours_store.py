@@ -305,3 +305,16 @@ def test_a_postgresql_url_without_psycopg_says_what_to_install() -> None:
     assert done.returncode == 2
     assert "a PostgreSQL store needs psycopg: pip install 'sopkit[postgresql]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_one_letter_prefix_is_a_drive_not_a_scheme(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--store c:live.db` is a path (a Windows drive letter), opened as an SQLite file, not
+    refused as an unsupported scheme 'c'."""
+    monkeypatch.chdir(tmp_path)
+    store = open_store("c:live.db")
+    try:
+        assert store.get_meta("schema_version") == "2"
+    finally:
+        store.close()
+    assert (tmp_path / "c:live.db").is_file()
