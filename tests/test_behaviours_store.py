@@ -318,3 +318,17 @@ def test_a_one_letter_prefix_is_a_drive_not_a_scheme(tmp_path: Path,
     finally:
         store.close()
     assert (tmp_path / "c:live.db").is_file()
+
+
+def test_stores_in_two_postgresql_schemas_each_run_their_own_loop(pg_url: str) -> None:
+    """Two playbooks' stores sharing one database (a schema each) hold their event-loop locks
+    at the same time: one run never blocks the other."""
+    from conftest import fresh_pg_url
+
+    first, second = open_store(fresh_pg_url(pg_url)), open_store(fresh_pg_url(pg_url))
+    try:
+        first.acquire_loop_lock("retail", 1_000)
+        second.acquire_loop_lock("vip", 1_000)  # no LoopLocked: another schema, another lock
+    finally:
+        first.close()
+        second.close()
