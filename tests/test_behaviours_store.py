@@ -241,3 +241,94 @@ def test_postgresql_url_with_a_bad_port_is_a_usage_error() -> None:
     result = _invoke(["outbox", "list", "--store", "postgresql://u:hunter2@127.0.0.1:x/db"])
     assert result.exit_code == 2
     assert "bad PostgreSQL URL" in result.stderr
+
+
+def test_a_bad_port_url_still_hides_the_password() -> None:
+    """The error about a non-numeric port names the URL with the password masked (`u:***@`),
+    never the password itself."""
+    result = _invoke(["outbox", "list", "--store", "postgresql://u:hunter2@127.0.0.1:x/db"])
+    assert result.exit_code == 2
+    assert "store 'postgresql://u:***@127.0.0.1:x/db': bad PostgreSQL URL" in result.stderr
+    assert "hunter2" not in result.output
+
+
+# ---- schema version and durability (mutation sample, seed 21) --------------------------------
+
+def test_a_store_of_the_next_schema_is_refused_naming_both_versions(store_url: str) -> None:
+    """A store at schema 3 (a newer sopkit's) is refused: this sopkit reads schema 2."""
+    from test_store import _raw
+
+    open_store(store_url).close()
+    raw = _raw(store_url)
+    raw.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    raw.close()
+    with pytest.raises(UsageError, match=r"newer sopkit \(schema 3; this sopkit reads schema 2 "
+                                         r"and older\)"):
+        open_store(store_url)
+
+
+def test_an_sqlite_store_commits_with_synchronous_full(tmp_path: Path) -> None:
+    """The store's connection waits for the disk on every commit (synchronous=FULL, as
+    docs/live.md promises), so a power loss cannot undo a "delivered" mark."""
+    store = open_store(str(tmp_path / "s.db"))
+    try:
+        assert store._db.execute("PRAGMA synchronous").fetchone() == (2,)  # type: ignore[attr-defined]  # the SQLite store's own connection: the pragma is per connection
+    finally:
+        store.close()
+
+
+def test_rows_due_at_one_instant_are_claimed_in_the_order_they_were_decided(
+        store: Store) -> None:
+    """A dispatcher's batch lists rows due at the same second by id (the order the run
+    decided them), also after one of them went back to pending for a retry."""
+    store.commit({}, {}, [row(f"r{i}", due=100) for i in range(1, 5)])
+    (first,) = store.claim(100, 1, 60, "w")
+    store.mark_retry(first.id or 0, 100, "HTTP 503")  # r1 pending again, due as before
+    (second,) = store.claim(100, 1, 60, "w")
+    store.mark_retry(second.id or 0, 100, "HTTP 503")
+    assert [r.key for r in store.claim(100, 10, 60, "w")] == ["r1", "r2", "r3", "r4"]
+
+
+def test_a_postgresql_url_without_psycopg_says_what_to_install() -> None:
+    """Where psycopg is not installed, a PostgreSQL --store exits 2 and names the extra to
+    install (`pip install 'sopkit[postgresql]'`), without a traceback."""
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys\n"
+            "sys.modules['psycopg'] = None  # as if it were not installed\n"
+            "sys.argv = ['sopkit', 'outbox', 'list', '--store', "
+            "'postgresql://u@127.0.0.1:1/db']\n"
+            "runpy.run_module('sopkit', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parent.parent, check=False)
+    assert done.returncode == 2
+    assert "a PostgreSQL store needs psycopg: pip install 'sopkit[postgresql]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_one_letter_prefix_is_a_drive_not_a_scheme(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--store c:live.db` is a path (a Windows drive letter), opened as an SQLite file, not
+    refused as an unsupported scheme 'c'."""
+    monkeypatch.chdir(tmp_path)
+    store = open_store("c:live.db")
+    try:
+        assert store.get_meta("schema_version") == "2"
+    finally:
+        store.close()
+    assert (tmp_path / "c:live.db").is_file()
+
+
+def test_stores_in_two_postgresql_schemas_each_run_their_own_loop(pg_url: str) -> None:
+    """Two playbooks' stores sharing one database (a schema each) hold their event-loop locks
+    at the same time: one run never blocks the other."""
+    from conftest import fresh_pg_url
+
+    first, second = open_store(fresh_pg_url(pg_url)), open_store(fresh_pg_url(pg_url))
+    try:
+        first.acquire_loop_lock("retail", 1_000)
+        second.acquire_loop_lock("vip", 1_000)  # no LoopLocked: another schema, another lock
+    finally:
+        first.close()
+        second.close()
