@@ -3,8 +3,9 @@
 In memory a customer's state is kept by position (rule 3's counters are `fired[3]`), which is
 fast and small. Stored, every item is keyed by the playbook's own names, so a new version
 whose rules, metrics or scores moved, appeared or went away reads the old state correctly:
-a name the new version knows gets its value, a name it does not know is left behind (and
-reported by `sopkit migrate`), a new name starts empty. Values are written by `_codec`
+a name the new version knows gets its value, a name it does not know is left behind
+(`sopkit migrate` lists those changes from the two versions' compiled playbooks), a new name
+starts empty. Values are written by `_codec`
 (docs/live.md#stored-state has the whole format). Nothing here runs code when it reads.
 
 A customer (format 3):
