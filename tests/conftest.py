@@ -6,6 +6,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "store.db")
     return fresh_pg_url(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Any]:
+    """A fresh SQLite store file (a test module that needs other stores defines its own)."""
+    from sopkit._store import open_store
+
+    opened = open_store(str(tmp_path / "outbox.db"))
+    yield opened
+    opened.close()

@@ -8,26 +8,16 @@ are MemoryChannel (the shipped fake of the channel seam), one with a `send_group
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from test_store import row
 
 from sopkit._dispatch import Dispatcher
-from sopkit._store import OutboxRow, Store, open_store
+from sopkit._store import OutboxRow, Store
 from sopkit.channels import MemoryChannel, Message, Receipt
 
 NOW = 1_700_000_000
 FIRING = "2024-12-12T10:00:00+08:00"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh SQLite store file."""
-    opened = open_store(str(tmp_path / "outbox.db"))
-    yield opened
-    opened.close()
 
 
 def _rows(store: Store) -> dict[str, OutboxRow]:

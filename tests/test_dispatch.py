@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from test_store import row
@@ -19,14 +17,6 @@ from sopkit._store import OutboxRow, Store, open_store
 from sopkit.channels import MemoryChannel, Message, Receipt
 
 NOW = 1_700_000_000
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh SQLite store file."""
-    opened = open_store(str(tmp_path / "outbox.db"))
-    yield opened
-    opened.close()
 
 
 def _rows(store: Store) -> dict[str, OutboxRow]:
