@@ -40,12 +40,10 @@ NO_TIME = -(1 << 63)  # "never" in CustomerState.last_fired
 
 @dataclass
 class Renames:
-    """How stored names map onto the running playbook's (a migration's `renamed_from`), and
-    what was read that the running playbook does not know."""
+    """How stored names map onto the running playbook's: a migration's `renamed_from`, and
+    the metrics it redefined (their stored values are not read)."""
 
     rules: dict[str, str] = field(default_factory=dict)  # old name -> new name
-    unknown_rules: dict[str, int] = field(default_factory=dict)  # name -> customers
-    unknown_metrics: dict[str, int] = field(default_factory=dict)
     fresh_metrics: frozenset[str] = frozenset()  # stored values not to be read (redefined)
 
 
@@ -102,8 +100,7 @@ def load_customer(rt: Runtime, customer_id: str, blob: bytes,
         rule_index = {rule["name"]: r for r, rule in enumerate(rt.rules)}
         for name, item in (data.get("rules") or {}).items():
             r = rule_index.get(renames.rules.get(name, name))
-            if r is None:
-                renames.unknown_rules[name] = renames.unknown_rules.get(name, 0) + 1
+            if r is None:  # a rule this version does not have: left behind
                 continue
             cs.rule_truth[r] = 1 if item.get("armed_true") else 0
             cs.fired[r] = int(item.get("fired") or 0)
@@ -113,9 +110,7 @@ def load_customer(rt: Runtime, customer_id: str, blob: bytes,
         metric_index = {m.name: k for k, m in enumerate(rt.metrics)}
         for name, value in (data.get("metrics") or {}).items():
             k = metric_index.get(name)
-            if k is None:
-                renames.unknown_metrics[name] = renames.unknown_metrics.get(name, 0) + 1
-            elif name not in renames.fresh_metrics:
+            if k is not None and name not in renames.fresh_metrics:
                 cs.metrics[k] = _metric_load(rt.metrics[k], value)
         score_index = {s["name"]: i for i, s in enumerate(rt.ir["scores"])}
         for name, value in (data.get("scores") or {}).items():
@@ -125,7 +120,6 @@ def load_customer(rt: Runtime, customer_id: str, blob: bytes,
             name = item["rule"]
             r = rule_index.get(renames.rules.get(name, name))
             if r is None:  # the rule is gone: `migrate` cancels these before it loads
-                renames.unknown_rules[name] = renames.unknown_rules.get(name, 0) + 1
                 continue
             event = item.get("event")
             cs.pending.append(_Pending(
