@@ -45,9 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sopkit  # noqa: E402  # the repository's sopkit, after the path is set
-from sopkit._live import fingerprint  # noqa: E402  # as above
-from sopkit._runtime import _STATE_FORMAT  # noqa: E402  # as above
-from sopkit._store import SQLiteStore  # noqa: E402  # as above
+from sopkit._live.loop import fingerprint  # noqa: E402  # as above
+from sopkit._live.store import SQLiteStore  # noqa: E402  # as above
+from sopkit._runtime.runtime import _STATE_FORMAT  # noqa: E402  # as above
 
 PLAYBOOK = ROOT / "playbooks" / "retail.toml"
 NOW = "2025-01-01T09:00:00"  # the store's clock

@@ -24,7 +24,7 @@ and are left out of the score: killed / (killed + survived), per module. The res
 benchmarks/mutation-results.json and .md. Not part of `make test` (a full run takes hours).
 
     python benchmarks/mutation.py --module _policy --sample 40 --seed 1 --jobs 1
-    python benchmarks/mutation.py --module sopkit/_expr.py --list
+    python benchmarks/mutation.py --module sopkit/_lang/expr.py --list
 """
 
 from __future__ import annotations
@@ -49,38 +49,39 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = ("sopkit/_runtime.py", "sopkit/_metrics.py", "sopkit/_windows.py", "sopkit/_policy.py",
-        "sopkit/_expr.py", "sopkit/_store.py", "sopkit/_campaigns.py", "sopkit/_dispatch.py",
-        "sopkit/_state.py")
+CORE = ("sopkit/_runtime/runtime.py", "sopkit/_runtime/metrics.py", "sopkit/_runtime/windows.py",
+        "sopkit/_runtime/policy.py", "sopkit/_lang/expr.py", "sopkit/_live/store.py",
+        "sopkit/_runtime/campaigns.py", "sopkit/_live/dispatch.py", "sopkit/_runtime/state.py")
 # the tests that exercise each core module, the quickest and most focused first (-x stops
 # at the first failure, so a mutant is usually killed by the first file)
 TEST_MAP: dict[str, tuple[str, ...]] = {
-    "sopkit/_runtime.py": ("tests/test_semantics.py", "tests/test_behaviours_policy.py",
+    "sopkit/_runtime/runtime.py": ("tests/test_semantics.py", "tests/test_behaviours_policy.py",
                            "tests/test_policy.py", "tests/test_handover.py",
                            "tests/test_window_wakeups.py", "tests/test_window_refunds.py",
                            "tests/test_wakeup_heap.py", "tests/test_behaviours_runtime.py",
                            "tests/test_runtime_persistence.py", "tests/test_campaigns.py"),
-    "sopkit/_metrics.py": ("tests/test_metrics.py", "tests/test_behaviours_metrics.py",
+    "sopkit/_runtime/metrics.py": ("tests/test_metrics.py", "tests/test_behaviours_metrics.py",
                            "tests/test_window_refunds.py", "tests/test_window_wakeups.py",
                            "tests/test_semantics.py", "tests/test_metric_state.py",
                            "tests/test_metric_dump.py", "tests/test_behaviours_windows.py"),
-    "sopkit/_windows.py": ("tests/test_metrics.py", "tests/test_window_refunds.py",
+    "sopkit/_runtime/windows.py": ("tests/test_metrics.py", "tests/test_window_refunds.py",
                            "tests/test_behaviours_windows.py", "tests/test_window_wakeups.py",
                            "tests/test_metric_state.py", "tests/test_metric_dump.py",
                            "tests/test_semantics.py"),
-    "sopkit/_policy.py": ("tests/test_behaviours_policy.py", "tests/test_policy.py"),
-    "sopkit/_expr.py": ("tests/test_semantics.py", "tests/test_compile.py",
+    "sopkit/_runtime/policy.py": ("tests/test_behaviours_policy.py", "tests/test_policy.py"),
+    "sopkit/_lang/expr.py": ("tests/test_semantics.py", "tests/test_compile.py",
                         "tests/test_behaviours_check.py", "tests/test_check.py",
                         "tests/test_lint.py"),
-    "sopkit/_store.py": ("tests/test_store.py", "tests/test_behaviours_store.py",
+    "sopkit/_live/store.py": ("tests/test_store.py", "tests/test_behaviours_store.py",
                          "tests/test_outbox_cli.py", "tests/test_migrate.py",
                          "tests/test_store_open_cli.py", "tests/test_loop_lock.py"),
-    "sopkit/_campaigns.py": ("tests/test_campaigns.py", "tests/test_behaviours_campaigns.py",
-                             "tests/test_campaign_wecom.py"),
-    "sopkit/_state.py": ("tests/test_codec.py", "tests/test_migrate_property.py",
+    "sopkit/_runtime/campaigns.py": ("tests/test_campaigns.py",
+                                     "tests/test_behaviours_campaigns.py",
+                                     "tests/test_campaign_wecom.py"),
+    "sopkit/_runtime/state.py": ("tests/test_codec.py", "tests/test_migrate_property.py",
                          "tests/test_migrate.py", "tests/test_runtime_persistence.py",
                          "tests/test_behaviours_state.py", "tests/test_embedding.py"),
-    "sopkit/_dispatch.py": ("tests/test_dispatch.py", "tests/test_behaviours_dispatch.py",
+    "sopkit/_live/dispatch.py": ("tests/test_dispatch.py", "tests/test_behaviours_dispatch.py",
                             "tests/test_embedding.py", "tests/test_outbox_cli.py",
                             "tests/test_golive.py", "tests/test_live.py"),
 }
@@ -482,7 +483,7 @@ def _module_path(name: str, root: Path) -> str:
     for candidate in (name, f"sopkit/{name}", f"sopkit/{name}.py", f"{name}.py"):
         if (root / candidate).is_file():
             return Path(candidate).as_posix()
-    raise SystemExit(f"no module '{name}' under {root} (e.g. _policy or sopkit/_policy.py)")
+    raise SystemExit(f"no module '{name}' under {root} (e.g. _policy or sopkit/_runtime/policy.py)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,11 +8,7 @@ import os as _os
 
 __version__ = "0.1.0"
 
-from ._codec import StateError
-from ._compile import compile_playbook
-from ._dispatch import DispatchStats, Outbox
-from ._embed import ClockError, NotFound, Scheduled, StateConflict, StateExport
-from ._errors import (
+from sopkit._errors import (
     ChainError,
     EventError,
     Location,
@@ -21,13 +17,17 @@ from ._errors import (
     SopkitError,
     UsageError,
 )
-from ._load import LoadedPlaybook
-from ._load import load as _load_playbook
-from ._outbox import Dispatcher
-from ._runtime import Action, CustomerView, Runtime
-from ._simulate import Summary, simulate
-from ._store import OutboxRow, open_store
-from ._upgrade import Upgrade, upgrade
+from sopkit._ir.compile import compile_playbook
+from sopkit._live.dispatch import DispatchStats, Outbox
+from sopkit._live.outbox import Dispatcher
+from sopkit._live.store import OutboxRow, open_store
+from sopkit._live.upgrade import Upgrade, upgrade
+from sopkit._offline.simulate import Summary, simulate
+from sopkit._playbook.load import LoadedPlaybook
+from sopkit._playbook.load import load as _load_playbook
+from sopkit._runtime.codec import StateError
+from sopkit._runtime.embed import ClockError, NotFound, Scheduled, StateConflict, StateExport
+from sopkit._runtime.runtime import Action, CustomerView, Runtime
 
 
 def load_playbook(path: str | _os.PathLike[str]) -> LoadedPlaybook:

@@ -1,5 +1,5 @@
 """`python -m sopkit`."""
 
-from ._cli import main
+from sopkit._cli.app import main
 
 main()

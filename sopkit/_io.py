@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ._errors import SopkitError, UsageError
-from ._mask import mask, mask_text
+from sopkit._errors import SopkitError, UsageError
+from sopkit._mask import mask, mask_text
 
 MAX_DEPTH = 32  # lists and objects inside a record; a deeper one is quarantined
 FORMATS = (".jsonl", ".ndjson", ".json", ".csv")  # each also with .gz

@@ -30,7 +30,7 @@ CASES = Path("tests", "cases", "invalid")
 
 def main(names: list[str]) -> int:
     os.chdir(ROOT)  # problems print paths relative to the repository root
-    from sopkit._cli import app
+    from sopkit._cli.app import app
 
     cases = sorted(CASES.glob("*.toml"))
     if names:

@@ -1,4 +1,4 @@
-"""Campaigns (sopkit/_campaigns.py): what a user sees of a firing's reach and results."""
+"""Campaigns (sopkit/_runtime/campaigns.py): what a user sees of a firing's reach and results."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from sopkit._cli import app
+from sopkit._cli.app import app
 
 PLAYBOOK = '''
 [playbook]

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import sopkit
-from sopkit._cli import app
+from sopkit._cli.app import app
 
 HEAD = """\
 [playbook]

@@ -1,4 +1,4 @@
-"""Behaviours of the metrics (sopkit._metrics) that the mutation tests found unpinned:
+"""Behaviours of the metrics (sopkit._runtime.metrics) that the mutation tests found unpinned:
 damaged lifetime averages read back from a store, and wake-ups on the anniversary itself."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import sopkit
-from sopkit import _codec, _metrics
+from sopkit._runtime import codec as _codec
+from sopkit._runtime import metrics as _metrics
 
 PLAYBOOK = """
 [playbook]

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 import sopkit
 from sopkit import Action
-from sopkit._cli import app
-from sopkit._live import mirror_rows
+from sopkit._cli.app import app
+from sopkit._live.loop import mirror_rows
 
 PLAYBOOK = """\
 [playbook]

@@ -1,4 +1,4 @@
-"""Stored customer state (sopkit/_state.py): what a live run writes reads back unchanged."""
+"""Stored customer state (sopkit/_runtime/state.py): what a live run writes reads back unchanged."""
 
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ from live_helpers import ENV, shop_history, shop_playbook
 from test_store import row
 from typer.testing import CliRunner
 
-from sopkit._cli import app
+from sopkit._cli.app import app
 from sopkit._errors import UsageError
-from sopkit._store import STATUSES, Store, open_store
+from sopkit._live.store import STATUSES, Store, open_store
 
 END = "2025-03-01T12:00:00"
 

@@ -1,4 +1,4 @@
-"""Behaviours of the window states (sopkit._windows) that the mutation tests found unpinned:
+"""Behaviours of the window states (sopkit._runtime.windows) that the mutation tests found unpinned:
 long sums of whole amounts waking their customer, windows that stay small as events flow
 through them for a long time, and stored window values outside what events carry."""
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import sopkit
-from sopkit import _codec, _metrics
+from sopkit._runtime import codec as _codec
+from sopkit._runtime import metrics as _metrics
 
 SEMANTICS = Path(__file__).parent / "data" / "semantics"
 T0 = 1_704_074_400  # 2024-01-01T10:00:00+08:00

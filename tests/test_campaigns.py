@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 import sopkit
-from sopkit._cli import app
-from sopkit._cron import CronError, parse_every, timing
-from sopkit._policy import held_out
+from sopkit._cli.app import app
+from sopkit._lang.cron import CronError, parse_every, timing
+from sopkit._runtime.policy import held_out
 
 PLAYBOOK = '''
 [playbook]

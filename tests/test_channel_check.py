@@ -15,7 +15,7 @@ import pytest
 from live_helpers import ENV
 from typer.testing import CliRunner
 
-from sopkit._cli import app
+from sopkit._cli.app import app
 from sopkit.channels import ChannelConfigError, build, check_settings
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()

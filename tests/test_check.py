@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sopkit._cli import app
+from sopkit._cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = Path("tests", "cases", "invalid")

@@ -20,8 +20,8 @@ from scipy import integrate, optimize, special, stats
 from typer.testing import CliRunner
 
 import sopkit
-from sopkit import _clv as clv
-from sopkit._cli import app
+from sopkit._cli.app import app
+from sopkit._stats import clv
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "clv"
@@ -630,8 +630,8 @@ def test_cli_warns_when_the_history_is_too_small_to_pin_the_model(tmp_path: Path
 def test_cli_without_numpy_and_scipy_says_what_to_install(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the optional extra, `sopkit clv` exits 2 telling to install sopkit[clv]."""
-    monkeypatch.delitem(sys.modules, "sopkit._clv")
-    monkeypatch.delattr(sopkit, "_clv")
+    monkeypatch.delitem(sys.modules, "sopkit._stats.clv")
+    monkeypatch.delattr(sopkit._stats, "clv")
     monkeypatch.setitem(sys.modules, "scipy", None)
     result = runner.invoke(app, ["clv", "--events", str(SAMPLE)])
     assert result.exit_code == 2

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sopkit
-from sopkit import _clv
+from sopkit._stats import clv as _clv
 
 ROOT = Path(__file__).parent.parent
 PLAYBOOK = Path(__file__).parent / "data" / "clv" / "cdnow_clv.toml"
@@ -69,7 +69,7 @@ def test_a_customers_facts_are_the_models_outlook(replay: tuple) -> None:
         if cs.purchases[2] > 1:  # a repeat buyer: p_alive < 1 is possible
             assert view["expected_spend"] is not None and view["expected_spend"] > 0
     assert checked > 200
-    from sopkit._clvfacts import facts_of, one
+    from sopkit._runtime.clvfacts import facts_of, one
 
     rows = [(2.0, 3.0, 30.0, 15.0), (0.0, 0.0, 20.0, 0.0), (5.0, 25.0, 26.0, 40.0)]
     vectorised = facts_of(_clv, rt.clv_params, rows, 90 / 7)

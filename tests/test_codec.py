@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sopkit._codec import StateError, decode, dumps, encode, loads
+from sopkit._runtime.codec import StateError, decode, dumps, encode, loads
 
 _scalars = (st.none() | st.booleans() | st.integers() | st.text(max_size=8)
             | st.floats(allow_nan=False, allow_infinity=False)

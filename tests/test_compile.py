@@ -60,9 +60,9 @@ def test_compiling_does_not_import_durable() -> None:
     """Loading and compiling a playbook never imports the durable-rules engine."""
     script = (
         "import sys\n"
-        "import sopkit._compile, sopkit._load\n"
-        "model = sopkit._load.load(sys.argv[1]).model\n"
-        "ir = sopkit._compile.compile_playbook(model)\n"
+        "import sopkit._ir.compile, sopkit._playbook.load\n"
+        "model = sopkit._playbook.load.load(sys.argv[1]).model\n"
+        "ir = sopkit._ir.compile.compile_playbook(model)\n"
         "assert ir['rules'], ir\n"
         "assert 'durable' not in sys.modules, sorted(m for m in sys.modules if 'durable' in m)\n"
     )

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from sopkit import _diff
-from sopkit._cli import app
+from sopkit._cli.app import app
+from sopkit._offline import diff as _diff
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD = "playbooks/membership.toml"

@@ -12,8 +12,8 @@ import statistics
 import pytest
 from test_store import row
 
-from sopkit._dispatch import Dispatcher
-from sopkit._store import OutboxRow, Store, open_store
+from sopkit._live.dispatch import Dispatcher
+from sopkit._live.store import OutboxRow, Store, open_store
 from sopkit.channels import MemoryChannel, Message, Receipt
 
 NOW = 1_700_000_000

@@ -19,9 +19,9 @@ from pydantic import BaseModel
 from typer.core import TyperOption
 
 import sopkit
-from sopkit import _models as m
-from sopkit._cli import app
-from sopkit._schema import playbook_schema
+from sopkit._cli.app import app
+from sopkit._playbook import models as m
+from sopkit._playbook.schema import playbook_schema
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PLAYBOOK_MD = DOCS / "playbook.md"
@@ -60,7 +60,7 @@ def _text(path: Path) -> str:
 
 
 def test_walk_reaches_every_model_of_the_module() -> None:
-    """The recursive walk from Playbook finds every model defined in sopkit._models."""
+    """The recursive walk from Playbook finds every model defined in sopkit._playbook.models."""
     defined = {obj for _, obj in inspect.getmembers(m, inspect.isclass)
                if issubclass(obj, BaseModel) and obj.__module__ == m.__name__
                and not obj.__name__.startswith("_")}
@@ -186,7 +186,7 @@ def test_docs_links_resolve() -> None:
 
 def test_models_module_is_what_was_walked() -> None:
     """Guard: the docs tests import the real models module, not a stale copy."""
-    assert isinstance(m, types.ModuleType) and m.__name__ == "sopkit._models"
+    assert isinstance(m, types.ModuleType) and m.__name__ == "sopkit._playbook.models"
 
 
 def test_engines_doc_shows_what_the_example_compiles_to(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import sopkit
-from sopkit import _ir
+from sopkit._ir import semantics as _ir
 from sopkit.engines.durable import RULES_PER_RULESET, DurableEngine
 
 DATA = Path(__file__).parent / "data"

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 import sopkit
-from sopkit._cli import app
-from sopkit._explain import explain
+from sopkit._cli.app import app
+from sopkit._offline.explain import explain
 
 ROOT = Path(__file__).parent.parent
 MEMBERSHIP = ROOT / "examples/membership"

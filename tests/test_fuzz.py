@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sopkit
-from sopkit import _expr as e
-from sopkit._cron import CronError, parse_every, parse_local
-from sopkit._templates import TemplateError, placeholders, render
+from sopkit._lang import expr as e
+from sopkit._lang.cron import CronError, parse_every, parse_local
+from sopkit._lang.templates import TemplateError, placeholders, render
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = int(os.environ.get("SOPKIT_FUZZ_EXAMPLES", "40"))

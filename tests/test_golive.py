@@ -15,7 +15,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from sopkit._cli import app
+from sopkit._cli.app import app
 
 PLAYBOOK = """
 [playbook]

@@ -12,7 +12,7 @@ from live_helpers import ENV, shop_history, shop_playbook
 from typer.testing import CliRunner
 from wecom_fake import WecomFake
 
-from sopkit._cli import app
+from sopkit._cli.app import app
 
 END = "2025-03-01T12:00:00"
 WECOM = '''

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from sopkit._cli import app
-from sopkit._clock import Calendar
+from sopkit._cli.app import app
+from sopkit._lang.clock import Calendar
 
 # a purchase over 100 sends; `event.amount` is read by a condition, so it reaches the engine
 PLAYBOOK = """

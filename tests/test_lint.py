@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import sopkit
-from sopkit import _expr as e
-from sopkit import _lint
-from sopkit import _models as m
-from sopkit._cli import app
-from sopkit._compile import compile_playbook
-from sopkit._load import LoadedPlaybook
+from sopkit._cli.app import app
+from sopkit._ir.compile import compile_playbook
+from sopkit._lang import expr as e
+from sopkit._playbook import lint as _lint
+from sopkit._playbook import models as m
+from sopkit._playbook.load import LoadedPlaybook
 from sopkit.engines.native import NativeEngine
 
 ROOT = Path(__file__).resolve().parent.parent

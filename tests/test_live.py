@@ -12,8 +12,8 @@ from http_receiver import Receiver
 from live_helpers import ENV, SECRET, shop_history, shop_playbook
 from typer.testing import CliRunner
 
-from sopkit._cli import app
-from sopkit._clock import Calendar
+from sopkit._cli.app import app
+from sopkit._lang.clock import Calendar
 from sopkit.channels._webhook import verify_signature
 
 END = "2025-03-01T12:00:00"
@@ -214,7 +214,7 @@ def test_a_live_run_on_postgresql_makes_the_same_rows_as_on_sqlite(tmp_path: Pat
     """The PostgreSQL store ends a run with the same outbox as the SQLite one."""
     from conftest import fresh_pg_url
 
-    from sopkit._store import open_store
+    from sopkit._live.store import open_store
 
     with Receiver() as rx:
         playbook = shop_playbook(tmp_path, rx.url + "/hook")

@@ -22,8 +22,8 @@ from conftest import fresh_pg_url
 from live_helpers import ENV, shop_history, shop_playbook
 
 from sopkit._errors import UsageError
-from sopkit._looplock import LoopLocked, LoopLockLost
-from sopkit._store import OutboxRow, open_store
+from sopkit._live.looplock import LoopLocked, LoopLockLost
+from sopkit._live.store import OutboxRow, open_store
 
 CLOCK = "2025-02-01T00:00:00"
 NOWHERE = "http://127.0.0.1:9/hook"  # nothing listens: deliveries are retried, never sent
@@ -241,7 +241,7 @@ def test_the_heartbeat_renews_and_notices_a_takeover(tmp_path: Path) -> None:
     calls on_lost, and leaving the block does not free the new holder's lock."""
     import threading
 
-    from sopkit._looplock import holding
+    from sopkit._live.looplock import holding
 
     url = str(tmp_path / "s.db")
     store, rival = open_store(url), open_store(url)

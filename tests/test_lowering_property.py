@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sopkit import _ir
+from sopkit._ir import semantics as _ir
 from sopkit.engines.durable import DurableEngine
 from sopkit.engines.native import NativeEngine
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from sopkit._cli import app
+from sopkit._cli.app import app
 
 DATA = Path(__file__).parent / "data" / "mask"
 IDS = ["13846571234", "+86 139-2468-1357", "王小明@example.com", "xiaohong@localhost"]

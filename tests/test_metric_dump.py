@@ -1,4 +1,4 @@
-"""Metric states stored as data (`dump_state` / `load_state`, sopkit._metrics): a state written
+"""Metric states stored as data (`dump_state` / `load_state`, `_runtime.metrics`): a state written
 as JSON and read back carries on exactly as the one that never left memory."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sopkit import _codec, _metrics
+from sopkit._runtime import codec as _codec
+from sopkit._runtime import metrics as _metrics
 
 T0 = 1_704_074_400  # 2024-01-01T10:00:00+08:00
 KINDS = ("count", "sum", "avg", "max_count_per_key", "last", "days_since", "days_since_first",

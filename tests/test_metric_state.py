@@ -1,4 +1,4 @@
-"""The compact states of windowed metrics (sopkit._metrics): exact, picklable and small."""
+"""The compact states of windowed metrics (sopkit._runtime.metrics): exact, picklable and small."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sopkit import _metrics
+from sopkit._runtime import metrics as _metrics
 
 DAY = 86_400
 T0 = 1_704_074_400  # 2024-01-01T10:00:00+08:00

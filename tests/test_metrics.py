@@ -1,4 +1,4 @@
-"""Unit tests of the incremental metrics (sopkit._metrics) and the calendar (sopkit._clock)."""
+"""Unit tests of the incremental metrics (_runtime.metrics) and the calendar (_lang.clock)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from sopkit import _metrics
-from sopkit._clock import Calendar, anniversary, next_anniversary
+from sopkit._lang.clock import Calendar, anniversary, next_anniversary
+from sopkit._runtime import metrics as _metrics
 
 DAY = 86_400
 T0 = 1_704_074_400  # 2024-01-01T10:00:00+08:00

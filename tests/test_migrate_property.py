@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sopkit
-from sopkit._live import LiveRun
-from sopkit._migrate import apply, plan
-from sopkit._store import SQLiteStore
+from sopkit._live.loop import LiveRun
+from sopkit._live.migrate import apply, plan
+from sopkit._live.store import SQLiteStore
 
 EXAMPLES = int(os.environ.get("SOPKIT_MIGRATE_EXAMPLES", "25"))
 

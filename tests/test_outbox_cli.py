@@ -15,8 +15,8 @@ from test_store import row
 from typer.core import TyperOption
 from typer.testing import CliRunner
 
-from sopkit._cli import app
-from sopkit._store import STATUSES, Store, open_store
+from sopkit._cli.app import app
+from sopkit._live.store import STATUSES, Store, open_store
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PHONE = "13812345678"

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 import sopkit
 from sopkit import Action
-from sopkit._cli import app
-from sopkit._policy import PolicyState, bucket
+from sopkit._cli.app import app
+from sopkit._runtime.policy import PolicyState, bucket
 
 ROOT = Path(__file__).resolve().parent.parent
 

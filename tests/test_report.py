@@ -18,9 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 import sopkit
-from sopkit._cli import app
-from sopkit._report import ReportData, render_report
-from sopkit._simulate import simulate
+from sopkit._cli.app import app
+from sopkit._offline.report import ReportData, render_report
+from sopkit._offline.simulate import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBERSHIP = [str(ROOT / "playbooks/membership.toml"),

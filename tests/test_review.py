@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 import sopkit
-from sopkit._cli import app
-from sopkit._policy import bucket
-from sopkit._review import Arm, compare, newcombe, wilson
+from sopkit._cli.app import app
+from sopkit._offline.review import Arm, compare, newcombe, wilson
+from sopkit._runtime.policy import bucket
 
 PLAYBOOK = """
 [playbook]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import sopkit
-from sopkit._rfm import breakpoints, segment
+from sopkit._stats.rfm import breakpoints, segment
 
 ROOT = Path(__file__).parent.parent
 PLAYBOOK = Path(__file__).parent / "data" / "rfm" / "cdnow_rfm.toml"

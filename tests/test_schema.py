@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
-from sopkit._cli import app
+from sopkit._cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "schema" / "playbook.schema.json"
@@ -48,7 +48,7 @@ def test_committed_schema_is_current() -> None:
     result = CliRunner().invoke(app, ["schema"])
     assert result.exit_code == 0, result.output
     assert SCHEMA_FILE.read_text(encoding="utf-8") == result.stdout, (
-        "schema/playbook.schema.json is out of date with sopkit/_models.py: run `make schema`")
+        "schema/playbook.schema.json is out of date with _playbook/models.py: run `make schema`")
 
 
 def test_committed_fragment_schema_is_current() -> None:
@@ -56,7 +56,7 @@ def test_committed_fragment_schema_is_current() -> None:
     result = CliRunner().invoke(app, ["schema", "--fragment"])
     assert result.exit_code == 0, result.output
     assert FRAGMENT_SCHEMA_FILE.read_text(encoding="utf-8") == result.stdout, (
-        "schema/fragment.schema.json is out of date with sopkit/_models.py: run `make schema`")
+        "schema/fragment.schema.json is out of date with _playbook/models.py: run `make schema`")
 
 
 def test_schema_is_a_valid_json_schema() -> None:

@@ -17,9 +17,9 @@ from conftest import fresh_pg_url
 from live_helpers import ENV, shop_history, shop_playbook
 from typer.testing import CliRunner
 
-from sopkit._cli import app
-from sopkit._clock import Calendar
-from sopkit._store import open_store
+from sopkit._cli.app import app
+from sopkit._lang.clock import Calendar
+from sopkit._live.store import open_store
 
 NOWHERE = "http://127.0.0.1:9/hook"
 CLOCK = "2025-02-14T10:00:00"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import sopkit
-from sopkit import _runtime
+from sopkit._runtime import runtime as _runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from .._errors import SopkitError
+from sopkit._errors import SopkitError
 
 ReceiptStatus = Literal["delivered", "retry", "failed"]
 

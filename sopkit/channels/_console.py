@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .._mask import mask_text
+from sopkit._mask import mask_text
+
 from ._base import ChannelConfigError, Message, Receipt
 from ._webhook import check_keys
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from .._errors import did_you_mean
+from sopkit._errors import did_you_mean
+
 from ._base import Channel, ChannelConfigError, ChannelFactory
 
 GROUP = "sopkit.channels"

@@ -23,7 +23,8 @@ from typing import Any
 
 import httpx
 
-from .._mask import mask_text
+from sopkit._mask import mask_text
+
 from ._base import ChannelConfigError, Message, Receipt, check_env_name
 from ._webhook import (
     USER_AGENT,

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from .._errors import did_you_mean
-from .._mask import mask_text
+from sopkit._errors import did_you_mean
+from sopkit._mask import mask_text
+
 from ._base import ChannelConfigError, Message, Receipt, check_env_name, env_secret
 
 KEYS = ("host", "port", "tls", "username_env", "password_env", "from", "email_attribute",

@@ -29,9 +29,10 @@ from typing import Any
 
 import httpx
 
-from .. import __version__
-from .._errors import did_you_mean
-from .._mask import mask_text
+from sopkit import __version__
+from sopkit._errors import did_you_mean
+from sopkit._mask import mask_text
+
 from ._base import ChannelConfigError, Message, Receipt, check_env_name, env_secret
 
 USER_AGENT = f"sopkit/{__version__}"

@@ -30,8 +30,9 @@ from typing import Any
 
 import httpx
 
-from .._errors import SopkitError, did_you_mean
-from .._mask import mask_text
+from sopkit._errors import SopkitError, did_you_mean
+from sopkit._mask import mask_text
+
 from ._base import ChannelConfigError, Message, Receipt, check_env_name, env_secret
 
 __all__ = [

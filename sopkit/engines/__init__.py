@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .._errors import UsageError
+from sopkit._errors import UsageError
+
 from .base import Engine
 
 ENGINES = ("durable", "native")

@@ -39,7 +39,7 @@ from typing import Any
 
 import durable_rules_engine as _dre  # durable-rules' C core; it ships no type information
 
-from .. import _ir
+from sopkit._ir import semantics as _ir
 
 RULES_PER_RULESET = 60  # 64 actions pending in one session corrupt the heap
 FIELDS_PER_FACT = 200  # a fact with more than 255 properties cannot be stored

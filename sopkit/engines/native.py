@@ -4,7 +4,7 @@ It is the oracle the durable backend is tested against and the fast path. The fu
 built as a Python syntax tree (`ast`) from the IR, never from text: slot indexes and predicate
 ids are checked to be ints, constants are passed in by name, never spelled in code, and the
 only operators are the six comparisons, `and`, `or`, `not` and four arithmetic helpers. The
-semantics are sopkit's (`sopkit._ir.holds`): a comparison that reads a missing fact is false,
+semantics are sopkit's (`_ir.semantics.holds`): a comparison that reads a missing fact is false,
 `not` negates, division by zero is a missing value.
 
 One function with one `if` per predicate costs a fraction of a closure call per node: on the

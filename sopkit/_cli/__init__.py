@@ -1,0 +1,1 @@
+"""The `sopkit` command line (typer + rich)."""

@@ -1,0 +1,501 @@
+"""The live loop behind `sopkit run` and `sopkit dry-run`.
+
+Events are applied by the same Runtime (and so the same policy pipeline) that `simulate`
+uses; only the clock and the channels differ. After each batch of events, the changed
+customers' state, the position in the input and the new outbox rows are committed in one
+transaction; then the dispatcher delivers what is due. A crash loses nothing: on restart
+the input resumes after the last committed position, replaying a partly applied batch
+gives the same idempotency keys, and the store's UNIQUE key turns them into no-ops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sopkit._errors import EventError, SopkitError, UsageError
+from sopkit._io import (
+    TRUNCATED,
+    BadRecord,
+    InputError,
+    Quarantine,
+    Record,
+    _csv_records,
+    _jsonl_records,
+    read_records,
+    record_format,
+)
+from sopkit._lang.clock import too_far_ahead
+from sopkit._live.dispatch import Dispatcher, expiry
+from sopkit._live.outbox import outbox_rows
+from sopkit._live.store import OutboxRow, Store
+from sopkit._playbook.load import LoadedPlaybook
+from sopkit._runtime.runtime import Action, Runtime, json_value
+from sopkit.channels import Channel, Message, build
+from sopkit.channels._wecom import TRANSFER_STATUS
+
+MIRROR_RULE = "mirror_tags"
+
+
+class StoreMismatch(SopkitError):
+    """The store was written by another playbook, or by this one before it changed."""
+
+    exit_code = 2
+
+
+@dataclass
+class LiveStats:
+    """What one `run` did, for its summary line and `--output jsonl`."""
+
+    events_read: int = 0
+    events_applied: int = 0
+    events_skipped: int = 0
+    quarantined: int = 0
+    rows_new: int = 0
+    commits: int = 0
+    customers: int = 0
+    dispatched: dict[str, int] = field(default_factory=dict)
+    disabled: dict[str, str] = field(default_factory=dict)
+    outbox: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def fingerprint(ir: Mapping[str, Any]) -> str:
+    """A short hash of the compiled playbook: a store refuses a changed playbook."""
+    text = json.dumps(ir, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime) -> list[OutboxRow]:
+    """Outbox rows that mirror tag changes to WeCom: for every channel of type wecom whose
+    `tag_ids` names the tag, a `tag` or `untag` row (mark_tag); drains `runtime.tag_log`."""
+    log = runtime.tag_log
+    if not log:
+        return []
+    mirrors = {name: set((ch.model_extra or {}).get("tag_ids") or {})
+               for name, ch in loaded.model.channels.items() if ch.type == "wecom"}
+    rows: list[OutboxRow] = []
+    for customer_id, tag, held, now, seq in log:
+        cs = runtime.customers.get(customer_id)
+        for channel, tags in mirrors.items():
+            if tag not in tags:
+                continue
+            kind = "tag" if held else "untag"
+            key = f"{runtime.pk}:mirror:{channel}:{customer_id}:{seq}"
+            message = Message(key=key, kind=kind, channel=channel, customer_id=customer_id,
+                              rule=MIRROR_RULE, time=runtime.calendar.format(now),
+                              body={"tag": tag},
+                              contact={k: json_value(v, exact=True)
+                                       for k, v in (cs.profile if cs else {}).items()},
+                              owner=cs.owner if cs else None)
+            rows.append(OutboxRow(key=key, playbook=runtime.pk, customer_id=customer_id,
+                                  rule=MIRROR_RULE, kind=kind, channel=channel,
+                                  status="pending", due_at=now, created_at=now,
+                                  message=message.to_json()))
+    log.clear()
+    return rows
+
+
+def build_channels(loaded: LoadedPlaybook, env: Mapping[str, str],
+                   only: set[str] | None = None) -> dict[str, Channel]:
+    """Every channel the playbook declares (or those in `only`), built from the environment."""
+    out: dict[str, Channel] = {}
+    for name, channel in loaded.model.channels.items():
+        if only is not None and name not in only:
+            continue
+        table = {"type": channel.type, **(channel.model_extra or {})}
+        out[name] = build(name, table, env)
+    return out
+
+
+CLOCK_MODE = "clock.mode"
+CLOCK_AT = "clock.at"
+
+
+def record_clock(store: Store, fixed: int | None) -> None:
+    """Remember how `run` tells time: `clock.mode` "fixed" with `clock.at` the instant
+    (unix seconds) of `run --clock`, or "system"; `dry-run` and `outbox retry` follow it."""
+    meta = {CLOCK_MODE: "system"} if fixed is None else {CLOCK_MODE: "fixed",
+                                                          CLOCK_AT: str(fixed)}
+    store.commit({}, meta, [])
+
+
+def stored_clock(store: Store) -> int | None:
+    """The fixed instant the store's last `run --clock` ran at; None on the system clock."""
+    if store.get_meta(CLOCK_MODE) != "fixed":
+        return None
+    text = store.get_meta(CLOCK_AT) or ""
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+class LiveRun:
+    """A Runtime restored from a store, fed events, committing after each batch."""
+
+    def __init__(self, loaded: LoadedPlaybook, store: Store, *, engine: str) -> None:
+        self.loaded = loaded
+        self.store = store
+        self.runtime = Runtime(loaded, engine=engine)
+        self.fingerprint = fingerprint(self.runtime.ir)
+        self.runtime.tag_log = []  # tag changes, mirrored to WeCom where tag_ids name them
+        self.fresh = check_store(self.store, self.runtime, self.fingerprint, loaded)
+        self.runtime.restore(self._clock_blob(), store.load_customers())
+        offset = store.get_meta("input.line")
+        self.offset = int(offset) if offset else 0
+        self.source = store.get_meta("input.source")
+        send_from = store.get_meta("send_from")
+        # actions due before this instant are recorded as `backfilled`, never sent (go-live)
+        self.send_from: int | None = int(send_from) if send_from else None
+        self._ir_saved = not self.fresh
+
+    def screen_consent(self, row: OutboxRow, now: int) -> tuple[str, str] | None:
+        """A dispatcher screen: a message whose customer opted out since it was planned
+        (while it waited for quiet hours, a retry or its delay) is suppressed, not sent."""
+        return self.runtime.consent_screen(row, now)
+
+    def _clock_blob(self) -> bytes | None:
+        text = self.store.get_meta("runtime")
+        return text.encode() if text else None
+
+    def commit(self, actions: list[Action], offset: int | None = None,
+               source: str | None = None) -> int:
+        """Write touched customers, the clock, the input position and the rows, atomically."""
+        rt = self.runtime
+        customers = {cid: rt.dump_customer(cid) for cid in sorted(rt.take_touched())}
+        meta = {"playbook": rt.pk, "fingerprint": self.fingerprint,
+                "runtime": rt.dump_clock().decode()}
+        if not self._ir_saved:  # what `sopkit migrate` compares the next version with
+            meta["ir"] = json.dumps(rt.ir, ensure_ascii=False, sort_keys=True, default=str)
+            self._ir_saved = True
+        if self.send_from is not None:
+            meta["send_from"] = str(self.send_from)
+        if offset is not None:
+            meta["input.line"] = str(offset)
+            self.offset = offset
+        if source is not None:
+            meta["input.source"] = source
+            self.source = source
+        # a hand-over moves the customer's pending rows (tasks, deferred sends) in the same
+        # transaction, including rows this batch adds before the hand-over
+        moved = {a.customer_id: str(a.details["to"]) for a in actions
+                 if a.action == "reassign" and a.status == "planned" and a.details.get("to")}
+        rows = backfill(outbox_rows(rt, actions) + mirror_rows(self.loaded, rt),
+                        self.send_from, rt)
+        return self.store.commit(customers, meta, rows, moved)
+
+
+def backfill(rows: list[OutboxRow], send_from: int | None, rt: Runtime) -> list[OutboxRow]:
+    """Rows due before `send_from` become `backfilled`: recorded, counted by max_times,
+    cooldowns and caps as if sent (the runtime did), never sent (docs/live.md#going-live)."""
+    if send_from is None:
+        return rows
+    reason = f"backfilled: due before --send-from {rt.calendar.format(send_from)}"
+    for row in rows:
+        if row.status == "pending" and row.due_at < send_from:
+            row.status = "backfilled"
+            row.reason = reason
+            row.settled_at = row.created_at
+    return rows
+
+
+def check_store(store: Store, runtime: Runtime, fingerprint_: str,
+                loaded: LoadedPlaybook) -> bool:
+    """True for a new store; StoreMismatch (exit 2) for a store of another playbook, of
+    another version (`sopkit migrate` deploys it), or of this version changed."""
+    name = store.get_meta("playbook")
+    if name is None:
+        return True
+    here = runtime.pk
+    if name.split(":")[0] != here.split(":")[0]:
+        raise StoreMismatch(f"{store.url} belongs to playbook '{name}', not "
+                            f"'{here}'; use another --store")
+    if name != here:
+        raise StoreMismatch(
+            f"{store.url} runs version {name.split(':', 1)[1]} of playbook "
+            f"'{here.split(':')[0]}', this file is version {runtime.ir['version']}; deploy it "
+            f"first (customers in flight keep their state):\n  sopkit migrate "
+            f"{loaded.path} --store {store.url} --plan\n  sopkit migrate {loaded.path} "
+            f"--store {store.url}")
+    if store.get_meta("fingerprint") != fingerprint_:
+        raise StoreMismatch(
+            f"the playbook '{here}' changed since {store.url} was written, but its "
+            "version did not; bump [playbook].version and deploy it with `sopkit migrate` "
+            "so new actions get new keys")
+    return False
+
+
+def follow_lines(stream: IO[bytes], stop: Callable[[], bool], poll: float,
+                 follow: bool, idle: Callable[[], None] | None = None
+                 ) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each complete line; with `follow`, wait for more at the end,
+    calling `idle` before each wait (the live loop commits, lets time pass, dispatches)."""
+    number = 0
+    partial = b""
+    while True:
+        chunk = stream.readline()
+        if chunk:
+            partial += chunk
+            if not partial.endswith(b"\n"):
+                continue  # a line still being written
+            number += 1
+            yield number, partial.decode("utf-8", "replace")
+            partial = b""
+            continue
+        if not follow or stop():
+            if partial:
+                number += 1
+                yield number, partial.decode("utf-8", "replace")
+            return
+        if idle is not None:
+            idle()
+        time.sleep(poll)
+
+
+def records_from(source: str, *, follow: bool, stop: Callable[[], bool],
+                 poll: float = 0.5, idle: Callable[[], None] | None = None
+                 ) -> Iterator[Record | BadRecord]:
+    """Records of a file (JSONL/CSV, .gz unless following) or of stdin (`-`)."""
+    if source == "-":
+        lines = follow_lines(sys.stdin.buffer, stop, poll, follow=False)
+        yield from _jsonl_records(lines, [])
+        return
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(f"--events {source}: no such file")
+    if not follow:
+        yield from read_records(path)
+        return
+    if path.suffix == ".gz":
+        raise UsageError("--follow reads a growing plain file; a .gz file cannot grow")
+    with path.open("rb") as stream:
+        lines = follow_lines(stream, stop, poll, follow=True, idle=idle)
+        if record_format(path) == "csv":
+            yield from _csv_records(lines, [])
+        else:
+            yield from _jsonl_records(lines, [])
+
+
+class Stopper:
+    """SIGINT/SIGTERM ask the loop to stop after the current batch (a second one kills)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> Callable[[], None]:
+        """Handle SIGINT/SIGTERM; return a function that puts the old handlers back."""
+        old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def drain(live: LiveRun, dispatcher: Dispatcher, now: int, stats: LiveStats,
+          limit: int = 1000) -> None:
+    """Dispatch what is due at `now` until nothing more is (or `limit` rounds)."""
+    for _ in range(limit):
+        result = dispatcher.run_once(now)
+        for name in ("delivered", "retried", "dead"):
+            stats.dispatched[name] = stats.dispatched.get(name, 0) + getattr(result, name)
+        stats.disabled.update(result.disabled)
+        if result.claimed == 0:
+            return
+
+
+def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
+             clock: Callable[[], int], lateness: int, dispatcher: Dispatcher,
+             quarantine: Quarantine, batch: int, tick: float, stop: Stopper,
+             profiles: Path | None = None, max_future: int | None = None) -> LiveStats:
+    """Apply events (resuming after the stored position), advance time, dispatch.
+
+    An event more than `max_future` seconds ahead of `clock()` is quarantined, so a typo'd
+    year cannot move the clock past every later event. A .gz input that ends early raises
+    InputError after the lines before the break are committed.
+    """
+    rt = live.runtime
+    stats = LiveStats()
+    if profiles is not None and live.fresh:
+        for item in read_records(profiles):
+            if isinstance(item, BadRecord):
+                quarantine.add(str(profiles), item.line, item.reason, item.raw, item.kind)
+                continue
+            try:
+                rt.add_profile(item.data)
+            except EventError as exc:
+                quarantine.add(str(profiles), item.line, str(exc), item.data, exc.kind)
+        live.commit([])
+    if events == "-":
+        # stdin has no position to resume at: the producer resends from where it stopped,
+        # and events older than the stored clock are quarantined as out of order
+        live.offset = 0
+    elif events is not None and live.source not in (None, "-", events) and live.offset:
+        raise UsageError(f"this store was reading {live.source} (line {live.offset}); "
+                         f"to switch to {events}, use a new --store")
+    pending: list[Action] = []
+    position = live.offset
+    since = 0
+
+    def flush() -> None:
+        nonlocal pending, since
+        stats.rows_new += live.commit(pending, position, events)
+        stats.commits += 1
+        pending = []
+        since = 0
+
+    def idle() -> None:
+        """Nothing to read: commit what was read, let time pass, deliver what is due."""
+        if since:
+            flush()
+        now = clock()
+        if rt.now_ts is None or now - lateness > rt.now_ts:
+            pending.extend(rt.advance_ts(now - lateness))
+            flush()
+        drain(live, dispatcher, now, stats)
+
+    if events is not None:
+        items = records_from(events, follow=follow, stop=stop, poll=tick, idle=idle)
+        try:
+            for item in items:
+                line = item.line
+                if isinstance(item, BadRecord) and item.kind == TRUNCATED:
+                    continue  # read again, whole, from the complete file: the position stays
+                if line <= live.offset:
+                    stats.events_skipped += 1
+                    continue
+                stats.events_read += 1
+                if isinstance(item, BadRecord):
+                    quarantine.add(events, line, item.reason, item.raw, item.kind)
+                else:
+                    try:
+                        event = rt.parse_event(item.data)
+                        ahead = too_far_ahead(rt.calendar, event[2], clock(), max_future)
+                        if ahead is not None:
+                            raise EventError(ahead, "too far in the future")
+                        pending.extend(rt.apply(event))
+                        stats.events_applied += 1
+                    except EventError as exc:
+                        quarantine.add(events, line, str(exc), item.data, exc.kind)
+                position = max(position, line)
+                since += 1
+                if since >= batch:
+                    flush()
+                    drain(live, dispatcher, clock(), stats)
+                if stop():
+                    break
+        except InputError:
+            flush()  # what was read before the break stays applied, its position committed
+            raise
+        flush()
+    while True:
+        idle()
+        if once or stop():
+            break
+        time.sleep(tick)
+    stats.quarantined = quarantine.count
+    stats.customers = len(rt.customers)
+    stats.outbox = live.store.counts()
+    return stats
+
+
+def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
+    """What a dispatcher would do at `now`: due outbox rows, then wake-ups' new rows.
+
+    A row that would go out keeps its status (`pending`/`leased`); one the dispatcher would
+    settle unsent says so: `expired`, `suppressed` (consent withdrawn) or `backfilled`
+    (due before --send-from), with the reason. Nothing is written: the runtime advanced
+    here is thrown away. Also returns how many rows are pending for later.
+    """
+    rt = live.runtime
+    stored = live.store.rows("pending") + live.store.rows("leased")
+    due = [r for r in stored if r.due_at <= now and (r.lease_until or 0) <= now]
+    later = sum(1 for r in stored if r.due_at > now)
+    fresh: list[OutboxRow] = []
+    if rt.now_ts is None or now > rt.now_ts:
+        known = {r.key for r in stored}
+        rows = backfill(outbox_rows(rt, rt.advance_ts(now)) + mirror_rows(live.loaded, rt),
+                        live.send_from, rt)
+        for row in rows:
+            if row.key in known or row.status not in ("pending", "backfilled"):
+                continue
+            if row.due_at <= now:
+                fresh.append(row)
+            else:
+                later += 1
+    for row in due + fresh:
+        if row.status == "backfilled":
+            continue
+        verdict = expiry(row, now) or live.screen_consent(row, now)
+        if verdict is not None:
+            row.status, row.reason = verdict
+    due.sort(key=lambda r: (r.due_at, r.key))
+    fresh.sort(key=lambda r: (r.due_at, r.key))
+    return due + fresh, later
+
+
+@dataclass
+class HandoverLine:
+    """One customer of a staff hand-over, and whether the successor has them yet."""
+
+    customer_id: str
+    from_owner: str
+    to: str | None
+    outbox: str
+    platform: str
+    taken_over: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def handover_status(store: Store, channels: Mapping[str, Any]) -> list[HandoverLine]:
+    """Every hand-over the store recorded, with WeCom's transfer result where one was asked.
+
+    A customer counts as taken over when its row was delivered and, for a WeCom transfer,
+    `transfer_result` says 接替完毕 (status 1). Anything else is listed as not yet.
+    """
+    rows = [r for r in store.rows(None) if r.kind == "reassign"]
+    results: dict[tuple[str, str, str], dict[str, int]] = {}
+    lines: list[HandoverLine] = []
+    for row in sorted(rows, key=lambda r: (r.created_at, r.customer_id)):
+        body = row.message.get("body", {})
+        source, to = str(body.get("from_owner") or ""), body.get("to")
+        channel = channels.get(row.channel) if row.channel else None
+        platform = "-"
+        done = row.status == "delivered"
+        if channel is not None and to and hasattr(channel, "transfer_result"):
+            group = (row.channel, source, str(to))
+            if group not in results:
+                try:
+                    results[group] = channel.transfer_result(source, str(to))
+                except Exception as exc:  # reported per customer; the others still show
+                    results[group] = {}
+                    platform = f"transfer_result failed: {exc}"
+            attr = getattr(channel, "external_userid_attribute", "external_userid")
+            external = row.message.get("contact", {}).get(attr)
+            status = results[group].get(str(external)) if external else None
+            if status is not None:
+                platform = f"{status} {TRANSFER_STATUS.get(status, '')}".strip()
+            elif platform == "-":
+                platform = "no transfer record yet"
+            done = done and status == 1
+        lines.append(HandoverLine(row.customer_id, source, None if to is None else str(to),
+                                  row.status, platform, done))
+    return lines

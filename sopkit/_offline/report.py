@@ -1,0 +1,767 @@
+"""report: one self-contained HTML page about a simulation, charts as inline SVG.
+
+`ReportData` collects what the summary does not keep (actions per day and channel, customers
+per stage every day, task load per staff member, reasons) while `simulate` runs;
+`write_report` turns it and the `Summary` into a page that works offline: no scripts, no
+external fonts, styles or images. Chart text stays text (`svg.fonttype = "none"`) and the page
+names a list of Chinese fonts for it (`CHART_FONTS`), so the viewer's browser draws Chinese
+labels with whichever of them it has, whatever fonts the machine that made the report had.
+The same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import io
+import re
+import shutil
+import subprocess
+import unicodedata
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sopkit import __version__
+from sopkit._mask import mask_text
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from sopkit._offline.simulate import Summary
+    from sopkit._runtime.runtime import Action, Runtime
+
+# Fonts with Chinese glyphs, best first; Latin text uses them too, with DejaVu Sans (shipped
+# with matplotlib) for anything they lack.
+CJK_FONTS = (
+    "Noto Sans CJK SC", "Source Han Sans SC", "Noto Sans SC", "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei", "Sarasa Gothic SC", "Microsoft YaHei", "PingFang SC", "SimHei",
+    "Heiti SC", "Droid Sans Fallback", "AR PL UMing CN", "Noto Sans CJK JP",
+    "Source Han Sans", "Noto Sans CJK TC", "Noto Sans CJK KR",
+)
+# What the viewer's browser draws chart text with: the first of these it has (every desktop
+# and phone system has one of the Chinese fonts), then its own sans-serif.
+CHART_FONTS = (
+    "Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Hiragino Sans GB",
+    "Microsoft YaHei", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans SC", "SimHei",
+    "Heiti SC", "Droid Sans Fallback", "DejaVu Sans", "sans-serif",
+)
+NO_CJK_FONT = ("no font with Chinese glyphs found here: the charts' Chinese labels are still "
+               "text the browser draws, but their space was measured without Chinese glyphs "
+               "and may be tight; install one for a better layout, e.g. "
+               "`apt-get install fonts-noto-cjk`")
+TOP_RULES = 15
+TOP_STAFF = 12
+TOP_TAGS = 30
+MAX_TABLE_ROWS = 200
+INTERNAL = ("tag", "untag", "set_stage", "reassign")
+# Okabe & Ito's palette, readable with every common colour-vision deficiency
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
+           "#000000", "#999999")
+STATUS_COLOURS = {"planned": "#0072B2", "suppressed": "#E69F00", "cancelled": "#999999"}
+_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
+_SVG_HEAD = re.compile(r"\A.*?(?=<svg\b)", re.S)
+_SVG_NS = re.compile(r' xmlns(?::xlink)?="[^"]*"')
+_SVG_META = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
+_SVG_ID = re.compile(r'\bid="([^"]+)"')
+_SVG_REF = re.compile(r'(href="#|url\(#)')
+_SVG_FAMILY = re.compile(r"font-family: [^;\"]*(?:; )?")
+
+
+def reason_group(reason: str) -> str:
+    """A reason with its times replaced by `<time>`, so equal reasons group together.
+
+    >>> reason_group("cooldown until 2024-05-01T09:00:00+08:00")
+    'cooldown until <time>'
+    """
+    return _TIME.sub("<time>", reason)
+
+
+@dataclass
+class ReportData:
+    """What the report needs beyond the Summary; filled by `simulate(..., report=...)`."""
+
+    description: str = ""
+    timezone: str = ""
+    stage_order: list[str] = field(default_factory=list)
+    stage_descriptions: dict[str, str] = field(default_factory=dict)
+    rule_descriptions: dict[str, str] = field(default_factory=dict)
+    tag_groups: dict[str, str] = field(default_factory=dict)
+    first: str | None = None  # the first reported moment (--start, or the first event)
+    # planned actions per (local date, series): a channel name for send and webhook, "task"
+    outreach: Counter[tuple[str, str]] = field(default_factory=Counter)
+    internal: Counter[str] = field(default_factory=Counter)  # planned tag/stage/owner changes
+    rules: dict[str, Counter[str]] = field(default_factory=dict)  # rule -> status -> records
+    # (status, reason group) -> rule -> records
+    reasons: dict[tuple[str, str], Counter[str]] = field(default_factory=dict)
+    tasks: Counter[tuple[str, str]] = field(default_factory=Counter)  # (assignee, date)
+    stage_days: dict[str, dict[str, int]] = field(default_factory=dict)  # playbook day -> ...
+    # customers per RFM segment at the end; `simulate` fills it when the playbook has [rfm]
+    segments: dict[str, int] = field(default_factory=dict)
+    _start: int | None = field(default=None, init=False, repr=False)
+    _next: int | None = field(default=None, init=False, repr=False)  # the next day's start
+
+    def begin(self, runtime: Runtime, start: int | None) -> None:
+        """Take the playbook's names and descriptions; `start` is --start as a timestamp."""
+        model = runtime.playbook.model
+        self.description = model.playbook.description
+        self.timezone = runtime.ir["timezone"]
+        self.stage_order = [s.name for s in model.stages]
+        self.stage_descriptions = {s.name: s.description for s in model.stages}
+        self.rule_descriptions = {r.name: r.description for r in model.rules}
+        self.rules = {r.name: Counter() for r in model.rules}
+        self.tag_groups = {name: t.group or "" for name, t in model.tags.items()}
+        self._start = start
+        if start is not None:
+            self.first = runtime.calendar.format(start)
+
+    def action(self, action: Action) -> None:
+        """Count one reported action record (any status)."""
+        self.rules.setdefault(action.rule, Counter())[action.status] += 1
+        reason = action.details.get("reason")
+        group = reason_group(str(reason)) if reason else ""
+        self.reasons.setdefault((action.status, group), Counter())[action.rule] += 1
+        if action.status not in ("planned", "deferred"):  # what is delivered, and when
+            return
+        day = str(action.details.get("deliver_at", action.time))[:10]
+        if action.action in INTERNAL:
+            self.internal[action.action] += 1
+        elif action.action == "task":
+            self.outreach[day, "task"] += 1
+            assignee = action.details.get("assignee")
+            self.tasks[str(assignee) if assignee else "(unassigned)", day] += 1
+        else:
+            self.outreach[day, str(action.details.get("channel", action.action))] += 1
+
+    def until(self, runtime: Runtime, ts: int) -> Iterator[list[Action]]:
+        """Advance the runtime to the end of every playbook day before `ts`, sampling stages.
+
+        Stopping the clock at a day's last second runs the same wake-ups in the same order as
+        one jump would, so the actions are unchanged; each day's are yielded for the caller to
+        report (a long quiet stretch is never held in memory at once).
+        """
+        cal = runtime.calendar
+        if runtime.now_ts is None:  # `ts` is the first event's time
+            self.first = self.first or cal.format(ts)
+            return
+        if self._next is None:
+            self._next = cal.day_start(cal.day_index(runtime.now_ts) + 1)
+        while self._next <= ts:
+            yield runtime.advance_ts(self._next - 1)
+            self.sample(runtime)
+            self._next = cal.day_start(cal.day_index(self._next) + 1)
+
+    def sample(self, runtime: Runtime) -> None:
+        """Record customers per stage now, as the state of the current playbook day."""
+        if runtime.now_ts is None or (self._start is not None and runtime.now_ts < self._start):
+            return
+        day = dt.date.fromordinal(runtime.calendar.day_index(runtime.now_ts)).isoformat()
+        self.stage_days[day] = {stage or "(none)": n
+                                for stage, n in runtime.stage_counts.items() if n > 0}
+
+
+# ---- rendering -------------------------------------------------------------------------
+
+
+def write_report(path: Path, summary: Summary, data: ReportData, *,
+                 fonts: Sequence[str] = CJK_FONTS) -> list[str]:
+    """Write the HTML report to `path`; return warnings for the person running it."""
+    page, notes = render_report(summary, data, fonts=fonts)
+    path.write_text(page, encoding="utf-8", newline="\n")
+    return notes
+
+
+def render_report(summary: Summary, data: ReportData, *,
+                  fonts: Sequence[str] = CJK_FONTS) -> tuple[str, list[str]]:
+    """The report as one HTML string, and warnings for the person making it (such as no
+    Chinese font to measure chart labels with)."""
+    font = find_cjk_font(fonts)
+    notes = [] if font else [NO_CJK_FONT]
+    charts = _Charts(font)
+    period = _buckets([*data.stage_days, *(d for d, _ in data.outreach),
+                       *(d for _, d in data.tasks)])
+    with charts.style(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        sections = [s for s in (
+            _actions_section(data, charts, period),
+            _stages_section(data, charts, period),
+            _tags_section(summary, data, charts),
+            _rules_section(data, charts),
+            _reasons_section(data),
+            _staff_section(data, charts, period),
+            _segments_section(data, charts),
+        ) if s is not None]
+    title = f"sopkit report: {summary.playbook}"
+    body = [_header(summary, data)]  # notes are for whoever made the page, not its readers
+    body.append('<nav aria-label="Sections"><ol>' + "".join(
+        f'<li><a href="#{sid}">{_e(heading)}</a></li>' for sid, heading, _ in sections)
+        + "</ol></nav>")
+    for sid, heading, content in sections:
+        body.append(f'<section id="{sid}" aria-labelledby="{sid}-h">'
+                    f'<h2 id="{sid}-h">{_e(heading)}</h2>{content}</section>')
+    body.append(f"<footer>Made by sopkit {_e(__version__)} from the simulation of "
+                f"{_e(summary.playbook)}. Phone numbers and e-mail addresses are masked. "
+                "This file needs no network connection.</footer>")
+    page = ("<!DOCTYPE html>\n"
+            '<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+            + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
+    return page, notes
+
+
+def find_cjk_font(names: Sequence[str] = CJK_FONTS) -> str | None:
+    """The first of `names` matplotlib can use; fonts installed after its cache was built
+    are found through fontconfig. None if there is none."""
+    from matplotlib import font_manager
+
+    def known() -> str | None:
+        have = {f.name for f in font_manager.fontManager.ttflist}
+        return next((n for n in names if n in have), None)
+
+    found = known()
+    if found is not None:
+        return found
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return None
+    try:
+        listing = subprocess.run([fc_list, ":lang=zh", "file"], capture_output=True,
+                                 text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in sorted(listing.splitlines()):
+        fname = line.split(":")[0].strip()
+        if fname:
+            try:
+                font_manager.fontManager.addfont(fname)
+            except (OSError, RuntimeError, ValueError):
+                continue
+    return known()
+
+
+class _Charts:
+    """Makes matplotlib figures into inline SVG with fixed ids, no dates, text as text.
+
+    matplotlib lays text out with `families` (the Chinese font found here, if any); the SVG
+    keeps each label as a <text> element without a font name of its own, so the page's
+    `CHART_FONTS` list decides how the browser draws it."""
+
+    def __init__(self, font: str | None) -> None:
+        self.families = [font, "DejaVu Sans"] if font else ["DejaVu Sans"]
+
+    def style(self) -> Any:
+        """The matplotlib settings every chart is drawn with (a context manager)."""
+        import matplotlib
+
+        return matplotlib.rc_context({
+            "svg.fonttype": "none", "font.family": self.families, "font.size": 10,
+            "axes.unicode_minus": False, "axes.spines.top": False, "axes.spines.right": False,
+            "legend.frameon": False, "figure.dpi": 72, "path.simplify": True,
+            "date.epoch": "1970-01-01T00:00:00", "date.converter": "concise",
+        })
+
+    def figure(self, width: float, height: float) -> Figure:
+        from matplotlib.figure import Figure
+
+        return Figure(figsize=(width, height), layout="constrained")
+
+    def svg(self, fig: Figure, chart_id: str, label: str) -> str:
+        buf = io.StringIO()
+        import matplotlib
+
+        # a salt per chart: ids stay fixed from run to run and differ between charts
+        with matplotlib.rc_context({"svg.hashsalt": f"sopkit-{chart_id}"}), \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Glyph .* missing from")
+            fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None,
+                                                     "Format": None, "Type": None})
+        text = _SVG_META.sub("", _SVG_HEAD.sub("", buf.getvalue()))
+        text = _SVG_NS.sub("", text)
+        text = _SVG_ID.sub(lambda m: f'id="{chart_id}-{m.group(1)}"', text)
+        text = _SVG_REF.sub(lambda m: f"{m.group(1)}{chart_id}-", text)
+        text = _SVG_FAMILY.sub("", text)  # the page's `svg text` rule names the fonts
+        return text.replace("<svg ", f'<svg role="img" aria-label="{_e(label)}" ', 1).strip()
+
+
+def _e(value: Any) -> str:
+    """Escaped for HTML, with phone numbers and e-mail addresses masked."""
+    return html.escape(mask_text(str(value)), quote=True)
+
+
+def _m(value: str) -> str:
+    """Masked, for chart labels."""
+    return mask_text(value)
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def _figure_block(svg: str, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+_NUMBER = re.compile(r"-?[\d,]+(?:\.\d+)?%?")
+
+
+def _table(caption: str, head: Sequence[str], rows: Iterable[Sequence[Any]],
+           scroll: bool = False) -> str:
+    """An HTML table; the first cell of a row is its header, columns of numbers align right."""
+    rows = list(rows)
+    numeric = [i > 0 and bool(rows) and all(
+        (isinstance(r[i], int) and not isinstance(r[i], bool))
+        or (isinstance(r[i], str) and _NUMBER.fullmatch(r[i]) is not None) for r in rows)
+        for i in range(len(head))]
+    parts = [f"<table><caption>{_e(caption)}</caption><thead><tr>"]
+    parts.extend(f'<th scope="col"{" class=num" if numeric[i] else ""}>{_e(h)}</th>'
+                 for i, h in enumerate(head))
+    parts.append("</tr></thead><tbody>")
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            text = _n(cell) if isinstance(cell, int) and not isinstance(cell, bool) else _e(cell)
+            if i == 0:
+                cells.append(f'<th scope="row">{text}</th>')
+            else:
+                cells.append(f'<td{" class=num" if numeric[i] else ""}>{text}</td>')
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    table = "".join(parts)
+    if scroll:
+        return f'<div class="scroll" tabindex="0" role="region" aria-label="{_e(caption)}">' \
+               f"{table}</div>"
+    return table
+
+
+# ---- time buckets ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Buckets:
+    unit: str  # day | week | month
+    starts: list[dt.date]
+
+    def key(self, day: dt.date) -> dt.date:
+        if self.unit == "week":
+            return day - dt.timedelta(days=day.weekday())
+        if self.unit == "month":
+            return day.replace(day=1)
+        return day
+
+    @property
+    def column(self) -> str:
+        return "week from" if self.unit == "week" else self.unit
+
+    def label(self, start: dt.date) -> str:
+        if self.unit == "month":
+            return start.strftime("%Y-%m")
+        return start.isoformat()
+
+    def width(self) -> float:
+        return {"day": 0.8, "week": 5.6, "month": 24.0}[self.unit]
+
+
+def _buckets(days: Iterable[str]) -> _Buckets | None:
+    """Days up to 62, weeks (from Monday) up to two years, months beyond."""
+    dates = sorted(dt.date.fromisoformat(d) for d in days)
+    if not dates:
+        return None
+    first, last = dates[0], dates[-1]
+    span = (last - first).days + 1
+    unit = "day" if span <= 62 else "week" if span <= 731 else "month"
+    probe = _Buckets(unit, [])
+    starts: list[dt.date] = []
+    day = first
+    while day <= last:
+        key = probe.key(day)
+        if not starts or starts[-1] != key:
+            starts.append(key)
+        day += dt.timedelta(days=1)
+    return _Buckets(unit, starts)
+
+
+def _whole_numbers(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator, StrMethodFormatter
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+
+
+_EPOCH = dt.date(1970, 1, 1)  # matplotlib's date numbers count days from here (see style)
+
+
+def _days(dates: Iterable[dt.date]) -> list[float]:
+    """Dates as matplotlib date numbers."""
+    return [float((d - _EPOCH).days) for d in dates]
+
+
+def _legend_above(ax: Axes) -> None:
+    """The legend in rows above the plot, as many entries a row as fit its width."""
+    labels = ax.get_legend_handles_labels()[1]
+    widest = max((_text_width(label) for label in labels), default=1) + 6
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncols=max(1, min(len(labels),
+              120 // widest)), borderaxespad=0, handlelength=1.2, columnspacing=1.5)
+
+
+def _text_width(text: str) -> int:
+    """Width in Latin letters: CJK characters count 2."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _date_axis(ax: Axes, buckets: _Buckets) -> None:
+    """A date x axis over the whole period, the same on every time chart."""
+    ax.xaxis_date()
+    lo, hi = _days([buckets.starts[0], _bucket_end(buckets, buckets.starts[-1])])
+    ax.set_xlim(lo, hi)
+
+
+# ---- sections --------------------------------------------------------------------------
+
+
+def _header(summary: Summary, data: ReportData) -> str:
+    statuses: Counter[str] = Counter()
+    for counts in data.rules.values():
+        statuses.update(counts)
+    period = f"{data.first or summary.start or '—'} → {summary.end or '—'}"
+    tasks = sum(data.tasks.values())
+    cards = [
+        ("customers", summary.customers), ("events applied", summary.events_applied),
+        ("actions planned", statuses.get("planned", 0)),
+        ("suppressed", statuses.get("suppressed", 0)),
+        ("cancelled", statuses.get("cancelled", 0)), ("staff tasks", tasks),
+        ("quarantined", summary.quarantined),
+    ]
+    rows = [
+        ("playbook", summary.playbook),
+        ("engine", summary.engine),
+        ("period", period + (f" ({data.timezone})" if data.timezone else "")),
+        ("events", f"{_n(summary.events_read)} read, {_n(summary.events_applied)} applied"
+                   + (f", {_n(summary.events_after_end)} after --end"
+                      if summary.events_after_end else "")),
+        ("customers", f"{_n(summary.customers)} ({_n(summary.profiles)} profiles)"),
+        ("actions", f"{_n(summary.actions)} record{_s(summary.actions)}: "
+                    + ", ".join(f"{_n(n)} {s}" for s, n in sorted(statuses.items()))
+                    + (f"; {_n(summary.warmup_actions)} during warm-up before --start"
+                       if summary.warmup_actions else "")
+                    + (f"; {_n(summary.pending_at_end)} delayed, still pending at the end"
+                       if summary.pending_at_end else "")),
+        ("quarantined", f"{_n(summary.quarantined)} record{_s(summary.quarantined)}"
+                        + (f" in {summary.quarantine_file}" if summary.quarantined
+                           and summary.quarantine_file else "")),
+    ]
+    out = [f"<header><h1>{_e(summary.playbook)}: simulation report</h1>"]
+    if data.description:
+        out.append(f'<p class="lead">{_e(data.description)}</p>')
+    out.append('<ul class="cards">' + "".join(
+        f'<li><span class="value">{_n(v)}</span><span class="label">{_e(k)}</span></li>'
+        for k, v in cards) + "</ul>")
+    out.append("<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows)
+               + "</dl>")
+    if summary.quarantine_reasons:
+        out.append(_table("Quarantined records by reason", ("reason", "records"),
+                          sorted(summary.quarantine_reasons.items(),
+                                 key=lambda kv: (-kv[1], kv[0]))))
+    out.append("</header>")
+    return "".join(out)
+
+
+def _actions_section(data: ReportData, charts: _Charts,
+                     buckets: _Buckets | None) -> tuple[str, str, str] | None:
+    if not data.outreach and not data.internal:
+        return None
+    heading = "Actions per day and channel"
+    series = sorted({s for _, s in data.outreach},
+                    key=lambda s: (-sum(n for (_, k), n in data.outreach.items() if k == s), s))
+    internal = ", ".join(f"{_n(n)} {k}" for k, n in sorted(data.internal.items()))
+    note = (f"<p>Planned messages by channel and staff tasks. Changes the playbook makes to "
+            f"itself are not charted: {_e(internal)}.</p>" if internal else "")
+    if buckets is None or not data.outreach:
+        return "actions", heading, note + "<p>No messages or tasks were planned.</p>"
+    heading = f"Actions per {buckets.unit} and channel"
+    per: dict[dt.date, Counter[str]] = defaultdict(Counter)
+    for (day, s), n in data.outreach.items():
+        per[buckets.key(dt.date.fromisoformat(day))][s] += n
+    fig = charts.figure(10, 3.6)
+    ax = fig.add_subplot()
+    bottom = [0] * len(buckets.starts)
+    for i, s in enumerate(series):
+        values = [per[b][s] for b in buckets.starts]
+        ax.bar(_days(buckets.starts), values, width=buckets.width(), bottom=bottom,
+               align="edge",
+               color=PALETTE[i % len(PALETTE)], label=_m(s), linewidth=0)
+        bottom = [a + b for a, b in zip(bottom, values, strict=True)]
+    ax.set_ylabel(f"planned per {buckets.unit}")
+    _whole_numbers(ax.yaxis)
+    _legend_above(ax)
+    _date_axis(ax, buckets)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    svg = charts.svg(fig, "c-actions", f"Stacked bars: planned actions per {buckets.unit} by "
+                     "channel; the numbers are in the table below.")
+    rows = [(buckets.label(b), *(per[b][s] for s in series), sum(per[b].values()))
+            for b in buckets.starts]
+    rows.append(("total", *(sum(per[b][s] for b in buckets.starts) for s in series),
+                 sum(data.outreach.values())))
+    table = _table(f"Planned actions per {buckets.unit} and channel",
+                   (buckets.column, *series, "total"), rows, scroll=True)
+    return "actions", heading, note + _figure_block(
+        svg, f"Planned actions per {buckets.unit}, stacked by channel (task: staff tasks).") \
+        + table
+
+
+def _stages_section(data: ReportData, charts: _Charts,
+                    buckets: _Buckets | None) -> tuple[str, str, str] | None:
+    if not data.stage_days or not data.stage_order or buckets is None:
+        return None  # a playbook without stages has nothing to show here
+    present = {s for counts in data.stage_days.values() for s in counts}
+    stages = [s for s in data.stage_order if s in present]
+    stages += sorted(present - set(stages))
+    last: dict[dt.date, dict[str, int]] = {}
+    for day in sorted(data.stage_days):  # the last sample of each bucket: its end state
+        last[buckets.key(dt.date.fromisoformat(day))] = data.stage_days[day]
+    xs = [b for b in buckets.starts if b in last]
+    fig = charts.figure(10, 3.6)
+    ax = fig.add_subplot()
+    colours = [PALETTE[i % len(PALETTE)] if s != "(none)" else "#DDDDDD"
+               for i, s in enumerate(stages)]
+    labels = [_m(s + (f" {data.stage_descriptions[s]}" if data.stage_descriptions.get(s)
+                      else "")) for s in stages]
+    # each day's end state at the end of that day; bucket ends when there are many days
+    days = sorted(data.stage_days)
+    if len(days) <= 1000:
+        points = [(dt.date.fromisoformat(d) + dt.timedelta(days=1), data.stage_days[d])
+                  for d in days]
+    else:
+        points = [(_bucket_end(buckets, x), last[x]) for x in xs]
+    if len(points) == 1:  # one sample: draw it as a flat band across its day
+        points.insert(0, (points[0][0] - dt.timedelta(days=1), points[0][1]))
+    ax.stackplot(_days(p for p, _ in points),
+                 [[counts.get(s, 0) for _, counts in points] for s in stages], labels=labels,
+                 colors=colours, linewidth=0)
+    ax.set_ylabel("customers")
+    _whole_numbers(ax.yaxis)
+    _legend_above(ax)
+    _date_axis(ax, buckets)
+    ax.grid(axis="y", alpha=0.3)
+    svg = charts.svg(fig, "c-stages", f"Stacked area: customers per stage at the end of each "
+                     f"{buckets.unit}; the numbers are in the table below.")
+    rows = [(buckets.label(x), *(last[x].get(s, 0) for s in stages)) for x in xs]
+    table = _table(f"Customers per stage at the end of each {buckets.unit}",
+                   (buckets.column, *stages), rows, scroll=True)
+    text = ("<p>Customers the simulation knows, by lifecycle stage, sampled at the end of every "
+            "playbook day (its day starts at the playbook's <code>day_starts</code>). "
+            "<em>(none)</em>: not evaluated yet or no stage applies.</p>")
+    return "stages", f"Customers per stage over time (by {buckets.unit})", text + \
+        _figure_block(svg, f"Customers per stage at the end of each {buckets.unit}.") + table
+
+
+def _hbar(charts: _Charts, chart_id: str, label: str, names: Sequence[str],
+          series: Sequence[tuple[str, Sequence[int], str]], xlabel: str) -> str:
+    """Horizontal bars, one row per name (first at the top), stacked by series."""
+    height = 0.9 + 0.32 * len(names)
+    fig = charts.figure(10, height)
+    ax = fig.add_subplot()
+    ys = list(range(len(names)))
+    left = [0] * len(names)
+    for sname, values, colour in series:
+        ax.barh(ys, values, left=left, color=colour, label=_m(sname), height=0.7, linewidth=0)
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    for y, total in zip(ys, left, strict=True):
+        ax.annotate(_n(total), (total, y), xytext=(4, 0), textcoords="offset points",
+                    va="center", fontsize=9)
+    ax.set_yticks(ys, [_m(n) for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    _whole_numbers(ax.xaxis)
+    ax.set_xlim(0, max(max(left, default=0) * 1.08, 1))
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    if len(series) > 1:
+        _legend_above(ax)
+    return charts.svg(fig, chart_id, label)
+
+
+def _tags_section(summary: Summary, data: ReportData,
+                  charts: _Charts) -> tuple[str, str, str] | None:
+    if not summary.tags:
+        return None
+    ranked = sorted(summary.tags.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = [(t, n) for t, n in ranked[:TOP_TAGS] if n]
+    total = summary.customers or 1
+    rows = [(t, data.tag_groups.get(t, ""), n, f"{100 * n / total:.1f}%") for t, n in ranked]
+    table = _table("Customers per tag at the end", ("tag", "group", "customers", "share"), rows)
+    if not shown:
+        return "tags", "Tags at the end", "<p>No customer held a tag at the end.</p>" + table
+    svg = _hbar(charts, "c-tags", "Horizontal bars: customers holding each tag at the end; "
+                "the numbers are in the table below.", [t for t, _ in shown],
+                [("customers", [n for _, n in shown], PALETTE[0])], "customers")
+    more = f" (the chart shows the top {TOP_TAGS})" if len(ranked) > TOP_TAGS else ""
+    return "tags", "Tags at the end", _figure_block(
+        svg, f"Customers holding each tag when the simulation ended{more}.") + table
+
+
+def _rules_section(data: ReportData, charts: _Charts) -> tuple[str, str, str] | None:
+    totals = {r: sum(c.values()) for r, c in data.rules.items()}
+    if not any(totals.values()):
+        return None
+    statuses = ["planned", "suppressed", "cancelled"]
+    statuses += sorted({s for c in data.rules.values() for s in c} - set(statuses))
+    ranked = sorted((r for r in data.rules if totals[r]), key=lambda r: (-totals[r], r))
+    shown = ranked[:TOP_RULES]
+    extra = [s for s in statuses if s not in STATUS_COLOURS]
+    colours = dict(STATUS_COLOURS)
+    colours.update({s: PALETTE[(4 + i) % len(PALETTE)] for i, s in enumerate(extra)})
+    used = [s for s in statuses if any(data.rules[r][s] for r in shown)]
+    svg = _hbar(charts, "c-rules", "Horizontal stacked bars: action records per rule by "
+                "status; the numbers are in the table below.", shown,
+                [(s, [data.rules[r][s] for r in shown], colours[s]) for s in used],
+                "action records")
+    rows = [(r, data.rule_descriptions.get(r, ""), *(data.rules[r][s] for s in statuses),
+             totals[r]) for r in sorted(data.rules, key=lambda r: (-totals[r], r))]
+    more = f" (the chart shows the top {TOP_RULES})" if len(ranked) > TOP_RULES else ""
+    return "rules", "Rules: planned, suppressed, cancelled", _figure_block(
+        svg, f"Action records per rule by status{more}. A rule with two actions that fires "
+        "once counts 2.") + _table("Action records per rule and status",
+                                   ("rule", "description", *statuses, "total"), rows)
+
+
+def _reasons_section(data: ReportData) -> tuple[str, str, str] | None:
+    if not data.reasons:
+        return None
+    order = {"planned": 0, "suppressed": 1, "cancelled": 2}
+    rows = []
+    for (status, reason), rules in sorted(
+            data.reasons.items(),
+            key=lambda kv: (order.get(kv[0][0], 3), kv[0][0], -sum(kv[1].values()), kv[0][1])):
+        top = sorted(rules.items(), key=lambda kv: (-kv[1], kv[0]))
+        named = ", ".join(f"{r} ({_n(n)})" for r, n in top[:3])
+        if len(top) > 3:
+            named += f", and {len(top) - 3} more"
+        rows.append((status, reason or "—", sum(rules.values()), named))
+    text = ("<p>Every status the action records carry, with their reasons grouped (times "
+            "shown as <code>&lt;time&gt;</code>), and the rules behind them.</p>")
+    return "statuses", "Statuses and reasons", text + _table(
+        "Action records by status and reason", ("status", "reason", "records", "rules"),
+        rows)
+
+
+def _staff_section(data: ReportData, charts: _Charts,
+                   buckets: _Buckets | None) -> tuple[str, str, str] | None:
+    if not data.tasks or buckets is None:
+        return None
+    per_staff: Counter[str] = Counter()
+    for (who, _), n in data.tasks.items():
+        per_staff[who] += n
+    ranked = sorted(per_staff, key=lambda w: (-per_staff[w], w))
+    top = ranked[:TOP_STAFF]
+    grid: dict[str, Counter[dt.date]] = defaultdict(Counter)
+    for (who, day), n in data.tasks.items():
+        grid[who][buckets.key(dt.date.fromisoformat(day))] += n
+    import numpy as np
+
+    edges = [*buckets.starts, _bucket_end(buckets, buckets.starts[-1])]
+    values = np.array([[grid[w][b] for b in buckets.starts] for w in top], dtype=float)
+    fig = charts.figure(10, 1.2 + 0.34 * len(top))
+    ax = fig.add_subplot()
+    mesh = ax.pcolormesh(np.array(_days(edges)), np.arange(len(top) + 1), values,
+                         cmap="Blues", vmin=0, edgecolors="white", linewidth=0.5)
+    ax.set_yticks([i + 0.5 for i in range(len(top))], [_m(w) for w in top])
+    ax.invert_yaxis()
+    _date_axis(ax, buckets)
+    ax.spines[["left", "bottom"]].set_visible(False)
+    bar = fig.colorbar(mesh, ax=ax, pad=0.01, aspect=30)
+    if bar.solids is not None:  # matplotlib draws long colour bars as a bitmap; keep vectors
+        bar.solids.set_rasterized(False)
+    bar.set_label(f"tasks per {buckets.unit}")
+    _whole_numbers(bar.ax.yaxis)
+    svg = charts.svg(fig, "c-staff", f"Heat map: staff tasks per {buckets.unit} for the "
+                     f"{len(top)} busiest staff; the numbers are in the tables below.")
+    summary_rows = []
+    for who in ranked[:MAX_TABLE_ROWS]:
+        days = {d: n for (w, d), n in data.tasks.items() if w == who}
+        busiest = max(days, key=lambda d: (days[d], d))
+        summary_rows.append((who, per_staff[who], f"{busiest} ({days[busiest]})", len(days),
+                             f"{per_staff[who] / len(days):.1f}"))
+    more = (f" (the first {MAX_TABLE_ROWS} of {len(ranked)})" if len(ranked) > MAX_TABLE_ROWS
+            else "")
+    matrix = _table(f"Tasks per {buckets.unit} for the {len(top)} busiest staff",
+                    (buckets.column, *top),
+                    [(buckets.label(b), *(grid[w][b] for w in top)) for b in buckets.starts],
+                    scroll=True)
+    text = ("<p>Follow-up tasks the playbook assigns (to the customer's owner unless the rule "
+            "names an assignee), per person. Who is overloaded, and when?</p>")
+    return "staff", "Staff task load", text + _figure_block(
+        svg, f"Tasks per {buckets.unit} for the {len(top)} busiest staff (darker: more).") + \
+        _table(f"Tasks per staff member{more}", ("staff", "tasks", "busiest day",
+                                                 "days with tasks", "tasks per such day"),
+               summary_rows) + matrix
+
+
+def _bucket_end(buckets: _Buckets, start: dt.date) -> dt.date:
+    if buckets.unit == "week":
+        return start + dt.timedelta(days=7)
+    if buckets.unit == "month":
+        return (start + dt.timedelta(days=32)).replace(day=1)
+    return start + dt.timedelta(days=1)
+
+
+def _segments_section(data: ReportData, charts: _Charts) -> tuple[str, str, str] | None:
+    """Customers per RFM segment at the end, when the playbook has [rfm] (or a caller fills
+    `ReportData.segments`)."""
+    if not data.segments:
+        return None
+    ranked = sorted(data.segments.items(), key=lambda kv: (-kv[1], kv[0]))
+    svg = _hbar(charts, "c-segments", "Horizontal bars: customers per RFM segment; the "
+                "numbers are in the table below.", [s for s, _ in ranked],
+                [("customers", [n for _, n in ranked], PALETTE[2])], "customers")
+    return "segments", "RFM segments", _figure_block(svg, "Customers per RFM segment.") + \
+        _table("Customers per RFM segment", ("segment", "customers"), ranked)
+
+
+_CSS = """
+:root{color-scheme:light;--ink:#1f2328;--muted:#57606a;--line:#d0d7de;--bg:#f6f8fa}
+*{box-sizing:border-box}
+body{margin:0;background:#fff;color:var(--ink);font:15px/1.5 system-ui,-apple-system,
+"Segoe UI","Noto Sans CJK SC","PingFang SC","Microsoft YaHei","WenQuanYi Zen Hei",sans-serif}
+main{max-width:1100px;margin:0 auto;padding:24px 28px 48px}
+h1{font-size:26px;margin:0 0 4px}
+h2{font-size:20px;margin:40px 0 8px;padding-top:12px;border-top:1px solid var(--line)}
+.lead{color:var(--muted);margin:0 0 16px}
+.cards{display:flex;flex-wrap:wrap;gap:10px;list-style:none;padding:0;margin:16px 0}
+.cards li{background:var(--bg);border:1px solid var(--line);border-radius:8px;
+padding:10px 14px;min-width:130px}
+.cards .value{display:block;font-size:22px;font-weight:600;font-variant-numeric:tabular-nums}
+.cards .label{color:var(--muted);font-size:13px}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:12px 0}
+dt{color:var(--muted)}dd{margin:0}
+nav ol{columns:2;margin:8px 0;padding-left:20px}
+a{color:#0969da}
+figure{margin:12px 0}
+figure svg{display:block;width:100%;height:auto}
+figure svg text{font-family:FONTS}
+figcaption{color:var(--muted);font-size:13px}
+table{border-collapse:collapse;margin:12px 0;font-size:13px;min-width:40%}
+caption{text-align:left;font-weight:600;padding:4px 0;color:var(--ink)}
+th,td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;
+vertical-align:top}
+thead th{background:var(--bg);position:sticky;top:0}
+.num{text-align:right;font-variant-numeric:tabular-nums}
+.scroll{max-height:320px;overflow:auto;border:1px solid var(--line);border-radius:6px;
+margin:12px 0}
+.scroll table{margin:0;width:100%}
+.scroll caption{padding:6px 10px}
+footer{margin-top:48px;color:var(--muted);font-size:12px}
+code{background:var(--bg);padding:0 4px;border-radius:4px}
+@media print{.scroll{max-height:none;overflow:visible}h2{break-after:avoid}
+figure,table{break-inside:avoid}}
+""".replace("FONTS", ",".join(f'"{f}"' if " " in f else f for f in CHART_FONTS))

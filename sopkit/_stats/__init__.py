@@ -1,0 +1,2 @@
+"""Population statistics rules read as facts: RFM breakpoints and scores, BG/NBD and Gamma-Gamma
+customer-base models."""
