@@ -165,7 +165,7 @@ def opened_store(url: str, *, create: bool = False) -> Iterator[Any]:
     Only `run` creates a store: elsewhere a path that is not one is a usage error (exit 2).
     Phone numbers and e-mails in an error raised while the store is in use (a customer id in
     a chain error) are masked."""
-    from sopkit._live.store import open_store
+    from sopkit._live.openstore import open_store
     from sopkit._mask import mask_text
 
     try:

@@ -107,7 +107,7 @@ def run(
     from sopkit._live.dispatch import Dispatcher, expiry
     from sopkit._live.loop import LiveRun, Stopper, build_channels, record_clock, run_live
     from sopkit._live.looplock import holding
-    from sopkit._live.store import open_store
+    from sopkit._live.openstore import open_store
     from sopkit._playbook.models import parse_duration
 
     loaded = load_or_exit(playbook)
