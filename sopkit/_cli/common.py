@@ -28,28 +28,16 @@ class Output(enum.StrEnum):
 # Options several commands share, declared once.
 EventsOption = Annotated[Path, typer.Option("--events", help="Event history (as for "
                                             "simulate).", exists=True, dir_okay=False)]
-
-
 ProfilesOption = Annotated[Path | None, typer.Option("--profiles", help="Customer profiles.",
                                                      exists=True, dir_okay=False)]
-
-
 NativeEngineOption = Annotated[str, typer.Option("--engine", help="Rule engine: native "
                                                  "(default here) or durable.")]
-
-
 DurableEngineOption = Annotated[str, typer.Option("--engine", help="Rule engine: durable "
                                                   "(default) or native.")]
-
-
 OutputOption = Annotated[Output, typer.Option("--output", help="table for people, jsonl for "
                                               "machines.")]
-
-
 UnmaskedOption = Annotated[bool, typer.Option("--unmasked", help="Show phone numbers and "
                                               "e-mails in full.")]
-
-
 RunStoreOption = Annotated[str, typer.Option("--store", envvar="SOPKIT_STORE",
                                              help="The store a `sopkit run` keeps.")]
 

@@ -52,8 +52,6 @@ _PG_SCHEMA = [
     "CREATE INDEX outbox_claim ON outbox (status, due_at)",
     "CREATE INDEX outbox_customer ON outbox (customer_id, id)",
 ]
-
-
 _PG_LOCK = 0x736F706B6974  # "sopkit": serialises schema set-up between concurrent openers
 
 

@@ -31,14 +31,8 @@ from sopkit._live.looplock import LoopHolder
 
 STATUSES = ("pending", "leased", "delivered", "dead", "suppressed", "holdout", "cancelled",
             "backfilled", "expired")
-
-
 SENDABLE = ("pending", "leased")
-
-
 SETTLED = ("delivered", "dead", "suppressed", "holdout", "cancelled", "backfilled", "expired")
-
-
 SCHEMA_VERSION = 2  # 2: state as JSON by name (docs/live.md#stored-state), backfilled, expired
 """The layout this sopkit writes; a store with a higher version is refused, not guessed at."""
 

@@ -11,12 +11,8 @@ from sopkit._errors import UsageError
 from sopkit._live.store import COLUMNS, SCHEMA_VERSION, SETTLED, STATUSES, OutboxRow
 
 SELECT = ", ".join(COLUMNS)
-
-
 INSERT_COLUMNS = ("key", "playbook", "customer_id", "rule", "kind", "channel", "status",
                    "due_at", "created_at", "message", "reason", "attempts", "settled_at")
-
-
 CREATE_HINT = "`sopkit run` creates a store; check --store or $SOPKIT_STORE"
 
 

@@ -14,11 +14,7 @@ from scipy import integrate, special
 from sopkit._stats.mle import FloatArray, floats, maximise
 
 _SERIES_MAX_TERMS = 20_000
-
-
 _SERIES_MAX_Z = 0.995  # beyond this the series converges too slowly: integrate instead
-
-
 _SERIES_EPS = 1e-16
 
 

@@ -13,11 +13,7 @@ import numpy.typing as npt
 from scipy import optimize
 
 FloatArray = npt.NDArray[np.float64]
-
-
 LOG_BOUND = 25.0  # parameters are searched within e^-25 .. e^25
-
-
 LIMIT = 18.0  # a parameter beyond e^±18 (6.6e7) stands for a limit of the model
 
 

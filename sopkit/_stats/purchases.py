@@ -17,11 +17,7 @@ from sopkit._io import BadRecord, read_records
 from sopkit._stats.mle import FloatArray
 
 Unit = Literal["weeks", "days"]
-
-
 UNIT_DAYS: dict[str, int] = {"weeks": 7, "days": 1}
-
-
 DAYS_PER_YEAR = 365.25
 
 
