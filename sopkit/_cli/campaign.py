@@ -72,7 +72,7 @@ def campaign_preview(
     _campaign_or_exit(loaded, name)
     if (events is None) == (store is None):
         raise usage_error("give --events (a history, replayed up to --at) or --store (a live "
-                     "store's state), not both")
+                          "store's state), not both")
     when = clock_at(loaded, at)()
     try:
         if events is not None:
@@ -157,8 +157,8 @@ def campaign_results(
         _campaign_or_exit(loaded, name)
     if append_to is not None and SENT_EVENT not in loaded.model.events:
         raise usage_error(f"--append-to feeds {SENT_EVENT} events back, but the playbook does not "
-                     f"declare them: add [events.{SENT_EVENT}] (with campaign = \"string\" "
-                     "to count per campaign)")
+                          f"declare them: add [events.{SENT_EVENT}] (with campaign = \"string\" "
+                          "to count per campaign)")
     used = {a.channel for c in loaded.model.campaigns if c.name in names
             for a in c.actions if getattr(a, "channel", None)}
     try:

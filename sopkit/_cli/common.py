@@ -102,7 +102,7 @@ def duration_option(option: str, text: str | None) -> int | None:
 
 
 def exit_if_all_quarantined(read: int, used: int, reasons: dict[str, int],
-                             quarantine: Path | None) -> None:
+                            quarantine: Path | None) -> None:
     """Exit 1 with a message when records were read and none could be used. A redelivered
     event (a known event_id) is a recognised record, not a sign of the wrong file."""
     if read == 0 or used + reasons.get("duplicate event_id", 0) > 0:

@@ -166,7 +166,7 @@ def run(
     else:
         _print_run(stats, quarantine)
     exit_if_all_quarantined(stats.events_read, stats.events_applied, jail.reasons,
-                             quarantine)
+                            quarantine)
 
 
 def _print_run(stats: Any, quarantine: Path) -> None:

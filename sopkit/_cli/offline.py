@@ -134,8 +134,8 @@ def simulate(
         if report is not None:
             typer.echo(f"report: {report}")
     exit_if_all_quarantined(summary.events_read, summary.events_applied
-                             + summary.events_after_end, summary.quarantine_reasons,
-                             quarantine)
+                            + summary.events_after_end, summary.quarantine_reasons,
+                            quarantine)
 
 
 def print_summary(summary: Any, out: Path | None) -> None:
@@ -180,10 +180,10 @@ def print_summary(summary: Any, out: Path | None) -> None:
     console.print(counts_table("Tags held at the end", "tag", "customers", summary.tags))
     if summary.rfm_segments:
         console.print(counts_table("RFM segments at the end", "segment", "customers",
-                              summary.rfm_segments))
+                                   summary.rfm_segments))
     if summary.quarantine_reasons:
         console.print(counts_table("Quarantined records", "reason", "records",
-                              summary.quarantine_reasons))
+                                   summary.quarantine_reasons))
 
 
 def _firings(firings: list[dict[str, Any]]) -> list[Table]:

@@ -32,7 +32,7 @@ def _check_status(status: str, allowed: tuple[str, ...]) -> None:
     if status not in allowed:
         hint = did_you_mean(status, allowed)
         raise usage_error(f"--status: unknown status '{status}'" + (f"; {hint}" if hint else "")
-                     + f" (statuses: {', '.join(allowed)})")
+                          + f" (statuses: {', '.join(allowed)})")
 
 
 def _utc(seconds: int | None, sep: str = "T") -> str:
@@ -118,7 +118,7 @@ def outbox_retry(
                      for i in sorted(set(ids)) if i not in found or found[i].status != "dead"]
             if wrong:
                 raise usage_error("; ".join(wrong) + ": nothing was requeued (only dead rows can "
-                             "be retried; see `sopkit outbox list --status dead`)")
+                                  "be retried; see `sopkit outbox list --status dead`)")
         replay = stored_clock(db)
         due = replay if replay is not None else int(time.time())
         count = db.requeue(ids or None, "dead", due)
@@ -148,7 +148,7 @@ def outbox_purge(
 
     if status in SENDABLE:
         raise usage_error(f"refusing to purge {status} rows: they have not been delivered yet "
-                     f"(purge one of: {', '.join(SETTLED)})")
+                          f"(purge one of: {', '.join(SETTLED)})")
     _check_status(status, tuple(s for s in STATUSES if s not in SENDABLE))
     cutoff = None
     if before is not None:
@@ -156,7 +156,7 @@ def outbox_purge(
             when = dt.datetime.fromisoformat(before)
         except ValueError:
             raise usage_error(f"--before: '{before}' is not an ISO 8601 date or time "
-                         "(e.g. 2024-06-01 or 2024-06-01T12:00:00+08:00)") from None
+                              "(e.g. 2024-06-01 or 2024-06-01T12:00:00+08:00)") from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
         cutoff = int(when.timestamp())

@@ -12,7 +12,7 @@ from sopkit._live.store import COLUMNS, SCHEMA_VERSION, SETTLED, STATUSES, Outbo
 
 SELECT = ", ".join(COLUMNS)
 INSERT_COLUMNS = ("key", "playbook", "customer_id", "rule", "kind", "channel", "status",
-                   "due_at", "created_at", "message", "reason", "attempts", "settled_at")
+                  "due_at", "created_at", "message", "reason", "attempts", "settled_at")
 CREATE_HINT = "`sopkit run` creates a store; check --store or $SOPKIT_STORE"
 
 
@@ -128,7 +128,7 @@ def check_version(where: str, found: str | None) -> None:
 
 
 def filters(status: str | None, customer_id: str | None, ids: Sequence[int] | None,
-             mark: str) -> tuple[str, list[Any]]:
+            mark: str) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
     if status is not None:

@@ -32,7 +32,7 @@ class Optimum:
 
 
 def maximise(terms: Callable[[FloatArray, bool], tuple[FloatArray, FloatArray | None]],
-              starts: list[FloatArray]) -> Optimum:
+             starts: list[FloatArray]) -> Optimum:
     """Maximise a sum of log-likelihood terms over log-parameters with L-BFGS-B."""
     n = len(terms(starts[0], False)[0])
 
@@ -69,7 +69,7 @@ def maximise(terms: Callable[[FloatArray, bool], tuple[FloatArray, FloatArray | 
 
 
 def std_errors(objective: Callable[[FloatArray], tuple[float, FloatArray]],
-                theta: FloatArray, n: int) -> FloatArray | None:
+               theta: FloatArray, n: int) -> FloatArray | None:
     """Standard errors of exp(theta) by the delta method on a numerical Hessian."""
     k = len(theta)
     hess = np.empty((k, k))
