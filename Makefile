@@ -89,7 +89,7 @@ valgrind: $(DEVSTAMP)
 	    tests/test_differential.py -k "not hundred_thousand"
 
 ## mutation: mutation testing of the core modules (not part of `make test`: all of them take
-## many hours); MUTATION_ARGS to choose, e.g. "--module _policy --sample 40 --seed 1";
+## many hours); MUTATION_ARGS to choose, e.g. "--module _runtime/policy --sample 40 --seed 1";
 ## benchmarks/mutation-results.md, .json (docs/testing.md#mutation-testing)
 mutation: $(DEVSTAMP)
 	nice -n 15 $(PY) benchmarks/mutation.py $(MUTATION_ARGS)

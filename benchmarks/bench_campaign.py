@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import sopkit  # noqa: E402  # the repository's sopkit, after the path is set
 from sopkit._live.loop import fingerprint  # noqa: E402  # as above
-from sopkit._live.store import SQLiteStore  # noqa: E402  # as above
+from sopkit._live.sqlitestore import SQLiteStore  # noqa: E402  # as above
 from sopkit._runtime.runtime import _STATE_FORMAT  # noqa: E402  # as above
 
 PLAYBOOK = ROOT / "playbooks" / "retail.toml"

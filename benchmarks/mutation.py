@@ -23,7 +23,7 @@ reach) are listed in tests/mutation-equivalent.txt, one a line:
 and are left out of the score: killed / (killed + survived), per module. The results go to
 benchmarks/mutation-results.json and .md. Not part of `make test` (a full run takes hours).
 
-    python benchmarks/mutation.py --module _policy --sample 40 --seed 1 --jobs 1
+    python benchmarks/mutation.py --module _runtime/policy --sample 40 --seed 1 --jobs 1
     python benchmarks/mutation.py --module sopkit/_lang/expr.py --list
 """
 
@@ -51,7 +51,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ("sopkit/_runtime/runtime.py", "sopkit/_runtime/metrics.py", "sopkit/_runtime/windows.py",
         "sopkit/_runtime/policy.py", "sopkit/_lang/expr.py", "sopkit/_live/store.py",
-        "sopkit/_runtime/campaigns.py", "sopkit/_live/dispatch.py", "sopkit/_runtime/state.py")
+        "sopkit/_live/storesql.py", "sopkit/_live/sqlitestore.py", "sopkit/_live/pgstore.py",
+        "sopkit/_live/openstore.py", "sopkit/_runtime/campaigns.py", "sopkit/_live/dispatch.py",
+        "sopkit/_runtime/state.py")
+# the store's modules share one list of tests
+_STORE_TESTS = ("tests/test_store.py", "tests/test_behaviours_store.py", "tests/test_outbox_cli.py",
+                "tests/test_migrate.py", "tests/test_store_open_cli.py", "tests/test_loop_lock.py")
 # the tests that exercise each core module, the quickest and most focused first (-x stops
 # at the first failure, so a mutant is usually killed by the first file)
 TEST_MAP: dict[str, tuple[str, ...]] = {
@@ -72,9 +77,11 @@ TEST_MAP: dict[str, tuple[str, ...]] = {
     "sopkit/_lang/expr.py": ("tests/test_semantics.py", "tests/test_compile.py",
                         "tests/test_behaviours_check.py", "tests/test_check.py",
                         "tests/test_lint.py"),
-    "sopkit/_live/store.py": ("tests/test_store.py", "tests/test_behaviours_store.py",
-                         "tests/test_outbox_cli.py", "tests/test_migrate.py",
-                         "tests/test_store_open_cli.py", "tests/test_loop_lock.py"),
+    "sopkit/_live/store.py": _STORE_TESTS,
+    "sopkit/_live/storesql.py": _STORE_TESTS,
+    "sopkit/_live/sqlitestore.py": _STORE_TESTS,
+    "sopkit/_live/pgstore.py": _STORE_TESTS,
+    "sopkit/_live/openstore.py": _STORE_TESTS,
     "sopkit/_runtime/campaigns.py": ("tests/test_campaigns.py",
                                      "tests/test_behaviours_campaigns.py",
                                      "tests/test_campaign_wecom.py"),

@@ -19,8 +19,9 @@ from sopkit._errors import (
 )
 from sopkit._ir.compile import compile_playbook
 from sopkit._live.dispatch import DispatchStats, Outbox
+from sopkit._live.openstore import open_store
 from sopkit._live.outbox import Dispatcher
-from sopkit._live.store import OutboxRow, open_store
+from sopkit._live.store import OutboxRow
 from sopkit._live.upgrade import Upgrade, upgrade
 from sopkit._offline.simulate import Summary, simulate
 from sopkit._playbook.load import LoadedPlaybook

@@ -68,7 +68,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Any]:
     """A fresh SQLite store file (a test module that needs other stores defines its own)."""
-    from sopkit._live.store import open_store
+    from sopkit._live.openstore import open_store
 
     opened = open_store(str(tmp_path / "outbox.db"))
     yield opened

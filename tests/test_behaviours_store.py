@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from sopkit._cli.app import app
 from sopkit._errors import UsageError
-from sopkit._live.store import STATUSES, Store, open_store
+from sopkit._live.openstore import open_store
+from sopkit._live.store import STATUSES, Store
 
 END = "2025-03-01T12:00:00"
 

@@ -20,7 +20,7 @@ from wecom_fake import ADD_MSG_TEMPLATE, GROUPMSG_SEND_RESULT, WecomFake
 import sopkit
 from sopkit._cli.app import app
 from sopkit._live.loop import LiveRun
-from sopkit._live.store import open_store
+from sopkit._live.openstore import open_store
 from sopkit.channels import Message
 from sopkit.channels._wecom import MAX_GROUP_BATCH, WecomChannel
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 import sopkit
 from sopkit._cli.app import app
-from sopkit._stats import clv
+from sopkit._stats import bgnbd, clv, gammagamma
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "clv"
@@ -227,27 +227,27 @@ def test_p_no_purchase_matches_numerical_integration() -> None:
 
 def test_analytic_gradients_match_finite_differences(sample: clv.RFM) -> None:
     """The gradients the optimiser follows agree with finite differences of the likelihood."""
-    histories = clv._Histories.of(sample.x, sample.t_x, sample.T)
+    histories = bgnbd._Histories.of(sample.x, sample.t_x, sample.T)
     theta = np.log([0.4, 6.0, 0.9, 1.7])
 
     def total(th: np.ndarray) -> float:
-        return float(np.sum(clv._bgnbd_terms(th, histories, False)[0]))
+        return float(np.sum(bgnbd._bgnbd_terms(th, histories, False)[0]))
 
     def grad(th: np.ndarray) -> np.ndarray:
-        jac = clv._bgnbd_terms(th, histories, True)[1]
+        jac = bgnbd._bgnbd_terms(th, histories, True)[1]
         assert jac is not None
         return np.asarray(np.sum(jac, axis=0))
 
     numeric = optimize.approx_fprime(theta, total, 1e-6)
     assert grad(theta) == pytest.approx(numeric, rel=1e-4, abs=1e-3)
     use = sample.x > 0
-    spends = clv._Spends.of(sample.x[use], sample.m[use])
+    spends = gammagamma._Spends.of(sample.x[use], sample.m[use])
     phi = np.log([4.0, 3.0, 12.0])
 
     def gg_total(th: np.ndarray) -> float:
-        return float(np.sum(clv._gg_terms(th, spends, False)[0]))
+        return float(np.sum(gammagamma._gg_terms(th, spends, False)[0]))
 
-    gg_jac = clv._gg_terms(phi, spends, True)[1]
+    gg_jac = gammagamma._gg_terms(phi, spends, True)[1]
     assert gg_jac is not None
     assert np.sum(gg_jac, axis=0) == pytest.approx(optimize.approx_fprime(phi, gg_total, 1e-6),
                                                    rel=1e-4, abs=1e-3)
@@ -370,7 +370,7 @@ def test_expected_purchases_stay_accurate_for_heavy_buyers(a: float) -> None:
         assert single.p_alive == pytest.approx(clv.p_alive(params, x, t_x, T)[()], rel=1e-12)
     # The last horizon is too far for the series: the quadrature fallback answered it.
     z = np.array([1e5 / (params.alpha + 1e5)])
-    assert not clv._alive_series(z, np.array([a + 2.0]), a, a + 2.0 - 0.8)[2][0]
+    assert not bgnbd._alive_series(z, np.array([a + 2.0]), a, a + 2.0 - 0.8)[2][0]
 
 
 def _mp_alive_integral(p: clv.BGNBDParams, t: float, x: int, T: float) -> float:
@@ -630,8 +630,9 @@ def test_cli_warns_when_the_history_is_too_small_to_pin_the_model(tmp_path: Path
 def test_cli_without_numpy_and_scipy_says_what_to_install(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the optional extra, `sopkit clv` exits 2 telling to install sopkit[clv]."""
-    monkeypatch.delitem(sys.modules, "sopkit._stats.clv")
-    monkeypatch.delattr(sopkit._stats, "clv")
+    for name in ("clv", "bgnbd", "gammagamma", "mle", "purchases"):  # the modules needing them
+        monkeypatch.delitem(sys.modules, f"sopkit._stats.{name}", raising=False)
+        monkeypatch.delattr(sopkit._stats, name, raising=False)
     monkeypatch.setitem(sys.modules, "scipy", None)
     result = runner.invoke(app, ["clv", "--events", str(SAMPLE)])
     assert result.exit_code == 2

@@ -13,7 +13,8 @@ import pytest
 from test_store import row
 
 from sopkit._live.dispatch import Dispatcher
-from sopkit._live.store import OutboxRow, Store, open_store
+from sopkit._live.openstore import open_store
+from sopkit._live.store import OutboxRow, Store
 from sopkit.channels import MemoryChannel, Message, Receipt
 
 NOW = 1_700_000_000

@@ -23,8 +23,10 @@ import sopkit
 from sopkit._cli.app import app
 from sopkit._ir.compile import compile_playbook
 from sopkit._lang import expr as e
+from sopkit._playbook import limits as _limits
 from sopkit._playbook import lint as _lint
 from sopkit._playbook import models as m
+from sopkit._playbook import terms as _terms
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit.engines.native import NativeEngine
 
@@ -129,7 +131,7 @@ def test_a_cap_for_every_channel_covers_them_all(tmp_path: Path) -> None:
 
 def test_without_policy_there_are_no_caps() -> None:
     """A playbook with no [policy] caps has no caps at all."""
-    assert _lint.policy_caps(sopkit.load_playbook(ROOT / CASES / "no_cap.toml").model) == {}
+    assert _limits.policy_caps(sopkit.load_playbook(ROOT / CASES / "no_cap.toml").model) == {}
 
 
 
@@ -148,13 +150,13 @@ def test_without_policy_there_are_no_caps() -> None:
 ])
 def test_sms_segments(text: str, expected: tuple[int, int, int]) -> None:
     """Chinese text counts 70 a message and 67 a part; plain ASCII 160 and 153."""
-    assert _lint.sms_segments(text) == expected
+    assert _limits.sms_segments(text) == expected
 
 
 def test_rough_render_uses_params_defaults_and_ten_characters() -> None:
     """Params are filled in, a placeholder with a default shows it, others count 10 chars."""
     text = '{{ profile.name | default("您好") }}，券码 {{ params.code }}，{{ days }} 天'
-    assert _lint.rough_render(text, {"code": "BDAY20"}) == "您好，券码 BDAY20，XXXXXXXXXX 天"
+    assert _limits.rough_render(text, {"code": "BDAY20"}) == "您好，券码 BDAY20，XXXXXXXXXX 天"
 
 
 # ---- the condition analysis is sound: it never reports what can happen --------------------
@@ -217,12 +219,12 @@ def _truth_table(a: str, b: str) -> list[tuple[bool, bool]]:
 @given(_conditions, _conditions)
 def test_condition_analysis_is_sound(a: str, b: str) -> None:
     """Never-true means no facts make it true; `implies` means no facts make a but not b."""
-    terms = _lint.Terms(_PLAYBOOK)
+    terms = _terms.Terms(_PLAYBOOK)
     ta, tb = terms.term(e.parse(a)), terms.term(e.parse(b))
     table = _truth_table(a, b)
-    if _lint.unsatisfiable(ta):
+    if _terms.unsatisfiable(ta):
         assert not any(x for x, _ in table), a
-    if _lint.implies(ta, tb):
+    if _terms.implies(ta, tb):
         assert all(y for x, y in table if x), (a, b)
 
 
@@ -241,11 +243,11 @@ def test_condition_analysis_is_sound(a: str, b: str) -> None:
 ])
 def test_condition_analysis_finds(a: str, b: str | None) -> None:
     """The analysis is not idle: it proves these contradictions and implications."""
-    terms = _lint.Terms(_PLAYBOOK)
+    terms = _terms.Terms(_PLAYBOOK)
     if b is None:
-        assert _lint.unsatisfiable(terms.term(e.parse(a)))
+        assert _terms.unsatisfiable(terms.term(e.parse(a)))
     else:
-        assert _lint.implies(terms.term(e.parse(a)), terms.term(e.parse(b)))
+        assert _terms.implies(terms.term(e.parse(a)), terms.term(e.parse(b)))
 
 
 @pytest.mark.parametrize(("a", "b"), [
@@ -256,8 +258,8 @@ def test_condition_analysis_finds(a: str, b: str | None) -> None:
 ])
 def test_condition_analysis_does_not_overreach(a: str, b: str | None) -> None:
     """What can hold is not called never-true (decimals, missing facts), nor implied."""
-    terms = _lint.Terms(_PLAYBOOK)
+    terms = _terms.Terms(_PLAYBOOK)
     if b is None:
-        assert not _lint.unsatisfiable(terms.term(e.parse(a)))
+        assert not _terms.unsatisfiable(terms.term(e.parse(a)))
     else:
-        assert not _lint.implies(terms.term(e.parse(a)), terms.term(e.parse(b)))
+        assert not _terms.implies(terms.term(e.parse(a)), terms.term(e.parse(b)))

@@ -214,7 +214,7 @@ def test_a_live_run_on_postgresql_makes_the_same_rows_as_on_sqlite(tmp_path: Pat
     """The PostgreSQL store ends a run with the same outbox as the SQLite one."""
     from conftest import fresh_pg_url
 
-    from sopkit._live.store import open_store
+    from sopkit._live.openstore import open_store
 
     with Receiver() as rx:
         playbook = shop_playbook(tmp_path, rx.url + "/hook")

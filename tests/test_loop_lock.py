@@ -23,7 +23,8 @@ from live_helpers import ENV, shop_history, shop_playbook
 
 from sopkit._errors import UsageError
 from sopkit._live.looplock import LoopLocked, LoopLockLost
-from sopkit._live.store import OutboxRow, open_store
+from sopkit._live.openstore import open_store
+from sopkit._live.store import OutboxRow
 
 CLOCK = "2025-02-01T00:00:00"
 NOWHERE = "http://127.0.0.1:9/hook"  # nothing listens: deliveries are retried, never sent

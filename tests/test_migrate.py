@@ -254,7 +254,7 @@ def test_a_deploy_waits_for_no_run_it_refuses_while_a_run_holds_the_store(
     changes nothing (a run in memory would overwrite the deployment)."""
     import time
 
-    from sopkit._live.store import open_store
+    from sopkit._live.openstore import open_store
 
     events = _events(tmp_path, [("c1", "2025-01-01T10:00:00", "50")])
     v1 = _playbook(tmp_path, "1", RECALL)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import sopkit
 from sopkit._live.loop import LiveRun
 from sopkit._live.migrate import apply, plan
-from sopkit._live.store import SQLiteStore
+from sopkit._live.sqlitestore import SQLiteStore
 
 EXAMPLES = int(os.environ.get("SOPKIT_MIGRATE_EXAMPLES", "25"))
 

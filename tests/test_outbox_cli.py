@@ -16,7 +16,8 @@ from typer.core import TyperOption
 from typer.testing import CliRunner
 
 from sopkit._cli.app import app
-from sopkit._live.store import STATUSES, Store, open_store
+from sopkit._live.openstore import open_store
+from sopkit._live.store import STATUSES, Store
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PHONE = "13812345678"

@@ -18,16 +18,10 @@ import pytest
 from conftest import fresh_pg_url
 
 from sopkit._errors import UsageError
-from sopkit._live.store import (
-    SCHEMA_VERSION,
-    STATUSES,
-    OutboxRow,
-    PostgresStore,
-    SQLiteStore,
-    Store,
-    StoreError,
-    open_store,
-)
+from sopkit._live.openstore import open_store
+from sopkit._live.pgstore import PostgresStore
+from sopkit._live.sqlitestore import SQLiteStore
+from sopkit._live.store import SCHEMA_VERSION, STATUSES, OutboxRow, Store, StoreError
 
 DB_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
@@ -393,7 +387,8 @@ def test_committed_rows_survive_a_killed_process(tmp_path: Path) -> None:
     """A process killed right after commit returns loses nothing it committed."""
     path = tmp_path / "crash.db"
     script = (
-        "import os\nfrom sopkit._live.store import OutboxRow, open_store\n"
+        "import os\nfrom sopkit._live.openstore import open_store\n"
+        "from sopkit._live.store import OutboxRow\n"
         f"db = open_store({str(path)!r})\n"
         "db.commit({'c1': b'state'}, {'clock': '7'}, [OutboxRow(key='k', playbook='p', "
         "customer_id='c1', rule='r', kind='send', channel='sms', status='pending', due_at=1, "

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from sopkit._cli.app import app
 from sopkit._lang.clock import Calendar
-from sopkit._live.store import open_store
+from sopkit._live.openstore import open_store
 
 NOWHERE = "http://127.0.0.1:9/hook"
 CLOCK = "2025-02-14T10:00:00"

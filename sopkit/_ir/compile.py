@@ -25,7 +25,7 @@ from typing import Any
 from sopkit._lang import expr as e
 from sopkit._playbook import models as m
 from sopkit._playbook.models import parse_duration
-from sopkit._playbook.validate import BUILTINS, CLV_FACTS, TIME_RELATIVE, metric_type, scope_names
+from sopkit._playbook.names import BUILTINS, CLV_FACTS, TIME_RELATIVE, metric_type, scope_names
 
 IR_VERSION = 1
 WINDOWED = ("count", "sum", "avg", "max_count_per_key")  # metric kinds a window applies to

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from sopkit._live import dispatch as _dispatch
 from sopkit._live.dispatch import Outbox, Screen, expiry
-from sopkit._live.store import OutboxRow, _reassigned
+from sopkit._live.store import OutboxRow
+from sopkit._live.storesql import reassigned
 from sopkit._runtime.embed import BadArgument
 from sopkit._runtime.policy import MESSAGES
 from sopkit.channels import Channel, Message
@@ -74,7 +75,7 @@ def refreshed(runtime: Runtime, message: dict[str, Any], kind: str) -> dict[str,
     if cs is None or kind == "reassign" or cs.owner is None or \
             cs.owner == message.get("owner"):
         return message
-    return _reassigned(message, kind, cs.owner)
+    return reassigned(message, kind, cs.owner)
 
 
 class Dispatcher(_dispatch.Dispatcher):

@@ -15,66 +15,21 @@ from sopkit._playbook import models as m
 from sopkit._playbook.campaign_check import check_campaigns
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._playbook.models import parse_duration
+from sopkit._playbook.names import (
+    BUILTIN_EVENTS,
+    BUILTINS,
+    CLV_FACTS,
+    POLICY_ACTIONS,
+    TIME_RELATIVE,
+    scope_names,
+    template_names,
+)
 from sopkit._playbook.source import KeyPath
 
-BUILTINS: dict[str, e.Type] = {
-    "stage": "string",
-    "owner": "string",
-    "customer_id": "string",
-    "today": "date",
-}
-ATTR_TYPES: dict[str, e.Type] = {
-    "string": "string", "int": "number", "decimal": "number", "date": "date",
-    "bool": "bool", "list": "list",
-}
 _SECRET_KEY = re.compile(
     r"(secret|token|password|passwd|api_?key|private_?key|signing_?key|credential|"
     r"authorization|cookie)", re.IGNORECASE)
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-TIME_RELATIVE = frozenset({"days_since", "days_since_first", "days_until", "days_to_anniversary"})
-# built-in event types: they change what sopkit knows and are never declared
-BUILTIN_EVENTS = {
-    "profile": "updates profile attributes",
-    "opt_out": "records a channel opt-out",
-    "opt_in": "withdraws a channel opt-out",
-    "staff_departed": "hands a departing staff member's customers over",
-}
-POLICY_ACTIONS = frozenset({"send", "webhook", "task"})
-CLV_FACTS = ("p_alive", "expected_purchases", "p_no_purchase", "expected_spend")
-
-
-def metric_type(pb: m.Playbook, metric: m.Metric) -> e.Type:
-    """The type a metric's value has in conditions."""
-    if metric.kind == "last" and metric.event and metric.field:
-        field_type = pb.events.get(metric.event, {}).get(metric.field, "string")
-        return ATTR_TYPES[field_type]
-    return "number"
-
-
-def scope_names(pb: m.Playbook, event: str | None = None) -> dict[str, e.Type]:
-    """Every name a condition may use; `event.<field>` only for the rule's event type."""
-    names: dict[str, e.Type] = dict(BUILTINS)
-    for attr, kind in pb.profile.items():
-        names[f"profile.{attr}"] = ATTR_TYPES[kind]
-    for name, metric in pb.metrics.items():
-        names[name] = metric_type(pb, metric)
-    for name in pb.scores:
-        names[name] = "number"
-    if pb.rfm is not None:
-        from sopkit._stats.rfm import FACTS
-
-        names.update(FACTS)
-    if pb.clv is not None:
-        names.update(dict.fromkeys(CLV_FACTS, "number"))
-    if event is not None:
-        for fname, kind in pb.events.get(event, {}).items():
-            names[f"event.{fname}"] = ATTR_TYPES[kind]
-    return names
-
-
-def template_names(pb: m.Playbook, event: str | None) -> set[str]:
-    """Names a template may use: condition names, `tags`, `now`, and `params.*`."""
-    return {*scope_names(pb, event), "tags", "now"}
 
 
 def validate(loaded: LoadedPlaybook) -> list[Problem]:

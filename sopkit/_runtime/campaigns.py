@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sopkit._lang.cron import Timing, timing
-from sopkit._playbook.validate import POLICY_ACTIONS as _POLICY_ACTIONS
+from sopkit._playbook.names import POLICY_ACTIONS as _POLICY_ACTIONS
 from sopkit._runtime.policy import held_out
 from sopkit.engines import create_engine
 

@@ -28,7 +28,7 @@ from sopkit._lang import templates as _templates
 from sopkit._lang.clock import Calendar, TimeRangeError
 from sopkit._lang.templates import render
 from sopkit._playbook.load import LoadedPlaybook
-from sopkit._playbook.validate import CLV_FACTS, POLICY_ACTIONS
+from sopkit._playbook.names import CLV_FACTS, POLICY_ACTIONS
 from sopkit._runtime import clvfacts as _clvfacts
 from sopkit._runtime import embed as _embed
 from sopkit._runtime import metrics as _metrics

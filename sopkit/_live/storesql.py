@@ -1,0 +1,146 @@
+"""What the SQLite and PostgreSQL stores share: the SQL both say alike (SharedSql, but for the
+parameter mark), the column lists, and the checks on what is written and found."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sopkit._errors import UsageError
+from sopkit._live.store import COLUMNS, SCHEMA_VERSION, SETTLED, STATUSES, OutboxRow
+
+SELECT = ", ".join(COLUMNS)
+INSERT_COLUMNS = ("key", "playbook", "customer_id", "rule", "kind", "channel", "status",
+                  "due_at", "created_at", "message", "reason", "attempts", "settled_at")
+CREATE_HINT = "`sopkit run` creates a store; check --store or $SOPKIT_STORE"
+
+
+def check_purge(status: str) -> None:
+    if status not in SETTLED:
+        raise ValueError(f"cannot purge {status} rows: only settled rows "
+                         f"({', '.join(SETTLED)}) can be purged")
+
+
+def reassigned(message: dict[str, Any], kind: str, new_owner: str) -> dict[str, Any]:
+    """A pending row's message after a hand-over: the new owner, and a task that went to the
+    old owner now goes to the new one (a task for a named role stays with it)."""
+    old = message.get("owner")
+    out = dict(message)
+    out["owner"] = new_owner
+    body = dict(out.get("body") or {})
+    if kind == "task" and body.get("assignee") in (None, "", old):
+        body["assignee"] = new_owner
+    out["body"] = body
+    return out
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class SharedSql:
+    """What the SQLite and PostgreSQL stores say alike, but for the parameter mark."""
+
+    MARK = "?"
+
+    def _tx(self) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def _reassign(cur: Any, customer_id: str, new_owner: str) -> int:
+        raise NotImplementedError
+
+    def release_worker(self, worker: str) -> int:
+        with self._tx() as cur:
+            return int(cur.execute(
+                "UPDATE outbox SET status = 'pending', lease_until = NULL, leased_by = NULL "
+                f"WHERE status = 'leased' AND leased_by = {self.MARK}", (worker,)).rowcount)
+
+    def requeue(self, ids: Sequence[int] | None, status: str, now: int) -> int:
+        where, args = filters(status, None, ids, self.MARK)
+        with self._tx() as cur:
+            cur.execute(f"UPDATE outbox SET status = 'pending', due_at = {self.MARK}, "
+                        "attempts = 0, lease_until = NULL, leased_by = NULL, settled_at = NULL, "
+                        f"delivered_at = NULL{where}", [now, *args])
+            return int(cur.rowcount)
+
+    def purge(self, status: str, before: int | None) -> int:
+        check_purge(status)
+        sql = f"DELETE FROM outbox WHERE status = {self.MARK}"
+        args: list[Any] = [status]
+        if before is not None:
+            sql += f" AND COALESCE(settled_at, created_at) < {self.MARK}"
+            args.append(before)
+        with self._tx() as cur:
+            cur.execute(sql, args)
+            return int(cur.rowcount)
+
+    def reassign_pending(self, customer_id: str, new_owner: str) -> int:
+        with self._tx() as cur:
+            return self._reassign(cur, customer_id, new_owner)
+
+    def settle(self, row_id: int, status: str, reason: str, now: int) -> None:
+        """Settle a leased row without sending it (`expired`, or `suppressed` at delivery)."""
+        mark = self.MARK
+        with self._tx() as cur:
+            cur.execute(f"UPDATE outbox SET status = {mark}, reason = {mark}, settled_at = "
+                        f"{mark}, lease_until = NULL WHERE id = {mark} AND status = 'leased'",
+                        (status, reason, now, row_id))
+
+    def _cancel_rules(self, cur: Any, cancel: Mapping[str, tuple[str, int]] | None) -> None:
+        """Cancel the pending rows of these rules (rule -> (reason, now)): a migration that
+        removes a rule, in the same transaction as the new state."""
+        mark = self.MARK
+        for rule, (reason, now) in sorted((cancel or {}).items()):
+            cur.execute(f"UPDATE outbox SET status = 'cancelled', reason = {mark}, settled_at = "
+                        f"{mark} WHERE status = 'pending' AND rule = {mark}", (reason, now, rule))
+
+
+def insert_values(row: OutboxRow, message: Any) -> tuple[Any, ...]:
+    if row.status not in STATUSES:
+        raise ValueError(f"outbox row {row.key}: unknown status '{row.status}'")
+    settled = row.created_at if row.status in SETTLED else None
+    return (row.key, row.playbook, row.customer_id, row.rule, row.kind, row.channel,
+            row.status, row.due_at, row.created_at, message, row.reason, row.attempts,
+            settled)
+
+
+def check_meta(meta: Mapping[str, str]) -> None:
+    if "schema_version" in meta:
+        raise ValueError("meta key 'schema_version' belongs to the store")
+
+
+def check_version(where: str, found: str | None) -> None:
+    if found is None or not found.isdigit():
+        raise UsageError(f"store '{where}' has a meta table but no sopkit schema version; "
+                         "it is not a sopkit store (name another file or database)")
+    if int(found) < SCHEMA_VERSION:
+        raise UsageError(
+            f"store '{where}' was written by an older sopkit (schema {found}), whose customer "
+            "state this sopkit no longer reads (it was pickled, and reading it could run code); "
+            "build a new store from your history without sending the past: sopkit run "
+            "PLAYBOOK --store NEW --events HISTORY --once (docs/live.md#going-live)")
+    if int(found) > SCHEMA_VERSION:
+        raise UsageError(f"store '{where}' was written by a newer sopkit (schema {found}; "
+                         f"this sopkit reads schema {SCHEMA_VERSION} and older): upgrade "
+                         "sopkit (pip install -U sopkit) to use it")
+
+
+def filters(status: str | None, customer_id: str | None, ids: Sequence[int] | None,
+            mark: str) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        clauses.append(f"status = {mark}")
+        args.append(status)
+    if customer_id is not None:
+        clauses.append(f"customer_id = {mark}")
+        args.append(customer_id)
+    if ids is not None:
+        if not ids:
+            clauses.append("1 = 0")
+        else:
+            clauses.append(f"id IN ({', '.join([mark] * len(ids))})")
+            args.extend(int(i) for i in ids)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
