@@ -77,11 +77,13 @@ TEST_MAP: dict[str, tuple[str, ...]] = {
                          "tests/test_store_open_cli.py", "tests/test_loop_lock.py"),
     "sopkit/_runtime/campaigns.py": ("tests/test_campaigns.py",
                                      "tests/test_behaviours_campaigns.py",
+                                     "tests/test_behaviours_campaigns_3.py",
                                      "tests/test_campaign_wecom.py"),
     "sopkit/_runtime/state.py": ("tests/test_codec.py", "tests/test_migrate_property.py",
                          "tests/test_migrate.py", "tests/test_runtime_persistence.py",
                          "tests/test_behaviours_state.py", "tests/test_embedding.py"),
     "sopkit/_live/dispatch.py": ("tests/test_dispatch.py", "tests/test_behaviours_dispatch.py",
+                            "tests/test_behaviours_dispatch_3.py",
                             "tests/test_embedding.py", "tests/test_outbox_cli.py",
                             "tests/test_golive.py", "tests/test_live.py"),
 }
