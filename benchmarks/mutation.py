@@ -73,6 +73,7 @@ TEST_MAP: dict[str, tuple[str, ...]] = {
                         "tests/test_behaviours_check.py", "tests/test_check.py",
                         "tests/test_lint.py"),
     "sopkit/_live/store.py": ("tests/test_store.py", "tests/test_behaviours_store.py",
+                         "tests/test_behaviours_store_3.py",
                          "tests/test_outbox_cli.py", "tests/test_migrate.py",
                          "tests/test_store_open_cli.py", "tests/test_loop_lock.py"),
     "sopkit/_runtime/campaigns.py": ("tests/test_campaigns.py",
