@@ -66,6 +66,7 @@ TEST_MAP: dict[str, tuple[str, ...]] = {
                            "tests/test_metric_dump.py", "tests/test_behaviours_windows.py"),
     "sopkit/_runtime/windows.py": ("tests/test_metrics.py", "tests/test_window_refunds.py",
                            "tests/test_behaviours_windows.py", "tests/test_window_wakeups.py",
+                           "tests/test_behaviours_windows_3.py",
                            "tests/test_metric_state.py", "tests/test_metric_dump.py",
                            "tests/test_semantics.py"),
     "sopkit/_runtime/policy.py": ("tests/test_behaviours_policy.py", "tests/test_policy.py"),
