@@ -55,7 +55,8 @@ CORE = ("sopkit/_runtime/runtime.py", "sopkit/_runtime/metrics.py", "sopkit/_run
         "sopkit/_live/openstore.py", "sopkit/_runtime/campaigns.py", "sopkit/_live/dispatch.py",
         "sopkit/_runtime/state.py")
 # the store's modules share one list of tests
-_STORE_TESTS = ("tests/test_store.py", "tests/test_behaviours_store.py", "tests/test_outbox_cli.py",
+_STORE_TESTS = ("tests/test_store.py", "tests/test_behaviours_store.py",
+                "tests/test_behaviours_store_3.py", "tests/test_outbox_cli.py",
                 "tests/test_migrate.py", "tests/test_store_open_cli.py", "tests/test_loop_lock.py")
 # the tests that exercise each core module, the quickest and most focused first (-x stops
 # at the first failure, so a mutant is usually killed by the first file)
@@ -71,6 +72,7 @@ TEST_MAP: dict[str, tuple[str, ...]] = {
                            "tests/test_metric_dump.py", "tests/test_behaviours_windows.py"),
     "sopkit/_runtime/windows.py": ("tests/test_metrics.py", "tests/test_window_refunds.py",
                            "tests/test_behaviours_windows.py", "tests/test_window_wakeups.py",
+                           "tests/test_behaviours_windows_3.py",
                            "tests/test_metric_state.py", "tests/test_metric_dump.py",
                            "tests/test_semantics.py"),
     "sopkit/_runtime/policy.py": ("tests/test_behaviours_policy.py", "tests/test_policy.py"),
@@ -84,11 +86,13 @@ TEST_MAP: dict[str, tuple[str, ...]] = {
     "sopkit/_live/openstore.py": _STORE_TESTS,
     "sopkit/_runtime/campaigns.py": ("tests/test_campaigns.py",
                                      "tests/test_behaviours_campaigns.py",
+                                     "tests/test_behaviours_campaigns_3.py",
                                      "tests/test_campaign_wecom.py"),
     "sopkit/_runtime/state.py": ("tests/test_codec.py", "tests/test_migrate_property.py",
                          "tests/test_migrate.py", "tests/test_runtime_persistence.py",
                          "tests/test_behaviours_state.py", "tests/test_embedding.py"),
     "sopkit/_live/dispatch.py": ("tests/test_dispatch.py", "tests/test_behaviours_dispatch.py",
+                            "tests/test_behaviours_dispatch_3.py",
                             "tests/test_embedding.py", "tests/test_outbox_cli.py",
                             "tests/test_golive.py", "tests/test_live.py"),
 }
