@@ -127,3 +127,16 @@ def test_a_run_restored_after_a_clv_refit_still_refits_on_schedule() -> None:
     assert after != before  # the second refit (and the time since) moved the facts
     assert {cid: second.state(cid).metrics["expected_purchases"] for cid in ids} == after
     assert second.dump_clock() == first.dump_clock()
+
+
+def test_profiles_imported_before_the_first_event_are_exported_once(tmp_path: Path) -> None:
+    """Profiles imported before the clock starts: later events export only their own customer."""
+    rt = _reminders(tmp_path)
+    for cid in ("a", "b", "c"):
+        rt.add_profile({"customer_id": cid})
+    rt.ingest({"customer_id": "a", "type": "complaint", "ts": "2024-05-01T10:00:00"})
+    assert [e.customer_id for e in rt.export_changed()] == ["a", "b", "c"]
+    rt.ingest({"customer_id": "b", "type": "complaint", "ts": "2024-05-01T11:00:00"})
+    assert [e.customer_id for e in rt.export_changed()] == ["b"]
+    rt.advance("2024-05-01T12:00:00")
+    assert rt.export_changed() == []
