@@ -32,7 +32,8 @@ def test_no_stray_public_names() -> None:
     """Every public name in the package namespace is in __all__ (as httpx checks), but the
     two public subpackages."""
     public = {name for name in vars(sopkit) if not name.startswith("_")}
-    assert public - set(sopkit.__all__) == {"channels", "engines"}
+    # `clv` appears once something imported it (it needs the optional numpy and scipy)
+    assert public - set(sopkit.__all__) - {"clv"} == {"channels", "engines"}
 
 
 def test_every_exported_name_exists() -> None:
@@ -57,9 +58,26 @@ def test_the_embedding_api_of_runtime_is_pinned() -> None:
 
 
 def test_modules_are_private() -> None:
-    """Implementation modules start with an underscore; only `engines` and `channels` are public."""
+    """Implementation modules start with an underscore; only `engines`, `channels` and `clv`
+    are public."""
     names = {m.name for m in pkgutil.iter_modules(sopkit.__path__)}
-    assert {n for n in names if not n.startswith("_")} == {"channels", "engines"}
+    assert {n for n in names if not n.startswith("_")} == {"channels", "clv", "engines"}
+
+
+def test_the_clv_module_is_pinned() -> None:
+    """`sopkit.clv` exports exactly the names docs/analytics.md documents, each importable."""
+    import sopkit.clv
+
+    documented = {
+        "RFM", "UNIT_DAYS", "BGNBDFit", "BGNBDParams", "BadPurchase", "ClvReport",
+        "GammaGammaFit", "GammaGammaParams", "Outlook", "Purchase", "PurchaseLog", "analyse",
+        "bgnbd_log_likelihood", "clv", "customer_rfm", "expected_purchases",
+        "expected_purchases_new", "expected_spend", "fit_bgnbd", "fit_gamma_gamma",
+        "gamma_gamma_log_likelihood", "outlook", "p_alive", "p_no_purchase", "read_purchases",
+        "simulate_bgnbd", "summarize"}
+    assert set(sopkit.clv.__all__) == documented
+    public = {n for n in vars(sopkit.clv) if not n.startswith("_")}
+    assert public == documented and all(hasattr(sopkit.clv, n) for n in documented)
 
 
 def test_only_the_durable_engine_module_imports_durable() -> None:
