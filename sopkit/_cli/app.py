@@ -484,7 +484,11 @@ def handover_status_cmd(
     spec = loaded.model.handover
     only = {spec.channel} if spec is not None and spec.channel else set()
     with _store(store) as the_store:
-        lines = handover_status(the_store, build_channels(loaded, os.environ, only))
+        channels = build_channels(loaded, os.environ, only)
+        try:
+            lines = handover_status(the_store, channels)
+        finally:
+            _close_all(channels)
     waiting = [line for line in lines if not line.taken_over]
     shown = lines if all_rows else waiting
     if output is Output.jsonl:
@@ -695,10 +699,16 @@ def _closing(channels: dict[str, Any], restore_signals: Any) -> Iterator[None]:
         yield
     finally:
         restore_signals()
-        for channel in channels.values():
-            close = getattr(channel, "close", None)
-            if close is not None:
-                close()
+        _close_all(channels)
+
+
+def _close_all(channels: dict[str, Any]) -> None:
+    """The last step of each channel's life: close those that are Closable."""
+    from sopkit.channels import Closable
+
+    for channel in channels.values():
+        if isinstance(channel, Closable):
+            channel.close()
 
 
 def _clock_at(loaded: Any, at: str | None) -> Any:
@@ -1378,10 +1388,7 @@ def campaign_results(
         with _store(store) as db:
             found, sent = results(db, names, channels, fetch=not offline)
     finally:
-        for channel in channels.values():
-            close = getattr(channel, "close", None)
-            if close is not None:
-                close()
+        _close_all(channels)
     appended = 0
     if append_to is not None:
         from sopkit._lang.clock import Calendar
