@@ -4,14 +4,15 @@ A channel turns one outbox row into a delivery attempt. It never raises for a fa
 understands: it returns a Receipt that says delivered, retry (with an optional delay) or
 failed (permanent). Anything it raises is treated by the dispatcher as a retryable error.
 
-The life of a channel, as `sopkit run` drives it:
+The life of a channel:
 
-1. check: `factory.check_config(name, config)` when the factory is a `CheckableFactory`
-   (`sopkit check` stops here; no environment, no side effects);
+1. check: `sopkit check` calls `factory.check_config(name, config)` when the factory is a
+   `CheckableFactory` (no environment, no side effects; the shipped channels call it first
+   in their constructor too);
 2. create: `factory(name, config, env)`, the factory usually being the class; it raises
    ChannelConfigError for anything unusable, reads secrets from `env` only;
 3. send: `send(message)` for each due row, or `send_group(messages)` for the rows of one
-   campaign firing when it is a `GroupSender`, any number of times, from one thread;
+   campaign firing when it is a `GroupSender`, any number of times, one call at a time;
    afterwards `send_outcomes` (`SendResults`) and `transfer_outcomes` (`TransferResults`)
    may be asked what became of delivered rows;
 4. close: `close()` once, when it is `Closable`, whether the run ended well or not.
