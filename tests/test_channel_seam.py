@@ -207,6 +207,21 @@ def test_campaign_results_count_what_the_channel_says_went_out(store: Store) -> 
         [("a", "task-7", "staff-01")]
 
 
+def test_sends_a_channel_gives_no_outcome_for_are_counted_waiting(store: Store) -> None:
+    """A SendResults answer shorter than the task counts the messages it left out as waiting."""
+    store.commit({}, {}, [row(f"k{c}", due=NOW, customer=c, firing="f1") for c in "abc"])
+
+    class Forgetful(ConfirmedSends):
+        def send_outcomes(self, provider_id: str, sender: str,
+                          messages: Sequence[Message]) -> list[SendOutcome]:
+            return ["sent"]
+
+    channel = Forgetful({})
+    Dispatcher(store, {"sms": channel}, worker="w").run_once(NOW)
+    (firing,), sent = results(store, ["winback"], {"sms": channel})
+    assert (firing.sent, firing.failed, firing.waiting, len(sent)) == (1, 0, 2, 1)
+
+
 def _reassign(key: str, customer: str, status: str = "delivered") -> OutboxRow:
     moved = row(key, kind="reassign", channel="crm", customer=customer, status=status,
                 from_owner="zhang", to="li")
@@ -249,6 +264,20 @@ def test_handover_status_reports_a_failing_channel_on_every_customer(store: Stor
     lines = handover_status(store, {"crm": channel})
     assert [(x.platform, x.taken_over) for x in lines] == \
         [("transfer result not available: no answer in 10 s", False)] * 2
+
+
+def test_handover_status_reports_a_channel_answering_too_few_outcomes(store: Store) -> None:
+    """A TransferResults answer that does not match the customers asked is shown, not guessed."""
+    store.commit({}, {}, [_reassign("r1", "c1"), _reassign("r2", "c2")])
+
+    class Short(Transfers):
+        def transfer_outcomes(self, from_owner: str, to: str,
+                              messages: Sequence[Message]) -> list[TransferOutcome]:
+            return [TransferOutcome(True, "moved")]
+
+    lines = handover_status(store, {"crm": Short(done=set())})
+    assert [(x.platform, x.taken_over) for x in lines] == \
+        [("the channel answered 1 transfer outcomes for 2 customers", False)] * 2
 
 
 def test_handover_status_without_transfer_results_trusts_the_outbox(store: Store) -> None:
