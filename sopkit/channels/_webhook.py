@@ -29,9 +29,9 @@ from typing import Any
 
 import httpx
 
-from sopkit import __version__
 from sopkit._errors import SopkitError, did_you_mean
 from sopkit._mask import mask_text
+from sopkit._version import __version__
 
 from ._base import ChannelConfigError, Message, Receipt, check_env_name, env_secret
 
