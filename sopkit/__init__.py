@@ -6,8 +6,6 @@ whose names start with an underscore are private.
 
 import os as _os
 
-__version__ = "0.1.0"
-
 from sopkit._errors import (
     ChainError,
     EventError,
@@ -29,6 +27,7 @@ from sopkit._playbook.load import load as _load_playbook
 from sopkit._runtime.codec import StateError
 from sopkit._runtime.embed import ClockError, NotFound, Scheduled, StateConflict, StateExport
 from sopkit._runtime.runtime import Action, CustomerView, Runtime
+from sopkit._version import __version__
 
 
 def load_playbook(path: str | _os.PathLike[str]) -> LoadedPlaybook:

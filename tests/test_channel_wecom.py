@@ -329,6 +329,25 @@ def test_send_result_reports_what_the_sender_did(fake: WecomFake,
     assert channel.send_result(receipt.provider_id, "zhangsan") == {"wmAAAA": 1}
 
 
+def test_send_outcomes_read_each_customers_send_result(fake: WecomFake,
+                                                      make_channel: MakeChannel) -> None:
+    """send_outcomes (SendResults): 1 sent, 2 or 3 failed, 0 or no record still waiting."""
+    for eu in ("wmCCCC", "wmDDDD"):
+        fake.add_customer(eu, owner="zhangsan")
+    channel = make_channel()
+    messages = [send_msg(external=eu, customer=f"c-{eu}", key=f"k-{eu}")
+                for eu in ("wmAAAA", "wmCCCC", "wmDDDD")]
+    receipts = channel.send_group(messages)
+    msgid = receipts[0].provider_id
+    assert msgid is not None and {r.provider_id for r in receipts} == {msgid}
+    with fake._lock:  # the sender confirms; WeCom reports one customer as over the limit
+        fake.templates[msgid]["results"]["wmAAAA"] = {"status": 1, "send_time": 1}
+        fake.templates[msgid]["results"]["wmCCCC"] = {"status": 3, "send_time": 0}
+    unknown = send_msg(external=None, customer="c-none")
+    assert channel.send_outcomes(msgid, "zhangsan", [*messages, unknown]) == \
+        ["sent", "failed", "waiting", "waiting"]
+
+
 # -- task: message/send ------------------------------------------------------------------
 
 
@@ -546,6 +565,20 @@ def test_transfer_result_pages_through_every_customer(fake: WecomFake,
     statuses = channel.transfer_result("zhangsan", "lisi")
     assert statuses[ids[7]] == 3 and statuses[ids[8]] == 1
     assert TRANSFER_STATUS[3].startswith("客户拒绝")
+
+
+def test_transfer_outcomes_say_who_is_taken_over(fake: WecomFake,
+                                                 make_channel: MakeChannel) -> None:
+    """transfer_outcomes (TransferResults): done only at 1 接替完毕, each status in words."""
+    fake.add_customer("wmEEEE", owner="zhangsan")
+    fake.resign("zhangsan")
+    channel = make_channel()
+    channel.transfer("zhangsan", "lisi", ["wmAAAA", "wmEEEE"])
+    fake.set_transfer_status("wmAAAA", 1)
+    outcomes = channel.transfer_outcomes("zhangsan", "lisi", [
+        msg("reassign", external=eu, customer=f"c-{eu}") for eu in ("wmAAAA", "wmEEEE", "wmZZZZ")])
+    assert [(o.done, o.detail.split(" (")[0]) for o in outcomes] == [
+        (True, "1 接替完毕"), (False, "2 等待接替"), (False, "no transfer record yet")]
 
 
 def test_transfer_result_raises_a_clean_error(fake: WecomFake, make_channel: MakeChannel,

@@ -91,3 +91,51 @@ def test_only_the_durable_engine_module_imports_durable() -> None:
                for line in p.read_text(encoding="utf-8").splitlines())
     )
     assert importers == ["engines/durable.py"]
+
+
+CHANNELS_PUBLIC = {
+    "GROUP", "Channel", "ChannelConfigError", "ChannelFactory", "CheckableFactory", "Closable",
+    "GroupSender", "MemoryChannel", "Message", "MockChannel", "PluginInfo", "Receipt",
+    "SendOutcome", "SendResults", "SmsChannel", "SmtpChannel", "TagMirror", "TransferOutcome",
+    "TransferResults", "WebhookChannel", "WebhookVerificationError", "WecomChannel",
+    "WecomError", "build", "check_settings", "did_you_mean", "env_secret", "installed",
+    "key_from_message_id", "mask_text", "verify_signature",
+}
+
+
+def test_channels_all_is_pinned() -> None:
+    """What a channel author imports from sopkit.channels is a deliberate list."""
+    import sopkit.channels
+
+    assert set(sopkit.channels.__all__) == CHANNELS_PUBLIC
+
+
+def test_channels_has_no_stray_public_names() -> None:
+    """Every public name in sopkit.channels' namespace is in its __all__, and each resolves."""
+    import sopkit.channels
+
+    for name in sopkit.channels.__all__:
+        assert getattr(sopkit.channels, name) is not None, name
+    public = {name for name in vars(sopkit.channels) if not name.startswith("_")}
+    assert public == CHANNELS_PUBLIC
+    assert set(dir(sopkit.channels)) >= CHANNELS_PUBLIC
+
+
+def test_channels_errors_are_sopkit_errors() -> None:
+    """The errors sopkit.channels exports can be caught with `except SopkitError`."""
+    import sopkit.channels as c
+
+    assert all(issubclass(e, sopkit.SopkitError)
+               for e in (c.ChannelConfigError, c.WecomError, c.WebhookVerificationError))
+
+
+def test_importing_channels_does_not_import_httpx() -> None:
+    """`import sopkit.channels` stays cheap: the HTTP channels load on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sopkit.channels as c; a = 'httpx' in sys.modules; c.WecomChannel; "
+            "print(a, 'httpx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True"]

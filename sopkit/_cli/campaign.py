@@ -16,6 +16,7 @@ from sopkit._cli.common import (
     RunStoreOption,
     UnmaskedOption,
     clock_at,
+    close_all,
     load_or_exit,
     new_console,
     opened_store,
@@ -170,10 +171,7 @@ def campaign_results(
         with opened_store(store) as db:
             found, sent = results(db, names, channels, fetch=not offline)
     finally:
-        for channel in channels.values():
-            close = getattr(channel, "close", None)
-            if close is not None:
-                close()
+        close_all(channels)
     appended = 0
     if append_to is not None:
         from sopkit._lang.clock import Calendar

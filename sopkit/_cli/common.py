@@ -18,6 +18,7 @@ from rich.table import Table
 
 from sopkit._errors import PlaybookError, Problem, SopkitError
 from sopkit._playbook.load import load
+from sopkit.channels import Closable
 
 
 class Output(enum.StrEnum):
@@ -173,3 +174,10 @@ def opened_store(url: str, *, create: bool = False) -> Iterator[Any]:
 def usage_error(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
+
+
+def close_all(channels: dict[str, Any]) -> None:
+    """The last step of each channel's life: close those that are Closable."""
+    for channel in channels.values():
+        if isinstance(channel, Closable):
+            channel.close()

@@ -14,6 +14,7 @@ from sopkit._cli.common import (
     OutputOption,
     RunStoreOption,
     UnmaskedOption,
+    close_all,
     load_or_exit,
     new_console,
     opened_store,
@@ -46,7 +47,11 @@ def handover_status_cmd(
     spec = loaded.model.handover
     only = {spec.channel} if spec is not None and spec.channel else set()
     with opened_store(store) as the_store:
-        lines = handover_status(the_store, build_channels(loaded, os.environ, only))
+        channels = build_channels(loaded, os.environ, only)
+        try:
+            lines = handover_status(the_store, channels)
+        finally:
+            close_all(channels)
     waiting = [line for line in lines if not line.taken_over]
     shown = lines if all_rows else waiting
     if output is Output.jsonl:

@@ -18,6 +18,7 @@ from sopkit._cli.common import (
     RunStoreOption,
     UnmaskedOption,
     clock_at,
+    close_all,
     counts_table,
     duration_option,
     exit_if_all_quarantined,
@@ -44,10 +45,7 @@ def _closing(channels: dict[str, Any], restore_signals: Any) -> Iterator[None]:
         yield
     finally:
         restore_signals()
-        for channel in channels.values():
-            close = getattr(channel, "close", None)
-            if close is not None:
-                close()
+        close_all(channels)
 
 
 def run(

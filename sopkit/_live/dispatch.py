@@ -22,7 +22,7 @@ from sopkit._errors import did_you_mean
 from sopkit._live.store import OutboxRow
 from sopkit._mask import mask, mask_text
 from sopkit._runtime.embed import BadArgument
-from sopkit.channels import Channel, Message, Receipt
+from sopkit.channels import Channel, GroupSender, Message, Receipt
 
 log = logging.getLogger("sopkit.dispatch")
 
@@ -176,7 +176,7 @@ class Dispatcher:
     def run_once(self, now: int) -> DispatchStats:
         """Claim the rows due at `now` (unix seconds) and attempt each once.
 
-        Rows of one campaign firing on a channel that can send groups (`send_group`, e.g.
+        Rows of one campaign firing on a channel that can send groups (a GroupSender, e.g.
         WeCom 企业群发) go to it together: while a full claim ends in such a row, more are
         claimed (up to `group_rows`), so one firing becomes one group send per pass.
         """
@@ -215,15 +215,15 @@ class Dispatcher:
         body = row.message.get("body") if isinstance(row.message, dict) else None
         if not isinstance(body, dict) or "firing" not in body:
             return None
-        channel = self.channels.get(row.channel)
-        if not callable(getattr(channel, "send_group", None)):
+        if not isinstance(self.channels.get(row.channel), GroupSender):
             return None
         return row.channel, row.rule, str(body["firing"])
 
     def _dispatch_group(self, rows: list[OutboxRow], now: int, stats: DispatchStats) -> None:
         """Send the rows of one campaign firing through the channel's `send_group`."""
         name = rows[0].channel
-        send_group = self.channels[name].send_group  # type: ignore[attr-defined]  # _group_of
+        channel = self.channels[name]
+        assert isinstance(channel, GroupSender), "_group_of groups rows of group senders only"
         readable: list[tuple[OutboxRow, Message]] = []
         for row in rows:
             if self._screened(row, now, stats):
@@ -238,7 +238,7 @@ class Dispatcher:
         if not readable:
             return
         try:
-            receipts = list(send_group([m for _, m in readable]))
+            receipts = list(channel.send_group([m for _, m in readable]))
         except Exception as exc:  # as for one row: an error the channel did not understand
             receipts = [Receipt.retry(f"{type(exc).__name__}: {exc}")] * len(readable)
         if len(receipts) != len(readable):

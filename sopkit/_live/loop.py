@@ -15,7 +15,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -38,8 +38,15 @@ from sopkit._live.outbox import outbox_rows
 from sopkit._live.store import OutboxRow, Store
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._runtime.runtime import Action, Runtime, json_value
-from sopkit.channels import Channel, Message, build
-from sopkit.channels._wecom import TRANSFER_STATUS
+from sopkit.channels import (
+    Channel,
+    ChannelConfigError,
+    Message,
+    TransferOutcome,
+    TransferResults,
+    build,
+)
+from sopkit.channels._registry import mirrored_tags
 
 MIRROR_RULE = "mirror_tags"
 
@@ -75,14 +82,31 @@ def fingerprint(ir: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime) -> list[OutboxRow]:
-    """Outbox rows that mirror tag changes to WeCom: for every channel of type wecom whose
-    `tag_ids` names the tag, a `tag` or `untag` row (mark_tag); drains `runtime.tag_log`."""
+def tag_mirrors(loaded: LoadedPlaybook) -> dict[str, frozenset[str]]:
+    """{channel: the tags it mirrors} for the playbook's channels whose type is a TagMirror
+    (the wecom channel mirrors its `tag_ids`). A type not installed mirrors nothing here:
+    `run` refuses it when it builds the channels."""
+    mirrors: dict[str, frozenset[str]] = {}
+    for name, channel in loaded.model.channels.items():
+        try:
+            tags = frozenset(mirrored_tags({"type": channel.type,
+                                            **(channel.model_extra or {})}))
+        except ChannelConfigError:
+            continue
+        if tags:
+            mirrors[name] = tags
+    return mirrors
+
+
+def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime,
+                mirrors: Mapping[str, Collection[str]] | None = None) -> list[OutboxRow]:
+    """Outbox rows that mirror tag changes to the channels that mirror the tag (`mirrors`,
+    default `tag_mirrors(loaded)`): a `tag` or `untag` row each; drains `runtime.tag_log`."""
     log = runtime.tag_log
     if not log:
         return []
-    mirrors = {name: set((ch.model_extra or {}).get("tag_ids") or {})
-               for name, ch in loaded.model.channels.items() if ch.type == "wecom"}
+    if mirrors is None:
+        mirrors = tag_mirrors(loaded)
     rows: list[OutboxRow] = []
     for customer_id, tag, held, now, seq in log:
         cs = runtime.customers.get(customer_id)
@@ -145,7 +169,8 @@ class LiveRun:
         self.store = store
         self.runtime = Runtime(loaded, engine=engine)
         self.fingerprint = fingerprint(self.runtime.ir)
-        self.runtime.tag_log = []  # tag changes, mirrored to WeCom where tag_ids name them
+        self.runtime.tag_log = []  # tag changes, mirrored where a channel mirrors the tag
+        self.mirrors = tag_mirrors(loaded)
         self.fresh = check_store(self.store, self.runtime, self.fingerprint, loaded)
         self.runtime.restore(self._clock_blob(), store.load_customers())
         offset = store.get_meta("input.line")
@@ -187,7 +212,7 @@ class LiveRun:
         # transaction, including rows this batch adds before the hand-over
         moved = {a.customer_id: str(a.details["to"]) for a in actions
                  if a.action == "reassign" and a.status == "planned" and a.details.get("to")}
-        rows = backfill(outbox_rows(rt, actions) + mirror_rows(self.loaded, rt),
+        rows = backfill(outbox_rows(rt, actions) + mirror_rows(self.loaded, rt, self.mirrors),
                         self.send_from, rt)
         return self.store.commit(customers, meta, rows, moved)
 
@@ -313,8 +338,9 @@ def drain(live: LiveRun, dispatcher: Dispatcher, now: int, stats: LiveStats,
     """Dispatch what is due at `now` until nothing more is (or `limit` rounds)."""
     for _ in range(limit):
         result = dispatcher.run_once(now)
-        for name in ("delivered", "retried", "dead"):
-            stats.dispatched[name] = stats.dispatched.get(name, 0) + getattr(result, name)
+        for name, count in (("delivered", result.delivered), ("retried", result.retried),
+                            ("dead", result.dead)):
+            stats.dispatched[name] = stats.dispatched.get(name, 0) + count
         stats.disabled.update(result.disabled)
         if result.claimed == 0:
             return
@@ -430,8 +456,8 @@ def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
     fresh: list[OutboxRow] = []
     if rt.now_ts is None or now > rt.now_ts:
         known = {r.key for r in stored}
-        rows = backfill(outbox_rows(rt, rt.advance_ts(now)) + mirror_rows(live.loaded, rt),
-                        live.send_from, rt)
+        rows = backfill(outbox_rows(rt, rt.advance_ts(now))
+                        + mirror_rows(live.loaded, rt, live.mirrors), live.send_from, rt)
         for row in rows:
             if row.key in known or row.status not in ("pending", "backfilled"):
                 continue
@@ -466,36 +492,50 @@ class HandoverLine:
 
 
 def handover_status(store: Store, channels: Mapping[str, Any]) -> list[HandoverLine]:
-    """Every hand-over the store recorded, with WeCom's transfer result where one was asked.
+    """Every hand-over the store recorded, with the far side's word where its channel has
+    TransferResults (WeCom's transfer_result), asked once per (channel, from, to).
 
-    A customer counts as taken over when its row was delivered and, for a WeCom transfer,
-    `transfer_result` says 接替完毕 (status 1). Anything else is listed as not yet.
+    A customer counts as taken over when its row was delivered and, on such a channel, the
+    channel says the transfer is done (WeCom: 接替完毕). Anything else is listed as not yet.
     """
-    rows = [r for r in store.rows(None) if r.kind == "reassign"]
-    results: dict[tuple[str, str, str], dict[str, int]] = {}
-    lines: list[HandoverLine] = []
-    for row in sorted(rows, key=lambda r: (r.created_at, r.customer_id)):
+    rows = sorted((r for r in store.rows(None) if r.kind == "reassign"),
+                  key=lambda r: (r.created_at, r.customer_id))
+    asked: dict[tuple[str, str, str], list[OutboxRow]] = {}
+    for row in rows:
         body = row.message.get("body", {})
-        source, to = str(body.get("from_owner") or ""), body.get("to")
-        channel = channels.get(row.channel) if row.channel else None
-        platform = "-"
+        if row.channel and body.get("to") and \
+                isinstance(channels.get(row.channel), TransferResults):
+            group = (row.channel, str(body.get("from_owner") or ""), str(body["to"]))
+            asked.setdefault(group, []).append(row)
+    outcomes: dict[str, TransferOutcome] = {}
+    for (name, source, to), group_rows in asked.items():
+        outcomes.update(zip((r.key for r in group_rows),
+                            _transfer_outcomes(channels[name], source, to, group_rows),
+                            strict=True))
+    lines: list[HandoverLine] = []
+    for row in rows:
+        body = row.message.get("body", {})
+        to = body.get("to")
         done = row.status == "delivered"
-        if channel is not None and to and hasattr(channel, "transfer_result"):
-            group = (row.channel, source, str(to))
-            if group not in results:
-                try:
-                    results[group] = channel.transfer_result(source, str(to))
-                except Exception as exc:  # reported per customer; the others still show
-                    results[group] = {}
-                    platform = f"transfer_result failed: {exc}"
-            attr = getattr(channel, "external_userid_attribute", "external_userid")
-            external = row.message.get("contact", {}).get(attr)
-            status = results[group].get(str(external)) if external else None
-            if status is not None:
-                platform = f"{status} {TRANSFER_STATUS.get(status, '')}".strip()
-            elif platform == "-":
-                platform = "no transfer record yet"
-            done = done and status == 1
-        lines.append(HandoverLine(row.customer_id, source, None if to is None else str(to),
-                                  row.status, platform, done))
+        platform = "-"
+        outcome = outcomes.get(row.key)
+        if outcome is not None:
+            platform = outcome.detail
+            done = done and outcome.done
+        lines.append(HandoverLine(row.customer_id, str(body.get("from_owner") or ""),
+                                  None if to is None else str(to), row.status, platform, done))
     return lines
+
+
+def _transfer_outcomes(channel: TransferResults, source: str, to: str,
+                       rows: Sequence[OutboxRow]) -> list[TransferOutcome]:
+    """The channel's word on each row's transfer; its error, on each row, if it fails."""
+    try:
+        outcomes = channel.transfer_outcomes(source, to,
+                                             [Message.from_json(r.message) for r in rows])
+    except Exception as exc:  # reported per customer; the other hand-overs still show
+        return [TransferOutcome(False, f"transfer result not available: {exc}")] * len(rows)
+    if len(outcomes) != len(rows):
+        return [TransferOutcome(False, f"the channel answered {len(outcomes)} transfer "
+                                f"outcomes for {len(rows)} customers")] * len(rows)
+    return list(outcomes)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from sopkit._runtime.runtime import Action, Runtime
 
 # Actions that reach a person or a system go to the outbox; tag and stage changes are facts
-# (mirrored to WeCom only for the tags a wecom channel's `tag_ids` names).
+# (mirrored only to a channel whose type is a TagMirror of the tag: wecom, by `tag_ids`).
 DELIVERABLE = frozenset({"send", "webhook", "task", "reassign"})
 _STATUS = {"planned": "pending", "deferred": "pending"}
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from sopkit._lang.cron import Timing, timing
 from sopkit._playbook.names import POLICY_ACTIONS as _POLICY_ACTIONS
 from sopkit._runtime.policy import held_out
+from sopkit.channels import Message, SendResults
 from sopkit.engines import create_engine
 
 if TYPE_CHECKING:
@@ -546,34 +547,33 @@ def results(store: Store, names: Iterable[str], channels: Mapping[str, Any],
             receipt = row.receipt or {}
             msgid = receipt.get("provider_id")
             sender = (receipt.get("data") or {}).get("sender") or row.message.get("owner")
-            if row.kind == "send" and channel is not None and hasattr(channel, "send_result") \
-                    and msgid and sender:
+            if row.kind == "send" and isinstance(channel, SendResults) and msgid and sender:
                 tasks.setdefault((str(msgid), str(sender)), []).append(row)
             else:  # no platform to ask: the channel's acceptance is the send
                 result.sent += 1
                 sent.append(_sent(row, None, None))
         result.tasks = len(tasks)
         for (msgid, sender), task_rows in sorted(tasks.items()):
-            assert channel is not None  # only a channel with send_result makes tasks
+            assert isinstance(channel, SendResults)  # only such a channel makes tasks
             if not fetch:
                 result.waiting += len(task_rows)
                 continue
             try:
-                statuses = channel.send_result(msgid, sender)
+                outcomes = channel.send_outcomes(
+                    msgid, sender, [Message.from_json(r.message) for r in task_rows])
             except Exception as exc:  # reported with the firing; other tasks still count
                 result.errors.append(f"{msgid}: {exc}")
                 result.waiting += len(task_rows)
                 continue
-            attr = getattr(channel, "external_userid_attribute", "external_userid")
-            for row in task_rows:
-                status = statuses.get(str(row.message.get("contact", {}).get(attr)))
-                if status == 1:
+            for row, outcome in zip(task_rows, outcomes, strict=False):
+                if outcome == "sent":
                     result.sent += 1
                     sent.append(_sent(row, msgid, sender))
-                elif status in (2, 3):
+                elif outcome == "failed":
                     result.failed += 1
                 else:
                     result.waiting += 1
+            result.waiting += max(0, len(task_rows) - len(outcomes))  # rows given no outcome
     return [groups[g] for g in sorted(groups)], sent
 
 

@@ -1,8 +1,23 @@
-"""The channel seam: one method, `send(message) -> Receipt`.
+"""The channel seam: one required method, `send(message) -> Receipt`.
 
 A channel turns one outbox row into a delivery attempt. It never raises for a failure it
 understands: it returns a Receipt that says delivered, retry (with an optional delay) or
 failed (permanent). Anything it raises is treated by the dispatcher as a retryable error.
+
+The life of a channel:
+
+1. check: `sopkit check` calls `factory.check_config(name, config)` when the factory is a
+   `CheckableFactory` (no environment, no side effects; the shipped channels call it first
+   in their constructor too);
+2. create: `factory(name, config, env)`, the factory usually being the class; it raises
+   ChannelConfigError for anything unusable, reads secrets from `env` only;
+3. send: `send(message)` for each due row, or `send_group(messages)` for the rows of one
+   campaign firing when it is a `GroupSender`, any number of times, one call at a time;
+   afterwards `send_outcomes` (`SendResults`) and `transfer_outcomes` (`TransferResults`)
+   may be asked what became of delivered rows;
+4. close: `close()` once, when it is `Closable`, whether the run ended well or not.
+
+The optional steps are protocols in `sopkit.channels` (see `_capabilities`).
 """
 
 from __future__ import annotations
@@ -116,7 +131,8 @@ class Receipt:
 
 @runtime_checkable
 class Channel(Protocol):
-    """A delivery channel: one method. Build it with `factory(name, config, env)`."""
+    """A delivery channel: one required method. Build it with `factory(name, config, env)`;
+    its optional steps (close, group sends, results) are the protocols of `_capabilities`."""
 
     def send(self, message: Message) -> Receipt:
         """Attempt one delivery; return a Receipt (do not raise for understood failures)."""
@@ -130,9 +146,10 @@ class ChannelFactory(Protocol):
     `env` is the process environment: secrets come only from there, by the variable names
     that `*_env` keys in `config` give.
 
-    A factory may also have `check_config(name, config)`: the settings checks of the
-    constructor without the environment and without side effects, raising
-    ChannelConfigError; `sopkit check` runs it, so it finds what `sopkit run` would refuse.
+    A factory may also be a `CheckableFactory` (`check_config(name, config)`: the settings
+    checks of the constructor without the environment and without side effects, raising
+    ChannelConfigError; `sopkit check` runs it, so it finds what `sopkit run` would refuse)
+    and a `TagMirror` (`mirrored_tags(config)`).
     """
 
     def __call__(self, name: str, config: Mapping[str, Any],

@@ -5,7 +5,7 @@ A plugin that fails to import is reported by name and does not stop the others.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from sopkit._errors import did_you_mean
 
 from ._base import Channel, ChannelConfigError, ChannelFactory
+from ._capabilities import CheckableFactory, TagMirror
 
 GROUP = "sopkit.channels"
 
@@ -68,16 +69,26 @@ def factory(kind: str) -> ChannelFactory:
 def check_settings(name: str, table: Mapping[str, Any]) -> bool:
     """Run the settings checks `build` would (ChannelConfigError), without the environment:
     the type must be installed, and its factory's `check_config` must pass. False when the
-    plugin has no `check_config`, so its settings are checked only by `build`."""
-    config = {k: v for k, v in table.items() if k not in ("type", "description")}
-    checker = getattr(factory(str(table["type"])), "check_config", None)
-    if checker is None:
+    plugin is not a CheckableFactory, so its settings are checked only by `build`."""
+    found = factory(str(table["type"]))
+    if not isinstance(found, CheckableFactory):
         return False
-    checker(name, config)
+    found.check_config(name, _config(table))
     return True
+
+
+def mirrored_tags(table: Mapping[str, Any]) -> Collection[str]:
+    """The tags a channel of this table mirrors (its factory is a TagMirror), else none;
+    ChannelConfigError if its type is not installed."""
+    found = factory(str(table["type"]))
+    return found.mirrored_tags(_config(table)) if isinstance(found, TagMirror) else ()
+
+
+def _config(table: Mapping[str, Any]) -> dict[str, Any]:
+    """A playbook `[channels.NAME]` table as its factory gets it: no type, no description."""
+    return {k: v for k, v in table.items() if k not in ("type", "description")}
 
 
 def build(name: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Channel:
     """A channel from a playbook `[channels.NAME]` table (with `type`) and the environment."""
-    config = {k: v for k, v in table.items() if k not in ("type", "description")}
-    return factory(str(table["type"]))(name, config, env)
+    return factory(str(table["type"]))(name, _config(table), env)

@@ -82,7 +82,8 @@ class SmsChannel:
 
     Config: `url` (required; or `url_env`), `token_env` (optional bearer token), `phone_attribute`
     (default "phone"), `sign` (短信签名, prepended as 【...】), `max_segments` (default 3),
-    `timeout` (seconds, default 10).
+    `timeout` (seconds, default 10). `clock` (unix seconds) and `transport` (an httpx
+    transport, e.g. `httpx.MockTransport`, in place of the network) are injectable for tests.
     """
 
     KEYS = ("url", "url_env", "token_env", "phone_attribute", "sign", "max_segments", "timeout")
@@ -107,7 +108,8 @@ class SmsChannel:
         check_env_name(config, "token_env", name, required=False)
 
     def __init__(self, name: str, config: Mapping[str, Any], env: Mapping[str, str], *,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, transport: httpx.BaseTransport | None = None
+                 ) -> None:
         self.check_config(name, config)
         self.name = name
         self.url = check_url(name, config, env)
@@ -121,7 +123,8 @@ class SmsChannel:
         if token is not None:
             self.headers["Authorization"] = f"Bearer {token}"
         self._clock = clock
-        self._client = httpx.Client(timeout=self.timeout, follow_redirects=False)
+        self._client = httpx.Client(timeout=self.timeout, follow_redirects=False,
+                                    transport=transport)
 
     @staticmethod
     def _sign(name: str, value: Any) -> str:

@@ -29,9 +29,9 @@ from typing import Any
 
 import httpx
 
-from sopkit import __version__
-from sopkit._errors import did_you_mean
+from sopkit._errors import SopkitError, did_you_mean
 from sopkit._mask import mask_text
+from sopkit._version import __version__
 
 from ._base import ChannelConfigError, Message, Receipt, check_env_name, env_secret
 
@@ -49,7 +49,7 @@ _GENERATE = ("python -c \"import base64, secrets; print('whsec_' + "
 Clock = Callable[[], float]
 
 
-class WebhookVerificationError(ValueError):
+class WebhookVerificationError(SopkitError, ValueError):
     """A webhook request failed verification; the message says which check failed."""
 
 
@@ -341,7 +341,8 @@ class WebhookChannel:
 
     Config: `url` (required; or `url_env`), `secret_env` (optional: signs requests), `token_env`
     (optional bearer token), `timeout` (seconds, default 10), `headers` (extra, non-secret).
-    `clock` (unix seconds) is injectable for tests.
+    `clock` (unix seconds) and `transport` (an httpx transport, e.g. `httpx.MockTransport`,
+    in place of the network) are injectable for tests.
     """
 
     KEYS = ("url", "url_env", "secret_env", "token_env", "timeout", "headers")
@@ -357,7 +358,8 @@ class WebhookChannel:
             check_env_name(config, key, name, required=False)
 
     def __init__(self, name: str, config: Mapping[str, Any], env: Mapping[str, str], *,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, transport: httpx.BaseTransport | None = None
+                 ) -> None:
         self.check_config(name, config)
         self.name = name
         self.url = check_url(name, config, env)
@@ -382,7 +384,7 @@ class WebhookChannel:
         if token is not None:
             self.headers["Authorization"] = f"Bearer {token}"
         self._client = httpx.Client(timeout=self.timeout, follow_redirects=False,
-                                    headers={"User-Agent": USER_AGENT})
+                                    headers={"User-Agent": USER_AGENT}, transport=transport)
 
     @property
     def signed(self) -> bool:

@@ -12,28 +12,34 @@ What each action kind becomes (documented WeCom server API, errors come as HTTP 
 - `reassign` -> POST cgi-bin/externalcontact/resigned/transfer_customer (分配离职成员的客户);
                the takeover completes in WeCom 24 h later, `transfer_result` tells the outcome.
 
-The access token comes from GET cgi-bin/gettoken and is cached until `expires_in` (less a
-safety margin); 40014/42001 refresh it once and repeat the call. The secret and the token are
-never logged and never reach a Receipt or an exception text (the token travels in URLs).
+The HTTP side (access tokens, errcodes, secrets kept out of every text) is `WecomApi` in
+`_wecom_api`. Pass `transport=` (an httpx transport, e.g. `httpx.MockTransport`) to replace
+the network, as the tests do.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
-import re
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from sopkit._errors import SopkitError, did_you_mean
+from sopkit._errors import did_you_mean
 from sopkit._mask import mask_text
 
 from ._base import ChannelConfigError, Message, Receipt, check_env_name, env_secret
+from ._capabilities import SendOutcome, TransferOutcome
+from ._wecom_api import (
+    DEFAULT_BASE_URL,
+    DEFAULT_TIMEOUT,
+    ERRCODES,
+    WecomApi,
+    WecomError,
+    errcode_meaning,
+    int_of,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -46,10 +52,6 @@ __all__ = [
     "errcode_meaning",
 ]
 
-log = logging.getLogger("sopkit.channels.wecom")
-
-DEFAULT_BASE_URL = "https://qyapi.weixin.qq.com"
-DEFAULT_TIMEOUT = 10.0
 DEFAULT_DUPLICATE_CHECK_INTERVAL = 1800  # seconds; the WeCom default
 MAX_DUPLICATE_CHECK_INTERVAL = 4 * 3600  # "最大不超过4小时"
 MAX_TRANSFER_BATCH = 100  # resigned/transfer_customer: "最多一次转移100个客户"
@@ -58,53 +60,7 @@ MAX_TRANSFER_BATCH = 100  # resigned/transfer_customer: "最多一次转移100�
 MAX_GROUP_BATCH = 10_000
 TEMPLATE_CONTENT_MAX_BYTES = 4000  # add_msg_template text.content
 APP_MESSAGE_MAX_BYTES = 2048  # message/send text.content ("超过将截断")
-TOKEN_SAFETY_MARGIN = 300.0  # refresh this long before expires_in (at most a tenth of it)
 SEND_RESULT_PAGE = 1000  # get_groupmsg_send_result: limit, at most 1000
-
-# Meanings of the global error codes this channel can meet (企业微信 全局错误码).
-ERRCODES: dict[int, str] = {
-    -1: "系统繁忙 (system busy)",
-    6000: "数据版本冲突 (data version conflict)",
-    40001: "不合法的secret参数 (invalid secret)",
-    40003: "无效的UserID (invalid userid)",
-    40008: "不合法的msgtype参数 (invalid msgtype)",
-    40013: "不合法的CorpID (invalid corp_id)",
-    40014: "不合法的access_token (invalid access_token)",
-    40031: "不合法的UserID列表 (invalid userid list)",
-    40033: "不合法的请求字符 (\\uxxxx escapes are not allowed)",
-    40035: "不合法的参数 (invalid parameter)",
-    40056: "不合法的agentid (invalid agent_id)",
-    40068: "不合法的标签ID (invalid tag id)",
-    40091: "secret不合法 (the secret belongs to another corp)",
-    40096: "不合法的外部联系人userid (invalid external_userid)",
-    40097: "该成员尚未离职 (the handover member has not resigned)",
-    40098: "成员尚未实名认证 (the member has no verified identity)",
-    40099: "外部联系人的数量已达上限 (the member's customer limit is reached)",
-    40100: "此用户的外部联系人已经在转移流程中 (the customer is already being transferred)",
-    41001: "缺少access_token参数 (access_token missing)",
-    41002: "缺少corpid参数 (corp_id missing)",
-    41004: "缺少secret参数 (secret missing)",
-    41009: "缺少userid参数 (userid missing)",
-    41011: "缺少agentid参数 (agent_id missing)",
-    42001: "access_token已过期 (access_token expired)",
-    44004: "文本消息content参数为空 (empty text content)",
-    45002: "消息内容大小超过限制 (content too long)",
-    45009: "接口调用超过限制 (API frequency limit)",
-    45033: "接口并发调用超过限制 (API concurrency limit)",
-    47001: "数据格式错误 (malformed request body)",
-    48002: "API接口无权限调用 (the app may not call this API)",
-    50002: "成员不在权限范围 (the member is outside the app's visible range)",
-    60011: "指定的成员/部门/标签参数无权限 (no privilege for this member, department or tag)",
-    60020: "访问ip不在白名单之中 (this server's IP is not a trusted IP of the app)",
-    60111: "UserID不存在 (userid not found)",
-    81013: "UserID、部门ID、标签ID全部非法或无权限 (no valid recipient)",
-    84061: "不存在外部联系人的关系 (not an external contact of this member)",
-    84074: "没有外部联系人权限 (no external contact permission)",
-}
-
-# Passing failures and how long to wait before the next attempt (seconds).
-TRANSIENT: dict[int, float] = {-1: 10.0, 6000: 2.0, 45009: 60.0, 45033: 5.0}
-TOKEN_ERRORS = frozenset({40014, 42001})
 
 # resigned/transfer_result: customer.status (接替状态).
 TRANSFER_STATUS: dict[int, str] = {
@@ -114,59 +70,11 @@ TRANSFER_STATUS: dict[int, str] = {
     4: "接替成员客户达到上限 (the takeover member's customer limit is reached)",
     5: "无接替记录 (no transfer record)",
 }
+# send_result status (get_groupmsg_send_result): 1 sent, 2 and 3 never will be.
+SEND_STATUS: dict[int, SendOutcome] = {1: "sent", 2: "failed", 3: "failed"}
 
 _CONFIG_KEYS = ("corp_id", "secret_env", "agent_id", "base_url", "external_userid_attribute",
                 "tag_ids", "timeout", "duplicate_check_interval", "group_batch")
-_SECRET_IN_URL = re.compile(r"(access_token|corpsecret)=[^&\s\"']+")
-
-
-def errcode_meaning(code: int) -> str:
-    """The documented meaning of a WeCom errcode ("errcode N" when this table lacks it)."""
-    meaning = ERRCODES.get(code)
-    return f"errcode {code} {meaning}" if meaning else f"errcode {code}"
-
-
-class WecomError(SopkitError):
-    """A WeCom call that did not succeed; the text is masked and free of secrets.
-
-    `retryable` says whether trying again later can help; `retry_after` (seconds) is a
-    suggested wait. `errcode` is WeCom's code, or None when no answer came (network, HTTP).
-    """
-
-    def __init__(self, detail: str, *, errcode: int | None = None, retryable: bool = False,
-                 retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.errcode = errcode
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-    def receipt(self) -> Receipt:
-        if self.retryable:
-            return Receipt.retry(self.detail, retry_after=self.retry_after)
-        return Receipt.failed(self.detail)
-
-
-class _RedactQuery(logging.Filter):
-    """Hides access_token and corpsecret in httpx's request log lines."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact(a) for a in record.args)
-        if isinstance(record.msg, str):
-            record.msg = _SECRET_IN_URL.sub(r"\1=***", record.msg)
-        return True
-
-
-def _redact(value: object) -> object:
-    if isinstance(value, str | httpx.URL):
-        return _SECRET_IN_URL.sub(r"\1=***", str(value))
-    return value
-
-
-_httpx_log = logging.getLogger("httpx")
-if not any(isinstance(f, _RedactQuery) for f in _httpx_log.filters):
-    _httpx_log.addFilter(_RedactQuery())
 
 
 def _config_error(name: str, text: str, key: str | None = None,
@@ -179,7 +87,9 @@ class WecomChannel:
 
     `config` is the playbook's `[channels.NAME]` table (see docs/channels.md, "wecom");
     `env` holds the secret named by `secret_env`. `clock` (seconds, monotonic) times the
-    token cache; tests inject one.
+    token cache; `transport` (an httpx transport) replaces the network; tests inject both.
+    Besides `send` it is Closable, a GroupSender, SendResults and TransferResults, and its
+    class is a CheckableFactory and a TagMirror (of the tags `tag_ids` names).
     """
 
     @classmethod
@@ -189,20 +99,24 @@ class WecomChannel:
         probe.name = name
         probe._settings(config)
 
+    @classmethod
+    def mirrored_tags(cls, config: Mapping[str, Any]) -> Collection[str]:
+        """The tags `tag_ids` names: a live run mirrors them to WeCom (`tag`/`untag` rows)."""
+        tag_ids = config.get("tag_ids")
+        return frozenset(tag_ids) if isinstance(tag_ids, Mapping) else frozenset()
+
     def __init__(self, name: str, config: Mapping[str, Any], env: Mapping[str, str], *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.name = name
         self._settings(config)
         secret = env_secret(config, env, "secret_env", name)
         assert secret is not None  # required=True raises instead of returning None
-        self._secret = secret
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._token_expires = 0.0
-        self._issued: list[str] = []  # every token seen, scrubbed from texts
-        self._client = httpx.Client(base_url=self.base_url, timeout=self.timeout,
-                                    headers={"User-Agent": "sopkit-wecom"})
+        self._api = WecomApi(name=name, corp_id=self.corp_id, secret=secret,
+                             secret_env=self.secret_env, base_url=self.base_url,
+                             timeout=self.timeout,
+                             external_userid_attribute=self.external_userid_attribute,
+                             clock=clock, transport=transport)
 
     def _settings(self, config: Mapping[str, Any]) -> None:
         name = self.name
@@ -269,7 +183,7 @@ class WecomChannel:
 
     def close(self) -> None:
         """Close the HTTP connections."""
-        self._client.close()
+        self._api.close()
 
     def __enter__(self) -> WecomChannel:
         return self
@@ -312,17 +226,17 @@ class WecomChannel:
         content = self._template_content(message)
         if isinstance(content, Receipt):
             return content
-        data = self._call("externalcontact/add_msg_template", {
+        data = self._api.call("externalcontact/add_msg_template", {
             "chat_type": "single", "external_userid": [external], "sender": message.owner,
             "text": {"content": content}})
         fail_list = [str(x) for x in data.get("fail_list") or []]
         if external in fail_list:
-            return Receipt.failed(self._clean(
+            return Receipt.failed(self._api.clean(
                 f"WeCom cannot send to customer {message.customer_id}: its external_userid is "
                 f"in fail_list (not a customer of sender '{message.owner}', or it reached the "
                 "monthly group-message limit)"))
         msgid = str(data.get("msgid") or "")
-        return Receipt.delivered(self._clean(
+        return Receipt.delivered(self._api.clean(
             f"group-message task {msgid} created for sender '{message.owner}' (sent when the "
             "sender confirms it in WeCom)"), provider_id=msgid or None, fail_list=fail_list)
 
@@ -365,7 +279,7 @@ class WecomChannel:
 
     def _group_task(self, sender: str, content: str, batch: list[str]) -> dict[str, Receipt]:
         try:
-            data = self._call("externalcontact/add_msg_template", {
+            data = self._api.call("externalcontact/add_msg_template", {
                 "chat_type": "single", "external_userid": batch, "sender": sender,
                 "text": {"content": content}})
         except WecomError as exc:
@@ -373,11 +287,11 @@ class WecomChannel:
         fail_list = {str(x) for x in data.get("fail_list") or []}
         msgid = str(data.get("msgid") or "")
         sent = len(batch) - len(fail_list & set(batch))
-        done = Receipt.delivered(self._clean(
+        done = Receipt.delivered(self._api.clean(
             f"group-message task {msgid} created for sender '{sender}' with {sent} customers "
             "(sent when the sender confirms it in WeCom)"), provider_id=msgid or None,
             sender=sender, customers=sent)
-        failed = Receipt.failed(self._clean(
+        failed = Receipt.failed(self._api.clean(
             f"WeCom left this customer out of group-message task {msgid} (fail_list: not a "
             f"customer of sender '{sender}', or it reached the monthly group-message limit)"))
         return {eu: failed if eu in fail_list else done for eu in batch}
@@ -408,7 +322,7 @@ class WecomChannel:
             return Receipt.failed(f"channel '{self.name}' (wecom) needs 'agent_id' (the app's "
                                   "AgentId) to send staff alerts with message/send")
         content = self._task_text(message)
-        data = self._call("message/send", {
+        data = self._api.call("message/send", {
             "touser": assignee, "msgtype": "text", "agentid": self.agent_id,
             "text": {"content": content}, "safe": 0,
             "enable_duplicate_check": 1,
@@ -416,14 +330,14 @@ class WecomChannel:
         invalid = {u.lower() for u in str(data.get("invaliduser") or "").split("|") if u}
         unlicensed = {u.lower() for u in str(data.get("unlicenseduser") or "").split("|") if u}
         if assignee.lower() in invalid:
-            return Receipt.failed(self._clean(
+            return Receipt.failed(self._api.clean(
                 f"WeCom reports assignee '{assignee}' as invalid (invaliduser): not a member, "
                 "or outside the app's visible range"))
         if assignee.lower() in unlicensed:
-            return Receipt.failed(self._clean(
+            return Receipt.failed(self._api.clean(
                 f"WeCom reports assignee '{assignee}' as unlicensed (unlicenseduser)"))
         msgid = str(data.get("msgid") or "")
-        return Receipt.delivered(self._clean(f"alert sent to '{assignee}'"),
+        return Receipt.delivered(self._api.clean(f"alert sent to '{assignee}'"),
                                  provider_id=msgid or None)
 
     def _task_text(self, message: Message) -> str:
@@ -462,7 +376,7 @@ class WecomChannel:
                                   ": WeCom tags a customer on behalf of the staff member who "
                                   "added it")
         field = "add_tag" if message.kind == "tag" else "remove_tag"
-        self._call("externalcontact/mark_tag", {
+        self._api.call("externalcontact/mark_tag", {
             "userid": message.owner, "external_userid": external, field: [tag_id]})
         verb = "tagged" if message.kind == "tag" else "untagged"
         return Receipt.delivered(f"{verb} '{tag}' ({tag_id})")
@@ -498,7 +412,7 @@ class WecomChannel:
         for start in range(0, len(ids), MAX_TRANSFER_BATCH):
             batch = ids[start:start + MAX_TRANSFER_BATCH]
             try:
-                data = self._call("externalcontact/resigned/transfer_customer", {
+                data = self._api.call("externalcontact/resigned/transfer_customer", {
                     "handover_userid": handover, "takeover_userid": takeover,
                     "external_userid": batch})
             except WecomError as exc:
@@ -508,7 +422,7 @@ class WecomChannel:
             codes: dict[str, int] = {}
             for item in data.get("customer") or []:
                 if isinstance(item, Mapping) and isinstance(item.get("external_userid"), str):
-                    codes[item["external_userid"]] = _int(item.get("errcode"), 0)
+                    codes[item["external_userid"]] = int_of(item.get("errcode"), 0)
             for eu in batch:
                 results[eu] = self._transfer_receipt(eu, codes.get(eu), handover, takeover)
         return results
@@ -516,15 +430,15 @@ class WecomChannel:
     def _transfer_receipt(self, eu: str, code: int | None, handover: str,
                           takeover: str) -> Receipt:
         if code is None:
-            return Receipt.failed(self._clean(
+            return Receipt.failed(self._api.clean(
                 f"WeCom's transfer answer does not mention customer {eu}; check transfer_result"))
         if code == 0:
-            return Receipt.delivered(self._clean(
+            return Receipt.delivered(self._api.clean(
                 f"transfer from '{handover}' to '{takeover}' started; WeCom completes it in "
                 "24 h (transfer_result status: 1 接替完毕, 2 等待接替, 3 客户拒绝, "
                 "4 接替成员客户达到上限)"),
                 transfer="pending")
-        return self._code_error(code, "", "resigned/transfer_customer", subject=eu).receipt()
+        return self._api.code_error(code, "", "resigned/transfer_customer", subject=eu).receipt()
 
     def transfer_result(self, handover: str, takeover: str) -> dict[str, int]:
         """{external_userid: status} for every customer handed from `handover` to `takeover`.
@@ -535,9 +449,9 @@ class WecomChannel:
         """
         out: dict[str, int] = {}
         body: dict[str, Any] = {"handover_userid": handover, "takeover_userid": takeover}
-        for item in self._pages("externalcontact/resigned/transfer_result", body, "customer"):
+        for item in self._api.pages("externalcontact/resigned/transfer_result", body, "customer"):
             if isinstance(item.get("external_userid"), str):
-                out[item["external_userid"]] = _int(item.get("status"), 0)
+                out[item["external_userid"]] = int_of(item.get("status"), 0)
         return dict(sorted(out.items()))
 
     def send_result(self, msgid: str, userid: str) -> dict[str, int]:
@@ -548,171 +462,37 @@ class WecomChannel:
         """
         out: dict[str, int] = {}
         body: dict[str, Any] = {"msgid": msgid, "userid": userid, "limit": SEND_RESULT_PAGE}
-        for item in self._pages("externalcontact/get_groupmsg_send_result", body, "send_list"):
+        for item in self._api.pages("externalcontact/get_groupmsg_send_result", body, "send_list"):
             if isinstance(item.get("external_userid"), str):
-                out[item["external_userid"]] = _int(item.get("status"), 0)
+                out[item["external_userid"]] = int_of(item.get("status"), 0)
         return dict(sorted(out.items()))
 
-    def _pages(self, path: str, body: dict[str, Any], field: str) -> list[Mapping[str, Any]]:
-        items: list[Mapping[str, Any]] = []
-        seen: set[str] = set()
-        while True:
-            data = self._call(path, body)
-            items.extend(i for i in data.get(field) or [] if isinstance(i, Mapping))
-            cursor = data.get("next_cursor")
-            if not isinstance(cursor, str) or not cursor:
-                return items
-            if cursor in seen:
-                raise WecomError(f"WeCom {path}: the same next_cursor came twice; stopped paging",
-                                 retryable=True)
-            seen.add(cursor)
-            body = {**body, "cursor": cursor}
 
-    # -- calls, tokens and errors -----------------------------------------------------------
+    # -- what became of delivered rows (SendResults, TransferResults) -----------------------
 
-    def _call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST cgi-bin/`path` with the access token; the answer when errcode is 0.
+    def send_outcomes(self, provider_id: str, sender: str,
+                      messages: Sequence[Message]) -> list[SendOutcome]:
+        """Per message of group-message task `provider_id` of `sender`, whether it went out:
+        `send_result` status 1 sent, 2 or 3 failed, anything else (0, no record) waiting."""
+        statuses = self.send_result(provider_id, sender)
+        return [SEND_STATUS.get(statuses.get(self._external_of(m), 0), "waiting")
+                for m in messages]
 
-        40014/42001 refresh the token once and repeat the call; anything else non-zero
-        raises WecomError.
-        """
-        for attempt in (1, 2):
-            token = self._access_token()
-            data = self._http("POST", f"/cgi-bin/{path}", path, {"access_token": token}, body)
-            code = _int(data.get("errcode"), 0)
-            if code == 0:
-                return data
-            if code in TOKEN_ERRORS and attempt == 1:
-                log.info("wecom %s: %s; fetching a new access_token", path, errcode_meaning(code))
-                self._forget(token)
-                continue
-            raise self._code_error(code, str(data.get("errmsg") or ""), path)
-        raise AssertionError("unreachable")  # pragma: no cover
+    def transfer_outcomes(self, from_owner: str, to: str,
+                          messages: Sequence[Message]) -> list[TransferOutcome]:
+        """Per `reassign` message from `from_owner` to `to`, its `transfer_result` status:
+        done at 1 接替完毕, with the status's meaning (TRANSFER_STATUS) as the detail."""
+        statuses = self.transfer_result(from_owner, to)
+        out = []
+        for message in messages:
+            status = statuses.get(self._external_of(message))
+            if status is None:
+                out.append(TransferOutcome(False, "no transfer record yet"))
+            else:
+                out.append(TransferOutcome(status == 1, f"{status} "
+                                           f"{TRANSFER_STATUS.get(status, '')}".strip()))
+        return out
 
-    def _access_token(self) -> str:
-        with self._lock:
-            now = self._clock()
-            if self._token is not None and now < self._token_expires:
-                return self._token
-            data = self._http("GET", "/cgi-bin/gettoken", "gettoken",
-                              {"corpid": self.corp_id, "corpsecret": self._secret}, None)
-            code = _int(data.get("errcode"), 0)
-            token = data.get("access_token")
-            if code != 0:
-                raise self._code_error(code, str(data.get("errmsg") or ""), "gettoken")
-            if not isinstance(token, str) or not token:
-                raise WecomError("WeCom gettoken: the answer holds no access_token",
-                                 retryable=True)
-            expires_in = float(_int(data.get("expires_in"), 7200))
-            self._issued.append(token)
-            del self._issued[:-16]
-            self._token = token
-            self._token_expires = now + expires_in - min(TOKEN_SAFETY_MARGIN, expires_in / 10)
-            log.debug("wecom: new access_token, valid for %d s", int(expires_in))
-            return token
-
-    def _forget(self, token: str) -> None:
-        with self._lock:
-            if self._token == token:
-                self._token = None
-
-    def _http(self, method: str, url: str, what: str, params: Mapping[str, Any],
-              body: Mapping[str, Any] | None) -> dict[str, Any]:
-        content = None
-        headers = {}
-        if body is not None:
-            # Raw UTF-8: WeCom rejects \uxxxx escapes (errcode 40033).
-            content = json.dumps(body, ensure_ascii=False, sort_keys=True,
-                                 separators=(",", ":")).encode("utf-8")
-            headers["Content-Type"] = "application/json; charset=utf-8"
-        try:
-            response = self._client.request(method, url, params=dict(params), content=content,
-                                            headers=headers)
-        except httpx.TimeoutException:
-            raise WecomError(f"WeCom {what}: no answer within {self.timeout:g} s (timeout)",
-                             retryable=True) from None
-        except Exception as exc:  # any transport failure is passing; its text may hold the URL
-            raise WecomError(self._clean(f"WeCom {what}: {type(exc).__name__}: {exc}"),
-                             retryable=True) from None
-        if response.status_code != 200:
-            raise WecomError(f"WeCom {what}: HTTP {response.status_code}", retryable=True,
-                             retry_after=_retry_after(response.headers.get("Retry-After")))
-        try:
-            data = json.loads(response.content)
-        except ValueError:
-            raise WecomError(f"WeCom {what}: the answer is not JSON", retryable=True) from None
-        if not isinstance(data, dict):
-            raise WecomError(f"WeCom {what}: the answer is not a JSON object", retryable=True)
-        return data
-
-    def _code_error(self, code: int, errmsg: str, what: str, *,
-                    subject: str = "") -> WecomError:
-        about = f" for customer {subject}" if subject else ""
-        detail = f"WeCom {what}{about}: {errcode_meaning(code)}"
-        if errmsg:
-            detail += f"; errmsg: {errmsg}"
-        if code in TRANSIENT:
-            return WecomError(self._clean(detail + "; will retry"), errcode=code, retryable=True,
-                              retry_after=TRANSIENT[code])
-        if code in TOKEN_ERRORS:
-            return WecomError(self._clean(detail + "; a fresh access_token was refused too, "
-                                          "will retry"), errcode=code, retryable=True)
-        hint = self._hint(code)
-        return WecomError(self._clean(detail + (f". Hint: {hint}" if hint else "")),
-                          errcode=code)
-
-    def _hint(self, code: int) -> str:
-        if code in (40001, 40091, 41004):
-            return (f"check that the environment variable {self.secret_env} (secret_env) holds "
-                    f"the Secret of the app in corp '{self.corp_id}' (应用管理 → the app → "
-                    "Secret); for customer contact APIs the app must be listed under 客户联系 → "
-                    "可调用接口的应用")
-        if code in (40013, 41002):
-            return "check corp_id: the 企业ID under 我的企业 → 企业信息"
-        if code in (40056, 41011):
-            return "check agent_id: the AgentId of the app that sends the alerts"
-        if code in (48002, 60011, 84074, 50002):
-            return ("give the app the permission: list it under 客户联系 → 可调用接口的应用 and "
-                    "put the staff members in its visible range")
-        if code == 60020:
-            return "add this server's public IP to the app's 企业可信IP"
-        if code == 40068:
-            return f"check the tag ids in tag_ids of [channels.{self.name}] (get_corp_tag_list)"
-        if code in (40096, 84061):
-            return (f"check the customer's '{self.external_userid_attribute}' attribute and "
-                    "that the owner is the staff member who added the customer")
-        if code in (40003, 60111, 40031):
-            return "check the staff userid (owner, assignee or reassign target)"
-        if code == 40097:
-            return "only customers of members who have left (离职) can be transferred this way"
-        return ""
-
-    def _clean(self, text: str) -> str:
-        """`text` without the secret or any token, with phone numbers and e-mails masked."""
-        for value in (self._secret, *self._issued):
-            if value:
-                text = text.replace(value, "***")
-        return mask_text(_SECRET_IN_URL.sub(r"\1=***", text))
-
-
-def _int(value: Any, default: int) -> int:
-    if isinstance(value, bool):
-        return default
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            return default
-    return default
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+    def _external_of(self, message: Message) -> str:
+        value = message.contact.get(self.external_userid_attribute)
+        return str(value) if value not in (None, "") else ""
