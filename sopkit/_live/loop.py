@@ -37,6 +37,7 @@ from sopkit._live.dispatch import Dispatcher, expiry
 from sopkit._live.outbox import outbox_rows
 from sopkit._live.store import OutboxRow, Store
 from sopkit._playbook.load import LoadedPlaybook
+from sopkit._runtime.observe import TagLog
 from sopkit._runtime.runtime import Action, Runtime, json_value
 from sopkit.channels import Channel, Message, build
 from sopkit.channels._wecom import TRANSFER_STATUS
@@ -75,10 +76,10 @@ def fingerprint(ir: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime) -> list[OutboxRow]:
+def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime, log: TagLog) -> list[OutboxRow]:
     """Outbox rows that mirror tag changes to WeCom: for every channel of type wecom whose
-    `tag_ids` names the tag, a `tag` or `untag` row (mark_tag); drains `runtime.tag_log`."""
-    log = runtime.tag_log
+    `tag_ids` names the tag, a `tag` or `untag` row (mark_tag); drains `log` (the runtime's
+    observer of tag changes)."""
     if not log:
         return []
     mirrors = {name: set((ch.model_extra or {}).get("tag_ids") or {})
@@ -145,7 +146,8 @@ class LiveRun:
         self.store = store
         self.runtime = Runtime(loaded, engine=engine)
         self.fingerprint = fingerprint(self.runtime.ir)
-        self.runtime.tag_log = []  # tag changes, mirrored to WeCom where tag_ids name them
+        self.tag_log = TagLog()  # tag changes, mirrored to WeCom where tag_ids name them
+        self.runtime.observe(self.tag_log, "tag")
         self.fresh = check_store(self.store, self.runtime, self.fingerprint, loaded)
         self.runtime.restore(self._clock_blob(), store.load_customers())
         offset = store.get_meta("input.line")
@@ -187,7 +189,7 @@ class LiveRun:
         # transaction, including rows this batch adds before the hand-over
         moved = {a.customer_id: str(a.details["to"]) for a in actions
                  if a.action == "reassign" and a.status == "planned" and a.details.get("to")}
-        rows = backfill(outbox_rows(rt, actions) + mirror_rows(self.loaded, rt),
+        rows = backfill(outbox_rows(rt, actions) + mirror_rows(self.loaded, rt, self.tag_log),
                         self.send_from, rt)
         return self.store.commit(customers, meta, rows, moved)
 
@@ -430,8 +432,8 @@ def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
     fresh: list[OutboxRow] = []
     if rt.now_ts is None or now > rt.now_ts:
         known = {r.key for r in stored}
-        rows = backfill(outbox_rows(rt, rt.advance_ts(now)) + mirror_rows(live.loaded, rt),
-                        live.send_from, rt)
+        rows = backfill(outbox_rows(rt, rt.advance_ts(now))
+                        + mirror_rows(live.loaded, rt, live.tag_log), live.send_from, rt)
         for row in rows:
             if row.key in known or row.status not in ("pending", "backfilled"):
                 continue

@@ -260,7 +260,7 @@ def _arm(rt: Runtime, loaded: LoadedPlaybook, added: list[str], by_rule: dict[st
         cs.wake_cache = None
         fire = False
         if entry:
-            true = rt.engine.evaluate(rt._facts(cs, now, today, None))
+            true = rt.engine.evaluate(rt.facts.facts(cs, now, today, None))
             for r, rule in entry:
                 pid = rule["predicate"]
                 if pid is None or pid in true:
@@ -270,9 +270,9 @@ def _arm(rt: Runtime, loaded: LoadedPlaybook, added: list[str], by_rule: dict[st
                     else:
                         cs.rule_truth[r] = 1
         if fire:
-            actions.extend(rt._tick(cs, now, None))
+            actions.extend(rt.core.tick(cs, now, None))
         else:
-            rt._schedule(cs, now)
+            rt.core.schedule(cs, now)
     return outbox_rows(rt, actions)
 
 

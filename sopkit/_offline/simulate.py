@@ -18,7 +18,8 @@ from sopkit._io import BadRecord, InputError, Quarantine, read_records
 from sopkit._lang.clock import TimeRangeError, too_far_ahead
 from sopkit._mask import mask_record
 from sopkit._playbook.load import LoadedPlaybook
-from sopkit._runtime.campaigns import FiringReport
+from sopkit._runtime.firings import FiringReport
+from sopkit._runtime.observe import Observation
 from sopkit._runtime.policy import reason_kind
 from sopkit._runtime.runtime import Action, Runtime
 from sopkit.engines import DEFAULT
@@ -100,7 +101,12 @@ def simulate(
     end_ts = _parse_option(cal, "--end", end)
     rule_counts: dict[str, Counter[str]] = {r["name"]: Counter() for r in runtime.rules}
     firings: list[FiringReport] = []  # campaigns are counted in by_rule once they act
-    runtime.campaign_plan.on_firing = firings.append
+
+    def firing(obs: Observation) -> None:
+        if obs.report is not None:
+            firings.append(obs.report)
+
+    runtime.observe(firing, "firing")
     days: Counter[str] = Counter()
     types: Counter[str] = Counter()
     channels: Counter[str] = Counter()

@@ -20,7 +20,8 @@ from sopkit._runtime.policy import MESSAGES, opted_out
 
 if TYPE_CHECKING:
     from sopkit._live.store import OutboxRow
-    from sopkit._runtime.runtime import Action, CustomerState, Runtime
+    from sopkit._runtime.records import Action, CustomerState
+    from sopkit._runtime.runtime import Runtime
     from sopkit.channels import Message
 
 
@@ -158,8 +159,8 @@ def evict(rt: Runtime, customer_id: str) -> bool:
     if cs is None:
         return False
     rt.stage_counts[cs.stage] -= 1
-    if customer_id in rt._unstarted:
-        rt._unstarted.remove(customer_id)
+    if customer_id in rt.coordinator.unstarted:
+        rt.coordinator.unstarted.remove(customer_id)
     return True
 
 
@@ -199,12 +200,13 @@ def pending(rt: Runtime, customer_id: str) -> list[Scheduled]:
     out: list[Scheduled] = []
     for item in sorted(cs.pending, key=lambda p: (p.due, p.seq)):
         rule = rt.rules[item.rule]
-        variant = rt._variant(rule, customer_id)
+        variant = rt.actions.variant(rule, customer_id)
         for i, spec in enumerate(rule["actions"]):
             if spec["type"] == "send" and variant in spec.get("variants", {}):
                 spec = {**spec, **spec["variants"][variant]}
             out.append(Scheduled(
-                rt._key(cs, rule, item.occurrence, i), customer_id, rule["name"], spec["type"],
+                rt.actions.key(cs, rule, item.occurrence, i), customer_id, rule["name"],
+                spec["type"],
                 rt.calendar.local(item.due), rt.calendar.local(item.scheduled),
                 spec.get("channel"), spec.get("template")))
     return out
@@ -227,13 +229,13 @@ def cancel(rt: Runtime, key: str, reason: str) -> list[Action]:
     for item in [] if cs is None else list(cs.pending):
         assert cs is not None
         rule = rt.rules[item.rule]
-        keys = [rt._key(cs, rule, item.occurrence, i) for i in range(len(rule["actions"]))]
+        keys = [rt.actions.key(cs, rule, item.occurrence, i) for i in range(len(rule["actions"]))]
         if key in keys:
             cs.pending.remove(item)
             now = rt.now_ts if rt.now_ts is not None else item.scheduled
             rt.touched.add(customer_id)
-            rt._schedule(cs, now)
-            return rt._records(cs, now, item.rule, item.occurrence, item.facts, "delayed",
+            rt.core.schedule(cs, now)
+            return rt.actions.records(cs, now, item.rule, item.occurrence, item.facts, "delayed",
                                "cancelled", reason.strip())
     raise NotFound(f"no scheduled action has the key {key!r} in this runtime: it ran, was "
                    "cancelled, or its customer is not loaded (Runtime.pending lists them)")

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from sopkit._lang.clock import Calendar
 
 if TYPE_CHECKING:
-    from sopkit._runtime.runtime import Action, CustomerState
+    from sopkit._runtime.records import Action, CustomerState
 
 MESSAGES = frozenset({"send", "webhook"})
 TASKS = frozenset({"task"})
