@@ -26,6 +26,7 @@ from sopkit._lang import expr as e
 from sopkit._playbook import models as m
 from sopkit._playbook.models import parse_duration
 from sopkit._playbook.validate import BUILTINS, CLV_FACTS, TIME_RELATIVE, metric_type, scope_names
+from sopkit._stats.rfm import FACTS as RFM_FACTS
 
 IR_VERSION = 1
 WINDOWED = ("count", "sum", "avg", "max_count_per_key")  # metric kinds a window applies to
@@ -59,9 +60,7 @@ class _Compiler:
         for name in pb.scores:
             self.slot(name, "number", "score")
         if pb.rfm is not None:
-            from sopkit._stats.rfm import FACTS
-
-            for name, kind in FACTS.items():
+            for name, kind in RFM_FACTS.items():
                 self.slot(name, kind, "rfm")
         if pb.clv is not None:
             for name in CLV_FACTS:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sopkit._errors import EventError
 from sopkit._io import BadRecord, read_records
+from sopkit._live.loop import StoreMismatch, fingerprint
 from sopkit._runtime.firings import Campaign
 from sopkit._runtime.records import Action, CustomerState
 from sopkit._runtime.runtime import Runtime
@@ -152,8 +153,6 @@ def history_runtime(loaded: LoadedPlaybook, events: Path, profiles: Path | None,
 def check_store(runtime: Runtime, store: Store) -> None:
     """Refuse a store that another playbook (or this version before it changed) wrote: its
     states would be read with the wrong metrics and tags (as `sopkit run` refuses it)."""
-    from sopkit._live.loop import StoreMismatch, fingerprint
-
     name = store.get_meta("playbook")
     here = runtime.pk
     if name is None:

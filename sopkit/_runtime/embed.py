@@ -1,8 +1,8 @@
 """The embedding API's logic: state export and import with versions, paging customers in and
 out, the actions a customer has scheduled, cancelling one, and the check made at delivery.
 
-`Runtime` keeps thin methods that call these (docs/embedding.md). This module does not import
-the runtime at load time (the runtime imports it).
+`Runtime` inherits thin methods that call these (docs/embedding.md). The runtime imports this
+module, so it reads the runtime's type only for checking.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from sopkit._errors import EventError, SopkitError, UsageError
+from sopkit._errors import EventError
+from sopkit._live.outbox import message_for, outbox_rows
 from sopkit._runtime import state as _state
 from sopkit._runtime.codec import StateError
+from sopkit._runtime.errors import BadArgument, ClockError, NotFound, StateConflict
 from sopkit._runtime.policy import MESSAGES, opted_out
 
 if TYPE_CHECKING:
@@ -23,26 +25,6 @@ if TYPE_CHECKING:
     from sopkit._runtime.records import Action, CustomerState
     from sopkit._runtime.runtime import Runtime
     from sopkit.channels import Message
-
-
-class NotFound(SopkitError, KeyError):
-    """A customer or an action key this runtime does not hold (also a KeyError)."""
-
-    def __str__(self) -> str:  # KeyError would show the message quoted
-        return str(self.args[0]) if self.args else ""
-
-
-class ClockError(SopkitError, ValueError):
-    """A time that cannot be used: not ISO 8601, or before the runtime's clock (also a
-    ValueError)."""
-
-
-class StateConflict(SopkitError):
-    """Two writers: state older than what this runtime already exported was loaded over it."""
-
-
-class BadArgument(UsageError, ValueError):
-    """An argument that cannot work (a batch of 0, a negative limit); also a ValueError."""
 
 
 @dataclass(frozen=True)
@@ -331,14 +313,10 @@ class EmbeddingAPI:
     def message(self, action: Action) -> Message:
         """The `channels.Message` for a deliverable action, with the customer's contact and
         owner as held now (build it at delivery time)."""
-        from sopkit._live.outbox import message_for  # it imports this module
-
         return message_for(_rt(self), action)
 
     def outbox_rows(self, actions: list[Action]) -> list[OutboxRow]:
         """The `OutboxRow`s for actions, as `sopkit run` stores them (deliverable kinds)."""
-        from sopkit._live.outbox import outbox_rows
-
         return outbox_rows(_rt(self), actions)
 
 

@@ -32,6 +32,7 @@ from sopkit._runtime import state as _state
 from sopkit._runtime.actions import ActionPath
 from sopkit._runtime.coordinator import HANDOVER_RULE, Coordinator
 from sopkit._runtime.core import MAX_ROUNDS, CustomerCore
+from sopkit._runtime.errors import ClockError
 from sopkit._runtime.facts import FactReader
 from sopkit._runtime.firings import CampaignPlan
 from sopkit._runtime.inputs import (
@@ -234,7 +235,7 @@ class Runtime(_embed.EmbeddingAPI):
         ts = _embed.timestamp(self, to)
         now = self.coordinator.now_ts
         if now is not None and ts < now:
-            raise _embed.ClockError(f"cannot advance back to {to}: the clock is at "
+            raise ClockError(f"cannot advance back to {to}: the clock is at "
                                     f"{self.calendar.format(now)}; time only goes forward")
         return self.advance_ts(ts)
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sopkit._runtime import codec as _codec
 from sopkit._runtime import metrics as _metrics
 from sopkit._runtime.codec import StateError
+from sopkit._runtime.policy import PolicyState
 from sopkit._runtime.records import NO_TIME, CustomerState, Pending
 
 if TYPE_CHECKING:
@@ -198,8 +199,7 @@ def dump_clock(rt: Runtime, seq: int) -> bytes:
 
 def load_clock(rt: Runtime, blob: bytes) -> dict[str, Any]:
     """What `dump_clock` wrote, with the policy counters and fits rebuilt."""
-    from sopkit._runtime.policy import PolicyState
-    from sopkit._stats.clv import BGNBDParams, GammaGammaParams
+    from sopkit._stats.clv import BGNBDParams, GammaGammaParams  # numpy, scipy: when needed
 
     data = _read(blob, "runtime state")
     try:
