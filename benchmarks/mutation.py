@@ -49,17 +49,34 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = ("sopkit/_runtime/runtime.py", "sopkit/_runtime/metrics.py", "sopkit/_runtime/windows.py",
+CORE = ("sopkit/_runtime/runtime.py", "sopkit/_runtime/inputs.py", "sopkit/_runtime/facts.py",
+        "sopkit/_runtime/actions.py", "sopkit/_runtime/core.py", "sopkit/_runtime/coordinator.py",
+        "sopkit/_runtime/firings.py", "sopkit/_runtime/metrics.py", "sopkit/_runtime/windows.py",
         "sopkit/_runtime/policy.py", "sopkit/_lang/expr.py", "sopkit/_live/store.py",
         "sopkit/_runtime/campaigns.py", "sopkit/_live/dispatch.py", "sopkit/_runtime/state.py")
 # the tests that exercise each core module, the quickest and most focused first (-x stops
 # at the first failure, so a mutant is usually killed by the first file)
 TEST_MAP: dict[str, tuple[str, ...]] = {
-    "sopkit/_runtime/runtime.py": ("tests/test_semantics.py", "tests/test_behaviours_policy.py",
-                           "tests/test_policy.py", "tests/test_handover.py",
-                           "tests/test_window_wakeups.py", "tests/test_window_refunds.py",
-                           "tests/test_wakeup_heap.py", "tests/test_behaviours_runtime.py",
-                           "tests/test_runtime_persistence.py", "tests/test_campaigns.py"),
+    "sopkit/_runtime/runtime.py": ("tests/test_runtime_errors.py", "tests/test_semantics.py",
+                           "tests/test_embedding.py", "tests/test_behaviours_runtime.py",
+                           "tests/test_runtime_persistence.py", "tests/test_handover.py"),
+    "sopkit/_runtime/inputs.py": ("tests/test_input_hardening.py", "tests/test_semantics.py",
+                          "tests/test_behaviours_runtime.py", "tests/test_embedding.py"),
+    "sopkit/_runtime/facts.py": ("tests/test_semantics.py", "tests/test_rfm.py",
+                         "tests/test_clv.py", "tests/test_campaigns.py",
+                         "tests/test_explain.py"),
+    "sopkit/_runtime/actions.py": ("tests/test_semantics.py", "tests/test_behaviours_policy.py",
+                           "tests/test_policy.py", "tests/test_campaigns.py",
+                           "tests/test_behaviours_campaigns.py", "tests/test_embedding.py"),
+    "sopkit/_runtime/core.py": ("tests/test_semantics.py", "tests/test_window_wakeups.py",
+                        "tests/test_window_refunds.py", "tests/test_wakeup_heap.py",
+                        "tests/test_behaviours_runtime.py", "tests/test_runtime_persistence.py"),
+    "sopkit/_runtime/coordinator.py": ("tests/test_handover.py", "tests/test_rfm.py",
+                               "tests/test_clv.py", "tests/test_semantics.py",
+                               "tests/test_campaigns.py", "tests/test_behaviours_runtime.py"),
+    "sopkit/_runtime/firings.py": ("tests/test_campaigns.py",
+                                   "tests/test_behaviours_campaigns.py",
+                                   "tests/test_campaign_wecom.py"),
     "sopkit/_runtime/metrics.py": ("tests/test_metrics.py", "tests/test_behaviours_metrics.py",
                            "tests/test_window_refunds.py", "tests/test_window_wakeups.py",
                            "tests/test_semantics.py", "tests/test_metric_state.py",
