@@ -23,6 +23,7 @@ new-version):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ class Migration:
     replayed: int = 0  # history events replayed into new metrics
 
 
-def _rule_shape(ir: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
+def _rule_shape(ir: Mapping[str, Any], rule: Mapping[str, Any]) -> dict[str, Any]:
     """A rule without its positions, with its conditions as text (comparable across IRs)."""
     shape = {k: v for k, v in rule.items() if k not in _POSITIONAL}
     texts = ir["predicates"]
@@ -87,7 +88,7 @@ def _rule_shape(ir: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(shape, sort_keys=True, default=str))  # type: ignore[no-any-return]  # plain JSON data
 
 
-def _metric_shape(spec: dict[str, Any]) -> dict[str, Any]:
+def _metric_shape(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k != "slot"}
 
 

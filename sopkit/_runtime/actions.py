@@ -15,6 +15,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sopkit._ir.types import PlaybookIR
 from sopkit._lang import templates as _templates
 from sopkit._lang.clock import Calendar
 from sopkit._lang.templates import render
@@ -34,7 +35,7 @@ _RFM_NAMES = tuple(_rfm.FACTS)
 class ActionPath:
     """Carries out actions for one customer at an instant (see the module's docstring)."""
 
-    def __init__(self, ir: dict[str, Any], calendar: Calendar, metrics: list[_metrics.Metric],
+    def __init__(self, ir: PlaybookIR, calendar: Calendar, metrics: list[_metrics.Metric],
                  facts: FactReader, population: Population, policy: Pipeline) -> None:
         self.ir = ir
         self.rules = ir["rules"]
@@ -47,7 +48,7 @@ class ActionPath:
         self._clv = ir.get("clv")
         self._rfm = ir.get("rfm")
 
-    def run(self, cs: CustomerState, now: int, rule: dict[str, Any],
+    def run(self, cs: CustomerState, now: int, rule: Mapping[str, Any],
             actions: list[dict[str, Any]], key: Callable[[int], str], trigger: str,
             facts: dict[str, Any], out: list[Action], *, base: Mapping[str, Any],
             event: Event | None = None, variant: str | None = None,
@@ -100,7 +101,7 @@ class ActionPath:
             for i, spec in enumerate(rule["actions"])
         ]
 
-    def key(self, cs: CustomerState, rule: dict[str, Any], occurrence: int, index: int) -> str:
+    def key(self, cs: CustomerState, rule: Mapping[str, Any], occurrence: int, index: int) -> str:
         return f"{self.pk}:{rule['name']}:{cs.customer_id}:{occurrence}:{index}"
 
     def perform(self, cs: CustomerState, now: int, spec: dict[str, Any],
@@ -151,7 +152,7 @@ class ActionPath:
                            payload=_render_payload(spec["payload"], lookup))
         return changed
 
-    def variant(self, rule: dict[str, Any], customer_id: str) -> str | None:
+    def variant(self, rule: Mapping[str, Any], customer_id: str) -> str | None:
         """The customer's arm of the rule's experiment: 'holdout', a variant, or None."""
         name = rule.get("experiment")
         if name is None:

@@ -14,6 +14,7 @@ import datetime as dt
 import heapq
 from typing import Any
 
+from sopkit._ir.types import ClvIR, PlaybookIR, RfmIR
 from sopkit._lang.clock import Calendar
 from sopkit._runtime import clvfacts as _clvfacts
 from sopkit._runtime.core import CLV_REFIT, RFM_REFIT, CustomerCore
@@ -29,7 +30,7 @@ _RFM_ANCHOR = dt.date(2024, 1, 1).toordinal()  # a Monday: "7d" refits every Mon
 class Coordinator:
     """Drives the clock over a population of customers (see the module's docstring)."""
 
-    def __init__(self, ir: dict[str, Any], calendar: Calendar, core: CustomerCore) -> None:
+    def __init__(self, ir: PlaybookIR, calendar: Calendar, core: CustomerCore) -> None:
         self.ir = ir
         self.calendar = calendar
         self.core = core
@@ -39,9 +40,9 @@ class Coordinator:
         self.now_ts: int | None = None
         self.unstarted: list[str] = []  # customers known before the clock started
         self.staff_event_ids: dict[str, int] | None = None  # staff_departed events' ids
-        self._rfm: dict[str, Any] | None = ir.get("rfm")
+        self._rfm: RfmIR | None = ir.get("rfm")
         self.rfm_next: int | None = None  # the next refit instant, once the clock started
-        self._clv: dict[str, Any] | None = ir.get("clv")
+        self._clv: ClvIR | None = ir.get("clv")
         self.clv_next: int | None = None
         self.clv_models: Any = core.clv_models
         # scheduled campaigns (群发): global wake-ups after customers' own (firings.py)

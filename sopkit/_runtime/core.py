@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sopkit._errors import ChainError
+from sopkit._ir.types import ClvIR, PlaybookIR
 from sopkit._lang.clock import Calendar
 from sopkit._runtime import clvfacts as _clvfacts
 from sopkit._runtime import metrics as _metrics
@@ -72,7 +73,7 @@ class WakeQueue:
 class CustomerCore:
     """Steps one customer at a time (see the module's docstring)."""
 
-    def __init__(self, ir: dict[str, Any], calendar: Calendar, engine: Engine,
+    def __init__(self, ir: PlaybookIR, calendar: Calendar, engine: Engine,
                  metrics: list[_metrics.Metric], event_types: Mapping[str, Any],
                  facts: FactReader, actions: ActionPath, population: Population,
                  observers: Observers) -> None:
@@ -126,7 +127,7 @@ class CustomerCore:
         self._fire_order = [(r, self.rules[r]["predicate"], self.rules[r]["on"])
                             for r in ir["rule_order"]]
         self._stage_predicates = [(stage["name"], stage["predicate"]) for stage in ir["stages"]]
-        self._clv: dict[str, Any] | None = ir.get("clv")
+        self._clv: ClvIR | None = ir.get("clv")
         self.clv_models: Any = _clvfacts.load_models() if self._clv is not None else None
 
     def blank(self, customer_id: str) -> CustomerState:
@@ -250,8 +251,8 @@ class CustomerCore:
                 history.append(f"untag {name}")
                 changed = True
         stage = None
-        for name, pid in self._stage_predicates:
-            if pid is None or pid in true:
+        for name, when in self._stage_predicates:
+            if when is None or when in true:
                 stage = name
                 break
         if stage != cs.computed_stage:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from sopkit._ir.types import PlaybookIR, SlotIR
 from sopkit._playbook.validate import CLV_FACTS
 from sopkit._runtime import metrics as _metrics
 from sopkit._runtime.population import Population
@@ -50,7 +51,7 @@ class SlotPlan:
 class FactReader:
     """Fills facts vectors for one playbook's slots (see the module's docstring)."""
 
-    def __init__(self, ir: dict[str, Any], metrics: list[_metrics.Metric],
+    def __init__(self, ir: PlaybookIR, metrics: list[_metrics.Metric],
                  population: Population) -> None:
         self.ir = ir
         self.slots = ir["slots"]
@@ -191,7 +192,7 @@ def engine_value(value: Any) -> Any:
     return value
 
 
-def display(slot: dict[str, Any], value: Any) -> Any:
+def display(slot: SlotIR, value: Any) -> Any:
     if value is not None and slot["type"] == "date":
         return dt.date.fromordinal(value).isoformat()
     return value

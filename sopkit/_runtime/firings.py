@@ -19,6 +19,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Any
 
+from sopkit._ir.types import CampaignIR, PlaybookIR, SlotIR
 from sopkit._lang.cron import Timing, timing
 from sopkit._playbook.validate import POLICY_ACTIONS as _POLICY_ACTIONS
 from sopkit._runtime.actions import ActionPath
@@ -85,7 +86,7 @@ class Audience:
     customer who cannot qualify costs no engine call; the engine decides every other one.
     """
 
-    def __init__(self, ir: dict[str, Any], engine: str, facts: FactReader,
+    def __init__(self, ir: PlaybookIR, engine: str, facts: FactReader,
                  predicate: int) -> None:
         spec = ir["predicates"][predicate]
         self.pid = predicate
@@ -125,7 +126,7 @@ class Audience:
         return self._facts.why(cs, self.reads, facts)
 
 
-def _necessary(cond: list[Any], slots: list[dict[str, Any]]
+def _necessary(cond: list[Any], slots: list[SlotIR]
                ) -> tuple[list[str], list[str], str | None]:
     """Tags that must be held, tags that must not be, and the stage the condition needs:
     only from its top-level `and` parts, so each one is necessary for it to hold."""
@@ -150,7 +151,7 @@ def _necessary(cond: list[Any], slots: list[dict[str, Any]]
 class Campaign:
     """One compiled campaign: its timing, audience, experiment, pilot and actions."""
 
-    def __init__(self, core: CustomerCore, spec: dict[str, Any]) -> None:
+    def __init__(self, core: CustomerCore, spec: CampaignIR) -> None:
         ir = core.ir
         self.spec = spec
         self.path: ActionPath = core.actions
@@ -165,8 +166,8 @@ class Campaign:
         # what the policy pipeline and the experiment split read, as for a rule
         self.rule = {"name": self.name, "experiment": self.experiment, "sample": self.sample,
                      "kind": "campaign"}
-        experiment = ir["experiments"].get(self.experiment or "") or {}
-        self.variants: list[str] = list(experiment.get("variants") or [])
+        experiment = ir["experiments"].get(self.experiment or "")
+        self.variants: list[str] = list(experiment["variants"] or []) if experiment else []
         primary = [i for i, a in enumerate(self.actions) if a["type"] in _POLICY_ACTIONS]
         self.primary = primary[0] if primary else None
 

@@ -19,10 +19,11 @@ import itertools
 import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from sopkit._errors import EventError
 from sopkit._ir.compile import compile_playbook
+from sopkit._ir.types import ClvIR, PlaybookIR, RfmIR, load_ir
 from sopkit._lang.clock import Calendar
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._playbook.validate import CLV_FACTS
@@ -69,12 +70,14 @@ class Runtime(_embed.EmbeddingAPI):
     """
 
     def __init__(self, playbook: LoadedPlaybook, *, engine: str = DEFAULT,
-                 ir: dict[str, Any] | None = None,
+                 ir: Mapping[str, Any] | None = None,
                  observers: Iterable[Observer] = ()) -> None:
         self.playbook = playbook
-        self.ir = ir if ir is not None else compile_playbook(playbook.model)
+        self.ir: PlaybookIR = load_ir(ir) if ir is not None else \
+            compile_playbook(playbook.model)
         actual, self.engine_notice = resolve(engine)
-        self.engine: Engine = create_engine(actual, self.ir)
+        # the engines read the IR as plain data (its keys are checked here, not there)
+        self.engine: Engine = create_engine(actual, cast(dict[str, Any], self.ir))
         ir = self.ir
         self.calendar = Calendar(ir["timezone"], ir["day_starts_minutes"])
         self.slots = ir["slots"]
@@ -97,8 +100,8 @@ class Runtime(_embed.EmbeddingAPI):
                                  playbook.model.events, self.facts, self.actions,
                                  self.population, self.observers)
         self.coordinator = Coordinator(ir, self.calendar, self.core)
-        self._rfm: dict[str, Any] | None = ir.get("rfm")
-        self._clv: dict[str, Any] | None = ir.get("clv")
+        self._rfm: RfmIR | None = ir.get("rfm")
+        self._clv: ClvIR | None = ir.get("clv")
 
     def observe(self, fn: Observer, *kinds: str) -> None:
         """Call `fn` with each `Observation` of these kinds ("evaluation", "tag", "member",
