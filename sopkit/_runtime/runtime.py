@@ -31,8 +31,8 @@ from sopkit._runtime import embed as _embed
 from sopkit._runtime import metrics as _metrics
 from sopkit._runtime import state as _state
 from sopkit._runtime.actions import ActionPath
-from sopkit._runtime.coordinator import HANDOVER_RULE, Coordinator
-from sopkit._runtime.core import MAX_ROUNDS, CustomerCore
+from sopkit._runtime.coordinator import Coordinator
+from sopkit._runtime.core import CustomerCore
 from sopkit._runtime.errors import ClockError
 from sopkit._runtime.facts import FactReader
 from sopkit._runtime.firings import CampaignPlan
@@ -40,7 +40,6 @@ from sopkit._runtime.inputs import (
     CONSENT_EVENTS,
     EVENT_ID,
     OPT_IN_EVENT,
-    OPT_OUT_EVENT,
     OWNER,
     PROFILE_EVENT,
     STAFF_DEPARTED,
@@ -50,7 +49,7 @@ from sopkit._runtime.inputs import (
     remember,
     update_profile,
 )
-from sopkit._runtime.observe import Observation, Observer, Observers
+from sopkit._runtime.observe import Observer, Observers
 from sopkit._runtime.policy import Pipeline, PolicyState, update_opt_out
 from sopkit._runtime.population import Population
 from sopkit._runtime.records import Action, CustomerState, CustomerView, json_value
@@ -333,6 +332,4 @@ class Runtime(_embed.EmbeddingAPI):
             heapq.heappush(self.core.queue.heap, (cs.wake_at, cs.customer_id))
 
 
-__all__ = ["HANDOVER_RULE", "MAX_ROUNDS", "OPT_IN_EVENT", "OPT_OUT_EVENT", "PROFILE_EVENT",
-           "STAFF_DEPARTED", "Action", "CustomerState", "CustomerView", "EventError",
-           "Observation", "Runtime", "json_value"]
+__all__ = ["Action", "CustomerState", "Runtime", "json_value"]  # the live loop reads them here
