@@ -82,3 +82,24 @@ def test_observers_see_the_evaluation_an_event_makes() -> None:
     assert first.customer is not None and first.customer.customer_id == "c1"
     assert first.event is not None and first.event[0] == "purchase"
     assert rt.calendar.format(first.now).startswith("2024-05-01T10:00:00")
+
+
+MISUSES = {
+    "unknown engine": lambda pb: sopkit.Runtime(pb, engine="bogus"),
+    "clock bytes that are not state": lambda pb: sopkit.Runtime(pb).load_clock(b"garbage"),
+    "cancel of an unknown key": lambda pb: sopkit.Runtime(pb).cancel("x", "why"),
+    "a negative limit": lambda pb: sopkit.Runtime(pb).due(limit=-1),
+    "advance to no time": lambda pb: sopkit.Runtime(pb).advance(None),
+    "IR of another version": lambda pb: sopkit.Runtime(pb, ir={"ir_version": 0}),
+    "pending of an unknown customer": lambda pb: sopkit.Runtime(pb).pending("nobody"),
+    "export of an unknown customer": lambda pb: sopkit.Runtime(pb).export("nobody"),
+}
+
+
+@pytest.mark.parametrize("misuse", sorted(MISUSES))
+def test_every_misuse_of_the_runtime_is_a_sopkit_error(misuse: str) -> None:
+    """Each wrong call of a public Runtime method raises a SopkitError with a message."""
+    loaded = sopkit.load_playbook(ROOT / "playbooks/retail.toml")
+    with pytest.raises(sopkit.SopkitError) as caught:
+        MISUSES[misuse](loaded)
+    assert str(caught.value).strip()
