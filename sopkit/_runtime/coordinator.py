@@ -68,6 +68,8 @@ class Coordinator:
             self.campaign_plan.start(self.now_ts, inclusive=False)
 
     def advance_ts(self, ts: int) -> list[Action]:
+        """Move the clock to `ts` (unix seconds), running everything due by then in order:
+        wake-ups and refits due by the next campaign firing, then that firing, and so on."""
         out: list[Action] = []
         if self.now_ts is None or self.unstarted:
             starting = self.now_ts is None
