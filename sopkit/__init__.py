@@ -25,8 +25,11 @@ from sopkit._offline.simulate import Summary, simulate
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._playbook.load import load as _load_playbook
 from sopkit._runtime.codec import StateError
-from sopkit._runtime.embed import ClockError, NotFound, Scheduled, StateConflict, StateExport
-from sopkit._runtime.runtime import Action, CustomerView, Runtime
+from sopkit._runtime.embed import Scheduled, StateExport
+from sopkit._runtime.errors import ClockError, NotFound, StateConflict
+from sopkit._runtime.observe import Observation
+from sopkit._runtime.records import Action, CustomerView
+from sopkit._runtime.runtime import Runtime
 from sopkit._version import __version__
 
 
@@ -46,6 +49,7 @@ __all__ = [
     "LoadedPlaybook",
     "Location",
     "NotFound",
+    "Observation",
     "Outbox",
     "OutboxRow",
     "PlaybookError",

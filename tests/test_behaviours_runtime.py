@@ -18,6 +18,7 @@ import sopkit
 from sopkit import Action
 from sopkit._cli.app import app
 from sopkit._live.loop import mirror_rows
+from sopkit._runtime.observe import TagLog
 
 PLAYBOOK = """\
 [playbook]
@@ -149,9 +150,10 @@ def test_a_tag_change_is_mirrored_to_wecom_numbered_from_one(tmp_path: Path) -> 
     """A rule's tag on a mirrored tag makes one WeCom `tag` row, its key numbered from 1."""
     loaded = _loaded(tmp_path)
     rt = sopkit.Runtime(loaded, engine="native")
-    rt.tag_log = []
+    log = TagLog()
+    rt.observe(log, "tag")
     rt.ingest(_buy("c1", "2025-01-01T10:00:00", "120"))
-    rows = mirror_rows(loaded, rt)
+    rows = mirror_rows(loaded, rt, log)
     assert [(r.kind, r.channel, r.key, r.message["body"]) for r in rows] == \
         [("tag", "wecom", f"{rt.pk}:mirror:wecom:c1:1", {"tag": "vip"})]
 

@@ -338,7 +338,7 @@ def test_holdout_and_pilot_keep_the_same_customers_at_every_firing(tmp_path: Pat
     rt = _runtime(path)
     _people(rt, 40)
     reports: list[Any] = []
-    rt.campaign_plan.on_firing = reports.append
+    rt.observe(lambda obs: reports.append(obs.report), "firing")
     out = _buy(rt, range(40), "2024-12-01T10:00:00") + rt.advance("2024-12-17T00:00:00")
     tasks = _of(out, "weekly", "task")
     firings = sorted({a.time for a in tasks})

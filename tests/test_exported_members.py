@@ -9,6 +9,7 @@ import sopkit
 
 PUBLIC = {
     "Action", "ChainError", "ClockError", "CustomerView", "DispatchStats", "Dispatcher",
+    "Observation",
     "EventError", "LoadedPlaybook", "Location", "NotFound", "Outbox", "OutboxRow",
     "PlaybookError", "Problem", "Runtime", "Scheduled", "SopkitError", "StateConflict",
     "StateError", "StateExport", "Summary", "Upgrade", "UsageError", "__version__",
@@ -19,7 +20,7 @@ PUBLIC = {
 RUNTIME_API = {
     "add_profile", "advance", "cancel", "consent_screen", "customer_ids", "now",
     "deliverable", "due", "evict", "export", "export_changed", "export_clock", "ingest", "load",
-    "load_clock", "message", "outbox_rows", "pending", "state",
+    "load_clock", "message", "observe", "outbox_rows", "pending", "state",
 }
 
 

@@ -225,18 +225,11 @@ def test_wakeups_due_before_an_event_run_first(semantics_runtime: MakeRuntime) -
         ("q1", "quiet_90", "2024-03-31T09:00:00+08:00")]
 
 
-def test_idle_customer_is_woken_only_at_thresholds(semantics_runtime: MakeRuntime,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_idle_customer_is_woken_only_at_thresholds(semantics_runtime: MakeRuntime) -> None:
     """An idle customer is woken only at its thresholds; five quiet years cost and raise nothing."""
     rt = semantics_runtime("calendar")
     ticks: list[str] = []
-    real_tick = rt._tick
-
-    def counting_tick(cs: Any, now: int, event: Any) -> list[Action]:
-        ticks.append(rt.calendar.format(now))
-        return real_tick(cs, now, event)
-
-    monkeypatch.setattr(rt, "_tick", counting_tick)
+    rt.observe(lambda obs: ticks.append(rt.calendar.format(obs.now)), "evaluation")
     rt.ingest(ev("q1", "purchase", "2024-01-01T10:00:00", amount="10"))
     assert times(rt.advance("2024-06-01T00:00:00"), "quiet_90") == ["2024-03-31T09:00:00+08:00"]
     ticks_before = list(ticks)
@@ -292,18 +285,11 @@ def test_add_profile_of_known_customer_reschedules(semantics_runtime: MakeRuntim
     assert times(rt.advance("2024-01-09T10:00:00"), "birthday") == ["2024-01-07T09:00:00+08:00"]
 
 
-def test_today_condition_wakes_only_at_its_dates(semantics_runtime: MakeRuntime,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_today_condition_wakes_only_at_its_dates(semantics_runtime: MakeRuntime) -> None:
     """`today >= 2024-06-01 and today < 2024-09-01` wakes an idle customer near those dates only."""
     rt = semantics_runtime("today")
     ticks: list[int] = []
-    real_tick = rt._tick
-
-    def counting_tick(cs: Any, now: int, event: Any) -> list[Action]:
-        ticks.append(now)
-        return real_tick(cs, now, event)
-
-    monkeypatch.setattr(rt, "_tick", counting_tick)
+    rt.observe(lambda obs: ticks.append(obs.now), "evaluation")
     out = rt.ingest(ev("c1", "purchase", "2024-01-01T10:00:00", amount="1"))
     out += rt.advance("2024-12-31T00:00:00")
     assert times(out, "summer_sale") == ["2024-06-01T00:00:00+08:00"]

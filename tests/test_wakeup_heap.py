@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import sopkit
-from sopkit._runtime import runtime as _runtime
+from sopkit._runtime import core as _core
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,13 +28,13 @@ def _history() -> list[dict[str, str]]:
 def _replay(heap_limit: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], int]:
     """The records of the history, and the heap's size when its last event was applied."""
     rt = sopkit.Runtime(sopkit.load_playbook(ROOT / "playbooks/retail.toml"), engine="native")
-    monkeypatch.setattr(_runtime, "_HEAP_SLACK", min(heap_limit, 4096))
-    rt._heap_limit = heap_limit  # 0: compact as soon as the heap doubles; huge: never
+    monkeypatch.setattr(_core, "HEAP_SLACK", min(heap_limit, 4096))
+    rt.core.queue.limit = heap_limit  # 0: compact as soon as the heap doubles; huge: never
     lines = []
     for record in _history():
         lines += [json.dumps(a.to_json(), ensure_ascii=False, sort_keys=True)
                   for a in rt.ingest(record)]
-    entries = len(rt._heap)
+    entries = len(rt.core.queue.heap)
     lines += [json.dumps(a.to_json(), ensure_ascii=False, sort_keys=True)
               for a in rt.advance("2025-01-01T00:00:00")]
     return lines, entries

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import sopkit
+from sopkit._runtime.observe import Observation
 
 PLAYBOOK = Path(__file__).parent / "data" / "semantics" / "window_crossing.toml"
 
@@ -18,11 +18,11 @@ def _runtime() -> tuple[sopkit.Runtime, list[str]]:
     rt = sopkit.Runtime(sopkit.load_playbook(PLAYBOOK), engine="native")
     seen: list[str] = []
 
-    def trace(cs: Any, now: int, event: Any, facts: Any, true: Any, out: Any) -> None:
-        if cs.customer_id == "c1":
-            seen.append(rt.calendar.format(now))
+    def trace(obs: Observation) -> None:
+        if obs.customer is not None and obs.customer.customer_id == "c1":
+            seen.append(rt.calendar.format(obs.now))
 
-    rt.tracer = trace
+    rt.observe(trace, "evaluation")
     return rt, seen
 
 

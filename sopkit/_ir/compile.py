@@ -20,24 +20,34 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import Any, cast
 
+from sopkit._ir.types import (
+    IR_VERSION,
+    CampaignIR,
+    Cond,
+    LimitIR,
+    PlaybookIR,
+    PredicateIR,
+    RuleIR,
+    SlotIR,
+)
 from sopkit._lang import expr as e
 from sopkit._playbook import models as m
 from sopkit._playbook.models import parse_duration
 from sopkit._playbook.names import BUILTINS, CLV_FACTS, TIME_RELATIVE, metric_type, scope_names
+from sopkit._stats.rfm import FACTS as RFM_FACTS
 
-IR_VERSION = 1
+__all__ = ["IR_VERSION", "PlaybookIR", "compile_playbook"]
 WINDOWED = ("count", "sum", "avg", "max_count_per_key")  # metric kinds a window applies to
-Cond = list[Any]
 
 
 class _Compiler:
     def __init__(self, pb: m.Playbook) -> None:
         self.pb = pb
-        self.slots: list[dict[str, Any]] = []
+        self.slots: list[SlotIR] = []
         self.slot_index: dict[str, int] = {}
-        self.predicates: list[dict[str, Any]] = []
+        self.predicates: list[PredicateIR] = []
         self.thresholds: dict[int, set[float]] = {}
         self.boundaries: dict[int, set[int]] = {}
         self.any_time: set[int] = set()
@@ -59,9 +69,7 @@ class _Compiler:
         for name in pb.scores:
             self.slot(name, "number", "score")
         if pb.rfm is not None:
-            from sopkit._stats.rfm import FACTS
-
-            for name, kind in FACTS.items():
+            for name, kind in RFM_FACTS.items():
                 self.slot(name, kind, "rfm")
         if pb.clv is not None:
             for name in CLV_FACTS:
@@ -77,7 +85,8 @@ class _Compiler:
     def slot(self, name: str, kind: str, source: str, **extra: Any) -> int:
         if name not in self.slot_index:
             self.slot_index[name] = len(self.slots)
-            self.slots.append({"name": name, "type": kind, "source": source, **extra})
+            self.slots.append(cast(SlotIR, {"name": name, "type": kind, "source": source,
+                                            **extra}))
         return self.slot_index[name]
 
     def predicate(self, text: str | None, owner: str, event: str | None = None) -> int | None:
@@ -168,7 +177,7 @@ class _Compiler:
                 else:
                     self.any_time.add(x[1])
 
-    def limits(self, slots: set[int]) -> dict[str, dict[str, Any]]:
+    def limits(self, slots: set[int]) -> dict[str, LimitIR]:
         """Per fact among `slots` that conditions read: the constants it is compared with and
         the whole values where a comparison may flip (`any`: through arithmetic or another
         fact)."""
@@ -183,7 +192,7 @@ class _Compiler:
             if slot in self.any_time or slot in self.thresholds
         }
 
-    def compile(self) -> dict[str, Any]:
+    def compile(self) -> PlaybookIR:
         pb = self.pb
         meta = pb.playbook
         hours, minutes = (int(x) for x in meta.day_starts.split(":"))
@@ -230,7 +239,7 @@ class _Compiler:
         order = sorted(range(len(rules)), key=lambda i: (-rules[i]["priority"], i))
         wakeups = self.limits(self.time_slots)
         windows = self.limits(self.window_slots)
-        return {
+        return cast(PlaybookIR, {
             "ir_version": IR_VERSION,
             "playbook": meta.name,
             "version": meta.version,
@@ -263,9 +272,9 @@ class _Compiler:
                                        "within": parse_duration(x.goal.within)}}
                             for name, x in pb.experiments.items()},
             **({"campaigns": campaigns} if campaigns else {}),
-        }
+        })
 
-    def rule(self, index: int, rule: m.Rule) -> dict[str, Any]:
+    def rule(self, index: int, rule: m.Rule) -> RuleIR:
         when = self.predicate(rule.when, f"rules.{rule.name}.when", rule.on)
         cancel = self.predicate(rule.cancel_if, f"rules.{rule.name}.cancel_if")
         reads = self.predicates[when]["reads"] if when is not None else []
@@ -285,7 +294,7 @@ class _Compiler:
             "actions": [self.action(a) for a in rule.actions],
         }
 
-    def campaign(self, index: int, campaign: m.Campaign) -> dict[str, Any]:
+    def campaign(self, index: int, campaign: m.Campaign) -> CampaignIR:
         """A campaign: its schedule texts, audience predicate, experiment, pilot, actions.
 
         The audience is read only at firing instants, where the runtime computes every
@@ -294,6 +303,7 @@ class _Compiler:
         kept = ({k: set(v) for k, v in self.thresholds.items()},
                 {k: set(v) for k, v in self.boundaries.items()}, set(self.any_time))
         audience = self.predicate(campaign.audience, f"campaigns.{campaign.name}.audience")
+        assert audience is not None  # the model requires an audience
         self.thresholds, self.boundaries, self.any_time = kept
         return {
             "name": campaign.name,
@@ -384,6 +394,6 @@ def _reads(cond: Cond) -> set[int]:
     return out
 
 
-def compile_playbook(pb: m.Playbook) -> dict[str, Any]:
+def compile_playbook(pb: m.Playbook) -> PlaybookIR:
     """The RuleIR of a validated playbook: plain dicts and lists, deterministic."""
     return _Compiler(pb).compile()

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from sopkit._errors import did_you_mean
 from sopkit._live.store import OutboxRow
 from sopkit._mask import mask, mask_text
-from sopkit._runtime.embed import BadArgument
+from sopkit._runtime.errors import BadArgument
 from sopkit.channels import Channel, GroupSender, Message, Receipt
 
 log = logging.getLogger("sopkit.dispatch")

@@ -37,6 +37,7 @@ from sopkit._live.dispatch import Dispatcher, expiry
 from sopkit._live.outbox import outbox_rows
 from sopkit._live.store import OutboxRow, Store
 from sopkit._playbook.load import LoadedPlaybook
+from sopkit._runtime.observe import TagLog
 from sopkit._runtime.runtime import Action, Runtime, json_value
 from sopkit.channels import (
     Channel,
@@ -98,11 +99,11 @@ def tag_mirrors(loaded: LoadedPlaybook) -> dict[str, frozenset[str]]:
     return mirrors
 
 
-def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime,
+def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime, log: TagLog,
                 mirrors: Mapping[str, Collection[str]] | None = None) -> list[OutboxRow]:
     """Outbox rows that mirror tag changes to the channels that mirror the tag (`mirrors`,
-    default `tag_mirrors(loaded)`): a `tag` or `untag` row each; drains `runtime.tag_log`."""
-    log = runtime.tag_log
+    default `tag_mirrors(loaded)`): a `tag` or `untag` row each; drains `log` (the runtime's
+    observer of tag changes)."""
     if not log:
         return []
     if mirrors is None:
@@ -169,7 +170,8 @@ class LiveRun:
         self.store = store
         self.runtime = Runtime(loaded, engine=engine)
         self.fingerprint = fingerprint(self.runtime.ir)
-        self.runtime.tag_log = []  # tag changes, mirrored where a channel mirrors the tag
+        self.tag_log = TagLog()  # tag changes, mirrored where a channel mirrors the tag
+        self.runtime.observe(self.tag_log, "tag")
         self.mirrors = tag_mirrors(loaded)
         self.fresh = check_store(self.store, self.runtime, self.fingerprint, loaded)
         self.runtime.restore(self._clock_blob(), store.load_customers())
@@ -212,7 +214,8 @@ class LiveRun:
         # transaction, including rows this batch adds before the hand-over
         moved = {a.customer_id: str(a.details["to"]) for a in actions
                  if a.action == "reassign" and a.status == "planned" and a.details.get("to")}
-        rows = backfill(outbox_rows(rt, actions) + mirror_rows(self.loaded, rt, self.mirrors),
+        rows = backfill(outbox_rows(rt, actions) + mirror_rows(self.loaded, rt, self.tag_log,
+                                                                self.mirrors),
                         self.send_from, rt)
         return self.store.commit(customers, meta, rows, moved)
 
@@ -457,7 +460,8 @@ def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
     if rt.now_ts is None or now > rt.now_ts:
         known = {r.key for r in stored}
         rows = backfill(outbox_rows(rt, rt.advance_ts(now))
-                        + mirror_rows(live.loaded, rt, live.mirrors), live.send_from, rt)
+                        + mirror_rows(live.loaded, rt, live.tag_log, live.mirrors),
+                        live.send_from, rt)
         for row in rows:
             if row.key in known or row.status not in ("pending", "backfilled"):
                 continue

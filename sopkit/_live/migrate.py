@@ -23,6 +23,7 @@ new-version):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ class Migration:
     replayed: int = 0  # history events replayed into new metrics
 
 
-def _rule_shape(ir: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
+def _rule_shape(ir: Mapping[str, Any], rule: Mapping[str, Any]) -> dict[str, Any]:
     """A rule without its positions, with its conditions as text (comparable across IRs)."""
     shape = {k: v for k, v in rule.items() if k not in _POSITIONAL}
     texts = ir["predicates"]
@@ -87,7 +88,7 @@ def _rule_shape(ir: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(shape, sort_keys=True, default=str))  # type: ignore[no-any-return]  # plain JSON data
 
 
-def _metric_shape(spec: dict[str, Any]) -> dict[str, Any]:
+def _metric_shape(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k != "slot"}
 
 
@@ -260,7 +261,7 @@ def _arm(rt: Runtime, loaded: LoadedPlaybook, added: list[str], by_rule: dict[st
         cs.wake_cache = None
         fire = False
         if entry:
-            true = rt.engine.evaluate(rt._facts(cs, now, today, None))
+            true = rt.engine.evaluate(rt.facts.facts(cs, now, today, None))
             for r, rule in entry:
                 pid = rule["predicate"]
                 if pid is None or pid in true:
@@ -270,9 +271,9 @@ def _arm(rt: Runtime, loaded: LoadedPlaybook, added: list[str], by_rule: dict[st
                     else:
                         cs.rule_truth[r] = 1
         if fire:
-            actions.extend(rt._tick(cs, now, None))
+            actions.extend(rt.core.tick(cs, now, None))
         else:
-            rt._schedule(cs, now)
+            rt.core.schedule(cs, now)
     return outbox_rows(rt, actions)
 
 

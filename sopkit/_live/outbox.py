@@ -15,12 +15,14 @@ from sopkit._live import dispatch as _dispatch
 from sopkit._live.dispatch import Outbox, Screen, expiry
 from sopkit._live.store import OutboxRow
 from sopkit._live.storesql import reassigned
-from sopkit._runtime.embed import BadArgument
+from sopkit._runtime.errors import BadArgument
 from sopkit._runtime.policy import MESSAGES
+from sopkit._runtime.records import json_value
 from sopkit.channels import Channel, Message
 
 if TYPE_CHECKING:
-    from sopkit._runtime.runtime import Action, Runtime
+    from sopkit._runtime.records import Action
+    from sopkit._runtime.runtime import Runtime
 
 # Actions that reach a person or a system go to the outbox; tag and stage changes are facts
 # (mirrored only to a channel whose type is a TagMirror of the tag: wecom, by `tag_ids`).
@@ -32,8 +34,6 @@ def message_for(runtime: Runtime, action: Action) -> Message:
     """The channel message for an action: its details as the body, the customer's profile
     as `contact` and owner as `owner` (for a `reassign`, the new owner), as the runtime holds
     them now."""
-    from sopkit._runtime.runtime import json_value  # the runtime imports this module's callers
-
     if action.action not in DELIVERABLE:
         raise BadArgument(f"a {action.action!r} action is a fact, not a delivery: only "
                           f"{', '.join(sorted(DELIVERABLE))} actions have a message")

@@ -1,7 +1,7 @@
 """explain: one customer's timeline, and why each rule did or did not fire.
 
 The whole history is replayed (other customers share staff task capacity and hand-overs),
-with a tracer on the chosen customer. After each evaluation of that customer the tracer
+with an observer on the chosen customer. After each evaluation of that customer it
 records what changed (metrics, scores, tags, stage, owner), the actions and their policy
 decisions, and near misses: a rule whose condition is an `and` of parts with exactly one
 part false, named with the facts that part read. A near miss is reported when it starts or
@@ -22,7 +22,9 @@ from sopkit._ir.semantics import holds
 from sopkit._lang import expr as _expr
 from sopkit._live.outbox import DELIVERABLE
 from sopkit._playbook.load import LoadedPlaybook
-from sopkit._runtime.runtime import Action, CustomerState, Runtime, json_value
+from sopkit._runtime.observe import Observation
+from sopkit._runtime.records import Action, CustomerState, json_value
+from sopkit._runtime.runtime import Runtime
 
 NOT_SET = "(none)"  # what a person reads for a missing value (JSON keeps null)
 
@@ -111,8 +113,18 @@ class _Tracer:
                         if given else "")
         self.entries.append(Entry(time, "event", text, {"type": etype, "fields": given}))
 
-    def __call__(self, cs: CustomerState, now: int, event: tuple[str, dict[str, Any]] | None,
-                 facts: list[Any], true: frozenset[int], out: list[Action]) -> None:
+    def __call__(self, obs: Observation) -> None:
+        """The observer: an evaluation of the customer, or a campaign firing's actions."""
+        cs = obs.customer
+        if cs is None or cs.customer_id != self.customer:
+            return
+        if obs.kind == "member":
+            self.campaign(cs, obs.actions)
+        elif obs.facts is not None and obs.true is not None:
+            self.evaluation(cs, obs.now, obs.event, obs.facts, obs.true, obs.actions)
+
+    def evaluation(self, cs: CustomerState, now: int, event: tuple[str, dict[str, Any]] | None,
+                   facts: list[Any], true: frozenset[int], out: list[Action]) -> None:
         if cs.customer_id != self.customer:
             return
         time = self.rt.calendar.format(now)
@@ -231,14 +243,13 @@ def explain(playbook: LoadedPlaybook, events: Path, customer: str, *,
     store that went live then recorded them."""
     rt = Runtime(playbook, engine=engine)
     tracer = _Tracer(rt, customer)
+    rt.observe(tracer, "evaluation", "member")
     if send_from is not None:
         try:
             tracer.send_from = rt.calendar.parse(send_from)
         except ValueError:
             raise UsageError(f"--send-from {send_from!r} is not an ISO 8601 date or time") \
                 from None
-    rt.tracer = tracer
-    rt.campaign_plan.on_member = tracer.campaign
     at_ts = None
     if at is not None:
         try:

@@ -15,7 +15,7 @@ import datetime as dt
 import re
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,7 +84,6 @@ class ReportData:
     # customers per RFM segment at the end; `simulate` fills it when the playbook has [rfm]
     segments: dict[str, int] = field(default_factory=dict)
     _start: int | None = field(default=None, init=False, repr=False)
-    _next: int | None = field(default=None, init=False, repr=False)  # the next day's start
 
     def begin(self, runtime: Runtime, start: int | None) -> None:
         """Take the playbook's names and descriptions; `start` is --start as a timestamp."""
@@ -118,26 +117,9 @@ class ReportData:
         else:
             self.outreach[day, str(action.details.get("channel", action.action))] += 1
 
-    def until(self, runtime: Runtime, ts: int) -> Iterator[list[Action]]:
-        """Advance the runtime to the end of every playbook day before `ts`, sampling stages.
-
-        Stopping the clock at a day's last second runs the same wake-ups in the same order as
-        one jump would, so the actions are unchanged; each day's are yielded for the caller to
-        report (a long quiet stretch is never held in memory at once).
-        """
-        cal = runtime.calendar
-        if runtime.now_ts is None:  # `ts` is the first event's time
-            self.first = self.first or cal.format(ts)
-            return
-        if self._next is None:
-            self._next = cal.day_start(cal.day_index(runtime.now_ts) + 1)
-        while self._next <= ts:
-            yield runtime.advance_ts(self._next - 1)
-            self.sample(runtime)
-            self._next = cal.day_start(cal.day_index(self._next) + 1)
-
     def sample(self, runtime: Runtime) -> None:
-        """Record customers per stage now, as the state of the current playbook day."""
+        """Record customers per stage now, as the state of the current playbook day
+        (`simulate`, which drives the clock, calls it at each day's last second)."""
         if runtime.now_ts is None or (self._start is not None and runtime.now_ts < self._start):
             return
         day = dt.date.fromordinal(runtime.calendar.day_index(runtime.now_ts)).isoformat()

@@ -17,6 +17,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sopkit._errors import UsageError, did_you_mean
+from sopkit._io import BadRecord, read_records
+from sopkit._lang.clock import Calendar
+from sopkit._offline.simulate import simulate
+from sopkit._playbook.models import parse_duration
+
 Z95 = 1.959963984540054
 MIN_ARM = 30  # customers in an arm below which no rate is worth reporting as evidence
 MIN_EVENTS = 5  # conversions and non-conversions each arm needs for the interval to mean much
@@ -154,19 +160,12 @@ def gather(playbook: Any, events: Any, *, experiment: str | None = None,
     """
     import io
 
-    from sopkit._errors import UsageError
-    from sopkit._io import BadRecord, read_records
-    from sopkit._lang.clock import Calendar
-    from sopkit._offline.simulate import simulate
-
     model = playbook.model
     if (experiment is None) == (rule is None):
         raise UsageError("review needs one of --experiment NAME or --rule NAME (a pilot)")
     if experiment is not None:
         spec = model.experiments.get(experiment)
         if spec is None:
-            from sopkit._errors import did_you_mean
-
             raise UsageError(f"unknown experiment '{experiment}'; "
                              + (did_you_mean(experiment, model.experiments) or
                                 "the playbook declares none"))
@@ -174,8 +173,6 @@ def gather(playbook: Any, events: Any, *, experiment: str | None = None,
                  if r.experiment == experiment}
         goal = goal or (spec.goal.event if spec.goal else None)
         if within is None and spec.goal is not None:
-            from sopkit._playbook.models import parse_duration
-
             within = parse_duration(spec.goal.within)
         label = experiment
     else:

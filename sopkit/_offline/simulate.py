@@ -18,7 +18,8 @@ from sopkit._io import BadRecord, InputError, Quarantine, read_records
 from sopkit._lang.clock import TimeRangeError, too_far_ahead
 from sopkit._mask import mask_record
 from sopkit._playbook.load import LoadedPlaybook
-from sopkit._runtime.campaigns import FiringReport
+from sopkit._runtime.firings import FiringReport
+from sopkit._runtime.observe import Observation
 from sopkit._runtime.policy import reason_kind
 from sopkit._runtime.runtime import Action, Runtime
 from sopkit.engines import DEFAULT
@@ -100,7 +101,12 @@ def simulate(
     end_ts = _parse_option(cal, "--end", end)
     rule_counts: dict[str, Counter[str]] = {r["name"]: Counter() for r in runtime.rules}
     firings: list[FiringReport] = []  # campaigns are counted in by_rule once they act
-    runtime.campaign_plan.on_firing = firings.append
+
+    def firing(obs: Observation) -> None:
+        if obs.report is not None:
+            firings.append(obs.report)
+
+    runtime.observe(firing, "firing")
     days: Counter[str] = Counter()
     types: Counter[str] = Counter()
     channels: Counter[str] = Counter()
@@ -133,10 +139,26 @@ def simulate(
                     record = mask_record(record)
                 out.write(dump_line(record))
 
+    sample_at: list[int | None] = [None]  # the end of the next day the report samples
+
     def catch_up(ts: int) -> None:
         """Run the wake-ups before `ts` a day at a time, writing each day's actions as it
         passes: a quiet month, or the months after the last event, are never held in memory
-        at once. The same wake-ups run in the same order as in one jump."""
+        at once. The same wake-ups run in the same order as in one jump.
+
+        This is the only place a simulation moves the clock. With a report, it first stops at
+        the last second of every playbook day that ends by `ts` for the report to sample the
+        stages as that day ended."""
+        if report is not None:
+            if runtime.now_ts is None:  # `ts` is the first event's time
+                report.first = report.first or cal.format(ts)
+                return
+            day_end = sample_at[0] or cal.day_start(cal.day_index(runtime.now_ts) + 1)
+            while day_end <= ts:
+                emit(runtime.advance_ts(day_end - 1))
+                report.sample(runtime)
+                day_end = cal.day_start(cal.day_index(day_end) + 1)
+            sample_at[0] = day_end
         while runtime.now_ts is not None:
             next_day = cal.day_start(cal.day_index(runtime.now_ts) + 1)
             if next_day >= ts:
@@ -144,15 +166,12 @@ def simulate(
             emit(runtime.advance_ts(next_day))
 
     try:
-        _read(runtime, summary, jail, profiles, events, end_ts, max_future, progress, report,
-              emit, catch_up)
+        _read(runtime, summary, jail, profiles, events, end_ts, max_future, progress, emit,
+              catch_up)
     except InputError:
         jail.close()
         raise
     if end_ts is not None:
-        if report is not None:
-            for actions in report.until(runtime, end_ts):
-                emit(actions)
         catch_up(end_ts)
         emit(runtime.advance_ts(end_ts))
     if report is not None:
@@ -189,7 +208,7 @@ def simulate(
 
 def _read(runtime: Runtime, summary: Summary, jail: Quarantine, profiles: Path | None,
           events: Path, end_ts: int | None, max_future: int | None,
-          progress: Callable[[str, int, int], None] | None, report: ReportData | None,
+          progress: Callable[[str, int, int], None] | None,
           emit: Callable[[list[Action]], None], catch_up: Callable[[int], None]) -> None:
     """The input loop: profiles, then events, each applied or quarantined with its reason."""
     if profiles is not None:
@@ -217,9 +236,6 @@ def _read(runtime: Runtime, summary: Summary, jail: Quarantine, profiles: Path |
             if end_ts is not None and event[2] > end_ts:
                 summary.events_after_end += 1
                 continue
-            if report is not None:  # stop at each day's end on the way, to sample stages
-                for actions in report.until(runtime, event[2]):
-                    emit(actions)
             catch_up(event[2])
             emit(runtime.apply(event))
             summary.events_applied += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sopkit._errors import Problem, did_you_mean
 from sopkit._lang import expr as e
@@ -13,7 +13,6 @@ from sopkit._lang.cron import MAX_ZONE_NAME, known_zone
 from sopkit._lang.templates import TemplateError, placeholders
 from sopkit._playbook import models as m
 from sopkit._playbook.campaign_check import check_campaigns
-from sopkit._playbook.load import LoadedPlaybook
 from sopkit._playbook.models import parse_duration
 from sopkit._playbook.names import (
     BUILTIN_EVENTS,
@@ -25,6 +24,9 @@ from sopkit._playbook.names import (
     template_names,
 )
 from sopkit._playbook.source import KeyPath
+
+if TYPE_CHECKING:  # load imports this module (in functions) to validate what it loads
+    from sopkit._playbook.load import LoadedPlaybook
 
 _SECRET_KEY = re.compile(
     r"(secret|token|password|passwd|api_?key|private_?key|signing_?key|credential|"

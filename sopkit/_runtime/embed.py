@@ -1,8 +1,8 @@
 """The embedding API's logic: state export and import with versions, paging customers in and
 out, the actions a customer has scheduled, cancelling one, and the check made at delivery.
 
-`Runtime` keeps thin methods that call these (docs/embedding.md). This module does not import
-the runtime at load time (the runtime imports it).
+`Runtime` inherits thin methods that call these (docs/embedding.md). The runtime imports this
+module, so it reads the runtime's type only for checking.
 """
 
 from __future__ import annotations
@@ -13,35 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from sopkit._errors import EventError, SopkitError, UsageError
+from sopkit._errors import EventError
+from sopkit._live.outbox import message_for, outbox_rows
 from sopkit._runtime import state as _state
 from sopkit._runtime.codec import StateError
+from sopkit._runtime.errors import BadArgument, ClockError, NotFound, StateConflict
 from sopkit._runtime.policy import MESSAGES, opted_out
 
 if TYPE_CHECKING:
     from sopkit._live.store import OutboxRow
-    from sopkit._runtime.runtime import Action, CustomerState, Runtime
+    from sopkit._runtime.records import Action, CustomerState
+    from sopkit._runtime.runtime import Runtime
     from sopkit.channels import Message
-
-
-class NotFound(SopkitError, KeyError):
-    """A customer or an action key this runtime does not hold (also a KeyError)."""
-
-    def __str__(self) -> str:  # KeyError would show the message quoted
-        return str(self.args[0]) if self.args else ""
-
-
-class ClockError(SopkitError, ValueError):
-    """A time that cannot be used: not ISO 8601, or before the runtime's clock (also a
-    ValueError)."""
-
-
-class StateConflict(SopkitError):
-    """Two writers: state older than what this runtime already exported was loaded over it."""
-
-
-class BadArgument(UsageError, ValueError):
-    """An argument that cannot work (a batch of 0, a negative limit); also a ValueError."""
 
 
 @dataclass(frozen=True)
@@ -158,8 +141,8 @@ def evict(rt: Runtime, customer_id: str) -> bool:
     if cs is None:
         return False
     rt.stage_counts[cs.stage] -= 1
-    if customer_id in rt._unstarted:
-        rt._unstarted.remove(customer_id)
+    if customer_id in rt.coordinator.unstarted:
+        rt.coordinator.unstarted.remove(customer_id)
     return True
 
 
@@ -199,12 +182,13 @@ def pending(rt: Runtime, customer_id: str) -> list[Scheduled]:
     out: list[Scheduled] = []
     for item in sorted(cs.pending, key=lambda p: (p.due, p.seq)):
         rule = rt.rules[item.rule]
-        variant = rt._variant(rule, customer_id)
+        variant = rt.actions.variant(rule, customer_id)
         for i, spec in enumerate(rule["actions"]):
             if spec["type"] == "send" and variant in spec.get("variants", {}):
                 spec = {**spec, **spec["variants"][variant]}
             out.append(Scheduled(
-                rt._key(cs, rule, item.occurrence, i), customer_id, rule["name"], spec["type"],
+                rt.actions.key(cs, rule, item.occurrence, i), customer_id, rule["name"],
+                spec["type"],
                 rt.calendar.local(item.due), rt.calendar.local(item.scheduled),
                 spec.get("channel"), spec.get("template")))
     return out
@@ -227,13 +211,13 @@ def cancel(rt: Runtime, key: str, reason: str) -> list[Action]:
     for item in [] if cs is None else list(cs.pending):
         assert cs is not None
         rule = rt.rules[item.rule]
-        keys = [rt._key(cs, rule, item.occurrence, i) for i in range(len(rule["actions"]))]
+        keys = [rt.actions.key(cs, rule, item.occurrence, i) for i in range(len(rule["actions"]))]
         if key in keys:
             cs.pending.remove(item)
             now = rt.now_ts if rt.now_ts is not None else item.scheduled
             rt.touched.add(customer_id)
-            rt._schedule(cs, now)
-            return rt._records(cs, now, item.rule, item.occurrence, item.facts, "delayed",
+            rt.core.schedule(cs, now)
+            return rt.actions.records(cs, now, item.rule, item.occurrence, item.facts, "delayed",
                                "cancelled", reason.strip())
     raise NotFound(f"no scheduled action has the key {key!r} in this runtime: it ran, was "
                    "cancelled, or its customer is not loaded (Runtime.pending lists them)")
@@ -329,14 +313,10 @@ class EmbeddingAPI:
     def message(self, action: Action) -> Message:
         """The `channels.Message` for a deliverable action, with the customer's contact and
         owner as held now (build it at delivery time)."""
-        from sopkit._live.outbox import message_for  # it imports this module
-
         return message_for(_rt(self), action)
 
     def outbox_rows(self, actions: list[Action]) -> list[OutboxRow]:
         """The `OutboxRow`s for actions, as `sopkit run` stores them (deliverable kinds)."""
-        from sopkit._live.outbox import outbox_rows
-
         return outbox_rows(_rt(self), actions)
 
 

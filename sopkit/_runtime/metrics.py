@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
@@ -54,7 +54,7 @@ class Metric:
     kind = ""
     integral = False  # values are whole numbers: windows compare them against boundaries
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: Mapping[str, Any]) -> None:
         self.name: str = spec["name"]
         self.event: str | None = spec["event"]
         self.field: str | None = spec["field"]
@@ -484,7 +484,7 @@ KINDS: dict[str, type[Metric]] = {
 }
 
 
-def build(spec: dict[str, Any]) -> Metric:
+def build(spec: Mapping[str, Any]) -> Metric:
     return KINDS[spec["kind"]](spec)
 
 

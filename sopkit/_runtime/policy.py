@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sopkit._lang.clock import Calendar
 
 if TYPE_CHECKING:
-    from sopkit._runtime.runtime import Action, CustomerState
+    from sopkit._ir.types import PlaybookIR
+from sopkit._runtime.records import Action, CustomerState
 
 MESSAGES = frozenset({"send", "webhook"})
 TASKS = frozenset({"task"})
@@ -86,7 +87,7 @@ class Item:
 
     action: Action
     customer: CustomerState
-    rule: dict[str, Any]
+    rule: Mapping[str, Any]
     spec: dict[str, Any]
     deliver: int
     state: PolicyState
@@ -211,7 +212,7 @@ def task_capacity(pipeline: Pipeline, item: Item) -> Item | Stop:
 class Pipeline:
     """The playbook's policy stages, built once from the IR; `apply` decides one action."""
 
-    def __init__(self, ir: dict[str, Any], calendar: Calendar) -> None:
+    def __init__(self, ir: PlaybookIR, calendar: Calendar) -> None:
         policy = ir.get("policy") or {}
         self.calendar = calendar
         self.experiments: dict[str, float] = {
@@ -234,7 +235,7 @@ class Pipeline:
         ]
         self.stages: list[Stage] = [stage for stage, on in chosen if on]
 
-    def apply(self, action: Action, customer: CustomerState, rule: dict[str, Any],
+    def apply(self, action: Action, customer: CustomerState, rule: Mapping[str, Any],
               spec: dict[str, Any], state: PolicyState) -> None:
         """Decide a planned `send`, `webhook` or `task`: set its status, reason, delivery."""
         item = Item(action, customer, rule, spec, action.ts, state)

@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING, Any
 from sopkit._runtime import codec as _codec
 from sopkit._runtime import metrics as _metrics
 from sopkit._runtime.codec import StateError
+from sopkit._runtime.policy import PolicyState
+from sopkit._runtime.records import NO_TIME, CustomerState, Pending
 
 if TYPE_CHECKING:
-    from sopkit._runtime.runtime import CustomerState, Runtime
+    from sopkit._runtime.runtime import Runtime
 
 FORMAT = 3  # bump when the stored shape changes; docs/live.md#stored-state
-NO_TIME = -(1 << 63)  # "never" in CustomerState.last_fired
+
 
 
 @dataclass
@@ -85,19 +87,17 @@ def dump_customer(rt: Runtime, cs: CustomerState) -> bytes:
 def load_customer(rt: Runtime, customer_id: str, blob: bytes,
                   renames: Renames | None = None) -> CustomerState:
     """A customer as `dump_customer` wrote it, placed into the running playbook's layout."""
-    from sopkit._runtime.runtime import _Pending  # the runtime imports this module
-
     what = f"customer {customer_id}"
     data = _read(blob, what)
     renames = renames or Renames()
     try:
-        cs = rt._blank_customer(customer_id)
+        cs = rt.core.blank(customer_id)
         cs.profile = dict(data.get("profile") or {})
         cs.owner = data.get("owner")
         cs.stage = data.get("stage")
         cs.computed_stage = data.get("computed_stage")
-        cs.tags = rt._interned(frozenset(data.get("tags") or ()))
-        cs.sticky_truth = rt._interned(frozenset(data.get("sticky") or ()))
+        cs.tags = rt.population.interned(frozenset(data.get("tags") or ()))
+        cs.sticky_truth = rt.population.interned(frozenset(data.get("sticky") or ()))
         rule_index = {rule["name"]: r for r, rule in enumerate(rt.rules)}
         for name, item in (data.get("rules") or {}).items():
             r = rule_index.get(renames.rules.get(name, name))
@@ -123,7 +123,7 @@ def load_customer(rt: Runtime, customer_id: str, blob: bytes,
             if r is None:  # the rule is gone: `migrate` cancels these before it loads
                 continue
             event = item.get("event")
-            cs.pending.append(_Pending(
+            cs.pending.append(Pending(
                 int(item["due"]), int(item["seq"]), r, int(item["occurrence"]),
                 dict(item.get("facts") or {}), int(item["scheduled"]),
                 None if event is None else (str(event[0]), dict(event[1]))))
@@ -186,20 +186,20 @@ def dump_clock(rt: Runtime, seq: int) -> bytes:
         bgnbd, gamma = rt.clv_params
         clv = [list(bgnbd.as_tuple()), None if gamma is None else list(gamma.as_tuple())]
     return _codec.dumps({
-        "v": FORMAT, "now": rt.now_ts, "seq": seq, "unstarted": list(rt._unstarted),
+        "v": FORMAT, "now": rt.now_ts, "seq": seq, "unstarted": list(rt.coordinator.unstarted),
         "tasks": {staff: [[day, n] for day, n in sorted(days.items())]
                   for staff, days in sorted(policy.tasks.items())},
         "tasks_today": policy.today,
         "rfm_breaks": None if rt.rfm_breaks is None else [list(b) for b in rt.rfm_breaks],
-        "rfm_next": rt._rfm_next, "clv_params": clv, "clv_next": rt._clv_next,
+        "rfm_next": rt.coordinator.rfm_next, "clv_params": clv,
+        "clv_next": rt.coordinator.clv_next,
         "staff_event_ids": rt.staff_event_ids,
     })
 
 
 def load_clock(rt: Runtime, blob: bytes) -> dict[str, Any]:
     """What `dump_clock` wrote, with the policy counters and fits rebuilt."""
-    from sopkit._runtime.policy import PolicyState
-    from sopkit._stats.clv import BGNBDParams, GammaGammaParams
+    from sopkit._stats.clv import BGNBDParams, GammaGammaParams  # numpy, scipy: when needed
 
     data = _read(blob, "runtime state")
     try:

@@ -1,0 +1,389 @@
+"""The per-customer core: one customer's state stepped through its events and wake-ups, given
+the population facts in force (RFM breakpoints, CLV parameters: the coordinator's refits).
+
+Order is part of the contract (docs/semantics.md): within one evaluation, scores settle
+first, then tags, then the stage, then rules fire one at a time by priority (higher first)
+and file order; a rule whose actions change a fact (tag, untag, set_stage, reassign) makes
+everything re-evaluate before the next rule; a chain longer than MAX_ROUNDS raises
+ChainError naming the rules and tags involved. After an evaluation the core computes the
+next instant anything about the customer could change and queues a wake-up for it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from array import array
+from collections.abc import Mapping
+from typing import Any
+
+from sopkit._errors import ChainError
+from sopkit._ir.types import ClvIR, PlaybookIR
+from sopkit._lang.clock import Calendar
+from sopkit._runtime import clvfacts as _clvfacts
+from sopkit._runtime import metrics as _metrics
+from sopkit._runtime.actions import ActionPath
+from sopkit._runtime.facts import Event, FactReader
+from sopkit._runtime.observe import Observation, Observers, tag_changes
+from sopkit._runtime.population import Population
+from sopkit._runtime.records import NO_TIME, Action, CustomerState, Pending
+from sopkit.engines import Engine
+
+MAX_ROUNDS = 64
+HEAP_SLACK = 4096  # the smallest heap worth compacting
+_LAST_DAY = dt.date.max.toordinal()
+_NEVER = 1 << 62  # later than any timestamp the calendar can hold
+_UNKNOWN = -(1 << 63)  # in CustomerState.wake_cache: not computed
+_NONE = -(1 << 63) + 1  # in CustomerState.wake_cache: None
+RFM_REFIT = "\0rfm"  # the queue entry of the population refit (sorts before every customer id)
+CLV_REFIT = "\0clv"  # the queue entry of the [clv] model refit
+REFITS = (RFM_REFIT, CLV_REFIT)
+
+
+class WakeQueue:
+    """The wake-ups due: (instant, customer id) in a heap, each customer's live one being its
+    `wake_at`; the coordinator also keeps its refits here (REFITS)."""
+
+    def __init__(self, customers: dict[str, CustomerState]) -> None:
+        self.heap: list[tuple[int, str]] = []
+        self.limit = HEAP_SLACK  # compact the heap when it grows past this
+        self._customers = customers
+
+    def push(self, cs: CustomerState, when: int) -> None:
+        """Wake `cs` at `when` (replacing its earlier wake-up)."""
+        cs.wake_at = when
+        heap = self.heap
+        heapq.heappush(heap, (when, cs.customer_id))
+        if len(heap) > self.limit:
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop the entries later schedules replaced (each customer keeps its one live wake-up)
+        in place, so a million customers do not carry several dead entries each."""
+        heap = self.heap
+        customers = self._customers
+        live = {(when, cid) for when, cid in heap
+                if cid in REFITS or
+                (cid in customers and customers[cid].wake_at == when)}
+        heap[:] = live
+        heapq.heapify(heap)
+        self.limit = max(HEAP_SLACK, 2 * len(heap))
+
+
+class CustomerCore:
+    """Steps one customer at a time (see the module's docstring)."""
+
+    def __init__(self, ir: PlaybookIR, calendar: Calendar, engine: Engine,
+                 metrics: list[_metrics.Metric], event_types: Mapping[str, Any],
+                 facts: FactReader, actions: ActionPath, population: Population,
+                 observers: Observers) -> None:
+        self.ir = ir
+        self.calendar = calendar
+        self.engine = engine
+        self.metrics = metrics
+        self.facts = facts
+        self.actions = actions
+        self.population = population
+        self.observers = observers
+        self.queue = WakeQueue(population.customers)
+        self.rules = ir["rules"]
+        self.metrics_by_event: dict[str, list[int]] = {}
+        for etype in event_types:
+            self.metrics_by_event[etype] = [
+                k for k, metric in enumerate(metrics) if metric.matches(etype)]
+        slot_metric = {spec["slot"]: k for k, spec in enumerate(ir["metrics"])}
+        # (metric index or None for `today`, boundaries, any, counts from an event)
+        self.day_wakeups = [
+            (slot_metric.get(w["slot"]), w["boundaries"], w["any"],
+             w["slot"] in slot_metric and isinstance(
+                 metrics[slot_metric[w["slot"]]], _metrics.DaysSince))
+            for w in ir["wakeups"].values()
+        ]
+        # windows that conditions read wake their customer when an event leaving them can
+        # cross a threshold (None: any departure may matter); their answers are cached in
+        # wake_cache after the day wake-ups' and forgotten when the metric observes an event
+        self.windowed: list[tuple[int, tuple[list[float], list[int]] | None]] = [
+            (slot_metric[w["slot"]], None if w["any"] else (w["thresholds"], w["boundaries"]))
+            for w in ir["windows"].values()
+        ]
+        first = 2 * len(self.day_wakeups)
+        self._cache_size = first + len(self.windowed)
+        self._window_cache: dict[str, list[int]] = {
+            etype: [first + j for j, (k, _) in enumerate(self.windowed) if k in observed]
+            for etype, observed in self.metrics_by_event.items()
+        }
+        self.on_rules: dict[str, list[int]] = {}
+        for r in ir["rule_order"]:
+            on = self.rules[r]["on"]
+            if on:
+                self.on_rules.setdefault(on, []).append(r)
+        self._entry_rules = [(r["index"], r["predicate"]) for r in self.rules
+                             if r["on"] is None]
+        # what _settle_derived reads on every evaluation, unpacked once
+        self._score_factors = [[(f["predicate"], f["points"]) for f in score["factors"]]
+                               for score in ir["scores"]]
+        self._dynamic_tags = [(tag["predicate"], tag["name"], bool(tag["sticky"]))
+                              for tag in ir["tags"] if tag["predicate"] is not None]
+        self._fire_order = [(r, self.rules[r]["predicate"], self.rules[r]["on"])
+                            for r in ir["rule_order"]]
+        self._stage_predicates = [(stage["name"], stage["predicate"]) for stage in ir["stages"]]
+        self._clv: ClvIR | None = ir.get("clv")
+        self.clv_models: Any = _clvfacts.load_models() if self._clv is not None else None
+
+    def blank(self, customer_id: str) -> CustomerState:
+        """A new customer's state, not yet held by the population."""
+        n_rules = len(self.rules)
+        return CustomerState(
+            customer_id,
+            metrics=[metric.new() for metric in self.metrics],
+            scores=[0.0] * len(self.ir["scores"]),
+            rule_truth=bytearray(n_rules),
+            fired=[0] * n_rules,
+            attempts=[0] * n_rules,
+            last_fired=array("q", [NO_TIME]) * n_rules,
+        )
+
+    def event(self, cs: CustomerState, ts: int, etype: str,
+              fields: dict[str, Any]) -> list[Action]:
+        """A declared event: the metrics observe it, then the customer is evaluated."""
+        day = self.calendar.day_index(ts)
+        for k in self.metrics_by_event.get(etype, ()):
+            cs.metrics[k] = self.metrics[k].observe(cs.metrics[k], ts, day, fields)
+        if cs.wake_cache is not None:
+            for pos in self._window_cache.get(etype, ()):
+                cs.wake_cache[pos] = _UNKNOWN  # the window changed: its next crossing too
+        if self._clv is not None and etype == self._clv["event"]:
+            self._clv_observe(cs, day, fields)
+        return self.tick(cs, ts, (etype, fields))
+
+    def tick(self, cs: CustomerState, now: int,
+              event: Event | None) -> list[Action]:
+        out: list[Action] = []
+        self.population.touched.add(cs.customer_id)
+        observers = self.observers
+        tags_before = frozenset(cs.tags) if observers.wants("tag") else None
+        today = self.calendar.day_index(now)
+        due: list[Pending] = []
+        if cs.pending:
+            due = sorted((p for p in cs.pending if p.due <= now), key=lambda p: (p.due, p.seq))
+            cs.pending = [p for p in cs.pending if p.due > now]
+        on_rules = list(self.on_rules.get(event[0], ())) if event else []
+        history: list[str] = []
+        facts = self.facts.facts(cs, now, today, event)
+        evaluate = self.engine.evaluate
+        rule_truth = cs.rule_truth
+        for round_ in range(MAX_ROUNDS):
+            if round_:
+                self.facts.refresh(facts, cs, today)
+            true = evaluate(facts)
+            for r, pid in self._entry_rules:
+                if pid not in true:  # seen false, even for a moment: armed again
+                    rule_truth[r] = 0
+            if self._settle_derived(cs, true, history):
+                continue
+            if cs.pending or due:
+                self._cancel(cs, now, true, due, out)
+            changed = False
+            while due and not changed:
+                item = due.pop(0)
+                history.append(self.rules[item.rule]["name"])
+                changed = self.actions.execute(cs, now, item.rule, item.occurrence, item.facts,
+                                        "delayed", out, item.event, item.scheduled)
+            if changed:
+                continue
+            if not self._fire_rules(cs, now, facts, true, event, on_rules, history, out):
+                if cs.pending or due:  # rules that just fired may be cancelled
+                    self._cancel(cs, now, true, due, out)
+                break
+        else:
+            names = list(dict.fromkeys(history[-12:]))
+            raise ChainError(
+                f"customer {cs.customer_id}: rules did not settle after {MAX_ROUNDS} rounds; "
+                f"these keep re-enabling each other: {', '.join(names) or 'dynamic tags'}")
+        if observers.wants("evaluation"):
+            observers.emit(Observation("evaluation", now, cs, event, facts, true, out))
+        if tags_before is not None:  # the net change of this evaluation
+            tag_changes(observers, cs, tags_before, now)
+        self.schedule(cs, now)
+        return out
+
+    def _cancel(self, cs: CustomerState, now: int, true: frozenset[int], due: list[Pending],
+                out: list[Action]) -> None:
+        """Drop delayed actions whose cancel_if holds now, recording each as cancelled."""
+        for item in [*cs.pending, *due]:
+            cancel = self.rules[item.rule]["cancel_predicate"]
+            if cancel is not None and cancel in true:
+                (cs.pending if item in cs.pending else due).remove(item)
+                reason = "cancel_if: " + self.ir["predicates"][cancel]["text"]
+                out.extend(self.actions.records(cs, now, item.rule, item.occurrence, item.facts,
+                                         "delayed", "cancelled", reason))
+
+    def _settle_derived(self, cs: CustomerState, true: frozenset[int],
+                        history: list[str]) -> bool:
+        """Update scores, then dynamic tags, then the stage; True if anything changed."""
+        changed = False
+        scores = cs.scores
+        for i, factors in enumerate(self._score_factors):
+            value = float(sum([points for pid, points in factors if pid in true]))
+            if value != scores[i]:
+                scores[i] = value
+                changed = True
+        if changed:
+            return True
+        for pid, name, sticky in self._dynamic_tags:
+            holds = pid in true
+            if sticky:  # set when its condition becomes true; kept until an untag
+                was = name in cs.sticky_truth
+                if holds != was:
+                    cs.sticky_truth = self.population.interned(cs.sticky_truth ^ {name})
+                if holds and not was and name not in cs.tags:
+                    cs.tags = self.population.interned(cs.tags | {name})
+                    history.append(f"tag {name}")
+                    changed = True
+                continue
+            if holds:
+                if name not in cs.tags:
+                    cs.tags = self.population.interned(cs.tags | {name})
+                    history.append(f"tag {name}")
+                    changed = True
+            elif name in cs.tags:
+                cs.tags = self.population.interned(cs.tags - {name})
+                history.append(f"untag {name}")
+                changed = True
+        stage = None
+        for name, when in self._stage_predicates:
+            if when is None or when in true:
+                stage = name
+                break
+        if stage != cs.computed_stage:
+            cs.computed_stage = stage
+            self.population.set_stage(cs, stage)
+            changed = True
+        return changed
+
+    def _fire_rules(self, cs: CustomerState, now: int, facts: list[Any], true: frozenset[int],
+                    event: Event | None, on_rules: list[int],
+                    history: list[str], out: list[Action]) -> bool:
+        """Fire eligible rules in order; True as soon as one changes a fact."""
+        rule_truth = cs.rule_truth
+        for r, pid, on in self._fire_order:
+            holds = pid is None or pid in true
+            if on is not None:
+                if r not in on_rules:
+                    continue
+                on_rules.remove(r)
+                if not holds:
+                    continue
+                trigger = f"event:{on}"
+            else:
+                was = rule_truth[r]
+                rule_truth[r] = holds  # a bool is 0 or 1
+                if not holds or was:
+                    continue
+                trigger = "entry"
+            rule = self.rules[r]
+            reads = self.facts.why(cs, rule["reads"], facts)
+            cs.attempts[r] += 1
+            attempt = cs.attempts[r]
+            blocked = self._blocked(cs, now, r)
+            if blocked:
+                out.extend(self.actions.records(cs, now, r, attempt, reads, trigger, "suppressed",
+                                         blocked))
+                continue
+            cs.fired[r] += 1
+            cs.last_fired[r] = now
+            history.append(rule["name"])
+            if rule["delay"]:
+                cs.pending.append(Pending(now + rule["delay"], next(self.population.seq), r,
+                                           attempt, reads, now, event))
+                continue
+            if self.actions.execute(cs, now, r, attempt, reads, trigger, out, event):
+                return True
+        return False
+
+    def _blocked(self, cs: CustomerState, now: int, r: int) -> str:
+        rule = self.rules[r]
+        if rule["max_times"] is not None and cs.fired[r] >= rule["max_times"]:
+            return f"max_times {rule['max_times']} reached"
+        last = cs.last_fired[r]
+        if rule["cooldown"] and last != NO_TIME and now - last < rule["cooldown"]:
+            return f"cooldown until {self.calendar.format(last + rule['cooldown'])}"
+        return ""
+
+    def schedule(self, cs: CustomerState, now: int) -> None:
+        """Compute the next instant anything about this customer could change."""
+        best = _NEVER  # the earliest candidate after now
+        for p in cs.pending:
+            if now < p.due < best:
+                best = p.due
+        metrics = self.metrics
+        states = cs.metrics
+        cache = cs.wake_cache
+        if cache is None:
+            cache = cs.wake_cache = array("q", [_UNKNOWN]) * self._cache_size
+        pos = 2 * len(self.day_wakeups)
+        for k, limits in self.windowed:
+            if limits is None:
+                change = metrics[k].next_change(states[k])
+            else:
+                cached = cache[pos]
+                if cached == _UNKNOWN or (cached != _NONE and cached <= now):
+                    change = metrics[k].next_crossing(states[k], now, *limits)
+                    cache[pos] = _NONE if change is None else change
+                else:
+                    change = None if cached == _NONE else cached
+            pos += 1
+            if change is not None and now < change < best:
+                best = change
+        calendar = self.calendar
+        today = calendar.day_index(now)
+        for j, (metric_index, boundaries, any_day, from_event) in enumerate(self.day_wakeups):
+            if metric_index is None:  # the `today` built-in, compared with date literals
+                if any_day:
+                    day = today + 1
+                else:
+                    later_days = [b + 1 for b in boundaries if b + 1 > today]
+                    if not later_days:
+                        continue
+                    day = min(later_days)
+            else:
+                # the answer holds until its day comes, unless the event it counts from moves
+                # (days_since) or the profile changes (the cache is cleared then)
+                metric = metrics[metric_index]
+                state = states[metric_index]
+                key = _NONE if state is None or not from_event else state  # a day ordinal
+                cached = cache[2 * j + 1]
+                if cached == _UNKNOWN or cache[2 * j] != key or \
+                        (cached != _NONE and cached <= today):
+                    found = _metrics.next_day_crossing(metric, state, cs.profile, today,
+                                                       boundaries, any_day)
+                    cache[2 * j] = key
+                    cache[2 * j + 1] = _NONE if found is None else found
+                elif cached == _NONE:
+                    continue
+                else:
+                    found = cached
+                if found is None:
+                    continue
+                day = found
+            if day >= _LAST_DAY:  # a threshold past the calendar's end is never reached
+                continue
+            start = calendar.day_start(day)
+            if now < start < best:
+                best = start
+        if best != _NEVER:
+            if cs.wake_at is None or best != cs.wake_at:
+                self.queue.push(cs, best)
+        else:
+            cs.wake_at = None
+
+    def _clv_observe(self, cs: CustomerState, day: int, fields: dict[str, Any]) -> None:
+        """A purchase: update the customer's summary and, with a fit, their facts."""
+        assert self._clv is not None
+        amount = fields.get(self._clv["amount"] or "") if self._clv["amount"] else None
+        cs.purchases = _clvfacts.observe(cs.purchases, day, float(amount or 0))
+        params = self.population.clv_params
+        if params is not None:
+            horizon = self._clv["horizon"] / (7 * 86400)
+            cs.clv = _clvfacts.one(self.clv_models, params,
+                                   _clvfacts.rft(cs.purchases, day), horizon)
