@@ -21,6 +21,7 @@ from sopkit._live.openstore import open_store
 from sopkit._live.outbox import Dispatcher
 from sopkit._live.store import OutboxRow
 from sopkit._live.upgrade import Upgrade, upgrade
+from sopkit._offline.report import ReportData, render_report, write_report
 from sopkit._offline.simulate import Summary, simulate
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._playbook.load import load as _load_playbook
@@ -54,6 +55,7 @@ __all__ = [
     "OutboxRow",
     "PlaybookError",
     "Problem",
+    "ReportData",
     "Runtime",
     "Scheduled",
     "SopkitError",
@@ -67,6 +69,8 @@ __all__ = [
     "compile_playbook",
     "load_playbook",
     "open_store",
+    "render_report",
     "simulate",
     "upgrade",
+    "write_report",
 ]

@@ -346,3 +346,20 @@ def test_readme_links_point_at_files_that_exist() -> None:
     """The README's relative links name files and folders of the repository."""
     for target in re.findall(r"\]\((?!https?:)([^)#]+)(?:#[^)]*)?\)", _text(README)):
         assert (ROOT / target).exists(), target
+
+
+# contributor pages (how sopkit is built and tested) may name its private modules
+_CONTRIBUTOR_DOCS = {"architecture.md", "testing.md"}
+
+
+def test_user_docs_name_only_public_modules() -> None:
+    """The user's docs import and name only public API, never a private `sopkit._x` module."""
+    pages = [p for p in sorted(DOCS.glob("*.md")) if p.name not in _CONTRIBUTOR_DOCS]
+    pages += [DOCS.parent / "README.md", *sorted((DOCS.parent / "examples").rglob("*.md"))]
+    # `sopkit.__all__` is public; `module:Class` is an installed entry point's target, which
+    # `sopkit channels` prints as it is registered
+    private = re.compile(r"\bsopkit(?:\.\w+)*\._(?!_)\w+(?!\w*:\w)")
+    found = [f"{p.name}:{n}: {m.group(0)}" for p in pages
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             for m in private.finditer(line)]
+    assert found == [], "private modules named in user docs:\n" + "\n".join(found)

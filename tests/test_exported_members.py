@@ -11,7 +11,8 @@ PUBLIC = {
     "Action", "ChainError", "ClockError", "CustomerView", "DispatchStats", "Dispatcher",
     "Observation",
     "EventError", "LoadedPlaybook", "Location", "NotFound", "Outbox", "OutboxRow",
-    "PlaybookError", "Problem", "Runtime", "Scheduled", "SopkitError", "StateConflict",
+    "PlaybookError", "Problem", "ReportData", "Runtime", "Scheduled", "SopkitError",
+    "StateConflict", "render_report", "write_report",
     "StateError", "StateExport", "Summary", "Upgrade", "UsageError", "__version__",
     "compile_playbook", "load_playbook", "open_store", "simulate", "upgrade",
 }

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sopkit import __version__
 from sopkit._mask import mask_text
 from sopkit._offline.charts import (
     CHART_FONTS,
@@ -39,6 +38,7 @@ from sopkit._offline.charts import escape as _e
 from sopkit._offline.charts import legend_above as _legend_above
 from sopkit._offline.charts import time_buckets as _buckets
 from sopkit._offline.charts import whole_numbers as _whole_numbers
+from sopkit._version import __version__
 
 if TYPE_CHECKING:
     from sopkit._offline.simulate import Summary
