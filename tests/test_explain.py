@@ -118,3 +118,45 @@ def test_personal_data_is_masked_unless_asked(tmp_path: Path, output: str) -> No
     assert masked.exit_code == 0, masked.output
     assert "138****5678" in masked.output and "13812345678" not in masked.output
     assert "13812345678" in CliRunner().invoke(app, [*args, "--unmasked"]).output
+
+
+def _history_with_refusals(tmp_path: Path) -> Path:
+    """The membership history plus a redelivered event of another customer (same event_id)
+    and an out-of-order event of m002, both of which `simulate` quarantines."""
+    lines = (MEMBERSHIP / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    extra = [dict(first, event_id="e-1"), dict(first, event_id="e-1"),
+             {"customer_id": "m002", "type": "login", "ts": "2025-01-15T09:00:00"}]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join([lines[0], *(json.dumps(e) for e in extra), *lines[1:]]) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def test_a_history_simulate_quarantines_parts_of_is_explained_not_crashed(
+        tmp_path: Path) -> None:
+    """Explain reads a history with a duplicate event_id and an event out of order as
+    simulate does: it goes on, and shows the customer's refused event as quarantined."""
+    events = _history_with_refusals(tmp_path)
+    playbook = sopkit.load_playbook(ROOT / "playbooks/membership.toml")
+    entries = [e.to_json() for e in explain(playbook, events, "m002",
+                                            profiles=MEMBERSHIP / "profiles.csv",
+                                            at="2025-04-30")]
+    refused = [e for e in entries if e["kind"] == "quarantine"]
+    assert [e["data"] for e in refused] == [{"line": 4}]
+    assert "out of order" in str(refused[0]["text"])
+    assert not any(e["kind"] == "event" and str(e["time"]).startswith("2025-01-15")
+                   for e in entries)
+    # the timeline's actions are the simulation's actions for the customer
+    out = tmp_path / "actions.jsonl"
+    with out.open("w", encoding="utf-8") as handle:
+        summary = sopkit.simulate(playbook, events, profiles=MEMBERSHIP / "profiles.csv",
+                                  end="2025-04-30", out=handle, masked=False)
+    reasons = summary.quarantine_reasons
+    assert (reasons["duplicate event_id"], reasons["out of order"]) == (1, 1)
+    simulated = [(a["time"], a["rule"], a["status"])
+                 for a in map(json.loads, out.read_text(encoding="utf-8").splitlines())
+                 if a["customer_id"] == "m002"]
+    explained = [(e["time"], e["data"]["rule"], e["data"]["status"])  # type: ignore[index]
+                 for e in entries if e["kind"] == "action"]  # (the entries are JSON dicts)
+    assert explained == simulated and simulated

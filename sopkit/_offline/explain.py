@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sopkit._errors import EventError, UsageError
-from sopkit._io import BadRecord, read_records
+from sopkit._errors import UsageError
 from sopkit._ir.semantics import holds
 from sopkit._lang import expr as _expr
 from sopkit._live.outbox import DELIVERABLE
+from sopkit._offline.drive import Driver
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._runtime.observe import Observation
 from sopkit._runtime.records import Action, CustomerState, json_value
@@ -90,6 +90,7 @@ class _Tracer:
         self.last: dict[str, Any] | None = None
         self.misses: dict[str, str] = {}
         self.send_from: int | None = None  # a live store's go-live instant (`--send-from`)
+        self.event_line: int | None = None  # the line of the last event shown
         ir = runtime.ir
         self.quiet = {m["name"] for m in ir["metrics"] if m["kind"] in _TIME_RELATIVE}
         self.rule_parts: list[list[tuple[str, Sequence[Any]]]] = []
@@ -107,11 +108,18 @@ class _Tracer:
                 "scores": dict(view.scores), "tags": set(view.tags), "stage": view.stage,
                 "owner": view.owner}
 
-    def event(self, time: str, etype: str, fields: dict[str, Any]) -> None:
+    def event(self, time: str, etype: str, fields: dict[str, Any], line: int) -> None:
         given = {k: json_value(v) for k, v in fields.items() if not k.startswith("\0")}
         text = etype + (" " + ", ".join(f"{k}={shown(v)}" for k, v in given.items())
                         if given else "")
         self.entries.append(Entry(time, "event", text, {"type": etype, "fields": given}))
+        self.event_line = line
+
+    def refused(self, line: int) -> None:
+        """The event of `line`, just shown, was refused when applied: it is no event."""
+        if self.event_line == line and self.entries and self.entries[-1].kind == "event":
+            self.entries.pop()
+        self.event_line = None
 
     def __call__(self, obs: Observation) -> None:
         """The observer: an evaluation of the customer, or a campaign firing's actions."""
@@ -256,38 +264,26 @@ def explain(playbook: LoadedPlaybook, events: Path, customer: str, *,
             at_ts = rt.calendar.parse(at)
         except ValueError:
             raise UsageError(f"--at {at!r} is not an ISO 8601 date or time") from None
-    seen = False
-    if profiles is not None:
-        for item in read_records(profiles):
-            if isinstance(item, BadRecord):
-                continue
-            try:
-                rt.add_profile(item.data)
-            except EventError:
-                continue
-            seen |= item.data.get("customer_id") == customer
-    for item in read_records(events):
-        if isinstance(item, BadRecord):
-            continue
-        try:
-            parsed = rt.parse_event(item.data)
-        except EventError as exc:
-            if item.data.get("customer_id") == customer:
-                tracer.entries.append(Entry(str(item.data.get("ts", "")), "quarantine",
-                                            f"line {item.line}: {exc}", {"line": item.line}))
-            continue
-        cid, etype, ts, fields = parsed
-        if at_ts is not None and ts > at_ts:
-            break
-        if rt.now_ts is not None and ts < rt.now_ts:
-            continue
+    seen = [False]
+    events_file = str(events)
+
+    def before_event(event: tuple[str, str, int, dict[str, Any]], line: int) -> None:
+        cid, etype, ts, fields = event
         if cid == customer:
-            seen = True
-            rt.advance_ts(ts)
-            tracer.event(rt.calendar.format(ts), etype, fields)
-        rt.apply(parsed)
-    if not seen:
+            seen[0] = True
+            tracer.event(rt.calendar.format(ts), etype, fields, line)
+
+    def quarantine(path: str, line: int, reason: str, record: Any, kind: str) -> None:
+        if path != events_file or not isinstance(record, dict) \
+                or record.get("customer_id") != customer:
+            return
+        tracer.refused(line)  # an event apply refused is no event of the timeline
+        tracer.entries.append(Entry(str(record.get("ts", "")), "quarantine",
+                                    f"line {line}: {reason}", {"line": line}))
+
+    driver = Driver(rt, emit=lambda actions: None, quarantine=quarantine, end_ts=at_ts,
+                    before_event=before_event)
+    driver.run(events, profiles)
+    if not seen[0] and customer not in set(rt.customer_ids()):
         raise UsageError(f"customer '{customer}' is not in the events or profiles")
-    if at_ts is not None:
-        rt.advance_ts(at_ts)
     return tracer.entries

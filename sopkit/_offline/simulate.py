@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sopkit._errors import EventError, UsageError
-from sopkit._io import BadRecord, InputError, Quarantine, read_records
-from sopkit._lang.clock import TimeRangeError, too_far_ahead
+from sopkit._errors import UsageError
+from sopkit._io import InputError, Quarantine
+from sopkit._lang.clock import TimeRangeError
 from sopkit._mask import mask_record
+from sopkit._offline.drive import Driver
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._runtime.firings import FiringReport
 from sopkit._runtime.observe import Observation
@@ -139,43 +140,22 @@ def simulate(
                     record = mask_record(record)
                 out.write(dump_line(record))
 
-    sample_at: list[int | None] = [None]  # the end of the next day the report samples
-
-    def catch_up(ts: int) -> None:
-        """Run the wake-ups before `ts` a day at a time, writing each day's actions as it
-        passes: a quiet month, or the months after the last event, are never held in memory
-        at once. The same wake-ups run in the same order as in one jump.
-
-        This is the only place a simulation moves the clock. With a report, it first stops at
-        the last second of every playbook day that ends by `ts` for the report to sample the
-        stages as that day ended."""
-        if report is not None:
-            if runtime.now_ts is None:  # `ts` is the first event's time
-                report.first = report.first or cal.format(ts)
-                return
-            day_end = sample_at[0] or cal.day_start(cal.day_index(runtime.now_ts) + 1)
-            while day_end <= ts:
-                emit(runtime.advance_ts(day_end - 1))
-                report.sample(runtime)
-                day_end = cal.day_start(cal.day_index(day_end) + 1)
-            sample_at[0] = day_end
-        while runtime.now_ts is not None:
-            next_day = cal.day_start(cal.day_index(runtime.now_ts) + 1)
-            if next_day >= ts:
-                return
-            emit(runtime.advance_ts(next_day))
-
+    sample = None
+    if report is not None:
+        sample = report.sample
+    driver = Driver(runtime, emit=emit, quarantine=jail.add, end_ts=end_ts,
+                    max_future=max_future, progress=progress, sample=sample)
     try:
-        _read(runtime, summary, jail, profiles, events, end_ts, max_future, progress, emit,
-              catch_up)
+        counts = driver.run(events, profiles)
     except InputError:
         jail.close()
         raise
-    if end_ts is not None:
-        catch_up(end_ts)
-        emit(runtime.advance_ts(end_ts))
-    if report is not None:
-        report.sample(runtime)
+    if report is not None and driver.first is not None:
+        report.first = report.first or cal.format(driver.first)
+    summary.profiles = counts.profiles
+    summary.events_read = counts.events_read
+    summary.events_applied = counts.events_applied
+    summary.events_after_end = counts.events_after_end
     jail.close()
     summary.quarantined = jail.count
     summary.quarantine_reasons = dict(sorted(jail.reasons.items()))
@@ -206,43 +186,6 @@ def simulate(
     return summary
 
 
-def _read(runtime: Runtime, summary: Summary, jail: Quarantine, profiles: Path | None,
-          events: Path, end_ts: int | None, max_future: int | None,
-          progress: Callable[[str, int, int], None] | None,
-          emit: Callable[[list[Action]], None], catch_up: Callable[[int], None]) -> None:
-    """The input loop: profiles, then events, each applied or quarantined with its reason."""
-    if profiles is not None:
-        size = profiles.stat().st_size
-        for item in read_records(profiles, _tick(progress, "profiles", size)):
-            if isinstance(item, BadRecord):
-                jail.add(str(profiles), item.line, item.reason, item.raw, item.kind)
-                continue
-            try:
-                runtime.add_profile(item.data)
-                summary.profiles += 1
-            except EventError as exc:
-                jail.add(str(profiles), item.line, str(exc), item.data, exc.kind)
-    size = events.stat().st_size
-    for item in read_records(events, _tick(progress, "events", size)):
-        summary.events_read += 1
-        if isinstance(item, BadRecord):
-            jail.add(str(events), item.line, item.reason, item.raw, item.kind)
-            continue
-        try:
-            event = runtime.parse_event(item.data)
-            ahead = too_far_ahead(runtime.calendar, event[2], runtime.now_ts, max_future)
-            if ahead is not None:
-                raise EventError(ahead, "too far in the future")
-            if end_ts is not None and event[2] > end_ts:
-                summary.events_after_end += 1
-                continue
-            catch_up(event[2])
-            emit(runtime.apply(event))
-            summary.events_applied += 1
-        except EventError as exc:
-            jail.add(str(events), item.line, str(exc), item.data, exc.kind)
-
-
 def _parse_option(cal: Any, option: str, value: str | None) -> int | None:
     if value is None:
         return None
@@ -253,10 +196,3 @@ def _parse_option(cal: Any, option: str, value: str | None) -> int | None:
     except ValueError:
         raise UsageError(f"{option} {value!r} is not an ISO 8601 date or time, e.g. "
                          "2024-05-01 or 2024-05-01T09:00:00+08:00") from None
-
-
-def _tick(progress: Callable[[str, int, int], None] | None, label: str,
-          total: int) -> Callable[[int], None] | None:
-    if progress is None:
-        return None
-    return lambda done: progress(label, done, total)

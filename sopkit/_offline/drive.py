@@ -1,0 +1,138 @@
+"""The one clock driver of offline runs (`simulate`, `--report`, `explain`).
+
+It reads profiles then events in file order, quarantines what cannot be applied (with the
+record's line and reason), and moves the runtime's virtual clock: a day at a time up to each
+event, so a quiet month or the months after the last event never hold their actions in memory
+at once, and to the end. The wake-ups run in the same order as in one jump, so every offline
+view of a history sees the same run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sopkit._errors import EventError
+from sopkit._io import BadRecord, read_records
+from sopkit._lang.clock import too_far_ahead
+from sopkit._runtime.records import Action
+from sopkit._runtime.runtime import Runtime
+
+# (file, line, reason, record, kind) of a record left out
+Quarantined = Callable[[str, int, str, Any, str], None]
+Progress = Callable[[str, int, int], None]
+Event = tuple[str, str, int, dict[str, Any]]
+
+
+@dataclass
+class Counts:
+    """What the driver read and applied."""
+
+    profiles: int = 0
+    events_read: int = 0
+    events_applied: int = 0
+    events_after_end: int = 0
+
+
+class Driver:
+    """Drives `runtime` over a history: `emit` gets every batch of actions in order,
+    `quarantine` every record left out. `before_event(event, line)` runs once the clock has
+    reached an event's instant (the wake-ups before it have run), before it is applied; apply
+    may still refuse it (out of order, a duplicate event_id) and then `quarantine` hears of
+    the same line. `sample(runtime)` (the report's) runs at the last second of every
+    playbook day that ends before the next event or the end."""
+
+    def __init__(self, runtime: Runtime, *, emit: Callable[[list[Action]], None],
+                 quarantine: Quarantined, end_ts: int | None = None,
+                 max_future: int | None = None, progress: Progress | None = None,
+                 before_event: Callable[[Event, int], None] | None = None,
+                 sample: Callable[[Runtime], None] | None = None) -> None:
+        self.runtime = runtime
+        self.emit = emit
+        self.quarantine = quarantine
+        self.end_ts = end_ts
+        self.max_future = max_future
+        self.progress = progress
+        self.before_event = before_event
+        self.sample = sample
+        self.first: int | None = None  # the first event's time, once the clock starts
+        self.counts = Counts()
+        self._sample_at: int | None = None  # the end of the next day `sample` sees
+
+    def run(self, events: Path, profiles: Path | None = None) -> Counts:
+        """Profiles, then events, each applied or quarantined; then on to the end, if any."""
+        runtime = self.runtime
+        if profiles is not None:
+            size = profiles.stat().st_size
+            for item in read_records(profiles, _tick(self.progress, "profiles", size)):
+                if isinstance(item, BadRecord):
+                    self.quarantine(str(profiles), item.line, item.reason, item.raw, item.kind)
+                    continue
+                try:
+                    runtime.add_profile(item.data)
+                    self.counts.profiles += 1
+                except EventError as exc:
+                    self.quarantine(str(profiles), item.line, str(exc), item.data, exc.kind)
+        size = events.stat().st_size
+        for item in read_records(events, _tick(self.progress, "events", size)):
+            self.counts.events_read += 1
+            if isinstance(item, BadRecord):
+                self.quarantine(str(events), item.line, item.reason, item.raw, item.kind)
+                continue
+            try:
+                self._event(runtime.parse_event(item.data), item.line)
+            except EventError as exc:
+                self.quarantine(str(events), item.line, str(exc), item.data, exc.kind)
+        if self.end_ts is not None:
+            self.catch_up(self.end_ts)
+            self.emit(runtime.advance_ts(self.end_ts))
+        if self.sample is not None:
+            self.sample(runtime)
+        return self.counts
+
+    def _event(self, event: Event, line: int) -> None:
+        runtime = self.runtime
+        ts = event[2]
+        ahead = too_far_ahead(runtime.calendar, ts, runtime.now_ts, self.max_future)
+        if ahead is not None:
+            raise EventError(ahead, "too far in the future")
+        if self.end_ts is not None and ts > self.end_ts:
+            self.counts.events_after_end += 1
+            return
+        self.catch_up(ts)  # nothing to do for an event out of order: apply refuses it
+        if self.before_event is not None:
+            if runtime.now_ts is None or ts >= runtime.now_ts:
+                self.emit(runtime.advance_ts(ts))  # the same wake-ups apply would run first
+            self.before_event(event, line)
+        self.emit(runtime.apply(event))
+        self.counts.events_applied += 1
+
+    def catch_up(self, ts: int) -> None:
+        """Run the wake-ups before `ts` a day at a time, emitting each day's actions as it
+        passes (with `sample`, stopping first at the last second of every day that ends by
+        `ts`). This is the only place an offline run moves the clock."""
+        runtime = self.runtime
+        cal = runtime.calendar
+        if self.sample is not None:
+            if runtime.now_ts is None:  # `ts` is the first event's time
+                self.first = self.first or ts
+                return
+            day_end = self._sample_at or cal.day_start(cal.day_index(runtime.now_ts) + 1)
+            while day_end <= ts:
+                self.emit(runtime.advance_ts(day_end - 1))
+                self.sample(runtime)
+                day_end = cal.day_start(cal.day_index(day_end) + 1)
+            self._sample_at = day_end
+        while runtime.now_ts is not None:
+            next_day = cal.day_start(cal.day_index(runtime.now_ts) + 1)
+            if next_day >= ts:
+                return
+            self.emit(runtime.advance_ts(next_day))
+
+
+def _tick(progress: Progress | None, label: str, total: int) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    return lambda done: progress(label, done, total)
