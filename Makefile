@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick bench-campaign \
-        bench-one-customer valgrind fuzz mutation
+        bench-one-customer bench-partition valgrind fuzz mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,13 @@ bench-campaign: $(STAMP)
 ## SIZES=10k,20k for others
 bench-one-customer: $(STAMP)
 	$(PY) benchmarks/bench_one_customer.py $(if $(SIZES),--sizes $(SIZES))
+
+## bench-partition: `simulate --workers 1` against `--workers 2` on the 100k-customer history
+## (about 10 minutes), outputs compared byte for byte; benchmarks/partition-results.json, .md;
+## CUSTOMERS=N, WORKERS=1,2,3 for others
+bench-partition: $(STAMP)
+	$(PY) benchmarks/bench_partition.py $(if $(CUSTOMERS),--customers $(CUSTOMERS)) \
+	    $(if $(WORKERS),--workers $(WORKERS))
 
 ## valgrind: the durable-engine and differential tests under valgrind (slow; not run in CI)
 # Only errors count: invalid reads/writes, uses of uninitialised values, bad frees, and

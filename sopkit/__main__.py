@@ -2,4 +2,5 @@
 
 from sopkit._cli.app import main
 
-main()
+if __name__ == "__main__":  # not when a worker process (simulate --workers) imports it
+    main()

@@ -59,6 +59,9 @@ def simulate(
     max_future: Annotated[str | None, typer.Option(
         help="Quarantine an event more than this (e.g. 30d) ahead of the events before it "
         "(default: no limit).")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Processes to split the customers among; the same output whatever the "
+        "number (docs/cli.md#simulate).")] = 1,
 ) -> None:
     """Replay an event history on a virtual clock and report every action the playbook takes.
 
@@ -82,6 +85,7 @@ def simulate(
         quarantine = (out.with_name(out.stem + ".quarantine.jsonl") if out
                       else Path("sopkit-quarantine.jsonl"))
     show_progress = sys.stderr.isatty() if progress is None else progress
+    show_progress = show_progress and workers == 1  # the workers read on their own
     handle = out.open("w", encoding="utf-8") if out else None
     try:
         if show_progress:
@@ -99,11 +103,13 @@ def simulate(
                 summary = run_simulation(loaded, events, profiles=profiles, start=start,
                                          end=end, out=handle, quarantine=quarantine,
                                          engine=engine, masked=not unmasked, progress=tick,
-                                         report=collected, max_future=ahead)
+                                         report=collected, max_future=ahead,
+                                         workers=workers)
         else:
             summary = run_simulation(loaded, events, profiles=profiles, start=start, end=end,
                                      out=handle, quarantine=quarantine, engine=engine,
-                                     masked=not unmasked, report=collected, max_future=ahead)
+                                     masked=not unmasked, report=collected, max_future=ahead,
+                                     workers=workers)
     except SopkitError as exc:  # an error may quote a record or a customer id
         from sopkit._mask import mask_text
 

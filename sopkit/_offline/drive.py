@@ -48,7 +48,7 @@ class Driver:
                  quarantine: Quarantined, end_ts: int | None = None,
                  max_future: int | None = None, progress: Progress | None = None,
                  before_event: Callable[[Event, int], None] | None = None,
-                 sample: Callable[[Runtime], None] | None = None) -> None:
+                 sample: Callable[[Runtime], None] | None = None, split: bool = False) -> None:
         self.runtime = runtime
         self.emit = emit
         self.quarantine = quarantine
@@ -57,6 +57,7 @@ class Driver:
         self.progress = progress
         self.before_event = before_event
         self.sample = sample
+        self.split = split  # the clock moves to an event as a step of its own (partitions)
         self.first: int | None = None  # the first event's time, once the clock starts
         self.counts = Counts()
         self._sample_at: int | None = None  # the end of the next day `sample` sees
@@ -102,8 +103,13 @@ class Driver:
             self.counts.events_after_end += 1
             return
         self.catch_up(ts)  # nothing to do for an event out of order: apply refuses it
+        if self.split:
+            refused = runtime._refusal(event)  # as apply would, before the clock moves
+            if refused is not None:
+                raise refused
+            self.emit(runtime.advance_ts(ts))  # the wake-ups apply would run first
         if self.before_event is not None:
-            if runtime.now_ts is None or ts >= runtime.now_ts:
+            if not self.split and (runtime.now_ts is None or ts >= runtime.now_ts):
                 self.emit(runtime.advance_ts(ts))  # the same wake-ups apply would run first
             self.before_event(event, line)
         self.emit(runtime.apply(event))

@@ -6,19 +6,33 @@ file order, wake-ups by (time, customer id), and JSON is written with a fixed la
 
 from __future__ import annotations
 
+import itertools
 import json
+import multiprocessing
+import tempfile
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from sopkit._errors import UsageError
 from sopkit._io import InputError, Quarantine
+from sopkit._ir.compile import compile_playbook
 from sopkit._lang.clock import TimeRangeError
 from sopkit._mask import mask_record
 from sopkit._offline.drive import Driver
-from sopkit._playbook.load import LoadedPlaybook
+from sopkit._offline.partition import (
+    PartitionRuntime,
+    blocker,
+    keyed_line,
+    merge_actions,
+    merge_quarantine,
+    merge_summaries,
+    owner_of_record,
+)
+from sopkit._playbook.load import LoadedPlaybook, load
 from sopkit._runtime.firings import FiringReport
 from sopkit._runtime.observe import Observation
 from sopkit._runtime.policy import reason_kind
@@ -85,6 +99,7 @@ def simulate(
     progress: Callable[[str, int, int], None] | None = None,
     report: ReportData | None = None,
     max_future: int | None = None,
+    workers: int = 1,
 ) -> Summary:
     """Run the playbook over a history; write actions as JSONL to `out`; return a Summary.
 
@@ -92,8 +107,25 @@ def simulate(
     the same either way. With `max_future` (seconds), an event more than that ahead of the
     virtual clock (the time reached by the events before it) is quarantined. A truncated
     .gz input raises InputError after its records are used and the quarantine is written.
+    With `workers` > 1 the customers are split among that many processes (partition.py),
+    with the same output; UsageError if the playbook or `report` needs one process.
     """
-    runtime = Runtime(playbook, engine=engine)
+    if workers > 1:
+        return _partitioned(playbook, events, workers, profiles=profiles, start=start, end=end,
+                            out=out, quarantine=quarantine, engine=engine, masked=masked,
+                            report=report, max_future=max_future)
+    return _run(Runtime(playbook, engine=engine), playbook, events, profiles=profiles,
+                start=start, end=end, out=out, quarantine=quarantine, masked=masked,
+                progress=progress, report=report, max_future=max_future)
+
+
+def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
+         profiles: Path | None, start: str | None, end: str | None, out: IO[str] | None,
+         quarantine: Path | None, masked: bool,
+         progress: Callable[[str, int, int], None] | None = None,
+         report: ReportData | None = None, max_future: int | None = None,
+         partition: PartitionRuntime | None = None) -> Summary:
+    """`simulate` on a runtime: a whole one, or one partition's (keyed output)."""
     summary = Summary(playbook.name, runtime.engine.name, notice=runtime.engine_notice)
     jail = Quarantine(quarantine, masked)
     summary.quarantine_file = str(quarantine) if quarantine else None
@@ -115,7 +147,10 @@ def simulate(
     if report is not None:
         report.begin(runtime, start_ts)
 
+    steps = itertools.count()
+
     def emit(actions: list[Action]) -> None:
+        step = next(steps)  # the same steps in every partition (Driver(split=True))
         for action in actions:
             if start_ts is not None and action.ts < start_ts:
                 summary.warmup_actions += 1
@@ -138,13 +173,20 @@ def simulate(
                 record = action.to_json()
                 if masked:  # what a person reads: customer ids and keys' customer part too
                     record = mask_record(record)
-                out.write(dump_line(record))
+                line = dump_line(record)
+                out.write(line if partition is None else keyed_line(step, action, line))
 
     sample = None
     if report is not None:
         sample = report.sample
-    driver = Driver(runtime, emit=emit, quarantine=jail.add, end_ts=end_ts,
-                    max_future=max_future, progress=progress, sample=sample)
+    def jail_add(source: str, line: int, reason: str, record: Any, kind: str) -> None:
+        if partition is None or \
+                owner_of_record(record, partition.count) == partition.index:
+            jail.add(source, line, reason, record, kind)  # each record left out, once
+
+    driver = Driver(runtime, emit=emit, quarantine=jail_add, end_ts=end_ts,
+                    max_future=max_future, progress=progress, sample=sample,
+                    split=partition is not None)
     try:
         counts = driver.run(events, profiles)
     except InputError:
@@ -152,7 +194,7 @@ def simulate(
         raise
     if report is not None and driver.first is not None:
         report.first = report.first or cal.format(driver.first)
-    summary.profiles = counts.profiles
+    summary.profiles = counts.profiles if partition is None else partition.owned_profiles
     summary.events_read = counts.events_read
     summary.events_applied = counts.events_applied
     summary.events_after_end = counts.events_after_end
@@ -196,3 +238,78 @@ def _parse_option(cal: Any, option: str, value: str | None) -> int | None:
     except ValueError:
         raise UsageError(f"{option} {value!r} is not an ISO 8601 date or time, e.g. "
                          "2024-05-01 or 2024-05-01T09:00:00+08:00") from None
+
+
+def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
+                 profiles: Path | None, start: str | None, end: str | None,
+                 out: IO[str] | None, quarantine: Path | None, engine: str, masked: bool,
+                 report: ReportData | None, max_future: int | None) -> Summary:
+    """`simulate` in `workers` processes, one partition of the customers each."""
+    ir = compile_playbook(playbook.model)
+    why = blocker(ir)
+    if why is not None:
+        raise UsageError(f"--workers {workers}: this playbook needs all its customers in one "
+                         f"process ({why}); run it with one worker")
+    if report is not None:
+        raise UsageError(f"--workers {workers}: --report needs one worker for now")
+    if quarantine is not None and quarantine.exists():
+        quarantine.unlink()  # as a single run: a file left by an earlier run is not this one's
+    with tempfile.TemporaryDirectory(prefix="sopkit-partitions-") as tmp:
+        jobs = [_Job(str(playbook.path), str(events), None if profiles is None else str(profiles),
+                     start, end, engine, masked, max_future, index, workers, tmp,
+                     out is not None, quarantine is not None) for index in range(workers)]
+        # fork where there is one: a script that calls simulate() needs no __main__ guard
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            results = list(pool.map(_partition, jobs))
+        actions = [Path(tmp) / f"actions-{i}.tsv" for i in range(workers)]
+        if out is not None:
+            merge_actions(actions, out)
+        if quarantine is not None:
+            sources = [str(p) for p in (profiles, events) if p is not None]
+            merge_quarantine([Path(tmp) / f"quarantine-{i}.jsonl" for i in range(workers)],
+                             quarantine, sources)
+    failed = next((r["error"] for r in results if r["error"]), None)
+    if failed is not None:  # as a single run: the quarantine is written, then the error
+        raise InputError(failed)
+    summary = Summary(**merge_summaries([r["summary"] for r in results], ir))
+    summary.quarantine_file = str(quarantine) if quarantine else None
+    return summary
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one partition's process is given (plain values: it loads the playbook itself)."""
+
+    playbook: str
+    events: str
+    profiles: str | None
+    start: str | None
+    end: str | None
+    engine: str
+    masked: bool
+    max_future: int | None
+    index: int
+    count: int
+    tmp: str
+    out: bool
+    quarantine: bool
+
+
+def _partition(job: _Job) -> dict[str, Any]:
+    """One partition's simulation: keyed actions and quarantine into files, its summary."""
+    playbook = load(job.playbook)
+    runtime = PartitionRuntime(playbook, engine=job.engine, index=job.index, count=job.count)
+    tmp = Path(job.tmp)
+    jail = tmp / f"quarantine-{job.index}.jsonl" if job.quarantine else None
+    with (tmp / f"actions-{job.index}.tsv").open("w", encoding="utf-8") as out:
+        try:
+            summary = _run(runtime, playbook, Path(job.events),
+                           profiles=None if job.profiles is None else Path(job.profiles),
+                           start=job.start, end=job.end, out=out if job.out else None,
+                           quarantine=jail, masked=job.masked, max_future=job.max_future,
+                           partition=runtime)
+        except InputError as exc:
+            return {"summary": None, "error": str(exc)}
+    return {"summary": summary.to_json(), "error": None}

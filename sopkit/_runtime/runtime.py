@@ -176,24 +176,26 @@ class Runtime(_embed.EmbeddingAPI):
         _embed.check_record(record, "an event")
         return self.apply(self.parse_event(record))
 
-    def apply(self, event: Event) -> list[Action]:
-        """`ingest` for an event already checked by `parse_event`."""
+    def _refusal(self, event: Event) -> EventError | None:
+        """Why `apply` refuses `event` (a duplicate event_id, or out of order), else None."""
         customer_id, etype, ts, fields = event
         event_id = fields.get(EVENT_ID)
+        seen: Mapping[str, int] | None = None
         if event_id is not None:
-            fields = {k: v for k, v in fields.items() if k != EVENT_ID}
             known = self.customers.get(customer_id)
             seen = self.coordinator.staff_event_ids if etype == STAFF_DEPARTED else \
                 None if known is None else known.event_ids
-            if seen is not None and event_id in seen:
-                raise EventError(
-                    f"duplicate event_id '{event_id}': an event with this id was applied at "
-                    f"{self.calendar.format(seen[event_id])}", "duplicate event_id")
-        now = self.coordinator.now_ts
-        if now is not None and ts < now:
-            raise EventError(
-                f"out of order: {self.calendar.format(ts)} is before the runtime's clock "
-                f"{self.calendar.format(now)}; sort the history by ts", "out of order")
+        return refusal(self.calendar, seen, event_id, ts, self.coordinator.now_ts)
+
+    def apply(self, event: Event) -> list[Action]:
+        """`ingest` for an event already checked by `parse_event`."""
+        customer_id, etype, ts, fields = event
+        refused = self._refusal(event)
+        if refused is not None:
+            raise refused
+        event_id = fields.get(EVENT_ID)
+        if event_id is not None:
+            fields = {k: v for k, v in fields.items() if k != EVENT_ID}
         out = self.advance_ts(ts)
         if etype == STAFF_DEPARTED:
             if event_id is not None:
@@ -333,3 +335,18 @@ class Runtime(_embed.EmbeddingAPI):
 
 
 __all__ = ["Action", "CustomerState", "Runtime", "json_value"]  # the live loop reads them here
+
+
+def refusal(calendar: Calendar, seen: Mapping[str, int] | None, event_id: Any, ts: int,
+            now: int | None) -> EventError | None:
+    """Why an event is refused: its `event_id` is among the ids `seen` (id -> when applied),
+    or `ts` is before the clock `now`; None when it is applied."""
+    if event_id is not None and seen is not None and event_id in seen:
+        return EventError(
+            f"duplicate event_id '{event_id}': an event with this id was applied at "
+            f"{calendar.format(seen[event_id])}", "duplicate event_id")
+    if now is not None and ts < now:
+        return EventError(
+            f"out of order: {calendar.format(ts)} is before the runtime's clock "
+            f"{calendar.format(now)}; sort the history by ts", "out of order")
+    return None

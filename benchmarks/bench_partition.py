@@ -1,0 +1,148 @@
+"""`sopkit simulate --workers N` against one worker, side by side (issue 15).
+
+    python benchmarks/bench_partition.py [--customers 100000] [--workers 1,2] [--rounds 1]
+
+On the generated 100k-customer retail history (benchmarks/generate.py, cached under
+benchmarks/data/) with benchmarks/partition.toml (the retail playbook without campaigns and
+task_capacity, which need one process), each round runs every worker count in turn, so a
+noisy machine slows them alike; the best wall time per count is kept. Every run's --out file
+must be byte-identical to one worker's. It also times the part every worker repeats (reading
+and checking every record) to project 8 and 32 workers by Amdahl's law.
+
+Results: benchmarks/partition-results.json and .md (`make bench-partition`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import generate  # noqa: E402  # benchmarks/generate.py, after the path is set
+
+PLAYBOOK = HERE / "partition.toml"
+SEED = 20240101
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _simulate(events: Path, profiles: Path, end: str, workers: int, out: Path) -> float:
+    cmd = [sys.executable, "-m", "sopkit", "simulate", str(PLAYBOOK), "--events", str(events),
+           "--profiles", str(profiles), "--end", end, "--out", str(out), "--workers",
+           str(workers), "--output", "jsonl", "--no-progress", "--engine", "native",
+           "--quarantine", str(out.with_suffix(".quarantine.jsonl"))]
+    began = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - began
+
+
+def _read_only(events: Path, profiles: Path) -> float:
+    """The part every worker repeats: reading and checking every record."""
+    code = ("import sys, time; from pathlib import Path; import sopkit\n"
+            "from sopkit._io import BadRecord, read_records\n"
+            "rt = sopkit.Runtime(sopkit.load_playbook(sys.argv[1]), engine='native')\n"
+            "began = time.perf_counter()\n"
+            "for path, check in ((sys.argv[3], rt.parse_event), (sys.argv[2], None)):\n"
+            "    for item in read_records(Path(path)):\n"
+            "        if check is not None and not isinstance(item, BadRecord):\n"
+            "            check(item.data)\n"
+            "print(time.perf_counter() - began)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(PLAYBOOK), str(profiles),
+                           str(events)], check=True, cwd=ROOT, capture_output=True, text=True)
+    return float(done.stdout.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--workers", default="1,2", help="worker counts, e.g. 1,2")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--data", type=Path, default=HERE / "data")
+    parser.add_argument("--results", type=Path, default=HERE / "partition-results.json")
+    args = parser.parse_args(argv)
+    counts = [int(n) for n in args.workers.split(",")]
+    data, meta = generate.ensure(args.customers, 1, SEED, args.data, print)
+    events, profiles, end = data / "events.jsonl", data / "profiles.jsonl", meta["end_1y"]
+    scratch = HERE / "tmp"
+    scratch.mkdir(exist_ok=True)
+    times: dict[int, list[float]] = {n: [] for n in counts}
+    digests: dict[int, str] = {}
+    for _ in range(args.rounds):
+        for n in counts:
+            out = scratch / f"partition-{n}.jsonl"
+            times[n].append(_simulate(events, profiles, end, n, out))
+            digests[n] = _sha256(out)
+            print(f"workers {n}: {times[n][-1]:.1f} s", flush=True)
+    identical = len(set(digests.values())) == 1
+    serial = _read_only(events, profiles)
+    best = {n: min(t) for n, t in times.items()}
+    one = best.get(1)
+    fraction = serial / one if one else None
+    projection = {str(n): round(1 / (fraction + (1 - fraction) / n), 2)
+                  for n in (8, 32)} if fraction is not None else {}
+    result: dict[str, Any] = {
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "customers": meta["customers"], "events": meta["events"], "end": end,
+        "playbook": str(PLAYBOOK.relative_to(ROOT)), "engine": "native",
+        "seconds": {str(n): [round(t, 2) for t in ts] for n, ts in times.items()},
+        "best_seconds": {str(n): round(t, 2) for n, t in best.items()},
+        "speedup": {str(n): round(one / t, 2) for n, t in best.items()} if one else {},
+        "outputs_identical": identical, "output_sha256": digests,
+        "repeated_per_worker_seconds": round(serial, 2),
+        "repeated_fraction": round(fraction, 4) if fraction is not None else None,
+        "projected_speedup": projection,
+    }
+    args.results.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    args.results.with_suffix(".md").write_text(_markdown(result), encoding="utf-8")
+    print(json.dumps(result["speedup"]), "identical" if identical else "OUTPUTS DIFFER")
+    return 0 if identical else 1
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    rows = "\n".join(f"| {n} | {r['best_seconds'][n]} | {r['speedup'].get(n, '')}× |"
+                     for n in r["best_seconds"])
+    projection = ", ".join(f"{n} workers {s}×" for n, s in r["projected_speedup"].items())
+    return f"""# `simulate --workers N`
+
+Created {r['created']} by `{r['command']}` on {r['machine']['cpus']} CPUs, Python
+{r['machine']['python']}: {r['customers']:,} customers, {r['events']:,} events, simulated to
+{r['end']} with {r['playbook']} (engine {r['engine']}); each worker count run in turn per
+round, best wall time kept (seconds per round in the JSON).
+
+| workers | wall s | speedup |
+|---:|---:|---:|
+{rows}
+
+Outputs byte-identical across worker counts: **{r['outputs_identical']}**.
+
+Every worker reads and checks the whole history ({r['repeated_per_worker_seconds']} s, a
+fraction {r['repeated_fraction']} of one worker's run); by Amdahl's law that bounds the
+speedup: projected {projection}, before the cost of merging and of machines with fewer cores
+than workers. A projection, not a measurement.
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

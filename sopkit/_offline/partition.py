@@ -1,0 +1,183 @@
+"""Simulation by customer partition (`sopkit simulate --workers N`), one process each.
+
+Every partition reads the whole history and keeps the one clock exactly as a single run
+does: it parses every record, refuses what a single run refuses (a duplicate event_id is
+remembered for every customer, its own or not) and moves the clock to each event it would
+apply; but it keeps the state of, and acts for, only the customers it owns (a stable hash of
+the customer id). The same driver steps (`Driver`, `split=True`) happen in every partition
+in the same order, so each action is keyed by (step, time, customer id): within a step a
+single run acts in that order too (wake-ups by time, then customer id; an event for its one
+customer; a hand-over by customer id). Merging the partitions' keyed actions gives the single
+run's output byte for byte; summaries add up.
+
+Population-wide features (RFM and CLV refits, campaign audiences, staff task capacity, a
+hand-over team that balances customers) read every customer at once: `blocker` names them,
+and such a playbook runs on one worker (docs/cli.md#simulate).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from sopkit._errors import EventError
+from sopkit._ir.types import PlaybookIR
+from sopkit._playbook.load import LoadedPlaybook
+from sopkit._runtime.inputs import EVENT_ID, STAFF_DEPARTED, record_customer_id, remember
+from sopkit._runtime.records import Action
+from sopkit._runtime.runtime import Runtime, refusal
+
+Event = tuple[str, str, int, dict[str, Any]]
+
+
+def partition_of(customer_id: str, count: int) -> int:
+    """The partition that owns a customer: stable across processes, runs and machines."""
+    return zlib.crc32(customer_id.encode("utf-8")) % count
+
+
+def owner_of_record(record: Any, count: int) -> int:
+    """The partition that reports a record left out: its customer's, or the first for a
+    record without a usable customer id (unreadable lines, staff events)."""
+    if isinstance(record, Mapping):
+        try:
+            return partition_of(record_customer_id(record), count)
+        except EventError:
+            return 0
+    return 0
+
+
+def blocker(ir: PlaybookIR) -> str | None:
+    """Why this playbook must run on one worker (it reads the whole population), or None."""
+    policy: Mapping[str, Any] = ir.get("policy") or {}
+    handover: Mapping[str, Any] = ir.get("handover") or {}
+    reasons = [
+        ("[rfm] scores every customer against all the others", bool(ir.get("rfm"))),
+        ("[clv] fits its model on every customer", bool(ir.get("clv"))),
+        ("campaigns choose their audience among all customers", bool(ir.get("campaigns"))),
+        ("task_capacity counts every customer's tasks per staff member",
+         bool(policy.get("task_capacity"))),
+        ("the [handover] team shares customers out across the population",
+         bool(handover.get("team")) and handover.get("policy") != "named"),
+    ]
+    found = [text for text, present in reasons if present]
+    return "; ".join(found) if found else None
+
+
+class PartitionRuntime(Runtime):
+    """A runtime that owns the customers of one partition and keeps the clock of all."""
+
+    def __init__(self, playbook: LoadedPlaybook, *, engine: str, index: int,
+                 count: int) -> None:
+        super().__init__(playbook, engine=engine)
+        self.index, self.count = index, count
+        self.foreign_ids: dict[str, dict[str, int]] = {}  # other partitions' event ids
+        self.owned_profiles = 0
+
+    def owns(self, customer_id: str) -> bool:
+        return partition_of(customer_id, self.count) == self.index
+
+    def add_profile(self, record: Mapping[str, Any]) -> None:
+        """Add the profile if this partition owns the customer; the owner reports a bad one
+        (the first partition, a record without a usable customer id)."""
+        if owner_of_record(record, self.count) != self.index:
+            return
+        super().add_profile(record)
+        self.owned_profiles += 1
+
+    def _refusal(self, event: Event) -> EventError | None:
+        customer_id, etype, ts, fields = event
+        if etype == STAFF_DEPARTED or self.owns(customer_id):
+            return super()._refusal(event)
+        return refusal(self.calendar, self.foreign_ids.get(customer_id), fields.get(EVENT_ID),
+                       ts, self.now_ts)
+
+    def apply(self, event: Event) -> list[Action]:
+        """An event of an owned customer (or a staff event, which every partition applies to
+        its own customers) as in one runtime; another's only moves the clock."""
+        customer_id, etype, ts, fields = event
+        if etype == STAFF_DEPARTED or self.owns(customer_id):
+            return super().apply(event)
+        refused = self._refusal(event)
+        if refused is not None:
+            raise refused
+        event_id = fields.get(EVENT_ID)
+        if event_id is not None:
+            self.foreign_ids[customer_id] = remember(self.foreign_ids.get(customer_id),
+                                                     str(event_id), ts)
+        return self.advance_ts(ts)
+
+
+# -- merging the partitions' results ---------------------------------------------------------
+
+def keyed_line(step: int, action: Action, text: str) -> str:
+    """One action of a partition's output, keyed for the merge (`text` ends with a newline)."""
+    return f"{step}\t{action.ts}\t{json.dumps(action.customer_id)}\t{text}"
+
+
+def _keyed(path: Path) -> Iterator[tuple[tuple[int, int, str], str]]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            step, ts, customer, text = line.split("\t", 3)
+            yield (int(step), int(ts), json.loads(customer)), text
+
+
+def merge_actions(paths: Iterable[Path], out: IO[str]) -> None:
+    """Write the partitions' keyed actions to `out` in the order of a single run."""
+    for _key, text in heapq.merge(*(_keyed(p) for p in paths), key=lambda item: item[0]):
+        out.write(text)
+
+
+def merge_quarantine(paths: Iterable[Path], dest: Path, sources: list[str]) -> None:
+    """One quarantine file in a single run's order: by input file (profiles first), line."""
+    entries: list[tuple[int, int, str]] = []
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+            entry = json.loads(line)
+            entries.append((sources.index(entry["source"]), int(entry["line"]), line))
+    if not entries:
+        return
+    entries.sort()
+    dest.write_text("".join(text for _, _, text in entries), encoding="utf-8")
+
+
+def _sum(dicts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(total)
+
+
+def merge_summaries(parts: list[dict[str, Any]], ir: PlaybookIR) -> dict[str, Any]:
+    """A single run's summary from the partitions' (in partition order)."""
+    first = parts[0]
+    merged = dict(first)
+    for key in ("profiles", "quarantined", "customers", "actions",
+                "warmup_actions", "pending_at_end"):
+        merged[key] = sum(int(p[key]) for p in parts)
+    merged["quarantine_reasons"] = dict(sorted(_sum(p["quarantine_reasons"]
+                                                    for p in parts).items()))
+    by_rule: dict[str, Counter[str]] = {}
+    for part in parts:
+        for rule, counts in part["by_rule"].items():
+            by_rule.setdefault(rule, Counter()).update(counts)
+    merged["by_rule"] = {rule: dict(sorted(c.items())) for rule, c in by_rule.items()}
+    for key in ("by_day", "by_type", "by_channel"):
+        merged[key] = dict(sorted(_sum(p[key] for p in parts).items()))
+    statuses = list(dict.fromkeys(s for p in parts for s in p["policy"]))
+    order = ("deferred", "suppressed", "holdout")
+    merged["policy"] = {s: dict(sorted(_sum(p["policy"].get(s, {}) for p in parts).items()))
+                        for s in sorted(statuses, key=order.index)}
+    stage_order = {s["name"]: i for i, s in enumerate(ir["stages"])}
+    stages = _sum(p["stages"] for p in parts)
+    merged["stages"] = dict(sorted(stages.items(),
+                                   key=lambda kv: stage_order.get(kv[0], 1 << 30)))
+    merged["tags"] = {t["name"]: sum(p["tags"].get(t["name"], 0) for p in parts)
+                      for t in ir["tags"]}
+    return merged

@@ -1,0 +1,162 @@
+"""`simulate --workers N`: customers split among processes, the output byte for byte the same.
+
+Generated playbooks and histories (tests/differential_gen.py) with refusals mixed in (a
+redelivered event_id, an event out of order, an unreadable line, a record without a
+customer) run with 1, 2, 3 and 5 workers; actions, summary and quarantine must be identical.
+
+Environment: SOPKIT_PARTITION_EXAMPLES=N generated cases per run (default 15).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import differential_gen as gen
+import pytest
+from hypothesis import HealthCheck, assume, given, note, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import sopkit
+from sopkit._cli.app import app
+
+EXAMPLES = int(os.environ.get("SOPKIT_PARTITION_EXAMPLES", "15"))
+ROOT = Path(__file__).parent.parent
+MEMBERSHIP = ROOT / "examples/membership"
+
+
+def _run(playbook: sopkit.LoadedPlaybook, folder: Path, workers: int,
+         end: str | None) -> tuple[str, str, str]:
+    """(actions JSONL, summary JSON, quarantine JSONL) of one simulation with `workers`."""
+    out = folder / f"actions-{workers}.jsonl"
+    jail = folder / f"quarantine-{workers}.jsonl"
+    profiles = folder / "profiles.jsonl"
+    with out.open("w", encoding="utf-8") as handle:
+        try:
+            summary = sopkit.simulate(playbook, folder / "events.jsonl",
+                                      profiles=profiles if profiles.exists() else None,
+                                      end=end, out=handle, quarantine=jail, workers=workers)
+        except sopkit.ChainError:  # which customer's chain is reported first may differ
+            return "ChainError", "", ""
+    shown = summary.to_json() | {"quarantine_file": None}
+    return (out.read_text(encoding="utf-8"), json.dumps(shown, ensure_ascii=False),
+            jail.read_text(encoding="utf-8") if jail.exists() else "")
+
+
+@st.composite
+def _cases(draw: st.DrawFn) -> tuple[gen.Case, list[str]]:
+    """A generated case and its event lines, with refusals a single run quarantines."""
+    case = draw(gen.cases(frozenset()))
+    lines = [json.dumps(e, ensure_ascii=False) for e in case.events]
+    if case.events and draw(st.booleans()):  # a redelivery: the same event_id twice
+        at = draw(st.integers(0, len(case.events) - 1))
+        first = dict(case.events[at], event_id="redelivered")
+        lines[at:at + 1] = [json.dumps(first, ensure_ascii=False)] * 2
+    if len(case.events) > 2 and draw(st.booleans()):  # an event older than the clock
+        late = dict(case.events[0], customer_id=draw(st.sampled_from(gen.CUSTOMERS)))
+        lines.insert(draw(st.integers(2, len(lines))), json.dumps(late, ensure_ascii=False))
+    if draw(st.booleans()):
+        lines.insert(draw(st.integers(0, len(lines))), "{not json")
+        lines.insert(draw(st.integers(0, len(lines))), '{"type": "purchase"}')
+    return case, lines
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(_cases())
+def test_any_number_of_workers_gives_the_single_run_byte_for_byte(
+        drawn: tuple[gen.Case, list[str]]) -> None:
+    """1, 2, 3 and 5 workers write the same actions, summary and quarantine."""
+    case, lines = drawn
+    note(repr(case))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        path = folder / "playbook.toml"
+        path.write_text(case.toml(), encoding="utf-8")
+        try:
+            playbook = sopkit.load_playbook(path)
+        except sopkit.PlaybookError:
+            assume(False)
+            raise
+        (folder / "events.jsonl").write_text("".join(line + "\n" for line in lines),
+                                             encoding="utf-8")
+        if case.profiles:
+            (folder / "profiles.jsonl").write_text(
+                "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in case.profiles),
+                encoding="utf-8")
+        single = _run(playbook, folder, 1, case.end)
+        for workers in (2, 3, 5):
+            assert _run(playbook, folder, workers, case.end) == single, workers
+
+
+def _membership_without_capacity(tmp: Path) -> Path:
+    """The membership playbook without task_capacity (which needs one process)."""
+    text = (ROOT / "playbooks/membership.toml").read_text(encoding="utf-8")
+    path = tmp / "membership.toml"
+    path.write_text("\n".join(line for line in text.splitlines()
+                              if not line.startswith("task_capacity")) + "\n", encoding="utf-8")
+    return path
+
+
+def test_the_command_line_writes_the_same_files_with_two_workers(tmp_path: Path) -> None:
+    """`sopkit simulate --workers 2` writes the --out and quarantine files of one worker."""
+    playbook = _membership_without_capacity(tmp_path)
+    written: dict[int, tuple[str, str, str]] = {}
+    for workers in (1, 2):
+        out = tmp_path / f"actions-{workers}.jsonl"
+        result = CliRunner().invoke(app, [
+            "simulate", str(playbook), "--events", str(MEMBERSHIP / "events.jsonl"),
+            "--profiles", str(MEMBERSHIP / "profiles.csv"), "--end", "2025-04-30",
+            "--out", str(out), "--workers", str(workers), "--output", "jsonl"])
+        assert result.exit_code == 0, result.output
+        quarantine = out.with_name(out.stem + ".quarantine.jsonl")
+        written[workers] = (out.read_text(encoding="utf-8"),
+                            quarantine.read_text(encoding="utf-8"),
+                            result.output.replace(str(quarantine), "Q"))
+    assert written[2] == written[1]
+    assert written[1][0].count("\n") > 10 and written[1][1]  # actions and a quarantined line
+
+
+def test_a_playbook_that_reads_the_whole_population_says_why_it_needs_one_worker(
+        tmp_path: Path) -> None:
+    """task_capacity, campaigns, RFM/CLV need every customer at once: exit 2 naming them."""
+    result = CliRunner().invoke(app, [
+        "simulate", str(ROOT / "playbooks/retail.toml"), "--events",
+        str(MEMBERSHIP / "events.jsonl"), "--workers", "2"])
+    assert result.exit_code == 2
+    assert "campaigns choose their audience" in result.output
+    assert "task_capacity" in result.output and "one worker" in result.output
+
+
+def test_a_truncated_history_is_an_error_after_the_quarantine_is_written(
+        tmp_path: Path) -> None:
+    """A .gz cut short ends a two-worker run as it ends one: exit 1, quarantine written."""
+    playbook = _membership_without_capacity(tmp_path)
+    data = gzip.compress((MEMBERSHIP / "events.jsonl").read_bytes())
+    events = tmp_path / "events.jsonl.gz"
+    events.write_bytes(data[: len(data) * 2 // 3])
+    outcome: dict[int, Any] = {}
+    for workers in (1, 2):
+        jail = tmp_path / f"q{workers}.jsonl"
+        result = CliRunner().invoke(app, [
+            "simulate", str(playbook), "--events", str(events), "--quarantine", str(jail),
+            "--workers", str(workers)])
+        outcome[workers] = (result.exit_code,
+                            jail.read_text(encoding="utf-8") if jail.exists() else "",
+                            result.output.splitlines()[-1])
+    assert outcome[2] == outcome[1]
+    assert outcome[1][0] == 1 and "truncated" in outcome[1][2].lower()
+
+
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_workers_below_one_is_a_usage_error(workers: str) -> None:
+    """--workers takes 1 or more."""
+    result = CliRunner().invoke(app, ["simulate", str(ROOT / "playbooks/membership.toml"),
+                                      "--events", str(MEMBERSHIP / "events.jsonl"),
+                                      "--workers", workers])
+    assert result.exit_code == 2
