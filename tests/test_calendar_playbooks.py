@@ -241,3 +241,25 @@ def test_calendar_on_another_metric_kind_is_a_check_error(tmp_path: Path,
         '"days_to_anniversary"', '"days_until"'), encoding="utf-8")
     code, text = _run("check", str(path))
     assert code != 0 and "metrics.days_to_birthday.calendar" in text
+
+
+CAMPAIGN = HEAD + """
+[[campaigns]]
+name = "monthly_digest"
+every = "monthly first-workday 10:00"
+until = "2026-01-31"
+audience = "true"
+actions = [{ type = "send", channel = "wecom", template = "guide" }]
+"""
+
+
+def test_a_first_workday_campaign_fires_after_national_day_and_on_a_make_up_day(
+        tmp_path: Path) -> None:
+    """`monthly first-workday 10:00`: 10-09 after 国庆节, and Sunday 2026-01-04 (调休)."""
+    rt = sopkit.Runtime(_playbook(tmp_path, CAMPAIGN))
+    rt.ingest({"customer_id": "c1", "type": "purchase", "ts": "2025-08-20T10:00:00",
+               "amount": "1"})
+    out = rt.advance("2026-03-31T00:00:00")
+    assert [a.time for a in out] == ["2025-09-01T10:00:00+08:00", "2025-10-09T10:00:00+08:00",
+                                     "2025-11-03T10:00:00+08:00", "2025-12-01T10:00:00+08:00",
+                                     "2026-01-04T10:00:00+08:00"]
