@@ -3,6 +3,7 @@ is_holiday, `N workdays` delays, quiet_days, and years without published holiday
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -263,3 +264,55 @@ def test_a_first_workday_campaign_fires_after_national_day_and_on_a_make_up_day(
     assert [a.time for a in out] == ["2025-09-01T10:00:00+08:00", "2025-10-09T10:00:00+08:00",
                                      "2025-11-03T10:00:00+08:00", "2025-12-01T10:00:00+08:00",
                                      "2026-01-04T10:00:00+08:00"]
+
+
+def test_check_warns_at_the_first_holiday_feature_when_the_data_ends_this_year(
+        tmp_path: Path) -> None:
+    """On 2026-12-05 with data to 2026, a `3 workdays` delay gets one located warning naming
+    2026 and the upgrade; on 2026-06-01 with data beyond 2026 nothing would be said."""
+    from sopkit._lang.cncal import holiday_years
+    from sopkit._playbook.calendar_check import data_warnings
+
+    loaded = _playbook(tmp_path, WORKDAYS)
+    last = holiday_years()[1]
+    found = data_warnings(loaded, dt.date(last, 12, 5))
+    assert len(found) == 1 and found[0].severity == "warning"
+    assert found[0].location.line == WORKDAYS.splitlines().index('delay = "3 workdays"') + 1
+    assert f"ends with {last}" in found[0].message
+    assert "pip install -U chinese-calendar" in found[0].suggestion
+    assert data_warnings(loaded, dt.date(last - 1, 6, 1)) == []
+    assert data_warnings(_playbook(tmp_path, LUNAR.replace("CALENDAR", "lunar")),
+                         dt.date(last, 12, 5)) == []
+
+
+def test_check_prints_the_holiday_data_warning_without_failing(tmp_path: Path) -> None:
+    """`sopkit check` shows the warning on today's date and still exits 0 without --strict."""
+    from sopkit._lang.cncal import holiday_years
+
+    path = tmp_path / "cn.toml"
+    path.write_text(QUIET, encoding="utf-8")
+    code, text = _run("check", str(path))
+    assert code == 0, text
+    runs_out = holiday_years()[1] <= dt.date.today().year
+    assert ("warning: policy.quiet_days: quiet_days reads China's holiday arrangement"
+            in text) == runs_out
+
+
+def test_check_strict_warns_about_a_campaign_in_a_quiet_holiday(tmp_path: Path) -> None:
+    """--strict: a campaign `at` 2026-02-18 (春节) with quiet_days 春节 is a located warning."""
+    path = tmp_path / "cn.toml"
+    text = QUIET + """
+[[campaigns]]
+name = "new_year_sale"
+at = "2026-02-18T10:00"
+audience = "true"
+actions = [{ type = "send", channel = "wecom", template = "guide" }]
+"""
+    path.write_text(text, encoding="utf-8")
+    code, out = _run("check", "--strict", str(path))
+    assert code == 1
+    assert "campaigns[0].at: campaign 'new_year_sale' fires on 2026-02-18, a day off of 春节" \
+        in out
+    path.write_text(text.replace("2026-02-18", "2026-03-18"), encoding="utf-8")
+    code, out = _run("check", "--strict", str(path))
+    assert "new_year_sale" not in out
