@@ -64,7 +64,8 @@ class _Compiler:
         self.window_slots: set[int] = set()
         self.event: str | None = None
         for name, kind in BUILTINS.items():
-            self.slot(name, kind, "builtin")
+            if name not in HOLIDAY_BUILTINS:  # last: the slots of older playbooks keep their
+                self.slot(name, kind, "builtin")  # numbers
         for attr, akind in pb.profile.items():
             self.slot(f"profile.{attr}", akind, "profile")
         for name, metric in pb.metrics.items():
@@ -87,6 +88,8 @@ class _Compiler:
             for fname, fkind in fields.items():
                 self.slot(f"event:{etype}.{fname}", fkind, "event", event=etype, field=fname,
                           label=f"event.{fname}")
+        for name in sorted(HOLIDAY_BUILTINS, reverse=True):  # is_workday, is_holiday
+            self.slot(name, BUILTINS[name], "builtin")
         self.time_slots.add(self.slot_index["today"])
         # is_workday / is_holiday change at day starts: read by a rule, they wake it then
         self.holiday_slots = {self.slot_index[name] for name in HOLIDAY_BUILTINS}
