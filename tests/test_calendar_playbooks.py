@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
@@ -316,3 +317,20 @@ actions = [{ type = "send", channel = "wecom", template = "guide" }]
     path.write_text(text.replace("2026-02-18", "2026-03-18"), encoding="utf-8")
     code, out = _run("check", "--strict", str(path))
     assert "new_year_sale" not in out
+
+
+def test_is_workday_wakes_a_customer_only_on_the_days_its_value_changes(
+        tmp_path: Path) -> None:
+    """Evaluations around 国庆节 2025 happen only on the day starts where is_workday flips."""
+    rt = sopkit.Runtime(_playbook(tmp_path, FACTS))
+    seen: list[str] = []
+    shanghai = ZoneInfo("Asia/Shanghai")
+    rt.observe(lambda obs: seen.append(
+        dt.datetime.fromtimestamp(obs.now, shanghai).date().isoformat()), "evaluation")
+    rt.ingest({"customer_id": "c1", "type": "purchase", "ts": "2025-09-27T12:00:00",
+               "amount": "1"})
+    rt.advance("2025-10-14T12:00:00")
+    # Sat 09-27 off; Sun 09-28 .. Tue 09-30 work; 10-01 .. 10-08 off; Thu 10-09 .. Sat 10-11
+    # work (10-11 is a make-up Saturday); Sun 10-12 off; Mon 10-13 work
+    assert seen == ["2025-09-27", "2025-09-28", "2025-10-01", "2025-10-09", "2025-10-12",
+                    "2025-10-13"]
