@@ -334,3 +334,19 @@ def test_is_workday_wakes_a_customer_only_on_the_days_its_value_changes(
     # work (10-11 is a make-up Saturday); Sun 10-12 off; Mon 10-13 work
     assert seen == ["2025-09-27", "2025-09-28", "2025-10-01", "2025-10-09", "2025-10-12",
                     "2025-10-13"]
+
+
+def test_a_lunar_birthday_wakes_its_customer_only_around_each_anniversary(
+        tmp_path: Path) -> None:
+    """`days_to_birthday == 3` on 八月十五: woken 3 and 2 days before 中秋 and the day after."""
+    rt = sopkit.Runtime(_playbook(tmp_path, LUNAR.replace("CALENDAR", "lunar")))
+    seen: list[str] = []
+    shanghai = ZoneInfo("Asia/Shanghai")
+    rt.observe(lambda obs: seen.append(
+        dt.datetime.fromtimestamp(obs.now, shanghai).date().isoformat()), "evaluation")
+    rt.add_profile({"customer_id": "c1", "birthday": "1990-08-15"})
+    rt.advance("2024-01-01T00:00:00")
+    rt.advance("2025-12-31T00:00:00")
+    # 中秋: 2024-09-17, 2025-10-06
+    assert seen == ["2024-01-01", "2024-09-14", "2024-09-15", "2024-09-18",
+                    "2025-10-03", "2025-10-04", "2025-10-07"]
