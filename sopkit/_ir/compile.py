@@ -64,8 +64,10 @@ class _Compiler:
         self.window_slots: set[int] = set()
         self.event: str | None = None
         for name, kind in BUILTINS.items():
-            if name not in HOLIDAY_BUILTINS:  # last: the slots of older playbooks keep their
-                self.slot(name, kind, "builtin")  # numbers
+            # is_workday / is_holiday get a slot when a condition reads them (operand), so
+            # a playbook that does not compiles as before (same slots, same fingerprint)
+            if name not in HOLIDAY_BUILTINS:
+                self.slot(name, kind, "builtin")
         for attr, akind in pb.profile.items():
             self.slot(f"profile.{attr}", akind, "profile")
         for name, metric in pb.metrics.items():
@@ -88,11 +90,9 @@ class _Compiler:
             for fname, fkind in fields.items():
                 self.slot(f"event:{etype}.{fname}", fkind, "event", event=etype, field=fname,
                           label=f"event.{fname}")
-        for name in sorted(HOLIDAY_BUILTINS, reverse=True):  # is_workday, is_holiday
-            self.slot(name, BUILTINS[name], "builtin")
         self.time_slots.add(self.slot_index["today"])
         # is_workday / is_holiday change at day starts: read by a rule, they wake it then
-        self.holiday_slots = {self.slot_index[name] for name in HOLIDAY_BUILTINS}
+        self.holiday_slots: set[int] = set()
         self.holiday_read: set[int] = set()
 
     def slot(self, name: str, kind: str, source: str, **extra: Any) -> int:
@@ -159,6 +159,10 @@ class _Compiler:
         if isinstance(node, e.Name):
             if node.parts[0] == "event":  # the fields of the rule's own event type
                 return ["slot", self.slot_index[f"event:{self.event}.{node.parts[1]}"]]
+            if node.dotted in HOLIDAY_BUILTINS:
+                index = self.slot(node.dotted, BUILTINS[node.dotted], "builtin")
+                self.holiday_slots.add(index)
+                return ["slot", index]
             return ["slot", self.slot_index[node.dotted]]
         if isinstance(node, e.Neg):
             inner = self.operand(node.operand)
