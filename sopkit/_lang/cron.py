@@ -152,7 +152,8 @@ def _parse_simple(raw: str, text: str) -> Cron:
     want = 2 if kind == "daily" else 3
     if len(words) != want:
         shape = {"daily": "daily HH:MM", "weekly": "weekly DAYS HH:MM (e.g. weekly mon 09:00)",
-                 "monthly": "monthly DAYS HH:MM (e.g. monthly 1 10:00)"}[kind]
+                 "monthly": "monthly DAYS HH:MM (e.g. monthly 1 10:00, monthly "
+                 "first-workday 10:00)"}[kind]
         raise CronError(f"cannot read schedule '{raw}': write {shape}")
     clock = _HHMM.match(words[-1])
     if not clock:
