@@ -364,6 +364,8 @@ def _base_operands(bugs: Bugs) -> list[Operand]:
         Operand("owner", "string", STAFF),
         Operand("customer_id", "string", CUSTOMERS),
         Operand("today", "date", DATES, time=True),
+        Operand("is_workday", "bool", time=True),
+        Operand("is_holiday", "bool", time=True),
     ]
 
 
@@ -406,6 +408,9 @@ def metrics_strategy(draw: Draw) -> dict[str, dict[str, Any]]:
             spec["window"] = draw(st.sampled_from(WINDOWS))
         elif kind == "days_to_anniversary":
             spec["attribute"] = "birthday"
+            calendar = draw(st.sampled_from(["gregorian", "gregorian", "lunar", "lunar_of_birth"]))
+            if calendar != "gregorian":
+                spec["calendar"] = calendar
         elif kind == "days_until":
             spec["attribute"] = "expires"
         if kind in ("count", "sum", "avg") and draw(st.booleans()):
@@ -529,7 +534,7 @@ def playbook_strategy(draw: Draw, bugs: Bugs = NO_BUGS) -> dict[str, Any]:
         if draw(st.integers(0, 2 if writes else 4)) == 0:
             rule["max_times"] = draw(st.integers(1, 3))
         if draw(st.integers(0, 3)) == 0:
-            rule["delay"] = draw(st.sampled_from(DURATIONS))
+            rule["delay"] = draw(st.sampled_from([*DURATIONS, "2 workdays"]))
             if draw(st.booleans()):
                 rule["cancel_if"] = condition(draw, Scope(derived, tag_names, stage_names),
                                               bugs, 1)

@@ -363,3 +363,16 @@ def test_user_docs_name_only_public_modules() -> None:
              for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
              for m in private.finditer(line)]
     assert found == [], "private modules named in user docs:\n" + "\n".join(found)
+
+
+def test_calendar_doc_example_is_the_shipped_playbook_and_runs(
+        workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/calendar.md's playbook is examples/calendar/tea.toml, and its commands print what
+    the doc shows."""
+    doc = DOCS / "calendar.md"
+    (toml,) = re.findall(r"```toml\n(.*?)```", _text(doc), re.DOTALL)
+    assert toml == _text(ROOT / "examples" / "calendar" / "tea.toml")
+    commands = _console_commands(doc)
+    assert [c.split()[1] for c, _ in commands] == ["check", "simulate"]
+    for command, shown in commands:
+        _run_shown(command, shown, monkeypatch)

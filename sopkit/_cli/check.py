@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +31,7 @@ def check(
                                          "makes the exit code 1.")] = False,
 ) -> None:
     """Validate playbooks: exit 0 if all are valid, 1 if any is not, 2 on usage errors."""
+    from sopkit._playbook.calendar_check import data_warnings, quiet_period_warnings
     from sopkit._playbook.channel_check import channel_problems
 
     failed = False
@@ -47,13 +49,15 @@ def check(
                 count = len(errors)
                 typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''}")
             continue
-        warnings: list[Problem] = []
+        today = dt.date.today()
+        # the holiday data running out is worth knowing even without --strict
+        warnings: list[Problem] = data_warnings(loaded, today)
         if strict:
             from sopkit._playbook.lint import lint
 
-            warnings = lint(loaded)
+            warnings += lint(loaded) + quiet_period_warnings(loaded, today)
             failed = failed or bool(warnings)
-            print_problems(warnings, output)
+        print_problems(warnings, output)
         if output is Output.table:
             if warnings:
                 count = len(warnings)

@@ -120,6 +120,8 @@ def simulate(
             handle.close()
     if summary.notice:
         typer.echo(summary.notice, err=True)
+    for note in summary.calendar_warnings:
+        typer.echo(f"warning: {note}", err=True)
     if summary.quarantined == 0 and quarantine.exists() and quarantine.stat().st_size == 0:
         quarantine.unlink()
     if report is not None and collected is not None:

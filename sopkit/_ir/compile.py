@@ -34,8 +34,15 @@ from sopkit._ir.types import (
 )
 from sopkit._lang import expr as e
 from sopkit._playbook import models as m
-from sopkit._playbook.models import parse_duration
-from sopkit._playbook.names import BUILTINS, CLV_FACTS, TIME_RELATIVE, metric_type, scope_names
+from sopkit._playbook.models import parse_delay, parse_duration, parse_workdays
+from sopkit._playbook.names import (
+    BUILTINS,
+    CLV_FACTS,
+    HOLIDAY_BUILTINS,
+    TIME_RELATIVE,
+    metric_type,
+    scope_names,
+)
 from sopkit._stats.rfm import FACTS as RFM_FACTS
 
 __all__ = ["IR_VERSION", "PlaybookIR", "compile_playbook"]
@@ -57,7 +64,10 @@ class _Compiler:
         self.window_slots: set[int] = set()
         self.event: str | None = None
         for name, kind in BUILTINS.items():
-            self.slot(name, kind, "builtin")
+            # is_workday / is_holiday get a slot when a condition reads them (operand), so
+            # a playbook that does not compiles as before (same slots, same fingerprint)
+            if name not in HOLIDAY_BUILTINS:
+                self.slot(name, kind, "builtin")
         for attr, akind in pb.profile.items():
             self.slot(f"profile.{attr}", akind, "profile")
         for name, metric in pb.metrics.items():
@@ -81,6 +91,9 @@ class _Compiler:
                 self.slot(f"event:{etype}.{fname}", fkind, "event", event=etype, field=fname,
                           label=f"event.{fname}")
         self.time_slots.add(self.slot_index["today"])
+        # is_workday / is_holiday change at day starts: read by a rule, they wake it then
+        self.holiday_slots: set[int] = set()
+        self.holiday_read: set[int] = set()
 
     def slot(self, name: str, kind: str, source: str, **extra: Any) -> int:
         if name not in self.slot_index:
@@ -99,6 +112,7 @@ class _Compiler:
         self.event = event
         cond = self.cond(node)
         reads = sorted(_reads(cond))
+        self.holiday_read.update(self.holiday_slots.intersection(reads))
         self.predicates.append({"id": len(self.predicates), "owner": owner, "text": text,
                                 "cond": cond, "reads": reads})
         return len(self.predicates) - 1
@@ -145,6 +159,10 @@ class _Compiler:
         if isinstance(node, e.Name):
             if node.parts[0] == "event":  # the fields of the rule's own event type
                 return ["slot", self.slot_index[f"event:{self.event}.{node.parts[1]}"]]
+            if node.dotted in HOLIDAY_BUILTINS:
+                index = self.slot(node.dotted, BUILTINS[node.dotted], "builtin")
+                self.holiday_slots.add(index)
+                return ["slot", index]
             return ["slot", self.slot_index[node.dotted]]
         if isinstance(node, e.Neg):
             inner = self.operand(node.operand)
@@ -205,6 +223,7 @@ class _Compiler:
                 "field": metric.field,
                 "attribute": metric.attribute,
                 "window": parse_duration(metric.window) if metric.window else None,
+                **({} if metric.calendar == "gregorian" else {"calendar": metric.calendar}),
             }
             for name, metric in pb.metrics.items()
         ]
@@ -238,6 +257,9 @@ class _Compiler:
         campaigns = [self.campaign(i, c) for i, c in enumerate(pb.campaigns)]
         order = sorted(range(len(rules)), key=lambda i: (-rules[i]["priority"], i))
         wakeups = self.limits(self.time_slots)
+        for slot in sorted(self.holiday_read):  # any change of the day's value may matter
+            wakeups[self.slots[slot]["name"]] = {"slot": slot, "any": True, "thresholds": [],
+                                                 "boundaries": []}
         windows = self.limits(self.window_slots)
         return cast(PlaybookIR, {
             "ir_version": IR_VERSION,
@@ -278,7 +300,8 @@ class _Compiler:
         when = self.predicate(rule.when, f"rules.{rule.name}.when", rule.on)
         cancel = self.predicate(rule.cancel_if, f"rules.{rule.name}.cancel_if")
         reads = self.predicates[when]["reads"] if when is not None else []
-        return {
+        workdays = parse_workdays(rule.delay) if rule.delay else None
+        out: RuleIR = {
             "name": rule.name,
             "index": index,
             "on": rule.on,
@@ -288,11 +311,14 @@ class _Compiler:
             "max_times": rule.max_times,
             "experiment": rule.experiment,
             "sample": rule.sample,
-            "delay": parse_duration(rule.delay) if rule.delay else None,
+            "delay": parse_delay(rule.delay) if rule.delay else None,
             "cancel_predicate": cancel,
             "reads": reads,
             "actions": [self.action(a) for a in rule.actions],
         }
+        if workdays:
+            out["delay_workdays"] = workdays
+        return out
 
     def campaign(self, index: int, campaign: m.Campaign) -> CampaignIR:
         """A campaign: its schedule texts, audience predicate, experiment, pilot, actions.
@@ -301,10 +327,11 @@ class _Compiler:
         time-relative metric for that instant, so it adds no thresholds to `wakeups`.
         """
         kept = ({k: set(v) for k, v in self.thresholds.items()},
-                {k: set(v) for k, v in self.boundaries.items()}, set(self.any_time))
+                {k: set(v) for k, v in self.boundaries.items()}, set(self.any_time),
+                set(self.holiday_read))
         audience = self.predicate(campaign.audience, f"campaigns.{campaign.name}.audience")
         assert audience is not None  # the model requires an audience
-        self.thresholds, self.boundaries, self.any_time = kept
+        self.thresholds, self.boundaries, self.any_time, self.holiday_read = kept
         return {
             "name": campaign.name,
             "index": index,
@@ -355,6 +382,7 @@ def _policy(policy: m.Policy) -> dict[str, Any]:
         "caps": [{"max": cap.max, "per": parse_duration(cap.per),
                   "per_text": "".join(cap.per.split()), "channel": cap.channel}
                  for cap in policy.caps],
+        **({"quiet_days": list(policy.quiet_days)} if policy.quiet_days else {}),
     }
 
 

@@ -46,6 +46,7 @@ class MetricIR(TypedDict):
     field: str | None
     attribute: str | None
     window: int | None
+    calendar: NotRequired[str]  # days_to_anniversary: lunar | lunar_of_birth (else gregorian)
 
 
 class FactorIR(TypedDict):
@@ -87,6 +88,7 @@ class RuleIR(TypedDict):
     cancel_predicate: int | None
     reads: list[int]
     actions: list[ActionIR]
+    delay_workdays: NotRequired[int]  # `N workdays`: delay is 0, the due time is computed
 
 
 class CampaignIR(TypedDict):

@@ -6,6 +6,8 @@ the macros `@hourly @daily @weekly @monthly @yearly`, or a simple form:
 
     daily 09:00          weekly mon 09:00          weekly mon,thu 18:30
     weekly mon-fri 09:00 monthly 1 10:00           monthly 1,15 10:00
+    monthly first-workday 10:00   (the first working day of each month: China's holiday
+                                   arrangement, docs/calendar.md)
 
 Times are local wall-clock times in the playbook's time zone, computed on the calendar, so a
 weekly 09:00 stays 09:00 across daylight-saving changes. A local time that does not exist
@@ -23,6 +25,7 @@ import datetime as dt
 import difflib
 import re
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 
 SEARCH_DAYS = 366 * 30  # a schedule that matches no day in 30 years never fires
@@ -50,6 +53,13 @@ _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _SIMPLE = ("daily", "weekly", "monthly")
 _ORDER = "the fields are minute hour day-of-month month day-of-week, e.g. \"0 9 * * mon\""
 EXAMPLES = ('"weekly mon 09:00"', '"daily 10:00"', '"monthly 1 10:00"', '"0 9 * * 1"')
+FIRST_WORKDAY = "first-workday"
+IsWorkday = Callable[[dt.date], bool]
+
+
+def weekday_workday(day: dt.date) -> bool:
+    """Monday to Friday: what a schedule counts as working days without a holiday table."""
+    return day.weekday() < 5
 
 
 class CronError(ValueError):
@@ -73,21 +83,27 @@ class Cron:
     weekdays: frozenset[int]  # 0-6, 0 = Sunday
     any_day: bool  # day-of-month field starts with *
     any_weekday: bool  # day-of-week field starts with *
+    first_workday: bool = False  # `monthly first-workday`: only each month's first workday
 
-    def matches_day(self, day: dt.date) -> bool:
+    def matches_day(self, day: dt.date, is_workday: IsWorkday = weekday_workday) -> bool:
         if day.month not in self.months:
             return False
+        if self.first_workday:
+            return is_workday(day) and not any(
+                is_workday(day.replace(day=d)) for d in range(1, day.day))
         dom = day.day in self.days
         dow = (day.isoweekday() % 7) in self.weekdays
         if self.any_day or self.any_weekday:
             return dom and dow
         return dom or dow
 
-    def next_after(self, after: int, tz: dt.tzinfo) -> int | None:
-        """The first firing strictly after unix second `after`, or None within 30 years."""
+    def next_after(self, after: int, tz: dt.tzinfo,
+                   is_workday: IsWorkday = weekday_workday) -> int | None:
+        """The first firing strictly after unix second `after`, or None within 30 years
+        (`is_workday` decides the working days of a `first-workday` schedule)."""
         day = dt.datetime.fromtimestamp(after, tz).date()
         for _ in range(SEARCH_DAYS):
-            if self.matches_day(day):
+            if self.matches_day(day, is_workday):
                 best: int | None = None
                 for hour in self.hours:
                     for minute in self.minutes:
@@ -136,7 +152,8 @@ def _parse_simple(raw: str, text: str) -> Cron:
     want = 2 if kind == "daily" else 3
     if len(words) != want:
         shape = {"daily": "daily HH:MM", "weekly": "weekly DAYS HH:MM (e.g. weekly mon 09:00)",
-                 "monthly": "monthly DAYS HH:MM (e.g. monthly 1 10:00)"}[kind]
+                 "monthly": "monthly DAYS HH:MM (e.g. monthly 1 10:00, monthly "
+                 "first-workday 10:00)"}[kind]
         raise CronError(f"cannot read schedule '{raw}': write {shape}")
     clock = _HHMM.match(words[-1])
     if not clock:
@@ -146,6 +163,10 @@ def _parse_simple(raw: str, text: str) -> Cron:
     dom, dow = "*", "*"
     if kind == "weekly":
         dow = words[1]
+    elif kind == "monthly" and words[1] == FIRST_WORKDAY:
+        cron = _parse_cron(f"{minute} {hour} * * *", raw)
+        return Cron(cron.text, cron.minutes, cron.hours, cron.days, cron.months,
+                    cron.weekdays, cron.any_day, cron.any_weekday, first_workday=True)
     elif kind == "monthly":
         dom = words[1]
     return _parse_cron(f"{minute} {hour} {dom} * {dow}", raw)
@@ -251,13 +272,14 @@ class Timing:
     cron: Cron | None
     until: int | None
     tz: dt.tzinfo
+    is_workday: IsWorkday = weekday_workday
 
     def next_after(self, after: int) -> int | None:
         """The first firing strictly after `after` (unix seconds), or None."""
         if self.at is not None:
             return self.at if self.at > after else None
         assert self.cron is not None
-        found = self.cron.next_after(after, self.tz)
+        found = self.cron.next_after(after, self.tz, self.is_workday)
         if found is None or (self.until is not None and found > self.until):
             return None
         return found
@@ -290,12 +312,15 @@ def known_zone(name: str) -> zoneinfo.ZoneInfo | None:
         return None
 
 
-def timing(timezone: str, at: str | None, every: str | None, until: str | None) -> Timing:
-    """The Timing of a campaign's `at` / `every` / `until` texts (checked by `sopkit check`)."""
+def timing(timezone: str, at: str | None, every: str | None, until: str | None,
+           is_workday: IsWorkday = weekday_workday) -> Timing:
+    """The Timing of a campaign's `at` / `every` / `until` texts (checked by `sopkit check`);
+    `is_workday` gives a `first-workday` schedule its working days."""
     tz = zoneinfo.ZoneInfo(timezone)
     return Timing(
         parse_local(at, tz) if at is not None else None,
         parse_every(every) if every is not None else None,
         parse_local(until, tz, end_of_day=True) if until is not None else None,
         tz,
+        is_workday,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import signal
 import sys
 import time
@@ -162,6 +163,9 @@ def stored_clock(store: Store) -> int | None:
     return int(text) if text.lstrip("-").isdigit() else None
 
 
+log = logging.getLogger("sopkit.live")
+
+
 class LiveRun:
     """A Runtime restored from a store, fed events, committing after each batch."""
 
@@ -182,6 +186,7 @@ class LiveRun:
         # actions due before this instant are recorded as `backfilled`, never sent (go-live)
         self.send_from: int | None = int(send_from) if send_from else None
         self._ir_saved = not self.fresh
+        self._calendar_noted: set[str] = set()  # holiday years warned about (docs/calendar.md)
 
     def screen_consent(self, row: OutboxRow, now: int) -> tuple[str, str] | None:
         """A dispatcher screen: a message whose customer opted out since it was planned
@@ -196,6 +201,10 @@ class LiveRun:
                source: str | None = None) -> int:
         """Write touched customers, the clock, the input position and the rows, atomically."""
         rt = self.runtime
+        for note in rt.holidays.notes():  # once per year the holiday data does not cover
+            if note not in self._calendar_noted:
+                self._calendar_noted.add(note)
+                log.warning("%s", note)
         customers = {cid: rt.dump_customer(cid) for cid in sorted(rt.take_touched())}
         meta = {"playbook": rt.pk, "fingerprint": self.fingerprint,
                 "runtime": rt.dump_clock().decode()}

@@ -155,9 +155,9 @@ def plan(loaded: LoadedPlaybook, store: Store, *, engine: str = "native",
         notes = []
         if "when" in what or "on" in what:
             notes.append("condition re-evaluated at the next tick")
-        if "delay" in what:
+        if "delay" in what or "delay_workdays" in what:  # `N workdays`: delay_workdays
             notes.append("pending actions keep their due time")
-        rest = [k for k in what if k not in ("when", "on", "delay")]
+        rest = [k for k in what if k not in ("when", "on", "delay", "delay_workdays")]
         if rest:
             notes.append(f"{', '.join(rest)} apply from now; counters kept")
         change = by_rule.get(name)

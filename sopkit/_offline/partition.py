@@ -180,4 +180,6 @@ def merge_summaries(parts: list[dict[str, Any]], ir: PlaybookIR) -> dict[str, An
                                    key=lambda kv: stage_order.get(kv[0], 1 << 30)))
     merged["tags"] = {t["name"]: sum(p["tags"].get(t["name"], 0) for p in parts)
                       for t in ir["tags"]}
+    # one note per year (the notes of one year are the same text): by year, as one run's
+    merged["calendar_warnings"] = sorted({n for p in parts for n in p["calendar_warnings"]})
     return merged

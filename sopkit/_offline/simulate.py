@@ -75,6 +75,8 @@ class Summary:
     tags: dict[str, int] = field(default_factory=dict)
     rfm_segments: dict[str, int] = field(default_factory=dict)
     campaigns: list[dict[str, Any]] = field(default_factory=list)  # reach of each firing
+    # one per year the holiday data does not cover, answered Monday–Friday (docs/calendar.md)
+    calendar_warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -225,6 +227,7 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
         report.segments = dict(summary.rfm_segments)
     summary.campaigns = [f.to_json() for f in firings
                          if start_ts is None or f.ts >= start_ts]
+    summary.calendar_warnings = runtime.holidays.notes()
     return summary
 
 

@@ -56,7 +56,7 @@ from sopkit._playbook.terms import (
 CODES = ("never-true", "shadowed-stage", "overlapping-rules", "no-cap", "wecom-limit",
          "sms-length", "wecom-group", "plain-http")
 # placeholders that are the same for every customer of one WeCom group-message task
-_PER_TASK = frozenset({"today", "now", "owner"})
+_PER_TASK = frozenset({"today", "now", "owner", "is_workday", "is_holiday"})
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,47 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+_WORKDAYS = re.compile(r"^(\d+)\s*workdays?$")
+
+
+def parse_workdays(text: str) -> int | None:
+    """The N of a delay such as `3 workdays` (China's working days, docs/calendar.md), or
+    None when `text` is not one."""
+    match = _WORKDAYS.match(text.strip())
+    return int(match.group(1)) if match else None
+
+
+def parse_delay(text: str) -> int:
+    """Seconds in a delay written as a duration; ValueError for anything else but `N
+    workdays` (whose length depends on when the rule fires: 0 here)."""
+    workdays = parse_workdays(text)
+    if workdays is not None:
+        if workdays <= 0:
+            raise ValueError(f"bad delay '{text}': write a whole number of workdays from 1, "
+                             "like 3 workdays")
+        return 0
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise ValueError(f"bad delay '{text}': write a duration like 90d, 12h, 30m, 2w, or "
+                         "working days like 3 workdays") from None
+
+
 DURATION_SCHEMA: JsonDict = {"pattern": r"^\d+\s*[smhdw]$", "examples": ["90d", "12h", "30m", "2w"]}
+DELAY_SCHEMA: JsonDict = {"pattern": r"^\d+\s*([smhdw]|workdays?)$",
+                          "examples": ["2d", "12h", "3 workdays"]}
 TIME_SCHEMA: JsonDict = {"pattern": r"^([01]\d|2[0-3]):[0-5]\d$", "examples": ["21:00", "09:00"]}
 
 
 def _check_duration(value: str | None) -> str | None:
     if value is not None:
         parse_duration(value)
+    return value
+
+
+def _check_delay(value: str | None) -> str | None:
+    if value is not None:
+        parse_delay(value)
     return value
 
 
@@ -89,6 +123,10 @@ class Metric(_Model):
     )
     window: str | None = Field(None, description="Only events in this trailing window, e.g. 90d.",
                                json_schema_extra=DURATION_SCHEMA)
+    calendar: Literal["gregorian", "lunar", "lunar_of_birth"] = Field(
+        "gregorian", description="days_to_anniversary: `lunar` reads the profile date's "
+        "month and day as a lunar (农历) month and day; `lunar_of_birth` converts the "
+        "Gregorian date to its lunar date and counts to that lunar anniversary.")
     description: str = ""
 
     _window = field_validator("window")(classmethod(lambda cls, v: _check_duration(v)))
@@ -245,8 +283,9 @@ class Rule(_Model):
     sample: float | None = Field(
         None, description="Pilot: only this share of customers (0 < sample <= 1, a stable "
         "hash) get the rule's messages and tasks; the rest are recorded as holdout.")
-    delay: str | None = Field(None, description="Run the actions this long after firing.",
-                              json_schema_extra=DURATION_SCHEMA)
+    delay: str | None = Field(None, description="Run the actions this long after firing, or "
+                              "at the same local time N working days later (`3 workdays`).",
+                              json_schema_extra=DELAY_SCHEMA)
     cancel_if: str | None = None
     actions: list[Action] = Field(min_length=1)
     renamed_from: str | None = Field(
@@ -257,9 +296,11 @@ class Rule(_Model):
         "customers whose condition already holds without firing; `qualifying` fires it once "
         "for them at deploy time, through every policy.")
 
-    _durations = field_validator("cooldown", "delay")(
+    _durations = field_validator("cooldown")(
         classmethod(lambda cls, v: _check_duration(v))
     )
+    _delay = field_validator("delay")(
+        classmethod(lambda cls, v: _check_delay(v)))
 
 
 class Handover(_Model):
@@ -308,6 +349,9 @@ class Policy(_Model):
         default=None, ge=1, description="Tasks per staff member per day; the overflow moves to the "
         "next day.")
     caps: list[Cap] = Field(default_factory=list, description="Message frequency caps.")
+    quiet_days: list[str] = Field(
+        default_factory=list, description="China's statutory holidays (春节, 国庆节 ...) whose "
+        "days off deliver no message: deferred to the same local time on the first day after.")
 
 
 class Goal(_Model):

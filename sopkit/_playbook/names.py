@@ -12,7 +12,11 @@ BUILTINS: dict[str, e.Type] = {
     "owner": "string",
     "customer_id": "string",
     "today": "date",
+    "is_workday": "bool",
+    "is_holiday": "bool",
 }
+# built-ins read from China's holiday arrangement (docs/calendar.md)
+HOLIDAY_BUILTINS = frozenset({"is_workday", "is_holiday"})
 ATTR_TYPES: dict[str, e.Type] = {
     "string": "string", "int": "number", "decimal": "number", "date": "date",
     "bool": "bool", "list": "list",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sopkit._errors import Problem, did_you_mean
 from sopkit._lang import expr as e
+from sopkit._lang.cncal import HOLIDAYS
 from sopkit._lang.cron import MAX_ZONE_NAME, known_zone
 from sopkit._lang.templates import TemplateError, placeholders
 from sopkit._playbook import models as m
@@ -118,7 +119,13 @@ class _Checker:
                 yield self.problem((*path, "attribute"),
                                    f"'{metric.attribute}' is a {self.pb.profile[metric.attribute]}"
                                    f", {kind} needs a date")
+            if metric.calendar != "gregorian" and kind != "days_to_anniversary":
+                yield self.problem((*path, "calendar"), f"a {kind} metric takes no `calendar` "
+                                   "(only days_to_anniversary counts in the lunar calendar)")
             return
+        if metric.calendar != "gregorian":
+            yield self.problem((*path, "calendar"), f"a {kind} metric takes no `calendar` "
+                               "(only days_to_anniversary counts in the lunar calendar)")
         if metric.attribute is not None:
             yield self.problem((*path, "attribute"), f"a {kind} metric takes `event`, not "
                                "`attribute`")
@@ -403,6 +410,12 @@ class _Checker:
                 yield self.problem(path, f"quiet hours start and end at {quiet.start}: no "
                                    "window", "e.g. start = \"21:00\", end = \"09:00\" "
                                    "(overnight)")
+        for i, holiday in enumerate(policy.quiet_days):
+            if holiday not in HOLIDAYS:
+                yield self.problem(("policy", "quiet_days", i),
+                                   f"unknown holiday '{holiday}'",
+                                   did_you_mean(holiday, HOLIDAYS) or
+                                   "the holidays: " + ", ".join(HOLIDAYS))
         attr = policy.consent_attribute
         if attr is not None:
             lists = [a for a, t in self.pb.profile.items() if t == "list"]

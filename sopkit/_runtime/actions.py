@@ -180,6 +180,8 @@ class ActionPath:
                 value = self.calendar.format(now)
             elif name == "today":
                 value = dt.date.fromordinal(today)
+            elif name in ("is_workday", "is_holiday"):
+                value = self.facts.builtin(cs, name, today)
             elif name == "tags":
                 value = sorted(cs.tags)
             elif name == "stage":

@@ -20,6 +20,7 @@ from typing import Any
 from sopkit._errors import ChainError
 from sopkit._ir.types import ClvIR, PlaybookIR
 from sopkit._lang.clock import Calendar
+from sopkit._playbook.names import HOLIDAY_BUILTINS
 from sopkit._runtime import clvfacts as _clvfacts
 from sopkit._runtime import metrics as _metrics
 from sopkit._runtime.actions import ActionPath
@@ -92,12 +93,14 @@ class CustomerCore:
             self.metrics_by_event[etype] = [
                 k for k, metric in enumerate(metrics) if metric.matches(etype)]
         slot_metric = {spec["slot"]: k for k, spec in enumerate(ir["metrics"])}
-        # (metric index or None for `today`, boundaries, any, counts from an event)
+        # (metric index or None for a built-in, boundaries, any, counts from an event,
+        # is_workday / is_holiday rather than `today`)
         self.day_wakeups = [
             (slot_metric.get(w["slot"]), w["boundaries"], w["any"],
              w["slot"] in slot_metric and isinstance(
-                 metrics[slot_metric[w["slot"]]], _metrics.DaysSince))
-            for w in ir["wakeups"].values()
+                 metrics[slot_metric[w["slot"]]], _metrics.DaysSince),
+             name in HOLIDAY_BUILTINS)
+            for name, w in ir["wakeups"].items()
         ]
         # windows that conditions read wake their customer when an event leaving them can
         # cross a threshold (None: any departure may matter); their answers are cached in
@@ -293,13 +296,24 @@ class CustomerCore:
             cs.fired[r] += 1
             cs.last_fired[r] = now
             history.append(rule["name"])
-            if rule["delay"]:
-                cs.pending.append(Pending(now + rule["delay"], next(self.population.seq), r,
+            workdays = rule.get("delay_workdays")
+            if rule["delay"] or workdays:
+                due = self._workdays_later(now, workdays) if workdays else \
+                    now + (rule["delay"] or 0)
+                cs.pending.append(Pending(due, next(self.population.seq), r,
                                            attempt, reads, now, event))
                 continue
             if self.actions.execute(cs, now, r, attempt, reads, trigger, out, event):
                 return True
         return False
+
+    def _workdays_later(self, now: int, count: int) -> int:
+        """The same local time of day on the `count`-th working day after `now`'s local date
+        (China's working days, docs/calendar.md)."""
+        local = self.calendar.local(now)
+        day = self.facts.holidays.add_workdays(local.date().toordinal(), count)
+        later = dt.datetime.combine(dt.date.fromordinal(day), local.time().replace(tzinfo=None))
+        return int(later.replace(tzinfo=self.calendar.tz).timestamp())
 
     def _blocked(self, cs: CustomerState, now: int, r: int) -> str:
         rule = self.rules[r]
@@ -337,8 +351,11 @@ class CustomerCore:
                 best = change
         calendar = self.calendar
         today = calendar.day_index(now)
-        for j, (metric_index, boundaries, any_day, from_event) in enumerate(self.day_wakeups):
-            if metric_index is None:  # the `today` built-in, compared with date literals
+        for j, (metric_index, boundaries, any_day, from_event, holiday) in \
+                enumerate(self.day_wakeups):
+            if holiday:  # is_workday / is_holiday: the next day their value changes
+                day = self.facts.holidays.next_change(today)
+            elif metric_index is None:  # the `today` built-in, compared with date literals
                 if any_day:
                     day = today + 1
                 else:

@@ -16,6 +16,7 @@ from typing import Any
 from sopkit._ir.types import PlaybookIR, SlotIR
 from sopkit._playbook.names import CLV_FACTS
 from sopkit._runtime import metrics as _metrics
+from sopkit._runtime.holidays import Holidays
 from sopkit._runtime.population import Population
 from sopkit._runtime.records import CustomerState
 from sopkit._stats import rfm as _rfm
@@ -52,8 +53,9 @@ class FactReader:
     """Fills facts vectors for one playbook's slots (see the module's docstring)."""
 
     def __init__(self, ir: PlaybookIR, metrics: list[_metrics.Metric],
-                 population: Population) -> None:
+                 population: Population, holidays: Holidays | None = None) -> None:
         self.ir = ir
+        self.holidays = holidays or Holidays()
         self.slots = ir["slots"]
         self.metrics = metrics
         self.population = population
@@ -163,13 +165,26 @@ class FactReader:
         """Update the facts a round can change: built-ins, scores and tags."""
         plan = plan or self.plan
         for i, name in plan.builtin:
-            facts[i] = (cs.stage if name == "stage" else cs.owner if name == "owner"
-                        else cs.customer_id if name == "customer_id" else today)
+            facts[i] = self.builtin(cs, name, today)
         for i, k in plan.score:
             facts[i] = cs.scores[k]
         tags = cs.tags
         for i, tag in plan.tag:
             facts[i] = tag in tags
+
+    def builtin(self, cs: CustomerState, name: str, today: int) -> Any:
+        """A built-in fact's value (dates as day ordinals)."""
+        if name == "stage":
+            return cs.stage
+        if name == "owner":
+            return cs.owner
+        if name == "customer_id":
+            return cs.customer_id
+        if name == "is_workday":
+            return self.holidays.is_workday(today)
+        if name == "is_holiday":
+            return not self.holidays.is_workday(today)
+        return today
 
     def why(self, cs: CustomerState, reads: list[int], facts: list[Any]) -> dict[str, Any]:
         """The facts a condition read (slot numbers `reads`): names and values (dates as

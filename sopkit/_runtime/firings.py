@@ -157,8 +157,10 @@ class Campaign:
         self.path: ActionPath = core.actions
         self.name: str = spec["name"]
         self.index: int = spec["index"]
+        holidays = core.facts.holidays
         self.timing: Timing = timing(ir["timezone"], spec["at"], spec["every"],
-                                     spec["until"])
+                                     spec["until"],
+                                     lambda day: holidays.is_workday(day.toordinal()))
         self.audience = Audience(ir, core.engine.name, core.facts, spec["audience"])
         self.actions: list[dict[str, Any]] = spec["actions"]
         self.experiment: str | None = spec["experiment"]

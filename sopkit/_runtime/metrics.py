@@ -38,6 +38,7 @@ from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 
+from sopkit._lang import cncal
 from sopkit._lang.clock import anniversary_on_or_after
 from sopkit._runtime.codec import StateError
 from sopkit._runtime.windows import Keys, Stamps, Sums, exact_float, pack, skipping_walk, unpack
@@ -385,15 +386,38 @@ class DaysUntil(Metric):
 
 
 class DaysToAnniversary(Metric):
-    """Days until the next anniversary of a profile date, 0 on the day itself."""
+    """Days until the next anniversary of a profile date, 0 on the day itself; in the
+    Gregorian calendar, or the lunar one (`calendar`, docs/calendar.md)."""
 
     kind = "days_to_anniversary"
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        super().__init__(spec)
+        self.calendar: str = spec.get("calendar") or "gregorian"
+        # the longest gap between two anniversaries: a lunar year has up to 385 days
+        self.longest = 366 if self.calendar == "gregorian" else 385
+
+    def anniversary(self, date: Any, today: int) -> int | None:
+        """The day ordinal of the first anniversary of `date` on or after `today`; None for
+        a date that has no lunar reading (a 31st read as lunar, a year outside 1900–2099)."""
+        if self.calendar == "gregorian":
+            return anniversary_on_or_after(date.month, date.day, today)
+        month, day = date.month, date.day
+        try:
+            if self.calendar == "lunar_of_birth":  # a leap-month birth: the regular month
+                _, month, day, _ = cncal.lunar_of(date)
+            elif day > 30:
+                return None
+            return cncal.lunar_anniversary_on_or_after(month, day, today)
+        except cncal.CalendarRangeError:
+            return None
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
         date = profile.get(self.attribute or "")
         if date is None:
             return None
-        return anniversary_on_or_after(date.month, date.day, today) - today
+        found = self.anniversary(date, today)
+        return None if found is None else found - today
 
 
 class MaxCountPerKey(Metric):
@@ -516,10 +540,15 @@ def next_day_crossing(metric: Metric, state: Any, profile: dict[str, Any], today
         birth = profile.get(metric.attribute or "")
         if birth is None:
             return None
-        now_anniv = anniversary_on_or_after(birth.month, birth.day, today)
-        after = anniversary_on_or_after(birth.month, birth.day, now_anniv + 1)
+        now_anniv = metric.anniversary(birth, today)
+        if now_anniv is None:
+            return None
+        after = metric.anniversary(birth, now_anniv + 1)
         days = [now_anniv + 1]  # the value jumps from 0 back up the day after
+        longest = metric.longest
         for anniv in (now_anniv, after):
-            days.extend(anniv - b for b in boundaries if 0 <= b <= 366 and anniv - b > today)
+            if anniv is not None:
+                days.extend(anniv - b for b in boundaries
+                            if 0 <= b <= longest and anniv - b > today)
         return min(days)
     return today + 1

@@ -13,6 +13,8 @@ the caps and the task capacity.
     2. experiment holdout    messages and tasks of a rule's experiment  -> holdout
     2b. missing values       a send whose template lacks a needed fact -> suppressed
     3. quiet hours           messages due inside the window             -> deferred to its end
+    3b. quiet days           messages due on a day off of a named holiday -> deferred to the
+                             same local time on the first day after it (docs/calendar.md)
     4. caps                  messages over a rolling-window cap         -> suppressed
     5. task capacity         tasks over the assignee's daily capacity   -> deferred a day
 
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sopkit._lang.clock import Calendar
+from sopkit._runtime.holidays import Holidays
 
 if TYPE_CHECKING:
     from sopkit._ir.types import PlaybookIR
@@ -159,6 +162,20 @@ def quiet_hours(pipeline: Pipeline, item: Item) -> Item | Stop:
     return item
 
 
+def quiet_days(pipeline: Pipeline, item: Item) -> Item | Stop:
+    """A message due on a day off of a holiday in `quiet_days` (春节 ...) is deferred to the
+    same local time on the first day after it; tasks are not (staff plan their own days)."""
+    if item.action.action not in MESSAGES:
+        return item
+    local = pipeline.calendar.local(item.deliver)
+    day, skipped = pipeline.holidays.first_allowed(local.date().toordinal(), pipeline.quiet_days)
+    if skipped is not None:
+        later = dt.datetime.combine(dt.date.fromordinal(day), local.time().replace(tzinfo=None))
+        item.deliver = int(later.replace(tzinfo=pipeline.calendar.tz).timestamp())
+        item.reasons.append(f"quiet days: {skipped}")
+    return item
+
+
 def caps(pipeline: Pipeline, item: Item) -> Item | Stop:
     """A message that would exceed a cap at its delivery time is suppressed."""
     if item.action.action not in MESSAGES:
@@ -212,9 +229,12 @@ def task_capacity(pipeline: Pipeline, item: Item) -> Item | Stop:
 class Pipeline:
     """The playbook's policy stages, built once from the IR; `apply` decides one action."""
 
-    def __init__(self, ir: PlaybookIR, calendar: Calendar) -> None:
+    def __init__(self, ir: PlaybookIR, calendar: Calendar,
+                 holidays: Holidays | None = None) -> None:
         policy = ir.get("policy") or {}
         self.calendar = calendar
+        self.holidays = holidays or Holidays()
+        self.quiet_days = frozenset(policy.get("quiet_days") or ())
         self.experiments: dict[str, float] = {
             name: spec["holdout"] for name, spec in (ir.get("experiments") or {}).items()}
         self.quiet: dict[str, Any] | None = policy.get("quiet_hours")
@@ -230,6 +250,7 @@ class Pipeline:
             (holdout, uses_experiments),
             (complete, True),  # after the holdout, which experiments count
             (quiet_hours, self.quiet is not None),
+            (quiet_days, bool(self.quiet_days)),
             (caps, bool(self.caps)),
             (task_capacity, self.capacity is not None),
         ]

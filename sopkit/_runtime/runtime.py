@@ -36,6 +36,7 @@ from sopkit._runtime.core import CustomerCore
 from sopkit._runtime.errors import ClockError
 from sopkit._runtime.facts import FactReader
 from sopkit._runtime.firings import CampaignPlan
+from sopkit._runtime.holidays import Holidays
 from sopkit._runtime.inputs import (
     CONSENT_EVENTS,
     EVENT_ID,
@@ -84,7 +85,8 @@ class Runtime(_embed.EmbeddingAPI):
         self.rules = ir["rules"]
         self.pk = f"{ir['playbook']}:{ir['version']}"
         self.inputs = Inputs(self.calendar, playbook.model.events, playbook.model.profile)
-        self.policy = Pipeline(ir, self.calendar)
+        self.holidays = Holidays()  # China's working days; the years it had to guess
+        self.policy = Pipeline(ir, self.calendar, self.holidays)
         self._consent_attribute = self.policy.consent_attribute
         self._channel_names = frozenset(ir["channels"])
         self.population = Population()
@@ -92,7 +94,7 @@ class Runtime(_embed.EmbeddingAPI):
         self.stage_counts: Counter[str | None] = self.population.stage_counts
         self.versions: dict[str, int] = {}  # customer -> the version last exported or loaded
         self.observers = Observers(observers)
-        self.facts = FactReader(ir, self.metrics, self.population)
+        self.facts = FactReader(ir, self.metrics, self.population, self.holidays)
         self.actions = ActionPath(ir, self.calendar, self.metrics, self.facts, self.population,
                                   self.policy)
         self.core = CustomerCore(ir, self.calendar, self.engine, self.metrics,
