@@ -56,7 +56,8 @@ actions = [{ type = "tag", tag = "lapsed" }]
 [[campaigns]]
 name = "mixed"
 at = "2025-03-08T10:00"
-audience = '"vip" in tags and "lapsed" not in tags and stage == "active" and (buys >= 2 or profile.city == "SH")'
+audience = '''"vip" in tags and "lapsed" not in tags and stage == "active"
+              and (buys >= 2 or profile.city == "SH")'''
 actions = [{ type = "send", channel = "sms", template = "hi" }]
 
 [[campaigns]]
