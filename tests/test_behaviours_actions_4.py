@@ -92,8 +92,7 @@ def _runtime(tmp_path: Path, text: str) -> sopkit.Runtime:
 
 
 def test_a_burst_of_delayed_sends_due_at_one_instant_all_go_out(tmp_path: Path) -> None:
-    """80 visits in one second (a bulk import) each schedule a reminder: an hour later all 80
-    are sent together, not stopped as rules that "did not settle"."""
+    """80 visits in one second each schedule a reminder: an hour later all 80 go out together."""
     rt = _runtime(tmp_path, BURST)
     for _ in range(80):
         rt.ingest({"customer_id": "c1", "type": "visit", "ts": "2025-03-01T10:00:00"})
@@ -126,8 +125,7 @@ def test_experiment_arms_split_the_customers_as_documented(tmp_path: Path) -> No
 
 
 def test_stage_counts_follow_set_stage_actions_of_rules(tmp_path: Path) -> None:
-    """Rules moving customers between stages keep Runtime.stage_counts (the report's stage
-    chart) equal to the customers' stages, after every event."""
+    """After each set_stage by a rule, Runtime.stage_counts (the report's chart) matches."""
     rt = _runtime(tmp_path, STAGES)
     events = [("a", "complaint"), ("b", "complaint"), ("a", "vip"), ("c", "vip"),
               ("b", "vip"), ("d", "complaint"), ("b", "complaint")]

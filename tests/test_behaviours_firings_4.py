@@ -111,8 +111,7 @@ CUSTOMERS = {
 
 def test_campaign_audiences_reach_exactly_the_customers_their_condition_names(
         tmp_path: Path) -> None:
-    """Audiences mixing tags held and not held, a stage, an `or` and a profile value, a
-    boolean attribute or the owner each reach exactly the customers the condition is true for."""
+    """Audiences on tags (held, not held, `or`), a stage, profile values and the owner are exact."""
     path = tmp_path / "audiences.toml"
     path.write_text(PLAYBOOK, encoding="utf-8")
     rt = sopkit.Runtime(sopkit.load_playbook(path), engine="native")
