@@ -460,3 +460,17 @@ def test_chromium_draws_the_report(cdnow_run: tuple[str, dict, Path, Path],
     orange = int(((r > 200) & (g > 130) & (g < 180) & (b < 40)).sum())  # #E69F00
     assert dark > 20_000, dark
     assert blue > 50_000 and orange > 5_000, (blue, orange)
+
+
+def test_a_history_without_customers_still_gives_a_report(tmp_path: Path) -> None:
+    """A history whose every record is unreadable writes a report, with no stage chart."""
+    events = tmp_path / "events.jsonl"
+    events.write_text("{not json\n", encoding="utf-8")
+    page = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["simulate", str(ROOT / "playbooks/membership.toml"),
+                                      "--events", str(events), "--end", "2025-04-30",
+                                      "--quarantine", str(tmp_path / "q.jsonl"),
+                                      "--report", str(page)])
+    assert result.exit_code == 1, result.output  # every event record was quarantined
+    text = page.read_text(encoding="utf-8")
+    assert 'id="stages"' not in text and "quarantined" in text

@@ -10,6 +10,9 @@ single run acts in that order too (wake-ups by time, then customer id; an event 
 customer; a hand-over by customer id). Merging the partitions' keyed actions gives the single
 run's output byte for byte; summaries add up.
 
+`--report` data (`ReportData`) is gathered in each partition and added up: the day samples
+happen at the same driver steps everywhere, so the per-day stage counts add up too.
+
 Population-wide features (RFM and CLV refits, campaign audiences, staff task capacity, a
 hand-over team that balances customers) read every customer at once: `blocker` names them,
 and such a playbook runs on one worker (docs/cli.md#simulate).
@@ -27,6 +30,7 @@ from typing import IO, Any
 
 from sopkit._errors import EventError
 from sopkit._ir.types import PlaybookIR
+from sopkit._offline.report import ReportData
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._runtime.inputs import EVENT_ID, STAFF_DEPARTED, record_customer_id, remember
 from sopkit._runtime.records import Action
@@ -183,3 +187,51 @@ def merge_summaries(parts: list[dict[str, Any]], ir: PlaybookIR) -> dict[str, An
     # one note per year (the notes of one year are the same text): by year, as one run's
     merged["calendar_warnings"] = sorted({n for p in parts for n in p["calendar_warnings"]})
     return merged
+
+
+def report_part(data: ReportData) -> dict[str, Any]:
+    """A partition's report data as plain JSON values, for `merge_reports`."""
+    return {
+        "description": data.description, "timezone": data.timezone,
+        "stage_order": data.stage_order, "stage_descriptions": data.stage_descriptions,
+        "rule_descriptions": data.rule_descriptions, "tag_groups": data.tag_groups,
+        "first": data.first,
+        "outreach": [[day, series, n] for (day, series), n in data.outreach.items()],
+        "internal": dict(data.internal),
+        "rules": {rule: dict(counts) for rule, counts in data.rules.items()},
+        "reasons": [[status, group, dict(rules)]
+                    for (status, group), rules in data.reasons.items()],
+        "tasks": [[who, day, n] for (who, day), n in data.tasks.items()],
+        "stage_days": data.stage_days, "segments": data.segments,
+    }
+
+
+def merge_reports(parts: list[dict[str, Any]], into: ReportData) -> None:
+    """Fill `into` with a single run's report data from the partitions' (`report_part`).
+
+    What comes from the playbook or the clock (names, descriptions, the first moment, the
+    days sampled) is the same in every partition; the counts add up, the day samples per
+    stage too. The report reads every count by key, so the order they were filled in does
+    not change a byte of it.
+    """
+    first = parts[0]
+    into.description, into.timezone = first["description"], first["timezone"]
+    into.stage_order = list(first["stage_order"])
+    into.stage_descriptions = dict(first["stage_descriptions"])
+    into.rule_descriptions = dict(first["rule_descriptions"])
+    into.tag_groups = dict(first["tag_groups"])
+    into.first = first["first"]
+    for part in parts:
+        for day, series, n in part["outreach"]:
+            into.outreach[day, series] += n
+        into.internal.update(part["internal"])
+        for rule, counts in part["rules"].items():
+            into.rules.setdefault(rule, Counter()).update(counts)
+        for status, group, rules in part["reasons"]:
+            into.reasons.setdefault((status, group), Counter()).update(rules)
+        for who, day, n in part["tasks"]:
+            into.tasks[who, day] += n
+        for day, stages in part["stage_days"].items():
+            into.stage_days[day] = _sum([into.stage_days.get(day, {}), stages])
+        into.segments = _sum([into.segments, part["segments"]])
+    into.stage_days = dict(sorted(into.stage_days.items()))

@@ -321,6 +321,8 @@ def _stages_section(data: ReportData, charts: _Charts,
     present = {s for counts in data.stage_days.values() for s in counts}
     stages = [s for s in data.stage_order if s in present]
     stages += sorted(present - set(stages))
+    if not stages:
+        return None  # no customer at any sample (a history of bad records): nothing to stack
     last: dict[dt.date, dict[str, int]] = {}
     for day in sorted(data.stage_days):  # the last sample of each bucket: its end state
         last[buckets.key(dt.date.fromisoformat(day))] = data.stage_days[day]

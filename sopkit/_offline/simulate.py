@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from sopkit._errors import UsageError
 from sopkit._io import InputError, Quarantine
@@ -29,18 +29,18 @@ from sopkit._offline.partition import (
     keyed_line,
     merge_actions,
     merge_quarantine,
+    merge_reports,
     merge_summaries,
     owner_of_record,
+    report_part,
 )
+from sopkit._offline.report import ReportData
 from sopkit._playbook.load import LoadedPlaybook, load
 from sopkit._runtime.firings import FiringReport
 from sopkit._runtime.observe import Observation
 from sopkit._runtime.policy import reason_kind
 from sopkit._runtime.runtime import Action, Runtime
 from sopkit.engines import DEFAULT
-
-if TYPE_CHECKING:
-    from sopkit._offline.report import ReportData
 
 DELIVERED = frozenset({"planned", "deferred"})  # will be carried out, now or later
 POLICY_STATUSES = ("deferred", "suppressed", "holdout")  # decided by a rule limit or policy
@@ -110,7 +110,7 @@ def simulate(
     virtual clock (the time reached by the events before it) is quarantined. A truncated
     .gz input raises InputError after its records are used and the quarantine is written.
     With `workers` > 1 the customers are split among that many processes (partition.py),
-    with the same output; UsageError if the playbook or `report` needs one process.
+    with the same output (`report` too); UsageError if the playbook needs one process.
     """
     if workers > 1:
         return _partitioned(playbook, events, workers, profiles=profiles, start=start, end=end,
@@ -253,14 +253,13 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
     if why is not None:
         raise UsageError(f"--workers {workers}: this playbook needs all its customers in one "
                          f"process ({why}); run it with one worker")
-    if report is not None:
-        raise UsageError(f"--workers {workers}: --report needs one worker for now")
     if quarantine is not None and quarantine.exists():
         quarantine.unlink()  # as a single run: a file left by an earlier run is not this one's
     with tempfile.TemporaryDirectory(prefix="sopkit-partitions-") as tmp:
         jobs = [_Job(str(playbook.path), str(events), None if profiles is None else str(profiles),
                      start, end, engine, masked, max_future, index, workers, tmp,
-                     out is not None, quarantine is not None) for index in range(workers)]
+                     out is not None, quarantine is not None, report is not None)
+                for index in range(workers)]
         # fork where there is one: a script that calls simulate() needs no __main__ guard
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -276,6 +275,8 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
     failed = next((r["error"] for r in results if r["error"]), None)
     if failed is not None:  # as a single run: the quarantine is written, then the error
         raise InputError(failed)
+    if report is not None:  # each partition's report data, added up
+        merge_reports([r["report"] for r in results], report)
     summary = Summary(**merge_summaries([r["summary"] for r in results], ir))
     summary.quarantine_file = str(quarantine) if quarantine else None
     return summary
@@ -298,6 +299,7 @@ class _Job:
     tmp: str
     out: bool
     quarantine: bool
+    report: bool = False  # gather `--report` data (partition.report_part)
 
 
 def _partition(job: _Job) -> dict[str, Any]:
@@ -306,13 +308,15 @@ def _partition(job: _Job) -> dict[str, Any]:
     runtime = PartitionRuntime(playbook, engine=job.engine, index=job.index, count=job.count)
     tmp = Path(job.tmp)
     jail = tmp / f"quarantine-{job.index}.jsonl" if job.quarantine else None
+    data = ReportData() if job.report else None
     with (tmp / f"actions-{job.index}.tsv").open("w", encoding="utf-8") as out:
         try:
             summary = _run(runtime, playbook, Path(job.events),
                            profiles=None if job.profiles is None else Path(job.profiles),
                            start=job.start, end=job.end, out=out if job.out else None,
                            quarantine=jail, masked=job.masked, max_future=job.max_future,
-                           partition=runtime)
+                           partition=runtime, report=data)
         except InputError as exc:
             return {"summary": None, "error": str(exc)}
-    return {"summary": summary.to_json(), "error": None}
+    return {"summary": summary.to_json(), "error": None,
+            "report": None if data is None else report_part(data)}
