@@ -14,10 +14,12 @@ from pathlib import Path
 import differential_gen as gen
 from hypothesis import HealthCheck, assume, given, note, settings
 from test_partition import _cases, _membership_without_capacity
+from test_review import _history
 from typer.testing import CliRunner
 
 import sopkit
 from sopkit._cli.app import app
+from sopkit._offline.explain import explain
 
 EXAMPLES = int(os.environ.get("SOPKIT_PARTITION_VIEW_EXAMPLES", "6"))
 ROOT = Path(__file__).parent.parent
@@ -83,3 +85,102 @@ def test_generated_reports_are_the_same_with_two_workers(
                 "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in case.profiles),
                 encoding="utf-8")
         assert _report(playbook, folder, 2, case.end) == _report(playbook, folder, 1, case.end)
+
+
+def test_diff_with_two_workers_prints_what_one_worker_prints(tmp_path: Path) -> None:
+    """`sopkit diff --workers 2` finds the same differences, in table and JSON lines."""
+    old = _membership_without_capacity(tmp_path)
+    text = old.read_text(encoding="utf-8")
+    assert text.count('when = "days_to_expiry == 15"') == 1
+    new = tmp_path / "new.toml"
+    new.write_text(text.replace('when = "days_to_expiry == 15"',
+                                'when = "days_to_expiry == 10"'), encoding="utf-8")
+    for output in ("table", "jsonl"):
+        printed = {}
+        for workers in (1, 2):
+            result = CliRunner().invoke(app, [
+                "diff", str(old), str(new), *HISTORY, "--end", "2025-04-30",
+                "--output", output, "--workers", str(workers)])
+            assert result.exit_code == 1, result.output  # there are differences
+            printed[workers] = result.output
+        assert printed[2] == printed[1], output
+        assert "moved" in printed[1]
+
+
+def test_review_with_two_workers_gives_the_review_of_one(tmp_path: Path) -> None:
+    """`sopkit review --workers 2` counts the same arms and conversions as one worker."""
+    playbook, events = _history(tmp_path, 400, {"holdout": 0.1, "small": 0.2, "big": 0.3})
+    for output in ("table", "jsonl"):
+        printed = {}
+        for workers in (1, 2):
+            result = CliRunner().invoke(app, [
+                "review", str(playbook), "--events", str(events), "--experiment", "coupon",
+                "--output", output, "--workers", str(workers)])
+            assert result.exit_code == 0, result.output
+            printed[workers] = result.output
+        assert printed[2] == printed[1], output
+        assert "holdout" in printed[1] and "big" in printed[1]
+
+
+def test_diff_of_a_playbook_that_needs_one_worker_says_why(tmp_path: Path) -> None:
+    """A playbook with task_capacity cannot be split: `diff --workers 2` is exit 2."""
+    old = str(ROOT / "playbooks/membership.toml")
+    result = CliRunner().invoke(app, ["diff", old, old, *HISTORY, "--workers", "2"])
+    assert result.exit_code == 2
+    assert "task_capacity" in result.output and "one worker" in result.output
+
+
+def _timelines(playbook: sopkit.LoadedPlaybook, folder: Path, end: str | None,
+               whole: bool) -> dict[str, list[dict[str, object]]]:
+    """Every generated customer's `explain` timeline, as JSON."""
+    profiles = folder / "profiles.jsonl"
+    out = {}
+    for customer in gen.CUSTOMERS:
+        try:
+            entries = explain(playbook, folder / "events.jsonl", customer,
+                              profiles=profiles if profiles.exists() else None, at=end,
+                              whole=whole)
+        except sopkit.SopkitError as exc:
+            out[customer] = [{"error": str(exc)}]
+            continue
+        out[customer] = [e.to_json() for e in entries]
+    return out
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(_cases())
+def test_explain_on_the_customers_partition_gives_the_full_replays_timeline(
+        drawn: tuple[gen.Case, list[str]]) -> None:
+    """Generated cases: explain stepping only the customer's partition equals a full replay."""
+    case, lines = drawn
+    note(repr(case))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        path = folder / "playbook.toml"
+        path.write_text(case.toml(), encoding="utf-8")
+        try:
+            playbook = sopkit.load_playbook(path)
+        except sopkit.PlaybookError:
+            assume(False)
+            raise
+        (folder / "events.jsonl").write_text("".join(line + "\n" for line in lines),
+                                             encoding="utf-8")
+        if case.profiles:
+            (folder / "profiles.jsonl").write_text(
+                "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in case.profiles),
+                encoding="utf-8")
+        assert _timelines(playbook, folder, case.end, False) == \
+            _timelines(playbook, folder, case.end, True)
+
+
+def test_explain_of_each_member_is_the_full_replays(tmp_path: Path) -> None:
+    """The membership members' timelines, from their partitions alone, are the full ones."""
+    playbook = sopkit.load_playbook(_membership_without_capacity(tmp_path))
+    for customer in ("m001", "m002", "m003", "m004", "m005"):
+        timelines = [[e.to_json() for e in explain(
+            playbook, MEMBERSHIP / "events.jsonl", customer,
+            profiles=MEMBERSHIP / "profiles.csv", at="2025-04-30", whole=whole)]
+            for whole in (False, True)]
+        assert timelines[0] == timelines[1], customer
+        assert any(e["kind"] == "action" for e in timelines[0]), customer

@@ -277,6 +277,12 @@ def explain(
     console.print(table)
 
 
+# `diff` and `review` replay the history as `simulate` does, split the same way
+WorkersOption = Annotated[int, typer.Option(
+    min=1, help="Processes to split the customers among; the same output whatever the "
+    "number (docs/cli.md#partitions).")]
+
+
 def diff_cmd(
     old: Annotated[Path, typer.Argument(help="The playbook as it is (TOML).")],
     new: Annotated[Path, typer.Argument(help="The playbook as changed (TOML).")],
@@ -296,6 +302,7 @@ def diff_cmd(
                                         "first by customer id).", min=0)] = 5,
     unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
     False,
+    workers: WorkersOption = 1,
 ) -> None:
     """Replay two versions of a playbook on one history and show what the change changes.
 
@@ -318,7 +325,7 @@ def diff_cmd(
         sink = _Records()
         try:
             summary = run_simulation(loaded, events, profiles=profiles, end=end, out=sink,
-                                     engine=engine, masked=False)
+                                     engine=engine, masked=False, workers=workers)
         except SopkitError as exc:
             typer.echo(f"error: {path}: {exc if unmasked else mask_text(str(exc))}", err=True)
             raise typer.Exit(2) from None
@@ -404,6 +411,7 @@ def review(
                                                "14d (default: the experiment's).")] = None,
     engine: NativeEngineOption = "native",
     output: OutputOption = Output.table,
+    workers: WorkersOption = 1,
 ) -> None:
     """复盘: goal conversion per variant against the holdout, with confidence intervals."""
     from sopkit._offline.review import gather
@@ -417,7 +425,7 @@ def review(
         raise typer.Exit(2) from None
     try:
         result = gather(loaded, events, experiment=experiment, rule=rule, profiles=profiles,
-                        end=end, engine=engine, goal=goal, within=seconds)
+                        end=end, engine=engine, goal=goal, within=seconds, workers=workers)
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
