@@ -190,3 +190,14 @@ def test_explain_of_each_member_is_the_full_replays(tmp_path: Path) -> None:
             for whole in (False, True)]
         assert timelines[0] == timelines[1], customer
         assert any(e["kind"] == "action" for e in timelines[0]), customer
+
+
+def test_review_of_a_playbook_that_needs_one_worker_says_why(tmp_path: Path) -> None:
+    """With task_capacity the replay cannot be split: `review --workers 2` is exit 2."""
+    playbook, events = _history(tmp_path, 40, {"holdout": 0.1, "small": 0.1, "big": 0.1})
+    playbook.write_text(playbook.read_text(encoding="utf-8")
+                        + "\n[policy]\ntask_capacity = 20\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["review", str(playbook), "--events", str(events),
+                                      "--experiment", "coupon", "--workers", "2"])
+    assert result.exit_code == 2, result.output
+    assert "task_capacity" in result.output and "one worker" in result.output
