@@ -38,10 +38,13 @@ def run(function: Callable[[Job], dict[str, Any]], jobs: Sequence[Job], *,
     with ExitStack() as stack:
         if scheduler is None:
             # one process per partition, one thread each: a partition is pure Python work,
-            # threads would share one core; no dashboard (it needs a port and bokeh)
+            # threads would share one core; no dashboard, and the scheduler's HTTP server
+            # on a free port of 127.0.0.1 (not 8787, which another cluster may hold)
             cluster = stack.enter_context(LocalCluster(
                 n_workers=len(jobs), threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.ERROR))
+                host="127.0.0.1", dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                silence_logs=logging.ERROR))
             client = stack.enter_context(Client(cluster))
         else:
             try:
