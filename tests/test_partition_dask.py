@@ -158,6 +158,20 @@ def test_a_truncated_history_on_dask_is_an_error_after_the_quarantine_is_written
     assert outcome[0][0] == 1 and "truncated" in outcome[0][2].lower()
 
 
+def test_an_error_in_a_partition_is_reported_as_one_worker_reports_it(
+        scheduler: str, tmp_path: Path) -> None:
+    """Rules that never settle end a Dask run with one worker's exit 1 and message."""
+    case = ROOT / "tests/cases/differential/picked_chain_stage_score_loop"
+    outcome = []
+    for options in ([], ["--workers", "2", "--executor", "dask", "--scheduler", scheduler]):
+        result = CliRunner().invoke(app, [
+            "simulate", str(case / "playbook.toml"), "--events", str(case / "events.jsonl"),
+            "--quarantine", str(tmp_path / "q.jsonl"), *options])
+        outcome.append((result.exit_code, result.output))
+    assert outcome[1] == outcome[0]
+    assert outcome[0][0] == 1 and "did not settle" in outcome[0][1]
+
+
 @pytest.mark.parametrize(("options", "message"), [
     (["--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"],
      "a scheduler is for --executor dask"),

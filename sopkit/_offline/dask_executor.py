@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
+from functools import partial
 from typing import Any, TypeVar
 
-from sopkit._errors import UsageError
+from sopkit._errors import SopkitError, UsageError
 
 Job = TypeVar("Job")
 
@@ -28,8 +29,9 @@ def run(function: Callable[[Job], dict[str, Any]], jobs: Sequence[Job], *,
         scheduler: str | None) -> Iterator[tuple[int, dict[str, Any]]]:
     """Each job's index and result, as the partitions finish (`function` runs on the workers).
 
-    UsageError if dask is missing or the scheduler cannot be reached; an exception raised in a
-    partition is raised here.
+    UsageError if dask is missing or the scheduler cannot be reached. A SopkitError raised in
+    partitions is raised here once all have finished, the first partition's of them; another
+    exception at once.
     """
     try:
         from distributed import Client, LocalCluster, as_completed
@@ -53,7 +55,27 @@ def run(function: Callable[[Job], dict[str, Any]], jobs: Sequence[Job], *,
                 raise UsageError(f"--scheduler {scheduler}: cannot reach the Dask scheduler "
                                  f"({exc})") from None
         # pure=False: the same job twice is two runs (the input files may have changed)
-        futures = client.map(function, list(jobs), pure=False)
+        futures = client.map(partial(_guarded, function), list(jobs), pure=False)
         index = {future.key: i for i, future in enumerate(futures)}
-        for future, result in as_completed(futures, with_results=True):
-            yield index[future.key], result
+        errors: dict[int, SopkitError] = {}
+        try:
+            for future in as_completed(futures):
+                result, error = future.result()
+                future.release()  # its output is no longer kept on the worker
+                if error is not None:
+                    errors[index[future.key]] = error
+                else:
+                    yield index[future.key], result
+        finally:  # a partition crashed or the caller stopped: the others are not needed
+            client.cancel(futures)
+        if errors:  # the first partition's, whichever finished first (as with processes)
+            raise errors[min(errors)]
+
+
+def _guarded(function: Callable[[Job], dict[str, Any]],
+             job: Job) -> tuple[dict[str, Any], SopkitError | None]:
+    """`function(job)`, or the error a user is told of (not logged by the worker as a crash)."""
+    try:
+        return function(job), None
+    except SopkitError as exc:
+        return {}, exc
