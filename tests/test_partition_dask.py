@@ -172,6 +172,16 @@ def test_an_error_in_a_partition_is_reported_as_one_worker_reports_it(
     assert outcome[0][0] == 1 and "did not settle" in outcome[0][1]
 
 
+def test_an_input_a_worker_cannot_read_is_a_usage_error_naming_it(
+        scheduler: str, tmp_path: Path) -> None:
+    """A history the workers cannot read ends the run with exit 2 saying where to put it."""
+    playbook = sopkit.load_playbook(_membership_without_capacity(tmp_path))
+    missing = tmp_path / "elsewhere" / "events.jsonl"
+    with pytest.raises(sopkit.UsageError, match="a Dask worker cannot read") as raised:
+        sopkit.simulate(playbook, missing, workers=2, executor="dask", scheduler=scheduler)
+    assert str(missing) in str(raised.value) and raised.value.exit_code == 2
+
+
 @pytest.mark.parametrize(("options", "message"), [
     (["--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"],
      "a scheduler is for --executor dask"),

@@ -317,6 +317,11 @@ def _partition(job: _Job) -> dict[str, Any]:
     summary; without `job.tmp`, into a local temporary folder, their text in the result."""
     if job.tmp is not None:
         return _partition_into(job, Path(job.tmp))
+    for name in (job.playbook, job.events, job.profiles):  # a worker on another machine
+        if name is not None and not Path(name).is_file():
+            raise UsageError(f"a Dask worker cannot read {name}: put the playbook and inputs "
+                             "on storage every worker reads at the same path, and give "
+                             "absolute paths (docs/cli.md#partitions)")
     with tempfile.TemporaryDirectory(prefix="sopkit-partition-") as local:
         result = _partition_into(job, Path(local))
         for key, name in (("actions", f"actions-{job.index}.tsv"),
