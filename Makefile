@@ -75,10 +75,13 @@ bench-one-customer: $(STAMP)
 
 ## bench-partition: `simulate --workers 1` against `--workers 2` on the 100k-customer history
 ## (about 10 minutes), outputs compared byte for byte; benchmarks/partition-results.json, .md;
-## CUSTOMERS=N, WORKERS=1,2,3 for others
+## CUSTOMERS=N, WORKERS=1,2,3 for others; EXECUTOR=dask also runs each count above 1 on a
+## Dask LocalCluster (installs sopkit[dask])
 bench-partition: $(STAMP)
+	$(if $(filter dask,$(EXECUTOR)),$(PY) -m pip install --quiet -e '.[dask]' \
+	    --config-settings editable_mode=compat)
 	$(PY) benchmarks/bench_partition.py $(if $(CUSTOMERS),--customers $(CUSTOMERS)) \
-	    $(if $(WORKERS),--workers $(WORKERS))
+	    $(if $(WORKERS),--workers $(WORKERS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 
 ## valgrind: the durable-engine and differential tests under valgrind (slow; not run in CI)
 # Only errors count: invalid reads/writes, uses of uninitialised values, bad frees, and

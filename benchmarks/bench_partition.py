@@ -1,13 +1,17 @@
 """`sopkit simulate --workers N` against one worker, side by side (issue 15).
 
     python benchmarks/bench_partition.py [--customers 100000] [--workers 1,2] [--rounds 1]
+                                         [--executor dask]
 
 On the generated 100k-customer retail history (benchmarks/generate.py, cached under
 benchmarks/data/) with benchmarks/partition.toml (the retail playbook without campaigns and
 task_capacity, which need one process), each round runs every worker count in turn, so a
 noisy machine slows them alike; the best wall time per count is kept. Every run's --out file
-must be byte-identical to one worker's. It also times the part every worker repeats (reading
-and checking every record) to project 8 and 32 workers by Amdahl's law.
+must be byte-identical to one worker's. With `--executor dask` (needs sopkit[dask]) every
+count above 1 also runs as `--executor dask`, on the LocalCluster of that many worker
+processes that sopkit starts (its start-up included), side by side. It also times the part
+every worker repeats (reading and checking every record) to project 8 and 32 workers by
+Amdahl's law.
 
 Results: benchmarks/partition-results.json and .md (`make bench-partition`).
 """
@@ -45,11 +49,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _simulate(events: Path, profiles: Path, end: str, workers: int, out: Path) -> float:
+def _simulate(events: Path, profiles: Path, end: str, workers: int, out: Path,
+              executor: str = "processes") -> float:
     cmd = [sys.executable, "-m", "sopkit", "simulate", str(PLAYBOOK), "--events", str(events),
            "--profiles", str(profiles), "--end", end, "--out", str(out), "--workers",
            str(workers), "--output", "jsonl", "--no-progress", "--engine", "native",
-           "--quarantine", str(out.with_suffix(".quarantine.jsonl"))]
+           "--quarantine", str(out.with_suffix(".quarantine.jsonl")), "--executor", executor]
     began = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - began
@@ -76,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--workers", default="1,2", help="worker counts, e.g. 1,2")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--executor", choices=["processes", "dask"], default="processes",
+                        help="dask: also run each count above 1 on a Dask LocalCluster")
     parser.add_argument("--data", type=Path, default=HERE / "data")
     parser.add_argument("--results", type=Path, default=HERE / "partition-results.json")
     args = parser.parse_args(argv)
@@ -84,18 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     events, profiles, end = data / "events.jsonl", data / "profiles.jsonl", meta["end_1y"]
     scratch = HERE / "tmp"
     scratch.mkdir(exist_ok=True)
-    times: dict[int, list[float]] = {n: [] for n in counts}
-    digests: dict[int, str] = {}
+    runs = [(str(n), n, "processes") for n in counts]  # (label, workers, executor)
+    if args.executor == "dask":
+        runs += [(f"{n} dask", n, "dask") for n in counts if n > 1]
+        runs.sort(key=lambda run: run[1])  # side by side: 1, 2, 2 dask, 3, 3 dask
+    times: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    digests: dict[str, str] = {}
     for _ in range(args.rounds):
-        for n in counts:
-            out = scratch / f"partition-{n}.jsonl"
-            times[n].append(_simulate(events, profiles, end, n, out))
-            digests[n] = _sha256(out)
-            print(f"workers {n}: {times[n][-1]:.1f} s", flush=True)
+        for label, n, executor in runs:
+            out = scratch / f"partition-{label.replace(' ', '-')}.jsonl"
+            times[label].append(_simulate(events, profiles, end, n, out, executor))
+            digests[label] = _sha256(out)
+            print(f"workers {label}: {times[label][-1]:.1f} s", flush=True)
     identical = len(set(digests.values())) == 1
     serial = _read_only(events, profiles)
-    best = {n: min(t) for n, t in times.items()}
-    one = best.get(1)
+    best = {label: min(t) for label, t in times.items()}
+    one = best.get("1")
     fraction = serial / one if one else None
     projection = {str(n): round(1 / (fraction + (1 - fraction) / n), 2)
                   for n in (8, 32)} if fraction is not None else {}
@@ -106,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                     "platform": platform.platform()},
         "customers": meta["customers"], "events": meta["events"], "end": end,
         "playbook": str(PLAYBOOK.relative_to(ROOT)), "engine": "native",
-        "seconds": {str(n): [round(t, 2) for t in ts] for n, ts in times.items()},
-        "best_seconds": {str(n): round(t, 2) for n, t in best.items()},
-        "speedup": {str(n): round(one / t, 2) for n, t in best.items()} if one else {},
+        "executor": args.executor,
+        "seconds": {n: [round(t, 2) for t in ts] for n, ts in times.items()},
+        "best_seconds": {n: round(t, 2) for n, t in best.items()},
+        "speedup": {n: round(one / t, 2) for n, t in best.items()} if one else {},
         "outputs_identical": identical, "output_sha256": digests,
         "repeated_per_worker_seconds": round(serial, 2),
         "repeated_fraction": round(fraction, 4) if fraction is not None else None,
@@ -129,7 +141,8 @@ def _markdown(r: dict[str, Any]) -> str:
 Created {r['created']} by `{r['command']}` on {r['machine']['cpus']} CPUs, Python
 {r['machine']['python']}: {r['customers']:,} customers, {r['events']:,} events, simulated to
 {r['end']} with {r['playbook']} (engine {r['engine']}); each worker count run in turn per
-round, best wall time kept (seconds per round in the JSON).
+round, best wall time kept (seconds per round in the JSON). "N dask": `--executor dask` on
+the LocalCluster of N worker processes sopkit starts for the run, its start-up included.
 
 | workers | wall s | speedup |
 |---:|---:|---:|

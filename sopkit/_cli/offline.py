@@ -6,6 +6,7 @@ import io
 import json
 import sys
 from collections import Counter
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,13 @@ from sopkit._cli.common import (
 )
 from sopkit._errors import PlaybookError, SopkitError
 from sopkit._playbook.load import load
+
+
+class Executor(StrEnum):
+    """Where `simulate --workers N` runs its partitions."""
+
+    processes = "processes"
+    dask = "dask"
 
 
 def simulate(
@@ -62,6 +70,12 @@ def simulate(
     workers: Annotated[int, typer.Option(
         min=1, help="Processes to split the customers among; the same output whatever the "
         "number (docs/cli.md#simulate).")] = 1,
+    executor: Annotated[Executor, typer.Option(
+        help="Where the --workers partitions run: local processes, or Dask (needs "
+        "sopkit[dask]; docs/cli.md#partitions).")] = Executor.processes,
+    scheduler: Annotated[str | None, typer.Option(
+        help="With --executor dask: the address of an existing Dask scheduler, e.g. "
+        "tcp://10.0.0.5:8786 (default: a local cluster of --workers processes).")] = None,
 ) -> None:
     """Replay an event history on a virtual clock and report every action the playbook takes.
 
@@ -104,12 +118,14 @@ def simulate(
                                          end=end, out=handle, quarantine=quarantine,
                                          engine=engine, masked=not unmasked, progress=tick,
                                          report=collected, max_future=ahead,
-                                         workers=workers)
+                                         workers=workers, executor=executor.value,
+                                         scheduler=scheduler)
         else:
             summary = run_simulation(loaded, events, profiles=profiles, start=start, end=end,
                                      out=handle, quarantine=quarantine, engine=engine,
                                      masked=not unmasked, report=collected, max_future=ahead,
-                                     workers=workers)
+                                     workers=workers, executor=executor.value,
+                                     scheduler=scheduler)
     except SopkitError as exc:  # an error may quote a record or a customer id
         from sopkit._mask import mask_text
 

@@ -102,6 +102,8 @@ def simulate(
     report: ReportData | None = None,
     max_future: int | None = None,
     workers: int = 1,
+    executor: str = "processes",
+    scheduler: str | None = None,
 ) -> Summary:
     """Run the playbook over a history; write actions as JSONL to `out`; return a Summary.
 
@@ -109,13 +111,17 @@ def simulate(
     the same either way. With `max_future` (seconds), an event more than that ahead of the
     virtual clock (the time reached by the events before it) is quarantined. A truncated
     .gz input raises InputError after its records are used and the quarantine is written.
-    With `workers` > 1 the customers are split among that many processes (partition.py),
-    with the same output (`report` too); UsageError if the playbook needs one process.
+    With `workers` > 1 the customers are split among that many partitions (partition.py),
+    with the same output (`report` too); UsageError if the playbook needs one process. The
+    partitions run in local processes (`executor="processes"`) or on Dask (`"dask"`): the
+    cluster at `scheduler`, or a LocalCluster of `workers` processes started for the run.
     """
+    _check_executor(workers, executor, scheduler)
     if workers > 1:
         return _partitioned(playbook, events, workers, profiles=profiles, start=start, end=end,
                             out=out, quarantine=quarantine, engine=engine, masked=masked,
-                            report=report, max_future=max_future)
+                            report=report, max_future=max_future, executor=executor,
+                            scheduler=scheduler)
     return _run(Runtime(playbook, engine=engine), playbook, events, profiles=profiles,
                 start=start, end=end, out=out, quarantine=quarantine, masked=masked,
                 progress=progress, report=report, max_future=max_future)
@@ -246,7 +252,8 @@ def _parse_option(cal: Any, option: str, value: str | None) -> int | None:
 def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
                  profiles: Path | None, start: str | None, end: str | None,
                  out: IO[str] | None, quarantine: Path | None, engine: str, masked: bool,
-                 report: ReportData | None, max_future: int | None) -> Summary:
+                 report: ReportData | None, max_future: int | None,
+                 executor: str = "processes", scheduler: str | None = None) -> Summary:
     """`simulate` in `workers` processes, one partition of the customers each."""
     ir = compile_playbook(playbook.model)
     why = blocker(ir)
@@ -256,15 +263,20 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
     if quarantine is not None and quarantine.exists():
         quarantine.unlink()  # as a single run: a file left by an earlier run is not this one's
     with tempfile.TemporaryDirectory(prefix="sopkit-partitions-") as tmp:
+        shared = executor == "processes"  # Dask workers may not see this disk
         jobs = [_Job(str(playbook.path), str(events), None if profiles is None else str(profiles),
-                     start, end, engine, masked, max_future, index, workers, tmp,
-                     out is not None, quarantine is not None, report is not None)
+                     start, end, engine, masked, max_future, index, workers,
+                     tmp if shared else None, out is not None, quarantine is not None,
+                     report is not None)
                 for index in range(workers)]
-        # fork where there is one: a script that calls simulate() needs no __main__ guard
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            results = list(pool.map(_partition, jobs))
+        if shared:
+            # fork where there is one: a script that calls simulate() needs no __main__ guard
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                results = list(pool.map(_partition, jobs))
+        else:
+            results = _on_dask(jobs, Path(tmp), scheduler)
         actions = [Path(tmp) / f"actions-{i}.tsv" for i in range(workers)]
         if out is not None:
             merge_actions(actions, out)
@@ -296,17 +308,34 @@ class _Job:
     max_future: int | None
     index: int
     count: int
-    tmp: str
+    tmp: str | None  # None: return the output in the result (a worker on another machine)
     out: bool
     quarantine: bool
     report: bool = False  # gather `--report` data (partition.report_part)
 
 
 def _partition(job: _Job) -> dict[str, Any]:
-    """One partition's simulation: keyed actions and quarantine into files, its summary."""
+    """One partition's simulation: keyed actions and quarantine into files in `job.tmp`, its
+    summary; without `job.tmp`, into a local temporary folder, their text in the result."""
+    if job.tmp is not None:
+        return _partition_into(job, Path(job.tmp))
+    for name in (job.playbook, job.events, job.profiles):  # a worker on another machine
+        if name is not None and not Path(name).is_file():
+            raise UsageError(f"a Dask worker cannot read {name}: put the playbook and inputs "
+                             "on storage every worker reads at the same path, and give "
+                             "absolute paths (docs/cli.md#partitions)")
+    with tempfile.TemporaryDirectory(prefix="sopkit-partition-") as local:
+        result = _partition_into(job, Path(local))
+        for key, name in (("actions", f"actions-{job.index}.tsv"),
+                          ("quarantine", f"quarantine-{job.index}.jsonl")):
+            path = Path(local) / name
+            result[key] = path.read_text(encoding="utf-8") if path.exists() else ""
+    return result
+
+
+def _partition_into(job: _Job, tmp: Path) -> dict[str, Any]:
     playbook = load(job.playbook)
     runtime = PartitionRuntime(playbook, engine=job.engine, index=job.index, count=job.count)
-    tmp = Path(job.tmp)
     jail = tmp / f"quarantine-{job.index}.jsonl" if job.quarantine else None
     data = ReportData() if job.report else None
     with (tmp / f"actions-{job.index}.tsv").open("w", encoding="utf-8") as out:
@@ -320,3 +349,35 @@ def _partition(job: _Job) -> dict[str, Any]:
             return {"summary": None, "error": str(exc)}
     return {"summary": summary.to_json(), "error": None,
             "report": None if data is None else report_part(data)}
+
+
+def _on_dask(jobs: list[_Job], tmp: Path, scheduler: str | None) -> list[dict[str, Any]]:
+    """The partitions on Dask; each one's output is written to `tmp` as it arrives."""
+    from sopkit._offline.dask_executor import run
+
+    results: list[dict[str, Any]] = [{} for _ in jobs]
+    for index, result in run(_partition, jobs, scheduler=scheduler):
+        (tmp / f"actions-{index}.tsv").write_text(result.pop("actions"), encoding="utf-8")
+        if result["quarantine"]:
+            (tmp / f"quarantine-{index}.jsonl").write_text(result["quarantine"],
+                                                           encoding="utf-8")
+        del result["quarantine"]
+        results[index] = result
+    return results
+
+
+EXECUTORS = ("processes", "dask")
+
+
+def _check_executor(workers: int, executor: str, scheduler: str | None) -> None:
+    """UsageError for an executor or scheduler that cannot apply (before any work)."""
+    if executor not in EXECUTORS:
+        raise UsageError(f"--executor {executor}: choose processes or dask")
+    if scheduler is not None and executor != "dask":
+        raise UsageError(f"--scheduler {scheduler}: a scheduler is for --executor dask; "
+                         "add --executor dask")
+    if executor == "dask" and workers < 2:
+        given = "--executor dask" if scheduler is None else f"--scheduler {scheduler}"
+        raise UsageError(f"{given}: Dask runs partitions of the customers and with --workers "
+                         f"{workers} there is one: give --workers 2 or more, or leave out "
+                         "--executor and --scheduler")
