@@ -238,3 +238,17 @@ def test_only_the_executor_module_imports_dask() -> None:
             if any(n.split(".")[0] in ("dask", "distributed") for n in names):
                 importers.add(path.relative_to(ROOT).as_posix())
     assert importers == {"sopkit/_offline/dask_executor.py"}
+
+
+def test_the_report_on_dask_is_the_report_of_one_worker(scheduler: str,
+                                                        tmp_path: Path) -> None:
+    """`--report` with `--executor dask` writes the HTML page of one worker, byte for byte."""
+    playbook = _membership_without_capacity(tmp_path)
+    pages = []
+    for options in ([], ["--workers", "2", "--executor", "dask", "--scheduler", scheduler]):
+        report = tmp_path / "report.html"
+        code = _cli(playbook, tmp_path / "actions.jsonl", "--report", str(report), *options)[0]
+        assert code == 0
+        pages.append(report.read_bytes())
+    assert pages[1] == pages[0]
+    assert b'id="stages"' in pages[0]
