@@ -66,6 +66,25 @@ def _cases(draw: st.DrawFn) -> tuple[gen.Case, list[str]]:
     return case, lines
 
 
+def _write_case(case: gen.Case, lines: list[str], folder: Path) -> sopkit.LoadedPlaybook:
+    """Write a drawn case into `folder` (playbook.toml, events.jsonl, profiles.jsonl) and load
+    its playbook; a playbook the loader rejects (rare by design) is not a case."""
+    path = folder / "playbook.toml"
+    path.write_text(case.toml(), encoding="utf-8")
+    try:
+        playbook = sopkit.load_playbook(path)
+    except sopkit.PlaybookError:
+        assume(False)
+        raise
+    (folder / "events.jsonl").write_text("".join(line + "\n" for line in lines),
+                                         encoding="utf-8")
+    if case.profiles:
+        (folder / "profiles.jsonl").write_text(
+            "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in case.profiles),
+            encoding="utf-8")
+    return playbook
+
+
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(_cases())
@@ -76,19 +95,7 @@ def test_any_number_of_workers_gives_the_single_run_byte_for_byte(
     note(repr(case))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        path = folder / "playbook.toml"
-        path.write_text(case.toml(), encoding="utf-8")
-        try:
-            playbook = sopkit.load_playbook(path)
-        except sopkit.PlaybookError:
-            assume(False)
-            raise
-        (folder / "events.jsonl").write_text("".join(line + "\n" for line in lines),
-                                             encoding="utf-8")
-        if case.profiles:
-            (folder / "profiles.jsonl").write_text(
-                "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in case.profiles),
-                encoding="utf-8")
+        playbook = _write_case(case, lines, folder)
         single = _run(playbook, folder, 1, case.end)
         for workers in (2, 3, 5):
             assert _run(playbook, folder, workers, case.end) == single, workers

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import differential_gen as gen
 import pytest
-from hypothesis import HealthCheck, assume, given, note, settings
-from test_partition import _cases, _membership_without_capacity
+from hypothesis import HealthCheck, given, note, settings
+from test_partition import _cases, _membership_without_capacity, _write_case
 from typer.testing import CliRunner
 
 import sopkit
@@ -88,19 +88,7 @@ def test_two_dask_workers_give_the_single_run_byte_for_byte(
     note(repr(case))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        path = folder / "playbook.toml"
-        path.write_text(case.toml(), encoding="utf-8")
-        try:
-            playbook = sopkit.load_playbook(path)
-        except sopkit.PlaybookError:
-            assume(False)
-            raise
-        (folder / "events.jsonl").write_text("".join(line + "\n" for line in lines),
-                                             encoding="utf-8")
-        if case.profiles:
-            (folder / "profiles.jsonl").write_text(
-                "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in case.profiles),
-                encoding="utf-8")
+        playbook = _write_case(case, lines, folder)
         single = _run(playbook, folder, case.end)
         on_dask = _run(playbook, folder, case.end, scheduler)
         assert on_dask == single

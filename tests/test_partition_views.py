@@ -6,14 +6,13 @@ Environment: SOPKIT_PARTITION_VIEW_EXAMPLES=N generated cases per run (default 6
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import differential_gen as gen
-from hypothesis import HealthCheck, assume, given, note, settings
-from test_partition import _cases, _membership_without_capacity
+from hypothesis import HealthCheck, given, note, settings
+from test_partition import _cases, _membership_without_capacity, _write_case
 from test_review import _history
 from typer.testing import CliRunner
 
@@ -71,19 +70,7 @@ def test_generated_reports_are_the_same_with_two_workers(
     note(repr(case))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        path = folder / "playbook.toml"
-        path.write_text(case.toml(), encoding="utf-8")
-        try:
-            playbook = sopkit.load_playbook(path)
-        except sopkit.PlaybookError:
-            assume(False)
-            raise
-        (folder / "events.jsonl").write_text("".join(line + "\n" for line in lines),
-                                             encoding="utf-8")
-        if case.profiles:
-            (folder / "profiles.jsonl").write_text(
-                "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in case.profiles),
-                encoding="utf-8")
+        playbook = _write_case(case, lines, folder)
         assert _report(playbook, folder, 2, case.end) == _report(playbook, folder, 1, case.end)
 
 
@@ -157,19 +144,7 @@ def test_explain_on_the_customers_partition_gives_the_full_replays_timeline(
     note(repr(case))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        path = folder / "playbook.toml"
-        path.write_text(case.toml(), encoding="utf-8")
-        try:
-            playbook = sopkit.load_playbook(path)
-        except sopkit.PlaybookError:
-            assume(False)
-            raise
-        (folder / "events.jsonl").write_text("".join(line + "\n" for line in lines),
-                                             encoding="utf-8")
-        if case.profiles:
-            (folder / "profiles.jsonl").write_text(
-                "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in case.profiles),
-                encoding="utf-8")
+        playbook = _write_case(case, lines, folder)
         alone = _timelines(playbook, folder, case.end, False)
         full = _timelines(playbook, folder, case.end, True)
         for customer in gen.CUSTOMERS:
