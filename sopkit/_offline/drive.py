@@ -107,10 +107,10 @@ class Driver:
             refused = runtime._refusal(event)  # as apply would, before the clock moves
             if refused is not None:
                 raise refused
+        if self.split or (self.before_event is not None
+                          and (runtime.now_ts is None or ts >= runtime.now_ts)):
             self.emit(runtime.advance_ts(ts))  # the wake-ups apply would run first
         if self.before_event is not None:
-            if not self.split and (runtime.now_ts is None or ts >= runtime.now_ts):
-                self.emit(runtime.advance_ts(ts))  # the same wake-ups apply would run first
             self.before_event(event, line)
         self.emit(runtime.apply(event))
         self.counts.events_applied += 1
