@@ -25,6 +25,7 @@ import differential_gen as gen
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from test_partition import _cases, _membership_without_capacity, _write_case
+from test_review import _history
 from typer.testing import CliRunner
 
 import sopkit
@@ -240,3 +241,41 @@ def test_the_report_on_dask_is_the_report_of_one_worker(scheduler: str,
         pages.append(report.read_bytes())
     assert pages[1] == pages[0]
     assert b'id="stages"' in pages[0]
+
+
+def test_diff_on_dask_prints_what_one_worker_prints(scheduler: str, tmp_path: Path) -> None:
+    """`sopkit diff --executor dask` finds the differences one worker finds, in both outputs."""
+    old = _membership_without_capacity(tmp_path)
+    text = old.read_text(encoding="utf-8")
+    new = tmp_path / "new.toml"
+    new.write_text(text.replace('when = "days_to_expiry == 15"',
+                                'when = "days_to_expiry == 10"'), encoding="utf-8")
+    history = ["--events", str(MEMBERSHIP / "events.jsonl"),
+               "--profiles", str(MEMBERSHIP / "profiles.csv"), "--end", "2025-04-30"]
+    for output in ("table", "jsonl"):
+        printed = []
+        for options in ([], ["--workers", "2", "--executor", "dask", "--scheduler", scheduler]):
+            result = CliRunner().invoke(app, ["diff", str(old), str(new), *history,
+                                              "--output", output, *options])
+            assert result.exit_code == 1, result.output  # there are differences
+            printed.append(result.output)
+        assert printed[1] == printed[0], output
+        assert "moved" in printed[0]
+    unreachable = CliRunner().invoke(app, ["diff", str(old), str(new), *history, "--workers",
+                                           "2", "--executor", "dask", "--scheduler", "no-port"])
+    assert unreachable.exit_code == 2  # the runs went to the scheduler named
+    assert "cannot reach the Dask scheduler" in " ".join(unreachable.output.split())
+
+
+def test_review_on_dask_gives_the_review_of_one_worker(scheduler: str, tmp_path: Path) -> None:
+    """`sopkit review --executor dask` counts the arms and conversions one worker counts."""
+    playbook, events = _history(tmp_path, 400, {"holdout": 0.1, "small": 0.2, "big": 0.3})
+    printed = []
+    for options in ([], ["--workers", "3", "--executor", "dask", "--scheduler", scheduler]):
+        result = CliRunner().invoke(app, ["review", str(playbook), "--events", str(events),
+                                          "--experiment", "coupon", "--output", "jsonl",
+                                          *options])
+        assert result.exit_code == 0, result.output
+        printed.append(result.output)
+    assert printed[1] == printed[0]
+    assert '"holdout"' in printed[0] and '"big"' in printed[0]

@@ -39,6 +39,17 @@ class Executor(StrEnum):
     dask = "dask"
 
 
+WorkersOption = Annotated[int, typer.Option(
+    min=1, help="Processes to split the customers among; the same output whatever the "
+    "number (docs/cli.md#partitions).")]
+ExecutorOption = Annotated[Executor, typer.Option(
+    help="Where the --workers partitions run: local processes, or Dask (needs "
+    "sopkit[dask]; docs/cli.md#partitions).")]
+SchedulerOption = Annotated[str | None, typer.Option(
+    help="With --executor dask: the address of an existing Dask scheduler, e.g. "
+    "tcp://10.0.0.5:8786 (default: a local cluster of --workers processes).")]
+
+
 def simulate(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
     events: Annotated[Path, typer.Option(help="Event history: JSONL or CSV, .gz allowed, "
@@ -67,15 +78,9 @@ def simulate(
     max_future: Annotated[str | None, typer.Option(
         help="Quarantine an event more than this (e.g. 30d) ahead of the events before it "
         "(default: no limit).")] = None,
-    workers: Annotated[int, typer.Option(
-        min=1, help="Processes to split the customers among; the same output whatever the "
-        "number (docs/cli.md#simulate).")] = 1,
-    executor: Annotated[Executor, typer.Option(
-        help="Where the --workers partitions run: local processes, or Dask (needs "
-        "sopkit[dask]; docs/cli.md#partitions).")] = Executor.processes,
-    scheduler: Annotated[str | None, typer.Option(
-        help="With --executor dask: the address of an existing Dask scheduler, e.g. "
-        "tcp://10.0.0.5:8786 (default: a local cluster of --workers processes).")] = None,
+    workers: WorkersOption = 1,
+    executor: ExecutorOption = Executor.processes,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Replay an event history on a virtual clock and report every action the playbook takes.
 
@@ -294,11 +299,6 @@ def explain(
 
 
 # `diff` and `review` replay the history as `simulate` does, split the same way
-WorkersOption = Annotated[int, typer.Option(
-    min=1, help="Processes to split the customers among; the same output whatever the "
-    "number (docs/cli.md#partitions).")]
-
-
 def diff_cmd(
     old: Annotated[Path, typer.Argument(help="The playbook as it is (TOML).")],
     new: Annotated[Path, typer.Argument(help="The playbook as changed (TOML).")],
@@ -319,6 +319,8 @@ def diff_cmd(
     unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
     False,
     workers: WorkersOption = 1,
+    executor: ExecutorOption = Executor.processes,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Replay two versions of a playbook on one history and show what the change changes.
 
@@ -341,7 +343,8 @@ def diff_cmd(
         sink = _Records()
         try:
             summary = run_simulation(loaded, events, profiles=profiles, end=end, out=sink,
-                                     engine=engine, masked=False, workers=workers)
+                                     engine=engine, masked=False, workers=workers,
+                                     executor=executor.value, scheduler=scheduler)
         except SopkitError as exc:
             typer.echo(f"error: {path}: {exc if unmasked else mask_text(str(exc))}", err=True)
             raise typer.Exit(2) from None
@@ -428,6 +431,8 @@ def review(
     engine: NativeEngineOption = "native",
     output: OutputOption = Output.table,
     workers: WorkersOption = 1,
+    executor: ExecutorOption = Executor.processes,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """复盘: goal conversion per variant against the holdout, with confidence intervals."""
     from sopkit._offline.review import gather
@@ -441,7 +446,8 @@ def review(
         raise typer.Exit(2) from None
     try:
         result = gather(loaded, events, experiment=experiment, rule=rule, profiles=profiles,
-                        end=end, engine=engine, goal=goal, within=seconds, workers=workers)
+                        end=end, engine=engine, goal=goal, within=seconds, workers=workers,
+                        executor=executor.value, scheduler=scheduler)
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None

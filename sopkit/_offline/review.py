@@ -150,14 +150,16 @@ def review(exposures: Mapping[str, tuple[str, int]], goals: Mapping[str, Iterabl
 def gather(playbook: Any, events: Any, *, experiment: str | None = None,
            rule: str | None = None, profiles: Any = None, end: str | None = None,
            engine: str = "native", goal: str | None = None,
-           within: int | None = None, workers: int = 1) -> Review:
+           within: int | None = None, workers: int = 1, executor: str = "processes",
+           scheduler: str | None = None) -> Review:
     """Replay a history and review one experiment (or one pilot rule's sample).
 
     Exposure: a customer's first message or task of the experiment's rules that was sent
     (planned or deferred) or held out; suppressed ones (opt-outs, caps) were neither treated
     nor controls, and are left out. The arm is the record's variant, "treated" when the
     experiment has no variants, and "holdout" for the held-out group. `workers` splits the
-    replay among processes (`simulate`), with the same result.
+    replay among processes, or Dask workers with `executor="dask"` (`simulate`), with the
+    same result.
     """
     import io
 
@@ -190,7 +192,7 @@ def gather(playbook: Any, events: Any, *, experiment: str | None = None,
     window = within if within is not None else 14 * 86400
     out = io.StringIO()
     simulate(playbook, events, profiles=profiles, end=end, out=out, engine=engine,
-             masked=False, workers=workers)
+             masked=False, workers=workers, executor=executor, scheduler=scheduler)
     exposures: dict[str, tuple[str, int]] = {}
     meta = model.playbook
     hours, minutes = (int(x) for x in meta.day_starts.split(":"))
