@@ -350,3 +350,29 @@ def test_a_lunar_birthday_wakes_its_customer_only_around_each_anniversary(
     # 中秋: 2024-09-17, 2025-10-06
     assert seen == ["2024-01-01", "2024-09-14", "2024-09-15", "2024-09-18",
                     "2025-10-03", "2025-10-04", "2025-10-07"]
+
+
+def test_check_strict_names_the_birthdays_whose_greeting_waits_for_a_quiet_holiday(
+        tmp_path: Path) -> None:
+    """--strict: 3 days before birthdays, quiet 春节 2026 (02-15..23) holds 02-18..26 back."""
+    from sopkit._lang.cncal import holiday_years
+
+    path = tmp_path / "cn.toml"
+    quiet = LUNAR.replace("CALENDAR", "gregorian") + '\n[policy]\nquiet_days = ["春节"]\n'
+    path.write_text(quiet, encoding="utf-8")
+    code, out = _run("check", "--strict", str(path))
+    assert code == 1
+    text = " ".join(out.split())
+    year = min(dt.date.today().year, holiday_years()[1])
+    assert (f"rules[0].when: rule 'birthday_soon' sends 3 days before each days_to_birthday "
+            f"anniversary; in {year} that day is a day off quiet_days holds back for "
+            "birthdays") in text
+    if year == 2026:
+        assert "birthdays 02-18 to 02-26 (春节): those messages wait" in text
+    path.write_text(LUNAR.replace("CALENDAR", "lunar") + '\n[policy]\nquiet_days = ["春节"]\n',
+                    encoding="utf-8")
+    text = " ".join(_run("check", "--strict", str(path))[1].split())
+    if year == 2026:  # 02-18 is lunar 1-02 (春节 is 02-17); 02-26 is lunar 1-10
+        assert "birthdays lunar 1-02 to lunar 1-10 (春节)" in text
+    path.write_text(LUNAR.replace("CALENDAR", "gregorian"), encoding="utf-8")
+    assert "rule 'birthday_soon' sends" not in _run("check", "--strict", str(path))[1]

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from sopkit import __version__
-from sopkit._cli import campaign, check, clv, handover, live, offline, outbox
+from sopkit._cli import campaign, check, clv, forecast, handover, live, offline, outbox
 
 app = typer.Typer(
     name="sopkit",
@@ -53,6 +53,7 @@ app.add_typer(outbox.outbox_app, name="outbox")
 app.add_typer(campaign.campaign_app, name="campaign")
 app.command()(check.channels)
 app.command(name="clv")(clv.clv_cmd)
+app.command(name="forecast")(forecast.forecast_cmd)
 
 
 def main() -> None:

@@ -6,7 +6,9 @@
   the last covered year and how to upgrade. Always shown; a failure only with --strict.
 - Quiet periods (`check --strict`): a campaign whose `at`, or a firing of its `every`
   schedule within the covered years, falls on a day off of a holiday in quiet_days: its
-  messages would all be deferred.
+  messages would all be deferred. And a rule that sends N days ahead of an anniversary
+  (`when = "days_to_birthday == 3"`): the birthdays whose send day is a quiet day off this
+  year (or the last covered one), by holiday, lunar dates for a lunar anniversary.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sopkit._errors import Problem
 from sopkit._lang import cncal
@@ -110,3 +112,61 @@ def quiet_period_warnings(loaded: LoadedPlaybook, today: dt.date) -> list[Proble
 def _position(loaded: LoadedPlaybook, path: KeyPath) -> tuple[str, int, int]:
     where = loaded.origins.locate(path)
     return where.file, where.line, where.column
+
+
+_AHEAD = r"\b{name}\s*==\s*(\d+)\b"
+
+
+def birthday_quiet_warnings(loaded: LoadedPlaybook, today: dt.date) -> list[Problem]:
+    """Rules sending N days ahead of an anniversary whose send day can be a quiet day off:
+    which birthdays, in this year (or the last year with holiday data), wait (--strict)."""
+    pb = loaded.model
+    quiet = frozenset(pb.policy.quiet_days)
+    if not quiet:
+        return []
+    first, last = cncal.holiday_years()
+    year = min(max(today.year, first), last)
+    anniversaries = {name: m.calendar for name, m in pb.metrics.items()
+                     if m.kind == "days_to_anniversary"}
+    out: list[Problem] = []
+    for i, rule in enumerate(pb.rules):
+        if not any(a.type == "send" for a in rule.actions):
+            continue
+        for metric, calendar in anniversaries.items():
+            found = re.search(_AHEAD.format(name=re.escape(metric)), rule.when or "")
+            if found is None:
+                continue
+            ahead = int(found.group(1))
+            spans = _quiet_birthdays(year, quiet, ahead, calendar != "gregorian")
+            if spans:
+                out.append(Problem(
+                    loaded.origins.locate(("rules", i, "when")),
+                    f"rule '{rule.name}' sends {ahead} days before each {metric} "
+                    f"anniversary; in {year} that day is a day off quiet_days holds back "
+                    f"for birthdays {'; '.join(spans)}: those messages wait until the "
+                    "holiday ends", "send further ahead, or leave the holiday out of "
+                    "quiet_days if the wait is meant", severity="warning"))
+    return out
+
+
+def _quiet_birthdays(year: int, quiet: frozenset[str], ahead: int, lunar: bool) -> list[str]:
+    """`from to to (holiday)` per run of birthdays whose send day is a quiet day off."""
+    runs: list[list[Any]] = []  # [holiday, first birthday, last birthday]
+    day = dt.date(year, 1, 1)
+    while day.year == year:
+        name = cncal.holiday_name(day)
+        if name in quiet:
+            birthday = day + dt.timedelta(days=ahead)
+            if runs and runs[-1][0] == name and runs[-1][2] + dt.timedelta(days=1) == birthday:
+                runs[-1][2] = birthday
+            else:
+                runs.append([name, birthday, birthday])
+        day += dt.timedelta(days=1)
+    return [f"{_label(a, lunar)} to {_label(b, lunar)} ({name})" for name, a, b in runs]
+
+
+def _label(day: dt.date, lunar: bool) -> str:
+    if not lunar:
+        return day.strftime("%m-%d")
+    found = cncal.lunar_of(day)
+    return f"lunar {'leap ' if found.leap else ''}{found.month}-{found.day:02d}"

@@ -171,6 +171,9 @@ class Channel(_Model):
 
     type: str = Field(description="console, jsonl, webhook, smtp, wecom, sms, or a plugin's type.")
     description: str = ""
+    cost: float | None = Field(
+        None, ge=0, description="What one message costs (any currency, e.g. 0.045 元 an SMS): "
+        "`sopkit forecast` adds it up.")
 
 
 class Template(_Model):
