@@ -376,3 +376,22 @@ def test_check_strict_names_the_birthdays_whose_greeting_waits_for_a_quiet_holid
         assert "birthdays lunar 1-02 to lunar 1-10 (春节)" in text
     path.write_text(LUNAR.replace("CALENDAR", "gregorian"), encoding="utf-8")
     assert "rule 'birthday_soon' sends" not in _run("check", "--strict", str(path))[1]
+
+
+def test_run_warns_once_in_its_log_when_it_counts_a_year_without_holiday_data(
+        tmp_path: Path) -> None:
+    """`sopkit run` past the data's last year logs the Monday-to-Friday warning once."""
+    (tmp_path / "cn.toml").write_text(WORKDAYS, encoding="utf-8")
+    (tmp_path / "events.jsonl").write_text("".join(
+        f'{{"customer_id": "c{i}", "type": "purchase", "ts": "2026-12-30T10:00:00", '
+        f'"amount": "1"}}\n' for i in range(3)), encoding="utf-8")
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "sopkit", "run", str(tmp_path / "cn.toml"),
+                             "--store", str(tmp_path / "s.db"), "--events",
+                             str(tmp_path / "events.jsonl"), "--once", "--clock",
+                             "2027-01-31"], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("no holiday arrangement for 2027") == 1, result.stderr
