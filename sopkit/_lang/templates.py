@@ -12,6 +12,7 @@ whose name is `{{ profile.phone }}` is greeted with those braces, not with a pho
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,8 +36,10 @@ class _Placeholder:
     default: str | None
 
 
-def _scan(text: str) -> list[_Placeholder]:
-    """Every placeholder of `text`, in order; one pass, linear in the length of `text`."""
+@functools.lru_cache(maxsize=1024)
+def _scan(text: str) -> tuple[_Placeholder, ...]:
+    """Every placeholder of `text`, in order; one pass, linear in the length of `text`.
+    A playbook has few templates, rendered again and again: each is read once (cached)."""
     if text.count("{{") != text.count("}}"):
         raise TemplateError("unbalanced '{{' and '}}' in template")
     out: list[_Placeholder] = []
@@ -49,7 +52,7 @@ def _scan(text: str) -> list[_Placeholder]:
         name, default = _read_body(text[start + 2 : close], text[start:end])
         out.append(_Placeholder(start, end, name, default))
         pos = end
-    return out
+    return tuple(out)
 
 
 def _read_body(body: str, raw: str) -> tuple[str, str | None]:
