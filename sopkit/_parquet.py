@@ -74,7 +74,7 @@ def parquet_records(path: Path, progress: Callable[[int], None] | None = None
     total = max(source.metadata.num_rows, 1)
     size = path.stat().st_size
     number = 0
-    batches = source.iter_batches(batch_size=BATCH_ROWS)
+    batches = _batches(source)
     while True:
         try:
             batch = next(batches, None)
@@ -91,6 +91,14 @@ def parquet_records(path: Path, progress: Callable[[int], None] | None = None
             yield _row(number, dict(zip(names, values, strict=True)))
         if progress is not None:
             progress(size * number // total)
+
+
+def _batches(source: Any) -> Iterator[Any]:
+    """The record batches of a file, one row group after the other (a batch never spans two,
+    so a broken row group fails after the rows of those before it)."""
+    for group in range(source.metadata.num_row_groups):
+        yield from source.iter_batches(batch_size=BATCH_ROWS, row_groups=[group],
+                                       use_threads=False)
 
 
 def _row(number: int, row: dict[str, Any]) -> Record | BadRecord:
