@@ -192,6 +192,30 @@ def test_simulate_with_workers_reads_parquet_too(cdnow: dict[str, Any]) -> None:
     assert one.count("\n") > 30
 
 
+@pytest.mark.parametrize("command", ["explain", "diff", "clv"])
+def test_other_commands_read_parquet_as_jsonl(cdnow: dict[str, Any], command: str) -> None:
+    """`explain`, `diff` and `clv` over the Parquet slice print what they print over JSONL
+    (but the file name)."""
+    files, tmp = cdnow["files"], cdnow["tmp"]
+    cheaper = tmp / "cheaper.toml"
+    cheaper.write_text(PLAYBOOK.replace("event.amount > 100", "event.amount > 50"), "utf-8")
+    (tmp / "plain.toml").write_text(PLAYBOOK, encoding="utf-8")
+    args = {"explain": ["explain", str(RETAIL), "--customer", "cdnow-00001", "--at",
+                        "1998-01-01", "--unmasked"],
+            "diff": ["diff", str(tmp / "plain.toml"), str(cheaper), "--output", "jsonl"],
+            "clv": ["clv", "--output", "jsonl"]}[command]
+    shown = {}
+    for events, profiles in (("events.jsonl", "profiles.jsonl"),
+                             ("events-naive.parquet", "profiles.parquet")):
+        extra = [] if command == "clv" else ["--profiles", str(files[profiles])]
+        code, text = _invoke(*args, "--events", str(files[events]), *extra)
+        assert code in (0, 1), text  # diff: 1 when there are differences
+        shown[events] = text.replace(str(files[events]), "EVENTS").replace(
+            str(files[profiles]), "PROFILES")
+    assert shown["events.jsonl"] == shown["events-naive.parquet"]
+    assert len(shown["events.jsonl"]) > 500  # a real timeline, differences, a fit
+
+
 def _purchase(customer: Any, ts: Any, amount: Any = "150") -> dict[str, Any]:
     return {"customer_id": customer, "type": "purchase", "ts": ts, "amount": amount}
 
