@@ -103,9 +103,10 @@ def _batches(source: Any) -> Iterator[Any]:
 
 def _row(number: int, row: dict[str, Any]) -> Record | BadRecord:
     """A row as a Record, or the first reason (by column) it cannot be used."""
-    bad = next((v for v in row.values() if isinstance(v, _Unusable)), None)
+    data = {k: v for k, v in row.items() if v is not None}
+    bad = next((v for v in data.values() if type(v) is _Unusable), None)
     if bad is None:
-        return Record(number, {k: v for k, v in row.items() if v is not None})
+        return Record(number, data)
     shown = {k: (v.shown if isinstance(v, _Unusable) else v) for k, v in row.items()
              if v is not None}
     if len(json.dumps(shown, ensure_ascii=False)) > 1000:
@@ -153,6 +154,9 @@ def _values(column: Any, name: str, zone: dt.tzinfo | None) -> list[Any]:
         values = [_scalar(column, i, name) for i in range(len(column))]
     if name == "ts" and types.is_integer(kind):
         return [_timestamp(v, 1, dt.UTC, name) for v in values]
+    if types.is_string(kind) or types.is_large_string(kind) or \
+            (types.is_integer(kind) and name != "ts"):
+        return list(values)  # plain already, and fit for any column
     out = [_plain(v, name) for v in values]
     if name in SINGLE:
         out = [_single(v, name) for v in out]
@@ -177,10 +181,13 @@ def _timestamp(value: int | None, per: int, zone: dt.tzinfo | None, name: str) -
         return None
     seconds, rest = divmod(value, per)
     try:
-        moment = _EPOCH + dt.timedelta(seconds=seconds, microseconds=rest * 1_000_000 // per)
-        if zone is not None:
-            moment = moment.replace(tzinfo=dt.UTC).astimezone(zone)
-    except OverflowError:
+        if zone is None:
+            moment = _EPOCH + dt.timedelta(seconds=seconds)
+        else:
+            moment = dt.datetime.fromtimestamp(seconds, zone)
+        if rest:
+            moment = moment.replace(microsecond=rest * 1_000_000 // per)
+    except (OverflowError, ValueError, OSError):  # fromtimestamp's ways of saying "too far"
         what = f"{value} seconds since 1970" if per == 1 else "a timestamp"
         return _Unusable(f"column '{name}': {what} is outside the years 1 to 9999",
                          "time out of range", str(value))

@@ -171,6 +171,21 @@ def test_simulate_over_parquet_equals_jsonl_byte_for_byte(cdnow: dict[str, Any],
     assert {**summary, "quarantine_file": None} == {**expected_summary, "quarantine_file": None}
 
 
+def test_a_pandas_frame_written_to_parquet_gives_the_same_run(cdnow: dict[str, Any]) -> None:
+    """The slice as a pandas DataFrame (ts parsed to datetime64[ns], an index column) saved
+    with `to_parquet` gives the JSONL run's actions."""
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_json(cdnow["files"]["events.jsonl"], lines=True, dtype={"ts": str})
+    frame["ts"] = pandas.to_datetime(frame["ts"])
+    frame.index = [f"row-{i}" for i in range(len(frame))]  # stored as a column of its own
+    events = cdnow["tmp"] / "pandas.parquet"
+    frame.to_parquet(events)
+    assert "__index_level_0__" in pq.read_schema(events).names
+    actions, _ = _simulate(RETAIL, events, cdnow["tmp"], "--profiles",
+                           str(cdnow["files"]["profiles.parquet"]), "--end", "1998-06-30")
+    assert actions == cdnow["expected"][0]
+
+
 def test_simulate_over_csv_equals_parquet(cdnow: dict[str, Any]) -> None:
     """The same slice as CSV gives the same actions as the Parquet file (and so as JSONL)."""
     files = cdnow["files"]
