@@ -107,8 +107,7 @@ def _row(number: int, row: dict[str, Any]) -> Record | BadRecord:
     bad = next((v for v in data.values() if type(v) is _Unusable), None)
     if bad is None:
         return Record(number, data)
-    shown = {k: (v.shown if isinstance(v, _Unusable) else v) for k, v in row.items()
-             if v is not None}
+    shown = {k: (v.shown if type(v) is _Unusable else v) for k, v in data.items()}
     if len(json.dumps(shown, ensure_ascii=False)) > 1000:
         shown = {"row": cut(json.dumps(shown, ensure_ascii=False, sort_keys=True))}
     return BadRecord(number, shown, bad.reason, bad.kind)
@@ -116,6 +115,7 @@ def _row(number: int, row: dict[str, Any]) -> Record | BadRecord:
 
 def _zone(path: Path, name: str, kind: Any) -> dt.tzinfo | None:
     """The time zone of a timestamp column that has one; None for another column."""
+    kind = getattr(kind, "value_type", kind)  # a dictionary of timestamps: theirs
     tz = getattr(kind, "tz", None)
     if not tz:
         return None

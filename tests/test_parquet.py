@@ -109,7 +109,7 @@ def _events_table(rows: list[dict[str, Any]], ts: str) -> pa.Table:
         "text": pa.array([r["ts"] for r in rows], pa.string()),
         "naive": pa.array(local, pa.timestamp("s")),
         "zoned": pa.array([t.replace(tzinfo=SHANGHAI) for t in local],
-                          pa.timestamp("ms", tz="UTC")),
+                          pa.timestamp("ms", tz="Asia/Shanghai")),
         "seconds": pa.array([int(t.replace(tzinfo=SHANGHAI).timestamp()) for t in local],
                             pa.int64()),
     }[ts]
@@ -123,14 +123,19 @@ def _events_table(rows: list[dict[str, Any]], ts: str) -> pa.Table:
 
 
 def _profiles_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """CDNOW profiles with the dates as date columns and vip as a bool column."""
+    """CDNOW profiles with `joined` a date column, `birthday` a timestamp at midnight in
+    Shanghai and vip a bool column."""
     names = list(dict.fromkeys(k for r in rows for k in r))
     columns: dict[str, pa.Array] = {}
     for name in names:
         values = [r.get(name) for r in rows]
-        if name in ("birthday", "joined"):
+        if name == "joined":
             columns[name] = pa.array([dt.date.fromisoformat(v) if v else None for v in values],
                                      pa.date32())
+        elif name == "birthday":  # midnight in Shanghai: the day before in UTC
+            columns[name] = pa.array(
+                [dt.datetime.fromisoformat(v).replace(tzinfo=SHANGHAI) if v else None
+                 for v in values], pa.timestamp("s", tz="Asia/Shanghai"))
         else:
             columns[name] = pa.array(values)
     return pa.table(columns)
@@ -302,7 +307,8 @@ def test_a_column_of_the_wrong_type_is_quarantined_row_by_row(tmp_path: Path) ->
 
 
 def test_a_timestamp_without_a_zone_is_in_the_playbook_zone(tmp_path: Path) -> None:
-    """A naive 10:00 is 10:00 in Shanghai, as in CSV; a zoned 10:00 UTC is 18:00 there."""
+    """A naive 10:00 is 10:00 in Shanghai, as in CSV; 10:00 UTC is 18:00 there, and 10:00
+    at +05:00 13:00."""
     events = tmp_path / "events.parquet"
     naive = dt.datetime(2025, 1, 1, 10, 0)
     pq.write_table(pa.table({
@@ -314,10 +320,16 @@ def test_a_timestamp_without_a_zone_is_in_the_playbook_zone(tmp_path: Path) -> N
         "customer_id": ["c"], "type": ["purchase"],
         "ts": pa.array([naive.replace(tzinfo=dt.UTC)], pa.timestamp("ns", tz="UTC")),
         "amount": ["200"]}), zoned)
-    times = [json.loads(a)["time"] for path in (events, zoned)
+    offset = tmp_path / "offset.parquet"  # a zone given as an offset
+    pq.write_table(pa.table({
+        "customer_id": ["d"], "type": ["purchase"],
+        "ts": pa.array([naive.replace(tzinfo=dt.timezone(dt.timedelta(hours=5)))],
+                       pa.timestamp("s", tz="+05:00")),
+        "amount": ["200"]}), offset)
+    times = [json.loads(a)["time"] for path in (events, zoned, offset)
              for a in _simulate(_playbook(tmp_path), path, tmp_path)[0].splitlines()]
     assert times == ["2025-01-01T10:00:00+08:00", "2025-01-01T10:00:00+08:00",
-                     "2025-01-01T18:00:00+08:00"]
+                     "2025-01-01T18:00:00+08:00", "2025-01-01T13:00:00+08:00"]
 
 
 def test_a_file_that_is_not_parquet_is_a_usage_error_naming_it(tmp_path: Path) -> None:
