@@ -201,7 +201,7 @@ def _date(days: int | None, name: str) -> Any:
     try:
         return dt.date.fromordinal(_EPOCH_DAY + days).isoformat()
     except (ValueError, OverflowError):
-        return _Unusable(f"column '{name}': a date outside the years 1 to 9999",
+        return _Unusable(f"column '{name}': a date is outside the years 1 to 9999",
                          "time out of range", str(days))
 
 

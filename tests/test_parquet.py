@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +305,30 @@ def test_a_column_of_the_wrong_type_is_quarantined_row_by_row(tmp_path: Path) ->
     assert "is outside the supported time range" in found[1]["reason"]
     assert summary["quarantined"] == 2 and summary["events_applied"] == 1
     assert summary["quarantine_reasons"] == {"time out of range": 2}
+
+
+def test_decimal_binary_and_date_columns(tmp_path: Path) -> None:
+    """A decimal column keeps its exact digits (100.01 > 100 sends), binary ids are UTF-8 text
+    (one that is not is quarantined), a date ts is its day's start, one past 9999 is out of
+    range."""
+    events = tmp_path / "events.parquet"
+    pq.write_table(pa.table({
+        "customer_id": pa.array([b"a", b"\xff\xfe", b"c", "达".encode()], pa.binary()),
+        "type": ["purchase"] * 4,
+        "ts": pa.array([0, 1, 3_000_000, 2], pa.int32()).cast(pa.date32()),
+        "amount": pa.array([Decimal("100.01")] * 3 + [Decimal("100.00")], pa.decimal128(9, 2)),
+    }), events)
+    playbook = tmp_path / "dated.toml"  # 1970: a zone without summer time, days from 00:00
+    playbook.write_text(PLAYBOOK.replace('"Asia/Shanghai"', '"UTC"'), encoding="utf-8")
+    jail = tmp_path / "q.jsonl"
+    actions, summary = _simulate(playbook, events, tmp_path, "--quarantine", str(jail))
+    assert [(json.loads(a)["customer_id"], json.loads(a)["time"])
+            for a in actions.splitlines()] == [("a", "1970-01-01T00:00:00+00:00")]
+    found = _jail(jail)
+    assert [(e["line"], e["reason"]) for e in found] == [
+        (2, "column 'customer_id': not UTF-8 text: invalid start byte at byte 0"),
+        (3, "column 'ts': a date is outside the years 1 to 9999")]
+    assert summary["events_applied"] == 2  # 达's 100.00 is not more than 100
 
 
 def test_a_timestamp_without_a_zone_is_in_the_playbook_zone(tmp_path: Path) -> None:
