@@ -283,6 +283,13 @@ def test_a_column_of_the_wrong_type_is_quarantined_row_by_row(tmp_path: Path) ->
                                      "ts": [1.7e9, 1.8e9], "amount": [200, 300]}),
                            "bad 'ts' 1700000000.0: expected ISO 8601 text, a date, a "
                            "timestamp or whole seconds since 1970"),
+        "bools.parquet": (pa.table({"customer_id": [True, False], "type": ["purchase"] * 2,
+                                    "ts": ["2025-01-01T10:00:00"] * 2, "amount": [200, 300]}),
+                          "column 'customer_id': True is not an id (text or an integer)"),
+        "far.parquet": (pa.table({"customer_id": ["a", "b"], "type": ["purchase"] * 2,
+                                  "ts": pa.array([10**15, 10**15], pa.timestamp("ms")),
+                                  "amount": [200, 300]}),
+                        "column 'ts': a timestamp is outside the years 1 to 9999"),
         "amounts.parquet": (pa.table({"customer_id": ["a", "b"], "type": ["purchase"] * 2,
                                       "ts": ["2025-01-01T10:00:00"] * 2,
                                       "amount": [[200], [300]]}),
@@ -490,9 +497,13 @@ def test_a_big_file_is_read_a_batch_at_a_time(tmp_path: Path) -> None:
     del table
     base = pa.total_allocated_bytes()
     peak, seen = 0, 0
-    for _record in read_records(events):
+    told: list[int] = []
+    for _record in read_records(events, told.append):
         seen += 1
         if seen % 997 == 0:
             peak = max(peak, pa.total_allocated_bytes() - base)
     assert seen == count
     assert 0 < peak < whole / 5
+    size = events.stat().st_size  # the progress bar: by row group, to the whole file
+    assert told == sorted(told) and len(told) >= 15 and told[-1] == size
+    assert told[0] < size / 10
