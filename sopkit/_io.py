@@ -1,4 +1,5 @@
-"""Reading event and profile records from JSONL or CSV (optionally gzip-compressed).
+"""Reading event and profile records from JSONL or CSV (optionally gzip-compressed), or
+Parquet (`sopkit._parquet`, with the `parquet` extra).
 
 Records stream one at a time with their line number; a line that cannot be read becomes a
 `BadRecord` so the caller can quarantine it and go on: not UTF-8, not JSON, a number of more
@@ -13,21 +14,22 @@ import gzip
 import json
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sopkit._errors import SopkitError, UsageError
+from sopkit._errors import UsageError
 from sopkit._mask import mask, mask_text
+from sopkit._parquet import parquet_records
+from sopkit._records import BadRecord as BadRecord  # re-exported: the readers' results
+from sopkit._records import InputError as InputError
+from sopkit._records import Record as Record
+from sopkit._records import cut as _cut
 
 MAX_DEPTH = 32  # lists and objects inside a record; a deeper one is quarantined
 FORMATS = (".jsonl", ".ndjson", ".json", ".csv")  # each also with .gz
+PARQUET = ".parquet"  # read with pyarrow (the `parquet` extra); never .gz
 _CHUNK = 1 << 16
 TRUNCATED = "truncated file"  # the kind of the partial last line of a .gz that ends early
-
-
-class InputError(SopkitError):
-    """An input file that cannot be read to its end (a truncated or corrupt .gz)."""
 
 
 def _no_constant(name: str) -> Any:
@@ -38,39 +40,34 @@ def _no_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
-@dataclass(frozen=True)
-class Record:
-    line: int
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class BadRecord:
-    line: int
-    raw: str
-    reason: str
-    kind: str
-
-
 def record_format(path: Path) -> str:
-    """'csv' or 'jsonl', from the file name (before any .gz); UsageError for another."""
-    name = path.name.lower().removesuffix(".gz")
+    """'csv', 'jsonl' or 'parquet', from the file name (before any .gz); UsageError for
+    another."""
+    lower = path.name.lower()
+    if lower.endswith(PARQUET):
+        return "parquet"
+    name = lower.removesuffix(".gz")
     for suffix in FORMATS:
         if name.endswith(suffix):
             return "csv" if suffix == ".csv" else "jsonl"
     raise UsageError(f"{path}: unknown file format '{path.suffix or path.name}'; sopkit reads "
                      f"{', '.join(FORMATS)} (JSON Lines for all but .csv), each optionally "
-                     ".gz; convert the file to JSON Lines or CSV first")
+                     f".gz, and {PARQUET}; convert the file to JSON Lines or CSV first")
 
 
 def read_records(path: Path, progress: Any = None) -> Iterator[Record | BadRecord]:
-    """Yield each record of a JSONL or CSV file; `progress(n_bytes)` is told how far we are.
+    """Yield each record of a JSONL, CSV or Parquet file; `progress(n_bytes)` is told how
+    far we are.
 
     A line that is not UTF-8 becomes a BadRecord; a `.gz` file that is not gzip raises
     UsageError naming the file; one that ends early or is corrupt yields what it holds (the
     partial last line as a BadRecord) and then raises InputError naming the line reached.
+    A Parquet file is read as `sopkit._parquet.parquet_records` says.
     """
     kind = record_format(path)
+    if kind == "parquet":
+        yield from parquet_records(path, progress)
+        return
     with path.open("rb") as raw_file:
         bad: list[BadRecord] = []
         broken: list[str] = []
@@ -186,11 +183,6 @@ def _shallow(data: dict[str, Any]) -> bool:
         items = value.values() if isinstance(value, dict) else value
         stack.extend((v, depth + 1) for v in items if isinstance(v, dict | list))
     return True
-
-
-def _cut(text: str, limit: int = 1000) -> str:
-    """A bad line as kept in the quarantine: at most `limit` characters, and says so."""
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters in all)"
 
 
 def _flush(bad: list[BadRecord]) -> Iterator[BadRecord]:

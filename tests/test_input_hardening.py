@@ -255,13 +255,13 @@ def test_run_commits_what_a_truncated_gzip_held_then_resumes(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("command", ["simulate", "run"])
 def test_an_unknown_format_is_a_usage_error(tmp_path: Path, command: str) -> None:
-    """A .parquet file exits 2 listing the formats sopkit reads, before anything runs."""
-    events = tmp_path / "events.parquet"
-    events.write_bytes(b"PAR1\x15\x04\x15\x10")
+    """An .orc file exits 2 listing the formats sopkit reads, before anything runs."""
+    events = tmp_path / "events.orc"
+    events.write_bytes(b"ORC\x15\x04\x15\x10")
     extra = ("--store", str(tmp_path / "s.db"), "--once") if command == "run" else ()
     code, text = _invoke(command, str(_playbook(tmp_path)), "--events", str(events), *extra)
     assert code == 2
-    assert "unknown file format '.parquet'" in text
+    assert "unknown file format '.orc'" in text
     assert all(fmt in text for fmt in (".jsonl", ".json", ".csv", ".gz"))
 
 

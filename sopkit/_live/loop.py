@@ -310,8 +310,8 @@ def records_from(source: str, *, follow: bool, stop: Callable[[], bool],
     if not follow:
         yield from read_records(path)
         return
-    if path.suffix == ".gz":
-        raise UsageError("--follow reads a growing plain file; a .gz file cannot grow")
+    if path.suffix.lower() in (".gz", ".parquet"):
+        raise UsageError(f"--follow reads a growing plain file; a {path.suffix} file cannot grow")
     with path.open("rb") as stream:
         lines = follow_lines(stream, stop, poll, follow=True, idle=idle)
         if record_format(path) == "csv":
