@@ -305,7 +305,7 @@ class EmbeddingAPI:
         """A dispatcher screen: a message row whose customer (held by this runtime) opted
         out since it was planned is settled `suppressed`, with the reason."""
         rt = _rt(self)
-        if row.customer_id not in rt.customers:
+        if rt.core.lookup(row.customer_id) is None:  # not held (nor stored, with a source)
             return None
         reason = deliverable(rt, row.customer_id, row.channel, row.kind, None, None)
         return None if reason is None else ("suppressed", reason)
