@@ -121,8 +121,8 @@ def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime, log: TagLog,
             message = Message(key=key, kind=kind, channel=channel, customer_id=customer_id,
                               rule=MIRROR_RULE, time=runtime.calendar.format(now),
                               body={"tag": tag},
-                              contact={k: json_value(v, exact=True)
-                                       for k, v in (cs.profile if cs else {}).items()},
+                              contact={k: json_value(v, exact=True)  # by name (outbox.py)
+                                       for k, v in sorted((cs.profile if cs else {}).items())},
                               owner=cs.owner if cs else None)
             rows.append(OutboxRow(key=key, playbook=runtime.pk, customer_id=customer_id,
                                   rule=MIRROR_RULE, kind=kind, channel=channel,

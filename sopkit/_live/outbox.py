@@ -39,7 +39,10 @@ def message_for(runtime: Runtime, action: Action) -> Message:
                           f"{', '.join(sorted(DELIVERABLE))} actions have a message")
     details = action.details
     cs = runtime.core.lookup(action.customer_id)
-    contact = {k: json_value(v, exact=True) for k, v in cs.profile.items()} if cs else {}
+    # by name: the same message whether the customer was held since the event or read
+    # back from the store (which keeps names sorted)
+    contact = {k: json_value(v, exact=True) for k, v in sorted(cs.profile.items())} \
+        if cs else {}
     owner = cs.owner if cs else None
     if action.action == "reassign":
         owner = details.get("to")
