@@ -71,8 +71,9 @@ def check_record(record: object, what: str) -> None:
 
 
 def customer(rt: Runtime, customer_id: str) -> CustomerState:
-    """The customer's state; NotFound naming what to do when this runtime does not hold it."""
-    cs = rt.customers.get(customer_id)
+    """The customer's state (read from the source, if the runtime has one and does not hold
+    it); NotFound naming what to do when this runtime does not know it."""
+    cs = rt.core.lookup(customer_id)
     if cs is None:
         raise NotFound(f"customer {customer_id!r} is not in this runtime: it has had no "
                        "event or profile yet, or it was evicted (load its StateExport)")
