@@ -58,8 +58,11 @@ DUE = 20_000  # customers whose wake-up is due in the day
 OWNERS = ("li.na", "wang.fang", "zhao.lei", "chen.jie")
 NAMES = "王李张刘陈杨赵黄周吴"
 DUE_TEMPLATE = 0  # bought 2025-05-03: the recall wakes them at 2025-06-02 00:00
-LATER = range(1, 29)  # bought 2025-05-04 .. 05-31: recall wake-ups later in June
+LATER = range(1, 26)  # bought 2025-05-04 .. 05-28: recall wake-ups later in June
+# (26 to 28, bought 05-29 .. 05-31, have a follow-up due in the day: not used, so the day's
+# work is the same whatever the number of customers)
 IDLE = range(29, 40)  # bought before 2025-05-02: recalled already, no wake-up
+GENERATOR = 2  # bump when the generated stores change: cached ones are made again
 
 
 def templates() -> tuple[list[tuple[bytes, int | None]], dict[str, str]]:
@@ -84,7 +87,8 @@ def templates() -> tuple[list[tuple[bytes, int | None]], dict[str, str]]:
         wake = rt.customers[f"TPL{k:02d}"].wake_at
         out.append((export.data, wake))
     assert out[DUE_TEMPLATE][1] == rt.calendar.parse(RUN_CLOCK), out[DUE_TEMPLATE][1]
-    assert all(out[k][1] is not None for k in LATER)
+    assert all(out[k][1] is not None and out[k][1] > rt.calendar.parse(RUN_CLOCK)
+               for k in LATER)
     assert all(out[k][1] is None for k in IDLE)
     meta = {"playbook": f"{rt.ir['playbook']}:{rt.ir['version']}",
             "fingerprint": fingerprint(rt.ir), "runtime": rt.export_clock().decode(),
@@ -245,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     total = 0
     for size in (int(s) for s in args.sizes.split(",")):
-        store = args.data / f"live-memory-{size}.db"
+        store = args.data / f"live-memory-v{GENERATOR}-{size}.db"
         generated = 0.0
         if store.exists() and not current(store):
             print(f"{store} was generated for another version of the playbook",
