@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick bench-campaign \
-        bench-one-customer bench-partition valgrind fuzz mutation
+        bench-one-customer bench-partition bench-live-memory valgrind fuzz mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,12 @@ bench-partition: $(STAMP)
 	    --config-settings editable_mode=compat)
 	$(PY) benchmarks/bench_partition.py $(if $(CUSTOMERS),--customers $(CUSTOMERS)) \
 	    $(if $(WORKERS),--workers $(WORKERS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
+
+## bench-live-memory: `sopkit run` with a day of events over generated stores of 500k and 5M
+## customers (stores generated once, cached; about 15 minutes the first time): peak RSS stays
+## flat; benchmarks/live-memory-results.json, .md; SIZES=500000 for one size
+bench-live-memory: $(STAMP)
+	$(PY) benchmarks/bench_live_memory.py $(if $(SIZES),--sizes $(SIZES))
 
 ## valgrind: the durable-engine and differential tests under valgrind (slow; not run in CI)
 # Only errors count: invalid reads/writes, uses of uninitialised values, bad frees, and

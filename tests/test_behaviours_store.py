@@ -256,14 +256,14 @@ def test_a_bad_port_url_still_hides_the_password() -> None:
 # ---- schema version and durability (mutation sample, seed 21) --------------------------------
 
 def test_a_store_of_the_next_schema_is_refused_naming_both_versions(store_url: str) -> None:
-    """A store at schema 3 (a newer sopkit's) is refused: this sopkit reads schema 2."""
+    """A store at schema 4 (a newer sopkit's) is refused: this sopkit reads schema 3."""
     from test_store import _raw
 
     open_store(store_url).close()
     raw = _raw(store_url)
-    raw.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    raw.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     raw.close()
-    with pytest.raises(UsageError, match=r"newer sopkit \(schema 3; this sopkit reads schema 2 "
+    with pytest.raises(UsageError, match=r"newer sopkit \(schema 4; this sopkit reads schema 3 "
                                          r"and older\)"):
         open_store(store_url)
 
@@ -315,7 +315,7 @@ def test_a_one_letter_prefix_is_a_drive_not_a_scheme(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     store = open_store("c:live.db")
     try:
-        assert store.get_meta("schema_version") == "2"
+        assert store.get_meta("schema_version") == "3"
     finally:
         store.close()
     assert (tmp_path / "c:live.db").is_file()

@@ -203,7 +203,7 @@ def test_store_errors_exit_2_with_the_reason(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     open_store(str(path)).close()
     raw = sqlite3.connect(path)
-    raw.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    raw.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     raw.commit()
     raw.close()
     result = _run("purge", "--store", str(path), "--status", "dead")

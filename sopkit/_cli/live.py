@@ -88,6 +88,10 @@ def run(
     max_future: Annotated[str, typer.Option(
         help="Quarantine an event more than this ahead of the clock, e.g. a year typo "
         "(none: no limit).")] = "5m",
+    cache_customers: Annotated[int | None, typer.Option(
+        help="Customers held in memory (default 100000; 0: all); the others are read from "
+        "the store when an event, a wake-up or a campaign needs them. A playbook with "
+        "[rfm] or [clv] holds all.", show_default=False)] = None,
 ) -> None:
     """Run a playbook live: apply events, let time pass, and deliver through the outbox.
 
@@ -133,7 +137,7 @@ def run(
                     reopen=(lambda: open_store(store, create=False))
                     if the_store.RENEWS else None) as beat:
         # the loop lock comes first: nothing of the state is read before this run holds it
-        live = LiveRun(loaded, the_store, engine=engine)
+        live = LiveRun(loaded, the_store, engine=engine, cache_customers=cache_customers)
         _past_campaigns(live.runtime)
         record_clock(the_store, tell_time() if clock is not None else None)
         if send_from is not None:

@@ -34,6 +34,7 @@ from sopkit._io import (
     record_format,
 )
 from sopkit._lang.clock import too_far_ahead
+from sopkit._live.cache import CustomerCache, cache_size
 from sopkit._live.dispatch import Dispatcher, expiry
 from sopkit._live.outbox import outbox_rows
 from sopkit._live.store import OutboxRow, Store
@@ -120,8 +121,8 @@ def mirror_rows(loaded: LoadedPlaybook, runtime: Runtime, log: TagLog,
             message = Message(key=key, kind=kind, channel=channel, customer_id=customer_id,
                               rule=MIRROR_RULE, time=runtime.calendar.format(now),
                               body={"tag": tag},
-                              contact={k: json_value(v, exact=True)
-                                       for k, v in (cs.profile if cs else {}).items()},
+                              contact={k: json_value(v, exact=True)  # by name (outbox.py)
+                                       for k, v in sorted((cs.profile if cs else {}).items())},
                               owner=cs.owner if cs else None)
             rows.append(OutboxRow(key=key, playbook=runtime.pk, customer_id=customer_id,
                                   rule=MIRROR_RULE, kind=kind, channel=channel,
@@ -167,9 +168,13 @@ log = logging.getLogger("sopkit.live")
 
 
 class LiveRun:
-    """A Runtime restored from a store, fed events, committing after each batch."""
+    """A Runtime restored from a store, fed events, committing after each batch.
 
-    def __init__(self, loaded: LoadedPlaybook, store: Store, *, engine: str) -> None:
+    `cache_customers`: how many customers to hold (None: the default bound; 0: all of them,
+    read at start); the others are read from the store when needed (cache.py)."""
+
+    def __init__(self, loaded: LoadedPlaybook, store: Store, *, engine: str,
+                 cache_customers: int | None = None) -> None:
         self.loaded = loaded
         self.store = store
         self.runtime = Runtime(loaded, engine=engine)
@@ -178,7 +183,10 @@ class LiveRun:
         self.runtime.observe(self.tag_log, "tag")
         self.mirrors = tag_mirrors(loaded)
         self.fresh = check_store(self.store, self.runtime, self.fingerprint, loaded)
-        self.runtime.restore(self._clock_blob(), store.load_customers())
+        self.cache = CustomerCache(self.runtime, store,
+                                   cache_size(self.runtime, cache_customers))
+        self.runtime.restore(self._clock_blob(),
+                             () if self.cache.bounded else store.load_customers())
         offset = store.get_meta("input.line")
         self.offset = int(offset) if offset else 0
         self.source = store.get_meta("input.source")
@@ -205,7 +213,9 @@ class LiveRun:
             if note not in self._calendar_noted:
                 self._calendar_noted.add(note)
                 log.warning("%s", note)
-        customers = {cid: rt.dump_customer(cid) for cid in sorted(rt.take_touched())}
+        touched = sorted(rt.take_touched())
+        customers = {cid: rt.dump_customer(cid) for cid in touched}
+        wakes = {cid: rt.customers[cid].wake_at for cid in touched}
         meta = {"playbook": rt.pk, "fingerprint": self.fingerprint,
                 "runtime": rt.dump_clock().decode()}
         if not self._ir_saved:  # what `sopkit migrate` compares the next version with
@@ -226,7 +236,14 @@ class LiveRun:
         rows = backfill(outbox_rows(rt, actions) + mirror_rows(self.loaded, rt, self.tag_log,
                                                                 self.mirrors),
                         self.send_from, rt)
-        return self.store.commit(customers, meta, rows, moved)
+        new = self.store.commit(customers, meta, rows, moved, wakes=wakes)
+        self.cache.committed(touched)
+        return new
+
+    def customer_count(self) -> int:
+        """The customers of this run: in the store (all committed) when some are not held."""
+        return self.store.count_customers() if self.cache.bounded else \
+            len(self.runtime.customers)
 
 
 def backfill(rows: list[OutboxRow], send_from: int | None, rt: Runtime) -> list[OutboxRow]:
@@ -448,7 +465,7 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
             break
         time.sleep(tick)
     stats.quarantined = quarantine.count
-    stats.customers = len(rt.customers)
+    stats.customers = live.customer_count()
     stats.outbox = live.store.counts()
     return stats
 

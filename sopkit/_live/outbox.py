@@ -38,8 +38,11 @@ def message_for(runtime: Runtime, action: Action) -> Message:
         raise BadArgument(f"a {action.action!r} action is a fact, not a delivery: only "
                           f"{', '.join(sorted(DELIVERABLE))} actions have a message")
     details = action.details
-    cs = runtime.customers.get(action.customer_id)
-    contact = {k: json_value(v, exact=True) for k, v in cs.profile.items()} if cs else {}
+    cs = runtime.core.lookup(action.customer_id)
+    # by name: the same message whether the customer was held since the event or read
+    # back from the store (which keeps names sorted)
+    contact = {k: json_value(v, exact=True) for k, v in sorted(cs.profile.items())} \
+        if cs else {}
     owner = cs.owner if cs else None
     if action.action == "reassign":
         owner = details.get("to")
@@ -71,7 +74,7 @@ def outbox_rows(runtime: Runtime, actions: Sequence[Action]) -> list[OutboxRow]:
 def refreshed(runtime: Runtime, message: dict[str, Any], kind: str) -> dict[str, Any]:
     """A stored message as of now: a customer handed over since it was planned goes with
     the new owner (and a task that went to the old owner, to the new one)."""
-    cs = runtime.customers.get(str(message.get("customer_id")))
+    cs = runtime.core.lookup(str(message.get("customer_id")))
     if cs is None or kind == "reassign" or cs.owner is None or \
             cs.owner == message.get("owner"):
         return message

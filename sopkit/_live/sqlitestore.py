@@ -12,14 +12,16 @@ from typing import Any
 from sopkit._errors import UsageError
 from sopkit._live import looplock as lk
 from sopkit._live.looplock import LoopHolder, LoopLockLost
-from sopkit._live.store import COLUMNS, SCHEMA_VERSION, STATUSES, OutboxRow, StoreError
+from sopkit._live.store import COLUMNS, PAGE, SCHEMA_VERSION, STATUSES, OutboxRow, StoreError
 from sopkit._live.storesql import (
     CREATE_HINT,
     INSERT_COLUMNS,
     SELECT,
+    WAKE_INDEX,
     SharedSql,
     check_meta,
     check_version,
+    customer_values,
     dumps,
     filters,
     insert_values,
@@ -28,7 +30,8 @@ from sopkit._live.storesql import (
 
 _SQLITE_SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE customers (customer_id TEXT PRIMARY KEY, state BLOB NOT NULL);
+CREATE TABLE customers (customer_id TEXT PRIMARY KEY, state BLOB NOT NULL,
+                        next_wake INTEGER);
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY,
     key TEXT UNIQUE NOT NULL,
@@ -52,7 +55,7 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_claim ON outbox (status, due_at);
 CREATE INDEX outbox_customer ON outbox (customer_id, id);
-"""
+""" + WAKE_INDEX
 
 
 class SQLiteStore(SharedSql):
@@ -127,7 +130,8 @@ class SQLiteStore(SharedSql):
                 return
             found = self._db.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            check_version(self.path, found[0] if found else None)
+            if check_version(self.path, found[0] if found else None) < SCHEMA_VERSION:
+                self._upgrade(self._db.cursor())
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Cursor]:
@@ -154,6 +158,9 @@ class SQLiteStore(SharedSql):
     def close(self) -> None:
         self._db.close()
 
+    def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        return self._db.execute(sql, args).fetchall()
+
     def get_meta(self, key: str) -> str | None:
         found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if found is None else str(found[0])
@@ -163,24 +170,25 @@ class SQLiteStore(SharedSql):
         while True:
             page = self._db.execute(
                 "SELECT customer_id, state FROM customers WHERE customer_id > ? "
-                "ORDER BY customer_id LIMIT 1000", (after,)).fetchall()
+                "ORDER BY customer_id LIMIT ?", (after, PAGE)).fetchall()
             for customer_id, state in page:
                 yield str(customer_id), bytes(state)
-            if len(page) < 1000:
+            if len(page) < PAGE:
                 return
             after = page[-1][0]
 
     def commit(self, customers: Mapping[str, bytes], meta: Mapping[str, str],
                rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None,
-               cancel: Mapping[str, tuple[str, int]] | None = None) -> int:
+               cancel: Mapping[str, tuple[str, int]] | None = None,
+               wakes: Mapping[str, int | None] | None = None) -> int:
         check_meta(meta)
         with self._tx() as cur:
             self._fence(cur)
             self._cancel_rules(cur, cancel)
             cur.executemany(
-                "INSERT INTO customers (customer_id, state) VALUES (?, ?) "
-                "ON CONFLICT (customer_id) DO UPDATE SET state = excluded.state",
-                list(customers.items()))
+                "INSERT INTO customers (customer_id, state, next_wake) VALUES (?, ?, ?) "
+                "ON CONFLICT (customer_id) DO UPDATE SET state = excluded.state, "
+                "next_wake = excluded.next_wake", customer_values(customers, wakes))
             cur.executemany("INSERT INTO meta (key, value) VALUES (?, ?) "
                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                             list(meta.items()))

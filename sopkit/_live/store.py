@@ -33,8 +33,12 @@ STATUSES = ("pending", "leased", "delivered", "dead", "suppressed", "holdout", "
             "backfilled", "expired")
 SENDABLE = ("pending", "leased")
 SETTLED = ("delivered", "dead", "suppressed", "holdout", "cancelled", "backfilled", "expired")
-SCHEMA_VERSION = 2  # 2: state as JSON by name (docs/live.md#stored-state), backfilled, expired
+SCHEMA_VERSION = 3  # 2: state as JSON by name (docs/live.md#stored-state), backfilled, expired;
+# 3: customers.next_wake, indexed (a schema 2 store is upgraded in place when opened)
 """The layout this sopkit writes; a store with a higher version is refused, not guessed at."""
+UPGRADABLE = 2
+"""The oldest schema this sopkit upgrades in place when it opens the store."""
+PAGE = 1000  # rows per page when a store reads customers or due wake-ups
 
 
 class StoreError(SopkitError):
@@ -94,13 +98,29 @@ class Store(Protocol):
         """Every customer's state, by customer_id; read in pages, so memory stays flat."""
         ...
 
+    def load_customer(self, customer_id: str) -> bytes | None:
+        """One customer's stored state; None when the store has none."""
+        ...
+
+    def due_customers(self, until: int, after: tuple[int, str] | None = None,
+                      limit: int = PAGE) -> list[tuple[int, str]]:
+        """(next_wake, customer_id) of the customers whose next wake-up is due by `until`,
+        after `after` in (next_wake, customer_id) order, at most `limit` (from the index)."""
+        ...
+
+    def count_customers(self) -> int:
+        """How many customers the store holds."""
+        ...
+
     def commit(self, customers: Mapping[str, bytes], meta: Mapping[str, str],
                rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None,
-               cancel: Mapping[str, tuple[str, int]] | None = None) -> int:
+               cancel: Mapping[str, tuple[str, int]] | None = None,
+               wakes: Mapping[str, int | None] | None = None) -> int:
         """Cancel the pending rows of the rules in `cancel` (rule -> (reason, now)), upsert
-        customer states and meta, insert rows (skipping existing keys), then point the
-        pending rows of each customer in `reassign` at its new owner, atomically; return how
-        many rows were new."""
+        customer states (each with its next wake-up: from `wakes`, else read from the
+        state) and meta, insert rows (skipping existing keys), then point the pending rows
+        of each customer in `reassign` at its new owner, atomically; return how many rows
+        were new."""
         ...
 
     # -- dispatching --------------------------------------------------------------------

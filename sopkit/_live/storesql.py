@@ -8,12 +8,42 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sopkit._errors import UsageError
-from sopkit._live.store import COLUMNS, SCHEMA_VERSION, SETTLED, STATUSES, OutboxRow
+from sopkit._live.store import (
+    COLUMNS,
+    PAGE,
+    SCHEMA_VERSION,
+    SETTLED,
+    STATUSES,
+    UPGRADABLE,
+    OutboxRow,
+)
 
 SELECT = ", ".join(COLUMNS)
 INSERT_COLUMNS = ("key", "playbook", "customer_id", "rule", "kind", "channel", "status",
                   "due_at", "created_at", "message", "reason", "attempts", "settled_at")
 CREATE_HINT = "`sopkit run` creates a store; check --store or $SOPKIT_STORE"
+# due wake-ups are read from here; an idle customer (no wake-up) is not even in the index
+WAKE_INDEX = ("CREATE INDEX customers_wake ON customers (next_wake, customer_id) "
+              "WHERE next_wake IS NOT NULL")
+
+
+def wake_of(blob: bytes) -> int | None:
+    """A stored state's next wake-up (its `wake_at`, docs/live.md#stored-state), for the
+    next_wake column; None when it has none or cannot be read (a damaged state wakes
+    nobody: it is reported when the customer is read)."""
+    try:
+        data = json.loads(bytes(blob))
+    except ValueError:
+        return None
+    wake = data.get("wake_at") if isinstance(data, dict) else None
+    return wake if isinstance(wake, int) and not isinstance(wake, bool) else None
+
+
+def customer_values(customers: Mapping[str, bytes], wakes: Mapping[str, int | None] | None
+                    ) -> list[tuple[str, bytes, int | None]]:
+    """(customer_id, state, next_wake) to upsert: the wake-up from `wakes`, else the state's."""
+    return [(cid, blob, wakes[cid] if wakes is not None and cid in wakes else wake_of(blob))
+            for cid, blob in customers.items()]
 
 
 def check_purge(status: str) -> None:
@@ -43,9 +73,53 @@ class SharedSql:
     """What the SQLite and PostgreSQL stores say alike, but for the parameter mark."""
 
     MARK = "?"
+    WAKE_TYPE = "INTEGER"
 
     def _tx(self) -> Any:
         raise NotImplementedError
+
+    def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def load_customer(self, customer_id: str) -> bytes | None:
+        found = self._read(f"SELECT state FROM customers WHERE customer_id = {self.MARK}",
+                           (customer_id,))
+        return bytes(found[0][0]) if found else None
+
+    def due_customers(self, until: int, after: tuple[int, str] | None = None,
+                      limit: int = PAGE) -> list[tuple[int, str]]:
+        mark = self.MARK
+        sql = f"SELECT next_wake, customer_id FROM customers WHERE next_wake <= {mark}"
+        args: list[Any] = [until]
+        if after is not None:
+            sql += f" AND (next_wake, customer_id) > ({mark}, {mark})"  # a row value: an
+            args += [after[0], after[1]]  # index range, no sort (SQLite >= 3.15, PostgreSQL)
+        sql += f" ORDER BY next_wake, customer_id LIMIT {mark}"
+        return [(int(when), str(cid)) for when, cid in self._read(sql, [*args, limit])]
+
+    def count_customers(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM customers", ())[0][0])
+
+    def _upgrade(self, cur: Any) -> None:
+        """Schema 2 to 3 in place, in the caller's transaction: the next_wake column, filled
+        from each state (read in pages), and its index."""
+        mark = self.MARK
+        cur.execute(f"ALTER TABLE customers ADD COLUMN next_wake {self.WAKE_TYPE}")
+        after = ""
+        while True:
+            page = cur.execute(f"SELECT customer_id, state FROM customers WHERE customer_id > "
+                               f"{mark} ORDER BY customer_id LIMIT {PAGE}", (after,)).fetchall()
+            wakes = [(wake, cid) for cid, state in page
+                     if (wake := wake_of(bytes(state))) is not None]
+            if wakes:
+                cur.executemany(f"UPDATE customers SET next_wake = {mark} WHERE customer_id = "
+                                f"{mark}", wakes)
+            if len(page) < PAGE:
+                break
+            after = page[-1][0]
+        cur.execute(WAKE_INDEX)
+        cur.execute(f"UPDATE meta SET value = {mark} WHERE key = 'schema_version'",
+                    (str(SCHEMA_VERSION),))
 
     @staticmethod
     def _reassign(cur: Any, customer_id: str, new_owner: str) -> int:
@@ -111,11 +185,12 @@ def check_meta(meta: Mapping[str, str]) -> None:
         raise ValueError("meta key 'schema_version' belongs to the store")
 
 
-def check_version(where: str, found: str | None) -> None:
+def check_version(where: str, found: str | None) -> int:
+    """The store's schema version, if this sopkit reads it (UPGRADABLE: after an upgrade)."""
     if found is None or not found.isdigit():
         raise UsageError(f"store '{where}' has a meta table but no sopkit schema version; "
                          "it is not a sopkit store (name another file or database)")
-    if int(found) < SCHEMA_VERSION:
+    if int(found) < UPGRADABLE:
         raise UsageError(
             f"store '{where}' was written by an older sopkit (schema {found}), whose customer "
             "state this sopkit no longer reads (it was pickled, and reading it could run code); "
@@ -125,6 +200,7 @@ def check_version(where: str, found: str | None) -> None:
         raise UsageError(f"store '{where}' was written by a newer sopkit (schema {found}; "
                          f"this sopkit reads schema {SCHEMA_VERSION} and older): upgrade "
                          "sopkit (pip install -U sopkit) to use it")
+    return int(found)
 
 
 def filters(status: str | None, customer_id: str | None, ids: Sequence[int] | None,

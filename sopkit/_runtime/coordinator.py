@@ -76,8 +76,9 @@ class Coordinator:
             start = ts if self.now_ts is None else self.now_ts
             self.now_ts = start
             for customer_id in self.unstarted:
-                if customer_id in self.customers:  # not evicted since
-                    self.core.queue.push(self.customers[customer_id], start)
+                cs = self.core.lookup(customer_id)
+                if cs is not None:  # not evicted since
+                    self.core.queue.push(cs, start)
             self.unstarted.clear()
             if starting:
                 self.campaign_plan.start(start, inclusive=True)
@@ -89,11 +90,15 @@ class Coordinator:
             self.clv_next = self.next_refit(self.now_ts, self._clv["every"])
             heapq.heappush(heap, (self.clv_next, CLV_REFIT))
         firings = self.campaign_plan.heap
+        load_due = self.core.load_due  # stored customers due (a source), into the heap
         while True:
             # refits and customers' wake-ups due by the next campaign firing run first (at
             # the same instant too)
             bound = firings[0][0] if firings and firings[0][0] <= ts else ts
-            while heap and heap[0][0] <= bound:
+            while True:
+                load_due(bound)
+                if not heap or heap[0][0] > bound:
+                    break
                 when, customer_id = heapq.heappop(heap)
                 if customer_id == RFM_REFIT:
                     self.now_ts = when
@@ -177,17 +182,19 @@ class Coordinator:
         """
         spec = self.ir.get("handover") or {}
         team = [t for t in spec.get("team", []) if t != staff]
-        owned = sorted(cid for cid, cs in self.customers.items() if cs.owner == staff)
+        least = spec.get("policy") == "least_loaded"
+        owned: list[CustomerState] = []
         load: dict[str, int] = {}
-        if spec.get("policy") == "least_loaded":
-            for cs in self.customers.values():
-                if cs.owner is not None and cs.owner in team:
-                    load[cs.owner] = load.get(cs.owner, 0) + 1
+        for cs in self.core.everyone():  # by customer id; stored ones read in pages
+            if cs.owner == staff:
+                owned.append(self.core.hold(cs))
+            elif least and cs.owner is not None and cs.owner in team:
+                load[cs.owner] = load.get(cs.owner, 0) + 1
         named = spec.get("successors", {}).get(staff) if spec.get("policy") == "named" else None
         channel = spec.get("channel")
         out: list[Action] = []
-        for turn, customer_id in enumerate(owned):
-            cs = self.customers[customer_id]
+        for turn, cs in enumerate(owned):
+            customer_id = cs.customer_id
             successor = to or named
             if successor is None and team:
                 if spec.get("policy") == "least_loaded":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sopkit._errors import ChainError
@@ -28,6 +28,7 @@ from sopkit._runtime.facts import Event, FactReader
 from sopkit._runtime.observe import Observation, Observers, tag_changes
 from sopkit._runtime.population import Population
 from sopkit._runtime.records import NO_TIME, Action, CustomerState, Pending
+from sopkit._runtime.source import CustomerSource, StoredWakes
 from sopkit.engines import Engine
 
 MAX_ROUNDS = 64
@@ -87,6 +88,9 @@ class CustomerCore:
         self.population = population
         self.observers = observers
         self.queue = WakeQueue(population.customers)
+        # where customers not held are read from (None: every customer is held)
+        self.source: CustomerSource | None = None
+        self.stored_wakes: StoredWakes | None = None
         self.rules = ir["rules"]
         self.metrics_by_event: dict[str, list[int]] = {}
         for etype in event_types:
@@ -145,6 +149,79 @@ class CustomerCore:
             attempts=[0] * n_rules,
             last_fired=array("q", [NO_TIME]) * n_rules,
         )
+
+    # ---- the customers held, and those read from a source ----------------------------------
+
+    def use_source(self, source: CustomerSource) -> None:
+        """Read customers not held from `source` when they are needed."""
+        self.source = source
+        self.stored_wakes = StoredWakes(source)
+
+    def adopt(self, cs: CustomerState) -> CustomerState:
+        """Hold a customer read from a store: counted by stage, woken when due."""
+        customers = self.population.customers
+        old = customers.get(cs.customer_id)
+        if old is not None:
+            self.population.stage_counts[old.stage] -= 1
+        customers[cs.customer_id] = cs
+        self.population.stage_counts[cs.stage] += 1
+        if cs.wake_at is not None:
+            heapq.heappush(self.queue.heap, (cs.wake_at, cs.customer_id))
+        return cs
+
+    def hold(self, cs: CustomerState) -> CustomerState:
+        """`cs` (from `everyone`) held from now on, if it is not already."""
+        return cs if cs.customer_id in self.population.customers else self.adopt(cs)
+
+    def lookup(self, customer_id: str) -> CustomerState | None:
+        """The customer held, else read from the source and held; None if unknown."""
+        cs = self.population.customers.get(customer_id)
+        if cs is None and self.source is not None:
+            found = self.source.fetch(customer_id)
+            if found is not None:
+                cs = self.adopt(found)
+        return cs
+
+    def evict(self, customer_id: str) -> None:
+        """Stop holding a customer whose state is stored as it is (the source has it)."""
+        cs = self.population.customers.pop(customer_id)
+        self.population.stage_counts[cs.stage] -= 1
+
+    def everyone(self) -> Iterator[CustomerState]:
+        """Every customer in customer-id order: those held, and (with a source) the stored
+        ones not held, read one at a time and not held (`hold` keeps one)."""
+        held = self.population.customers
+        mine = sorted(held)
+        i = 0
+        if self.source is not None:
+            for cs in self.source.stored():
+                cid = cs.customer_id
+                while i < len(mine) and mine[i] < cid:
+                    yield held[mine[i]]
+                    i += 1
+                if i < len(mine) and mine[i] == cid:
+                    i += 1
+                    yield held[cid]
+                else:
+                    yield cs
+        for cid in mine[i:]:
+            yield held[cid]
+
+    def load_due(self, bound: int) -> None:
+        """Hold each stored customer whose wake-up is due by `bound` and comes before the
+        heap's first, so the heap pops wake-ups in (time, customer id) order over everyone."""
+        stored = self.stored_wakes
+        if stored is None:
+            return
+        heap = self.queue.heap
+        customers = self.population.customers
+        while True:
+            head = stored.head(bound)
+            if head is None or (heap and heap[0] <= head):
+                return
+            stored.take()
+            if head[1] not in customers:  # a held customer's own wake_at is in the heap
+                self.lookup(head[1])
 
     def event(self, cs: CustomerState, ts: int, etype: str,
               fields: dict[str, Any]) -> list[Action]:

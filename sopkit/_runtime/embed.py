@@ -71,8 +71,9 @@ def check_record(record: object, what: str) -> None:
 
 
 def customer(rt: Runtime, customer_id: str) -> CustomerState:
-    """The customer's state; NotFound naming what to do when this runtime does not hold it."""
-    cs = rt.customers.get(customer_id)
+    """The customer's state (read from the source, if the runtime has one and does not hold
+    it); NotFound naming what to do when this runtime does not know it."""
+    cs = rt.core.lookup(customer_id)
     if cs is None:
         raise NotFound(f"customer {customer_id!r} is not in this runtime: it has had no "
                        "event or profile yet, or it was evicted (load its StateExport)")
@@ -305,7 +306,7 @@ class EmbeddingAPI:
         """A dispatcher screen: a message row whose customer (held by this runtime) opted
         out since it was planned is settled `suppressed`, with the reason."""
         rt = _rt(self)
-        if row.customer_id not in rt.customers:
+        if rt.core.lookup(row.customer_id) is None:  # not held (nor stored, with a source)
             return None
         reason = deliverable(rt, row.customer_id, row.channel, row.kind, None, None)
         return None if reason is None else ("suppressed", reason)

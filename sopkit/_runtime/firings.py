@@ -254,7 +254,14 @@ class CampaignPlan:
         today = self.core.calendar.day_index(when)
         audience = campaign.audience
         out = []
-        customers = self.core.population.customers
+        core = self.core
+        if core.source is not None:  # stored customers too, read in pages, members held
+            for cs in core.everyone():
+                facts = audience.evaluate(cs, when, today)
+                if facts is not None:
+                    out.append((core.hold(cs), facts))
+            return out
+        customers = core.population.customers
         for cid in self.customer_ids():
             cs = customers[cid]
             facts = audience.evaluate(cs, when, today)

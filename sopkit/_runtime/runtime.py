@@ -14,7 +14,6 @@ run before the event, by time then customer id; within one evaluation, the core'
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import itertools
 import sys
 from collections import Counter
@@ -145,7 +144,7 @@ class Runtime(_embed.EmbeddingAPI):
     # ---- input -------------------------------------------------------------------------
 
     def _customer(self, customer_id: str) -> CustomerState:
-        cs = self.customers.get(customer_id)
+        cs = self.core.lookup(customer_id)
         if cs is None:
             cs = self.core.blank(customer_id)
             self.customers[customer_id] = cs
@@ -157,7 +156,7 @@ class Runtime(_embed.EmbeddingAPI):
         _embed.check_record(record, "a profile")
         customer_id = record_customer_id(record)
         profile = self.inputs.profile_fields(record)
-        known = customer_id in self.customers
+        known = self.core.lookup(customer_id) is not None
         cs = self._customer(customer_id)
         update_profile(cs.profile, profile)
         self._sync_opt_out(cs, profile)
@@ -184,7 +183,7 @@ class Runtime(_embed.EmbeddingAPI):
         event_id = fields.get(EVENT_ID)
         seen: Mapping[str, int] | None = None
         if event_id is not None:
-            known = self.customers.get(customer_id)
+            known = self.core.lookup(customer_id)
             seen = self.coordinator.staff_event_ids if etype == STAFF_DEPARTED else \
                 None if known is None else known.event_ids
         return refusal(self.calendar, seen, event_id, ts, self.coordinator.now_ts)
@@ -327,13 +326,7 @@ class Runtime(_embed.EmbeddingAPI):
 
     def _adopt(self, cs: CustomerState) -> None:
         """Hold a customer read from a store: counted by stage, woken when due."""
-        old = self.customers.get(cs.customer_id)
-        if old is not None:
-            self.stage_counts[old.stage] -= 1
-        self.customers[cs.customer_id] = cs
-        self.stage_counts[cs.stage] += 1
-        if cs.wake_at is not None:
-            heapq.heappush(self.core.queue.heap, (cs.wake_at, cs.customer_id))
+        self.core.adopt(cs)
 
 
 __all__ = ["Action", "CustomerState", "Runtime", "json_value"]  # the live loop reads them here
