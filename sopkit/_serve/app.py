@@ -1,0 +1,204 @@
+"""The HTTP API of `sopkit serve` (FastAPI): ingest, health and metrics.
+
+Every ingest endpoint answers `202 Accepted` only after its records are committed to the
+store's inbox; errors are `application/problem+json` (RFC 9457). See docs/http.md.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sopkit._io import _DECODER
+from sopkit._live.inbox import Entry, Inbox, InboxFull
+from sopkit._live.store import StoreError
+from sopkit._serve.auth import Keys, allows, presented_key
+from sopkit._serve.ingest import MAX_BODY, BadInput, Mapper
+from sopkit._serve.service import ServedLoop, status_lines
+
+log = logging.getLogger("sopkit.serve")
+
+PROBLEM = "application/problem+json"
+RETRY_AFTER = 1  # seconds a client waits after a 429 before retrying
+
+
+def problem(status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    """An RFC 9457 problem response; `errors` lists the bad items by JSON Pointer."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
+                            "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+class Refused(Exception):
+    """A request refused before its body is read (auth): a problem response."""
+
+    def __init__(self, status: int, title: str, detail: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.response = problem(status, title, detail, headers=headers)
+
+
+def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
+              wall: Callable[[], float] = time.time) -> FastAPI:
+    """The FastAPI application over a running loop and the inbox it reads."""
+    app = FastAPI(title="sopkit", version="1", docs_url=None, redoc_url=None)
+    counters = loop.counters
+
+    def authorize(request: Request, needed: str) -> None:
+        if keys.open:
+            return
+        key = presented_key(request.headers.get("authorization"))
+        challenge = {"WWW-Authenticate": 'Bearer, Basic realm="sopkit"'}
+        if key is None:
+            raise Refused(401, "Unauthorized", "send an API key: `Authorization: Bearer "
+                          "KEY` or HTTP Basic with the key as user name", challenge)
+        scopes = keys.scopes_of(key)
+        if not scopes:
+            raise Refused(401, "Unauthorized", "unknown API key", challenge)
+        if not allows(scopes, needed):
+            raise Refused(403, "Forbidden", f"this key's scope ({', '.join(sorted(scopes))}) "
+                          f"does not allow this; it needs '{needed}' or 'admin'")
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> Response:
+        counters.add(counters.refused, str(exc.response.status_code))
+        return exc.response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return problem(exc.status_code, str(exc.detail), str(exc.detail),
+                       headers=dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = [{"pointer": "/" + "/".join(str(p) for p in e.get("loc", ())[1:]),
+                   "detail": str(e.get("msg", ""))} for e in exc.errors()]
+        return problem(400, "Invalid request", "the request is not valid", errors)
+
+    async def body_of(request: Request) -> Any:
+        raw = await request.body()
+        if request.headers.get("content-encoding", "").lower() == "gzip":
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError):
+                raise BadInput(400, "Bad body", "the gzip body cannot be decoded") from None
+        if len(raw) > MAX_BODY:
+            raise BadInput(413, "Body too large", f"the body has {len(raw)} bytes; the most "
+                           f"is {MAX_BODY}")
+        try:
+            return _DECODER.decode(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadInput(400, "Bad JSON", f"the body is not JSON: {exc}") from None
+
+    async def accept(endpoint: str, entries: list[Entry]) -> Response:
+        try:
+            last = await anyio.to_thread.run_sync(
+                lambda: inbox.append(entries, int(wall()), loop.position, loop.options.max_inbox))
+        except InboxFull as exc:
+            counters.add(counters.refused, "429")
+            return problem(429, "Too many unapplied records", f"{exc}; retry later",
+                           headers={"Retry-After": str(RETRY_AFTER)})
+        except StoreError:
+            log.exception("the inbox refused a request")
+            return problem(503, "Store unavailable", "the store did not take the records; "
+                           "retry later", headers={"Retry-After": str(RETRY_AFTER)})
+        loop.wake.set()
+        taken = sum(1 for e in entries if e.reason is None)
+        counters.add(counters.accepted, endpoint, len(entries))
+        return JSONResponse({"success": True, "accepted": taken,
+                             "quarantined": len(entries) - taken, "last_seq": last},
+                            status_code=202)
+
+    async def ingest(request: Request, endpoint: str,
+                     parse: Callable[[Any], list[Entry]]) -> Response:
+        authorize(request, "ingest")
+        try:
+            entries = parse(await body_of(request))
+        except BadInput as exc:
+            counters.add(counters.refused, str(exc.status))
+            return problem(exc.status, exc.title, exc.detail, exc.errors)
+        return await accept(endpoint, entries)
+
+    @app.post("/v1/events", status_code=202)
+    async def events(request: Request) -> Response:
+        """One sopkit event (an object) or an array of them."""
+        return await ingest(request, "events", mapper.events)
+
+    @app.post("/v1/track", status_code=202)
+    async def track(request: Request) -> Response:
+        """A Segment `track` call."""
+        return await ingest(request, "track", lambda b: mapper.segment_calls(b, "track"))
+
+    @app.post("/v1/identify", status_code=202)
+    async def identify(request: Request) -> Response:
+        """A Segment `identify` call."""
+        return await ingest(request, "identify",
+                            lambda b: mapper.segment_calls(b, "identify"))
+
+    @app.post("/v1/batch", status_code=202)
+    async def batch(request: Request) -> Response:
+        """A Segment batch of track and identify calls."""
+        return await ingest(request, "batch", lambda b: mapper.segment_calls(b, None))
+
+    @app.post("/v1/cloudevents", status_code=202)
+    async def cloudevents(request: Request) -> Response:
+        """CloudEvents: structured, batched, or in binary mode (ce-* headers)."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        headers = request.headers
+
+        def parse(body: Any) -> list[Entry]:
+            if kind == "application/cloudevents-batch+json":
+                if not isinstance(body, list):
+                    raise BadInput(400, "Bad batch", "a CloudEvents batch is a JSON array")
+                return mapper.cloudevents(body, batch=True)
+            if kind == "application/cloudevents+json":
+                return mapper.cloudevents([body], batch=False)
+            event = {name[3:]: value for name, value in headers.items()
+                     if name.lower().startswith("ce-")}
+            if "specversion" not in event:
+                raise BadInput(415, "Not a CloudEvent", "send application/cloudevents+json, "
+                               "application/cloudevents-batch+json, or binary mode with "
+                               "ce-* headers")
+            event["data"] = body
+            return mapper.cloudevents([event], batch=False)
+
+        return await ingest(request, "cloudevents", parse)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        """The process answers."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """The store answers and the live loop runs."""
+        try:
+            await anyio.to_thread.run_sync(inbox.ping)
+        except Exception as exc:  # any failure of the store is "not ready"
+            return problem(503, "Not ready", f"the store does not answer: {exc}")
+        if not loop.alive():
+            return problem(503, "Not ready", "the live loop is not running"
+                           + (f": {loop.error}" if loop.error else ""))
+        return JSONResponse({"status": "ready", "position": loop.position})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus text: records accepted and quarantined, actions, outbox, loop lag."""
+        authorize(request, "read")
+        lines = await anyio.to_thread.run_sync(lambda: status_lines(loop, inbox, int(wall())))
+        return PlainTextResponse("\n".join(lines) + "\n",
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
