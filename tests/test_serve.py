@@ -242,3 +242,30 @@ def test_a_cloudevents_batch_from_the_sdk_is_applied_in_order(tmp_path: Path) ->
     assert code == 0, err
     bodies = [json.loads(r["message"])["body"]["message"] for r in _outbox(store)]
     assert [b.split("第 ")[1].split(" ")[0] for b in bodies] == ["1", "2", "3"]
+
+
+def test_check_locates_a_segment_mapping_to_an_unknown_type_or_field(tmp_path: Path) -> None:
+    """`sopkit check` names the key of a bad [ingest.segment] entry and suggests the fix."""
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook", """
+[ingest.segment]
+traits = { full_name = "nmae" }
+
+[ingest.segment.events."Order Completed"]
+type = "purchse"
+
+[ingest.segment.events."Order Refunded"]
+type = "purchase"
+properties = { total = "amout" }
+""")
+    result = CliRunner().invoke(app, ["check", "--output", "jsonl", str(playbook)])
+    assert result.exit_code == 1
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    found = {(r["key"], r["message"], r["suggestion"]) for r in rows}
+    assert found == {
+        ('ingest.segment.events."Order Completed".type', "unknown event type 'purchse'",
+         "did you mean 'purchase'?"),
+        ('ingest.segment.events."Order Refunded".properties.total',
+         "'amout' is not a field of event 'purchase'", "did you mean 'amount'?"),
+        ("ingest.segment.traits.full_name", "'nmae' is not a profile attribute",
+         "did you mean 'name'?")}
+    assert all(r["line"] > 40 for r in rows)  # located in the appended tables
