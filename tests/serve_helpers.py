@@ -55,6 +55,14 @@ class Served:
     def post(self, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
         return httpx.post(self.url + path, json=body, timeout=30, **kwargs)
 
+    def applied(self, seq: int) -> None:
+        """Wait until the loop has committed inbox row `seq` (polls /readyz, bounded)."""
+        for _ in range(400):
+            if httpx.get(self.url + "/readyz", timeout=5).json().get("position", 0) >= seq:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"the loop did not apply inbox row {seq}")
+
     def stop(self) -> tuple[int, str]:
         """SIGTERM: the server drains the inbox and exits."""
         self.proc.send_signal(signal.SIGTERM)

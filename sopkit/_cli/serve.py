@@ -125,14 +125,14 @@ def _serve(loaded: Any, the_store: Any, store: str, channels: dict[str, Any], ke
     """Hold the store's loop, run the loop thread and the server; the exit code."""
     import time
 
-    from sopkit._io import Quarantine
     from sopkit._live.dispatch import Dispatcher, expiry
     from sopkit._live.inbox import Inbox
     from sopkit._live.loop import LiveRun, Stopper, record_clock
     from sopkit._live.looplock import holding
     from sopkit._live.openstore import open_store
     from sopkit._serve.ingest import Mapper
-    from sopkit._serve.service import LoopOptions, ServedLoop
+    from sopkit._serve.reads import Reads
+    from sopkit._serve.service import FlushedQuarantine, LoopOptions, ServedLoop
 
     stopping: list[Any] = []
 
@@ -154,13 +154,15 @@ def _serve(loaded: Any, the_store: Any, store: str, channels: dict[str, Any], ke
         dispatcher = Dispatcher(the_store, channels, worker=name, lease_seconds=lease,
                                 wall=lambda: int(time.time()),
                                 screens=(expiry, live.screen_consent))
-        jail = Quarantine(quarantine or _beside_store(store), masked=True, append=True)
+        jail_path = quarantine or _beside_store(store)
+        jail = FlushedQuarantine(jail_path, masked=True, append=True)
         reader, writer = Inbox(store), Inbox(store)
         options = LoopOptions(clock=tell_time, lateness=late, batch=batch, tick=tick,
                               max_future=ahead, max_inbox=max_inbox)
         loop = ServedLoop(live, dispatcher, reader, jail, options)
         mapper = Mapper(loaded, lambda: live.runtime.calendar.format(tell_time()))
-        app = build_app(loop, writer, mapper, keys)
+        reads = Reads(loaded, open_store(store, create=False), writer, jail_path)
+        app = build_app(loop, writer, mapper, keys, reads)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=False,
                                                log_level="warning", lifespan="off"))
         stopping.append(server)
@@ -183,6 +185,7 @@ def _serve(loaded: Any, the_store: Any, store: str, channels: dict[str, Any], ke
             jail.close()
             reader.close()
             writer.close()
+            reads.store.close()
         if not server.started and loop.error is None:
             typer.echo(f"error: cannot listen on {host}:{port}", err=True)
             return 2

@@ -186,3 +186,14 @@ class Inbox:
             found = self._db.execute(
                 "SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
         return {str(s): int(n) for s, n in found}
+
+    def customer_state(self, customer_id: str) -> tuple[bytes | None, str | None]:
+        """A customer's stored state and the runtime clock, read together (GET
+        /v1/customers); (None, clock) for a customer the store does not hold."""
+        mark = self._mark()
+        with self._lock:
+            found = self._db.execute(f"SELECT state FROM customers WHERE customer_id = {mark}",
+                                     (customer_id,)).fetchone()
+            clock = self._db.execute("SELECT value FROM meta WHERE key = 'runtime'").fetchone()
+        return (None if found is None else bytes(found[0]),
+                None if clock is None else str(clock[0]))

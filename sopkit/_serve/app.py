@@ -23,6 +23,7 @@ from sopkit._live.inbox import Entry, Inbox, InboxFull
 from sopkit._live.store import StoreError
 from sopkit._serve.auth import Keys, allows, presented_key
 from sopkit._serve.ingest import MAX_BODY, BadInput, Mapper
+from sopkit._serve.reads import MAX_ROWS, Reads
 from sopkit._serve.service import ServedLoop, status_lines
 
 log = logging.getLogger("sopkit.serve")
@@ -51,14 +52,15 @@ class Refused(Exception):
 
 
 def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
-              wall: Callable[[], float] = time.time) -> FastAPI:
+              reads: Reads | None = None, wall: Callable[[], float] = time.time) -> FastAPI:
     """The FastAPI application over a running loop and the inbox it reads."""
     app = FastAPI(title="sopkit", version="1", docs_url=None, redoc_url=None)
     counters = loop.counters
 
-    def authorize(request: Request, needed: str) -> None:
+    def authorize(request: Request, needed: str) -> set[str]:
+        """The caller's scopes, or Refused (401 without a known key, 403 without `needed`)."""
         if keys.open:
-            return
+            return {"admin"}
         key = presented_key(request.headers.get("authorization"))
         challenge = {"WWW-Authenticate": 'Bearer, Basic realm="sopkit"'}
         if key is None:
@@ -70,6 +72,16 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
         if not allows(scopes, needed):
             raise Refused(403, "Forbidden", f"this key's scope ({', '.join(sorted(scopes))}) "
                           f"does not allow this; it needs '{needed}' or 'admin'")
+        return scopes
+
+    def unmasked(request: Request, needed: str) -> bool:
+        """Whether to show personal data: `?unmasked=true` from an admin key (403 else)."""
+        scopes = authorize(request, needed)
+        if request.query_params.get("unmasked", "").lower() not in ("1", "true", "yes"):
+            return False
+        if "admin" not in scopes:
+            raise Refused(403, "Forbidden", "unmasked personal data needs an 'admin' key")
+        return True
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> Response:
@@ -201,4 +213,54 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
         return PlainTextResponse("\n".join(lines) + "\n",
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    if reads is not None:
+        _read_routes(app, reads, unmasked)
     return app
+
+
+def _limit(request: Request) -> int:
+    text = request.query_params.get("limit", "100")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_ROWS:
+        raise BadInput(400, "Bad limit", f"limit must be 1 to {MAX_ROWS}",
+                       [{"parameter": "limit", "detail": f"expected 1 to {MAX_ROWS}"}])
+    return int(text)
+
+
+def _read_routes(app: FastAPI, reads: Reads, unmasked: Callable[[Request, str], bool]) -> None:
+    """GET /v1/customers/{id}, /v1/outbox and /v1/quarantine (scope read)."""
+
+    @app.exception_handler(BadInput)
+    async def _bad(request: Request, exc: BadInput) -> Response:
+        return problem(exc.status, exc.title, exc.detail, exc.errors)
+
+    @app.get("/v1/customers/{customer_id}")
+    async def customer(customer_id: str, request: Request) -> Response:
+        """A customer's facts, tags, stage, scores and pending actions."""
+        show = unmasked(request, "read")
+        found = await anyio.to_thread.run_sync(lambda: reads.customer(customer_id, show))
+        if found is None:
+            return problem(404, "Not found", "the store holds no customer with this id")
+        return JSONResponse(found)
+
+    @app.get("/v1/outbox")
+    async def outbox(request: Request) -> Response:
+        """Outbox rows by id; filters `status`, `customer_id`, `limit`."""
+        show = unmasked(request, "read")
+        limit = _limit(request)
+        query = request.query_params
+        try:
+            rows = await anyio.to_thread.run_sync(
+                lambda: reads.outbox(query.get("status"), query.get("customer_id"), limit,
+                                     show))
+        except ValueError as exc:
+            return problem(400, "Bad status", str(exc),
+                           [{"parameter": "status", "detail": str(exc)}])
+        return JSONResponse({"rows": rows})
+
+    @app.get("/v1/quarantine")
+    async def quarantine(request: Request) -> Response:
+        """The last quarantined records with their reasons (masked), oldest first."""
+        unmasked(request, "read")
+        limit = _limit(request)
+        return JSONResponse({"records": await anyio.to_thread.run_sync(
+            lambda: reads.quarantined(limit))})

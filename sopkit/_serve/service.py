@@ -127,6 +127,15 @@ class ServedLoop:
             self.wake.clear()
 
 
+class FlushedQuarantine(Quarantine):
+    """The loop's quarantine file, flushed at each record so GET /v1/quarantine sees it."""
+
+    def add(self, source: str, line: int, reason: str, record: Any, kind: str = "") -> None:
+        super().add(source, line, reason, record, kind)
+        if self._file is not None:
+            self._file.flush()
+
+
 def _kind(reason: str) -> str:
     """The quarantine summary group of an ingest-time reason (its text before the name)."""
     return reason.split(" '")[0].split(" \"")[0]
