@@ -179,6 +179,9 @@ def _serve(loaded: Any, the_store: Any, store: str, channels: dict[str, Any], ke
         restore = Stopper().install()
         try:
             server.run()  # until SIGTERM/SIGINT; uvicorn finishes the requests in flight
+        except SystemExit:  # uvicorn could not listen (it logged why)
+            if server.started:
+                raise
         finally:
             loop.stop()  # applies every accepted record, commits, stops
             restore()

@@ -8,6 +8,7 @@ every row accepted so far (drains), commits, and stops.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -131,6 +132,9 @@ class FlushedQuarantine(Quarantine):
     """The loop's quarantine file, flushed at each record so GET /v1/quarantine sees it."""
 
     def add(self, source: str, line: int, reason: str, record: Any, kind: str = "") -> None:
+        if isinstance(record, str):  # an inbox row's JSON text: kept as the object it is
+            with contextlib.suppress(ValueError):
+                record = json.loads(record)
         super().add(source, line, reason, record, kind)
         if self._file is not None:
             self._file.flush()
