@@ -27,15 +27,16 @@ def free_port() -> int:
 class Served:
     """One `sopkit serve` process; `stop()` sends SIGTERM and returns (exit code, stderr)."""
 
-    def __init__(self, playbook: Path, store: Path, *args: str, clock: str = START,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(self, playbook: Path, store: Path | str, *args: str, clock: str = START,
+                 env: dict[str, str] | None = None, quarantine: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "sopkit", "serve", str(playbook), "--store",
                    str(store), "--port", str(self.port), "--clock", clock,
                    "--lateness", "0s", "--max-future", "none", "--send-from", "2000-01-01",
                    "--engine", "native", "--tick", "0.05", "--worker", "serve-test",
-                   "--quarantine", str(store.with_suffix(".quarantine.jsonl")), *args]
+                   "--quarantine",
+                   str(quarantine or Path(store).with_suffix(".quarantine.jsonl")), *args]
         self.proc = subprocess.Popen(command, env={**os.environ, **ENV, **(env or {})},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True)
