@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from cloudevents.v1.conversion import to_binary, to_dict, to_structured
 from cloudevents.v1.http import CloudEvent
 from http_receiver import Receiver
@@ -269,3 +270,33 @@ properties = { total = "amout" }
         ("ingest.segment.traits.full_name", "'nmae' is not a profile attribute",
          "did you mean 'name'?")}
     assert all(r["line"] > 40 for r in rows)  # located in the appended tables
+
+
+def test_sigterm_applies_every_accepted_event_before_it_exits(tmp_path: Path) -> None:
+    """SIGTERM right after a 202 for 600 events: the process exits 0 once all are applied."""
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    store = tmp_path / "live.db"
+    events = [{"customer_id": f"c{i % 50}", "type": "purchase", "amount": "1",
+               "ts": f"2025-01-02T{10 + i // 60:02d}:{i % 60:02d}:00"} for i in range(600)]
+    with Served(playbook, store, "--batch", "7") as server:
+        assert server.post("/v1/events", events).status_code == 202
+        code, err = server.stop()
+    assert code == 0, err
+    assert json.loads(err.strip().splitlines()[-1])["events_applied"] == 600
+    assert len([r for r in _outbox(store) if r["rule"] == "thanks"]) == 600
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'input.line'").fetchone() == \
+            ("600",)  # one inbox row per record: the last one is applied
+
+
+@pytest.mark.parametrize("keys", ["ingest", "reader:abcdefgh12", "read:tiny7"])
+def test_malformed_keys_stop_the_service_before_it_starts(tmp_path: Path, keys: str) -> None:
+    """A SOPKIT_API_KEYS entry without a key, with an unknown scope or a short key: exit 2,
+    naming the entry and never echoing the key."""
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    result = CliRunner().invoke(app, ["serve", str(playbook), "--store",
+                                      str(tmp_path / "x.db")],
+                                env={**ENV, "SOPKIT_API_KEYS": keys})
+    assert result.exit_code == 2
+    assert "SOPKIT_API_KEYS: entry 1" in result.output
+    assert "abcdefgh12" not in result.output and "tiny7" not in result.output
