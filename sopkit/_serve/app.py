@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sopkit._io import _DECODER
 from sopkit._live.inbox import Entry, Inbox, InboxFull
 from sopkit._live.store import StoreError
+from sopkit._mask import mask_text
 from sopkit._serve.auth import Keys, allows, presented_key
 from sopkit._serve.ingest import MAX_BODY, BadInput, Mapper
 from sopkit._serve.reads import MAX_ROWS, Reads
@@ -206,7 +207,7 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
             return problem(503, "Not ready", f"the store does not answer: {exc}")
         if not loop.alive():
             return problem(503, "Not ready", "the live loop is not running"
-                           + (f": {loop.error}" if loop.error else ""))
+                           + (f": {mask_text(str(loop.error))}" if loop.error else ""))
         return JSONResponse({"status": "ready", "position": loop.position})
 
     @app.get("/metrics")

@@ -23,6 +23,7 @@ from sopkit._live.loop import LiveRun, Stopper, record_clock
 from sopkit._live.looplock import holding
 from sopkit._live.openstore import open_store
 from sopkit._live.store import Store
+from sopkit._mask import mask_text
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._serve.app import build_app
 from sopkit._serve.auth import Keys
@@ -120,6 +121,6 @@ def serve(loaded: LoadedPlaybook, store: Store, channels: dict[str, Any], keys: 
         say(f"error: another process took over the event loop of store {store.url}")
         return 1
     if loop.error is not None:
-        say(f"error: the live loop failed: {loop.error}")
+        say(f"error: the live loop failed: {mask_text(str(loop.error))}")
         return 1
     return 0

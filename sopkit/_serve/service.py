@@ -20,6 +20,7 @@ from sopkit._io import BadRecord, Quarantine, Record
 from sopkit._live.dispatch import Dispatcher
 from sopkit._live.inbox import Inbox
 from sopkit._live.loop import LiveRun, LiveStats, Stopper, run_live
+from sopkit._mask import mask_text
 
 log = logging.getLogger("sopkit.serve")
 
@@ -100,7 +101,7 @@ class ServedLoop:
                                   max_future=o.max_future, records=self._records)
         except BaseException as exc:  # reported by readyz and the exit code; logged here
             self.error = exc
-            log.error("the live loop stopped: %s", exc)
+            log.error("the live loop stopped: %s", mask_text(str(exc)))
             self.on_failure()
 
     def _records(self, idle: Callable[[], None]) -> Iterator[Record | BadRecord]:
