@@ -4,6 +4,7 @@ server process; the decisions equal `simulate` over the same events."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import sqlite3
 from pathlib import Path
@@ -214,6 +215,13 @@ def test_bad_input_is_a_problem_naming_each_bad_field(tmp_path: Path) -> None:
             content=json.dumps([structured, bad_data]))) == ["/1/data/amount"]
         assert _problem(httpx.post(server.url + "/v1/events", content=b"{not json")) == []
         assert _problem(server.post("/v1/events", [good] * 1001), 413) == []
+        limit = 4 * 1024 * 1024  # docs/http.md: a body over 4 MiB is refused
+        assert _problem(httpx.post(server.url + "/v1/events", content=b" " * (limit + 1)),
+                        413) == []
+        assert _problem(httpx.post(server.url + "/v1/events", content=b" " * limit)) == []
+        bomb = gzip.compress(b" " * (limit + 1))  # 4 KiB that would decode past the limit
+        assert _problem(httpx.post(server.url + "/v1/events", content=bomb,
+                                   headers={"Content-Encoding": "gzip"}), 413) == []
         unmapped = server.post("/v1/track", {"userId": "c4", "event": "Page Viewed",
                                              "timestamp": "2025-01-05T10:00:00+08:00"})
         assert unmapped.status_code == 202 and unmapped.json()["quarantined"] == 1
