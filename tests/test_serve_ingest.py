@@ -128,6 +128,8 @@ def test_cloudevents_become_records_or_are_refused_by_attribute(mapper: Mapper) 
     bad = [{**event, "source": ""}, {**event, "specversion": "0.3"},
            {**event, "data_base64": "AA=="}, {**event, "data": [1]},
            {**event, "subject": None}, {**event, "time": "noon"}]
+    assert _refused(lambda: mapper.cloudevents(["x"], batch=False)) == (400, ["/"])
+    assert _refused(lambda: mapper.cloudevents([event, 7], batch=True)) == (400, ["/1"])
     assert _refused(lambda: mapper.cloudevents(bad, batch=True)) == (400, [
         "/0/source", "/1/specversion", "/2/data_base64", "/3/data", "/4/subject", "/5/time"])
 
@@ -140,9 +142,11 @@ def test_api_keys_scopes_and_addresses() -> None:
     assert keys.scopes_of("key-two-2") == {"admin"}
     assert keys.scopes_of("key-one-") == set()
     assert parse_keys("").open and not keys.open
+    assert parse_keys("read:key-one-1, ,").scopes_of("key-one-1") == {"read"}
     assert presented_key("Bearer key-one-1") == "key-one-1"
     assert presented_key("basic a2V5LW9uZS0xOg==") == "key-one-1"  # "key-one-1:"
     assert presented_key("Basic !!!") is None
+    assert presented_key("Basic a2V5LW9uZS0xOg==!!") is None  # not base64: no key
     assert presented_key("Token key-one-1") is None
     assert presented_key(None) is None
     assert allows({"admin"}, "ingest") and allows({"read"}, "read")

@@ -180,7 +180,6 @@ class Mapper:
         renamed = {str(mapping.properties.get(k, k)): v for k, v in props.items()}
         back = {str(mapping.properties.get(k, k)): k for k in props}
         record = {**renamed, **head, "type": mapping.type}
-        where["type"] = "/event"
         self._check(record, errors, lambda n: at + (where.get(n) or _pointer(
             "properties", back.get(n, n))), at)
         return Entry("segment", record)
