@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from sopkit import __version__
-from sopkit._cli import campaign, check, clv, forecast, handover, live, offline, outbox
+from sopkit._cli import campaign, check, clv, forecast, handover, live, offline, outbox, serve
 
 app = typer.Typer(
     name="sopkit",
@@ -49,6 +49,7 @@ app.command()(offline.review)
 app.command()(live.run)
 app.command()(live.migrate)
 app.command(name="dry-run")(live.dry_run)
+app.command()(serve.serve)
 app.add_typer(outbox.outbox_app, name="outbox")
 app.add_typer(campaign.campaign_app, name="campaign")
 app.command()(check.channels)

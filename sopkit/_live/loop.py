@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -378,8 +378,13 @@ def drain(live: LiveRun, dispatcher: Dispatcher, now: int, stats: LiveStats,
 def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
              clock: Callable[[], int], lateness: int, dispatcher: Dispatcher,
              quarantine: Quarantine, batch: int, tick: float, stop: Stopper,
-             profiles: Path | None = None, max_future: int | None = None) -> LiveStats:
+             profiles: Path | None = None, max_future: int | None = None,
+             records: Callable[[Callable[[], None]], Iterable[Record | BadRecord]] | None = None
+             ) -> LiveStats:
     """Apply events (resuming after the stored position), advance time, dispatch.
+
+    `records`, given the loop's idle step, replaces reading the file `events`, which then
+    only names the source (`sopkit serve` reads its inbox, a record's `line` its seq).
 
     An event more than `max_future` seconds ahead of `clock()` is quarantined, so a typo'd
     year cannot move the clock past every later event. A .gz input that ends early raises
@@ -426,7 +431,8 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
         drain(live, dispatcher, now, stats)
 
     if events is not None:
-        items = records_from(events, follow=follow, stop=stop, poll=tick, idle=idle)
+        items = records(idle) if records is not None else \
+            records_from(events, follow=follow, stop=stop, poll=tick, idle=idle)
         try:
             for item in items:
                 line = item.line

@@ -443,6 +443,33 @@ class Campaign(_Model):
         classmethod(lambda cls, v: _local_time_text(v)))
 
 
+class SegmentEvent(_Model):
+    """How one Segment `track` event (by its name) becomes a sopkit event."""
+
+    type: str = Field(description="The sopkit event type: one under [events], or opt_out / "
+                      "opt_in.")
+    properties: dict[str, str] = Field(
+        default_factory=dict, description="Renames: Segment property name -> event field "
+        "(properties not named keep their names).")
+
+
+class SegmentIngest(_Model):
+    """`sopkit serve`: how Segment `track` / `identify` calls become sopkit records."""
+
+    events: dict[str, SegmentEvent] = Field(
+        default_factory=dict, description="Segment event name -> sopkit event. An event "
+        "named like a declared event type needs no entry; any other is quarantined.")
+    traits: dict[str, str] = Field(
+        default_factory=dict, description="Renames: identify trait -> profile attribute.")
+
+
+class Ingest(_Model):
+    """How `sopkit serve` maps events of other shapes onto the playbook's events."""
+
+    segment: SegmentIngest | None = Field(default=None,
+                                          description="Segment's HTTP Tracking API.")
+
+
 class Playbook(_Model):
     """A retention playbook."""
 
@@ -462,3 +489,5 @@ class Playbook(_Model):
     rfm: Rfm | None = None
     clv: Clv | None = None
     campaigns: list[Campaign] = Field(default_factory=list)
+    ingest: Ingest = Field(default_factory=lambda: Ingest(),
+                           description="For `sopkit serve`.")

@@ -14,6 +14,7 @@ from sopkit._lang.cron import MAX_ZONE_NAME, known_zone
 from sopkit._lang.templates import TemplateError, placeholders
 from sopkit._playbook import models as m
 from sopkit._playbook.campaign_check import check_campaigns
+from sopkit._playbook.ingest_check import check_ingest
 from sopkit._playbook.models import parse_duration
 from sopkit._playbook.names import (
     BUILTIN_EVENTS,
@@ -67,6 +68,7 @@ class _Checker:
         yield from self.policy()
         yield from self.cycles()
         yield from check_campaigns(self)
+        yield from check_ingest(self)
 
     def meta(self) -> Iterator[Problem]:
         meta = self.pb.playbook

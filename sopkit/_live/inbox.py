@@ -1,0 +1,199 @@
+"""The durable inbox of `sopkit serve`: records accepted over HTTP, in arrival order.
+
+An HTTP request is answered `202 Accepted` only after its records are committed to the
+`inbox` table of the store. The live loop reads the rows after its stored position (the
+`input.line` meta that `run` keeps for a file's line number, here a row's `seq`) and commits
+that position in the same transaction as the decisions; so after a kill -9 at any moment a
+restart applies every accepted record exactly once (a row whose decisions were committed is
+behind the position; one whose were not is read again).
+
+The table is created on first use (`CREATE TABLE IF NOT EXISTS`) in SQLite and PostgreSQL
+alike, so a store of any schema version can take it. A row the service could not map (a
+Segment event without a mapping, say) is stored with its `reason` and goes to the
+quarantine when the loop reaches it, in order with the others.
+
+Appends are serialised (SQLite's write lock; a table lock in PostgreSQL), so `seq` order is
+commit order and a reader never sees a row appear behind one it has already passed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sopkit._errors import SopkitError, UsageError
+from sopkit._live.store import StoreError, redact
+
+SQLITE_TABLE = ("CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "received_at INTEGER NOT NULL, source TEXT NOT NULL, record TEXT NOT NULL, "
+                "reason TEXT)")
+PG_TABLE = ("CREATE TABLE IF NOT EXISTS inbox (seq BIGINT GENERATED ALWAYS AS IDENTITY "
+            "PRIMARY KEY, received_at BIGINT NOT NULL, source TEXT NOT NULL, "
+            "record TEXT NOT NULL, reason TEXT)")
+
+
+class InboxFull(SopkitError):
+    """More unconsumed rows than the bound: the caller answers 429 and the client retries."""
+
+    def __init__(self, depth: int, bound: int) -> None:
+        super().__init__(f"the inbox holds {depth} unapplied records (bound {bound})")
+        self.depth = depth
+        self.bound = bound
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One accepted record: where it came from, the sopkit record, and why it is
+    quarantined (None: it is to be applied)."""
+
+    source: str
+    record: Any
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    seq: int
+    received_at: int
+    source: str
+    record: str
+    reason: str | None
+
+
+def _sqlite_path(url: str) -> str | None:
+    text = url.strip()
+    if text.startswith(("postgresql:", "postgres:")):
+        return None
+    return text[len("sqlite:///"):] if text.startswith("sqlite:///") else text
+
+
+class Inbox:
+    """A connection of its own to the store's inbox; safe to share between threads."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 10_000) -> None:
+        self.url = redact(url)
+        self._lock = threading.Lock()
+        path = _sqlite_path(url)
+        self._pg = path is None
+        try:
+            if path is None:
+                import psycopg
+
+                self._db: Any = psycopg.connect(url, autocommit=True, connect_timeout=10)
+                self._db.execute(PG_TABLE)
+            else:
+                self._db = sqlite3.connect(path, isolation_level=None,
+                                           timeout=busy_timeout_ms / 1000,
+                                           check_same_thread=False)
+                self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+                self._db.execute(SQLITE_TABLE)
+        except ImportError:
+            raise UsageError("a PostgreSQL store needs psycopg: pip install "
+                             "'sopkit[postgresql]'") from None
+        except Exception as exc:  # sqlite3.Error or psycopg.Error: the store is unusable
+            raise StoreError(f"store '{self.url}': cannot open the inbox: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _mark(self) -> str:
+        return "%s" if self._pg else "?"
+
+    def append(self, entries: Sequence[Entry], now: int, after: int, bound: int) -> int:
+        """Commit `entries` in order; return the last seq. InboxFull when more than `bound`
+        rows after `after` (the loop's committed position) would be waiting."""
+        mark = self._mark()
+        values = [(now, e.source, json.dumps(e.record, ensure_ascii=False, default=str),
+                   e.reason) for e in entries]
+        with self._lock:
+            try:
+                return self._append(values, mark, after, bound)
+            except InboxFull:
+                raise
+            except Exception as exc:  # the database failed: the request is not accepted
+                raise StoreError(f"store '{self.url}': {exc}") from None
+
+    def _append(self, values: list[tuple[Any, ...]], mark: str, after: int, bound: int) -> int:
+        insert = (f"INSERT INTO inbox (received_at, source, record, reason) VALUES "
+                  f"({mark}, {mark}, {mark}, {mark})")
+        if self._pg:
+            with self._db.transaction(), self._db.cursor() as cur:
+                cur.execute("LOCK TABLE inbox IN EXCLUSIVE MODE")  # seq order = commit order
+                self._check_room(cur, len(values), mark, after, bound)
+                cur.executemany(insert, values)
+                found = cur.execute("SELECT max(seq) FROM inbox").fetchone()
+                return int(found[0]) if found and found[0] is not None else 0
+        cur = self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_room(cur, len(values), mark, after, bound)
+            cur.executemany(insert, values)
+            found = cur.execute("SELECT max(seq) FROM inbox").fetchone()
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return int(found[0]) if found and found[0] is not None else 0
+
+    @staticmethod
+    def _check_room(cur: Any, adding: int, mark: str, after: int, bound: int) -> None:
+        found = cur.execute(f"SELECT count(*) FROM inbox WHERE seq > {mark}",
+                            (after,)).fetchone()
+        depth = int(found[0]) if found else 0
+        if depth + adding > bound and depth > 0:  # an empty inbox takes any one request
+            raise InboxFull(depth, bound)
+
+    def read(self, after: int, limit: int) -> list[Row]:
+        """The rows after seq `after`, oldest first, at most `limit`."""
+        mark = self._mark()
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT seq, received_at, source, record, reason FROM inbox WHERE seq > {mark} "
+                f"ORDER BY seq LIMIT {mark}", (after, limit)).fetchall()
+        return [Row(int(s), int(r), str(src), str(rec), reason)
+                for s, r, src, rec, reason in found]
+
+    def waiting(self, after: int) -> tuple[int, int | None]:
+        """How many rows wait after `after`, and when the oldest of them arrived."""
+        mark = self._mark()
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT count(*), min(received_at) FROM inbox WHERE seq > {mark}",
+                (after,)).fetchone()
+        if not found:
+            return 0, None
+        return int(found[0]), None if found[1] is None else int(found[1])
+
+    def prune(self, upto: int) -> int:
+        """Delete the rows the loop has committed (seq <= `upto`); return how many."""
+        mark = self._mark()
+        with self._lock:
+            cur = self._db.execute(f"DELETE FROM inbox WHERE seq <= {mark}", (upto,))
+            return max(int(cur.rowcount), 0)
+
+    def ping(self) -> None:
+        """Raise if the store does not answer."""
+        with self._lock:
+            self._db.execute("SELECT 1").fetchone()
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Outbox rows per status (for /metrics), read on this connection."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
+        return {str(s): int(n) for s, n in found}
+
+    def customer_state(self, customer_id: str) -> tuple[bytes | None, str | None]:
+        """A customer's stored state and the runtime clock, read together (GET
+        /v1/customers); (None, clock) for a customer the store does not hold."""
+        mark = self._mark()
+        with self._lock:
+            found = self._db.execute(f"SELECT state FROM customers WHERE customer_id = {mark}",
+                                     (customer_id,)).fetchone()
+            clock = self._db.execute("SELECT value FROM meta WHERE key = 'runtime'").fetchone()
+        return (None if found is None else bytes(found[0]),
+                None if clock is None else str(clock[0]))
