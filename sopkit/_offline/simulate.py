@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +20,7 @@ from sopkit._io import InputError, Quarantine
 from sopkit._ir.compile import compile_playbook
 from sopkit._lang.clock import TimeRangeError
 from sopkit._mask import mask_record
+from sopkit._offline.barrier import Barrier, Gather, first_error, run_processes
 from sopkit._offline.drive import Driver
 from sopkit._offline.partition import (
     PartitionRuntime,
@@ -32,6 +31,7 @@ from sopkit._offline.partition import (
     merge_reports,
     merge_summaries,
     owner_of_record,
+    population,
     report_part,
 )
 from sopkit._offline.report import ReportData
@@ -182,7 +182,10 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
                 if masked:  # what a person reads: customer ids and keys' customer part too
                     record = mask_record(record)
                 line = dump_line(record)
-                out.write(line if partition is None else keyed_line(step, action, line))
+                out.write(line if partition is None else
+                          keyed_line(step, action, line, partition.phase(action)))
+        if partition is not None:
+            partition.phases.clear()
 
     sample = None
     if report is not None:
@@ -262,6 +265,7 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
                          f"process ({why}); run it with one worker")
     if quarantine is not None and quarantine.exists():
         quarantine.unlink()  # as a single run: a file left by an earlier run is not this one's
+    gather = Gather(ir)
     with tempfile.TemporaryDirectory(prefix="sopkit-partitions-") as tmp:
         shared = executor == "processes"  # Dask workers may not see this disk
         jobs = [_Job(str(playbook.path), str(events), None if profiles is None else str(profiles),
@@ -270,13 +274,14 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
                      report is not None)
                 for index in range(workers)]
         if shared:
-            # fork where there is one: a script that calls simulate() needs no __main__ guard
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                results = list(pool.map(_partition, jobs))
+            outcomes = run_processes(_partition, jobs, gather)
+            error = first_error(outcomes)
+            if error is not None:
+                raise error
+            results = [result for result, _ in outcomes]
         else:
-            results = _on_dask(jobs, Path(tmp), scheduler)
+            results = _on_dask(jobs, Path(tmp), scheduler, gather,
+                               together=population(ir) is not None)
         actions = [Path(tmp) / f"actions-{i}.tsv" for i in range(workers)]
         if out is not None:
             merge_actions(actions, out)
@@ -314,18 +319,19 @@ class _Job:
     report: bool = False  # gather `--report` data (partition.report_part)
 
 
-def _partition(job: _Job) -> dict[str, Any]:
+def _partition(job: _Job, barrier: Barrier) -> dict[str, Any]:
     """One partition's simulation: keyed actions and quarantine into files in `job.tmp`, its
-    summary; without `job.tmp`, into a local temporary folder, their text in the result."""
+    summary; without `job.tmp`, into a local temporary folder, their text in the result.
+    `barrier` reaches the coordinator at population steps (barrier.py)."""
     if job.tmp is not None:
-        return _partition_into(job, Path(job.tmp))
+        return _partition_into(job, Path(job.tmp), barrier)
     for name in (job.playbook, job.events, job.profiles):  # a worker on another machine
         if name is not None and not Path(name).is_file():
             raise UsageError(f"a Dask worker cannot read {name}: put the playbook and inputs "
                              "on storage every worker reads at the same path, and give "
                              "absolute paths (docs/cli.md#partitions)")
     with tempfile.TemporaryDirectory(prefix="sopkit-partition-") as local:
-        result = _partition_into(job, Path(local))
+        result = _partition_into(job, Path(local), barrier)
         for key, name in (("actions", f"actions-{job.index}.tsv"),
                           ("quarantine", f"quarantine-{job.index}.jsonl")):
             path = Path(local) / name
@@ -333,9 +339,10 @@ def _partition(job: _Job) -> dict[str, Any]:
     return result
 
 
-def _partition_into(job: _Job, tmp: Path) -> dict[str, Any]:
+def _partition_into(job: _Job, tmp: Path, barrier: Barrier) -> dict[str, Any]:
     playbook = load(job.playbook)
-    runtime = PartitionRuntime(playbook, engine=job.engine, index=job.index, count=job.count)
+    runtime = PartitionRuntime(playbook, engine=job.engine, index=job.index, count=job.count,
+                               barrier=barrier)
     jail = tmp / f"quarantine-{job.index}.jsonl" if job.quarantine else None
     data = ReportData() if job.report else None
     with (tmp / f"actions-{job.index}.tsv").open("w", encoding="utf-8") as out:
@@ -351,12 +358,15 @@ def _partition_into(job: _Job, tmp: Path) -> dict[str, Any]:
             "report": None if data is None else report_part(data)}
 
 
-def _on_dask(jobs: list[_Job], tmp: Path, scheduler: str | None) -> list[dict[str, Any]]:
-    """The partitions on Dask; each one's output is written to `tmp` as it arrives."""
+def _on_dask(jobs: list[_Job], tmp: Path, scheduler: str | None, gather: Gather,
+             together: bool) -> list[dict[str, Any]]:
+    """The partitions on Dask; each one's output is written to `tmp` as it arrives.
+    `together`: they meet at barriers, so each needs a worker thread of its own."""
     from sopkit._offline.dask_executor import run
 
     results: list[dict[str, Any]] = [{} for _ in jobs]
-    for index, result in run(_partition, jobs, scheduler=scheduler):
+    for index, result in run(_partition, jobs, scheduler=scheduler, gather=gather,
+                             together=together):
         (tmp / f"actions-{index}.tsv").write_text(result.pop("actions"), encoding="utf-8")
         if result["quarantine"]:
             (tmp / f"quarantine-{index}.jsonl").write_text(result["quarantine"],
