@@ -13,6 +13,7 @@ two thirds).
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import os
 import tempfile
@@ -20,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import differential_gen as gen
+import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
 import sopkit
 
 EXAMPLES = max(1, int(os.environ.get("SOPKIT_PARTITION_EXAMPLES", "15")) * 2 // 3)
-FEATURES = ("rfm", "clv")
+FEATURES = ("rfm", "clv", "campaigns", "handover")
 BUYERS = ["p1", "p2", "p10", "客户3", "cust-462789", "c7", "c8", "zz"]
 GAPS = [0, 0, 60, 3600, 86400, 2 * 86400, 5 * 86400, 9 * 86400, 30 * 86400]
 
@@ -173,3 +175,48 @@ def test_population_features_give_the_single_run_with_any_number_of_workers(
         single = run_case(playbook, folder, 1, end)
         for workers in (2, 3, 5):
             assert run_case(playbook, folder, workers, end) == single, workers
+
+
+def _retail_slice(tmp: Path) -> tuple[Path, Path, Path]:
+    """playbooks/retail.toml (campaigns) with [rfm] added (its [clv] fit overflows on CDNOW)
+    and without
+    task_capacity, and CDNOW's first 400 customers (playbook, events, profiles)."""
+    root = Path(__file__).parent.parent
+    text = (root / "playbooks/retail.toml").read_text(encoding="utf-8")
+    text = "\n".join(line for line in text.splitlines()
+                     if not line.startswith("task_capacity")) + "\n"
+    text += ('\n[rfm]\nrecency = "days_since_purchase"\nfrequency = "purchases_365d"\n'
+             'monetary = "spend_365d"\nevery = "7d"\n')
+    (tmp / "playbooks").mkdir()
+    (tmp / "rules").mkdir()
+    playbook = tmp / "playbooks/retail.toml"
+    playbook.write_text(text, encoding="utf-8")
+    (tmp / "rules/churn-scorecard.toml").write_text(  # the fragment retail.toml includes
+        (root / "rules/churn-scorecard.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    kept = {f"cdnow-{n:05d}" for n in range(1, 401)}
+    for name in ("events", "profiles"):
+        with gzip.open(root / f"data/cdnow/{name}.jsonl.gz", "rt", encoding="utf-8") as src:
+            lines = [line for line in src if json.loads(line)["customer_id"] in kept]
+        (tmp / f"{name}.jsonl").write_text("".join(lines), encoding="utf-8")
+    return playbook, tmp / "events.jsonl", tmp / "profiles.jsonl"
+
+
+def test_the_retail_playbook_on_cdnow_gives_one_workers_output_with_two(
+        tmp_path: Path) -> None:
+    """retail.toml with campaigns and RFM over a CDNOW slice: --workers 2 is --workers 1."""
+    path, _events, _ = _retail_slice(tmp_path)
+    playbook = sopkit.load_playbook(path)
+    single = run_case(playbook, tmp_path, 1, None)
+    assert run_case(playbook, tmp_path, 2, None) == single
+    summary = json.loads(single[1])
+    assert summary["campaigns"] and summary["rfm_segments"]  # the features were exercised
+    assert '"rule": "double12_coupon"' in single[0]
+
+
+def test_a_dask_local_cluster_meets_at_the_barriers_too(tmp_path: Path) -> None:
+    """--executor dask (a LocalCluster sopkit starts) on retail with RFM: one worker's."""
+    pytest.importorskip("distributed")
+    path, _events, _ = _retail_slice(tmp_path)
+    playbook = sopkit.load_playbook(path)
+    single = run_case(playbook, tmp_path, 1, None)
+    assert run_case(playbook, tmp_path, 2, None, executor="dask") == single

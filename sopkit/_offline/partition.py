@@ -26,7 +26,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from sopkit._errors import EventError
 from sopkit._ir.types import PlaybookIR
@@ -44,6 +44,7 @@ from sopkit._stats import rfm as _rfm
 from sopkit._stats.rfm import Breaks
 
 Event = tuple[str, str, int, dict[str, Any]]
+V = TypeVar("V")
 
 
 def partition_of(customer_id: str, count: int) -> int:
@@ -80,7 +81,7 @@ def _population_features(ir: PlaybookIR) -> list[tuple[str, str]]:
 
 
 # the population features partitions do not run yet (the others meet at barriers)
-SINGLE_ONLY = frozenset({"campaigns", "task_capacity", "handover"})
+SINGLE_ONLY = frozenset({"task_capacity"})
 
 
 def population(ir: PlaybookIR) -> str | None:
@@ -169,6 +170,8 @@ class PartitionRuntime(Runtime):
         self.foreign_ids: dict[str, dict[str, int]] = {}  # other partitions' event ids
         self.owned_profiles = 0
         self.phases: dict[int, int] = {}  # id of an action -> its phase, until emitted
+        # a rule counted from its first action (campaigns, hand-over): that action's merge key
+        self.first_keys: dict[str, list[Any]] = {}
         self.coordinator = PartitionCoordinator(self, barrier, self.phases)
 
     def phase(self, action: Action) -> int:
@@ -289,6 +292,20 @@ def merge_summaries(parts: list[dict[str, Any]], ir: PlaybookIR) -> dict[str, An
     # one note per year (the notes of one year are the same text): by year, as one run's
     merged["calendar_warnings"] = sorted({n for p in parts for n in p["calendar_warnings"]})
     return merged
+
+
+def in_first_order(counts: dict[str, V], firsts: list[dict[str, list[Any]]]
+                   ) -> dict[str, V]:
+    """`counts` by rule in a single run's order: the playbook's rules first (they are there
+    from the start), then the ones counted from their first action (campaigns, hand-over)
+    in the order of that action in the merged output (`firsts`: each partition's keys)."""
+    first: dict[str, tuple[Any, ...]] = {}
+    for part in firsts:
+        for rule, key in part.items():
+            first[rule] = min(first.get(rule, tuple(key)), tuple(key))
+    fixed = [rule for rule in counts if rule not in first]
+    later = sorted((rule for rule in counts if rule in first), key=lambda r: first[r])
+    return {rule: counts[rule] for rule in fixed + later}
 
 
 def report_part(data: ReportData) -> dict[str, Any]:

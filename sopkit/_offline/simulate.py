@@ -25,6 +25,7 @@ from sopkit._offline.drive import Driver
 from sopkit._offline.partition import (
     PartitionRuntime,
     blocker,
+    in_first_order,
     keyed_line,
     merge_actions,
     merge_quarantine,
@@ -165,8 +166,11 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
                 continue
             summary.actions += 1
             counts = rule_counts.get(action.rule)
-            if counts is None:  # a campaign's first action
+            if counts is None:  # a campaign's (or hand-over's) first action
                 counts = rule_counts[action.rule] = Counter()
+                if partition is not None:  # where it comes in the merged output
+                    partition.first_keys[action.rule] = \
+                        [step, action.ts, partition.phase(action), action.customer_id]
             counts[action.status] += 1
             if report is not None:
                 report.action(action)
@@ -292,9 +296,12 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
     failed = next((r["error"] for r in results if r["error"]), None)
     if failed is not None:  # as a single run: the quarantine is written, then the error
         raise InputError(failed)
+    firsts = [r["first_keys"] for r in results]
     if report is not None:  # each partition's report data, added up
         merge_reports([r["report"] for r in results], report)
+        report.rules = in_first_order(report.rules, firsts)
     summary = Summary(**merge_summaries([r["summary"] for r in results], ir))
+    summary.by_rule = in_first_order(summary.by_rule, firsts)
     summary.quarantine_file = str(quarantine) if quarantine else None
     return summary
 
@@ -354,7 +361,7 @@ def _partition_into(job: _Job, tmp: Path, barrier: Barrier) -> dict[str, Any]:
                            partition=runtime, report=data)
         except InputError as exc:
             return {"summary": None, "error": str(exc)}
-    return {"summary": summary.to_json(), "error": None,
+    return {"summary": summary.to_json(), "error": None, "first_keys": runtime.first_keys,
             "report": None if data is None else report_part(data)}
 
 
