@@ -13,9 +13,23 @@ run's output byte for byte; summaries add up.
 `--report` data (`ReportData`) is gathered in each partition and added up: the day samples
 happen at the same driver steps everywhere, so the per-day stage counts add up too.
 
-Population-wide features (RFM and CLV refits, campaign audiences, staff task capacity, a
-hand-over team that balances customers) read every customer at once: `blocker` names them,
-and such a playbook runs on one worker (docs/cli.md#simulate).
+Population-wide features read every customer at once. RFM and CLV refits and a hand-over
+the [handover] team shares out meet at barriers (barrier.py): every partition reaches the
+same refit instants and staff departures, sends its own customers' part (RFM values, CLV
+rows, the departed staff member's customers and the team's loads) to the coordinator, the
+parent process, which computes the breakpoints, the fit or the successors' order once, as
+one process would, and hands each partition its answer. Barriers rather than each partition
+keeping every customer's inputs and fitting alone: those inputs depend on rule evaluation
+(an owner a rule changes, metrics over profiles), not just on the history, and the fit runs
+once. The cost: partitions wait for the slowest at each refit and team hand-over, and every
+buyer's few numbers cross to the coordinator per refit. Campaigns need no barrier (the
+audience, pilot sample and experiment arm are per customer): each partition fires for its
+own customers. Within one instant a refit or firing's actions come in a phase of their own
+(PHASE_*), part of the merge key. Rules counted from their first action (campaigns,
+hand-over) are ordered in the merged summary by that action's merge key (`in_first_order`).
+Staff task capacity (tasks per staff member per day over all customers) still needs one
+worker: `blocker` names it, and `population` names every such feature (`explain` then keeps
+every customer).
 """
 
 from __future__ import annotations
