@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 import sopkit
 
 EXAMPLES = max(1, int(os.environ.get("SOPKIT_PARTITION_EXAMPLES", "15")) * 2 // 3)
-FEATURES = ("rfm", "clv", "campaigns", "handover")
+FEATURES = ("rfm", "clv", "campaigns", "handover", "task_capacity")
 BUYERS = ["p1", "p2", "p10", "客户3", "cust-462789", "c7", "c8", "zz"]
 GAPS = [0, 0, 60, 3600, 86400, 2 * 86400, 5 * 86400, 9 * 86400, 30 * 86400]
 
@@ -60,6 +60,8 @@ def _sections(draw: st.DrawFn, features: set[str], doc: dict[str, Any]) -> str:
         team = draw(st.lists(st.sampled_from(gen.STAFF), min_size=1, max_size=3, unique=True))
         text.append(f'[handover]\npolicy = "{policy}"\nteam = {json.dumps(team)}\n'
                     + ('successors = { "staff-1" = "王老师" }\n' if policy == "named" else ""))
+    if "task_capacity" in features:
+        text.append(f"[policy]\ntask_capacity = {draw(st.integers(1, 2))}\n")
     if "campaigns" in features:
         text.append("[experiments.popexp]\nholdout = 0.3\n")
         for n in range(draw(st.integers(1, 2))):
@@ -178,13 +180,10 @@ def test_population_features_give_the_single_run_with_any_number_of_workers(
 
 
 def _retail_slice(tmp: Path) -> tuple[Path, Path, Path]:
-    """playbooks/retail.toml (campaigns) with [rfm] added (its [clv] fit overflows on CDNOW)
-    and without
-    task_capacity, and CDNOW's first 400 customers (playbook, events, profiles)."""
+    """playbooks/retail.toml (campaigns, task_capacity) with [rfm] added (a [clv] fit
+    overflows on CDNOW) and CDNOW's first 400 customers (playbook, events, profiles)."""
     root = Path(__file__).parent.parent
     text = (root / "playbooks/retail.toml").read_text(encoding="utf-8")
-    text = "\n".join(line for line in text.splitlines()
-                     if not line.startswith("task_capacity")) + "\n"
     text += ('\n[rfm]\nrecency = "days_since_purchase"\nfrequency = "purchases_365d"\n'
              'monetary = "spend_365d"\nevery = "7d"\n')
     (tmp / "playbooks").mkdir()
@@ -203,7 +202,7 @@ def _retail_slice(tmp: Path) -> tuple[Path, Path, Path]:
 
 def test_the_retail_playbook_on_cdnow_gives_one_workers_output_with_two(
         tmp_path: Path) -> None:
-    """retail.toml with campaigns and RFM over a CDNOW slice: --workers 2 is --workers 1."""
+    """retail.toml (campaigns, task_capacity, RFM) over a CDNOW slice: 2 workers write 1's."""
     path, _events, _ = _retail_slice(tmp_path)
     playbook = sopkit.load_playbook(path)
     single = run_case(playbook, tmp_path, 1, None)
@@ -211,6 +210,7 @@ def test_the_retail_playbook_on_cdnow_gives_one_workers_output_with_two(
     summary = json.loads(single[1])
     assert summary["campaigns"] and summary["rfm_segments"]  # the features were exercised
     assert '"rule": "double12_coupon"' in single[0]
+    assert "task capacity 20/day reached" in single[0] or '"action": "task"' in single[0]
 
 
 def test_a_dask_local_cluster_meets_at_the_barriers_too(tmp_path: Path) -> None:

@@ -27,9 +27,9 @@ audience, pilot sample and experiment arm are per customer): each partition fire
 own customers. Within one instant a refit or firing's actions come in a phase of their own
 (PHASE_*), part of the merge key. Rules counted from their first action (campaigns,
 hand-over) are ordered in the merged summary by that action's merge key (`in_first_order`).
-Staff task capacity (tasks per staff member per day over all customers) still needs one
-worker: `blocker` names it, and `population` names every such feature (`explain` then keeps
-every customer).
+Staff task capacity (tasks per staff member per day over all customers) is kept by placing
+customers who may share a staff member in one partition (components.py). `population`
+names every such feature (`explain` then keeps every customer).
 """
 
 from __future__ import annotations
@@ -66,17 +66,6 @@ def partition_of(customer_id: str, count: int) -> int:
     return zlib.crc32(customer_id.encode("utf-8")) % count
 
 
-def owner_of_record(record: Any, count: int) -> int:
-    """The partition that reports a record left out: its customer's, or the first for a
-    record without a usable customer id (unreadable lines, staff events)."""
-    if isinstance(record, Mapping):
-        try:
-            return partition_of(record_customer_id(record), count)
-        except EventError:
-            return 0
-    return 0
-
-
 def _population_features(ir: PlaybookIR) -> list[tuple[str, str]]:
     """(feature, why) of each population-wide feature the playbook uses."""
     policy: Mapping[str, Any] = ir.get("policy") or {}
@@ -94,19 +83,9 @@ def _population_features(ir: PlaybookIR) -> list[tuple[str, str]]:
     return [(feature, text) for feature, text, present in reasons if present]
 
 
-# the population features partitions do not run yet (the others meet at barriers)
-SINGLE_ONLY = frozenset({"task_capacity"})
-
-
 def population(ir: PlaybookIR) -> str | None:
     """Why one customer's run needs the others (`explain` keeps them all), or None."""
     found = [text for _, text in _population_features(ir)]
-    return "; ".join(found) if found else None
-
-
-def blocker(ir: PlaybookIR) -> str | None:
-    """Why this playbook must run on one worker (it reads the whole population), or None."""
-    found = [text for feature, text in _population_features(ir) if feature in SINGLE_ONLY]
     return "; ".join(found) if found else None
 
 
@@ -187,18 +166,31 @@ class PartitionRuntime(Runtime):
         # a rule counted from its first action (campaigns, hand-over): that action's merge key
         self.first_keys: dict[str, list[Any]] = {}
         self.coordinator = PartitionCoordinator(self, barrier, self.phases)
+        # with task_capacity: customer -> the customer whose hash places its staff component
+        self.groups: dict[str, str] | None = None
 
     def phase(self, action: Action) -> int:
         """Where the action comes within its instant (PHASE_*), for the merge key."""
         return self.phases.get(id(action), PHASE_WAKE)
 
     def owns(self, customer_id: str) -> bool:
-        return partition_of(customer_id, self.count) == self.index
+        key = customer_id if self.groups is None else self.groups.get(customer_id, customer_id)
+        return partition_of(key, self.count) == self.index
+
+    def reports(self, record: Any) -> bool:
+        """Whether this partition reports (quarantines) a record: its customer's owner, or
+        the first partition for a record without a usable customer id."""
+        if isinstance(record, Mapping):
+            try:
+                return self.owns(record_customer_id(record))
+            except EventError:
+                pass
+        return self.index == 0
 
     def add_profile(self, record: Mapping[str, Any]) -> None:
         """Add the profile if this partition owns the customer; the owner reports a bad one
         (the first partition, a record without a usable customer id)."""
-        if owner_of_record(record, self.count) != self.index:
+        if not self.reports(record):
             return
         super().add_profile(record)
         self.owned_profiles += 1

@@ -21,17 +21,16 @@ from sopkit._ir.compile import compile_playbook
 from sopkit._lang.clock import TimeRangeError
 from sopkit._mask import mask_record
 from sopkit._offline.barrier import Barrier, Gather, first_error, run_processes
+from sopkit._offline.components import staff_groups
 from sopkit._offline.drive import Driver
 from sopkit._offline.partition import (
     PartitionRuntime,
-    blocker,
     in_first_order,
     keyed_line,
     merge_actions,
     merge_quarantine,
     merge_reports,
     merge_summaries,
-    owner_of_record,
     population,
     report_part,
 )
@@ -113,7 +112,7 @@ def simulate(
     virtual clock (the time reached by the events before it) is quarantined. A truncated
     .gz input raises InputError after its records are used and the quarantine is written.
     With `workers` > 1 the customers are split among that many partitions (partition.py),
-    with the same output (`report` too); UsageError if the playbook needs one process. The
+    with the same output (`report` too). The
     partitions run in local processes (`executor="processes"`) or on Dask (`"dask"`): the
     cluster at `scheduler`, or a LocalCluster of `workers` processes started for the run.
     """
@@ -195,8 +194,7 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
     if report is not None:
         sample = report.sample
     def jail_add(source: str, line: int, reason: str, record: Any, kind: str) -> None:
-        if partition is None or \
-                owner_of_record(record, partition.count) == partition.index:
+        if partition is None or partition.reports(record):
             jail.add(source, line, reason, record, kind)  # each record left out, once
 
     driver = Driver(runtime, emit=emit, quarantine=jail_add, end_ts=end_ts,
@@ -263,10 +261,6 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
                  executor: str = "processes", scheduler: str | None = None) -> Summary:
     """`simulate` in `workers` processes, one partition of the customers each."""
     ir = compile_playbook(playbook.model)
-    why = blocker(ir)
-    if why is not None:
-        raise UsageError(f"--workers {workers}: this playbook needs all its customers in one "
-                         f"process ({why}); run it with one worker")
     if quarantine is not None and quarantine.exists():
         quarantine.unlink()  # as a single run: a file left by an earlier run is not this one's
     gather = Gather(ir)
@@ -350,6 +344,9 @@ def _partition_into(job: _Job, tmp: Path, barrier: Barrier) -> dict[str, Any]:
     playbook = load(job.playbook)
     runtime = PartitionRuntime(playbook, engine=job.engine, index=job.index, count=job.count,
                                barrier=barrier)
+    if (runtime.ir.get("policy") or {}).get("task_capacity"):  # staff components together
+        sources = [Path(p) for p in (job.profiles, job.events) if p is not None]
+        runtime.groups = staff_groups(runtime.ir, sources)
     jail = tmp / f"quarantine-{job.index}.jsonl" if job.quarantine else None
     data = ReportData() if job.report else None
     with (tmp / f"actions-{job.index}.tsv").open("w", encoding="utf-8") as out:
