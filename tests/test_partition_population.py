@@ -24,6 +24,7 @@ import differential_gen as gen
 import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
+from test_partition_dask import dask_installed, scheduler  # noqa: F401  # fixtures used here
 
 import sopkit
 
@@ -220,3 +221,16 @@ def test_a_dask_local_cluster_meets_at_the_barriers_too(tmp_path: Path) -> None:
     playbook = sopkit.load_playbook(path)
     single = run_case(playbook, tmp_path, 1, None)
     assert run_case(playbook, tmp_path, 2, None, executor="dask") == single
+
+
+def test_a_dask_cluster_with_fewer_threads_than_partitions_is_a_usage_error(
+        scheduler: str, tmp_path: Path) -> None:  # noqa: F811  # the imported fixture
+    """Partitions that meet at refits all run at once: 3 on a 2-thread cluster is exit 2;
+    2 on it write one worker's output."""
+    path, _events, _ = _retail_slice(tmp_path)
+    playbook = sopkit.load_playbook(path)
+    single = run_case(playbook, tmp_path, 1, None)
+    assert run_case(playbook, tmp_path, 2, None, executor="dask",
+                    scheduler=scheduler) == single
+    with pytest.raises(sopkit.UsageError, match="a worker thread of its own"):
+        run_case(playbook, tmp_path, 3, None, executor="dask", scheduler=scheduler)

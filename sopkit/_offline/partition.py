@@ -83,6 +83,13 @@ def _population_features(ir: PlaybookIR) -> list[tuple[str, str]]:
     return [(feature, text) for feature, text, present in reasons if present]
 
 
+def meets(ir: PlaybookIR) -> bool:
+    """Whether the partitions meet at barriers (RFM/CLV refits, a team's hand-overs), so
+    they must all run at once."""
+    features = {feature for feature, _ in _population_features(ir)}
+    return bool(features & {"rfm", "clv", "handover"})
+
+
 def population(ir: PlaybookIR) -> str | None:
     """Why one customer's run needs the others (`explain` keeps them all), or None."""
     found = [text for _, text in _population_features(ir)]

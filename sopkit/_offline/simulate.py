@@ -27,11 +27,11 @@ from sopkit._offline.partition import (
     PartitionRuntime,
     in_first_order,
     keyed_line,
+    meets,
     merge_actions,
     merge_quarantine,
     merge_reports,
     merge_summaries,
-    population,
     report_part,
 )
 from sopkit._offline.report import ReportData
@@ -279,7 +279,7 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
             results = [result for result, _ in outcomes]
         else:
             results = _on_dask(jobs, Path(tmp), scheduler, gather,
-                               together=population(ir) is not None)
+                               together=meets(ir))
         actions = [Path(tmp) / f"actions-{i}.tsv" for i in range(workers)]
         if out is not None:
             merge_actions(actions, out)
