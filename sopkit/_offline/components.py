@@ -4,8 +4,9 @@ Staff task capacity is counted per staff member per day over every customer whos
 to them, in the order one process places those tasks. A partition can count it alone if it
 owns every customer whose task may ever go to a staff member: so customers are grouped by
 the connected components of "may be owned by, or get tasks for" (union-find over customers
-and staff), and a component goes wholly to one partition (the hash of its smallest
-customer id); a customer linked to no staff member keeps the hash of its own id.
+and staff), and a component goes wholly to one partition: the components, largest first
+(ties by smallest customer id), each to the partition with the fewest customers so far
+(ties by index), so a few big staff portfolios still spread over the workers.
 
 The links, found in a pre-pass over every record (each partition makes the same one) and the
 playbook: a profile's or profile event's `owner`; a `staff_departed` event's staff member
@@ -110,3 +111,18 @@ def staff_groups(ir: PlaybookIR, sources: Iterable[Path]) -> dict[str, str]:
     for customer in sorted(customers):  # a customer alone is its own smallest
         smallest.setdefault(union.find(customer), customer[2:])
     return {customer[2:]: smallest[union.find(customer)] for customer in customers}
+
+
+def placement(groups: Mapping[str, str], count: int) -> dict[str, int]:
+    """Each customer's partition: its whole component in the one with fewest customers."""
+    members: dict[str, list[str]] = {}
+    for customer, smallest in groups.items():
+        members.setdefault(smallest, []).append(customer)
+    load = [0] * count
+    placed: dict[str, int] = {}
+    for smallest in sorted(members, key=lambda s: (-len(members[s]), s)):
+        index = min(range(count), key=lambda i: (load[i], i))
+        load[index] += len(members[smallest])
+        for customer in members[smallest]:
+            placed[customer] = index
+    return placed

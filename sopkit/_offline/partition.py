@@ -173,16 +173,17 @@ class PartitionRuntime(Runtime):
         # a rule counted from its first action (campaigns, hand-over): that action's merge key
         self.first_keys: dict[str, list[Any]] = {}
         self.coordinator = PartitionCoordinator(self, barrier, self.phases)
-        # with task_capacity: customer -> the customer whose hash places its staff component
-        self.groups: dict[str, str] | None = None
+        # with task_capacity: customer -> partition, staff components together (components.py)
+        self.placed: dict[str, int] | None = None
 
     def phase(self, action: Action) -> int:
         """Where the action comes within its instant (PHASE_*), for the merge key."""
         return self.phases.get(id(action), PHASE_WAKE)
 
     def owns(self, customer_id: str) -> bool:
-        key = customer_id if self.groups is None else self.groups.get(customer_id, customer_id)
-        return partition_of(key, self.count) == self.index
+        if self.placed is not None and customer_id in self.placed:
+            return self.placed[customer_id] == self.index
+        return partition_of(customer_id, self.count) == self.index
 
     def reports(self, record: Any) -> bool:
         """Whether this partition reports (quarantines) a record: its customer's owner, or

@@ -21,7 +21,7 @@ from sopkit._ir.compile import compile_playbook
 from sopkit._lang.clock import TimeRangeError
 from sopkit._mask import mask_record
 from sopkit._offline.barrier import Barrier, Gather, first_error, run_processes
-from sopkit._offline.components import staff_groups
+from sopkit._offline.components import placement, staff_groups
 from sopkit._offline.drive import Driver
 from sopkit._offline.partition import (
     PartitionRuntime,
@@ -346,7 +346,7 @@ def _partition_into(job: _Job, tmp: Path, barrier: Barrier) -> dict[str, Any]:
                                barrier=barrier)
     if (runtime.ir.get("policy") or {}).get("task_capacity"):  # staff components together
         sources = [Path(p) for p in (job.profiles, job.events) if p is not None]
-        runtime.groups = staff_groups(runtime.ir, sources)
+        runtime.placed = placement(staff_groups(runtime.ir, sources), job.count)
     jail = tmp / f"quarantine-{job.index}.jsonl" if job.quarantine else None
     data = ReportData() if job.report else None
     with (tmp / f"actions-{job.index}.tsv").open("w", encoding="utf-8") as out:
