@@ -102,7 +102,7 @@ def test_any_number_of_workers_gives_the_single_run_byte_for_byte(
 
 
 def _membership_without_capacity(tmp: Path) -> Path:
-    """The membership playbook without task_capacity (which needs one process)."""
+    """The membership playbook without task_capacity (its staff put customers together)."""
     text = (ROOT / "playbooks/membership.toml").read_text(encoding="utf-8")
     path = tmp / "membership.toml"
     path.write_text("\n".join(line for line in text.splitlines()
@@ -127,17 +127,6 @@ def test_the_command_line_writes_the_same_files_with_two_workers(tmp_path: Path)
                             result.output.replace(str(quarantine), "Q"))
     assert written[2] == written[1]
     assert written[1][0].count("\n") > 10 and written[1][1]  # actions and a quarantined line
-
-
-def test_a_playbook_that_reads_the_whole_population_says_why_it_needs_one_worker(
-        tmp_path: Path) -> None:
-    """task_capacity, campaigns, RFM/CLV need every customer at once: exit 2 naming them."""
-    result = CliRunner().invoke(app, [
-        "simulate", str(ROOT / "playbooks/retail.toml"), "--events",
-        str(MEMBERSHIP / "events.jsonl"), "--workers", "2"])
-    assert result.exit_code == 2
-    assert "campaigns choose their audience" in result.output
-    assert "task_capacity" in result.output and "one worker" in result.output
 
 
 def test_a_truncated_history_is_an_error_after_the_quarantine_is_written(

@@ -109,12 +109,16 @@ def test_review_with_two_workers_gives_the_review_of_one(tmp_path: Path) -> None
         assert "holdout" in printed[1] and "big" in printed[1]
 
 
-def test_diff_of_a_playbook_that_needs_one_worker_says_why(tmp_path: Path) -> None:
-    """A playbook with task_capacity cannot be split: `diff --workers 2` is exit 2."""
+def test_diff_of_a_playbook_with_task_capacity_on_two_workers_is_one_workers(
+        tmp_path: Path) -> None:
+    """membership.toml has task_capacity: `diff --workers 2` prints what one worker does."""
     old = str(ROOT / "playbooks/membership.toml")
-    result = CliRunner().invoke(app, ["diff", old, old, *HISTORY, "--workers", "2"])
-    assert result.exit_code == 2
-    assert "task_capacity" in result.output and "one worker" in result.output
+    shown = {}
+    for workers in ("1", "2"):
+        result = CliRunner().invoke(app, ["diff", old, old, *HISTORY, "--workers", workers])
+        assert result.exit_code == 0, result.output
+        shown[workers] = result.output
+    assert shown["2"] == shown["1"] and shown["1"]
 
 
 def _timelines(playbook: sopkit.LoadedPlaybook, folder: Path, end: str | None,
@@ -167,12 +171,16 @@ def test_explain_of_each_member_is_the_full_replays(tmp_path: Path) -> None:
         assert any(e["kind"] == "action" for e in timelines[0]), customer
 
 
-def test_review_of_a_playbook_that_needs_one_worker_says_why(tmp_path: Path) -> None:
-    """With task_capacity the replay cannot be split: `review --workers 2` is exit 2."""
+def test_review_of_a_playbook_with_task_capacity_on_two_workers_is_one_workers(
+        tmp_path: Path) -> None:
+    """With task_capacity, `review --workers 2` prints the review of one worker."""
     playbook, events = _history(tmp_path, 40, {"holdout": 0.1, "small": 0.1, "big": 0.1})
     playbook.write_text(playbook.read_text(encoding="utf-8")
                         + "\n[policy]\ntask_capacity = 20\n", encoding="utf-8")
-    result = CliRunner().invoke(app, ["review", str(playbook), "--events", str(events),
-                                      "--experiment", "coupon", "--workers", "2"])
-    assert result.exit_code == 2, result.output
-    assert "task_capacity" in result.output and "one worker" in result.output
+    shown = {}
+    for workers in ("1", "2"):
+        result = CliRunner().invoke(app, ["review", str(playbook), "--events", str(events),
+                                          "--experiment", "coupon", "--workers", workers])
+        assert result.exit_code == 0, result.output
+        shown[workers] = result.output
+    assert shown["2"] == shown["1"] and shown["1"]

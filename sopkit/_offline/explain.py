@@ -1,7 +1,7 @@
 """explain: one customer's timeline, and why each rule did or did not fire.
 
 The whole history is read and the clock moves to every event, with an observer on the
-chosen customer. When the playbook allows partitions (`partition.blocker`), only that
+chosen customer. When no other customer counts (`partition.population`), only that
 customer's partition is kept and stepped (a partition of one hash value: the customer, and
 any other with the same CRC-32): the same timeline as a full replay's, and fast on a big
 history; else (staff task capacity, campaigns, RFM, …: other customers count) every
@@ -26,7 +26,7 @@ from sopkit._ir.semantics import holds
 from sopkit._lang import expr as _expr
 from sopkit._live.outbox import DELIVERABLE
 from sopkit._offline.drive import Driver
-from sopkit._offline.partition import PartitionRuntime, blocker, partition_of
+from sopkit._offline.partition import PartitionRuntime, partition_of, population
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._runtime.observe import Observation
 from sopkit._runtime.records import Action, CustomerState, json_value
@@ -259,7 +259,7 @@ def explain(playbook: LoadedPlaybook, events: Path, customer: str, *,
     store that went live then recorded them. `whole` keeps every customer even when the
     customer's partition alone would do (the same timeline, slower)."""
     rt: Runtime
-    if whole or blocker(compile_playbook(playbook.model)) is not None:
+    if whole or population(compile_playbook(playbook.model)) is not None:
         rt = Runtime(playbook, engine=engine)
     else:
         rt = PartitionRuntime(playbook, engine=engine, index=partition_of(customer, ALONE),

@@ -13,9 +13,23 @@ run's output byte for byte; summaries add up.
 `--report` data (`ReportData`) is gathered in each partition and added up: the day samples
 happen at the same driver steps everywhere, so the per-day stage counts add up too.
 
-Population-wide features (RFM and CLV refits, campaign audiences, staff task capacity, a
-hand-over team that balances customers) read every customer at once: `blocker` names them,
-and such a playbook runs on one worker (docs/cli.md#simulate).
+Population-wide features read every customer at once. RFM and CLV refits and a hand-over
+the [handover] team shares out meet at barriers (barrier.py): every partition reaches the
+same refit instants and staff departures, sends its own customers' part (RFM values, CLV
+rows, the departed staff member's customers and the team's loads) to the coordinator, the
+parent process, which computes the breakpoints, the fit or the successors' order once, as
+one process would, and hands each partition its answer. Barriers rather than each partition
+keeping every customer's inputs and fitting alone: those inputs depend on rule evaluation
+(an owner a rule changes, metrics over profiles), not just on the history, and the fit runs
+once. The cost: partitions wait for the slowest at each refit and team hand-over, and every
+buyer's few numbers cross to the coordinator per refit. Campaigns need no barrier (the
+audience, pilot sample and experiment arm are per customer): each partition fires for its
+own customers. Within one instant a refit or firing's actions come in a phase of their own
+(PHASE_*), part of the merge key. Rules counted from their first action (campaigns,
+hand-over) are ordered in the merged summary by that action's merge key (`in_first_order`).
+Staff task capacity (tasks per staff member per day over all customers) is kept by placing
+customers who may share a staff member in one partition (components.py). `population`
+names every such feature (`explain` then keeps every customer).
 """
 
 from __future__ import annotations
@@ -26,17 +40,25 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from sopkit._errors import EventError
 from sopkit._ir.types import PlaybookIR
+from sopkit._offline.barrier import Barrier, clv_params
 from sopkit._offline.report import ReportData
 from sopkit._playbook.load import LoadedPlaybook
+from sopkit._runtime.clvfacts import Facts
+from sopkit._runtime.coordinator import Coordinator
+from sopkit._runtime.core import CustomerCore
+from sopkit._runtime.firings import CampaignPlan
 from sopkit._runtime.inputs import EVENT_ID, STAFF_DEPARTED, record_customer_id, remember
 from sopkit._runtime.records import Action
 from sopkit._runtime.runtime import Runtime, refusal
+from sopkit._stats import rfm as _rfm
+from sopkit._stats.rfm import Breaks
 
 Event = tuple[str, str, int, dict[str, Any]]
+V = TypeVar("V")
 
 
 def partition_of(customer_id: str, count: int) -> int:
@@ -44,51 +66,139 @@ def partition_of(customer_id: str, count: int) -> int:
     return zlib.crc32(customer_id.encode("utf-8")) % count
 
 
-def owner_of_record(record: Any, count: int) -> int:
-    """The partition that reports a record left out: its customer's, or the first for a
-    record without a usable customer id (unreadable lines, staff events)."""
-    if isinstance(record, Mapping):
-        try:
-            return partition_of(record_customer_id(record), count)
-        except EventError:
-            return 0
-    return 0
-
-
-def blocker(ir: PlaybookIR) -> str | None:
-    """Why this playbook must run on one worker (it reads the whole population), or None."""
+def _population_features(ir: PlaybookIR) -> list[tuple[str, str]]:
+    """(feature, why) of each population-wide feature the playbook uses."""
     policy: Mapping[str, Any] = ir.get("policy") or {}
     handover: Mapping[str, Any] = ir.get("handover") or {}
     reasons = [
-        ("[rfm] scores every customer against all the others", bool(ir.get("rfm"))),
-        ("[clv] fits its model on every customer", bool(ir.get("clv"))),
-        ("campaigns choose their audience among all customers", bool(ir.get("campaigns"))),
-        ("task_capacity counts every customer's tasks per staff member",
+        ("rfm", "[rfm] scores every customer against all the others", bool(ir.get("rfm"))),
+        ("clv", "[clv] fits its model on every customer", bool(ir.get("clv"))),
+        ("campaigns", "campaigns choose their audience among all customers",
+         bool(ir.get("campaigns"))),
+        ("task_capacity", "task_capacity counts every customer's tasks per staff member",
          bool(policy.get("task_capacity"))),
-        ("the [handover] team shares customers out across the population",
-         bool(handover.get("team")) and handover.get("policy") != "named"),
+        ("handover", "the [handover] team shares customers out across the population",
+         bool(handover.get("team"))),
     ]
-    found = [text for text, present in reasons if present]
+    return [(feature, text) for feature, text, present in reasons if present]
+
+
+def meets(ir: PlaybookIR) -> bool:
+    """Whether the partitions meet at barriers (RFM/CLV refits, a team's hand-overs), so
+    they must all run at once."""
+    features = {feature for feature, _ in _population_features(ir)}
+    return bool(features & {"rfm", "clv", "handover"})
+
+
+def population(ir: PlaybookIR) -> str | None:
+    """Why one customer's run needs the others (`explain` keeps them all), or None."""
+    found = [text for _, text in _population_features(ir)]
     return "; ".join(found) if found else None
 
 
+# where an action comes within one instant of a driver step (the merge key): the refits'
+# (CLV, then RFM: their queue entries sort first), customers' own wake-ups, then each
+# campaign firing by file order
+PHASE_CLV, PHASE_RFM, PHASE_WAKE, PHASE_FIRING = 0, 1, 2, 3
+
+
+class PartitionCampaigns(CampaignPlan):
+    """The campaign firings of a partition: its own customers of each audience."""
+
+    def __init__(self, core: CustomerCore, phases: dict[int, int]) -> None:
+        super().__init__(core)
+        self.phases = phases
+
+    def fire(self, index: int, when: int) -> list[Action]:
+        return _marked(super().fire(index, when), PHASE_FIRING + index, self.phases)
+
+
+class PartitionCoordinator(Coordinator):
+    """The coordinator of a partition: the population steps go through the barrier."""
+
+    def __init__(self, runtime: Runtime, barrier: Barrier | None,
+                 phases: dict[int, int]) -> None:
+        super().__init__(runtime.ir, runtime.calendar, runtime.core)
+        self.barrier = barrier
+        self.phases = phases
+        self.campaign_plan = PartitionCampaigns(runtime.core, phases)
+
+    def _exchange(self, kind: str, payload: Any) -> Any:
+        if self.barrier is None:
+            raise RuntimeError(f"a partition without a barrier reached a {kind} step")
+        return self.barrier.exchange(kind, payload)
+
+    def rfm_refit(self, now: int) -> list[Action]:
+        return _marked(super().rfm_refit(now), PHASE_RFM, self.phases)
+
+    def clv_refit(self, now: int) -> list[Action]:
+        return _marked(super().clv_refit(now), PHASE_CLV, self.phases)
+
+    def rfm_fit(self, bought: list[tuple[float, float, float]]) -> list[Breaks | None]:
+        found = self._exchange("rfm", [list(v) for v in bought])
+        return [None if b is None else (b[0], b[1], b[2], b[3]) for b in found]
+
+    def clv_fit(self, ids: list[str], rows: list[tuple[float, float, float, float]]
+                ) -> list[Facts] | None:
+        params, facts = self._exchange("clv", [ids, [list(row) for row in rows]])
+        self.population.clv_params = None if params is None else clv_params(params)
+        return None if facts is None else [(f[0], f[1], f[2], f[3]) for f in facts]
+
+    def handover_scope(self, staff: str, team: list[str], least_loaded: bool
+                       ) -> tuple[list[str], dict[str, int]]:
+        owned, load = super().handover_scope(staff, team, least_loaded)
+        if not team:  # a named successor: only its own customers matter
+            return owned, load
+        everyone, loads = self._exchange("handover", [owned, load])
+        return list(everyone), dict(loads)
+
+
+def _marked(actions: list[Action], phase: int, phases: dict[int, int]) -> list[Action]:
+    for action in actions:
+        phases[id(action)] = phase
+    return actions
+
+
 class PartitionRuntime(Runtime):
-    """A runtime that owns the customers of one partition and keeps the clock of all."""
+    """A runtime that owns the customers of one partition and keeps the clock of all;
+    `barrier` reaches the other partitions at population steps (barrier.py)."""
 
     def __init__(self, playbook: LoadedPlaybook, *, engine: str, index: int,
-                 count: int) -> None:
+                 count: int, barrier: Barrier | None = None) -> None:
         super().__init__(playbook, engine=engine)
         self.index, self.count = index, count
         self.foreign_ids: dict[str, dict[str, int]] = {}  # other partitions' event ids
         self.owned_profiles = 0
+        self.phases: dict[int, int] = {}  # id of an action -> its phase, until emitted
+        # a rule counted from its first action (campaigns, hand-over): that action's merge key
+        self.first_keys: dict[str, list[Any]] = {}
+        self.coordinator = PartitionCoordinator(self, barrier, self.phases)
+        # with task_capacity: customer -> partition, staff components together (components.py)
+        self.placed: dict[str, int] | None = None
+
+    def phase(self, action: Action) -> int:
+        """Where the action comes within its instant (PHASE_*), for the merge key."""
+        return self.phases.get(id(action), PHASE_WAKE)
 
     def owns(self, customer_id: str) -> bool:
+        if self.placed is not None and customer_id in self.placed:
+            return self.placed[customer_id] == self.index
         return partition_of(customer_id, self.count) == self.index
+
+    def reports(self, record: Any) -> bool:
+        """Whether this partition reports (quarantines) a record: its customer's owner, or
+        the first partition for a record without a usable customer id."""
+        if isinstance(record, Mapping):
+            try:
+                return self.owns(record_customer_id(record))
+            except EventError:
+                pass
+        return self.index == 0
 
     def add_profile(self, record: Mapping[str, Any]) -> None:
         """Add the profile if this partition owns the customer; the owner reports a bad one
         (the first partition, a record without a usable customer id)."""
-        if owner_of_record(record, self.count) != self.index:
+        if not self.reports(record):
             return
         super().add_profile(record)
         self.owned_profiles += 1
@@ -118,16 +228,16 @@ class PartitionRuntime(Runtime):
 
 # -- merging the partitions' results ---------------------------------------------------------
 
-def keyed_line(step: int, action: Action, text: str) -> str:
+def keyed_line(step: int, action: Action, text: str, phase: int = PHASE_WAKE) -> str:
     """One action of a partition's output, keyed for the merge (`text` ends with a newline)."""
-    return f"{step}\t{action.ts}\t{json.dumps(action.customer_id)}\t{text}"
+    return f"{step}\t{action.ts}\t{phase}\t{json.dumps(action.customer_id)}\t{text}"
 
 
-def _keyed(path: Path) -> Iterator[tuple[tuple[int, int, str], str]]:
+def _keyed(path: Path) -> Iterator[tuple[tuple[int, int, int, str], str]]:
     with path.open(encoding="utf-8") as handle:
         for line in handle:
-            step, ts, customer, text = line.split("\t", 3)
-            yield (int(step), int(ts), json.loads(customer)), text
+            step, ts, phase, customer, text = line.split("\t", 4)
+            yield (int(step), int(ts), int(phase), json.loads(customer)), text
 
 
 def merge_actions(paths: Iterable[Path], out: IO[str]) -> None:
@@ -184,9 +294,32 @@ def merge_summaries(parts: list[dict[str, Any]], ir: PlaybookIR) -> dict[str, An
                                    key=lambda kv: stage_order.get(kv[0], 1 << 30)))
     merged["tags"] = {t["name"]: sum(p["tags"].get(t["name"], 0) for p in parts)
                       for t in ir["tags"]}
+    # every partition sees every firing, in the same order: its own part of each audience
+    merged["campaigns"] = [
+        {key: (sum(int(p["campaigns"][i][key]) for p in parts)
+               if key not in ("campaign", "time") else value)
+         for key, value in firing.items()}
+        for i, firing in enumerate(first["campaigns"])]
+    segments = _sum(p["rfm_segments"] for p in parts)
+    merged["rfm_segments"] = {name: segments.get(name, 0) for name in _rfm.SEGMENT_NAMES} \
+        if any(segments.values()) else {}
     # one note per year (the notes of one year are the same text): by year, as one run's
     merged["calendar_warnings"] = sorted({n for p in parts for n in p["calendar_warnings"]})
     return merged
+
+
+def in_first_order(counts: dict[str, V], firsts: list[dict[str, list[Any]]]
+                   ) -> dict[str, V]:
+    """`counts` by rule in a single run's order: the playbook's rules first (they are there
+    from the start), then the ones counted from their first action (campaigns, hand-over)
+    in the order of that action in the merged output (`firsts`: each partition's keys)."""
+    first: dict[str, tuple[Any, ...]] = {}
+    for part in firsts:
+        for rule, key in part.items():
+            first[rule] = min(first.get(rule, tuple(key)), tuple(key))
+    fixed = [rule for rule in counts if rule not in first]
+    later = sorted((rule for rule in counts if rule in first), key=lambda r: first[r])
+    return {rule: counts[rule] for rule in fixed + later}
 
 
 def report_part(data: ReportData) -> dict[str, Any]:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,16 +20,18 @@ from sopkit._io import InputError, Quarantine
 from sopkit._ir.compile import compile_playbook
 from sopkit._lang.clock import TimeRangeError
 from sopkit._mask import mask_record
+from sopkit._offline.barrier import Barrier, Gather, first_error, run_processes
+from sopkit._offline.components import placement, staff_groups
 from sopkit._offline.drive import Driver
 from sopkit._offline.partition import (
     PartitionRuntime,
-    blocker,
+    in_first_order,
     keyed_line,
+    meets,
     merge_actions,
     merge_quarantine,
     merge_reports,
     merge_summaries,
-    owner_of_record,
     report_part,
 )
 from sopkit._offline.report import ReportData
@@ -112,7 +112,7 @@ def simulate(
     virtual clock (the time reached by the events before it) is quarantined. A truncated
     .gz input raises InputError after its records are used and the quarantine is written.
     With `workers` > 1 the customers are split among that many partitions (partition.py),
-    with the same output (`report` too); UsageError if the playbook needs one process. The
+    with the same output (`report` too). The
     partitions run in local processes (`executor="processes"`) or on Dask (`"dask"`): the
     cluster at `scheduler`, or a LocalCluster of `workers` processes started for the run.
     """
@@ -165,8 +165,11 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
                 continue
             summary.actions += 1
             counts = rule_counts.get(action.rule)
-            if counts is None:  # a campaign's first action
+            if counts is None:  # a campaign's (or hand-over's) first action
                 counts = rule_counts[action.rule] = Counter()
+                if partition is not None:  # where it comes in the merged output
+                    partition.first_keys[action.rule] = \
+                        [step, action.ts, partition.phase(action), action.customer_id]
             counts[action.status] += 1
             if report is not None:
                 report.action(action)
@@ -182,14 +185,16 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
                 if masked:  # what a person reads: customer ids and keys' customer part too
                     record = mask_record(record)
                 line = dump_line(record)
-                out.write(line if partition is None else keyed_line(step, action, line))
+                out.write(line if partition is None else
+                          keyed_line(step, action, line, partition.phase(action)))
+        if partition is not None:
+            partition.phases.clear()
 
     sample = None
     if report is not None:
         sample = report.sample
     def jail_add(source: str, line: int, reason: str, record: Any, kind: str) -> None:
-        if partition is None or \
-                owner_of_record(record, partition.count) == partition.index:
+        if partition is None or partition.reports(record):
             jail.add(source, line, reason, record, kind)  # each record left out, once
 
     driver = Driver(runtime, emit=emit, quarantine=jail_add, end_ts=end_ts,
@@ -256,12 +261,9 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
                  executor: str = "processes", scheduler: str | None = None) -> Summary:
     """`simulate` in `workers` processes, one partition of the customers each."""
     ir = compile_playbook(playbook.model)
-    why = blocker(ir)
-    if why is not None:
-        raise UsageError(f"--workers {workers}: this playbook needs all its customers in one "
-                         f"process ({why}); run it with one worker")
     if quarantine is not None and quarantine.exists():
         quarantine.unlink()  # as a single run: a file left by an earlier run is not this one's
+    gather = Gather(ir)
     with tempfile.TemporaryDirectory(prefix="sopkit-partitions-") as tmp:
         shared = executor == "processes"  # Dask workers may not see this disk
         jobs = [_Job(str(playbook.path), str(events), None if profiles is None else str(profiles),
@@ -270,13 +272,14 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
                      report is not None)
                 for index in range(workers)]
         if shared:
-            # fork where there is one: a script that calls simulate() needs no __main__ guard
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                results = list(pool.map(_partition, jobs))
+            outcomes = run_processes(_partition, jobs, gather)
+            error = first_error(outcomes)
+            if error is not None:
+                raise error
+            results = [result for result, _ in outcomes]
         else:
-            results = _on_dask(jobs, Path(tmp), scheduler)
+            results = _on_dask(jobs, Path(tmp), scheduler, gather,
+                               together=meets(ir))
         actions = [Path(tmp) / f"actions-{i}.tsv" for i in range(workers)]
         if out is not None:
             merge_actions(actions, out)
@@ -287,9 +290,12 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
     failed = next((r["error"] for r in results if r["error"]), None)
     if failed is not None:  # as a single run: the quarantine is written, then the error
         raise InputError(failed)
+    firsts = [r["first_keys"] for r in results]
     if report is not None:  # each partition's report data, added up
         merge_reports([r["report"] for r in results], report)
+        report.rules = in_first_order(report.rules, firsts)
     summary = Summary(**merge_summaries([r["summary"] for r in results], ir))
+    summary.by_rule = in_first_order(summary.by_rule, firsts)
     summary.quarantine_file = str(quarantine) if quarantine else None
     return summary
 
@@ -314,18 +320,19 @@ class _Job:
     report: bool = False  # gather `--report` data (partition.report_part)
 
 
-def _partition(job: _Job) -> dict[str, Any]:
+def _partition(job: _Job, barrier: Barrier) -> dict[str, Any]:
     """One partition's simulation: keyed actions and quarantine into files in `job.tmp`, its
-    summary; without `job.tmp`, into a local temporary folder, their text in the result."""
+    summary; without `job.tmp`, into a local temporary folder, their text in the result.
+    `barrier` reaches the coordinator at population steps (barrier.py)."""
     if job.tmp is not None:
-        return _partition_into(job, Path(job.tmp))
+        return _partition_into(job, Path(job.tmp), barrier)
     for name in (job.playbook, job.events, job.profiles):  # a worker on another machine
         if name is not None and not Path(name).is_file():
             raise UsageError(f"a Dask worker cannot read {name}: put the playbook and inputs "
                              "on storage every worker reads at the same path, and give "
                              "absolute paths (docs/cli.md#partitions)")
     with tempfile.TemporaryDirectory(prefix="sopkit-partition-") as local:
-        result = _partition_into(job, Path(local))
+        result = _partition_into(job, Path(local), barrier)
         for key, name in (("actions", f"actions-{job.index}.tsv"),
                           ("quarantine", f"quarantine-{job.index}.jsonl")):
             path = Path(local) / name
@@ -333,9 +340,13 @@ def _partition(job: _Job) -> dict[str, Any]:
     return result
 
 
-def _partition_into(job: _Job, tmp: Path) -> dict[str, Any]:
+def _partition_into(job: _Job, tmp: Path, barrier: Barrier) -> dict[str, Any]:
     playbook = load(job.playbook)
-    runtime = PartitionRuntime(playbook, engine=job.engine, index=job.index, count=job.count)
+    runtime = PartitionRuntime(playbook, engine=job.engine, index=job.index, count=job.count,
+                               barrier=barrier)
+    if (runtime.ir.get("policy") or {}).get("task_capacity"):  # staff components together
+        sources = [Path(p) for p in (job.profiles, job.events) if p is not None]
+        runtime.placed = placement(staff_groups(runtime.ir, sources), job.count)
     jail = tmp / f"quarantine-{job.index}.jsonl" if job.quarantine else None
     data = ReportData() if job.report else None
     with (tmp / f"actions-{job.index}.tsv").open("w", encoding="utf-8") as out:
@@ -347,16 +358,19 @@ def _partition_into(job: _Job, tmp: Path) -> dict[str, Any]:
                            partition=runtime, report=data)
         except InputError as exc:
             return {"summary": None, "error": str(exc)}
-    return {"summary": summary.to_json(), "error": None,
+    return {"summary": summary.to_json(), "error": None, "first_keys": runtime.first_keys,
             "report": None if data is None else report_part(data)}
 
 
-def _on_dask(jobs: list[_Job], tmp: Path, scheduler: str | None) -> list[dict[str, Any]]:
-    """The partitions on Dask; each one's output is written to `tmp` as it arrives."""
+def _on_dask(jobs: list[_Job], tmp: Path, scheduler: str | None, gather: Gather,
+             together: bool) -> list[dict[str, Any]]:
+    """The partitions on Dask; each one's output is written to `tmp` as it arrives.
+    `together`: they meet at barriers, so each needs a worker thread of its own."""
     from sopkit._offline.dask_executor import run
 
     results: list[dict[str, Any]] = [{} for _ in jobs]
-    for index, result in run(_partition, jobs, scheduler=scheduler):
+    for index, result in run(_partition, jobs, scheduler=scheduler, gather=gather,
+                             together=together):
         (tmp / f"actions-{index}.tsv").write_text(result.pop("actions"), encoding="utf-8")
         if result["quarantine"]:
             (tmp / f"quarantine-{index}.jsonl").write_text(result["quarantine"],

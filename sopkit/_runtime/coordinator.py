@@ -135,8 +135,7 @@ class Coordinator:
         today = self.calendar.day_index(now)
         rfm_values = self.core.facts.rfm_values
         values = {cid: rfm_values(cs, now, today) for cid, cs in self.customers.items()}
-        bought = [v for v in values.values() if v is not None]
-        found = [_rfm.breakpoints([v[k] for v in bought]) for k in range(3)]
+        found = self.rfm_fit([v for v in values.values() if v is not None])
         if found[0] is not None and found[1] is not None and found[2] is not None:
             self.population.rfm_breaks = (found[0], found[1], found[2])
         out: list[Action] = []
@@ -150,20 +149,47 @@ class Coordinator:
         heapq.heappush(self.core.queue.heap, (self.rfm_next, RFM_REFIT))
         return out
 
+    def rfm_fit(self, bought: list[tuple[float, float, float]]) -> list[_rfm.Breaks | None]:
+        """The breakpoints of each measure over these customers' values (a partitioned run
+        gathers every partition's: sopkit/_offline/partition.py)."""
+        return [_rfm.breakpoints([v[k] for v in bought]) for k in range(3)]
+
+    def clv_fit(self, ids: list[str], rows: list[tuple[float, float, float, float]]
+                ) -> list[_clvfacts.Facts] | None:
+        """Refit on these customers' rows (in customer-id order) and set the parameters in
+        force (kept when a fit fails); each row's facts, None before any fit."""
+        assert self._clv is not None
+        fitted = _clvfacts.fit(self.clv_models, rows, self._clv["amount"] is not None)
+        if fitted is not None:
+            self.population.clv_params = fitted
+        params = self.population.clv_params
+        if params is None:
+            return None
+        horizon = self._clv["horizon"] / (7 * 86400)
+        return _clvfacts.facts_of(self.clv_models, params, rows, horizon)
+
+    def handover_scope(self, staff: str, team: list[str], least_loaded: bool
+                       ) -> tuple[list[str], dict[str, int]]:
+        """The customers `staff` owns (by id) and, for least_loaded, each team member's
+        customers: the population's (a partitioned run gathers every partition's)."""
+        owned: list[str] = []
+        load: dict[str, int] = {}
+        for cs in self.core.everyone():  # by customer id; stored ones read in pages
+            if cs.owner == staff:
+                owned.append(cs.customer_id)
+            elif least_loaded and cs.owner is not None and cs.owner in team:
+                load[cs.owner] = load.get(cs.owner, 0) + 1
+        return owned, load
+
     def clv_refit(self, now: int) -> list[Action]:
         """Refit the [clv] models on every customer's purchases so far; rescore everyone."""
         assert self._clv is not None
         today = self.calendar.day_index(now)
         ids = sorted(cid for cid, cs in self.customers.items() if cs.purchases is not None)
         rows = [_clvfacts.rft(self.customers[cid].purchases or [], today) for cid in ids]
-        fitted = _clvfacts.fit(self.clv_models, rows, self._clv["amount"] is not None)
-        if fitted is not None:
-            self.population.clv_params = fitted
+        new = self.clv_fit(ids, rows)
         out: list[Action] = []
-        params = self.population.clv_params
-        if params is not None:
-            horizon = self._clv["horizon"] / (7 * 86400)
-            new = _clvfacts.facts_of(self.clv_models, params, rows, horizon)
+        if new is not None:
             for customer_id, facts in zip(ids, new, strict=True):
                 cs = self.customers[customer_id]
                 if facts != cs.clv:
@@ -182,26 +208,25 @@ class Coordinator:
         """
         spec = self.ir.get("handover") or {}
         team = [t for t in spec.get("team", []) if t != staff]
-        least = spec.get("policy") == "least_loaded"
-        owned: list[CustomerState] = []
-        load: dict[str, int] = {}
-        for cs in self.core.everyone():  # by customer id; stored ones read in pages
-            if cs.owner == staff:
-                owned.append(self.core.hold(cs))
-            elif least and cs.owner is not None and cs.owner in team:
-                load[cs.owner] = load.get(cs.owner, 0) + 1
         named = spec.get("successors", {}).get(staff) if spec.get("policy") == "named" else None
+        least_loaded = spec.get("policy") == "least_loaded"
+        if to is None and named is None and team:  # the team shares them out
+            owned, load = self.handover_scope(staff, team, least_loaded)
+        else:
+            owned, load = self.handover_scope(staff, [], False)
         channel = spec.get("channel")
         out: list[Action] = []
-        for turn, cs in enumerate(owned):
-            customer_id = cs.customer_id
+        for turn, customer_id in enumerate(owned):
             successor = to or named
             if successor is None and team:
-                if spec.get("policy") == "least_loaded":
+                if least_loaded:
                     successor = min(team, key=lambda t: (load.get(t, 0), team.index(t)))
                     load[successor] = load.get(successor, 0) + 1
                 else:
                     successor = team[turn % len(team)]
+            cs = self.core.lookup(customer_id)  # held, or read from the store and held
+            if cs is None:  # another partition's: it counts in the turns and loads above
+                continue
             details: dict[str, Any] = {"from_owner": staff, "to": successor}
             if channel:
                 details["channel"] = channel
