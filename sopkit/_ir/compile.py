@@ -278,7 +278,7 @@ class _Compiler:
             "wakeups": wakeups,
             "windows": windows,
             "channels": {name: dict(ch) for name, ch in
-                         ((n, c.model_dump(exclude={"description"})) for n, c in
+                         ((n, c.model_dump(exclude={"description", "cost"})) for n, c in
                           pb.channels.items())},
             **({"handover": pb.handover.model_dump()} if pb.handover else {}),
             **({"rfm": {"recency": pb.rfm.recency, "frequency": pb.rfm.frequency,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -191,8 +192,16 @@ def run_processes(function: Callable[[Job, Barrier], dict[str, Any]], jobs: Sequ
     """Each job in a process of its own (fork where there is one: a script that calls
     simulate() needs no __main__ guard), relaying their barriers; their outcomes in order."""
     methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork") if "fork" in methods else \
-        multiprocessing.get_context("spawn")
+    # fork copies only the calling thread: with other threads alive (an embedding service,
+    # a Dask client) a lock one of them holds stays locked in the child for ever
+    alone = threading.active_count() == 1
+    context: Any
+    if "fork" in methods and alone:
+        context = multiprocessing.get_context("fork")
+    elif "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+    else:
+        context = multiprocessing.get_context("spawn")
     pipes: list[Connection] = []
     processes = []
     outcomes: list[Outcome | None] = [None] * len(jobs)
