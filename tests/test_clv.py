@@ -411,6 +411,21 @@ def test_expected_purchases_stay_accurate_at_the_limits(params: clv.BGNBDParams)
             truth, rel=1e-7)
 
 
+@pytest.mark.parametrize("a", [3.35e-6, 1e-8])
+def test_expected_purchases_when_the_dropout_shape_reaches_zero(a: float) -> None:
+    """A fit whose dropout shape `a` went to its lower limit (seen refitting a 400-customer
+    CDNOW sample) predicts as if nobody drops out, where the integral used to overflow."""
+    params = clv.BGNBDParams(r=1.906, alpha=31.1, a=a, b=229848.3)
+    for x, T, t in [(0, 3.0, 12.857), (3, 20.0, 12.8), (10, 50.0, 30.0), (2, 10.0, 5000.0)]:
+        t_x = 0.9 * T if x else 0.0
+        alive = clv.p_alive(params, x, t_x, T)[()]
+        never_drop = alive * (params.r + x) / (params.alpha + T) * t  # mean dropout ~1e-11
+        assert clv.expected_purchases(params, t, x, t_x, T)[()] == pytest.approx(
+            never_drop, rel=1e-6)
+        assert clv.outlook(params, x, t_x, T, t).expected_purchases == pytest.approx(
+            never_drop, rel=1e-6)
+
+
 def test_new_customer_expectation_matches_simulation() -> None:
     """E[X(t)] and P(X(t) = 0) for a new customer match 200,000 simulated customers."""
     params = clv.BGNBDParams(r=0.25, alpha=4.4, a=0.8, b=2.4)

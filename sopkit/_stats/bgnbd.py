@@ -241,10 +241,18 @@ def _alive_expectation_quad(r: float, alpha: float, a: float, b: float, t: float
     shape, c, n = r + x, t / (alpha + T), b + x
     log_norm = float(special.betaln(a, n))
 
+    log_shape_c = math.log(shape * c)
+
     def integrand(v: float) -> float:
         p = math.exp(v)
-        gain = -math.expm1(-shape * math.log1p(p * c))  # 1 - (1 + pc)^-(r+x)
-        return gain * math.exp((a - 1) * v + (n - 1) * math.log1p(-p) - log_norm)  # dp = p dv
+        # ln(1 - (1 + pc)^-(r+x)), summed in logs with p^(a-1): with a tiny `a` (a fit at a
+        # limit) the integrand reaches down to ln p near -60/a, where p^(a-1) alone overflows
+        # and the gain alone underflows. Below shape·pc = e^-30 the gain is shape·pc to 1e-13.
+        if log_shape_c + v < -30.0:
+            log_gain = log_shape_c + v
+        else:
+            log_gain = math.log(-math.expm1(-shape * math.log1p(p * c)))
+        return math.exp(log_gain + (a - 1) * v + (n - 1) * math.log1p(-p) - log_norm)  # dp = p dv
 
     # ln p under Beta(a, n) has mean ψ(a) - ψ(a+n) and variance ψ'(a) - ψ'(a+n).
     centre = float(special.digamma(a) - special.digamma(a + n))
@@ -257,7 +265,10 @@ def _alive_expectation_quad(r: float, alpha: float, a: float, b: float, t: float
     high = 0.0
     if n > 81:
         high = min(0.0, max(math.log(80.0 / (n - 1)), centre + 12 * spread))
-    inner = sorted(v for v in marks if low < v < high - 1e-9)
+    # With a small `a` the mass spreads over ln p in (-60/a, 0) like e^(a·ln p): points a
+    # factor 3 apart down there keep the quadrature's subintervals on the scale of the decay.
+    ladder = {low / 3.0**k for k in range(1, 40) if low / 3.0**k < -1.0}
+    inner = sorted(v for v in marks | ladder if low < v < high - 1e-9)
     with warnings.catch_warnings():
         # With a in the billions (a fit at a limit) the log-density carries rounding noise
         # near 1e-7 of itself; quad then says it cannot reach 1e-10, and its answer is as
