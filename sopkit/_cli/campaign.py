@@ -33,13 +33,12 @@ campaign_app = typer.Typer(
 
 
 def _campaign_or_exit(loaded: Any, name: str) -> None:
-    from sopkit._errors import did_you_mean
+    from sopkit._live.operate import NotFound, check_campaign
 
-    names = [c.name for c in loaded.model.campaigns]
-    if name not in names:
-        hint = did_you_mean(name, names) or ("the playbook declares no [[campaigns]]"
-                                             if not names else "")
-        raise usage_error(f"unknown campaign '{name}'" + (f"; {hint}" if hint else ""))
+    try:
+        check_campaign(loaded, name)
+    except NotFound as exc:
+        raise usage_error(str(exc)) from None
 
 
 @campaign_app.command("preview")
@@ -66,8 +65,8 @@ def campaign_preview(
     Exit codes: 0 shown, 1 invalid playbook, 2 usage (an unknown campaign, neither or both
     of --events and --store).
     """
-    from sopkit._mask import mask
-    from sopkit._runtime.campaigns import history_runtime, preview, store_runtime, stored_customers
+    from sopkit._live.operate import preview_stored, shown
+    from sopkit._runtime.campaigns import history_runtime, preview
 
     loaded = load_or_exit(playbook)
     _campaign_or_exit(loaded, name)
@@ -83,8 +82,7 @@ def campaign_preview(
         else:
             bad = 0
             with opened_store(store or "") as db:
-                runtime = store_runtime(loaded, db, engine)
-                found = preview(runtime, name, when, stored_customers(db, runtime), sample)
+                found, runtime = preview_stored(loaded, db, name, when, sample, engine)
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -93,7 +91,7 @@ def campaign_preview(
     if bad:
         typer.echo(f"notice: {bad} records could not be used (see `sopkit simulate` for "
                    "the quarantine file)", err=True)
-    data = found.to_json() if unmasked else mask(found.to_json())
+    data = shown(found.to_json(), unmasked)
     if output is Output.jsonl:
         typer.echo(json.dumps(data, ensure_ascii=False))
         return

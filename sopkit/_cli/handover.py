@@ -14,7 +14,6 @@ from sopkit._cli.common import (
     OutputOption,
     RunStoreOption,
     UnmaskedOption,
-    close_all,
     load_or_exit,
     new_console,
     opened_store,
@@ -40,24 +39,17 @@ def handover_status_cmd(
     """
     import os
 
-    from sopkit._live.loop import build_channels, handover_status
-    from sopkit._mask import mask, mask_text
+    from sopkit._live.operate import handover, shown
+    from sopkit._mask import mask_text
 
     loaded = load_or_exit(playbook)
-    spec = loaded.model.handover
-    only = {spec.channel} if spec is not None and spec.channel else set()
     with opened_store(store) as the_store:
-        channels = build_channels(loaded, os.environ, only)
-        try:
-            lines = handover_status(the_store, channels)
-        finally:
-            close_all(channels)
+        lines = handover(loaded, the_store, os.environ)
     waiting = [line for line in lines if not line.taken_over]
-    shown = lines if all_rows else waiting
+    listed = lines if all_rows else waiting
     if output is Output.jsonl:
-        for line in shown:
-            data = line.to_json()
-            typer.echo(json.dumps(data if unmasked else mask(data), ensure_ascii=False))
+        for line in listed:
+            typer.echo(json.dumps(shown(line.to_json(), unmasked), ensure_ascii=False))
     else:
         console = new_console()
         console.print(f"hand-overs: {len(lines)} customers, {len(lines) - len(waiting)} taken "
@@ -67,10 +59,10 @@ def handover_status_cmd(
         for col in ("customer", "from", "to", "outbox", "WeCom"):
             table.add_column(col)
         text = (lambda value: value) if unmasked else mask_text  # staff ids may be phones
-        for line in shown:
+        for line in listed:
             table.add_row(text(line.customer_id), text(line.from_owner),
                           text(line.to) if line.to else "(none)", line.outbox,
                           text(line.platform))
-        if shown:
+        if listed:
             console.print(table)
     raise typer.Exit(3 if waiting else 0)

@@ -275,14 +275,10 @@ def _print_migration(migration: Any, plan: bool, new_rows: int, output: Output,
 
 def _past_campaigns(runtime: Any) -> None:
     """Notices for one-off campaigns already behind a restored store's clock."""
-    from sopkit._runtime.campaigns import past_one_offs
+    from sopkit._live.operate import past_campaigns
 
-    if runtime.now_ts is None:
-        return
-    for name, at_text in past_one_offs(runtime, runtime.now_ts):
-        typer.echo(f"notice: campaign '{name}' (at {at_text}) is before the store's clock "
-                   f"{runtime.calendar.format(runtime.now_ts)}: it fired already, or never will",
-                   err=True)
+    for notice in past_campaigns(runtime):
+        typer.echo(notice, err=True)
 
 
 def dry_run(
@@ -304,56 +300,39 @@ def dry_run(
     Exit codes: 0 nothing would be sent, 3 something would, 1 invalid playbook, 2 usage or
     store mismatch. Sending for real is `sopkit run`, never a flag here.
     """
-    from sopkit._live.loop import LiveRun, stored_clock, would_dispatch
-    from sopkit._mask import mask, mask_key, mask_text
+    from sopkit._live.operate import dry_run as plan_dispatch
+    from sopkit._live.operate import shown
+    from sopkit._mask import mask_text
     from sopkit._playbook.models import parse_duration
-    from sopkit._runtime.campaigns import audience_sizes
 
     loaded = load_or_exit(playbook)
     try:
         ahead = 0 if window.strip() in ("0", "0s") else parse_duration(window)
     except ValueError as exc:
         raise usage_error(f"--window: {exc}") from None
+    when = None if at is None else clock_at(loaded, at)()
     with opened_store(store) as the_store:
-        live = LiveRun(loaded, the_store, engine=engine)
-        rt = live.runtime
-        _past_campaigns(rt)
-        replay = stored_clock(the_store) if at is None else None
-        now = replay if replay is not None else clock_at(loaded, at)()
-        if replay is not None:
-            typer.echo(f"notice: this store runs on a replay clock (`run --clock`): showing "
-                       f"{rt.calendar.format(replay)}; give --at for another time", err=True)
-        rows, later = would_dispatch(live, now)
-        upcoming = rt.campaign_plan.upcoming(now + 1, now + ahead) if ahead else []
-        sizes = audience_sizes(rt, max(now, rt.now_ts or now)) if upcoming else {}
-    shown = [r.message if unmasked else mask(r.message) for r in rows]
-    sending = [r for r in rows if r.status in ("pending", "leased")]
+        plan = plan_dispatch(loaded, the_store, when, ahead, engine)
+    for notice in plan.notices:
+        typer.echo(notice, err=True)
+    rows, rt, upcoming, sending = plan.rows, plan.runtime, plan.upcoming, plan.sending
     if output is Output.jsonl:
-        for row, message in zip(rows, shown, strict=True):
-            key = row.key if unmasked else mask_key(row.key, row.customer_id)
-            typer.echo(json.dumps({"key": key, "due_at": row.due_at, "status": row.status,
-                                   "source": "outbox" if row.id is not None else "wake-up",
-                                   "reason": row.reason, "message": message},
-                                  ensure_ascii=False))
-        for when, campaign in upcoming:
-            typer.echo(json.dumps({"source": "campaign", "campaign": campaign.name,
-                                   "firing": rt.calendar.format(when),
-                                   "channels": campaign.channels,
-                                   "audience_now": sizes[campaign.name]}, ensure_ascii=False))
+        for item in plan.items(unmasked):
+            typer.echo(json.dumps(item, ensure_ascii=False))
     else:
         console = new_console()
         table = Table(title=f"Would dispatch now: {len(sending)}"
                       + (f", settle unsent: {len(rows) - len(sending)}"
                          if len(rows) > len(sending) else "")
-                      + (f" ({later} more pending later)" if later else ""),
+                      + (f" ({plan.later} more pending later)" if plan.later else ""),
                       title_justify="left")
         for col in ("due", "channel", "kind", "customer", "rule", "what", "status"):
             table.add_column(col)
         from sopkit._lang.clock import Calendar
 
         cal = Calendar(loaded.model.playbook.timezone)
-        for row, message in zip(rows, shown, strict=True):
-            body = message.get("body", {})
+        for row in rows:
+            body = shown(row.message, unmasked).get("body", {})
             what = body.get("message") or body.get("note") or json.dumps(
                 body.get("payload", body.get("to", "")), ensure_ascii=False)
             status = ("send" if row.status in ("pending", "leased")
@@ -370,6 +349,6 @@ def dry_run(
             for when, campaign in upcoming:
                 firings.add_row(rt.calendar.format(when), campaign.name,
                                 ", ".join(campaign.channels) or "(task list)",
-                                str(sizes[campaign.name]))
+                                str(plan.sizes[campaign.name]))
             console.print(firings)
     raise typer.Exit(3 if sending else 0)

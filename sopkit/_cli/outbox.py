@@ -35,16 +35,6 @@ def _check_status(status: str, allowed: tuple[str, ...]) -> None:
                           + f" (statuses: {', '.join(allowed)})")
 
 
-def _utc(seconds: int | None, sep: str = "T") -> str:
-    """Unix seconds as UTC: ISO 8601 with Z, or (sep=" ") plain for tables headed UTC."""
-    import datetime as dt
-
-    if seconds is None:
-        return ""
-    when = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    return when.strftime(f"%Y-%m-%d{sep}%H:%M:%S") + ("Z" if sep == "T" else "")
-
-
 @outbox_app.command("list")
 def outbox_list(
     store: StoreOption,
@@ -58,6 +48,7 @@ def outbox_list(
     False,
 ) -> None:
     """List outbox rows (by id) and count the rows in each status."""
+    from sopkit._live.operate import utc
     from sopkit._live.store import STATUSES
     from sopkit._mask import mask, mask_text
 
@@ -87,7 +78,7 @@ def outbox_list(
                          overflow="fold", min_width=20 if column == "note" else None)
     for row in found:
         note = row.last_error or row.reason or ((row.receipt or {}).get("detail") or "")
-        table.add_row(str(row.id), row.status, _utc(row.due_at, " "), shown(row.customer_id),
+        table.add_row(str(row.id), row.status, utc(row.due_at, " "), shown(row.customer_id),
                       row.rule, f"{row.kind} {row.channel}".strip(), str(row.attempts),
                       shown(str(note)))
     console.print(table)
@@ -106,29 +97,15 @@ def outbox_retry(
 
     "Now" is the store's replay clock when its last `run` had --clock, else the system clock.
     """
-    import time
-
-    from sopkit._live.loop import stored_clock
+    from sopkit._errors import UsageError
+    from sopkit._live.operate import retry_dead
 
     with opened_store(store) as db:
-        if ids:
-            found = {row.id: row for row in db.rows(ids=ids)}
-            wrong = [f"row {i} does not exist" if i not in found else
-                     f"row {i} is {found[i].status}, not dead"
-                     for i in sorted(set(ids)) if i not in found or found[i].status != "dead"]
-            if wrong:
-                raise usage_error("; ".join(wrong) + ": nothing was requeued (only dead rows can "
-                                  "be retried; see `sopkit outbox list --status dead`)")
-        replay = stored_clock(db)
-        due = replay if replay is not None else int(time.time())
-        count = db.requeue(ids or None, "dead", due)
-    if count:
-        when = (f"due at the store's replay clock {_utc(due)} (`run --clock`)"
-                if replay is not None else "due now")
-        typer.echo(f"requeued {count} dead row{'s' if count != 1 else ''}: pending, {when} "
-                   "(the dispatcher of `sopkit run` sends them)")
-    else:
-        typer.echo("no dead rows to retry")
+        try:
+            retried = retry_dead(db, ids)
+        except UsageError as exc:
+            raise usage_error(str(exc)) from None
+    typer.echo(retried.text())
 
 
 @outbox_app.command("purge")
@@ -144,6 +121,7 @@ def outbox_purge(
     """Delete settled rows (never pending or leased ones) and say how many."""
     import datetime as dt
 
+    from sopkit._live.operate import utc
     from sopkit._live.store import SENDABLE, SETTLED, STATUSES
 
     if status in SENDABLE:
@@ -162,5 +140,5 @@ def outbox_purge(
         cutoff = int(when.timestamp())
     with opened_store(store) as db:
         count = db.purge(status, cutoff)
-    since = f" settled before {_utc(cutoff)}" if cutoff is not None else ""
+    since = f" settled before {utc(cutoff)}" if cutoff is not None else ""
     typer.echo(f"purged {count} {status} row{'s' if count != 1 else ''}{since}")

@@ -62,6 +62,10 @@ def serve(
     max_inbox: Annotated[int, typer.Option(
         help="Backpressure: with more accepted records than this not yet applied, ingest "
         "answers 429 with Retry-After.", min=1)] = 100_000,
+    history: Annotated[bool, typer.Option(
+        "--history/--no-history", help="Keep the applied records in the store as the "
+        "history GET /v1/customers/{id}/timeline explains from (the store grows by each "
+        "record); --no-history deletes them once applied.")] = True,
 ) -> None:
     """Serve a playbook over HTTP: ingest events (sopkit, Segment, CloudEvents), apply them
     live, deliver through the outbox; /healthz, /readyz, /metrics (docs/http.md).
@@ -107,7 +111,7 @@ def serve(
         tick=tick, engine=engine, quarantine=quarantine or _beside_store(store),
         worker=worker or f"{socket.gethostname()}:{os.getpid()}", named=worker is not None,
         lease=lease, send_from=None if send_from is None else clock_at(loaded, send_from)(),
-        max_inbox=max_inbox)
+        max_inbox=max_inbox, history=history)
     try:
         with opened_store(store, create=True) as the_store:
             code = serve_playbook(loaded, the_store, channels, keys, settings,

@@ -9,13 +9,13 @@ view of a history sees the same run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sopkit._errors import EventError
-from sopkit._io import BadRecord, read_records
+from sopkit._io import BadRecord, Record, read_records
 from sopkit._lang.clock import too_far_ahead
 from sopkit._runtime.records import Action
 from sopkit._runtime.runtime import Runtime
@@ -62,8 +62,10 @@ class Driver:
         self.counts = Counts()
         self._sample_at: int | None = None  # the end of the next day `sample` sees
 
-    def run(self, events: Path, profiles: Path | None = None) -> Counts:
-        """Profiles, then events, each applied or quarantined; then on to the end, if any."""
+    def run(self, events: Path | Iterable[Record | BadRecord], profiles: Path | None = None,
+            source: str | None = None) -> Counts:
+        """Profiles, then events (a file, or records read elsewhere, named `source` in the
+        quarantine), each applied or quarantined; then on to the end, if any."""
         runtime = self.runtime
         if profiles is not None:
             size = profiles.stat().st_size
@@ -76,16 +78,21 @@ class Driver:
                     self.counts.profiles += 1
                 except EventError as exc:
                     self.quarantine(str(profiles), item.line, str(exc), item.data, exc.kind)
-        size = events.stat().st_size
-        for item in read_records(events, _tick(self.progress, "events", size)):
+        if isinstance(events, Path):
+            items: Iterable[Record | BadRecord] = read_records(
+                events, _tick(self.progress, "events", events.stat().st_size))
+        else:
+            items = events
+        name = str(events) if isinstance(events, Path) else source or "records"
+        for item in items:
             self.counts.events_read += 1
             if isinstance(item, BadRecord):
-                self.quarantine(str(events), item.line, item.reason, item.raw, item.kind)
+                self.quarantine(name, item.line, item.reason, item.raw, item.kind)
                 continue
             try:
                 self._event(runtime.parse_event(item.data), item.line)
             except EventError as exc:
-                self.quarantine(str(events), item.line, str(exc), item.data, exc.kind)
+                self.quarantine(name, item.line, str(exc), item.data, exc.kind)
         if self.end_ts is not None:
             self.catch_up(self.end_ts)
             self.emit(runtime.advance_ts(self.end_ts))

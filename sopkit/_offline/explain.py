@@ -15,12 +15,13 @@ every evaluation.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sopkit._errors import UsageError
+from sopkit._io import BadRecord, Record
 from sopkit._ir.compile import compile_playbook
 from sopkit._ir.semantics import holds
 from sopkit._lang import expr as _expr
@@ -250,14 +251,17 @@ def _slots(cond: Any) -> set[int]:
     return out
 
 
-def explain(playbook: LoadedPlaybook, events: Path, customer: str, *,
+def explain(playbook: LoadedPlaybook, events: Path | Iterable[Record | BadRecord],
+            customer: str, *,
             profiles: Path | None = None, at: str | None = None,
             engine: str = "native", send_from: str | None = None,
             whole: bool = False) -> list[Entry]:
     """The timeline of one customer over a history, up to `at` (default: the last event);
     with `send_from`, deliverable actions due before it show as `backfilled`, as a live
     store that went live then recorded them. `whole` keeps every customer even when the
-    customer's partition alone would do (the same timeline, slower)."""
+    customer's partition alone would do (the same timeline, slower). `events` is a file,
+    or records read elsewhere (`sopkit serve`'s kept inbox, in the order they were applied).
+    """
     rt: Runtime
     if whole or population(compile_playbook(playbook.model)) is not None:
         rt = Runtime(playbook, engine=engine)
@@ -279,7 +283,7 @@ def explain(playbook: LoadedPlaybook, events: Path, customer: str, *,
         except ValueError:
             raise UsageError(f"--at {at!r} is not an ISO 8601 date or time") from None
     seen = [False]
-    events_file = str(events)
+    events_file = str(events) if isinstance(events, Path) else "records"
 
     def before_event(event: tuple[str, str, int, dict[str, Any]], line: int) -> None:
         cid, etype, ts, fields = event
@@ -297,7 +301,7 @@ def explain(playbook: LoadedPlaybook, events: Path, customer: str, *,
 
     driver = Driver(rt, emit=lambda actions: None, quarantine=quarantine, end_ts=at_ts,
                     before_event=before_event)
-    driver.run(events, profiles)
+    driver.run(events, profiles, source=events_file)
     if not seen[0] and customer not in set(rt.customer_ids()):
         raise UsageError(f"customer '{customer}' is not in the events or profiles")
     return tracer.entries

@@ -1,4 +1,5 @@
-"""The HTTP API of `sopkit serve` (FastAPI): ingest, health and metrics.
+"""The HTTP API of `sopkit serve` (FastAPI): ingest, reads, health and metrics; the
+operate endpoints are in operate.py.
 
 Every ingest endpoint answers `202 Accepted` only after its records are committed to the
 store's inbox; errors are `application/problem+json` (RFC 9457). See docs/http.md.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio.to_thread
@@ -53,7 +54,8 @@ class Refused(Exception):
 
 
 def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
-              reads: Reads | None = None, wall: Callable[[], float] = time.time) -> FastAPI:
+              reads: Reads | None = None, wall: Callable[[], float] = time.time,
+              environ: Mapping[str, str] | None = None) -> FastAPI:
     """The FastAPI application over a running loop and the inbox it reads."""
     app = FastAPI(title="sopkit", version="1", docs_url=None, redoc_url=None)
     counters = loop.counters
@@ -219,7 +221,10 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
     if reads is not None:
+        from sopkit._serve.operate import operate_routes
+
         _read_routes(app, reads, unmasked)
+        operate_routes(app, loop, reads, authorize, unmasked, environ or {}, wall)
     return app
 
 

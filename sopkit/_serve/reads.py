@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sopkit._io import Record
 from sopkit._live.inbox import Inbox
+from sopkit._live.openstore import open_store
 from sopkit._live.store import STATUSES, Store
 from sopkit._mask import mask, mask_key, mask_text
 from sopkit._playbook.load import LoadedPlaybook
@@ -21,18 +25,48 @@ from sopkit._runtime.runtime import Runtime, json_value
 
 MAX_ROWS = 1000
 """The most rows one GET /v1/outbox or /v1/quarantine answers."""
+PAGE = 1000  # inbox rows read at a time for the timeline
 
 
 class Reads:
     """The read side: a store connection (outbox rows) and the inbox's (customer state)."""
 
     def __init__(self, loaded: LoadedPlaybook, store: Store, inbox: Inbox,
-                 quarantine: Path | None) -> None:
+                 quarantine: Path | None, url: str | None = None) -> None:
         self.loaded = loaded
         self.store = store
         self.inbox = inbox
         self.quarantine = quarantine
+        self.url = url  # the store's URL: the operate endpoints open a connection each
         self._lock = threading.Lock()
+
+    @contextmanager
+    def opened(self) -> Iterator[Store]:
+        """A connection of the request's own (long reads, or a write): closed afterwards."""
+        store = open_store(self.url, create=False) if self.url else None
+        if store is None:
+            with self._lock:
+                yield self.store
+            return
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def history(self, upto: int) -> Iterator[Record]:
+        """The kept inbox rows up to seq `upto` (applied), as records in the order applied;
+        rows quarantined at ingest are no events and are left out."""
+        after = 0
+        while True:
+            rows = self.inbox.read(after, PAGE)
+            for row in rows:
+                if row.seq > upto:
+                    return
+                after = row.seq
+                if row.reason is None:
+                    yield Record(row.seq, json.loads(row.record))
+            if len(rows) < PAGE:
+                return
 
     def customer(self, customer_id: str, unmasked: bool) -> dict[str, Any] | None:
         """Facts, tags, stage, scores, profile and pending actions; None if unknown."""

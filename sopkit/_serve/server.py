@@ -9,6 +9,7 @@ the loop applies every accepted record, commits and stops; then the lock is give
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from sopkit._live.inbox import Inbox
 from sopkit._live.loop import LiveRun, Stopper, record_clock
 from sopkit._live.looplock import holding
 from sopkit._live.openstore import open_store
+from sopkit._live.operate import HISTORY
 from sopkit._live.store import Store
 from sopkit._mask import mask_text
 from sopkit._playbook.load import LoadedPlaybook
@@ -52,6 +54,7 @@ class Settings:
     lease: int
     send_from: int | None
     max_inbox: int
+    history: bool = True  # keep the applied inbox rows: GET /v1/customers/{id}/timeline
 
 
 def serve(loaded: LoadedPlaybook, store: Store, channels: dict[str, Any], keys: Keys,
@@ -75,17 +78,20 @@ def serve(loaded: LoadedPlaybook, store: Store, channels: dict[str, Any], keys: 
             live.send_from = s.clock() - s.lateness
         if s.named:
             store.release_worker(s.worker)
+        _record_history(store, s.history, live.fresh)
         dispatcher = Dispatcher(store, channels, worker=s.worker, lease_seconds=s.lease,
                                 wall=lambda: int(time.time()),
                                 screens=(expiry, live.screen_consent))
         jail = FlushedQuarantine(s.quarantine, masked=True, append=True)
         reader, writer = Inbox(s.store), Inbox(s.store)
-        reads = Reads(loaded, open_store(s.store, create=False), writer, s.quarantine)
+        reads = Reads(loaded, open_store(s.store, create=False), writer, s.quarantine,
+                      url=s.store)
         options = LoopOptions(clock=s.clock, lateness=s.lateness, batch=s.batch, tick=s.tick,
-                              max_future=s.max_future, max_inbox=s.max_inbox)
+                              max_future=s.max_future, max_inbox=s.max_inbox,
+                              history=s.history)
         loop = ServedLoop(live, dispatcher, reader, jail, options)
         mapper = Mapper(loaded, lambda: live.runtime.calendar.format(s.clock()))
-        app = build_app(loop, writer, mapper, keys, reads)
+        app = build_app(loop, writer, mapper, keys, reads, environ=os.environ)
         server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port,
                                                access_log=False, log_level="warning",
                                                lifespan="off"))
@@ -124,3 +130,13 @@ def serve(loaded: LoadedPlaybook, store: Store, channels: dict[str, Any], keys: 
         say(f"error: the live loop failed: {mask_text(str(loop.error))}")
         return 1
     return 0
+
+
+def _record_history(store: Store, keep: bool, fresh: bool) -> None:
+    """Whether the kept inbox is the whole history of the store's state (meta `HISTORY`):
+    yes from a new store kept throughout; no once a run prunes it or for a store that had
+    state before the history was kept."""
+    was = store.get_meta(HISTORY)
+    now = ("yes" if fresh or was == "yes" else "no") if keep else "no"
+    if now != was:
+        store.commit({}, {HISTORY: now}, [])

@@ -39,6 +39,7 @@ class LoopOptions:
     tick: float
     max_future: int | None
     max_inbox: int
+    history: bool = False  # keep applied inbox rows (the timeline's history), never prune
 
 
 @dataclass
@@ -116,16 +117,22 @@ class ServedLoop:
                 else:
                     yield BadRecord(row.seq, row.record, row.reason, _kind(row.reason))
             if len(rows) == READ_ROWS:  # a steady stream: keep the table short meanwhile
-                self.inbox.prune(self.live.offset)
+                self._prune()
             if rows:
                 continue
             if self.shutdown:  # drained: run_live commits and returns
                 self.stopper.requested = True
                 return
             idle()  # commits what was read, lets time pass, dispatches what is due
-            self.inbox.prune(self.live.offset)
+            self._prune()
             self.wake.wait(self.options.tick)
             self.wake.clear()
+
+
+    def _prune(self) -> None:
+        """Delete the applied rows, unless they are kept as the history (`--history`)."""
+        if not self.options.history:
+            self.inbox.prune(self.live.offset)
 
 
 class FlushedQuarantine(Quarantine):

@@ -1,0 +1,242 @@
+"""What the operate commands and `sopkit serve`'s operate endpoints share: one implementation.
+
+`sopkit outbox retry`, `campaign preview --store`, `dry-run`, `handover status` and
+`explain` (over a served store's kept inbox) call these plain functions, and so do
+`POST /v1/outbox/{id}/retry`, `GET /v1/campaigns/{name}/preview`, `GET /v1/dry-run`,
+`GET /v1/handover` and `GET /v1/customers/{id}/timeline`. They take a store and return plain
+data; masking and printing stay with the caller. A refusal is a UsageError: `NotFound`
+(HTTP 404) or `Conflict` (HTTP 409), else a bad argument (HTTP 400); the CLI exits 2.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sopkit._errors import UsageError, did_you_mean
+from sopkit._io import Record
+from sopkit._live.loop import (
+    HandoverLine,
+    LiveRun,
+    build_channels,
+    handover_status,
+    stored_clock,
+    would_dispatch,
+)
+from sopkit._live.store import OutboxRow, Store
+from sopkit._mask import mask, mask_key
+from sopkit._playbook.load import LoadedPlaybook
+from sopkit._runtime.campaigns import (
+    Preview,
+    audience_sizes,
+    past_one_offs,
+    preview,
+    store_runtime,
+    stored_customers,
+)
+from sopkit._runtime.runtime import Runtime
+from sopkit.channels import Closable
+
+HISTORY = "history.complete"
+"""Store meta: "yes" when the kept inbox holds every record the store's state came from."""
+
+
+class NotFound(UsageError):
+    """What was asked for does not exist (HTTP 404)."""
+
+
+class Conflict(UsageError):
+    """It exists, but its state does not allow this (HTTP 409)."""
+
+
+def parse_at(loaded: LoadedPlaybook, text: str, what: str = "--at") -> int:
+    """An ISO 8601 instant (the playbook's timezone unless it has an offset) as unix seconds."""
+    from sopkit._lang.clock import Calendar
+
+    try:
+        return Calendar(loaded.model.playbook.timezone).parse(text)
+    except ValueError:
+        raise UsageError(f"{what} {text!r} is not an ISO 8601 date or time") from None
+
+
+def utc(seconds: int | None, sep: str = "T") -> str:
+    """Unix seconds as UTC: ISO 8601 with Z, or (sep=" ") plain for tables headed UTC."""
+    if seconds is None:
+        return ""
+    when = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return when.strftime(f"%Y-%m-%d{sep}%H:%M:%S") + ("Z" if sep == "T" else "")
+
+
+# ---- outbox retry --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retried:
+    """Dead rows put back to pending: how many, due when, and whether on a replay clock."""
+
+    count: int
+    due: int
+    replay: bool
+
+    def text(self) -> str:
+        if not self.count:
+            return "no dead rows to retry"
+        when = (f"due at the store's replay clock {utc(self.due)} (`run --clock`)"
+                if self.replay else "due now")
+        return (f"requeued {self.count} dead row{'s' if self.count != 1 else ''}: pending, "
+                f"{when} (the dispatcher of `sopkit run` sends them)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requeued": self.count, "due_at": self.due, "due": utc(self.due),
+                "replay_clock": self.replay}
+
+
+def retry_dead(store: Store, ids: Sequence[int] | None,
+               wall: Any = time.time) -> Retried:
+    """Put dead rows (the `ids`, or every dead row) back to pending, due now, attempts reset.
+
+    "Now" is the store's replay clock when its loop runs on `--clock`, else `wall()`. NotFound
+    if one of the ids is no row, Conflict if one is not dead: then nothing is requeued."""
+    if ids:
+        found = {row.id: row for row in store.rows(ids=list(ids))}
+        missing = [i for i in sorted(set(ids)) if i not in found]
+        wrong = [f"row {i} does not exist" if i not in found else
+                 f"row {i} is {found[i].status}, not dead"
+                 for i in sorted(set(ids)) if i not in found or found[i].status != "dead"]
+        if wrong:
+            error = NotFound if missing else Conflict
+            raise error("; ".join(wrong) + ": nothing was requeued (only dead rows can be "
+                        "retried; see `sopkit outbox list --status dead`)")
+    replay = stored_clock(store)
+    due = replay if replay is not None else int(wall())
+    return Retried(store.requeue(list(ids) if ids else None, "dead", due), due,
+                   replay is not None)
+
+
+# ---- campaign preview ----------------------------------------------------------------------
+
+
+def check_campaign(loaded: LoadedPlaybook, name: str) -> None:
+    """NotFound naming the nearest campaign when the playbook declares none called `name`."""
+    names = [c.name for c in loaded.model.campaigns]
+    if name not in names:
+        hint = did_you_mean(name, names) or ("the playbook declares no [[campaigns]]"
+                                             if not names else "")
+        raise NotFound(f"unknown campaign '{name}'" + (f"; {hint}" if hint else ""))
+
+
+def preview_stored(loaded: LoadedPlaybook, store: Store, name: str, when: int, sample: int,
+                   engine: str = "native") -> tuple[Preview, Runtime]:
+    """Who campaign `name` would reach at `when` over a live store's customers (streamed),
+    and each variant's message; with the runtime (its `engine_notice`)."""
+    check_campaign(loaded, name)
+    runtime = store_runtime(loaded, store, engine)
+    return preview(runtime, name, when, stored_customers(store, runtime), sample), runtime
+
+
+def shown(data: Any, unmasked: bool) -> Any:
+    """`data` as a user sees it: phone numbers and e-mails masked unless asked for in full."""
+    return data if unmasked else mask(data)
+
+
+# ---- dry-run -------------------------------------------------------------------------------
+
+
+def past_campaigns(runtime: Runtime) -> list[str]:
+    """Notices for one-off campaigns already behind a restored store's clock."""
+    if runtime.now_ts is None:
+        return []
+    return [f"notice: campaign '{name}' (at {at_text}) is before the store's clock "
+            f"{runtime.calendar.format(runtime.now_ts)}: it fired already, or never will"
+            for name, at_text in past_one_offs(runtime, runtime.now_ts)]
+
+
+@dataclass
+class DryRun:
+    """What would be dispatched at `now` from a store's state; nothing is written."""
+
+    runtime: Runtime
+    now: int
+    replay: bool  # `now` is the store's replay clock (`run --clock`)
+    rows: list[OutboxRow]
+    later: int
+    upcoming: list[tuple[int, Any]]
+    sizes: dict[str, int]
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def sending(self) -> list[OutboxRow]:
+        return [r for r in self.rows if r.status in ("pending", "leased")]
+
+    def items(self, unmasked: bool) -> Iterator[dict[str, Any]]:
+        """One object per row (would go out, or be settled unsent), then per campaign
+        firing due within the window: `sopkit dry-run --output jsonl`'s lines."""
+        for row in self.rows:
+            yield {"key": row.key if unmasked else mask_key(row.key, row.customer_id),
+                   "due_at": row.due_at, "status": row.status,
+                   "source": "outbox" if row.id is not None else "wake-up",
+                   "reason": row.reason, "message": shown(row.message, unmasked)}
+        for when, campaign in self.upcoming:
+            yield {"source": "campaign", "campaign": campaign.name,
+                   "firing": self.runtime.calendar.format(when),
+                   "channels": campaign.channels, "audience_now": self.sizes[campaign.name]}
+
+
+def dry_run(loaded: LoadedPlaybook, store: Store, at: int | None, window: int,
+            engine: str = "durable", wall: Any = time.time) -> DryRun:
+    """Due rows and the wake-ups' new rows at `at` (default: the store's replay clock, else
+    `wall()`), and the campaign firings due within `window` seconds after it."""
+    live = LiveRun(loaded, store, engine=engine)
+    rt = live.runtime
+    notices = past_campaigns(rt)
+    replay = stored_clock(store) if at is None else None
+    now = replay if replay is not None else at if at is not None else int(wall())
+    if replay is not None:
+        notices.append(f"notice: this store runs on a replay clock (`run --clock`): showing "
+                       f"{rt.calendar.format(replay)}; give --at for another time")
+    rows, later = would_dispatch(live, now)
+    upcoming = rt.campaign_plan.upcoming(now + 1, now + window) if window else []
+    sizes = audience_sizes(rt, max(now, rt.now_ts or now)) if upcoming else {}
+    return DryRun(rt, now, replay is not None, rows, later, upcoming, sizes, notices)
+
+
+# ---- handover status -----------------------------------------------------------------------
+
+
+def handover(loaded: LoadedPlaybook, store: Store,
+             environ: Mapping[str, str]) -> list[HandoverLine]:
+    """Every hand-over the store recorded and whether the successor has the customer (asks
+    the hand-over's channel, e.g. WeCom, once per pair of staff)."""
+    spec = loaded.model.handover
+    only = {spec.channel} if spec is not None and spec.channel else set()
+    channels = build_channels(loaded, environ, only)
+    try:
+        return handover_status(store, channels)
+    finally:
+        for channel in channels.values():
+            if isinstance(channel, Closable):
+                channel.close()
+
+
+# ---- timeline ------------------------------------------------------------------------------
+
+
+def timeline(loaded: LoadedPlaybook, records: Iterable[Record], customer: str, *,
+             at: int | None, send_from: int | None, engine: str = "native") -> list[Any]:
+    """`sopkit explain`'s entries for one customer over `records` (a served store's kept
+    inbox, in the order the loop applied them) up to `at`; NotFound if the records never
+    name the customer."""
+    from sopkit._lang.clock import Calendar
+    from sopkit._offline.explain import explain
+
+    cal = Calendar(loaded.model.playbook.timezone)
+    try:
+        return explain(loaded, records, customer, engine=engine,
+                       at=None if at is None else cal.format(at),
+                       send_from=None if send_from is None else cal.format(send_from))
+    except UsageError as exc:  # the times are ours: only the customer can be unknown
+        raise NotFound(str(exc).replace("the events or profiles",
+                                        "the store's kept history")) from None

@@ -1,0 +1,178 @@
+"""The operate endpoints of `sopkit serve`: a customer's timeline, retrying a dead letter, a
+campaign preview, a dry run and the hand-overs, each what the CLI command of the same job
+says (sopkit/_live/operate.py holds the one implementation), from the served store.
+
+Each request opens a store connection of its own (a dry run restores every customer; a
+retry writes), so a long one does not hold up the others. Errors are BadInput problems.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from sopkit._errors import SopkitError, UsageError
+from sopkit._lang.clock import Calendar
+from sopkit._live import operate as op
+from sopkit._mask import mask_text
+from sopkit._playbook.models import parse_duration
+from sopkit._runtime.campaigns import store_runtime
+from sopkit._serve.ingest import BadInput
+from sopkit._serve.reads import MAX_ROWS, Reads
+from sopkit._serve.service import ServedLoop
+
+T = TypeVar("T")
+MAX_ID = 2**63 - 1  # the largest outbox row id a store can hold (a signed 64-bit integer)
+ENGINE = "native"  # reads evaluate on the native engine: the same results as durable
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in ("1", "true", "yes")
+
+
+async def _call(work: Callable[[], T]) -> T:
+    """`work` on a worker thread; its refusals as problems (details masked)."""
+    try:
+        return await anyio.to_thread.run_sync(work)
+    except op.NotFound as exc:
+        raise BadInput(404, "Not found", mask_text(str(exc))) from None
+    except op.Conflict as exc:
+        raise BadInput(409, "Conflict", mask_text(str(exc))) from None
+    except UsageError as exc:
+        raise BadInput(400, "Bad request", mask_text(str(exc))) from None
+    except SopkitError as exc:  # the store (mismatch, unavailable) or a channel failed
+        raise BadInput(503, "Unavailable", mask_text(str(exc))) from None
+
+
+def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
+                   authorize: Callable[[Request, str], set[str]],
+                   unmasked: Callable[[Request, str], bool], environ: Mapping[str, str],
+                   wall: Callable[[], float] = time.time) -> None:
+    """GET /v1/customers/{id}/timeline, /v1/campaigns/{name}/preview, /v1/dry-run and
+    /v1/handover (scope read); POST /v1/outbox/{id}/retry (scope admin)."""
+    loaded = reads.loaded
+    cal = Calendar(loaded.model.playbook.timezone)
+
+    def instant(request: Request) -> int | None:
+        text = request.query_params.get("at")
+        if text is None:
+            return None
+        try:
+            return op.parse_at(loaded, text, "at")
+        except UsageError as exc:
+            raise BadInput(400, "Bad time", str(exc),
+                           [{"parameter": "at", "detail": "expected an ISO 8601 time"}]) from None
+
+    def number(request: Request, name: str, default: int, top: int) -> int:
+        text = request.query_params.get(name, str(default))
+        if not (text.isascii() and text.isdigit()) or int(text) > top:
+            raise BadInput(400, f"Bad {name}", f"{name} must be 0 to {top}",
+                           [{"parameter": name, "detail": f"expected 0 to {top}"}])
+        return int(text)
+
+    @app.get("/v1/customers/{customer_id}/timeline")
+    async def timeline(customer_id: str, request: Request) -> Response:
+        """`sopkit explain` over the kept inbox: events, changes, actions, near misses."""
+        show = unmasked(request, "read")
+        if not loop.options.history:
+            raise BadInput(409, "No history", "this server keeps no history (`sopkit serve "
+                           "--no-history`): restart it with --history to keep the records "
+                           "it applies from then on")
+        upto = loop.position
+
+        def work() -> dict[str, Any]:
+            with reads.opened() as store:
+                now = store_runtime(loaded, store, ENGINE).now_ts
+                complete = store.get_meta(op.HISTORY) == "yes"
+                since = store.get_meta("send_from")
+            entries = op.timeline(loaded, reads.history(upto), customer_id, at=now,
+                                  send_from=int(since) if since else None, engine=ENGINE)
+            return {"customer_id": customer_id if show else mask_text(customer_id),
+                    "as_of": None if now is None else cal.format(now),
+                    "history_complete": complete,
+                    "entries": [op.shown(e.to_json(), show) for e in entries]}
+
+        return JSONResponse(await _call(work))
+
+    @app.post("/v1/outbox/{row_id}/retry")
+    async def retry(row_id: str, request: Request) -> Response:
+        """`sopkit outbox retry --id`: a dead row back to pending, due now; the loop sends it."""
+        authorize(request, "admin")
+        if not (row_id.isascii() and row_id.isdigit() and len(row_id) <= 19):
+            raise BadInput(400, "Bad id", f"the outbox row id must be a positive integer, "
+                           f"not '{mask_text(row_id[:40])}'",
+                           [{"parameter": "id", "detail": "expected an integer"}])
+        wanted = int(row_id)
+        if not 1 <= wanted <= MAX_ID:
+            raise BadInput(404, "Not found", f"row {wanted} does not exist")
+
+        def work() -> dict[str, Any]:
+            with reads.opened() as store:
+                return {"id": wanted, **op.retry_dead(store, [wanted], wall).to_json()}
+
+        done = await _call(work)
+        loop.wake.set()  # the loop dispatches what is due when it next idles
+        return JSONResponse(done)
+
+    @app.get("/v1/campaigns/{name}/preview")
+    async def campaign_preview(name: str, request: Request) -> Response:
+        """`sopkit campaign preview --store`: reach and each variant's message at `at`."""
+        show = unmasked(request, "read")
+        when = instant(request)
+        sample = number(request, "sample", 10, MAX_ROWS)
+
+        def work() -> dict[str, Any]:
+            op.check_campaign(loaded, name)
+            with reads.opened() as store:
+                found, _ = op.preview_stored(loaded, store, name,
+                                             loop.options.clock() if when is None else when,
+                                             sample, ENGINE)
+            data: dict[str, Any] = op.shown(found.to_json(), show)
+            return data
+
+        return JSONResponse(await _call(work))
+
+    @app.get("/v1/dry-run")
+    async def dry_run(request: Request) -> Response:
+        """`sopkit dry-run`: what would be dispatched at `at`, sending nothing."""
+        show = unmasked(request, "read")
+        when = instant(request)
+        text = request.query_params.get("window", "7d")
+        try:
+            window = 0 if text.strip() in ("0", "0s") else parse_duration(text)
+        except ValueError as exc:
+            raise BadInput(400, "Bad window", f"window: {exc}",
+                           [{"parameter": "window", "detail": str(exc)}]) from None
+
+        def work() -> dict[str, Any]:
+            with reads.opened() as store:
+                plan = op.dry_run(loaded, store, when, window, ENGINE, wall)
+            return {"at": cal.format(plan.now), "replay_clock": plan.replay,
+                    "would_send": len(plan.sending),
+                    "settle_unsent": len(plan.rows) - len(plan.sending),
+                    "later": plan.later, "notices": plan.notices,
+                    "items": list(plan.items(show))}
+
+        return JSONResponse(await _call(work))
+
+    @app.get("/v1/handover")
+    async def handover(request: Request) -> Response:
+        """`sopkit handover status`: who has been taken over (asks WeCom), `all` for every one."""
+        show = unmasked(request, "read")
+        every = _flag(request, "all")
+
+        def work() -> dict[str, Any]:
+            with reads.opened() as store:
+                lines = op.handover(loaded, store, environ)
+            waiting = [line for line in lines if not line.taken_over]
+            return {"customers": len(lines), "taken_over": len(lines) - len(waiting),
+                    "not_yet": len(waiting),
+                    "lines": [op.shown(line.to_json(), show)
+                              for line in (lines if every else waiting)]}
+
+        return JSONResponse(await _call(work))
