@@ -187,3 +187,29 @@ def test_the_hand_overs_are_what_handover_status_lists(shop: Shop) -> None:
     assert found["lines"] == [json.loads(line) for line in cli.output.splitlines()]
     assert found["lines"][0]["customer_id"] == "138****5678"
     assert shop.get("/v1/handover", INGEST).status_code == 403
+
+
+def test_without_history_the_timeline_says_so_and_a_later_history_is_incomplete(
+        tmp_path: Path) -> None:
+    """`serve --no-history` deletes applied records: the timeline answers 409; served again
+    with --history, the timeline says its history does not reach back to the start."""
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    store = tmp_path / "live.db"
+    with Served(playbook, store, "--no-history", env=KEYS) as server:
+        accepted = server.post("/v1/events", EVENTS[:3],
+                               headers={"Authorization": f"Bearer {INGEST}"})
+        server.applied(accepted.json()["last_seq"])
+        refused = httpx.get(f"{server.url}/v1/customers/{PHONE}/timeline",
+                            headers={"Authorization": f"Bearer {READ}"})
+        assert refused.status_code == 409 and "--no-history" in refused.json()["detail"]
+        assert server.stop()[0] == 0
+    with Served(playbook, store, env=KEYS) as server:
+        accepted = server.post("/v1/events", EVENTS[4],
+                               headers={"Authorization": f"Bearer {INGEST}"})
+        server.applied(accepted.json()["last_seq"])
+        found = httpx.get(f"{server.url}/v1/customers/{PHONE}/timeline",
+                          headers={"Authorization": f"Bearer {READ}"}).json()
+        assert found["history_complete"] is False
+        assert [e["data"]["type"] for e in found["entries"] if e["kind"] == "event"] == \
+            ["purchase"]  # only what was kept: the second purchase
+        assert server.stop()[0] == 0

@@ -140,6 +140,10 @@ def run(
         live = LiveRun(loaded, the_store, engine=engine, cache_customers=cache_customers)
         _past_campaigns(live.runtime)
         record_clock(the_store, tell_time() if clock is not None else None)
+        if events is not None:  # records that never enter a served store's kept history
+            from sopkit._live.operate import history_incomplete
+
+            history_incomplete(the_store)
         if send_from is not None:
             live.send_from = clock_at(loaded, send_from)()
         elif live.fresh and live.send_from is None:  # a new store does not send the past

@@ -44,6 +44,12 @@ HISTORY = "history.complete"
 """Store meta: "yes" when the kept inbox holds every record the store's state came from."""
 
 
+def history_incomplete(store: Store) -> None:
+    """Records the served history no longer holds everything (`run --events` feeds others)."""
+    if store.get_meta(HISTORY) == "yes":
+        store.commit({}, {HISTORY: "no"}, [])
+
+
 class NotFound(UsageError):
     """What was asked for does not exist (HTTP 404)."""
 
@@ -94,8 +100,8 @@ class Retried:
                 "replay_clock": self.replay}
 
 
-def retry_dead(store: Store, ids: Sequence[int] | None,
-               wall: Any = time.time) -> Retried:
+def retry_dead(store: Store, ids: Sequence[int] | None, wall: Any = time.time,
+               see: str = "`sopkit outbox list --status dead`") -> Retried:
     """Put dead rows (the `ids`, or every dead row) back to pending, due now, attempts reset.
 
     "Now" is the store's replay clock when its loop runs on `--clock`, else `wall()`. NotFound
@@ -108,8 +114,8 @@ def retry_dead(store: Store, ids: Sequence[int] | None,
                  for i in sorted(set(ids)) if i not in found or found[i].status != "dead"]
         if wrong:
             error = NotFound if missing else Conflict
-            raise error("; ".join(wrong) + ": nothing was requeued (only dead rows can be "
-                        "retried; see `sopkit outbox list --status dead`)")
+            raise error("; ".join(wrong) + f": nothing was requeued (only dead rows can be "
+                        f"retried; see {see})")
     replay = stored_clock(store)
     due = replay if replay is not None else int(wall())
     return Retried(store.requeue(list(ids) if ids else None, "dead", due), due,

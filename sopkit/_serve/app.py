@@ -73,8 +73,9 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
         if not scopes:
             raise Refused(401, "Unauthorized", "unknown API key", challenge)
         if not allows(scopes, needed):
+            either = f"'{needed}' or 'admin'" if needed != "admin" else "'admin'"
             raise Refused(403, "Forbidden", f"this key's scope ({', '.join(sorted(scopes))}) "
-                          f"does not allow this; it needs '{needed}' or 'admin'")
+                          f"does not allow this; it needs {either}")
         return scopes
 
     def unmasked(request: Request, needed: str) -> bool:

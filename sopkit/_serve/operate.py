@@ -113,7 +113,8 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
 
         def work() -> dict[str, Any]:
             with reads.opened() as store:
-                return {"id": wanted, **op.retry_dead(store, [wanted], wall).to_json()}
+                return {"id": wanted, **op.retry_dead(store, [wanted], wall,
+                                                         "GET /v1/outbox?status=dead").to_json()}
 
         done = await _call(work)
         loop.wake.set()  # the loop dispatches what is due when it next idles
