@@ -112,6 +112,9 @@ def test_the_timeline_names_the_rule_that_fired_as_explain_does(shop: Shop) -> N
     assert found["entries"] == [json.loads(line) for line in explained.output.splitlines()]
     full = shop.get(f"/v1/customers/{PHONE}/timeline?unmasked=true", ADMIN).json()
     assert full["customer_id"] == PHONE and PHONE in json.dumps(full, ensure_ascii=False)
+    early = shop.get(f"/v1/customers/{PHONE}/timeline?at=2025-01-02T12:00:00").json()
+    assert [e["data"]["rule"] for e in early["entries"] if e["kind"] == "action"] == \
+        ["thanks"]  # the second purchase is later
     missing = shop.get("/v1/customers/nobody/timeline")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
@@ -156,6 +159,7 @@ def test_a_campaign_preview_is_what_the_cli_previews(shop: Shop) -> None:
     unknown = shop.get("/v1/campaigns/double21/preview")
     assert unknown.status_code == 404 and "double12" in unknown.json()["detail"]
     assert shop.get("/v1/campaigns/double12/preview?at=soon").status_code == 400
+    assert shop.get("/v1/campaigns/double12/preview", INGEST).status_code == 403
 
 
 def test_a_dry_run_is_what_the_cli_dry_run_shows(shop: Shop) -> None:
@@ -173,6 +177,7 @@ def test_a_dry_run_is_what_the_cli_dry_run_shows(shop: Shop) -> None:
     assert {item["message"]["rule"] for item in found["items"]} >= {"quiet"}
     assert PHONE not in answer.text
     assert shop.get("/v1/dry-run?window=soon").status_code == 400
+    assert shop.get("/v1/dry-run", INGEST).status_code == 403
 
 
 def test_the_hand_overs_are_what_handover_status_lists(shop: Shop) -> None:

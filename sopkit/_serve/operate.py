@@ -84,10 +84,11 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
                            "--no-history`): restart it with --history to keep the records "
                            "it applies from then on")
         upto = loop.position
+        until = instant(request)
 
         def work() -> dict[str, Any]:
             with reads.opened() as store:
-                now = store_runtime(loaded, store, ENGINE).now_ts
+                now = store_runtime(loaded, store, ENGINE).now_ts if until is None else until
                 complete = store.get_meta(op.HISTORY) == "yes"
                 since = store.get_meta("send_from")
             entries = op.timeline(loaded, reads.history(upto), customer_id, at=now,
