@@ -42,6 +42,8 @@ EVENTS: list[dict[str, Any]] = [
     {"type": "staff_departed", "staff": "zhang", "ts": "2025-01-04T18:00:00"},
 ]
 
+LATE = {"customer_id": PHONE, "type": "purchase", "ts": "2024-12-01T10:00:00", "amount": "1"}
+
 
 @dataclass
 class Shop:
@@ -87,6 +89,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
                                    headers={"Authorization": f"Bearer {INGEST}"})
             assert accepted.status_code == 202, accepted.text
             server.applied(accepted.json()["last_seq"])
+            late = server.post("/v1/events", LATE, headers={"Authorization": f"Bearer {INGEST}"})
+            server.applied(late.json()["last_seq"])  # quarantined by the loop: out of order
             shop.until(lambda: shop.get("/v1/outbox?status=dead").json()["rows"],
                        "the first send is a dead letter")
             yield shop
@@ -101,6 +105,7 @@ def test_the_timeline_names_the_rule_that_fired_as_explain_does(shop: Shop) -> N
     assert answer.status_code == 200, answer.text
     found = answer.json()
     assert found["customer_id"] == "138****5678" and found["history_complete"] is True
+    assert "quarantine" not in {e["kind"] for e in found["entries"]}  # the late one: not applied
     fired = [e for e in found["entries"] if e["kind"] == "action"]
     assert [e["data"]["rule"] for e in fired][:2] == ["thanks", "thanks"]
     assert "王芳，感谢第 1 次购买！" in fired[0]["text"]

@@ -22,6 +22,7 @@ from sopkit._live.store import STATUSES, Store
 from sopkit._mask import mask, mask_key, mask_text
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._runtime.runtime import Runtime, json_value
+from sopkit._serve.service import SOURCE
 
 MAX_ROWS = 1000
 """The most rows one GET /v1/outbox or /v1/quarantine answers."""
@@ -53,9 +54,27 @@ class Reads:
         finally:
             store.close()
 
+    def refused(self) -> set[int]:
+        """The inbox rows the loop quarantined (late, a repeated event_id, ...), by seq: the
+        quarantine file's lines from the inbox."""
+        if self.quarantine is None or not self.quarantine.exists():
+            return set()
+        found: set[int] = set()
+        with self.quarantine.open(encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    item = json.loads(line)
+                except ValueError:  # a line cut short by a crash: not one of ours to skip
+                    continue
+                if isinstance(item, dict) and item.get("source") == SOURCE and \
+                        isinstance(item.get("line"), int):
+                    found.add(item["line"])
+        return found
+
     def history(self, upto: int) -> Iterator[Record]:
         """The kept inbox rows up to seq `upto` (applied), as records in the order applied;
-        rows quarantined at ingest are no events and are left out."""
+        rows quarantined at ingest or by the loop were never applied and are left out."""
+        skip = self.refused()
         after = 0
         while True:
             rows = self.inbox.read(after, PAGE)
@@ -63,7 +82,7 @@ class Reads:
                 if row.seq > upto:
                     return
                 after = row.seq
-                if row.reason is None:
+                if row.reason is None and row.seq not in skip:
                     yield Record(row.seq, json.loads(row.record))
             if len(rows) < PAGE:
                 return
