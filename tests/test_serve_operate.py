@@ -223,3 +223,26 @@ def test_without_history_the_timeline_says_so_and_a_later_history_is_incomplete(
         assert [e["data"]["type"] for e in found["entries"] if e["kind"] == "event"] == \
             ["purchase"]  # only what was kept: the second purchase
         assert server.stop()[0] == 0
+
+
+def test_run_with_events_marks_a_served_history_incomplete(tmp_path: Path) -> None:
+    """`sopkit run --events` feeds records the served history never holds: it says so."""
+    from sopkit._live.openstore import open_store
+    from sopkit._live.operate import HISTORY
+
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    store = tmp_path / "live.db"
+    db = open_store(str(store), create=True)
+    db.commit({}, {HISTORY: "yes"}, [])  # as a new store served with --history
+    db.close()
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(EVENTS[2]) + "\n", encoding="utf-8")
+    ran = CliRunner().invoke(app, ["run", str(playbook), "--store", str(store), "--events",
+                                   str(events), "--once", "--clock", CLOCK, "--lateness",
+                                   "30d", "--send-from", "2000-01-01"], env=ENV)
+    assert ran.exit_code == 0, ran.output
+    db = open_store(str(store), create=False)
+    try:
+        assert db.get_meta(HISTORY) == "no"
+    finally:
+        db.close()
