@@ -182,6 +182,8 @@ def test_a_dry_run_is_what_the_cli_dry_run_shows(shop: Shop) -> None:
     assert {item["message"]["rule"] for item in found["items"]} >= {"quiet"}
     assert PHONE not in answer.text
     assert shop.get("/v1/dry-run?window=soon").status_code == 400
+    assert shop.get("/v1/dry-run?window=400d").status_code == 400
+    assert shop.get("/v1/dry-run?at=2999-01-01").status_code == 400  # too far: refused
     assert shop.get("/v1/dry-run", INGEST).status_code == 403
 
 

@@ -29,6 +29,8 @@ from sopkit._serve.service import ServedLoop
 T = TypeVar("T")
 MAX_ID = 2**63 - 1  # the largest outbox row id a store can hold (a signed 64-bit integer)
 ENGINE = "native"  # reads evaluate on the native engine: the same results as durable
+AHEAD = 366 * 86400  # the furthest `at` and `window` reach past the server's clock: a
+# request moves a runtime's clock there day by day, so a far one would hold a worker for long
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -63,10 +65,14 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
         if text is None:
             return None
         try:
-            return op.parse_at(loaded, text, "at")
+            when = op.parse_at(loaded, text, "at")
         except UsageError as exc:
             raise BadInput(400, "Bad time", str(exc),
                            [{"parameter": "at", "detail": "expected an ISO 8601 time"}]) from None
+        if when > loop.options.clock() + AHEAD:
+            raise BadInput(400, "Bad time", "at is more than 366 days after the server's clock",
+                           [{"parameter": "at", "detail": "at most 366 days ahead"}])
+        return when
 
     def number(request: Request, name: str, default: int, top: int) -> int:
         text = request.query_params.get(name, str(default))
@@ -147,9 +153,12 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
         text = request.query_params.get("window", "7d")
         try:
             window = 0 if text.strip() in ("0", "0s") else parse_duration(text)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise BadInput(400, "Bad window", f"window: {exc}",
                            [{"parameter": "window", "detail": str(exc)}]) from None
+        if window > AHEAD:
+            raise BadInput(400, "Bad window", "window is longer than 366 days",
+                           [{"parameter": "window", "detail": "at most 366d"}])
 
         def work() -> dict[str, Any]:
             with reads.opened() as store:
