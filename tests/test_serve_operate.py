@@ -120,6 +120,7 @@ def test_the_timeline_names_the_rule_that_fired_as_explain_does(shop: Shop) -> N
     early = shop.get(f"/v1/customers/{PHONE}/timeline?at=2025-01-02T12:00:00").json()
     assert [e["data"]["rule"] for e in early["entries"] if e["kind"] == "action"] == \
         ["thanks"]  # the second purchase is later
+    assert shop.get("/v1/customers/王%00x/timeline").status_code == 404
     missing = shop.get("/v1/customers/nobody/timeline")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
@@ -165,6 +166,8 @@ def test_a_campaign_preview_is_what_the_cli_previews(shop: Shop) -> None:
     assert unknown.status_code == 404 and "double12" in unknown.json()["detail"]
     assert shop.get("/v1/campaigns/double12/preview?at=soon").status_code == 400
     assert shop.get("/v1/campaigns/double12/preview", INGEST).status_code == 403
+    for sample in ("9" * 5000, "-1", "1001", "x"):
+        assert shop.get(f"/v1/campaigns/double12/preview?sample={sample}").status_code == 400
 
 
 def test_a_dry_run_is_what_the_cli_dry_run_shows(shop: Shop) -> None:

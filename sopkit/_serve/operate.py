@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from sopkit._errors import SopkitError, UsageError
@@ -27,14 +27,12 @@ from sopkit._serve.reads import MAX_ROWS, Reads
 from sopkit._serve.service import ServedLoop
 
 T = TypeVar("T")
+At = Annotated[str | None, Query(description="an ISO 8601 time (the playbook's timezone "
+                                 "unless it has an offset), at most 366 days ahead")]
 MAX_ID = 2**63 - 1  # the largest outbox row id a store can hold (a signed 64-bit integer)
 ENGINE = "native"  # reads evaluate on the native engine: the same results as durable
 AHEAD = 366 * 86400  # the furthest `at` and `window` reach past the server's clock: a
 # request moves a runtime's clock there day by day, so a far one would hold a worker for long
-
-
-def _flag(request: Request, name: str) -> bool:
-    return request.query_params.get(name, "").lower() in ("1", "true", "yes")
 
 
 async def _call(work: Callable[[], T]) -> T:
@@ -60,8 +58,7 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
     loaded = reads.loaded
     cal = Calendar(loaded.model.playbook.timezone)
 
-    def instant(request: Request) -> int | None:
-        text = request.query_params.get("at")
+    def instant(text: str | None) -> int | None:
         if text is None:
             return None
         try:
@@ -74,15 +71,15 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
                            [{"parameter": "at", "detail": "at most 366 days ahead"}])
         return when
 
-    def number(request: Request, name: str, default: int, top: int) -> int:
-        text = request.query_params.get(name, str(default))
-        if not (text.isascii() and text.isdigit()) or int(text) > top:
+    def number(text: str | None, name: str, default: int, top: int) -> int:
+        text = str(default) if text is None else text
+        if not (text.isascii() and text.isdigit() and len(text) <= 9) or int(text) > top:
             raise BadInput(400, f"Bad {name}", f"{name} must be 0 to {top}",
                            [{"parameter": name, "detail": f"expected 0 to {top}"}])
         return int(text)
 
     @app.get("/v1/customers/{customer_id}/timeline")
-    async def timeline(customer_id: str, request: Request) -> Response:
+    async def timeline(customer_id: str, request: Request, at: At = None) -> Response:
         """`sopkit explain` over the kept inbox: events, changes, actions, near misses."""
         show = unmasked(request, "read")
         if not loop.options.history:
@@ -90,7 +87,7 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
                            "--no-history`): restart it with --history to keep the records "
                            "it applies from then on")
         upto = loop.position
-        until = instant(request)
+        until = instant(at)
 
         def work() -> dict[str, Any]:
             with reads.opened() as store:
@@ -128,41 +125,47 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
         return JSONResponse(done)
 
     @app.get("/v1/campaigns/{name}/preview")
-    async def campaign_preview(name: str, request: Request) -> Response:
+    async def campaign_preview(name: str, request: Request, at: At = None,
+                               sample: Annotated[str | None, Query(
+                                   description="members listed (0 to 1000; default 10)")]
+                               = None) -> Response:
         """`sopkit campaign preview --store`: reach and each variant's message at `at`."""
         show = unmasked(request, "read")
-        when = instant(request)
-        sample = number(request, "sample", 10, MAX_ROWS)
+        when = instant(at)
+        count = number(sample, "sample", 10, MAX_ROWS)
 
         def work() -> dict[str, Any]:
             op.check_campaign(loaded, name)
             with reads.opened() as store:
                 found, _ = op.preview_stored(loaded, store, name,
                                              loop.options.clock() if when is None else when,
-                                             sample, ENGINE)
+                                             count, ENGINE)
             data: dict[str, Any] = op.shown(found.to_json(), show)
             return data
 
         return JSONResponse(await _call(work))
 
     @app.get("/v1/dry-run")
-    async def dry_run(request: Request) -> Response:
+    async def dry_run(request: Request, at: At = None,
+                      window: Annotated[str | None, Query(
+                          description="also list campaign firings this long after `at` "
+                          "(default 7d; 0: none; at most 366d)")] = None) -> Response:
         """`sopkit dry-run`: what would be dispatched at `at`, sending nothing."""
         show = unmasked(request, "read")
-        when = instant(request)
-        text = request.query_params.get("window", "7d")
+        when = instant(at)
+        text = "7d" if window is None else window
         try:
-            window = 0 if text.strip() in ("0", "0s") else parse_duration(text)
+            ahead = 0 if text.strip() in ("0", "0s") else parse_duration(text)
         except (ValueError, OverflowError) as exc:
             raise BadInput(400, "Bad window", f"window: {exc}",
                            [{"parameter": "window", "detail": str(exc)}]) from None
-        if window > AHEAD:
+        if ahead > AHEAD:
             raise BadInput(400, "Bad window", "window is longer than 366 days",
                            [{"parameter": "window", "detail": "at most 366d"}])
 
         def work() -> dict[str, Any]:
             with reads.opened() as store:
-                plan = op.dry_run(loaded, store, when, window, ENGINE, wall)
+                plan = op.dry_run(loaded, store, when, ahead, ENGINE, wall)
             return {"at": cal.format(plan.now), "replay_clock": plan.replay,
                     "would_send": len(plan.sending),
                     "settle_unsent": len(plan.rows) - len(plan.sending),
@@ -172,10 +175,12 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
         return JSONResponse(await _call(work))
 
     @app.get("/v1/handover")
-    async def handover(request: Request) -> Response:
+    async def handover(request: Request, listed: Annotated[str | None, Query(
+            alias="all", description="true: every customer, not only those not taken "
+            "over yet")] = None) -> Response:
         """`sopkit handover status`: who has been taken over (asks WeCom), `all` for every one."""
         show = unmasked(request, "read")
-        every = _flag(request, "all")
+        every = (listed or "").lower() in ("1", "true", "yes")
 
         def work() -> dict[str, Any]:
             with reads.opened() as store:
