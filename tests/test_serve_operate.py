@@ -185,6 +185,13 @@ def test_a_dry_run_is_what_the_cli_dry_run_shows(shop: Shop) -> None:
     assert {item["message"]["rule"] for item in found["items"]} >= {"quiet"}
     assert PHONE not in answer.text
     assert shop.get("/v1/dry-run?window=soon").status_code == 400
+    replay = shop.get("/v1/dry-run").json()  # the server's fixed clock, as the CLI's default
+    assert replay["replay_clock"] is True and replay["at"] == "2025-01-05T00:00:00+08:00"
+    assert any("?at=" in notice for notice in replay["notices"])
+    same = shop.cli("dry-run", str(shop.playbook), "--store", str(shop.store), "--output",
+                    "jsonl")
+    assert replay["items"] == [json.loads(line) for line in same.output.splitlines()
+                               if line.startswith("{")]
     assert shop.get("/v1/dry-run?window=400d").status_code == 400
     assert shop.get("/v1/dry-run?at=2999-01-01").status_code == 400  # too far: refused
     assert shop.get("/v1/dry-run", INGEST).status_code == 403

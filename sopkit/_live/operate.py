@@ -192,9 +192,10 @@ class DryRun:
 
 
 def dry_run(loaded: LoadedPlaybook, store: Store, at: int | None, window: int,
-            engine: str = "durable", wall: Any = time.time) -> DryRun:
+            engine: str = "durable", wall: Any = time.time, given: str = "--at") -> DryRun:
     """Due rows and the wake-ups' new rows at `at` (default: the store's replay clock, else
-    `wall()`), and the campaign firings due within `window` seconds after it."""
+    `wall()`), and the campaign firings due within `window` seconds after it. `given` names
+    the option (or parameter) that sets `at`, in the notice of a replay clock."""
     live = LiveRun(loaded, store, engine=engine)
     rt = live.runtime
     notices = past_campaigns(rt)
@@ -202,7 +203,7 @@ def dry_run(loaded: LoadedPlaybook, store: Store, at: int | None, window: int,
     now = replay if replay is not None else at if at is not None else int(wall())
     if replay is not None:
         notices.append(f"notice: this store runs on a replay clock (`run --clock`): showing "
-                       f"{rt.calendar.format(replay)}; give --at for another time")
+                       f"{rt.calendar.format(replay)}; give {given} for another time")
     rows, later = would_dispatch(live, now)
     upcoming = rt.campaign_plan.upcoming(now + 1, now + window) if window else []
     sizes = audience_sizes(rt, max(now, rt.now_ts or now)) if upcoming else {}

@@ -165,7 +165,7 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
 
         def work() -> dict[str, Any]:
             with reads.opened() as store:
-                plan = op.dry_run(loaded, store, when, ahead, ENGINE, wall)
+                plan = op.dry_run(loaded, store, when, ahead, ENGINE, wall, "?at=")
             return {"at": cal.format(plan.now), "replay_clock": plan.replay,
                     "would_send": len(plan.sending),
                     "settle_unsent": len(plan.rows) - len(plan.sending),
