@@ -62,9 +62,13 @@ def serve(
     max_inbox: Annotated[int, typer.Option(
         help="Backpressure: with more accepted records than this not yet applied, ingest "
         "answers 429 with Retry-After.", min=1)] = 100_000,
+    histories: Annotated[Path | None, typer.Option(
+        help="A folder of event histories (and profiles) the web console may simulate the "
+        "playbook over (docs/console.md).", exists=True, file_okay=False)] = None,
 ) -> None:
     """Serve a playbook over HTTP: ingest events (sopkit, Segment, CloudEvents), apply them
-    live, deliver through the outbox; /healthz, /readyz, /metrics (docs/http.md).
+    live, deliver through the outbox; /healthz, /readyz, /metrics (docs/http.md); a web
+    console for ops at / (docs/console.md).
 
     API keys come from SOPKIT_API_KEYS="SCOPE:KEY,..." (scopes ingest, read, admin).
     Exit codes: 0 stopped cleanly (SIGTERM/SIGINT: accepted records are applied first);
@@ -107,7 +111,7 @@ def serve(
         tick=tick, engine=engine, quarantine=quarantine or _beside_store(store),
         worker=worker or f"{socket.gethostname()}:{os.getpid()}", named=worker is not None,
         lease=lease, send_from=None if send_from is None else clock_at(loaded, send_from)(),
-        max_inbox=max_inbox)
+        max_inbox=max_inbox, histories=histories)
     try:
         with opened_store(store, create=True) as the_store:
             code = serve_playbook(loaded, the_store, channels, keys, settings,

@@ -10,6 +10,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -53,8 +54,10 @@ class Refused(Exception):
 
 
 def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
-              reads: Reads | None = None, wall: Callable[[], float] = time.time) -> FastAPI:
-    """The FastAPI application over a running loop and the inbox it reads."""
+              reads: Reads | None = None, wall: Callable[[], float] = time.time,
+              histories: Path | None = None) -> FastAPI:
+    """The FastAPI application over a running loop and the inbox it reads; with `reads`,
+    the web console at `/` too (simulations over the files in `histories`)."""
     app = FastAPI(title="sopkit", version="1", docs_url=None, redoc_url=None)
     counters = loop.counters
 
@@ -220,6 +223,9 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
 
     if reads is not None:
         _read_routes(app, reads, unmasked)
+        from sopkit._console.routes import console_router
+
+        app.include_router(console_router(loop, reads, keys, histories, wall))
     return app
 
 

@@ -52,6 +52,7 @@ class Settings:
     lease: int
     send_from: int | None
     max_inbox: int
+    histories: Path | None = None  # the web console's simulations read these files
 
 
 def serve(loaded: LoadedPlaybook, store: Store, channels: dict[str, Any], keys: Keys,
@@ -85,7 +86,7 @@ def serve(loaded: LoadedPlaybook, store: Store, channels: dict[str, Any], keys: 
                               max_future=s.max_future, max_inbox=s.max_inbox)
         loop = ServedLoop(live, dispatcher, reader, jail, options)
         mapper = Mapper(loaded, lambda: live.runtime.calendar.format(s.clock()))
-        app = build_app(loop, writer, mapper, keys, reads)
+        app = build_app(loop, writer, mapper, keys, reads, histories=s.histories)
         server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port,
                                                access_log=False, log_level="warning",
                                                lifespan="off"))

@@ -1,0 +1,115 @@
+"""The web console of `sopkit serve` (server side): sign-in, CSRF, escaping, languages."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from live_helpers import shop_playbook
+from serve_helpers import Served
+
+INGEST, READ, ADMIN = "ingest-key-0001", "read-key-0002", "admin-key-0003"
+KEYS = {"SOPKIT_API_KEYS": f"ingest:{INGEST},read:{READ},admin:{ADMIN}"}
+XSS = "<script>alert(1)</script>"
+
+
+@contextlib.contextmanager
+def _signed_in(server: Served, key: str, language: str = "en") -> Iterator[httpx.Client]:
+    """A client signed in to the console with `key` (its cookie jar holds the session)."""
+    with httpx.Client(base_url=server.url, timeout=30,
+                      headers={"Accept-Language": language}) as client:
+        reply = client.post("/sign-in", data={"key": key, "next": "/"})
+        assert reply.status_code == 303, reply.text
+        yield client
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has a form with a CSRF token"
+    return found.group(1)
+
+
+def test_sign_in_sets_a_strict_httponly_cookie_and_a_wrong_key_is_refused(
+        tmp_path: Path) -> None:
+    """A read key signs in (HttpOnly, SameSite=Strict cookie); a wrong or ingest-only key
+    gets the sign-in page again with 401; pages ask to sign in first."""
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    with Served(playbook, tmp_path / "live.db", env=KEYS) as server:
+        first = httpx.get(server.url + "/customers?id=c1")
+        assert first.status_code == 303
+        assert first.headers["location"] == "/sign-in?next=%2Fcustomers%3Fid%3Dc1"
+        ok = httpx.post(server.url + "/sign-in", data={"key": READ, "next": "/playbook"})
+        assert ok.status_code == 303 and ok.headers["location"] == "/playbook"
+        cookie = ok.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        assert READ not in cookie
+        for key in ("not-a-key-at-all", INGEST):
+            wrong = httpx.post(server.url + "/sign-in", data={"key": key})
+            assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+            assert "not known" in wrong.text
+        with _signed_in(server, READ) as client:
+            page = client.get("/")
+            assert page.status_code == 200 and "Dead letters" in page.text
+            assert "default-src 'none'" in page.headers["content-security-policy"]
+        code, err = server.stop()
+    assert code == 0, err
+
+
+def test_a_post_without_the_csrf_token_or_from_another_origin_is_refused(
+        tmp_path: Path) -> None:
+    """Retrying dead letters needs the session's CSRF token, this origin and an admin key:
+    without the token 403, from another site 403, with a read key 403."""
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    with Served(playbook, tmp_path / "live.db", env=KEYS) as server:
+        with _signed_in(server, ADMIN) as admin:
+            token = _csrf(admin.get("/").text)
+            assert admin.post("/outbox/retry", data={}).status_code == 403
+            assert admin.post("/outbox/retry", data={"csrf": "forged"}).status_code == 403
+            other = admin.post("/outbox/retry", data={"csrf": token},
+                               headers={"Origin": "https://evil.example"})
+            assert other.status_code == 403
+            fine = admin.post("/outbox/retry", data={"csrf": token},
+                              headers={"Origin": server.url})
+            assert fine.status_code == 303 and "No%20dead%20letters" in \
+                fine.headers["location"]
+        with _signed_in(server, READ) as reader:
+            token = _csrf(reader.get("/").text)  # the sign-out form's
+            refused = reader.post("/outbox/retry", data={"csrf": token})
+            assert refused.status_code == 403 and "admin" in refused.text
+        code, err = server.stop()
+    assert code == 0, err
+
+
+def test_customer_data_is_shown_as_text_and_the_language_follows_the_browser(
+        tmp_path: Path) -> None:
+    """A profile name `<script>alert(1)</script>` is shown escaped on the customer page;
+    Accept-Language zh gives the page in Chinese, en (or none) in English."""
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    events = [{"type": "profile", "customer_id": "c1", "ts": "2025-01-02T09:00:00",
+               "name": XSS, "phone": "13812345678"},
+              {"customer_id": "c1", "type": "purchase", "ts": "2025-01-02T10:00:00",
+               "amount": "20"}]
+    with Served(playbook, tmp_path / "live.db", env=KEYS) as server:
+        accepted = server.post("/v1/events", events,
+                               headers={"Authorization": f"Bearer {INGEST}"})
+        server.applied(accepted.json()["last_seq"])
+        with _signed_in(server, READ) as client:
+            page = client.get("/customers", params={"id": "c1"})
+            assert page.status_code == 200
+            assert XSS not in page.text
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+            assert "138****5678" in page.text and "13812345678" not in page.text
+            assert "purchases" in page.text and "thanks" in page.text  # a fact, a pending row
+            assert client.get("/customers", params={"id": "nobody"}).status_code == 404
+        with _signed_in(server, READ, "zh-CN,zh;q=0.9,en;q=0.8") as client:
+            page = client.get("/")
+            assert '<html lang="zh-CN">' in page.text and "死信" in page.text
+            assert page.headers["content-language"] == "zh"
+        with _signed_in(server, READ, "en-GB,en;q=0.9,zh;q=0.5") as client:
+            page = client.get("/")
+            assert '<html lang="en">' in page.text and "Dead letters" in page.text
+        code, err = server.stop()
+    assert code == 0, err
