@@ -35,7 +35,7 @@ def _csrf(page: str) -> str:
 def test_sign_in_sets_a_strict_httponly_cookie_and_a_wrong_key_is_refused(
         tmp_path: Path) -> None:
     """A read key signs in (HttpOnly, SameSite=Strict cookie); a wrong or ingest-only key
-    gets the sign-in page again with 401; pages ask to sign in first."""
+    gets the sign-in page again with 401, ten in a minute 429; pages ask to sign in first."""
     playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
     with Served(playbook, tmp_path / "live.db", env=KEYS) as server:
         first = httpx.get(server.url + "/customers?id=c1")
@@ -54,6 +54,10 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_a_wrong_key_is_refused(
             page = client.get("/")
             assert page.status_code == 200 and "Dead letters" in page.text
             assert "default-src 'none'" in page.headers["content-security-policy"]
+        for _ in range(8):  # ten wrong keys in a minute (two above): this address must wait
+            httpx.post(server.url + "/sign-in", data={"key": "guess-guess-guess"})
+        late = httpx.post(server.url + "/sign-in", data={"key": READ})
+        assert late.status_code == 429 and "wait a minute" in late.text
         code, err = server.stop()
     assert code == 0, err
 

@@ -19,6 +19,8 @@ _WORDS: dict[str, tuple[str, str]] = {  # key: (English, 中文)
                      "用 read 或 admin 权限的 API 密钥登录（SOPKIT_API_KEYS）。"),
     "wrong_key": ("This key is not known, or its scope cannot read.",
                   "密钥无效，或其权限不能读取。"),
+    "too_many": ("Too many wrong keys from this address: wait a minute.",
+                 "此地址输错密钥次数过多：请一分钟后再试。"),
     "scopes": ("scopes", "权限"),
     "events_in": ("Events in", "已接收事件"),
     "quarantined": ("Quarantined", "已隔离"),

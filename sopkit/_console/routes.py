@@ -126,7 +126,8 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
     def signed_in(request: Request, key: str, target: str) -> Response:
         made = sessions.sign_in(key)
         if made is None:
-            return render(request, "signin.html", 401, error=True, next=target)
+            return render(request, "signin.html", 401, error=True, throttled=False,
+                          next=target)
         sid, _ = made
         response = RedirectResponse(_local(target), 303, headers=HEADERS)
         response.set_cookie(COOKIE, sid, max_age=LIFETIME, path="/", httponly=True,
@@ -137,7 +138,7 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
 
     @router.get("/sign-in")
     async def sign_in_page(request: Request) -> Response:
-        return render(request, "signin.html", error=False,
+        return render(request, "signin.html", error=False, throttled=False,
                       next=_local(request.query_params.get("next", "/")))
 
     @router.post("/sign-in")
@@ -146,8 +147,15 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
                            request.headers.get("host"), request.url.scheme):
             return render(request, "error.html", 403, message=words(pick(
                 request.headers.get("accept-language")))["csrf"])
+        client = request.client.host if request.client else ""
+        if sessions.throttled(client):
+            return render(request, "signin.html", 429, error=True, throttled=True,
+                          next="/")
         form = _form(await request.body())
-        return signed_in(request, form.get("key", ""), form.get("next", "/"))
+        response = signed_in(request, form.get("key", ""), form.get("next", "/"))
+        if response.status_code == 401:
+            sessions.failed(client)
+        return response
 
     async def sign_out(request: Request, session: Session, form: dict[str, str]) -> Response:
         sessions.sign_out(request.cookies.get(COOKIE))

@@ -19,6 +19,8 @@ from sopkit._serve.auth import Keys, allows
 COOKIE = "sopkit_console"
 LIFETIME = 12 * 3600  # seconds a session lasts after sign-in
 MAX_SESSIONS = 10_000  # the oldest are dropped beyond this
+FAILURES = 10  # wrong keys one client may try per FAILURE_WINDOW before it must wait
+FAILURE_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,25 @@ class Sessions:
         self.keys = keys
         self.wall = wall
         self._by_id: dict[str, Session] = {}
+        self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()
+
+    def throttled(self, client: str) -> bool:
+        """Whether `client` (an address) tried too many wrong keys of late."""
+        now = self.wall()
+        with self._lock:
+            recent = [t for t in self._failures.get(client, []) if t > now - FAILURE_WINDOW]
+            if recent:
+                self._failures[client] = recent
+            else:
+                self._failures.pop(client, None)
+            return len(recent) >= FAILURES
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            if len(self._failures) >= MAX_SESSIONS:  # a flood of addresses: start afresh
+                self._failures.clear()
+            self._failures.setdefault(client, []).append(self.wall())
 
     def sign_in(self, key: str) -> tuple[str, Session] | None:
         """A new session for a key that may read; None for an unknown or ingest-only key."""
