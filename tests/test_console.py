@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,10 +34,11 @@ def _csrf(page: str) -> str:
     return found.group(1)
 
 
-def test_sign_in_sets_a_strict_httponly_cookie_and_a_wrong_key_is_refused(
+def test_sign_in_sets_a_strict_httponly_cookie_and_posts_need_the_csrf_token(
         tmp_path: Path) -> None:
     """A read key signs in (HttpOnly, SameSite=Strict cookie); a wrong or ingest-only key
-    gets the sign-in page again with 401, ten in a minute 429; pages ask to sign in first."""
+    gets 401 (ten in a minute: 429); a POST without the session's CSRF token, from another
+    origin, or with a read key where admin is needed, is refused with 403."""
     playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
     with Served(playbook, tmp_path / "live.db", env=KEYS) as server:
         first = httpx.get(server.url + "/customers?id=c1")
@@ -54,20 +57,6 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_a_wrong_key_is_refused(
             page = client.get("/")
             assert page.status_code == 200 and "Dead letters" in page.text
             assert "default-src 'none'" in page.headers["content-security-policy"]
-        for _ in range(8):  # ten wrong keys in a minute (two above): this address must wait
-            httpx.post(server.url + "/sign-in", data={"key": "guess-guess-guess"})
-        late = httpx.post(server.url + "/sign-in", data={"key": READ})
-        assert late.status_code == 429 and "wait a minute" in late.text
-        code, err = server.stop()
-    assert code == 0, err
-
-
-def test_a_post_without_the_csrf_token_or_from_another_origin_is_refused(
-        tmp_path: Path) -> None:
-    """Retrying dead letters needs the session's CSRF token, this origin and an admin key:
-    without the token 403, from another site 403, with a read key 403."""
-    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
-    with Served(playbook, tmp_path / "live.db", env=KEYS) as server:
         with _signed_in(server, ADMIN) as admin:
             token = _csrf(admin.get("/").text)
             assert admin.post("/outbox/retry", data={}).status_code == 403
@@ -83,6 +72,12 @@ def test_a_post_without_the_csrf_token_or_from_another_origin_is_refused(
             token = _csrf(reader.get("/").text)  # the sign-out form's
             refused = reader.post("/outbox/retry", data={"csrf": token})
             assert refused.status_code == 403 and "admin" in refused.text
+            assert reader.post("/sign-out", data={"csrf": token}).status_code == 303
+            assert reader.get("/").status_code == 303  # signed out: to the sign-in page
+        for _ in range(8):  # ten wrong keys in a minute (two above): this address must wait
+            httpx.post(server.url + "/sign-in", data={"key": "guess-guess-guess"})
+        late = httpx.post(server.url + "/sign-in", data={"key": READ})
+        assert late.status_code == 429 and "wait a minute" in late.text
         code, err = server.stop()
     assert code == 0, err
 
@@ -115,5 +110,38 @@ def test_customer_data_is_shown_as_text_and_the_language_follows_the_browser(
         with _signed_in(server, READ, "en-GB,en;q=0.9,zh;q=0.5") as client:
             page = client.get("/")
             assert '<html lang="en">' in page.text and "Dead letters" in page.text
+        code, err = server.stop()
+    assert code == 0, err
+
+
+def test_the_playbook_page_shows_the_version_its_migrations_and_strict_findings(
+        tmp_path: Path) -> None:
+    """After `sopkit migrate` to version 2 the playbook page names version 2, the migration
+    from shop:1 with its new rule, and check --strict's finding at shop-v2.toml's line."""
+    v1 = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    store = tmp_path / "live.db"
+    with Served(v1, store, env=KEYS) as server:
+        accepted = server.post("/v1/events", [
+            {"customer_id": "c1", "type": "purchase", "ts": "2025-01-02T10:00:00",
+             "amount": "20"}], headers={"Authorization": f"Bearer {INGEST}"})
+        server.applied(accepted.json()["last_seq"])
+        code, err = server.stop()
+    assert code == 0, err
+    v2 = tmp_path / "shop-v2.toml"
+    v2.write_text(v1.read_text(encoding="utf-8").replace('version = "1"', 'version = "2"')
+                  + '\n[[rules]]\nname = "big_spender"\non = "purchase"\nwhen = "purchases '
+                  '>= 5"\nactions = [{ type = "task", note = "VIP" }]\n', encoding="utf-8")
+    migrated = subprocess.run([sys.executable, "-m", "sopkit", "migrate", str(v2), "--store",
+                               str(store)], capture_output=True, text=True, timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+    with Served(v2, store, env=KEYS) as server:
+        with _signed_in(server, READ) as client:
+            page = client.get("/playbook")
+            assert page.status_code == 200
+            version = re.search(r'<dd id="version">([^<]*)</dd>', page.text)
+            assert version and version.group(1) == "shop 2"
+            history = page.text.split('id="migrations"')[1].split("</table>")[0]
+            assert "shop:1" in history and "shop:2" in history and "big_spender" in history
+            assert re.search(r"shop-v2\.toml:\d+", page.text)  # the uncapped channel warning
         code, err = server.stop()
     assert code == 0, err

@@ -59,13 +59,14 @@ def test_an_operator_signs_in_reads_a_customer_retries_previews_and_simulates(
     histories.mkdir()
     shop_history(histories, customers=40)
     events = [{"type": "profile", "customer_id": "c1", "ts": "2025-01-02T09:00:00",
-               "name": "王芳", "phone": "13812345678"},
+               "name": "王芳", "phone": "13812345678", "owner": "zhang"},
               {"type": "profile", "customer_id": "c2", "ts": "2025-01-02T09:30:00",
                "name": "李雷", "phone": "13900001111"},
               {"customer_id": "c1", "type": "purchase", "ts": "2025-01-02T10:00:00",
                "amount": "20"},
               {"customer_id": "c2", "type": "purchase", "ts": "2025-01-02T11:00:00",
-               "amount": "35"}]
+               "amount": "35"},
+              {"type": "staff_departed", "staff": "zhang", "ts": "2025-01-02T11:30:00"}]
     with Receiver() as rx:
         rx.script(Reply(400, body={"error": "bad"}), path="/hook")  # c1's thanks: dead
         playbook = shop_playbook(tmp_path, rx.url + "/hook", CAMPAIGN)
@@ -138,7 +139,9 @@ def _browse(url: str, shots: Path, rx: Receiver) -> list[str]:
         expect(page.locator("#findings")).to_contain_text("shop.toml:")
         page.screenshot(path=shots / "playbook.png", full_page=True)
         page.click("nav >> text=离职继承")
-        expect(page.locator("#handover-summary")).to_be_visible()
+        expect(page.locator("#handover-summary")).to_contain_text("共 1 位客户交接")
+        expect(page.locator("#staff tbody tr")).to_contain_text("zhang")
+        page.screenshot(path=shots / "handover.png", full_page=True)
 
         page.click("nav >> text=模拟")
         page.select_option("select[name=events]", "events.jsonl")

@@ -135,8 +135,10 @@ class Console:
 
     # ---- hand-over --------------------------------------------------------------------------
 
-    def handover(self, unmasked: bool) -> tuple[int, list[dict[str, Any]]]:
-        """`sopkit handover status`: (customers handed over, those not taken over yet)."""
+    def handover(self, unmasked: bool) -> tuple[int, list[dict[str, Any]],
+                                               list[dict[str, Any]]]:
+        """`sopkit handover status`: (customers handed over, each departing member's counts,
+        the customers not taken over yet)."""
         from sopkit._live.loop import build_channels, handover_status
         from sopkit.channels import Closable
 
@@ -151,13 +153,19 @@ class Console:
             for channel in channels.values():
                 if isinstance(channel, Closable):
                     channel.close()
+        staff: dict[str, dict[str, Any]] = {}
+        for line in lines:
+            name = line.from_owner if unmasked else mask_text(line.from_owner)
+            counts = staff.setdefault(name, {"staff": name, "customers": 0, "waiting": 0})
+            counts["customers"] += 1
+            counts["waiting"] += 0 if line.taken_over else 1
         waiting = [line.to_json() for line in lines if not line.taken_over]
         if not unmasked:
-            for line in waiting:
+            for item in waiting:
                 for key in ("customer_id", "from_owner", "to", "platform"):
-                    if line.get(key):
-                        line[key] = mask_text(str(line[key]))
-        return len(lines), waiting
+                    if item.get(key):
+                        item[key] = mask_text(str(item[key]))
+        return len(lines), list(staff.values()), waiting
 
     # ---- playbook ---------------------------------------------------------------------------
 

@@ -245,11 +245,12 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
 
     async def handover(request: Request, session: Session) -> Response:
         try:
-            total, waiting = await anyio.to_thread.run_sync(lambda: data.handover(False))
+            total, staff, waiting = await anyio.to_thread.run_sync(
+                lambda: data.handover(False))
             error = ""
         except SopkitError as exc:
-            total, waiting, error = 0, [], mask_text(str(exc))
-        return render(request, "handover.html", session=session, total=total,
+            total, staff, waiting, error = 0, [], [], mask_text(str(exc))
+        return render(request, "handover.html", session=session, total=total, staff=staff,
                       waiting=waiting, error=error)
 
     async def playbook(request: Request, session: Session) -> Response:
