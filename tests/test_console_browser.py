@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from http_receiver import Receiver, Reply
@@ -93,9 +94,17 @@ def _browse(url: str, shots: Path, rx: Receiver) -> list[str]:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         context = browser.new_context(locale="zh-CN", viewport={"width": 1200, "height": 800},
                                       extra_http_headers={"Accept-Language": "zh-CN,zh"})
+        outside: list[str] = []  # every asset is the console's own: no request leaves it
+        context.on("request", lambda r: None if r.url.startswith((url, "data:"))
+                   else outside.append(r.url))
+
+        def watch(opened: Any) -> None:  # every tab's console errors, the report's too
+            opened.on("console", lambda m: errors.append(m.text) if m.type == "error"
+                      else None)
+            opened.on("pageerror", lambda e: errors.append(str(e)))
+
+        context.on("page", watch)
         page = context.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
         expect = sync_api.expect
 
         page.goto(url + "/")
@@ -158,4 +167,5 @@ def _browse(url: str, shots: Path, rx: Receiver) -> list[str]:
         assert "shop" in report.title()
         report.close()
         browser.close()
+    assert outside == []
     return errors
