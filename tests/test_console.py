@@ -38,9 +38,13 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_posts_need_the_csrf_token(
         tmp_path: Path) -> None:
     """A read key signs in (HttpOnly, SameSite=Strict cookie); a wrong or ingest-only key
     gets 401 (ten in a minute: 429); a POST without the session's CSRF token, from another
-    origin, or with a read key where admin is needed, is refused with 403."""
+    origin, or with a read key where admin is needed, is refused with 403; a simulation
+    reads only files of --histories."""
     playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
-    with Served(playbook, tmp_path / "live.db", env=KEYS) as server:
+    (tmp_path / "histories").mkdir()
+    (tmp_path / "histories" / "events.jsonl").write_text("", encoding="utf-8")
+    with Served(playbook, tmp_path / "live.db", "--histories", str(tmp_path / "histories"),
+                env=KEYS) as server:
         first = httpx.get(server.url + "/customers?id=c1")
         assert first.status_code == 303
         assert first.headers["location"] == "/sign-in?next=%2Fcustomers%3Fid%3Dc1"
@@ -68,6 +72,10 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_posts_need_the_csrf_token(
                               headers={"Origin": server.url})
             assert fine.status_code == 303 and "No%20dead%20letters" in \
                 fine.headers["location"]
+            outside = admin.post("/simulations", data={"csrf": token, "events": "../live.db"})
+            assert outside.status_code == 303 and "no%20history%20named" in \
+                outside.headers["location"]  # a form names a file of --histories, no path
+            assert admin.post("/simulations", data={"events": "events.jsonl"}).status_code == 403
         with _signed_in(server, READ) as reader:
             token = _csrf(reader.get("/").text)  # the sign-out form's
             refused = reader.post("/outbox/retry", data={"csrf": token})

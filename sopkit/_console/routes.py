@@ -31,6 +31,7 @@ from sopkit._serve.service import ServedLoop
 HERE = Path(__file__).parent
 STATIC = {"console.js": "text/javascript; charset=utf-8",
           "console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
+MAX_FORM = 16_384  # bytes: the console's forms are a few fields
 HEADERS = {  # what every console page is sent with
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
                                "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
@@ -82,7 +83,8 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
         async def run(request: Request) -> Response:
             session = current(request)
             if session is None and keys.open:
-                return signed_in(request, "", request.url.path)
+                return signed_in(request, "", request.url.path + (
+                    f"?{request.url.query}" if request.url.query else ""))
             if session is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query
                                              else "")
@@ -104,7 +106,7 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
         if not same_origin(request.headers.get("origin"), request.headers.get("referer"),
                            request.headers.get("host"), request.url.scheme):
             raise Denied(403, "csrf")
-        form = _form(await request.body())
+        form = await _read_form(request)
         if not token_ok(session, form.get("csrf")):
             raise Denied(403, "csrf")
         if not session.may(needed):
@@ -151,7 +153,7 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
         if sessions.throttled(client):
             return render(request, "signin.html", 429, error=True, throttled=True,
                           next="/")
-        form = _form(await request.body())
+        form = await _read_form(request)
         response = signed_in(request, form.get("key", ""), form.get("next", "/"))
         if response.status_code == 401:
             sessions.failed(client)
@@ -309,6 +311,19 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
                                  "Cache-Control": "max-age=300"})
 
     return router
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    """A console form's fields; an oversized body reads as an empty form."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM:
+        return {}
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            return {}
+    return _form(body)
 
 
 def _form(body: bytes) -> dict[str, str]:

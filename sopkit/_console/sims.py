@@ -9,6 +9,7 @@ for the life of the process.
 from __future__ import annotations
 
 import itertools
+import logging
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from sopkit._errors import SopkitError
 from sopkit._mask import mask_text
 from sopkit._playbook.load import LoadedPlaybook
 
+log = logging.getLogger("sopkit.serve")
 SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".csv.gz", ".parquet")
 
 
@@ -104,6 +106,10 @@ class Simulations:
             job.state = "done"
         except (SopkitError, OSError, ValueError) as exc:
             job.error = mask_text(str(exc))
+            job.state = "failed"
+        except Exception as exc:  # a bug must not leave the job "running" for ever
+            log.exception("simulation %s failed", job.id)
+            job.error = f"{type(exc).__name__}: {mask_text(str(exc))}"
             job.state = "failed"
 
     def close(self) -> None:
