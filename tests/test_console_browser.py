@@ -7,6 +7,7 @@ to the test's tmp folder, and to docs/console/ with SOPKIT_CONSOLE_SHOTS=1 (the 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,8 @@ def _browse(url: str, shots: Path, rx: Receiver) -> list[str]:
         link = page.locator("#jobs a.report").first
         expect(link).to_be_visible(timeout=20_000)
         expect(page.locator("#jobs progress").first).to_have_attribute("value", "100")
+        summary = page.locator("#jobs .summary").first
+        expect(summary).to_have_text(re.compile(r"^40 客户, [1-9][0-9]* 动作$"))
         page.screenshot(path=shots / "simulations.png", full_page=True)
         with context.expect_page() as opened:
             link.click()

@@ -32,7 +32,8 @@ function followSimulations(table) {
       if (job.state !== "running") state.textContent = state.dataset[job.state] || job.state;
       const summary = row.querySelector(".summary");
       if (job.state === "done") {
-        summary.textContent = `${job.customers} · ${job.actions}`;
+        const { customers, actions } = summary.dataset;
+        summary.textContent = `${job.customers} ${customers}, ${job.actions} ${actions}`;
         row.querySelector("a.report").hidden = false;
       } else if (job.state === "failed") {
         summary.textContent = job.error;
