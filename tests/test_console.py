@@ -109,6 +109,8 @@ def test_customer_data_is_shown_as_text_and_the_language_follows_the_browser(
             assert XSS not in page.text
             assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
             assert "138****5678" in page.text and "13812345678" not in page.text
+            asked = client.get("/customers", params={"id": "c1", "unmasked": "1"})
+            assert "13812345678" not in asked.text  # in full for an admin key only
             assert "purchases" in page.text and "thanks" in page.text  # a fact, a pending row
             assert client.get("/customers", params={"id": "nobody"}).status_code == 404
         with _signed_in(server, READ, "zh-CN,zh;q=0.9,en;q=0.8") as client:

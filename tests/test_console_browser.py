@@ -132,6 +132,9 @@ def _browse(url: str, shots: Path, rx: Receiver) -> list[str]:
         expect(page.locator("#profile")).to_contain_text("138****5678")
         expect(page.locator("#facts")).to_contain_text("purchases")
         page.screenshot(path=shots / "customer.png", full_page=True)
+        page.check("input[name=unmasked]")  # an admin may see the phone number in full
+        page.click("form.card button[type=submit]")
+        expect(page.locator("#profile")).to_contain_text("13812345678")
 
         page.click("nav >> text=群发")
         upcoming = page.locator("#upcoming tbody tr")
