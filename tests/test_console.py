@@ -63,6 +63,7 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_posts_need_the_csrf_token(
             assert "default-src 'none'" in page.headers["content-security-policy"]
         with _signed_in(server, ADMIN) as admin:
             token = _csrf(admin.get("/").text)
+            assert admin.get("/v1/outbox").status_code == 401  # the cookie opens no API
             assert admin.post("/outbox/retry", data={}).status_code == 403
             assert admin.post("/outbox/retry", data={"csrf": "forged"}).status_code == 403
             other = admin.post("/outbox/retry", data={"csrf": token},

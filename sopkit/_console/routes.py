@@ -73,7 +73,8 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
             admin=session is not None and session.may("admin"), path=request.url.path,
             playbook=reads.loaded.name, **values)
         return HTMLResponse(page, status_code=status,
-                            headers={**HEADERS, "Content-Language": language})
+                            headers={**HEADERS, "Content-Language": language,
+                                     "Vary": "Accept-Language, Cookie"})
 
     def current(request: Request) -> Session | None:
         return sessions.get(request.cookies.get(COOKIE))
