@@ -105,7 +105,7 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
         if session is None:
             raise Denied(401, "wrong_key")
         if not same_origin(request.headers.get("origin"), request.headers.get("referer"),
-                           request.headers.get("host"), request.url.scheme):
+                           request.headers.get("host")):
             raise Denied(403, "csrf")
         form = await _read_form(request)
         if not token_ok(session, form.get("csrf")):
@@ -147,7 +147,7 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
     @router.post("/sign-in")
     async def sign_in(request: Request) -> Response:
         if not same_origin(request.headers.get("origin"), request.headers.get("referer"),
-                           request.headers.get("host"), request.url.scheme):
+                           request.headers.get("host")):
             return render(request, "error.html", 403, message=words(pick(
                 request.headers.get("accept-language")))["csrf"])
         client = request.client.host if request.client else ""

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sopkit._serve.auth import Keys, allows
 
@@ -97,17 +98,14 @@ def token_ok(session: Session, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest(session.csrf.encode(), (given or "").encode())
 
 
-def same_origin(origin: str | None, referer: str | None, host: str | None,
-                scheme: str) -> bool:
+def same_origin(origin: str | None, referer: str | None, host: str | None) -> bool:
     """Whether a POST comes from a page of this server: Origin (or, without it, Referer)
-    names this host; a request with neither (not a browser's form) is let through to the
-    CSRF token check."""
+    names this host and port (either scheme: a TLS proxy in front may change it); a
+    request with neither (not a browser's form) is let through to the CSRF token check."""
     if not host:
         return False
-    own = f"{scheme}://{host}".lower()
-    if origin is not None:
-        return origin.strip().lower() == own
-    if referer is not None:
-        ref = referer.strip().lower()
-        return ref == own or ref.startswith(own + "/")
-    return True
+    given = origin if origin is not None else referer
+    if given is None:
+        return True
+    parts = urlsplit(given.strip())
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.strip().lower()
