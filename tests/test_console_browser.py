@@ -47,7 +47,10 @@ if not CHROMIUM.exists() or not shutil.which(str(CHROMIUM)):
         raise RuntimeError("SOPKIT_REQUIRE_BROWSER=1 but /usr/bin/chromium is missing")
     pytest.skip("no /usr/bin/chromium", allow_module_level=True)
 
-sync_api = pytest.importorskip("playwright.sync_api")
+if os.environ.get("SOPKIT_REQUIRE_BROWSER") == "1":
+    import playwright.sync_api as sync_api  # required: a missing package fails, not skips
+else:
+    sync_api = pytest.importorskip("playwright.sync_api")
 
 
 def test_an_operator_signs_in_reads_a_customer_retries_previews_and_simulates(
