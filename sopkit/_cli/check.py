@@ -31,11 +31,7 @@ def check(
                                          "makes the exit code 1.")] = False,
 ) -> None:
     """Validate playbooks: exit 0 if all are valid, 1 if any is not, 2 on usage errors."""
-    from sopkit._playbook.calendar_check import (
-        birthday_quiet_warnings,
-        data_warnings,
-        quiet_period_warnings,
-    )
+    from sopkit._playbook.calendar_check import data_warnings, strict_warnings
     from sopkit._playbook.channel_check import channel_problems
 
     failed = False
@@ -55,12 +51,9 @@ def check(
             continue
         today = dt.date.today()
         # the holiday data running out is worth knowing even without --strict
-        warnings: list[Problem] = data_warnings(loaded, today)
+        warnings: list[Problem] = (strict_warnings(loaded, today) if strict
+                                   else data_warnings(loaded, today))
         if strict:
-            from sopkit._playbook.lint import lint
-
-            warnings += (lint(loaded) + quiet_period_warnings(loaded, today)
-                         + birthday_quiet_warnings(loaded, today))
             failed = failed or bool(warnings)
         print_problems(warnings, output)
         if output is Output.table:

@@ -66,9 +66,13 @@ def serve(
         "--history/--no-history", help="Keep the applied records in the store as the "
         "history GET /v1/customers/{id}/timeline explains from (the store grows by each "
         "record); --no-history deletes them once applied.")] = True,
+    histories: Annotated[Path | None, typer.Option(
+        help="A folder of event histories (and profiles) the web console may simulate the "
+        "playbook over (docs/console.md).", exists=True, file_okay=False)] = None,
 ) -> None:
     """Serve a playbook over HTTP: ingest events (sopkit, Segment, CloudEvents), apply them
-    live, deliver through the outbox; /healthz, /readyz, /metrics (docs/http.md).
+    live, deliver through the outbox; /healthz, /readyz, /metrics (docs/http.md); a web
+    console for ops at / (docs/console.md).
 
     API keys come from SOPKIT_API_KEYS="SCOPE:KEY,..." (scopes ingest, read, admin).
     Exit codes: 0 stopped cleanly (SIGTERM/SIGINT: accepted records are applied first);
@@ -111,7 +115,7 @@ def serve(
         tick=tick, engine=engine, quarantine=quarantine or _beside_store(store),
         worker=worker or f"{socket.gethostname()}:{os.getpid()}", named=worker is not None,
         lease=lease, send_from=None if send_from is None else clock_at(loaded, send_from)(),
-        max_inbox=max_inbox, history=history)
+        max_inbox=max_inbox, history=history, histories=histories)
     try:
         with opened_store(store, create=True) as the_store:
             code = serve_playbook(loaded, the_store, channels, keys, settings,

@@ -187,6 +187,16 @@ class Inbox:
                 "SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
         return {str(s): int(n) for s, n in found}
 
+    def outbox_counts_by_channel(self) -> dict[str, dict[str, int]]:
+        """Outbox rows per channel ('' for tasks) and status (the web console's overview)."""
+        with self._lock:
+            found = self._db.execute("SELECT coalesce(channel, ''), status, count(*) FROM "
+                                     "outbox GROUP BY 1, 2").fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for channel, status, n in found:
+            out.setdefault(str(channel), {})[str(status)] = int(n)
+        return dict(sorted(out.items()))
+
     def customer_state(self, customer_id: str) -> tuple[bytes | None, str | None]:
         """A customer's stored state and the runtime clock, read together (GET
         /v1/customers); (None, clock) for a customer the store does not hold."""

@@ -170,3 +170,12 @@ def _label(day: dt.date, lunar: bool) -> str:
         return day.strftime("%m-%d")
     found = cncal.lunar_of(day)
     return f"lunar {'leap ' if found.leap else ''}{found.month}-{found.day:02d}"
+
+
+def strict_warnings(loaded: Any, today: dt.date) -> list[Problem]:
+    """What `sopkit check --strict` warns of in a valid playbook, in its order: the holiday
+    data running out, lint, campaigns and birthday sends held by quiet periods."""
+    from sopkit._playbook.lint import lint
+
+    return (data_warnings(loaded, today) + lint(loaded) + quiet_period_warnings(loaded, today)
+            + birthday_quiet_warnings(loaded, today))

@@ -11,6 +11,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -55,8 +56,10 @@ class Refused(Exception):
 
 def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
               reads: Reads | None = None, wall: Callable[[], float] = time.time,
-              environ: Mapping[str, str] | None = None) -> FastAPI:
-    """The FastAPI application over a running loop and the inbox it reads."""
+              environ: Mapping[str, str] | None = None,
+              histories: Path | None = None) -> FastAPI:
+    """The FastAPI application over a running loop and the inbox it reads; with `reads`,
+    the web console at `/` too (simulations over the files in `histories`)."""
     app = FastAPI(title="sopkit", version="1", docs_url=None, redoc_url=None)
     counters = loop.counters
 
@@ -226,6 +229,9 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
 
         _read_routes(app, reads, unmasked)
         operate_routes(app, loop, reads, authorize, unmasked, environ or {}, wall)
+        from sopkit._console.routes import console_router
+
+        app.include_router(console_router(loop, reads, keys, histories, wall))
     return app
 
 

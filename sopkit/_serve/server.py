@@ -55,6 +55,7 @@ class Settings:
     send_from: int | None
     max_inbox: int
     history: bool = True  # keep the applied inbox rows: GET /v1/customers/{id}/timeline
+    histories: Path | None = None  # the web console's simulations read these files
 
 
 def serve(loaded: LoadedPlaybook, store: Store, channels: dict[str, Any], keys: Keys,
@@ -91,7 +92,8 @@ def serve(loaded: LoadedPlaybook, store: Store, channels: dict[str, Any], keys: 
                               history=s.history)
         loop = ServedLoop(live, dispatcher, reader, jail, options)
         mapper = Mapper(loaded, lambda: live.runtime.calendar.format(s.clock()))
-        app = build_app(loop, writer, mapper, keys, reads, environ=os.environ)
+        app = build_app(loop, writer, mapper, keys, reads, environ=os.environ,
+                        histories=s.histories)
         server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port,
                                                access_log=False, log_level="warning",
                                                lifespan="off"))

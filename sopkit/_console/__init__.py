@@ -1,0 +1,1 @@
+"""The web console of `sopkit serve` (docs/console.md): pages for ops at `/`."""

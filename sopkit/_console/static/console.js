@@ -1,0 +1,54 @@
+// sopkit console: partial updates without a reload (no framework, no build).
+"use strict";
+
+// The overview refreshes its tiles and tables every 5 seconds.
+function refreshOverview(box) {
+  const url = box.dataset.refresh;
+  setInterval(async () => {
+    if (document.hidden) return;
+    const reply = await fetch(url, { credentials: "same-origin" });
+    if (reply.ok && (reply.headers.get("content-type") || "").startsWith("text/html")) {
+      const html = await reply.text();
+      const doc = new DOMParser().parseFromString(html, "text/html");
+      box.replaceChildren(...doc.body.childNodes);
+    }
+  }, 5000);
+}
+
+// Running simulations: progress bars follow the job until it is done, then the link shows.
+function followSimulations(table) {
+  const url = table.dataset.progress;
+  const tick = async () => {
+    const reply = await fetch(url, { credentials: "same-origin" });
+    if (!reply.ok) return;
+    const { jobs } = await reply.json();
+    let running = false;
+    for (const job of jobs) {
+      const row = table.querySelector(`tr[data-job="${job.id}"]`);
+      if (!row) continue;
+      row.dataset.state = job.state;
+      row.querySelector("progress").value = job.percent;
+      const state = row.querySelector(".state");
+      if (job.state !== "running") state.textContent = state.dataset[job.state] || job.state;
+      const summary = row.querySelector(".summary");
+      if (job.state === "done") {
+        const { customers, actions } = summary.dataset;
+        summary.textContent = `${job.customers} ${customers}, ${job.actions} ${actions}`;
+        row.querySelector("a.report").hidden = false;
+      } else if (job.state === "failed") {
+        summary.textContent = job.error;
+      } else {
+        running = true;
+      }
+    }
+    if (running) setTimeout(tick, 300);
+  };
+  if (table.querySelector('tr[data-state="running"]')) tick();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const box = document.getElementById("overview");
+  if (box) refreshOverview(box);
+  const jobs = document.getElementById("jobs");
+  if (jobs) followSimulations(jobs);
+});

@@ -1,0 +1,160 @@
+"""The web console of `sopkit serve` (server side): sign-in, CSRF, escaping, languages."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from live_helpers import shop_playbook
+from serve_helpers import Served
+
+INGEST, READ, ADMIN = "ingest-key-0001", "read-key-0002", "admin-key-0003"
+KEYS = {"SOPKIT_API_KEYS": f"ingest:{INGEST},read:{READ},admin:{ADMIN}"}
+XSS = "<script>alert(1)</script>"
+
+
+@contextlib.contextmanager
+def _signed_in(server: Served, key: str, language: str = "en") -> Iterator[httpx.Client]:
+    """A client signed in to the console with `key` (its cookie jar holds the session)."""
+    with httpx.Client(base_url=server.url, timeout=30,
+                      headers={"Accept-Language": language}) as client:
+        reply = client.post("/sign-in", data={"key": key, "next": "/"})
+        assert reply.status_code == 303, reply.text
+        yield client
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has a form with a CSRF token"
+    return found.group(1)
+
+
+def test_sign_in_sets_a_strict_httponly_cookie_and_posts_need_the_csrf_token(
+        tmp_path: Path) -> None:
+    """A read key signs in (HttpOnly, SameSite=Strict cookie); a wrong or ingest-only key
+    gets 401 (ten in a minute: 429); a POST without the session's CSRF token, from another
+    origin, or with a read key where admin is needed, is refused with 403; a simulation
+    reads only files of --histories."""
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    (tmp_path / "histories").mkdir()
+    (tmp_path / "histories" / "events.jsonl").write_text("", encoding="utf-8")
+    with Served(playbook, tmp_path / "live.db", "--histories", str(tmp_path / "histories"),
+                env=KEYS) as server:
+        first = httpx.get(server.url + "/customers?id=c1")
+        assert first.status_code == 303
+        assert first.headers["location"] == "/sign-in?next=%2Fcustomers%3Fid%3Dc1"
+        ok = httpx.post(server.url + "/sign-in", data={"key": READ, "next": "/playbook"})
+        assert ok.status_code == 303 and ok.headers["location"] == "/playbook"
+        cookie = ok.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        assert READ not in cookie
+        for key in ("not-a-key-at-all", INGEST):
+            wrong = httpx.post(server.url + "/sign-in", data={"key": key})
+            assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+            assert "not known" in wrong.text
+        with _signed_in(server, READ) as client:
+            page = client.get("/")
+            assert page.status_code == 200 and "Dead letters" in page.text
+            assert "default-src 'none'" in page.headers["content-security-policy"]
+        with _signed_in(server, ADMIN) as admin:
+            token = _csrf(admin.get("/").text)
+            assert admin.get("/v1/outbox").status_code == 401  # the cookie opens no API
+            assert admin.post("/outbox/retry", data={}).status_code == 403
+            assert admin.post("/outbox/retry", data={"csrf": "forged"}).status_code == 403
+            other = admin.post("/outbox/retry", data={"csrf": token},
+                               headers={"Origin": "https://evil.example"})
+            assert other.status_code == 403
+            fine = admin.post("/outbox/retry", data={"csrf": token},
+                              headers={"Origin": server.url})
+            assert fine.status_code == 303 and "No%20dead%20letters" in \
+                fine.headers["location"]
+            outside = admin.post("/simulations", data={"csrf": token, "events": "../live.db"})
+            assert outside.status_code == 303 and "no%20history%20named" in \
+                outside.headers["location"]  # a form names a file of --histories, no path
+            assert admin.post("/simulations", data={"events": "events.jsonl"}).status_code == 403
+        with _signed_in(server, READ) as reader:
+            token = _csrf(reader.get("/").text)  # the sign-out form's
+            refused = reader.post("/outbox/retry", data={"csrf": token})
+            assert refused.status_code == 403 and "admin" in refused.text
+            assert reader.post("/sign-out", data={"csrf": token}).status_code == 303
+            assert reader.get("/").status_code == 303  # signed out: to the sign-in page
+        for _ in range(8):  # ten wrong keys in a minute (two above): this address must wait
+            httpx.post(server.url + "/sign-in", data={"key": "guess-guess-guess"})
+        late = httpx.post(server.url + "/sign-in", data={"key": READ})
+        assert late.status_code == 429 and "wait a minute" in late.text
+        code, err = server.stop()
+    assert code == 0, err
+
+
+def test_customer_data_is_shown_as_text_and_the_language_follows_the_browser(
+        tmp_path: Path) -> None:
+    """A profile name `<script>alert(1)</script>` is shown escaped on the customer page;
+    Accept-Language zh gives the page in Chinese, en (or none) in English."""
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    events = [{"type": "profile", "customer_id": "c1", "ts": "2025-01-02T09:00:00",
+               "name": XSS, "phone": "13812345678"},
+              {"customer_id": "c1", "type": "purchase", "ts": "2025-01-02T10:00:00",
+               "amount": "20"}]
+    with Served(playbook, tmp_path / "live.db", env=KEYS) as server:
+        accepted = server.post("/v1/events", events,
+                               headers={"Authorization": f"Bearer {INGEST}"})
+        server.applied(accepted.json()["last_seq"])
+        with _signed_in(server, READ) as client:
+            page = client.get("/customers", params={"id": "c1"})
+            assert page.status_code == 200
+            assert XSS not in page.text
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+            assert "138****5678" in page.text and "13812345678" not in page.text
+            asked = client.get("/customers", params={"id": "c1", "unmasked": "1"})
+            assert "13812345678" not in asked.text  # in full for an admin key only
+            assert "purchases" in page.text and "thanks" in page.text  # a fact, a pending row
+            assert client.get("/customers", params={"id": "nobody"}).status_code == 404
+        with _signed_in(server, READ, "zh-CN,zh;q=0.9,en;q=0.8") as client:
+            page = client.get("/")
+            assert '<html lang="zh-CN">' in page.text and "死信" in page.text
+            assert page.headers["content-language"] == "zh"
+        with _signed_in(server, READ, "en-GB,en;q=0.9,zh;q=0.5") as client:
+            page = client.get("/")
+            assert '<html lang="en">' in page.text and "Dead letters" in page.text
+        code, err = server.stop()
+    assert code == 0, err
+
+
+def test_the_playbook_page_shows_the_version_its_migrations_and_strict_findings(
+        tmp_path: Path) -> None:
+    """After `sopkit migrate` to version 2 the playbook page names version 2, the migration
+    from shop:1 with its new rule, and check --strict's finding at shop-v2.toml's line
+    (served without API keys: the console asks no sign-in)."""
+    v1 = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    store = tmp_path / "live.db"
+    with Served(v1, store, env=KEYS) as server:
+        accepted = server.post("/v1/events", [
+            {"customer_id": "c1", "type": "purchase", "ts": "2025-01-02T10:00:00",
+             "amount": "20"}], headers={"Authorization": f"Bearer {INGEST}"})
+        server.applied(accepted.json()["last_seq"])
+        code, err = server.stop()
+    assert code == 0, err
+    v2 = tmp_path / "shop-v2.toml"
+    v2.write_text(v1.read_text(encoding="utf-8").replace('version = "1"', 'version = "2"')
+                  + '\n[[rules]]\nname = "big_spender"\non = "purchase"\nwhen = "purchases '
+                  '>= 5"\nactions = [{ type = "task", note = "VIP" }]\n', encoding="utf-8")
+    migrated = subprocess.run([sys.executable, "-m", "sopkit", "migrate", str(v2), "--store",
+                               str(store)], capture_output=True, text=True, timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+    with Served(v2, store) as server:  # no SOPKIT_API_KEYS (loopback): no sign-in asked
+        with httpx.Client(base_url=server.url, timeout=30, follow_redirects=True) as client:
+            page = client.get("/playbook")
+            assert page.status_code == 200 and "HttpOnly" in \
+                page.history[0].headers["set-cookie"]
+            version = re.search(r'<dd id="version">([^<]*)</dd>', page.text)
+            assert version and version.group(1) == "shop 2"
+            history = page.text.split('id="migrations"')[1].split("</table>")[0]
+            assert "shop:1" in history and "shop:2" in history and "big_spender" in history
+            assert re.search(r"shop-v2\.toml:\d+", page.text)  # the uncapped channel warning
+        code, err = server.stop()
+    assert code == 0, err
