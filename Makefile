@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck check-playbooks schema clean bench bench-quick bench-campaign \
+.PHONY: demo test test-deep lint typecheck check-playbooks schema clean bench bench-quick bench-campaign \
         bench-one-customer bench-partition bench-live-memory valgrind fuzz mutation
 
 $(STAMP): pyproject.toml
@@ -32,6 +32,12 @@ test: $(DEVSTAMP)
 	$(VENV)/bin/ruff check sopkit tests examples benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+## test-deep: the suite with the long property runs at full size (about 30 minutes): 2,000
+## generated cases per engine differential, 60 partition cases, 48 SIGKILLs; `make test`
+## runs 500, 15 and 12 of them (docs/testing.md)
+test-deep: $(DEVSTAMP)
+	SOPKIT_DIFF_EXAMPLES=2000 SOPKIT_PARTITION_EXAMPLES=60 SOPKIT_KILLS=48 $(PY) -m pytest
 
 lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check sopkit tests examples benchmarks

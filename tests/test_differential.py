@@ -14,7 +14,8 @@ line `{"error": ...}` if the run ends in an error). Each is replayed with both e
 compared byte for byte. `KNOWN_BUGS` lists the cases that pin an engine disagreement.
 
 Environment:
-- SOPKIT_DIFF_EXAMPLES=N     generated cases per run (default 1000; `make valgrind` uses few);
+- SOPKIT_DIFF_EXAMPLES=N     generated cases per run (default 500; `make test-deep` 2000;
+                             `make valgrind` uses few);
 - SOPKIT_DIFF_KNOWN_BUGS=exponent,escape,bigint   generate the values that once made the
                              engines disagree (the default: all three; set it to "" to leave
                              them out; see tests/differential_gen.py);
@@ -37,7 +38,7 @@ from hypothesis import HealthCheck, assume, event, given, note, settings
 import sopkit
 
 CASES = Path(__file__).parent / "cases" / "differential"
-EXAMPLES = int(os.environ.get("SOPKIT_DIFF_EXAMPLES", "1000"))
+EXAMPLES = int(os.environ.get("SOPKIT_DIFF_EXAMPLES", "500"))
 BUGS = frozenset(b for b in os.environ.get("SOPKIT_DIFF_KNOWN_BUGS",
                                            "exponent,escape,bigint").split(",") if b)
 REGEN = os.environ.get("SOPKIT_REGEN") == "1"
