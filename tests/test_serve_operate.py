@@ -239,8 +239,8 @@ def test_without_history_the_timeline_says_so_and_a_later_history_is_incomplete(
 
 def test_run_with_events_marks_a_served_history_incomplete(tmp_path: Path) -> None:
     """`sopkit run --events` feeds records the served history never holds: it says so."""
+    from sopkit._live.inbox import HISTORY
     from sopkit._live.openstore import open_store
-    from sopkit._live.operate import HISTORY
 
     playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
     store = tmp_path / "live.db"
