@@ -45,8 +45,11 @@ def test_expiring_deletes_old_applied_rows_and_keeps_the_rest(store_url: str) ->
 def test_a_pruned_timeline_says_so_and_explain_store_shows_the_same(tmp_path: Path) -> None:
     """With --history-keep 2d the records before the clock minus 2 days are deleted: the
     timeline says its history is whole from then on, and `explain --store` prints its
-    entries (and says the history is partial)."""
+    entries (and says the history is partial); serve warned of the longer 30d window."""
     playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    playbook.write_text(playbook.read_text(encoding="utf-8").replace(
+        "[metrics]\n", '[metrics]\nrecent = { kind = "count", event = "purchase", '
+        'window = "30d" }\n'), encoding="utf-8")
     store = tmp_path / "live.db"
     with Served(playbook, store, "--lateness", "30d", "--history-keep", "2d", clock=CLOCK,
                 env=KEYS) as server:
@@ -71,7 +74,9 @@ def test_a_pruned_timeline_says_so_and_explain_store_shows_the_same(tmp_path: Pa
         assert explained.exit_code == 0, explained.output
         assert [json.loads(line) for line in explained.stdout.splitlines()] == entries
         assert "2025-01-03" in explained.stderr and "--history-keep" in explained.stderr
-        assert server.stop()[0] == 0
+        code, err = server.stop()
+        assert code == 0, err
+        assert "--history-keep 2d is shorter than the playbook's longest window" in err
     db = open_store(str(store))
     try:
         assert db.get_meta(HISTORY) == "no"
@@ -91,3 +96,11 @@ def test_explain_store_without_kept_history_tells_how_to_keep_it(tmp_path: Path)
     neither = CliRunner().invoke(app, ["explain", str(playbook), "--customer", PHONE],
                                  env=ENV)
     assert neither.exit_code == 2 and "--events" in neither.output
+
+
+def test_a_bad_history_keep_is_a_usage_error(tmp_path: Path) -> None:
+    """`--history-keep` reads durations as `--max-future` does: a bad one exits 2."""
+    playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
+    ran = CliRunner().invoke(app, ["serve", str(playbook), "--store",
+                                   str(tmp_path / "s.db"), "--history-keep", "5x"], env=ENV)
+    assert ran.exit_code == 2 and "--history-keep" in ran.output
