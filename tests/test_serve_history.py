@@ -42,17 +42,19 @@ def test_expiring_deletes_old_applied_rows_and_keeps_the_rest(store_url: str) ->
         store.close()
 
 
-def test_a_pruned_timeline_says_so_and_explain_store_shows_the_same(tmp_path: Path) -> None:
+def test_a_pruned_timeline_says_so_and_explain_store_shows_the_same(
+        tmp_path: Path, store_url: str) -> None:
     """With --history-keep 2d the records before the clock minus 2 days are deleted: the
     timeline says its history is whole from then on, and `explain --store` prints its
-    entries (and says the history is partial); serve warned of the longer 30d window."""
+    entries (and says the history is partial); serve warned of the longer 30d window
+    (SQLite and PostgreSQL)."""
     playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
     playbook.write_text(playbook.read_text(encoding="utf-8").replace(
         "[metrics]\n", '[metrics]\nrecent = { kind = "count", event = "purchase", '
         'window = "30d" }\n'), encoding="utf-8")
-    store = tmp_path / "live.db"
+    store, jail = store_url, tmp_path / "q.jsonl"
     with Served(playbook, store, "--lateness", "30d", "--history-keep", "2d", clock=CLOCK,
-                env=KEYS) as server:
+                env=KEYS, quarantine=jail) as server:
         accepted = server.post("/v1/events", EVENTS,
                                headers={"Authorization": f"Bearer {INGEST}"})
         server.applied(accepted.json()["last_seq"])
@@ -70,7 +72,8 @@ def test_a_pruned_timeline_says_so_and_explain_store_shows_the_same(tmp_path: Pa
             ["2025-01-03"]  # the purchase of 01-02 is gone, the one of 01-03 is kept
         explained = CliRunner().invoke(app, ["explain", str(playbook), "--store", str(store),
                                              "--customer", PHONE, "--output", "jsonl",
-                                             "--unmasked"], env=ENV)
+                                             "--unmasked", "--quarantine", str(jail)],
+                                       env=ENV)
         assert explained.exit_code == 0, explained.output
         assert [json.loads(line) for line in explained.stdout.splitlines()] == entries
         assert "2025-01-03" in explained.stderr and "--history-keep" in explained.stderr
