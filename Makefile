@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-deep lint typecheck check-playbooks schema clean bench bench-quick bench-campaign \
-        bench-one-customer bench-partition bench-live-memory valgrind fuzz mutation
+.PHONY: demo test test-deep lint typecheck check-playbooks schema clean bench bench-quick \
+        bench-campaign bench-one-customer bench-partition bench-live-memory bench-history-keep \
+        valgrind fuzz mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +95,12 @@ bench-partition: $(STAMP)
 ## flat; benchmarks/live-memory-results.json, .md; SIZES=500000 for one size
 bench-live-memory: $(STAMP)
 	$(PY) benchmarks/bench_live_memory.py $(if $(SIZES),--sizes $(SIZES))
+
+## bench-history-keep: `serve --history-keep` deleting 100k of 200k kept records in SQLite (under
+## a minute): rows deleted a second, longest transaction, file size; benchmarks/
+## history-keep-results.json, .md; ROWS=N for another size
+bench-history-keep: $(STAMP)
+	$(PY) benchmarks/bench_history_keep.py $(if $(ROWS),--rows $(ROWS))
 
 ## valgrind: the durable-engine and differential tests under valgrind (slow; not run in CI)
 # Only errors count: invalid reads/writes, uses of uninitialised values, bad frees, and

@@ -213,8 +213,9 @@ def test_the_hand_overs_are_what_handover_status_lists(shop: Shop) -> None:
 
 def test_without_history_the_timeline_says_so_and_a_later_history_is_incomplete(
         tmp_path: Path) -> None:
-    """`serve --no-history` deletes applied records: the timeline answers 409; served again
-    with --history, the timeline says its history does not reach back to the start."""
+    """`serve --no-history` deletes applied records: the timeline answers 409 and `explain
+    --store` exits 2; served again with --history, the timeline says its history does not
+    reach back to the start."""
     playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
     store = tmp_path / "live.db"
     with Served(playbook, store, "--no-history", env=KEYS) as server:
@@ -225,6 +226,9 @@ def test_without_history_the_timeline_says_so_and_a_later_history_is_incomplete(
                             headers={"Authorization": f"Bearer {READ}"})
         assert refused.status_code == 409 and "--no-history" in refused.json()["detail"]
         assert server.stop()[0] == 0
+    explained = CliRunner().invoke(app, ["explain", str(playbook), "--store", str(store),
+                                         "--customer", PHONE], env=ENV)
+    assert explained.exit_code == 2 and "--history" in explained.output  # nothing kept
     with Served(playbook, store, env=KEYS) as server:
         accepted = server.post("/v1/events", EVENTS[4],
                                headers={"Authorization": f"Bearer {INGEST}"})
@@ -239,8 +243,8 @@ def test_without_history_the_timeline_says_so_and_a_later_history_is_incomplete(
 
 def test_run_with_events_marks_a_served_history_incomplete(tmp_path: Path) -> None:
     """`sopkit run --events` feeds records the served history never holds: it says so."""
+    from sopkit._live.inbox import HISTORY
     from sopkit._live.openstore import open_store
-    from sopkit._live.operate import HISTORY
 
     playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
     store = tmp_path / "live.db"

@@ -26,6 +26,7 @@ from sopkit._cli.common import (
     exit_if_all_quarantined,
     load_or_exit,
     new_console,
+    opened_store,
     render_problem,
 )
 from sopkit._errors import PlaybookError, SopkitError
@@ -258,27 +259,48 @@ def _print_days(console: Console, by_day: dict[str, int]) -> None:
 
 def explain(
     playbook: Annotated[Path, typer.Argument(help="Playbook TOML file.")],
-    events: EventsOption,
     customer: Annotated[str, typer.Option(help="The customer id to explain.")],
+    events: Annotated[Path | None, typer.Option(
+        help="Event history (as for simulate); or give --store.", exists=True,
+        dir_okay=False)] = None,
+    store: Annotated[str | None, typer.Option(
+        help="Instead of --events: the history a `sopkit serve --history` store kept "
+        "(what GET /v1/customers/{id}/timeline explains).")] = None,
+    quarantine: Annotated[Path | None, typer.Option(
+        help="With --store: the serve's quarantine file, whose records were never applied "
+        "(default: as serve's).", dir_okay=False)] = None,
     profiles: ProfilesOption = None,
     at: Annotated[str | None, typer.Option(help="Explain up to this time (default: the last "
-                                           "event).")] = None,
+                                           "event; with --store, the store's clock).")] = None,
     engine: NativeEngineOption = "native",
     output: OutputOption = Output.table,
     unmasked: UnmaskedOption = False,
     send_from: Annotated[str | None, typer.Option(
         help="The live store's go-live instant: actions due before it show as backfilled "
-        "(recorded, never sent).")] = None,
+        "(recorded, never sent; with --store, the store's).")] = None,
 ) -> None:
-    """Show one customer's timeline: events, changes, actions, and why rules did not fire."""
+    """Show one customer's timeline: events, changes, actions, and why rules did not fire.
+
+    From an event file (--events), or from what a `sopkit serve --history` store kept
+    (--store); exit 2 when neither or both are given, or the store kept no history.
+    """
     from sopkit._mask import mask, mask_text
     from sopkit._offline.explain import explain as run_explain
 
     shown = (lambda text: text) if unmasked else mask_text
     loaded = load_or_exit(playbook)
+    if (events is None) == (store is None):
+        typer.echo("error: give --events (a history file) or --store (a served store's "
+                   "kept history), one of them", err=True)
+        raise typer.Exit(2)
     try:
-        entries = run_explain(loaded, events, customer, profiles=profiles, at=at, engine=engine,
-                              send_from=send_from)
+        if store is not None:
+            entries = _explain_store(loaded, store, quarantine, customer, at, engine,
+                                     profiles, send_from)
+        else:
+            assert events is not None  # one of the two, checked above
+            entries = run_explain(loaded, events, customer, profiles=profiles, at=at,
+                                  engine=engine, send_from=send_from)
     except SopkitError as exc:
         typer.echo(f"error: {shown(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -296,6 +318,47 @@ def explain(
     for entry in entries:
         table.add_row(entry.time[:16].replace("T", " "), entry.kind, shown(entry.text))
     console.print(table)
+
+
+def _explain_store(loaded: Any, url: str, quarantine: Path | None, customer: str,
+                   at: str | None, engine: str, profiles: Path | None,
+                   send_from: str | None) -> list[Any]:
+    """`explain --store`: `operate.served_timeline` over the store's kept inbox, as GET
+    /v1/customers/{id}/timeline answers; a notice on stderr when the history is partial."""
+    from sopkit._cli.serve import beside_store
+    from sopkit._errors import UsageError
+    from sopkit._live import operate as op
+    from sopkit._live.inbox import SOURCE, Inbox
+
+    for name, given in (("--profiles", profiles), ("--send-from", send_from)):
+        if given is not None:
+            raise UsageError(f"{name} goes with --events: with --store the store's kept "
+                             "records and go-live instant are used")
+    until = None if at is None else op.parse_at(loaded, at)
+    with opened_store(url) as db:
+        if not op.kept(db):
+            raise UsageError(f"store '{db.url}' keeps no history to explain from: serve it "
+                             "with `sopkit serve --history` (the default) and the records it "
+                             "applies from then on are kept; or give --events")
+        position = db.get_meta("input.line")
+        upto = int(position) if position and db.get_meta("input.source") == SOURCE \
+            else 2**63 - 1  # a later `run --events` moved the position: every kept row
+        inbox = Inbox(url)
+        try:
+            found = op.served_timeline(
+                loaded, db, op.kept_history(inbox, upto, op.refused(quarantine or
+                                                                   beside_store(url))),
+                customer, at=until, engine=engine)
+        finally:
+            inbox.close()
+    if not found.complete:
+        since = found.to_json(loaded, True)["history_from"]
+        typer.echo("notice: the store's kept history does not reach back to its start ("
+                   + (f"it holds every record from {since} on; older ones were deleted by "
+                      "`serve --history-keep`" if since else "records applied before it was "
+                      "kept, or by `sopkit run`, are not in it")
+                   + "): this timeline may not show everything that explains it", err=True)
+    return found.entries
 
 
 # `diff` and `review` replay the history as `simulate` does, split the same way

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,12 +19,33 @@ from sopkit._cli.common import (
 from sopkit._errors import SopkitError
 
 
-def _beside_store(store: str) -> Path:
+def beside_store(store: str) -> Path:
     """The default quarantine file: beside an SQLite store, else in the cwd (as `run`)."""
     if store.startswith(("postgresql:", "postgres:")) or store == ":memory:":
         return Path("sopkit-quarantine.jsonl")
     path = Path(store.removeprefix("sqlite:///"))
     return path.with_name(path.stem + ".quarantine.jsonl")
+
+
+def _longest_window(loaded: Any) -> int:
+    """The longest window, cooldown, cap period or attribution window the playbook
+    declares, in seconds (0: none)."""
+    from sopkit._playbook.models import parse_duration
+
+    longest = 0
+    stack: list[Any] = [loaded.model.model_dump()]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key in ("window", "cooldown", "per", "within") and isinstance(value, str):
+                    with contextlib.suppress(ValueError):  # not a duration: no bound
+                        longest = max(longest, parse_duration(value))
+                else:
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return longest
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -66,6 +88,10 @@ def serve(
         "--history/--no-history", help="Keep the applied records in the store as the "
         "history GET /v1/customers/{id}/timeline explains from (the store grows by each "
         "record); --no-history deletes them once applied.")] = True,
+    history_keep: Annotated[str, typer.Option(
+        help="With --history: delete applied records whose event time is this much before "
+        "the clock (the timeline then says its history starts there); none: keep all.")]
+    = "400d",
     histories: Annotated[Path | None, typer.Option(
         help="A folder of event histories (and profiles) the web console may simulate the "
         "playbook over (docs/console.md).", exists=True, file_okay=False)] = None,
@@ -105,6 +131,13 @@ def serve(
     except ValueError as exc:
         raise _fail(f"--lateness: {exc}") from None
     ahead = duration_option("--max-future", max_future)
+    keep = duration_option("--history-keep", history_keep)
+    if history and keep is not None:
+        longest = _longest_window(loaded)
+        if longest > keep:
+            typer.echo(f"warning: --history-keep {history_keep} is shorter than the "
+                       f"playbook's longest window or cooldown ({longest // 86400}d): a "
+                       "timeline may not show the events that explain it", err=True)
     try:
         channels: dict[str, Any] = build_channels(loaded, os.environ)
     except SopkitError as exc:
@@ -112,10 +145,10 @@ def serve(
     settings = Settings(
         store=store, host=host, port=port, clock=clock_at(loaded, clock),
         fixed_clock=clock is not None, lateness=late, max_future=ahead, batch=batch,
-        tick=tick, engine=engine, quarantine=quarantine or _beside_store(store),
+        tick=tick, engine=engine, quarantine=quarantine or beside_store(store),
         worker=worker or f"{socket.gethostname()}:{os.getpid()}", named=worker is not None,
         lease=lease, send_from=None if send_from is None else clock_at(loaded, send_from)(),
-        max_inbox=max_inbox, history=history, histories=histories)
+        max_inbox=max_inbox, history=history, history_keep=keep, histories=histories)
     try:
         with opened_store(store, create=True) as the_store:
             code = serve_playbook(loaded, the_store, channels, keys, settings,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,15 @@ SQLITE_TABLE = ("CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOI
 PG_TABLE = ("CREATE TABLE IF NOT EXISTS inbox (seq BIGINT GENERATED ALWAYS AS IDENTITY "
             "PRIMARY KEY, received_at BIGINT NOT NULL, source TEXT NOT NULL, "
             "record TEXT NOT NULL, reason TEXT)")
+SOURCE = "inbox"
+"""The input name the store records (`input.source`) for a served loop."""
+HISTORY = "history.complete"
+"""Store meta: "yes" when the kept inbox holds every record the store's state came from;
+"no" when it holds the records from `HISTORY_FROM` on (or from an unknown point); "off" when
+the last `serve` kept none (`--no-history`)."""
+HISTORY_FROM = "history.from"
+"""Store meta: unix seconds; the kept inbox holds every applied record with an event time
+from then on (older ones were deleted by `serve --history-keep`)."""
 
 
 class InboxFull(SopkitError):
@@ -174,6 +183,62 @@ class Inbox:
         with self._lock:
             cur = self._db.execute(f"DELETE FROM inbox WHERE seq <= {mark}", (upto,))
             return max(int(cur.rowcount), 0)
+
+    def expire(self, upto: int, before: int, when: Callable[[Row], int | None],
+               limit: int) -> tuple[int, int | None]:
+        """Delete the oldest applied rows (seq <= `upto`) whose event time (`when`; None:
+        unreadable, then their arrival) is before `before`, at most `limit` in one short
+        transaction, stopping at the first row at or after it. When any went, the store's
+        meta records that the kept history now starts at `before` (`HISTORY_FROM`; a
+        complete history becomes incomplete) in the same transaction. Returns how many
+        rows went and the event time of the row that stopped the walk (None: none did)."""
+        mark = self._mark()
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, received_at, source, record, reason FROM inbox WHERE seq <= "
+                f"{mark} ORDER BY seq LIMIT {mark}", (upto, limit)).fetchall()
+            last, stop = None, None
+            for s, r, src, rec, reason in rows:
+                row = Row(int(s), int(r), str(src), str(rec), reason)
+                at = when(row)
+                at = row.received_at if at is None else at
+                if at >= before:
+                    stop = at
+                    break
+                last = row.seq
+            if last is None:
+                return 0, stop
+            try:
+                return self._expire(last, before, mark), stop
+            except Exception as exc:  # the database failed: nothing went, try again later
+                raise StoreError(f"store '{self.url}': {exc}") from None
+
+    def _expire(self, last: int, before: int, mark: str) -> int:
+        if self._pg:
+            with self._db.transaction(), self._db.cursor() as cur:
+                return self._expire_in(cur, last, before, mark)
+        cur = self._db.execute("BEGIN IMMEDIATE")
+        try:
+            gone = self._expire_in(cur, last, before, mark)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return gone
+
+    @staticmethod
+    def _expire_in(cur: Any, last: int, before: int, mark: str) -> int:
+        gone = max(int(cur.execute(f"DELETE FROM inbox WHERE seq <= {mark}",
+                                   (last,)).rowcount), 0)
+        meta = dict(cur.execute(f"SELECT key, value FROM meta WHERE key IN ({mark}, {mark})",
+                                (HISTORY, HISTORY_FROM)).fetchall())
+        since = meta.get(HISTORY_FROM)
+        if meta.get(HISTORY) == "yes" or (since and int(since) < before):
+            for key, value in ((HISTORY, "no"), (HISTORY_FROM, str(before))):
+                cur.execute(f"INSERT INTO meta (key, value) VALUES ({mark}, {mark}) "
+                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            (key, value))
+        return gone
 
     def ping(self) -> None:
         """Raise if the store does not answer."""

@@ -11,13 +11,16 @@ data; masking and printing stay with the caller. A refusal is a UsageError: `Not
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sopkit._errors import UsageError, did_you_mean
 from sopkit._io import Record
+from sopkit._live.inbox import HISTORY, HISTORY_FROM, SOURCE, Inbox
 from sopkit._live.loop import (
     HandoverLine,
     LiveRun,
@@ -40,14 +43,11 @@ from sopkit._runtime.campaigns import (
 from sopkit._runtime.runtime import Runtime
 from sopkit.channels import Closable
 
-HISTORY = "history.complete"
-"""Store meta: "yes" when the kept inbox holds every record the store's state came from."""
-
 
 def history_incomplete(store: Store) -> None:
     """Records the served history no longer holds everything (`run --events` feeds others)."""
-    if store.get_meta(HISTORY) == "yes":
-        store.commit({}, {HISTORY: "no"}, [])
+    if store.get_meta(HISTORY) == "yes" or store.get_meta(HISTORY_FROM):
+        store.commit({}, {HISTORY: "no", HISTORY_FROM: ""}, [])
 
 
 class NotFound(UsageError):
@@ -247,3 +247,82 @@ def timeline(loaded: LoadedPlaybook, records: Iterable[Record], customer: str, *
     except UsageError as exc:  # the times are ours: only the customer can be unknown
         raise NotFound(str(exc).replace("the events or profiles",
                                         "the store's kept history")) from None
+
+
+PAGE = 1000  # inbox rows read at a time for a timeline
+
+
+def refused(quarantine: Path | None) -> set[int]:
+    """The inbox rows the served loop quarantined (late, a repeated event_id, ...), by seq:
+    the quarantine file's lines from the inbox."""
+    if quarantine is None or not quarantine.exists():
+        return set()
+    found: set[int] = set()
+    with quarantine.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                item = json.loads(line)
+            except ValueError:  # a line cut short by a crash: not one of ours to skip
+                continue
+            if isinstance(item, dict) and item.get("source") == SOURCE and \
+                    isinstance(item.get("line"), int):
+                found.add(item["line"])
+    return found
+
+
+def kept_history(inbox: Inbox, upto: int, skip: set[int]) -> Iterator[Record]:
+    """The kept inbox rows up to seq `upto` (applied), as records in the order applied;
+    rows quarantined at ingest or by the loop (`skip`) were never applied and are left out."""
+    after = 0
+    while True:
+        rows = inbox.read(after, PAGE)
+        for row in rows:
+            if row.seq > upto:
+                return
+            after = row.seq
+            if row.reason is None and row.seq not in skip:
+                yield Record(row.seq, json.loads(row.record))
+        if len(rows) < PAGE:
+            return
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A customer's timeline from a served store's kept history, and how far back it goes."""
+
+    customer: str
+    as_of: int | None
+    complete: bool  # the kept history holds every record the store's state came from
+    since: int | None  # else: it holds every applied record from then on (None: unknown)
+    entries: list[Any]
+
+    def to_json(self, loaded: LoadedPlaybook, unmasked: bool) -> dict[str, Any]:
+        """GET /v1/customers/{id}/timeline's answer; `explain --store --output json`'s."""
+        from sopkit._lang.clock import Calendar
+        from sopkit._mask import mask_text
+
+        cal = Calendar(loaded.model.playbook.timezone)
+        return {"customer_id": self.customer if unmasked else mask_text(self.customer),
+                "as_of": None if self.as_of is None else cal.format(self.as_of),
+                "history_complete": self.complete,
+                "history_from": None if self.since is None else cal.format(self.since),
+                "entries": [shown(e.to_json(), unmasked) for e in self.entries]}
+
+
+def kept(store: Store) -> bool:
+    """Whether the store's last `sopkit serve` kept the applied records (`--history`)."""
+    return store.get_meta(HISTORY) in ("yes", "no")
+
+
+def served_timeline(loaded: LoadedPlaybook, store: Store, history: Iterable[Record],
+                    customer: str, *, at: int | None, engine: str = "native") -> Timeline:
+    """`timeline` over a served store's kept `history` (`kept_history`), up to `at` (default:
+    the store's clock), with the store's go-live instant and how complete the history is."""
+    now = store_runtime(loaded, store, engine).now_ts if at is None else at
+    complete = store.get_meta(HISTORY) == "yes"
+    since = store.get_meta(HISTORY_FROM)
+    send_from = store.get_meta("send_from")
+    entries = timeline(loaded, history, customer, at=now,
+                       send_from=int(send_from) if send_from else None, engine=engine)
+    return Timeline(customer, now, complete, None if complete or not since else int(since),
+                    entries)

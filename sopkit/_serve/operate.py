@@ -21,7 +21,6 @@ from sopkit._lang.clock import Calendar
 from sopkit._live import operate as op
 from sopkit._mask import mask_text
 from sopkit._playbook.models import parse_duration
-from sopkit._runtime.campaigns import store_runtime
 from sopkit._serve.ingest import BadInput
 from sopkit._serve.reads import MAX_ROWS, Reads
 from sopkit._serve.service import ServedLoop
@@ -91,15 +90,9 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
 
         def work() -> dict[str, Any]:
             with reads.opened() as store:
-                now = store_runtime(loaded, store, ENGINE).now_ts if until is None else until
-                complete = store.get_meta(op.HISTORY) == "yes"
-                since = store.get_meta("send_from")
-            entries = op.timeline(loaded, reads.history(upto), customer_id, at=now,
-                                  send_from=int(since) if since else None, engine=ENGINE)
-            return {"customer_id": customer_id if show else mask_text(customer_id),
-                    "as_of": None if now is None else cal.format(now),
-                    "history_complete": complete,
-                    "entries": [op.shown(e.to_json(), show) for e in entries]}
+                found = op.served_timeline(loaded, store, reads.history(upto), customer_id,
+                                           at=until, engine=ENGINE)
+            return found.to_json(loaded, show)
 
         return JSONResponse(await _call(work))
 

@@ -18,15 +18,14 @@ from typing import Any
 from sopkit._io import Record
 from sopkit._live.inbox import Inbox
 from sopkit._live.openstore import open_store
+from sopkit._live.operate import kept_history, refused
 from sopkit._live.store import STATUSES, Store
 from sopkit._mask import mask, mask_key, mask_text
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._runtime.runtime import Runtime, json_value
-from sopkit._serve.service import SOURCE
 
 MAX_ROWS = 1000
 """The most rows one GET /v1/outbox or /v1/quarantine answers."""
-PAGE = 1000  # inbox rows read at a time for the timeline
 
 
 class Reads:
@@ -55,37 +54,12 @@ class Reads:
             store.close()
 
     def refused(self) -> set[int]:
-        """The inbox rows the loop quarantined (late, a repeated event_id, ...), by seq: the
-        quarantine file's lines from the inbox."""
-        if self.quarantine is None or not self.quarantine.exists():
-            return set()
-        found: set[int] = set()
-        with self.quarantine.open(encoding="utf-8") as lines:
-            for line in lines:
-                try:
-                    item = json.loads(line)
-                except ValueError:  # a line cut short by a crash: not one of ours to skip
-                    continue
-                if isinstance(item, dict) and item.get("source") == SOURCE and \
-                        isinstance(item.get("line"), int):
-                    found.add(item["line"])
-        return found
+        """The inbox rows the loop quarantined, by seq (`operate.refused`)."""
+        return refused(self.quarantine)
 
     def history(self, upto: int) -> Iterator[Record]:
-        """The kept inbox rows up to seq `upto` (applied), as records in the order applied;
-        rows quarantined at ingest or by the loop were never applied and are left out."""
-        skip = self.refused()
-        after = 0
-        while True:
-            rows = self.inbox.read(after, PAGE)
-            for row in rows:
-                if row.seq > upto:
-                    return
-                after = row.seq
-                if row.reason is None and row.seq not in skip:
-                    yield Record(row.seq, json.loads(row.record))
-            if len(rows) < PAGE:
-                return
+        """The kept inbox rows up to seq `upto`, as applied (`operate.kept_history`)."""
+        return kept_history(self.inbox, upto, self.refused())
 
     def customer(self, customer_id: str, unmasked: bool) -> dict[str, Any] | None:
         """Facts, tags, stage, scores, profile and pending actions; None if unknown."""

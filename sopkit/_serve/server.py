@@ -19,11 +19,10 @@ from typing import Any
 import uvicorn
 
 from sopkit._live.dispatch import Dispatcher, expiry
-from sopkit._live.inbox import Inbox
+from sopkit._live.inbox import HISTORY, HISTORY_FROM, Inbox
 from sopkit._live.loop import LiveRun, Stopper, record_clock
 from sopkit._live.looplock import holding
 from sopkit._live.openstore import open_store
-from sopkit._live.operate import HISTORY
 from sopkit._live.store import Store
 from sopkit._mask import mask_text
 from sopkit._playbook.load import LoadedPlaybook
@@ -55,6 +54,7 @@ class Settings:
     send_from: int | None
     max_inbox: int
     history: bool = True  # keep the applied inbox rows: GET /v1/customers/{id}/timeline
+    history_keep: int | None = None  # ... this long (event time before the clock); None: all
     histories: Path | None = None  # the web console's simulations read these files
 
 
@@ -89,7 +89,7 @@ def serve(loaded: LoadedPlaybook, store: Store, channels: dict[str, Any], keys: 
                       url=s.store)
         options = LoopOptions(clock=s.clock, lateness=s.lateness, batch=s.batch, tick=s.tick,
                               max_future=s.max_future, max_inbox=s.max_inbox,
-                              history=s.history)
+                              history=s.history, keep=s.history_keep)
         loop = ServedLoop(live, dispatcher, reader, jail, options)
         mapper = Mapper(loaded, lambda: live.runtime.calendar.format(s.clock()))
         app = build_app(loop, writer, mapper, keys, reads, environ=os.environ,
@@ -136,9 +136,13 @@ def serve(loaded: LoadedPlaybook, store: Store, channels: dict[str, Any], keys: 
 
 def _record_history(store: Store, keep: bool, fresh: bool) -> None:
     """Whether the kept inbox is the whole history of the store's state (meta `HISTORY`):
-    yes from a new store kept throughout; no once a run prunes it or for a store that had
-    state before the history was kept."""
+    yes from a new store kept throughout; no once `--history-keep` deleted some (then
+    `HISTORY_FROM` says from when it is whole) or for a store that had state before the
+    history was kept; off while a run keeps none (`--no-history`)."""
     was = store.get_meta(HISTORY)
-    now = ("yes" if fresh or was == "yes" else "no") if keep else "no"
+    now = ("yes" if fresh or was == "yes" else "no") if keep else "off"
     if now != was:
-        store.commit({}, {HISTORY: now}, [])
+        meta = {HISTORY: now}
+        if now != "no" or was == "off" or was is None:
+            meta[HISTORY_FROM] = ""  # from an unknown point: records were not kept
+        store.commit({}, meta, [])

@@ -18,15 +18,15 @@ from typing import Any
 
 from sopkit._io import BadRecord, Quarantine, Record
 from sopkit._live.dispatch import Dispatcher
-from sopkit._live.inbox import Inbox
+from sopkit._live.inbox import SOURCE, Inbox, Row
 from sopkit._live.loop import LiveRun, LiveStats, Stopper, run_live
 from sopkit._mask import mask_text
 
 log = logging.getLogger("sopkit.serve")
 
-SOURCE = "inbox"
-"""The input name the store records (`input.source`) for a served loop."""
 READ_ROWS = 500
+EXPIRE_ROWS = 500  # history rows deleted per transaction: ingest never waits for long
+EXPIRE_BATCHES = 4  # transactions per pause of the loop (idle tick, or READ_ROWS applied)
 
 
 @dataclass
@@ -39,7 +39,8 @@ class LoopOptions:
     tick: float
     max_future: int | None
     max_inbox: int
-    history: bool = False  # keep applied inbox rows (the timeline's history), never prune
+    history: bool = False  # keep applied inbox rows (the timeline's history)
+    keep: int | None = None  # with history: delete applied rows this much older than the clock
 
 
 @dataclass
@@ -72,6 +73,7 @@ class ServedLoop:
         self.stats: LiveStats | None = None
         self.counters = Counters()
         self.on_failure: Callable[[], None] = lambda: None
+        self._kept_from: int | None = None  # the oldest kept row's event time, once seen
         self._thread = threading.Thread(target=self._main, name="sopkit-live-loop",
                                         daemon=True)
 
@@ -130,9 +132,37 @@ class ServedLoop:
 
 
     def _prune(self) -> None:
-        """Delete the applied rows, unless they are kept as the history (`--history`)."""
+        """Delete the applied rows, unless they are kept as the history (`--history`); then
+        those older than `--history-keep`."""
         if not self.options.history:
             self.inbox.prune(self.live.offset)
+        elif self.options.keep is not None:
+            self._expire(self.options.clock() - self.options.keep)
+
+    def _expire(self, before: int) -> None:
+        """Delete kept rows whose event time is before `before`, a batch at a time (a short
+        transaction each) and a few batches per call, so the loop soon goes back to applying;
+        remembers the time of the row that stopped the walk, so that an idle tick with
+        nothing to delete reads nothing."""
+        if self._kept_from is not None and self._kept_from >= before:
+            return
+        for _ in range(EXPIRE_BATCHES):
+            gone, stop = self.inbox.expire(self.live.offset, before, self._event_time,
+                                           EXPIRE_ROWS)
+            self._kept_from = stop
+            if gone:
+                log.info("deleted %d kept records before %s (--history-keep)", gone,
+                         self.live.runtime.calendar.format(before))
+            if gone < EXPIRE_ROWS:
+                return
+
+    def _event_time(self, row: Row) -> int | None:
+        """A kept row's event time (its `ts`), None when it has none readable."""
+        try:
+            ts = json.loads(row.record).get("ts")
+            return self.live.runtime.calendar.parse_ts(ts) if isinstance(ts, str) else None
+        except (ValueError, AttributeError):
+            return None
 
 
 class FlushedQuarantine(Quarantine):
