@@ -125,12 +125,10 @@ class Console:
     def preview(self, name: str, when: int, unmasked: bool) -> dict[str, Any]:
         """`sopkit campaign preview --store` at `when`: counts, a sample, each variant's
         rendered message."""
-        from sopkit._runtime.campaigns import preview, store_runtime, stored_customers
+        from sopkit._live.operate import preview_stored
 
-        store = self.reads.store
-        with self.reads._lock:
-            runtime = store_runtime(self.reads.loaded, store, "native")
-            found = preview(runtime, name, when, stored_customers(store, runtime), 10)
+        with self.reads.opened() as store:
+            found, _ = preview_stored(self.reads.loaded, store, name, when, 10, "native")
         data = found.to_json()
         return data if unmasked else dict(mask(data))
 
