@@ -6,12 +6,15 @@ import contextlib
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from http_receiver import Receiver
 from live_helpers import shop_playbook
 from serve_helpers import Served
+from wecom_fake import WecomFake
 
 INGEST, READ, ADMIN = "ingest-key-0001", "read-key-0002", "admin-key-0003"
 KEYS = {"SOPKIT_API_KEYS": f"ingest:{INGEST},read:{READ},admin:{ADMIN}"}
@@ -127,16 +130,21 @@ def test_customer_data_is_shown_as_text_and_the_language_follows_the_browser(
 
 def test_the_playbook_page_shows_the_version_its_migrations_and_strict_findings(
         tmp_path: Path) -> None:
-    """After `sopkit migrate` to version 2 the playbook page names version 2, the migration
-    from shop:1 with its new rule, and check --strict's finding at shop-v2.toml's line
-    (served without API keys: the console asks no sign-in)."""
+    """Served with --no-history, the customer page says it has no timeline; after `sopkit
+    migrate` to version 2 the playbook page names version 2, the migration from shop:1 with
+    its new rule, and check --strict's finding at shop-v2.toml's line (served without API
+    keys: the console asks no sign-in)."""
     v1 = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
     store = tmp_path / "live.db"
-    with Served(v1, store, env=KEYS) as server:
+    with Served(v1, store, "--no-history", env=KEYS) as server:
         accepted = server.post("/v1/events", [
             {"customer_id": "c1", "type": "purchase", "ts": "2025-01-02T10:00:00",
              "amount": "20"}], headers={"Authorization": f"Bearer {INGEST}"})
         server.applied(accepted.json()["last_seq"])
+        with _signed_in(server, READ) as client:  # no kept history: the page says so
+            page = client.get("/customers", params={"id": "c1"})
+            assert page.status_code == 200 and 'id="no-history"' in page.text
+            assert "restart it with --history" in page.text
         code, err = server.stop()
     assert code == 0, err
     v2 = tmp_path / "shop-v2.toml"
@@ -157,4 +165,75 @@ def test_the_playbook_page_shows_the_version_its_migrations_and_strict_findings(
             assert "shop:1" in history and "shop:2" in history and "big_spender" in history
             assert re.search(r"shop-v2\.toml:\d+", page.text)  # the uncapped channel warning
         code, err = server.stop()
+    assert code == 0, err
+
+
+WECOM = '''
+[channels.wecom]
+type = "wecom"
+corp_id = "ww-fake-corp"
+secret_env = "SOPKIT_TEST_WECOM_SECRET"
+agent_id = 1000002
+base_url = "{url}"
+
+[[campaigns]]
+name = "newyear"
+at = "2025-01-03T12:00"
+audience = "purchases >= 1"
+actions = [{{ type = "send", channel = "hook", template = "thanks" }}]
+'''
+PHONE = "13812345678"
+SHOP = [{"type": "profile", "customer_id": PHONE, "ts": "2025-01-02T09:00:00", "name": "王芳",
+         "phone": PHONE, "owner": "zhang", "external_userid": "wm0001"},
+        {"type": "profile", "customer_id": "c2", "ts": "2025-01-02T09:00:00", "name": "李雷",
+         "owner": "zhang", "external_userid": "wm0002"},
+        {"customer_id": PHONE, "type": "purchase", "ts": "2025-01-02T10:00:00", "amount": "20"},
+        {"customer_id": "c2", "type": "purchase", "ts": "2025-01-02T11:00:00", "amount": "5"},
+        {"type": "staff_departed", "staff": "zhang", "ts": "2025-01-04T18:00:00"}]
+
+
+def test_the_console_shows_a_timeline_past_firings_and_wecom_transfer_results(
+        tmp_path: Path) -> None:
+    """Served events: the customer page shows `explain`'s timeline (the rule that fired; in
+    Chinese too); the campaigns page a past firing's counts; the hand-over page the departed
+    owner's customers with WeCom's word on each transfer."""
+    with Receiver() as rx, WecomFake() as fake:
+        fake.add_customer("wm0001", "zhang")
+        fake.add_customer("wm0002", "zhang")
+        fake.add_staff("li", "wang")
+        fake.resign("zhang")
+        playbook = shop_playbook(tmp_path, rx.url + "/hook", WECOM.format(url=fake.url))
+        playbook.write_text(playbook.read_text(encoding="utf-8").replace(
+            'team = ["li", "wang"]', 'team = ["li", "wang"]\nchannel = "wecom"'),
+            encoding="utf-8")
+        with Served(playbook, tmp_path / "live.db", "--lateness", "30d",
+                    clock="2025-01-05T00:00:00",
+                    env={**KEYS, "SOPKIT_TEST_WECOM_SECRET": "fake-corpsecret-0123"}) as server:
+            accepted = server.post("/v1/events", SHOP,
+                                   headers={"Authorization": f"Bearer {INGEST}"})
+            server.applied(accepted.json()["last_seq"])
+            for _ in range(300):  # polling the real server until both transfers went out
+                if sum(len(b["external_userid"]) for b in fake.bodies(
+                        "externalcontact/resigned/transfer_customer")) == 2:
+                    break
+                time.sleep(0.05)
+            fake.set_transfer_status("wm0001", 1)
+            with _signed_in(server, READ) as client:
+                page = client.get("/customers", params={"id": PHONE})
+                timeline = page.text.split('id="timeline"')[1].split("</section>")[0]
+                assert "thanks" in timeline and "purchase" in timeline
+                assert "138****5678" in timeline and PHONE not in timeline
+                campaigns = client.get("/campaigns").text
+                past = campaigns.split('id="results"')[1].split("</table>")[0]
+                assert "newyear" in past and "2025-01-03 12:00" in past
+                assert "delivered 2" in past and "100%" in past
+                handover = client.get("/handover").text
+                transfers = handover.split('class="transfers"')[1].split("</table>")[0]
+                assert "138****5678" in transfers and "c2" in transfers
+                assert "1 接替完毕" in transfers and "2 等待接替" in transfers
+                assert "2 customers handed over, 1 taken over, 1 not yet" in handover
+            with _signed_in(server, READ, "zh-CN") as client:
+                page = client.get("/customers", params={"id": PHONE}).text
+                assert "时间线" in page and "动作" in page and "thanks" in page
+            code, err = server.stop()
     assert code == 0, err

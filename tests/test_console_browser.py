@@ -55,9 +55,9 @@ else:
 
 def test_an_operator_signs_in_reads_a_customer_retries_previews_and_simulates(
         tmp_path: Path) -> None:
-    """Signed in with an admin key: a customer's page, a dead letter retried and delivered
-    by the webhook, a campaign preview with each variant's message, a simulation whose
-    report opens; no browser console error on the way."""
+    """Signed in with an admin key: a customer found and their timeline read, a dead letter
+    retried and delivered by the webhook, a campaign preview with each variant's message, a
+    simulation whose report opens; no browser console error on the way."""
     shots = tmp_path / "shots"
     shots.mkdir()
     histories = tmp_path / "histories"
@@ -134,6 +134,10 @@ def _browse(url: str, shots: Path, rx: Receiver) -> list[str]:
         expect(page.locator("#profile")).to_contain_text("王芳")
         expect(page.locator("#profile")).to_contain_text("138****5678")
         expect(page.locator("#facts")).to_contain_text("purchases")
+        timeline = page.locator("#timeline")  # find a customer and read their timeline
+        expect(timeline.locator("tr.entry-action").first).to_contain_text("thanks")
+        expect(timeline.locator("tr.entry-action").first).to_contain_text("动作")
+        expect(timeline.locator("tr.entry-owner").last).to_contain_text("zhang ->")
         page.screenshot(path=shots / "customer.png", full_page=True)
         page.check("input[name=unmasked]")  # an admin may see the phone number in full
         page.click("form.card button[type=submit]")

@@ -1,8 +1,7 @@
 """What the console pages show, read from the served store; and the few things it changes.
 
-Retry, campaign preview and hand-over status call the library functions the CLI calls.
-Where the CLI still holds the logic inside its command (retry, check --strict), a thin
-adapter here does the same steps.
+Retry, the timeline, campaign preview and results, and hand-over status call the library
+functions the CLI and the /v1 operate endpoints call (sopkit._live.operate, ...).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from sopkit._live.store import STATUSES, OutboxRow
 from sopkit._mask import mask, mask_key, mask_text
 from sopkit._serve.reads import Reads
 from sopkit._serve.service import ServedLoop
+from sopkit.channels import Closable
 
 DEAD_SHOWN = 100  # dead letters listed on the overview
 UPCOMING_DAYS = 30
@@ -125,12 +125,10 @@ class Console:
     def preview(self, name: str, when: int, unmasked: bool) -> dict[str, Any]:
         """`sopkit campaign preview --store` at `when`: counts, a sample, each variant's
         rendered message."""
-        from sopkit._runtime.campaigns import preview, store_runtime, stored_customers
+        from sopkit._live.operate import preview_stored
 
-        store = self.reads.store
-        with self.reads._lock:
-            runtime = store_runtime(self.reads.loaded, store, "native")
-            found = preview(runtime, name, when, stored_customers(store, runtime), 10)
+        with self.reads.opened() as store:
+            found, _ = preview_stored(self.reads.loaded, store, name, when, 10, "native")
         data = found.to_json()
         return data if unmasked else dict(mask(data))
 
@@ -138,35 +136,82 @@ class Console:
 
     def handover(self, unmasked: bool) -> tuple[int, list[dict[str, Any]],
                                                list[dict[str, Any]]]:
-        """`sopkit handover status`: (customers handed over, each departing member's counts,
-        the customers not taken over yet)."""
-        from sopkit._live.loop import build_channels, handover_status
-        from sopkit.channels import Closable
+        """`sopkit handover status` (operate.handover: asks WeCom for its transfer results):
+        (customers handed over, each departing member with their customers, the customers
+        not taken over yet)."""
+        from sopkit._live.operate import handover
+
+        with self.reads.opened() as store:
+            lines = handover(self.reads.loaded, store, os.environ)
+        staff: dict[str, dict[str, Any]] = {}
+        everyone = [line.to_json() for line in lines]
+        if not unmasked:
+            for item in everyone:
+                for key in ("customer_id", "from_owner", "to", "platform"):
+                    if item.get(key):
+                        item[key] = mask_text(str(item[key]))
+        for item in everyone:
+            counts = staff.setdefault(item["from_owner"], {
+                "staff": item["from_owner"], "customers": 0, "waiting": 0, "lines": []})
+            counts["customers"] += 1
+            counts["waiting"] += 0 if item["taken_over"] else 1
+            counts["lines"].append(item)
+        return len(lines), list(staff.values()), [i for i in everyone if not i["taken_over"]]
+
+    # ---- timeline ---------------------------------------------------------------------------
+
+    def timeline(self, customer_id: str, unmasked: bool) -> dict[str, Any]:
+        """`sopkit explain` for one customer over the served store's kept history, as
+        GET /v1/customers/{id}/timeline gives it: {"kept": False} under `serve --no-history`,
+        else {"kept", "complete" (the history reaches back to the store's start), "entries"}."""
+        from sopkit._live import operate as op
+        from sopkit._runtime.campaigns import store_runtime
+
+        if not self.loop.options.history:
+            return {"kept": False, "complete": False, "entries": []}
+        upto = self.loop.position
+        loaded = self.reads.loaded
+        with self.reads.opened() as store:
+            now = store_runtime(loaded, store, "native").now_ts
+            complete = store.get_meta(op.HISTORY) == "yes"
+            since = store.get_meta("send_from")
+        try:
+            entries = op.timeline(loaded, self.reads.history(upto), customer_id, at=now,
+                                  send_from=int(since) if since else None, engine="native")
+        except op.NotFound:  # known to the store, but not to the kept records
+            entries = []
+        return {"kept": True, "complete": complete,
+                "entries": [op.shown(e.to_json(), unmasked) for e in entries]}
+
+    # ---- campaign results -------------------------------------------------------------------
+
+    def results(self, unmasked: bool) -> list[dict[str, Any]]:
+        """`sopkit campaign results`: per past firing and channel, outbox rows by status and
+        how many were sent (WeCom asked for its send results)."""
+        from sopkit._live.loop import build_channels
+        from sopkit._runtime.campaigns import results
 
         loaded = self.reads.loaded
-        spec = loaded.model.handover
-        only = {spec.channel} if spec is not None and spec.channel else set()
-        channels = build_channels(loaded, os.environ, only)
+        names = [c.name for c in loaded.model.campaigns]
+        used = {str(channel) for c in loaded.model.campaigns for a in c.actions
+                if (channel := getattr(a, "channel", None))}
+        channels = build_channels(loaded, os.environ, used)
         try:
-            with self.reads._lock:
-                lines = handover_status(self.reads.store, channels)
+            with self.reads.opened() as store:
+                found, _ = results(store, names, channels)
         finally:
             for channel in channels.values():
                 if isinstance(channel, Closable):
                     channel.close()
-        staff: dict[str, dict[str, Any]] = {}
-        for line in lines:
-            name = line.from_owner if unmasked else mask_text(line.from_owner)
-            counts = staff.setdefault(name, {"staff": name, "customers": 0, "waiting": 0})
-            counts["customers"] += 1
-            counts["waiting"] += 0 if line.taken_over else 1
-        waiting = [line.to_json() for line in lines if not line.taken_over]
-        if not unmasked:
-            for item in waiting:
-                for key in ("customer_id", "from_owner", "to", "platform"):
-                    if item.get(key):
-                        item[key] = mask_text(str(item[key]))
-        return len(lines), list(staff.values()), waiting
+        out = []
+        for item in found:
+            data = item.to_json()
+            data["firing"] = data["firing"][:16].replace("T", " ")
+            data["rows"] = ", ".join(f"{k} {v}" for k, v in sorted(item.rows.items()))
+            data["send_rate"] = "-" if item.send_rate is None else f"{item.send_rate:.0%}"
+            data["errors"] = [e if unmasked else mask_text(e) for e in item.errors]
+            out.append(data)
+        return out
 
     # ---- playbook ---------------------------------------------------------------------------
 

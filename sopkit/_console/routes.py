@@ -201,11 +201,17 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
     async def customer(request: Request, session: Session) -> Response:
         wanted = request.query_params.get("id", "").strip()
         show = request.query_params.get("unmasked") == "1" and session.may("admin")
-        found = None
+        found, timeline, error = None, None, ""
         if wanted:
             found = await anyio.to_thread.run_sync(lambda: reads.customer(wanted, show))
+        if found is not None:
+            try:
+                timeline = await anyio.to_thread.run_sync(lambda: data.timeline(wanted, show))
+            except SopkitError as exc:
+                error = mask_text(str(exc))
         return render(request, "customer.html", 404 if wanted and found is None else 200,
-                      session, wanted=wanted, c=found, unmasked=show)
+                      session, wanted=wanted, c=found, unmasked=show, timeline=timeline,
+                      timeline_error=error)
 
     router.add_api_route("/customers", page(customer), methods=["GET"])
 
@@ -213,14 +219,19 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
 
     async def campaigns(request: Request, session: Session) -> Response:
         names = [c.name for c in reads.loaded.model.campaigns]
-        upcoming, error = [], ""
+        upcoming, past, error, past_error = [], [], "", ""
         if names:
             try:
                 upcoming = await anyio.to_thread.run_sync(data.upcoming)
             except SopkitError as exc:
                 error = mask_text(str(exc))
+            try:
+                past = await anyio.to_thread.run_sync(lambda: data.results(False))
+            except SopkitError as exc:
+                past_error = mask_text(str(exc))
         return render(request, "campaigns.html", session=session, names=names,
-                      upcoming=upcoming, error=error, now=data.when(data.now())[:16])
+                      upcoming=upcoming, error=error, past=past, past_error=past_error,
+                      now=data.when(data.now())[:16])
 
     async def campaign_preview(request: Request, session: Session) -> Response:
         name = request.query_params.get("name", "")
