@@ -165,23 +165,20 @@ class Console:
         GET /v1/customers/{id}/timeline gives it: {"kept": False} under `serve --no-history`,
         else {"kept", "complete" (the history reaches back to the store's start), "entries"}."""
         from sopkit._live import operate as op
-        from sopkit._runtime.campaigns import store_runtime
+        from sopkit._live.inbox import HISTORY
 
         if not self.loop.options.history:
             return {"kept": False, "complete": False, "entries": []}
         upto = self.loop.position
-        loaded = self.reads.loaded
         with self.reads.opened() as store:
-            now = store_runtime(loaded, store, "native").now_ts
-            complete = store.get_meta(op.HISTORY) == "yes"
-            since = store.get_meta("send_from")
-        try:
-            entries = op.timeline(loaded, self.reads.history(upto), customer_id, at=now,
-                                  send_from=int(since) if since else None, engine="native")
-        except op.NotFound:  # known to the store, but not to the kept records
-            entries = []
-        return {"kept": True, "complete": complete,
-                "entries": [op.shown(e.to_json(), unmasked) for e in entries]}
+            try:
+                found = op.served_timeline(self.reads.loaded, store, self.reads.history(upto),
+                                           customer_id, at=None, engine="native")
+            except op.NotFound:  # known to the store, but not to the kept records
+                return {"kept": True, "complete": store.get_meta(HISTORY) == "yes",
+                        "entries": []}
+        data = found.to_json(self.reads.loaded, unmasked)
+        return {"kept": True, "complete": found.complete, "entries": data["entries"]}
 
     # ---- campaign results -------------------------------------------------------------------
 
