@@ -14,7 +14,7 @@ import httpx
 from http_receiver import Receiver
 from live_helpers import shop_playbook
 from serve_helpers import Served
-from wecom_fake import WecomFake
+from wecom_fake import WECOM_TABLE, WecomFake
 
 INGEST, READ, ADMIN = "ingest-key-0001", "read-key-0002", "admin-key-0003"
 KEYS = {"SOPKIT_API_KEYS": f"ingest:{INGEST},read:{READ},admin:{ADMIN}"}
@@ -168,14 +168,7 @@ def test_the_playbook_page_shows_the_version_its_migrations_and_strict_findings(
     assert code == 0, err
 
 
-WECOM = '''
-[channels.wecom]
-type = "wecom"
-corp_id = "ww-fake-corp"
-secret_env = "SOPKIT_TEST_WECOM_SECRET"
-agent_id = 1000002
-base_url = "{url}"
-
+WECOM = WECOM_TABLE + '''
 [[campaigns]]
 name = "newyear"
 at = "2025-01-03T12:00"

@@ -10,19 +10,12 @@ from typing import Any
 from http_receiver import Receiver
 from live_helpers import ENV, shop_history, shop_playbook
 from typer.testing import CliRunner
-from wecom_fake import WecomFake
+from wecom_fake import WECOM_TABLE, WecomFake
 
 from sopkit._cli.app import app
 
 END = "2025-03-01T12:00:00"
-WECOM = '''
-[channels.wecom]
-type = "wecom"
-corp_id = "ww-fake-corp"
-secret_env = "SOPKIT_TEST_WECOM_SECRET"
-agent_id = 1000002
-base_url = "{url}"
-'''
+WECOM = WECOM_TABLE
 
 
 def _setup(tmp: Path, rx: Receiver, fake: WecomFake) -> tuple[Path, Path, Path]:

@@ -110,6 +110,18 @@ TAKEOVER_DELAY = 24 * 3600
 _ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u[0-9a-fA-F]{4}")
 
 
+
+# a [channels.wecom] table pointed at a fake (format with url=WecomFake.url), for playbooks
+# the live tests build; its secret comes from SOPKIT_TEST_WECOM_SECRET
+WECOM_TABLE = '''
+[channels.wecom]
+type = "wecom"
+corp_id = "ww-fake-corp"
+secret_env = "SOPKIT_TEST_WECOM_SECRET"
+agent_id = 1000002
+base_url = "{url}"
+'''
+
 class ManualClock:
     """A clock that moves only when told to: pass it to the fake and to the channel."""
 
