@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,7 @@ class Inbox:
         self._lock = threading.Lock()  # the connection
         self._queued: list[_Pending] = []  # appends waiting for the next group commit
         self._queue_lock = threading.Lock()
+        self._busy_s = busy_timeout_ms / 1000
         path = _sqlite_path(url)
         self._pg = path is None
         try:
@@ -159,13 +161,32 @@ class Inbox:
                 cur.execute("LOCK TABLE inbox IN EXCLUSIVE MODE")  # seq order = commit order
                 self._append_each(cur, group, insert, mark)
             return
-        cur = self._db.execute("BEGIN IMMEDIATE")
+        cur = self._begin()
         try:
             self._append_each(cur, group, insert, mark)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def _begin(self) -> Any:
+        """BEGIN IMMEDIATE, asking again every half millisecond while the loop writes.
+
+        SQLite's own busy handler sleeps ever longer (up to 100 ms a try) while another
+        connection holds the write lock; the live loop takes it for many short
+        transactions, so a request would wait far longer than the lock is held."""
+        deadline = time.monotonic() + self._busy_s
+        self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    return self._db.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.0005)
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {int(self._busy_s * 1000)}")
 
     def _append_each(self, cur: Any, group: list[_Pending], insert: str, mark: str) -> None:
         # the freshest position any of them saw: rows at or before it are applied
