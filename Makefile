@@ -98,7 +98,7 @@ bench-live-memory: $(STAMP)
 ## events/s single and in batches of 100, p50/p99 latency, lag from 202 to the committed
 ## decision; benchmarks/serve-results.json, .md; ARGS="--quick" for a shorter run
 bench-serve: $(DEVSTAMP)
-	$(PY) benchmarks/bench_serve.py $(ARGS)
+	$(PY) benchmarks/bench_serve.py --notes benchmarks/serve-profile.md $(ARGS)
 
 ## valgrind: the durable-engine and differential tests under valgrind (slow; not run in CI)
 # Only errors count: invalid reads/writes, uses of uninitialised values, bad frees, and
