@@ -121,6 +121,17 @@ _CLOUDEVENT = {"type": "object", "description": "A CloudEvent 1.0 (structured mo
                               "data": {"type": "object", "description": "The event's "
                                        "fields (JSON only: `data_base64` is refused)"}}}
 
+_EVENT["examples"] = [{"customer_id": "c1", "type": "purchase", "ts": "2026-12-05T09:14:45Z",
+                       "amount": "99.00", "event_id": "order-1001"}]
+_TRACK["examples"] = [{"userId": "c1", "event": "Order Completed", "properties":
+                       {"revenue": 25}, "messageId": "seg-7f3e",
+                       "timestamp": "2026-12-05T09:14:45Z"}]
+_IDENTIFY["examples"] = [{"userId": "c2", "traits": {"full_name": "李雷"},
+                          "timestamp": "2026-12-05T09:14:45Z"}]
+_CLOUDEVENT["examples"] = [{"specversion": "1.0", "id": "ord-1002", "source": "/crm/orders",
+                            "type": "purchase", "subject": "c2",
+                            "time": "2026-12-05T09:14:45Z", "data": {"amount": "15.50"}}]
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Problem": {"type": "object", "description": "An RFC 9457 problem",
                 "required": ["type", "title", "status", "detail"],
