@@ -24,8 +24,9 @@ from sopkit._io import _DECODER
 from sopkit._live.inbox import Entry, Inbox, InboxFull
 from sopkit._live.store import StoreError
 from sopkit._mask import mask_text
+from sopkit._serve import contract as c
 from sopkit._serve.auth import Keys, allows, presented_key
-from sopkit._serve.ingest import MAX_BODY, BadInput, Mapper
+from sopkit._serve.ingest import MAX_BODY, BadInput, Mapper, lone_surrogate
 from sopkit._serve.reads import MAX_ROWS, Reads
 from sopkit._serve.service import ServedLoop, status_lines
 
@@ -121,9 +122,14 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
             raise BadInput(413, "Body too large", f"the body has {len(raw)} bytes; the most "
                            f"is {MAX_BODY}")
         try:
-            return _DECODER.decode(raw.decode("utf-8"))
+            body = _DECODER.decode(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadInput(400, "Bad JSON", f"the body is not JSON: {exc}") from None
+        if b"\\u" in raw and (at := lone_surrogate(body)):  # only an escape makes one
+            raise BadInput(400, "Bad JSON", "a string holds a lone UTF-16 surrogate (an "
+                           "unpaired \\uD800-\\uDFFF escape): it is not text",
+                           [{"pointer": at, "detail": "unpaired surrogate"}])
+        return body
 
     async def accept(endpoint: str, entries: list[Entry]) -> Response:
         try:
@@ -154,28 +160,36 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
             return problem(exc.status, exc.title, exc.detail, exc.errors)
         return await accept(endpoint, entries)
 
-    @app.post("/v1/events", status_code=202)
+    @app.post("/v1/events", status_code=202, summary="Ingest sopkit events",
+              responses=c.INGEST, openapi_extra=c.body(("application/json", c.ref("Events"))))
     async def events(request: Request) -> Response:
         """One sopkit event (an object) or an array of them."""
         return await ingest(request, "events", mapper.events)
 
-    @app.post("/v1/track", status_code=202)
+    @app.post("/v1/track", status_code=202, summary="Ingest a Segment track call",
+              responses=c.INGEST,
+              openapi_extra=c.body(("application/json", c.ref("SegmentTrack"))))
     async def track(request: Request) -> Response:
         """A Segment `track` call."""
         return await ingest(request, "track", lambda b: mapper.segment_calls(b, "track"))
 
-    @app.post("/v1/identify", status_code=202)
+    @app.post("/v1/identify", status_code=202, summary="Ingest a Segment identify call",
+              responses=c.INGEST,
+              openapi_extra=c.body(("application/json", c.ref("SegmentIdentify"))))
     async def identify(request: Request) -> Response:
         """A Segment `identify` call."""
         return await ingest(request, "identify",
                             lambda b: mapper.segment_calls(b, "identify"))
 
-    @app.post("/v1/batch", status_code=202)
+    @app.post("/v1/batch", status_code=202, summary="Ingest a Segment batch",
+              responses=c.INGEST,
+              openapi_extra=c.body(("application/json", c.ref("SegmentBatch"))))
     async def batch(request: Request) -> Response:
         """A Segment batch of track and identify calls."""
         return await ingest(request, "batch", lambda b: mapper.segment_calls(b, None))
 
-    @app.post("/v1/cloudevents", status_code=202)
+    @app.post("/v1/cloudevents", status_code=202, summary="Ingest CloudEvents",
+              responses={**c.INGEST, **c.problems(415)}, openapi_extra=c.CLOUDEVENTS)
     async def cloudevents(request: Request) -> Response:
         """CloudEvents: structured, batched, or in binary mode (ce-* headers)."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -199,12 +213,17 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
 
         return await ingest(request, "cloudevents", parse)
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="Liveness", responses=c.answer(200, "The process answers",
+             c.ref("Health")))
     async def healthz() -> Response:
         """The process answers."""
         return JSONResponse({"status": "ok"})
 
-    @app.get("/readyz")
+    @app.get("/readyz", summary="Readiness",
+             responses={**c.answer(200, "Ready, with the committed inbox position",
+                                   c.ref("Ready")),
+                        **c.problems(503, s503="The store does not answer, or the loop "
+                                     "does not run")})
     async def readyz() -> Response:
         """The store answers and the live loop runs."""
         try:
@@ -216,7 +235,9 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
                            + (f": {mask_text(str(loop.error))}" if loop.error else ""))
         return JSONResponse({"status": "ready", "position": loop.position})
 
-    @app.get("/metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
+             responses={**c.answer(200, "Prometheus text exposition", {"type": "string"},
+                                   "text/plain"), **c.problems(401, 403)})
     async def metrics(request: Request) -> Response:
         """Prometheus text: records accepted and quarantined, actions, outbox, loop lag."""
         authorize(request, "read")
@@ -232,12 +253,15 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
         from sopkit._console.routes import console_router
 
         app.include_router(console_router(loop, reads, keys, histories, wall))
+    c.install(app)
     return app
 
 
 def _limit(request: Request) -> int:
     text = request.query_params.get("limit", "100")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_ROWS:
+    # ASCII digits only ('²' is a digit to str.isdigit, not to int) and few of them
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) \
+            or not 1 <= int(text) <= MAX_ROWS:
         raise BadInput(400, "Bad limit", f"limit must be 1 to {MAX_ROWS}",
                        [{"parameter": "limit", "detail": f"expected 1 to {MAX_ROWS}"}])
     return int(text)
@@ -250,7 +274,11 @@ def _read_routes(app: FastAPI, reads: Reads, unmasked: Callable[[Request, str], 
     async def _bad(request: Request, exc: BadInput) -> Response:
         return problem(exc.status, exc.title, exc.detail, exc.errors)
 
-    @app.get("/v1/customers/{customer_id}")
+    @app.get("/v1/customers/{customer_id}", summary="A customer's state",
+             responses={**c.answer(200, "Facts, tags, stage, scores, profile, pending "
+                                   "actions (masked)", c.ref("Customer")),
+                        **c.problems(401, 403, 404)},
+             openapi_extra={"parameters": [c.UNMASKED]})
     async def customer(customer_id: str, request: Request) -> Response:
         """A customer's facts, tags, stage, scores and pending actions."""
         show = unmasked(request, "read")
@@ -259,7 +287,10 @@ def _read_routes(app: FastAPI, reads: Reads, unmasked: Callable[[Request, str], 
             return problem(404, "Not found", "the store holds no customer with this id")
         return JSONResponse(found)
 
-    @app.get("/v1/outbox")
+    @app.get("/v1/outbox", summary="Outbox rows",
+             responses={**c.answer(200, "Rows by id (masked)", c.ref("OutboxRows")),
+                        **c.READ},
+             openapi_extra={"parameters": [c.STATUS, c.CUSTOMER, c.LIMIT, c.UNMASKED]})
     async def outbox(request: Request) -> Response:
         """Outbox rows by id; filters `status`, `customer_id`, `limit`."""
         show = unmasked(request, "read")
@@ -274,7 +305,10 @@ def _read_routes(app: FastAPI, reads: Reads, unmasked: Callable[[Request, str], 
                            [{"parameter": "status", "detail": str(exc)}])
         return JSONResponse({"rows": rows})
 
-    @app.get("/v1/quarantine")
+    @app.get("/v1/quarantine", summary="Quarantined records",
+             responses={**c.answer(200, "The last records, oldest first (masked)",
+                                   c.ref("Quarantined")), **c.READ},
+             openapi_extra={"parameters": [c.LIMIT, c.UNMASKED]})
     async def quarantine(request: Request) -> Response:
         """The last quarantined records with their reasons (masked), oldest first."""
         unmasked(request, "read")

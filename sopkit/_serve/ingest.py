@@ -30,6 +30,7 @@ MAX_BODY = 4 * 1024 * 1024
 """The largest request body, in bytes (after gzip decoding)."""
 
 _QUOTED = re.compile(r"'([^']+)'")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -152,7 +153,11 @@ class Mapper:
         if ctype == "identify":
             traits = call.get("traits")
             if traits is None:
-                traits = (call.get("context") or {}).get("traits", {})
+                context = call.get("context") or {}
+                if not isinstance(context, dict):
+                    errors.append({"pointer": at + "/context", "detail": "expected an object"})
+                    return None
+                traits = context.get("traits", {})
             if not isinstance(traits, dict):
                 errors.append({"pointer": at + "/traits", "detail": "expected an object"})
                 return None
@@ -238,6 +243,25 @@ class Mapper:
             where["customer_id"] = "/subject"
         self._check(record, errors, lambda n: at + (where.get(n) or _pointer("data", n)), at)
         return Entry("cloudevents", record)
+
+
+def lone_surrogate(body: Any, at: str = "") -> str | None:
+    """The JSON Pointer of the first string (or key) in `body` holding a lone UTF-16
+    surrogate (`\\ud800` without its pair): valid JSON, but no text the store can keep."""
+    if isinstance(body, str):
+        return at or "/" if not body.isascii() and _SURROGATE.search(body) else None
+    if isinstance(body, dict):
+        for key, value in body.items():
+            found = lone_surrogate(key, at + _pointer(key)) or lone_surrogate(
+                value, at + _pointer(key))
+            if found:
+                return found
+    elif isinstance(body, list):
+        for i, value in enumerate(body):
+            found = lone_surrogate(value, at + _pointer(i))
+            if found:
+                return found
+    return None
 
 
 def _under(at: str) -> Callable[[str], str]:

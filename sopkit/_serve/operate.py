@@ -21,6 +21,7 @@ from sopkit._lang.clock import Calendar
 from sopkit._live import operate as op
 from sopkit._mask import mask_text
 from sopkit._playbook.models import parse_duration
+from sopkit._serve import contract as c
 from sopkit._serve.ingest import BadInput
 from sopkit._serve.reads import MAX_ROWS, Reads
 from sopkit._serve.service import ServedLoop
@@ -28,6 +29,7 @@ from sopkit._serve.service import ServedLoop
 T = TypeVar("T")
 At = Annotated[str | None, Query(description="an ISO 8601 time (the playbook's timezone "
                                  "unless it has an offset), at most 366 days ahead")]
+_OBJECT: dict[str, Any] = {"type": "object"}  # an answer documented in prose
 MAX_ID = 2**63 - 1  # the largest outbox row id a store can hold (a signed 64-bit integer)
 ENGINE = "native"  # reads evaluate on the native engine: the same results as durable
 AHEAD = 366 * 86400  # the furthest `at` and `window` reach past the server's clock: a
@@ -77,7 +79,14 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
                            [{"parameter": name, "detail": f"expected 0 to {top}"}])
         return int(text)
 
-    @app.get("/v1/customers/{customer_id}/timeline")
+    @app.get("/v1/customers/{customer_id}/timeline", summary="A customer's timeline",
+             responses={**c.answer(200, "What `sopkit explain` says: events, changes, actions, "
+                                   "near misses (masked)", _OBJECT),
+                        **c.problems(400, 401, 403, 404, 409,
+                                     s400="A bad `at`", s404="The kept history never names "
+                                     "this customer", s409="The server keeps no history "
+                                     "(`serve --no-history`)")},
+             openapi_extra={"parameters": [c.UNMASKED]})
     async def timeline(customer_id: str, request: Request, at: At = None) -> Response:
         """`sopkit explain` over the kept inbox: events, changes, actions, near misses."""
         show = unmasked(request, "read")
@@ -96,7 +105,11 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
 
         return JSONResponse(await _call(work))
 
-    @app.post("/v1/outbox/{row_id}/retry")
+    @app.post("/v1/outbox/{row_id}/retry", summary="Retry a dead letter",
+              responses={**c.answer(200, "The row back to pending, and when it is due", _OBJECT),
+                         **c.problems(400, 401, 403, 404, 409, s400="The id is not a "
+                                      "positive integer", s404="No outbox row has this id",
+                                      s409="The row is not dead")})
     async def retry(row_id: str, request: Request) -> Response:
         """`sopkit outbox retry --id`: a dead row back to pending, due now; the loop sends it."""
         authorize(request, "admin")
@@ -117,7 +130,13 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
         loop.wake.set()  # the loop dispatches what is due when it next idles
         return JSONResponse(done)
 
-    @app.get("/v1/campaigns/{name}/preview")
+    @app.get("/v1/campaigns/{name}/preview", summary="A campaign's preview",
+             responses={**c.answer(200, "Reach, pilot, holdout and each variant's message "
+                                   "(masked)", _OBJECT),
+                        **c.problems(400, 401, 403, 404, s400="A bad `at` or `sample`",
+                                     s404="The playbook has no campaign of this name (the "
+                                     "nearest is named)")},
+             openapi_extra={"parameters": [c.UNMASKED]})
     async def campaign_preview(name: str, request: Request, at: At = None,
                                sample: Annotated[str | None, Query(
                                    description="members listed (0 to 1000; default 10)")]
@@ -138,7 +157,11 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
 
         return JSONResponse(await _call(work))
 
-    @app.get("/v1/dry-run")
+    @app.get("/v1/dry-run", summary="Dry run",
+             responses={**c.answer(200, "What would be sent, and what the screens hold back "
+                                   "(masked)", _OBJECT),
+                        **c.problems(400, 401, 403, s400="A bad `at` or `window`")},
+             openapi_extra={"parameters": [c.UNMASKED]})
     async def dry_run(request: Request, at: At = None,
                       window: Annotated[str | None, Query(
                           description="also list campaign firings this long after `at` "
@@ -167,7 +190,11 @@ def operate_routes(app: FastAPI, loop: ServedLoop, reads: Reads,
 
         return JSONResponse(await _call(work))
 
-    @app.get("/v1/handover")
+    @app.get("/v1/handover", summary="Hand-overs",
+             responses={**c.answer(200, "Departed staff's customers and whether they are "
+                                   "taken over (masked)", _OBJECT),
+                        **c.problems(401, 403)},
+             openapi_extra={"parameters": [c.UNMASKED]})
     async def handover(request: Request, listed: Annotated[str | None, Query(
             alias="all", description="true: every customer, not only those not taken "
             "over yet")] = None) -> Response:
