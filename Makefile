@@ -12,7 +12,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e . --config-settings editable_mode=compat
+	$(PY) -m pip install --quiet -e '.[server]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 $(DEVSTAMP): $(STAMP) pyproject.toml
