@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import re
 import subprocess
 import sys
@@ -11,10 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from http_receiver import Receiver
+from http_receiver import Receiver, Reply
 from live_helpers import shop_playbook
 from serve_helpers import Served
 from wecom_fake import WECOM_TABLE, WecomFake
+
+from sopkit._console.chart import by_day
+from sopkit._lang.clock import Calendar
+from sopkit._live.inbox import Inbox
+from sopkit._live.openstore import open_store
+from sopkit._live.store import OutboxRow
 
 INGEST, READ, ADMIN = "ingest-key-0001", "read-key-0002", "admin-key-0003"
 KEYS = {"SOPKIT_API_KEYS": f"ingest:{INGEST},read:{READ},admin:{ADMIN}"}
@@ -230,3 +237,109 @@ def test_the_console_shows_a_timeline_past_firings_and_wecom_transfer_results(
                 assert "时间线" in page and "动作" in page and "thanks" in page
             code, err = server.stop()
     assert code == 0, err
+
+
+SECOND_PURCHASE = '''
+[[rules]]
+name = "regular"
+on = "purchase"
+when = "purchases == 2"
+actions = [{ type = "task", note = "a regular" }]
+'''
+
+
+def _by_day(page: str) -> list[list[str]]:
+    """The cells of the overview's per-day table, row by row, as a reader sees them."""
+    table = page.split('id="by-day"')[1].split("</table>")[0]
+    return [[re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(
+        r"<t[dh][^>]*>(.*?)</t[dh]>", row)] for row in re.findall(r"<tr[^>]*>(.*?)</tr>",
+                                                                 table, re.S)]
+
+
+def test_the_overview_charts_the_last_30_days_rows_by_the_playbook_day_they_are_due(
+        tmp_path: Path) -> None:
+    """Purchases over three days (one at 08:30, before the shop's 09:00 day start, counts on
+    the day before): the overview draws one SVG chart a channel, and its table says per
+    playbook day and channel how many rows were delivered and dead (in Chinese too)."""
+    profiles = [{"type": "profile", "customer_id": c, "ts": "2025-01-02T09:00:00",
+                 "name": c.upper()} for c in ("c1", "c2", "c3")]
+    first = {"customer_id": "c1", "type": "purchase", "ts": "2025-01-02T10:00:00",
+             "amount": "20"}
+    later = [{"customer_id": cid, "type": "purchase", "ts": ts, "amount": "20"}
+             for cid, ts in (("c2", "2025-01-02T11:00:00"), ("c1", "2025-01-03T08:30:00"),
+                             ("c3", "2025-01-03T12:00:00"), ("c2", "2025-01-04T10:00:00"),
+                             ("c3", "2025-01-04T20:00:00"))]
+    ingest = {"Authorization": f"Bearer {INGEST}"}
+    with Receiver() as rx:
+        rx.script(Reply(400, body={"error": "bad"}), path="/hook")  # c1's first thanks: dead
+        playbook = shop_playbook(tmp_path, rx.url + "/hook", SECOND_PURCHASE)
+        with Served(playbook, tmp_path / "live.db", "--lateness", "30d",
+                    clock="2025-01-05T12:00:00", env=KEYS) as server:
+            with _signed_in(server, READ) as client:
+                assert 'id="no-by-day"' in client.get("/").text
+                accepted = server.post("/v1/events", [*profiles, first], headers=ingest)
+                server.applied(accepted.json()["last_seq"])
+                assert rx.wait_for(1), "the first thank-you was tried"
+                accepted = server.post("/v1/events", later, headers=ingest)
+                server.applied(accepted.json()["last_seq"])
+                assert rx.wait_for(6), "every thank-you was tried"
+                expected = [
+                    ["day", "channel", "delivered", "dead", "total"],
+                    ["2025-01-02", "(task list)", "1", "0", "1"],
+                    ["2025-01-02", "hook", "2", "1", "3"],
+                    ["2025-01-03", "hook", "1", "0", "1"],
+                    ["2025-01-04", "(task list)", "2", "0", "2"],
+                    ["2025-01-04", "hook", "2", "0", "2"],
+                    ["total", "", "8", "1", "9"]]
+                for _ in range(200):  # polling the real server until the marks are committed
+                    page = client.get("/parts/overview").text
+                    if _by_day(page) == expected:
+                        break
+                    time.sleep(0.05)
+                assert _by_day(page) == expected
+                section = page.split('id="by-day-section"')[1].split("</section>")[0]
+                assert section.count("<svg") == 2 and "style=" not in section
+                assert section.count('<rect class="s-delivered"') == 5  # a day and channel each
+                assert section.count('<rect class="s-dead"') == 1
+                assert "<title>2025-01-02 hook: dead 1</title>" in section
+                assert "2024-12-07 to 2025-01-05" in section  # the last 30 playbook days
+            with _signed_in(server, READ, "zh-CN") as client:
+                page = client.get("/").text
+                assert "近 30 天每日到期的动作" in page and "每日数字" in page
+                assert _by_day(page)[1] == ["2025-01-02", "（任务清单）", "1", "0", "1"]
+            code, err = server.stop()
+    assert code == 0, err
+
+
+def test_rows_per_day_count_each_playbook_day_of_a_dst_change(store_url: str) -> None:
+    """On SQLite and PostgreSQL alike, outbox rows fall on the playbook day (Berlin, days
+    from 06:00) their due time is in, the 23-hour day of the spring change too; rows outside
+    the window are not counted."""
+    cal = Calendar("Europe/Berlin", 6 * 60)
+    first = dt.date(2025, 3, 29).toordinal()
+    starts = [cal.day_start(d) for d in range(first, first + 4)]  # three days
+    assert starts[1] - starts[0] == 23 * 3600  # the clocks go forward on 03-30 at 02:00
+    due = {"early": starts[0] - 1, "a": starts[0], "b": starts[1] - 1, "c": starts[1],
+           "d": starts[2] - 1, "e": starts[2] + 1, "late": starts[3]}
+    statuses = {"b": "dead", "d": "suppressed"}
+    store = open_store(store_url)
+    try:
+        store.commit({}, {}, [OutboxRow(
+            key=key, playbook="p", customer_id="c1", rule="r", kind="task" if key == "e"
+            else "send", channel="" if key == "e" else "sms",
+            status=statuses.get(key, "pending"), due_at=when, created_at=when)
+            for key, when in due.items()])
+    finally:
+        store.close()
+    inbox = Inbox(store_url)
+    try:
+        found = inbox.outbox_by_day(starts)
+    finally:
+        inbox.close()
+    assert found == [(0, "sms", "dead", 1), (0, "sms", "pending", 1),
+                     (1, "sms", "pending", 1), (1, "sms", "suppressed", 1), (2, "", "pending", 1)]
+    chart = by_day([dt.date.fromordinal(first + i) for i in range(3)], found)
+    assert [(r["day"], r["channel"], r["counts"], r["total"]) for r in chart["rows"]] == [
+        ("2025-03-29", "sms", [1, 1, 0], 2), ("2025-03-30", "sms", [1, 0, 1], 2),
+        ("2025-03-31", "", [1, 0, 0], 1)]
+    assert chart["statuses"] == ["pending", "dead", "suppressed"] and chart["total"] == 5

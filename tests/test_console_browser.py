@@ -55,7 +55,8 @@ else:
 
 def test_an_operator_signs_in_reads_a_customer_retries_previews_and_simulates(
         tmp_path: Path) -> None:
-    """Signed in with an admin key: a customer found and their timeline read, a dead letter
+    """Signed in with an admin key: the overview's per-day chart and its numbers (still open
+    after the page refreshes), a customer found and their timeline read, a dead letter
     retried and delivered by the webhook, a campaign preview with each variant's message, a
     simulation whose report opens; no browser console error on the way."""
     shots = tmp_path / "shots"
@@ -119,6 +120,13 @@ def _browse(url: str, shots: Path, rx: Receiver) -> list[str]:
         dead = page.locator("#dead tbody tr")
         expect(dead).to_have_count(1)
         page.screenshot(path=shots / "overview.png", full_page=True)
+        expect(page.locator("svg.chart")).to_have_count(2)  # the task list's and hook's
+        page.click("#by-day-numbers summary")  # the chart's numbers stay open on refresh
+        expect(page.locator("#by-day tbody tr").first).to_contain_text("2025-01-02")
+        page.evaluate("document.getElementById('by-day-numbers').dataset.before = 'yes'")
+        expect(page.locator("#by-day-numbers:not([data-before])")).to_have_count(
+            1, timeout=15_000)  # the page's own refresh replaced it
+        expect(page.locator("#by-day-numbers")).to_have_attribute("open", "")
 
         dead.locator("button.retry").click()
         expect(page.locator(".notice")).to_contain_text("已重新排队 1 条死信")

@@ -38,6 +38,18 @@ _WORDS: dict[str, tuple[str, str]] = {  # key: (English, 中文)
     "total": ("total", "合计"),
     "none": ("none", "无"),
     "task_list": ("(task list)", "（任务清单）"),
+    "by_day": ("Actions by day due, last 30 days", "近 30 天每日到期的动作"),
+    "by_day_help": ("Outbox rows counted on the playbook day they are due (a retried row: the "
+                    "day of its retry), {first} to {last}; a day starts at {start} ({tz}). "
+                    "Colours: each row's status now. One chart a channel, all on one scale.",
+                    "发件箱行按到期的剧本日统计（重试过的行按重试那天），{first} 至 {last}；"
+                    "每天从 {start}（{tz}）开始。颜色：各行当前的状态。每个渠道一张图，刻度相同。"),
+    "by_day_chart": ("{channel}: rows due per day, {first} to {last}, {n} in all",
+                     "{channel}：每日到期的行，{first} 至 {last}，共 {n} 行"),
+    "by_day_table": ("The numbers, day by day", "每日数字"),
+    "day": ("day", "日期"),
+    "no_days": ("No actions due in the last 30 days.", "近 30 天没有到期的动作。"),
+    "days_left_out": ("Days without actions are left out.", "没有动作的日子不列出。"),
     "dead_letters": ("Dead letters", "死信"),
     "no_dead": ("No dead letters.", "没有死信。"),
     "retry": ("Retry", "重试"),

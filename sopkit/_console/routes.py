@@ -173,7 +173,7 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
     async def overview_values(session: Session) -> dict[str, Any]:
         admin = session.may("admin")
         return await anyio.to_thread.run_sync(lambda: {
-            "o": data.overview(), "dead": data.dead_letters(False),
+            "o": data.overview(), "days": data.by_day(), "dead": data.dead_letters(False),
             "jailed": data.quarantined()} | {"can_retry": admin})
 
     async def overview(request: Request, session: Session) -> Response:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sopkit._errors import SopkitError, UsageError
-from sopkit._live.store import StoreError, redact
+from sopkit._live.store import STATUSES, StoreError, redact
 
 SQLITE_TABLE = ("CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                 "received_at INTEGER NOT NULL, source TEXT NOT NULL, record TEXT NOT NULL, "
@@ -317,6 +317,28 @@ class Inbox:
         for channel, status, n in found:
             out.setdefault(str(channel), {})[str(status)] = int(n)
         return dict(sorted(out.items()))
+
+    def outbox_by_day(self, starts: Sequence[int]) -> list[tuple[int, str, str, int]]:
+        """Outbox rows by the day they are due, channel ('' for tasks) and status (the web
+        console's chart): (day, channel, status, count), day `i` being the rows with
+        `starts[i] <= due_at < starts[i + 1]`; days and their lengths are the caller's (a
+        playbook day of a DST change is not 24 hours).
+
+        One query in SQLite and PostgreSQL alike. The status list (every status) lets both
+        read the window off the `outbox_claim (status, due_at)` index, one range a status,
+        rather than scanning the table: the cost follows the rows due in the window."""
+        if len(starts) < 2:
+            return []
+        mark = self._mark()
+        case = " ".join(f"WHEN due_at < {mark} THEN {i}" for i in range(len(starts) - 2))
+        day = f"CASE {case} ELSE {len(starts) - 2} END" if case else "0"
+        sql = (f"SELECT {day}, coalesce(channel, ''), status, count(*) FROM outbox "
+               f"WHERE status IN ({', '.join(mark for _ in STATUSES)}) "
+               f"AND due_at >= {mark} AND due_at < {mark} GROUP BY 1, 2, 3")
+        with self._lock:
+            found = self._db.execute(sql, (*starts[1:-1], *STATUSES, starts[0],
+                                           starts[-1])).fetchall()
+        return sorted((int(d), str(c), str(s), int(n)) for d, c, s, n in found)
 
     def customer_state(self, customer_id: str) -> tuple[bytes | None, str | None]:
         """A customer's stored state and the runtime clock, read together (GET

@@ -1,7 +1,7 @@
 // sopkit console: partial updates without a reload (no framework, no build).
 "use strict";
 
-// The overview refreshes its tiles and tables every 5 seconds.
+// The overview refreshes its tiles, tables and chart every 5 seconds.
 function refreshOverview(box) {
   const url = box.dataset.refresh;
   setInterval(async () => {
@@ -10,6 +10,11 @@ function refreshOverview(box) {
     if (reply.ok && (reply.headers.get("content-type") || "").startsWith("text/html")) {
       const html = await reply.text();
       const doc = new DOMParser().parseFromString(html, "text/html");
+      // a <details> the operator opened stays open
+      for (const open of box.querySelectorAll("details[id][open]")) {
+        const same = doc.getElementById(open.id);
+        if (same) same.open = true;
+      }
       box.replaceChildren(...doc.body.childNodes);
     }
   }, 5000);
