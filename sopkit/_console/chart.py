@@ -56,7 +56,7 @@ def _bars(per: dict[int, dict[str, int]], statuses: list[str], names: list[str],
             n = count.get(status, 0)
             if not n:
                 continue
-            height = n * scale
+            height = max(n * scale, 1.0)  # a few rows beside many still show
             y -= height
             out.append({"x": round(LEFT + slot * day + slot * 0.15, 1), "y": round(y, 1),
                         "w": round(slot * 0.7, 1), "h": round(height, 1), "status": status,
