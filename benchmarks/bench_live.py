@@ -24,7 +24,6 @@ bench-live`) also writes benchmarks/profile-live-sqlite.txt, the cProfile of the
 from __future__ import annotations
 
 import argparse
-import cProfile
 import datetime as dt
 import gzip
 import io
@@ -134,26 +133,16 @@ def live(name: str, store: str, playbook: Path, ev: Path, pr: Path, end: str, wo
 
 
 def profile_run(playbook: Path, ev: Path, pr: Path, end: str, work: Path) -> str:
-    """The cProfile of the SQLite run, in-process, top functions by cumulative and own time."""
-    from sopkit.cli import main
-
+    """The cProfile of the SQLite run (its own process), top functions by cumulative and own
+    time."""
     folder = work / "profile"
     folder.mkdir()
-    args = run_args(playbook, str(folder / "live.db"), ev, pr, end, folder)
-    cwd = os.getcwd()
-    os.chdir(folder)
-    profiler = cProfile.Profile()
-    try:
-        profiler.enable()
-        try:
-            main(args, standalone_mode=False)
-        finally:
-            profiler.disable()
-    finally:
-        os.chdir(cwd)
+    data = folder / "run.prof"
+    timed([sys.executable, "-m", "cProfile", "-o", str(data), "-m", "sopkit",
+           *run_args(playbook, str(folder / "live.db"), ev, pr, end, folder)], folder)
     out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("cumulative").print_stats(45)
+    stats = pstats.Stats(str(data), stream=out)
+    stats.sort_stats("cumulative").print_stats(50)
     stats.sort_stats("tottime").print_stats(30)
     return out.getvalue().replace(str(work), "WORK").replace(str(ROOT), "ROOT")
 
@@ -161,6 +150,7 @@ def profile_run(playbook: Path, ev: Path, pr: Path, end: str, work: Path) -> str
 def postgres_url() -> tuple[Any, str] | None:
     try:
         import pg_server
+        import psycopg
     except ImportError:
         return None
     try:
@@ -168,8 +158,6 @@ def postgres_url() -> tuple[Any, str] | None:
     except pg_server.Unavailable as exc:
         print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
         return None
-    import psycopg
-
     with psycopg.connect(server.url, autocommit=True) as db:  # the tests' server runs
         db.execute("ALTER SYSTEM SET fsync = on")  # without fsync: a benchmark needs it
         db.execute("SELECT pg_reload_conf()")

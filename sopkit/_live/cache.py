@@ -12,7 +12,7 @@ what was dropped. Decisions are the same as when every customer is held.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 
 from sopkit._errors import UsageError
 from sopkit._live.store import Store
@@ -42,9 +42,10 @@ class StoreSource:
             limit: int) -> list[tuple[int, str]]:
         return self.store.due_customers(until, after, limit)
 
-    def stored(self) -> Iterator[CustomerState]:
+    def stored(self, skip: Container[str] = ()) -> Iterator[CustomerState]:
         for customer_id, blob in self.store.load_customers():
-            yield load_customer(self.runtime, customer_id, blob)
+            if customer_id not in skip:
+                yield load_customer(self.runtime, customer_id, blob)
 
 
 def cache_size(runtime: Runtime, wanted: int | None) -> int:
