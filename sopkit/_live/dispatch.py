@@ -167,6 +167,11 @@ class Dispatcher:
         # of the pass has answered (a row is never marked before its channel has it)
         self._marks: list[Mark] | None = [] if isinstance(store, BatchedOutbox) else None
         self._batches: dict[str, list[tuple[OutboxRow, Message]]] = {}
+        # asked once: isinstance on a runtime_checkable protocol costs tens of microseconds
+        self._batching = {name for name, channel in self.channels.items()
+                          if isinstance(channel, BatchSender)}
+        self._grouping = {name for name, channel in self.channels.items()
+                          if isinstance(channel, GroupSender)}
 
     def backoff(self, key: str, attempts: int) -> int:
         """Seconds to wait after failed attempt number `attempts` (1-based) of row `key`.
@@ -269,7 +274,7 @@ class Dispatcher:
         body = row.message.get("body") if isinstance(row.message, dict) else None
         if not isinstance(body, dict) or "firing" not in body:
             return None
-        if not isinstance(self.channels.get(row.channel), GroupSender):
+        if row.channel not in self._grouping:
             return None
         return row.channel, row.rule, str(body["firing"])
 
@@ -328,7 +333,7 @@ class Dispatcher:
             self._dead(row, f"unreadable message in the outbox: {type(exc).__name__}: {exc}",
                        now, stats)
             return
-        if isinstance(channel, BatchSender):  # sent with the pass's other rows for it
+        if name in self._batching:  # sent with the pass's other rows for it
             self._batches.setdefault(name, []).append((row, message))
             return
         try:
