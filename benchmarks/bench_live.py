@@ -195,7 +195,7 @@ def write_md(result: dict[str, Any], path: Path) -> None:
         "|---|---:|---:|---:|---|"]
     for row in result["runs"]:
         lines.append(f"| {row['name']} | {row['wall_s']:.1f} | {row['events_per_s']:,.0f} | "
-                     f"{row['ratio']:.2f} | {', '.join(f'{t:.1f}' for t in row['all_walls_s'])} |")
+                     f"{row['ratio']:.3f} | {', '.join(f'{t:.1f}' for t in row['all_walls_s'])} |")
     met = [r["name"] for r in result["runs"][1:] if r["ratio"] >= TARGET]
     missed = [r["name"] for r in result["runs"][1:] if r["ratio"] < TARGET]
     lines += ["", f"Target: run / simulate at least {TARGET}: met by "
