@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test test-deep lint typecheck check-playbooks schema openapi clean bench \
-        bench-quick bench-campaign bench-one-customer bench-partition bench-live-memory \
-        bench-history-keep bench-serve valgrind fuzz mutation
+        bench-quick bench-campaign bench-one-customer bench-partition bench-live \
+        bench-live-memory bench-history-keep bench-serve valgrind fuzz mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,12 @@ bench-partition: $(STAMP)
 	    --config-settings editable_mode=compat)
 	$(PY) benchmarks/bench_partition.py $(if $(CUSTOMERS),--customers $(CUSTOMERS)) \
 	    $(if $(WORKERS),--workers $(WORKERS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
+
+## bench-live: `sopkit run` (SQLite, and PostgreSQL when its server binaries are installed)
+## against `sopkit simulate` on the first 20,000 CDNOW events with jsonl channels, side by
+## side (a few minutes); benchmarks/live-results.json, .md, profile-live-sqlite.txt; EVENTS=N
+bench-live: $(STAMP)
+	$(PY) benchmarks/bench_live.py $(if $(EVENTS),--events $(EVENTS))
 
 ## bench-live-memory: `sopkit run` with a day of events over generated stores of 500k and 5M
 ## customers (stores generated once, cached; about 15 minutes the first time): peak RSS stays

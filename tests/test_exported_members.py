@@ -96,8 +96,8 @@ def test_only_the_durable_engine_module_imports_durable() -> None:
 
 
 CHANNELS_PUBLIC = {
-    "GROUP", "Channel", "ChannelConfigError", "ChannelFactory", "CheckableFactory", "Closable",
-    "GroupSender", "MemoryChannel", "Message", "MockChannel", "PluginInfo", "Receipt",
+    "GROUP", "BatchSender", "Channel", "ChannelConfigError", "ChannelFactory", "CheckableFactory",
+    "Closable", "GroupSender", "MemoryChannel", "Message", "MockChannel", "PluginInfo", "Receipt",
     "SendOutcome", "SendResults", "SmsChannel", "SmtpChannel", "TagMirror", "TransferOutcome",
     "TransferResults", "WebhookChannel", "WebhookVerificationError", "WecomChannel",
     "WecomError", "build", "check_settings", "did_you_mean", "env_secret", "installed",

@@ -12,7 +12,7 @@ what was dropped. Decisions are the same as when every customer is held.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 
 from sopkit._errors import UsageError
 from sopkit._live.store import Store
@@ -28,23 +28,35 @@ POPULATION_FEATURES = (("rfm", "[rfm] (its refits score every customer at once)"
 
 
 class StoreSource:
-    """The `CustomerSource` of a live run: customers and due wake-ups read from its store."""
+    """The `CustomerSource` of a live run: customers and due wake-ups read from its store.
 
-    def __init__(self, store: Store, runtime: Runtime) -> None:
+    `all_held`: every customer the store has is held by the runtime (a run that began with
+    an empty store and has dropped nobody since; only the run's event loop writes customers).
+    While it is true the store is not asked: an unknown customer is new, the stored wake-ups
+    are the held customers' own (in the runtime's heap), and a campaign sees the held ones.
+    """
+
+    def __init__(self, store: Store, runtime: Runtime, *, all_held: bool = False) -> None:
         self.store = store
         self.runtime = runtime
+        self.all_held = all_held
 
     def fetch(self, customer_id: str) -> CustomerState | None:
+        if self.all_held:
+            return None
         blob = self.store.load_customer(customer_id)
         return None if blob is None else load_customer(self.runtime, customer_id, blob)
 
     def due(self, until: int, after: tuple[int, str] | None,
             limit: int) -> list[tuple[int, str]]:
-        return self.store.due_customers(until, after, limit)
+        return [] if self.all_held else self.store.due_customers(until, after, limit)
 
-    def stored(self) -> Iterator[CustomerState]:
+    def stored(self, skip: Container[str] = ()) -> Iterator[CustomerState]:
+        if self.all_held:
+            return
         for customer_id, blob in self.store.load_customers():
-            yield load_customer(self.runtime, customer_id, blob)
+            if customer_id not in skip:
+                yield load_customer(self.runtime, customer_id, blob)
 
 
 def cache_size(runtime: Runtime, wanted: int | None) -> int:
@@ -71,11 +83,17 @@ def cache_size(runtime: Runtime, wanted: int | None) -> int:
 class CustomerCache:
     """Keeps a runtime's held customers within `size` after each commit (0: no bound)."""
 
-    def __init__(self, runtime: Runtime, store: Store, size: int) -> None:
+    def __init__(self, runtime: Runtime, store: Store, size: int, *,
+                 fresh: bool = False) -> None:
+        """`fresh`: the store is new (no customers yet), so until the first customer is
+        dropped the run holds every stored customer and need not read any back."""
         self.runtime = runtime
         self.size = size
+        self.source: StoreSource | None = None
         if size:
-            runtime.core.use_source(StoreSource(store, runtime))
+            self.source = StoreSource(store, runtime,
+                                      all_held=fresh and store.count_customers() == 0)
+            runtime.core.use_source(self.source)
 
     @property
     def bounded(self) -> bool:
@@ -94,6 +112,8 @@ class CustomerCache:
                 customers[customer_id] = customers.pop(customer_id)  # to the end: recent
         excess = len(customers) - self.size
         if excess > 0:
+            if self.source is not None:
+                self.source.all_held = False  # the store has customers the run does not hold
             for customer_id in list(itertools.islice(customers, excess)):
                 core.evict(customer_id)
         if core.stored_wakes is not None:

@@ -16,13 +16,13 @@ import logging
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sopkit._errors import did_you_mean
-from sopkit._live.store import OutboxRow
+from sopkit._live.store import Mark, OutboxRow
 from sopkit._mask import mask, mask_text
 from sopkit._runtime.errors import BadArgument
-from sopkit.channels import Channel, GroupSender, Message, Receipt
+from sopkit.channels import BatchSender, Channel, GroupSender, Message, Receipt
 
 log = logging.getLogger("sopkit.dispatch")
 
@@ -39,7 +39,10 @@ class Outbox(Protocol):
 
     A row is `pending` until claimed; a claim leases it to one worker until the lease runs
     out; the dispatcher then marks it `delivered`, pending again (`mark_retry`), `dead`, or
-    settles it unsent (`expired`, `suppressed`), or gives it back (`release`).
+    settles it unsent (`expired`, `suppressed`), or gives it back (`release`). An outbox
+    that also has `mark_many(marks)` (a `BatchedOutbox`, as sopkit's stores) gets a pass's
+    outcomes in one call, once every channel of the pass has answered, to record them in one
+    transaction; the others get one call per row.
     """
 
     def claim(self, now: int, limit: int, lease_seconds: int, worker: str,
@@ -69,6 +72,13 @@ class Outbox(Protocol):
     def settle(self, row_id: int, status: str, reason: str, now: int) -> None:
         """Settle a leased row unsent with `status` (`expired`, `suppressed`) and the reason."""
         ...
+
+
+@runtime_checkable
+class BatchedOutbox(Protocol):
+    """An outbox that records a pass's outcomes in one transaction (sopkit's stores)."""
+
+    def mark_many(self, marks: Sequence[Mark]) -> None: ...
 
 
 def expiry(row: OutboxRow, now: int) -> tuple[str, str] | None:
@@ -153,6 +163,15 @@ class Dispatcher:
         """Channels disabled by a receipt, with the reason; their rows are not claimed."""
         self.screens = list(screens)
         """Checks made at the moment of delivery (expiry, consent): see `Screen`."""
+        # a store that can records a pass's outcomes in one transaction, after every channel
+        # of the pass has answered (a row is never marked before its channel has it)
+        self._marks: list[Mark] | None = [] if isinstance(store, BatchedOutbox) else None
+        self._batches: dict[str, list[tuple[OutboxRow, Message]]] = {}
+        # asked once: isinstance on a runtime_checkable protocol costs tens of microseconds
+        self._batching = {name for name, channel in self.channels.items()
+                          if isinstance(channel, BatchSender)}
+        self._grouping = {name for name, channel in self.channels.items()
+                          if isinstance(channel, GroupSender)}
 
     def backoff(self, key: str, attempts: int) -> int:
         """Seconds to wait after failed attempt number `attempts` (1-based) of row `key`.
@@ -181,6 +200,29 @@ class Dispatcher:
         claimed (up to `group_rows`), so one firing becomes one group send per pass.
         """
         stats = DispatchStats()
+        try:
+            self._run(now, stats)
+        finally:  # what the channels took is recorded even if the pass is interrupted
+            self._flush()
+        return stats
+
+    def _flush(self) -> None:
+        """Record the pass's outcomes: one transaction for all of them."""
+        if self._marks:
+            marks, self._marks = self._marks, []
+            assert isinstance(self.store, BatchedOutbox), "marks are kept for such a store"
+            self.store.mark_many(marks)
+
+    def _record(self, op: str, *args: Any) -> None:
+        """One outcome: kept for the pass's transaction, or written at once by an outbox
+        that has no `mark_many`."""
+        if self._marks is not None:
+            self._marks.append((op, args))
+        else:
+            getattr(self.store, op)(*args)
+
+    def _run(self, now: int, stats: DispatchStats) -> None:
+        self._batches = {}
         rows = self._claim(now)
         last = rows
         while (last and len(last) >= self.batch and self._group_of(last[-1]) is not None
@@ -201,7 +243,24 @@ class Dispatcher:
             elif group not in sent:
                 sent.add(group)
                 self._dispatch_group(groups[group], now, stats)
-        return stats
+        batches, self._batches = self._batches, {}
+        for name, pairs in batches.items():
+            self._send_batch(name, pairs, now, stats)
+
+    def _send_batch(self, name: str, pairs: list[tuple[OutboxRow, Message]], now: int,
+                    stats: DispatchStats) -> None:
+        """Send a pass's rows of a `BatchSender` channel in one call (one fsync for a file)."""
+        channel = self.channels[name]
+        assert isinstance(channel, BatchSender), "_dispatch batches rows of batch senders only"
+        try:
+            receipts = list(channel.send_batch([m for _, m in pairs]))
+        except Exception as exc:  # as for one row: an error the channel did not understand
+            receipts = [Receipt.retry(f"{type(exc).__name__}: {exc}")] * len(pairs)
+        if len(receipts) != len(pairs):
+            receipts = [Receipt.retry(f"channel '{name}' answered {len(receipts)} receipts for "
+                                      f"{len(pairs)} messages")] * len(pairs)
+        for (row, _), receipt in zip(pairs, receipts, strict=True):
+            self._settle(row, receipt, now, stats)
 
     def _claim(self, now: int) -> list[OutboxRow]:
         return self.store.claim(now, self.batch, self.lease_seconds, self.worker,
@@ -215,7 +274,7 @@ class Dispatcher:
         body = row.message.get("body") if isinstance(row.message, dict) else None
         if not isinstance(body, dict) or "firing" not in body:
             return None
-        if not isinstance(self.channels.get(row.channel), GroupSender):
+        if row.channel not in self._grouping:
             return None
         return row.channel, row.rule, str(body["firing"])
 
@@ -252,14 +311,14 @@ class Dispatcher:
         assert row.id is not None, "a claimed row has an id"
         name = row.channel
         if name in self.disabled:  # disabled earlier in this batch: give the row back
-            self.store.release(row.id)
+            self._record("release", row.id)
             stats.count(name, "released")
             return
         if self._screened(row, now, stats):
             return
         if name == "" and "" not in self.channels:  # a staff task, and no task channel:
             # the record is the delivery
-            self.store.mark_delivered(row.id, Receipt.delivered("recorded").to_json(), now)
+            self._record("mark_delivered", row.id, Receipt.delivered("recorded").to_json(), now)
             stats.count(name, "delivered")
             return
         channel = self.channels.get(name)
@@ -273,6 +332,9 @@ class Dispatcher:
         except (KeyError, TypeError, ValueError) as exc:
             self._dead(row, f"unreadable message in the outbox: {type(exc).__name__}: {exc}",
                        now, stats)
+            return
+        if name in self._batching:  # sent with the pass's other rows for it
+            self._batches.setdefault(name, []).append((row, message))
             return
         try:
             receipt = channel.send(message)
@@ -291,7 +353,7 @@ class Dispatcher:
             verdict = screen(row, now)
             if verdict is not None:
                 status, reason = verdict
-                self.store.settle(row.id, status, reason, now)
+                self._record("settle", row.id, status, reason, now)
                 stats.count(row.channel, status)
                 log.info("%s %s via %s: %s", status, mask_text(row.key), row.channel or "-",
                          reason)
@@ -307,12 +369,12 @@ class Dispatcher:
                                     "not a Receipt")
         detail = mask_text(receipt.detail)
         if receipt.status == "delivered":
-            self.store.mark_delivered(row.id, mask(receipt.to_json()), now)
+            self._record("mark_delivered", row.id, mask(receipt.to_json()), now)
             stats.count(name, "delivered")
             log.debug("delivered %s via %s", mask_text(row.key), name)
         elif receipt.status == "retry" and row.attempts < self.max_attempts:
             wait = self.delay(row, receipt)
-            self.store.mark_retry(row.id, now + wait, detail)
+            self._record("mark_retry", row.id, now + wait, detail)
             stats.count(name, "retried")
             log.info("retrying %s via %s in %ss (attempt %s of %s): %s", mask_text(row.key),
                      name, wait, row.attempts, self.max_attempts, detail)
@@ -327,6 +389,6 @@ class Dispatcher:
 
     def _dead(self, row: OutboxRow, error: str, now: int, stats: DispatchStats) -> None:
         assert row.id is not None
-        self.store.mark_dead(row.id, error, now)
+        self._record("mark_dead", row.id, error, now)
         stats.count(row.channel, "dead")
         log.warning("dead letter %s via %s: %s", mask_text(row.key), row.channel or "-", error)

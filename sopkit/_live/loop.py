@@ -184,7 +184,7 @@ class LiveRun:
         self.mirrors = tag_mirrors(loaded)
         self.fresh = check_store(self.store, self.runtime, self.fingerprint, loaded)
         self.cache = CustomerCache(self.runtime, store,
-                                   cache_size(self.runtime, cache_customers))
+                                   cache_size(self.runtime, cache_customers), fresh=self.fresh)
         self.runtime.restore(self._clock_blob(),
                              () if self.cache.bounded else store.load_customers())
         offset = store.get_meta("input.line")

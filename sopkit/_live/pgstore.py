@@ -75,6 +75,7 @@ class PostgresStore(SharedSql):
     """
 
     MARK = "%s"
+    GREATEST = "GREATEST"
     WAKE_TYPE = "BIGINT"
     RENEWS = False
 
@@ -254,27 +255,13 @@ class PostgresStore(SharedSql):
                  limit)).fetchall()
         return sorted((self._row(r) for r in found), key=lambda r: (r.due_at, r.id or 0))
 
-    def mark_delivered(self, row_id: int, receipt: Mapping[str, Any], now: int) -> None:
+    def _json(self, value: dict[str, Any]) -> Any:
         from psycopg.types.json import Jsonb
 
-        self._one("UPDATE outbox SET status = 'delivered', receipt = %s, delivered_at = %s, "
-                  "settled_at = %s, lease_until = NULL WHERE id = %s AND status = 'leased'",
-                  (Jsonb(dict(receipt)), now, now, row_id))
+        return Jsonb(value)
 
-    def mark_retry(self, row_id: int, due_at: int, error: str) -> None:
-        self._one("UPDATE outbox SET status = 'pending', due_at = %s, last_error = %s, "
-                  "lease_until = NULL WHERE id = %s AND status = 'leased'",
-                  (due_at, error, row_id))
-
-    def mark_dead(self, row_id: int, error: str, now: int) -> None:
-        self._one("UPDATE outbox SET status = 'dead', last_error = %s, settled_at = %s, "
-                  "lease_until = NULL WHERE id = %s AND status = 'leased'",
-                  (error, now, row_id))
-
-    def release(self, row_id: int) -> None:
-        self._one("UPDATE outbox SET status = 'pending', attempts = GREATEST(attempts - 1, 0), "
-                  "lease_until = NULL, leased_by = NULL WHERE id = %s AND status = 'leased'",
-                  (row_id,))
+    def _write(self, sql: str, args: Sequence[Any]) -> None:
+        self._one(sql, args)
 
     def rows(self, status: str | None = None, *, customer_id: str | None = None,
              limit: int | None = None, ids: Sequence[int] | None = None) -> list[OutboxRow]:

@@ -148,7 +148,7 @@ class SQLiteStore(SharedSql):
             raise
         self._db.execute("COMMIT")
 
-    def _exec(self, sql: str, args: Sequence[Any]) -> None:
+    def _write(self, sql: str, args: Sequence[Any]) -> None:
         """One write on its own (autocommit); a lock held too long becomes a StoreError."""
         try:
             self._db.execute(sql, args)
@@ -259,28 +259,6 @@ class SQLiteStore(SharedSql):
                 f"ORDER BY due_at, id LIMIT ?) RETURNING {SELECT}",
                 (wall + lease_seconds, worker, now, wall, *skip, limit)).fetchall()
         return sorted((self._row(r) for r in found), key=lambda r: (r.due_at, r.id or 0))
-
-    def mark_delivered(self, row_id: int, receipt: Mapping[str, Any], now: int) -> None:
-        self._exec(
-            "UPDATE outbox SET status = 'delivered', receipt = ?, delivered_at = ?, "
-            "settled_at = ?, lease_until = NULL WHERE id = ? AND status = 'leased'",
-            (dumps(dict(receipt)), now, now, row_id))
-
-    def mark_retry(self, row_id: int, due_at: int, error: str) -> None:
-        self._exec(
-            "UPDATE outbox SET status = 'pending', due_at = ?, last_error = ?, "
-            "lease_until = NULL WHERE id = ? AND status = 'leased'", (due_at, error, row_id))
-
-    def mark_dead(self, row_id: int, error: str, now: int) -> None:
-        self._exec(
-            "UPDATE outbox SET status = 'dead', last_error = ?, settled_at = ?, "
-            "lease_until = NULL WHERE id = ? AND status = 'leased'", (error, now, row_id))
-
-    def release(self, row_id: int) -> None:
-        self._exec(
-            "UPDATE outbox SET status = 'pending', attempts = MAX(attempts - 1, 0), "
-            "lease_until = NULL, leased_by = NULL WHERE id = ? AND status = 'leased'",
-            (row_id,))
 
     def rows(self, status: str | None = None, *, customer_id: str | None = None,
              limit: int | None = None, ids: Sequence[int] | None = None) -> list[OutboxRow]:

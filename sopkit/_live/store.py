@@ -39,6 +39,10 @@ SCHEMA_VERSION = 3  # 2: state as JSON by name (docs/live.md#stored-state), back
 UPGRADABLE = 2
 """The oldest schema this sopkit upgrades in place when it opens the store."""
 PAGE = 1000  # rows per page when a store reads customers or due wake-ups
+MARKS = ("mark_delivered", "mark_retry", "mark_dead", "release", "settle")
+Mark = tuple[str, tuple[Any, ...]]
+"""One outcome a dispatcher records about a leased row: the name of the `Store` method (one of
+MARKS) and its arguments; `Store.mark_many` applies a pass's marks in one transaction."""
 
 
 class StoreError(SopkitError):
@@ -157,6 +161,11 @@ class Store(Protocol):
     def settle(self, row_id: int, status: str, reason: str, now: int) -> None:
         """Settle a leased row without sending it: `expired`, or `suppressed` when consent
         was withdrawn before delivery; the reason is recorded."""
+        ...
+
+    def mark_many(self, marks: Sequence[Mark]) -> None:
+        """Apply marks (`mark_delivered`, `mark_retry` ... with their arguments) in one
+        transaction: all of them or, after a crash, none (the rows stay leased)."""
         ...
 
     # -- inspection and repair ----------------------------------------------------------

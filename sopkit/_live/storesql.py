@@ -10,11 +10,13 @@ from typing import Any
 from sopkit._errors import UsageError
 from sopkit._live.store import (
     COLUMNS,
+    MARKS,
     PAGE,
     SCHEMA_VERSION,
     SETTLED,
     STATUSES,
     UPGRADABLE,
+    Mark,
     OutboxRow,
 )
 
@@ -154,13 +156,73 @@ class SharedSql:
         with self._tx() as cur:
             return self._reassign(cur, customer_id, new_owner)
 
+    # -- what a dispatcher records about a leased row: one at a time, or many at once ----
+    GREATEST = "MAX"
+
+    def _json(self, value: dict[str, Any]) -> Any:
+        return dumps(value)
+
+    def _write(self, sql: str, args: Sequence[Any]) -> None:
+        """One write on its own (autocommit)."""
+        raise NotImplementedError
+
+    def _mark(self, op: str, args: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        """The statement and arguments of one mark (`Mark`); a mark applies only to a row
+        that is still leased, so a late outcome never overwrites a newer one."""
+        m = self.MARK
+        leased = f"WHERE id = {m} AND status = 'leased'"
+        if op == "mark_delivered":
+            row_id, receipt, now = args
+            return (f"UPDATE outbox SET status = 'delivered', receipt = {m}, delivered_at = {m}, "
+                    f"settled_at = {m}, lease_until = NULL {leased}",
+                    (self._json(dict(receipt)), now, now, row_id))
+        if op == "mark_retry":
+            row_id, due_at, error = args
+            return (f"UPDATE outbox SET status = 'pending', due_at = {m}, last_error = {m}, "
+                    f"lease_until = NULL {leased}", (due_at, error, row_id))
+        if op == "mark_dead":
+            row_id, error, now = args
+            return (f"UPDATE outbox SET status = 'dead', last_error = {m}, settled_at = {m}, "
+                    f"lease_until = NULL {leased}", (error, now, row_id))
+        if op == "release":
+            (row_id,) = args
+            return (f"UPDATE outbox SET status = 'pending', attempts = "
+                    f"{self.GREATEST}(attempts - 1, 0), lease_until = NULL, leased_by = NULL "
+                    f"{leased}", (row_id,))
+        if op == "settle":
+            row_id, status, reason, now = args
+            return (f"UPDATE outbox SET status = {m}, reason = {m}, settled_at = {m}, "
+                    f"lease_until = NULL {leased}", (status, reason, now, row_id))
+        raise ValueError(f"unknown outbox mark {op!r}; one of {', '.join(MARKS)}")
+
+    def mark_delivered(self, row_id: int, receipt: Mapping[str, Any], now: int) -> None:
+        self._write(*self._mark("mark_delivered", (row_id, receipt, now)))
+
+    def mark_retry(self, row_id: int, due_at: int, error: str) -> None:
+        self._write(*self._mark("mark_retry", (row_id, due_at, error)))
+
+    def mark_dead(self, row_id: int, error: str, now: int) -> None:
+        self._write(*self._mark("mark_dead", (row_id, error, now)))
+
+    def release(self, row_id: int) -> None:
+        self._write(*self._mark("release", (row_id,)))
+
     def settle(self, row_id: int, status: str, reason: str, now: int) -> None:
         """Settle a leased row without sending it (`expired`, or `suppressed` at delivery)."""
-        mark = self.MARK
+        self._write(*self._mark("settle", (row_id, status, reason, now)))
+
+    def mark_many(self, marks: Sequence[Mark]) -> None:
+        """Record the outcomes of a dispatcher's pass in one transaction: one disk sync for
+        the batch instead of one per row."""
+        if not marks:
+            return
+        grouped: dict[str, list[tuple[Any, ...]]] = {}
+        for op, args in marks:
+            sql, values = self._mark(op, args)
+            grouped.setdefault(sql, []).append(values)
         with self._tx() as cur:
-            cur.execute(f"UPDATE outbox SET status = {mark}, reason = {mark}, settled_at = "
-                        f"{mark}, lease_until = NULL WHERE id = {mark} AND status = 'leased'",
-                        (status, reason, now, row_id))
+            for sql, rows in grouped.items():
+                cur.executemany(sql, rows)
 
     def _cancel_rules(self, cur: Any, cancel: Mapping[str, tuple[str, int]] | None) -> None:
         """Cancel the pending rows of these rules (rule -> (reason, now)): a migration that

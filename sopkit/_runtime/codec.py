@@ -33,8 +33,33 @@ class StateError(SopkitError):
     exit_code = 2
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def encode(value: Any) -> Any:
     """A typed value as JSON-compatible data (see the module's table)."""
+    kind = type(value)  # the common cases first, by exact type (subclasses go the long way)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        out = {key: item if type(item) in _PLAIN else encode(item)
+               for key, item in value.items()}
+        try:
+            joined = "".join(out)  # every key a str, and one test for a "$" in any of them
+        except TypeError:
+            bad = next(key for key in out if not isinstance(key, str))
+            raise StateError(f"cannot store a mapping with the key {bad!r}") from None
+        if "$" in joined and any(key.startswith("$") for key in out):
+            return {"$map": out}
+        return out
+    if kind is list:
+        return [item if type(item) in _PLAIN else encode(item) for item in value]
+    if kind is Decimal:
+        return {"$dec": str(value)}
+    return _encode_other(value)
+
+
+def _encode_other(value: Any) -> Any:
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):

@@ -193,8 +193,8 @@ class CustomerCore:
         held = self.population.customers
         mine = sorted(held)
         i = 0
-        if self.source is not None:
-            for cs in self.source.stored():
+        if self.source is not None:  # the held ones' stored states are older: not read
+            for cs in self.source.stored(frozenset(mine)):
                 cid = cs.customer_id
                 while i < len(mine) and mine[i] < cid:
                     yield held[mine[i]]

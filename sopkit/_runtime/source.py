@@ -9,7 +9,7 @@ store's next_wake index in pages) with the held customers' heap, so wake-ups run
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from typing import Protocol
 
 from sopkit._runtime.records import CustomerState
@@ -30,8 +30,9 @@ class CustomerSource(Protocol):
         order, at most `limit`."""
         ...
 
-    def stored(self) -> Iterator[CustomerState]:
-        """Every stored customer in customer-id order, read one at a time (not held)."""
+    def stored(self, skip: Container[str] = ()) -> Iterator[CustomerState]:
+        """Every stored customer in customer-id order, read one at a time (not held), but
+        those in `skip` (the runtime holds them: their stored state is not even decoded)."""
         ...
 
 

@@ -2,9 +2,10 @@
 
 A third-party channel is a class (or factory) `(name, config, env) -> Channel` registered
 under the entry-point group `sopkit.channels`; see docs/channels.md. Its optional steps
-(`close`, group sends, results read back later, settings checks, tag mirroring) are the
-protocols `Closable`, `GroupSender`, `SendResults`, `TransferResults`, `CheckableFactory`
-and `TagMirror`; `MockChannel(handler)` is a channel whose sends are a function of yours.
+(`close`, group sends, batches written at once, results read back later, settings checks,
+tag mirroring) are the protocols `Closable`, `GroupSender`, `BatchSender`, `SendResults`,
+`TransferResults`, `CheckableFactory` and `TagMirror`; `MockChannel(handler)` is a channel
+whose sends are a function of yours.
 
 The shipped HTTP and e-mail channels (`WebhookChannel`, `SmsChannel`, `SmtpChannel`,
 `WecomChannel`) and their helpers are imported on first use: `import sopkit.channels` does
@@ -27,6 +28,7 @@ from ._base import (
     env_secret,
 )
 from ._capabilities import (
+    BatchSender,
     CheckableFactory,
     Closable,
     GroupSender,
@@ -74,6 +76,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "GROUP",
+    "BatchSender",
     "Channel",
     "ChannelConfigError",
     "ChannelFactory",

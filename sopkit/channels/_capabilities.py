@@ -8,6 +8,8 @@ declared here, and sopkit asks with `isinstance(channel, Protocol)`, never by pr
   to the far side (a live run then adds `tag`/`untag` rows for them).
 - `Closable`: it holds connections or files; `close()` ends them once it is done.
 - `GroupSender`: it sends the sends of one campaign firing in one call.
+- `BatchSender`: it takes many messages in one call and makes them durable together (the
+  `jsonl` channel: one write and one fsync for the batch).
 - `SendResults`: a delivered send is a task someone completes later (a WeCom group-message
   task the owner confirms); the channel says which went out.
 - `TransferResults`: a delivered hand-over completes later on the far side; the channel says
@@ -80,6 +82,24 @@ class GroupSender(Protocol):
     """
 
     def send_group(self, messages: list[Message]) -> list[Receipt]:
+        """One receipt per message, in order (an exception retries all of them)."""
+        ...
+
+
+@runtime_checkable
+class BatchSender(Protocol):
+    """A channel that takes a dispatcher's batch in one call and makes it durable at once.
+
+    The dispatcher collects the rows of one pass (one claim of up to `batch` rows) for such a
+    channel and calls `send_batch` once with their messages, instead of `send` for each. A
+    `delivered` receipt must mean what it means from `send`: the message is durably with the
+    channel when the call returns (the `jsonl` channel writes the batch's lines and fsyncs
+    the file once). The rows are marked afterwards, all in one store transaction; a crash in
+    between sends the batch again (at least once), so the channel should drop keys it
+    already has, as `jsonl` does. Campaign group sends (`GroupSender`) go their own way.
+    """
+
+    def send_batch(self, messages: list[Message]) -> list[Receipt]:
         """One receipt per message, in order (an exception retries all of them)."""
         ...
 

@@ -2,8 +2,9 @@
 
 `jsonl` is a real delivery: it writes the contact data unmasked, and it is idempotent. It
 keeps the keys already in its file, holds an exclusive lock while it reads what other writers
-appended and writes its own line, and writes each line with one `write` (then `fsync`), so a
-key is never written twice and a line is never interleaved. A line cut short by a crash
+appended and writes its own lines, and writes a dispatcher's batch with one `write` (then one
+`fsync`: it is a `BatchSender`), so a key is never written twice and a line is never
+interleaved. A line cut short by a crash
 (a process killed mid-write) is cut off when the file is next opened: its message was never
 reported delivered, so the outbox sends it again.
 """
@@ -98,7 +99,8 @@ class JsonlChannel:
 
     Config: `path` (required; relative to the working directory, parent folders are
     created), `fsync` (default true: each line is on disk before the receipt says
-    delivered). `clock` (unix seconds) is injectable for tests.
+    delivered; one fsync per batch the dispatcher hands over, `send_batch`). `clock` (unix
+    seconds) is injectable for tests.
     """
 
     KEYS = ("path", "fsync")
@@ -197,15 +199,33 @@ class JsonlChannel:
         return key in self._keys
 
     def send(self, message: Message) -> Receipt:
+        return self.send_batch([message])[0]
+
+    def send_batch(self, messages: list[Message]) -> list[Receipt]:
+        """Write the messages whose keys the file does not hold yet with one `write` and one
+        `fsync` (a `BatchSender`): every receipt says delivered once the lines are on disk."""
         with self._locked():
             self._catch_up()
-            if message.key in self._keys:
-                return Receipt.delivered("already written")
             stamp = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
-            record = {**message.to_json(), "status": "delivered",
-                      "written_at": stamp.isoformat(timespec="seconds")}
-            data = (json.dumps(record, ensure_ascii=False, separators=(",", ":"),
-                               default=str) + "\n").encode("utf-8")
+            written_at = stamp.isoformat(timespec="seconds")
+            chunks: list[bytes] = []
+            receipts: list[Receipt] = []
+            new: set[str] = set()
+            lines = self._lines
+            for message in messages:
+                if message.key in self._keys or message.key in new:
+                    receipts.append(Receipt.delivered("already written"))
+                    continue
+                record = {**message.to_json(), "status": "delivered", "written_at": written_at}
+                chunks.append((json.dumps(record, ensure_ascii=False, separators=(",", ":"),
+                                          default=str) + "\n").encode("utf-8"))
+                new.add(message.key)
+                lines += 1
+                receipts.append(Receipt.delivered(f"written to {self.path} line {lines}",
+                                                  provider_id=f"line {lines}"))
+            if not chunks:
+                return receipts
+            data = b"".join(chunks)
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
@@ -213,10 +233,9 @@ class JsonlChannel:
             if self.fsync:
                 os.fsync(self._fd)
             self._offset += len(data)
-            self._lines += 1
-            self._keys.add(message.key)
-            return Receipt.delivered(f"written to {self.path} line {self._lines}",
-                                     provider_id=f"line {self._lines}")
+            self._lines = lines
+            self._keys |= new
+            return receipts
 
     def close(self) -> None:
         """Close the file."""
