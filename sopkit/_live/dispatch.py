@@ -207,7 +207,9 @@ class Dispatcher:
         return stats
 
     def _flush(self) -> None:
-        """Record the pass's outcomes: one transaction for all of them."""
+        """Record the outcomes kept so far: one transaction for all of them (a pass's rows of
+        batch senders, screens and recorded tasks go together; a row sent on its own or a
+        group send is recorded right after it)."""
         if self._marks:
             marks, self._marks = self._marks, []
             assert isinstance(self.store, BatchedOutbox), "marks are kept for such a store"
@@ -306,6 +308,7 @@ class Dispatcher:
         log.info("group send of %d rows (%s) via %s", len(readable), rows[0].rule, name)
         for (row, _), receipt in zip(readable, receipts, strict=True):
             self._settle(row, receipt, now, stats)
+        self._flush()  # one group send, recorded before anything else goes out
 
     def _dispatch(self, row: OutboxRow, now: int, stats: DispatchStats) -> None:
         assert row.id is not None, "a claimed row has an id"
@@ -341,6 +344,9 @@ class Dispatcher:
         except Exception as exc:  # a channel bug or an error it did not understand: retry
             receipt = Receipt.retry(f"{type(exc).__name__}: {exc}")
         self._settle(row, receipt, now, stats)
+        # a message sent on its own reached someone outside (a customer, an endpoint): record
+        # it now, with what the pass kept so far, so a crash resends it alone, not the pass
+        self._flush()
 
     def message_of(self, row: OutboxRow) -> Message:
         """The message a claimed row delivers (its attempt number set)."""
