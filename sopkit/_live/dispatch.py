@@ -254,13 +254,7 @@ class Dispatcher:
         """Send a pass's rows of a `BatchSender` channel in one call (one fsync for a file)."""
         channel = self.channels[name]
         assert isinstance(channel, BatchSender), "_dispatch batches rows of batch senders only"
-        try:
-            receipts = list(channel.send_batch([m for _, m in pairs]))
-        except Exception as exc:  # as for one row: an error the channel did not understand
-            receipts = [Receipt.retry(f"{type(exc).__name__}: {exc}")] * len(pairs)
-        if len(receipts) != len(pairs):
-            receipts = [Receipt.retry(f"channel '{name}' answered {len(receipts)} receipts for "
-                                      f"{len(pairs)} messages")] * len(pairs)
+        receipts = _receipts(name, channel.send_batch, [m for _, m in pairs])
         for (row, _), receipt in zip(pairs, receipts, strict=True):
             self._settle(row, receipt, now, stats)
 
@@ -298,13 +292,7 @@ class Dispatcher:
             readable.append((row, message))
         if not readable:
             return
-        try:
-            receipts = list(channel.send_group([m for _, m in readable]))
-        except Exception as exc:  # as for one row: an error the channel did not understand
-            receipts = [Receipt.retry(f"{type(exc).__name__}: {exc}")] * len(readable)
-        if len(receipts) != len(readable):
-            receipts = [Receipt.retry(f"channel '{name}' answered {len(receipts)} receipts for "
-                                      f"{len(readable)} messages")] * len(readable)
+        receipts = _receipts(name, channel.send_group, [m for _, m in readable])
         log.info("group send of %d rows (%s) via %s", len(readable), rows[0].rule, name)
         for (row, _), receipt in zip(readable, receipts, strict=True):
             self._settle(row, receipt, now, stats)
@@ -398,3 +386,18 @@ class Dispatcher:
         self._record("mark_dead", row.id, error, now)
         stats.count(row.channel, "dead")
         log.warning("dead letter %s via %s: %s", mask_text(row.key), row.channel or "-", error)
+
+
+def _receipts(name: str, send: Callable[[list[Message]], Any],
+              messages: list[Message]) -> list[Receipt]:
+    """A receipt per message from one call that sends them all (a batch or a group send):
+    retry for every message if the call raises or answers a receipt count that is not
+    theirs."""
+    try:
+        receipts = list(send(messages))
+    except Exception as exc:  # as for one row: an error the channel did not understand
+        return [Receipt.retry(f"{type(exc).__name__}: {exc}")] * len(messages)
+    if len(receipts) != len(messages):
+        return [Receipt.retry(f"channel '{name}' answered {len(receipts)} receipts for "
+                              f"{len(messages)} messages")] * len(messages)
+    return receipts
