@@ -152,6 +152,7 @@ def _browse(url: str, shots: Path, rx: Receiver) -> list[str]:
         page.click("form.card button[type=submit]")
         expect(page.locator("#profile")).to_contain_text("13812345678")
         page.fill("#phone-search input[name=phone]", "+86 139-0000-1111")  # by phone
+        page.uncheck("#phone-search input[name=unmasked]")  # ticked above: masked again
         page.click("#phone-search button[type=submit]")
         expect(page.locator("#phone-results")).to_contain_text("139****1111")
         page.locator("#phone-results a").click()
