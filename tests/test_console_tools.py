@@ -31,9 +31,9 @@ def _signed_in(server: Served, key: str) -> Iterator[tuple[httpx.Client, str]]:
 def test_a_read_key_finds_a_customer_by_a_phone_number_typed_in_another_form(
         tmp_path: Path, store_url: str) -> None:
     """On SQLite and PostgreSQL alike, `+86 138 1234 5678` finds the customer stored with
-    13812345678 (and not the other);
-    a read key sees the number masked and never in full; an admin who ticks unmasked sees
-    it; a customer whose id is the number is listed masked, without a link holding it."""
+    13812345678 (and not the other); a read key sees the number masked and never in full;
+    an admin who ticks unmasked sees it; a customer whose id is the number is listed
+    masked, without a link holding it."""
     playbook = shop_playbook(tmp_path, "http://127.0.0.1:9/hook")
     events = [{"type": "profile", "customer_id": "c1", "ts": "2025-01-02T09:00:00",
                "name": "王芳", "phone": "13812345678"},
