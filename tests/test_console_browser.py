@@ -56,9 +56,10 @@ else:
 def test_an_operator_signs_in_reads_a_customer_retries_previews_and_simulates(
         tmp_path: Path) -> None:
     """Signed in with an admin key: the overview's per-day chart and its numbers (still open
-    after the page refreshes), a customer found and their timeline read, a dead letter
-    retried and delivered by the webhook, a campaign preview with each variant's message, a
-    simulation whose report opens; no browser console error on the way."""
+    after the page refreshes), a customer found and their timeline read, another found by
+    phone, a dead letter retried and delivered by the webhook, a campaign preview with each
+    variant's message, a simulation whose report opens, then one of a playbook file read
+    into the upload form; no browser console error on the way."""
     shots = tmp_path / "shots"
     shots.mkdir()
     histories = tmp_path / "histories"
@@ -150,6 +151,12 @@ def _browse(url: str, shots: Path, rx: Receiver) -> list[str]:
         page.check("input[name=unmasked]")  # an admin may see the phone number in full
         page.click("form.card button[type=submit]")
         expect(page.locator("#profile")).to_contain_text("13812345678")
+        page.fill("#phone-search input[name=phone]", "+86 139-0000-1111")  # by phone
+        page.uncheck("#phone-search input[name=unmasked]")  # ticked above: masked again
+        page.click("#phone-search button[type=submit]")
+        expect(page.locator("#phone-results")).to_contain_text("139****1111")
+        page.locator("#phone-results a").click()
+        expect(page.locator("#profile")).to_contain_text("李雷")
 
         page.click("nav >> text=群发")
         upcoming = page.locator("#upcoming tbody tr")
@@ -172,8 +179,8 @@ def _browse(url: str, shots: Path, rx: Receiver) -> list[str]:
         page.screenshot(path=shots / "handover.png", full_page=True)
 
         page.click("nav >> text=模拟")
-        page.select_option("select[name=events]", "events.jsonl")
-        page.select_option("select[name=profiles]", "profiles.jsonl")
+        page.select_option("#simulate select[name=events]", "events.jsonl")
+        page.select_option("#simulate select[name=profiles]", "profiles.jsonl")
         page.click("#simulate button[type=submit]")
         link = page.locator("#jobs a.report").first
         expect(link).to_be_visible(timeout=20_000)
@@ -187,6 +194,13 @@ def _browse(url: str, shots: Path, rx: Receiver) -> list[str]:
         report.wait_for_load_state()
         assert "shop" in report.title()
         report.close()
+
+        page.set_input_files("#upload input[type=file]",  # the shop playbook, read into the text
+                             str(shots.parent / "shop.toml"))
+        expect(page.locator("#upload-text")).to_have_value(re.compile(r'name = "shop"'))
+        page.select_option("#upload select[name=events]", "events.jsonl")
+        page.click("#upload button[type=submit]")
+        expect(page.locator('#jobs tr[data-job="2"] a.report')).to_be_visible(timeout=20_000)
         browser.close()
     assert outside == []
     return errors

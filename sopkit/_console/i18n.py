@@ -172,6 +172,38 @@ _WORDS: dict[str, tuple[str, str]] = {  # key: (English, 中文)
              "表单已过期或来自其他站点；请刷新页面后重试。"),
     "error": ("Error", "错误"),
     "go_back": ("Back", "返回"),
+    "search_phone": ("Phone number", "手机号码"),
+    "find_by_phone": ("Find by phone", "按电话查找"),
+    "phone_help": ("A whole number in any common form (spaces, dashes, +86); it is sent in "
+                   "the form, never in the address. Each search reads every stored customer.",
+                   "完整号码，任意常见写法（空格、横线、+86）；号码随表单发送，不进网址。"
+                   "每次查找读取全部已存客户。"),
+    "phone_results": ("Customers with this phone number", "有此电话号码的客户"),
+    "no_phone_match": ("No stored customer has this phone number in their profile.",
+                       "没有客户的资料中有此电话号码。"),
+    "bad_phone": ("Not a whole phone number: type all its digits (e.g. 138 1234 5678).",
+                  "不是完整的电话号码：请输入全部数字（如 138 1234 5678）。"),
+    "search_busy": ("Another phone search is running; try again in a moment.",
+                    "另一个电话查找正在进行；请稍后再试。"),
+    "phone_scanned": ("Read {n} stored customers.", "已读取 {n} 个已存客户。"),
+    "phone_more": ("Stopped at {n} matches: there may be more.",
+                   "找到 {n} 个后停止：可能还有更多。"),
+    "id_is_phone": ("(its id is a phone number: open it by id)",
+                    "（其编号是电话号码：请按编号打开）"),
+    "upload_simulation": ("Run a simulation of an uploaded playbook (admin)",
+                          "用上传的剧本运行模拟（admin）"),
+    "upload_help": ("Paste a playbook TOML (at most {kb} KB, no include); it is checked as "
+                    "`sopkit check` does and, if valid, simulated over the chosen history.",
+                    "粘贴剧本 TOML（最多 {kb} KB，不可 include）；按 `sopkit check` 检查，"
+                    "通过后用所选历史数据模拟。"),
+    "upload_file": ("or read a file", "或读取文件"),
+    "playbook_toml": ("playbook TOML", "剧本 TOML"),
+    "upload_invalid": ("The uploaded playbook is not valid; nothing was run.",
+                       "上传的剧本无效；未运行任何模拟。"),
+    "upload_too_big": ("The uploaded playbook is over {kb} KB; nothing was run.",
+                       "上传的剧本超过 {kb} KB；未运行任何模拟。"),
+    "upload_empty": ("Paste a playbook TOML first.", "请先粘贴剧本 TOML。"),
+    "live_playbook": ("live playbook", "当前剧本"),
 }
 
 

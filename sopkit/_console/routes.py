@@ -20,8 +20,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from sopkit._console.data import Console
 from sopkit._console.i18n import pick, words
+from sopkit._console.search import MAX_MATCHES, MAX_QUERY, Busy, PhoneSearch, phone_digits
 from sopkit._console.session import COOKIE, LIFETIME, Session, Sessions, same_origin, token_ok
-from sopkit._console.sims import Simulations
+from sopkit._console.sims import MAX_UPLOAD, Simulations
 from sopkit._errors import SopkitError
 from sopkit._mask import mask_text
 from sopkit._serve.auth import Keys
@@ -32,6 +33,8 @@ HERE = Path(__file__).parent
 STATIC = {"console.js": "text/javascript; charset=utf-8",
           "console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 MAX_FORM = 16_384  # bytes: the console's forms are a few fields
+# an uploaded playbook's form: its text URL-encoded (at most 3 bytes a byte) and the rest
+MAX_UPLOAD_FORM = 3 * MAX_UPLOAD + MAX_FORM
 HEADERS = {  # what every console page is sent with
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
                                "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
@@ -63,6 +66,12 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
     sessions = Sessions(keys, wall)
     data = Console(loop, reads, wall)
     sims = Simulations(reads.loaded, histories)
+    search = PhoneSearch(reads)
+
+    def said(request: Request, key: str) -> str:
+        """A message in the browser's language."""
+        return words(pick(request.headers.get("accept-language")))[key].replace(
+            "{kb}", str(MAX_UPLOAD // 1024))
 
     def render(request: Request, template: str, status: int = 200,
                session: Session | None = None, **values: Any) -> HTMLResponse:
@@ -95,34 +104,36 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
                 return await handler(request, session)
             except Denied as exc:
                 return render(request, "error.html", exc.status, session,
-                              message=words(pick(request.headers.get("accept-language")))
-                              [exc.key])
+                              message=said(request, exc.key))
         return run
 
-    async def form_of(request: Request, needed: str = "read") -> tuple[Session, dict[str, str]]:
-        """A POST's form after the checks: session, same origin, CSRF token, scope."""
+    async def form_of(request: Request, needed: str = "read",
+                      limit: int = MAX_FORM) -> tuple[Session, dict[str, str]]:
+        """A POST's form after the checks: session, same origin, scope, size, CSRF token."""
         session = current(request)
         if session is None:
             raise Denied(401, "wrong_key")
         if not same_origin(request.headers.get("origin"), request.headers.get("referer"),
                            request.headers.get("host")):
             raise Denied(403, "csrf")
-        form = await _read_form(request)
-        if not token_ok(session, form.get("csrf")):
-            raise Denied(403, "csrf")
         if not session.may(needed):
             raise Denied(403, "admin_only")
+        form = await _read_form(request, limit)
+        if form is None and limit > MAX_FORM:
+            raise Denied(413, "upload_too_big")
+        if form is None or not token_ok(session, form.get("csrf")):
+            raise Denied(403, "csrf")
         return session, form
 
     def post(handler: Callable[[Request, Session, dict[str, str]], Awaitable[Response]],
-             needed: str = "read") -> Callable[[Request], Awaitable[Response]]:
+             needed: str = "read",
+             limit: int = MAX_FORM) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             try:
-                session, form = await form_of(request, needed)
+                session, form = await form_of(request, needed, limit)
             except Denied as exc:
                 return render(request, "error.html", exc.status, current(request),
-                              message=words(pick(request.headers.get("accept-language")))
-                              [exc.key])
+                              message=said(request, exc.key))
             return await handler(request, session, form)
         return run
 
@@ -154,7 +165,7 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
         if sessions.throttled(client):
             return render(request, "signin.html", 429, error=True, throttled=True,
                           next="/")
-        form = await _read_form(request)
+        form = await _read_form(request) or {}
         response = signed_in(request, form.get("key", ""), form.get("next", "/"))
         if response.status_code == 401:
             sessions.failed(client)
@@ -211,9 +222,30 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
                 error = mask_text(str(exc))
         return render(request, "customer.html", 404 if wanted and found is None else 200,
                       session, wanted=wanted, c=found, unmasked=show, timeline=timeline,
-                      timeline_error=error)
+                      timeline_error=error, search=None, phone_error="")
+
+    async def by_phone(request: Request, session: Session, form: dict[str, str]) -> Response:
+        """Customers by a profile phone number, sent in a POST form (never in a URL)."""
+        show = form.get("unmasked") == "1" and session.may("admin")
+        wanted = phone_digits(form.get("phone", "")[:MAX_QUERY])
+        values: dict[str, Any] = {"wanted": "", "c": None, "unmasked": show, "timeline": None,
+                                  "timeline_error": "", "search": None, "phone_error": "",
+                                  "max_matches": MAX_MATCHES}
+        if wanted is None:
+            return render(request, "customer.html", 400, session,
+                          **values | {"phone_error": said(request, "bad_phone")})
+        try:
+            found = await anyio.to_thread.run_sync(lambda: search.find(wanted, show))
+        except Busy:
+            return render(request, "customer.html", 409, session,
+                          **values | {"phone_error": said(request, "search_busy")})
+        except SopkitError as exc:
+            return render(request, "customer.html", 500, session,
+                          **values | {"phone_error": mask_text(str(exc))})
+        return render(request, "customer.html", session=session, **values | {"search": found})
 
     router.add_api_route("/customers", page(customer), methods=["GET"])
+    router.add_api_route("/customers/search", post(by_phone), methods=["POST"])
 
     # ---- campaigns --------------------------------------------------------------------------
 
@@ -277,11 +309,35 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
 
     # ---- simulations ------------------------------------------------------------------------
 
-    async def simulations(request: Request, session: Session) -> Response:
+    def sims_page(request: Request, session: Session, status: int = 200, error: str = "",
+                  problems: list[dict[str, Any]] | None = None,
+                  upload: str = "") -> Response:
         jobs = [j.to_json() for j in sorted(sims.jobs.values(), key=lambda j: -j.id)]
-        return render(request, "simulations.html", session=session, files=sims.files(),
-                      offered=sims.histories is not None,
-                      jobs=jobs, error=request.query_params.get("error", ""))
+        return render(request, "simulations.html", status, session, files=sims.files(),
+                      offered=sims.histories is not None, jobs=jobs, error=error,
+                      problems=problems or [], upload=upload,
+                      upload_kb=MAX_UPLOAD // 1024)
+
+    async def simulations(request: Request, session: Session) -> Response:
+        return sims_page(request, session, error=request.query_params.get("error", ""))
+
+    async def start_upload(request: Request, session: Session,
+                           form: dict[str, str]) -> Response:
+        """An uploaded playbook: checked (problems shown, nothing run), then simulated."""
+        text = form.get("playbook", "")
+        if len(text.encode("utf-8")) > MAX_UPLOAD:
+            return sims_page(request, session, 413, said(request, "upload_too_big"))
+        if not text.strip():
+            return sims_page(request, session, 400, said(request, "upload_empty"))
+        loaded, problems = await anyio.to_thread.run_sync(lambda: sims.check_upload(text))
+        if loaded is None:
+            return sims_page(request, session, 400, said(request, "upload_invalid"),
+                             problems, text)
+        try:
+            sims.start(form.get("events", ""), form.get("profiles") or None, loaded)
+        except ValueError as exc:
+            return sims_page(request, session, 409, str(exc), upload=text)
+        return RedirectResponse("/simulations", 303, headers=HEADERS)
 
     async def start(request: Request, session: Session, form: dict[str, str]) -> Response:
         try:
@@ -305,6 +361,8 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
 
     router.add_api_route("/simulations", page(simulations), methods=["GET"])
     router.add_api_route("/simulations", post(start), methods=["POST"])
+    router.add_api_route("/simulations/upload", post(start_upload, "admin", MAX_UPLOAD_FORM),
+                         methods=["POST"])
     router.add_api_route("/simulations/progress", page(progress), methods=["GET"])
     router.add_api_route("/simulations/{job}/report", page(report), methods=["GET"])
 
@@ -325,17 +383,17 @@ def console_router(loop: ServedLoop, reads: Reads, keys: Keys, histories: Path |
     return router
 
 
-async def _read_form(request: Request) -> dict[str, str]:
-    """A console form's fields; an oversized body reads as an empty form."""
+async def _read_form(request: Request, limit: int = MAX_FORM) -> dict[str, str] | None:
+    """A console form's fields; None for a body over `limit` bytes (not read further)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_FORM:
-        return {}
-    body = b""
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_FORM:
-            return {}
-    return _form(body)
+        if len(body) > limit:
+            return None
+    return _form(bytes(body))
 
 
 def _form(body: bytes) -> dict[str, str]:

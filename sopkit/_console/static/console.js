@@ -51,7 +51,20 @@ function followSimulations(table) {
   if (table.querySelector('tr[data-state="running"]')) tick();
 }
 
+// A playbook file chosen on the simulations page is read into the form's text area (the
+// form posts the text; the file itself is never sent).
+function fillFromFile(input) {
+  input.addEventListener("change", async () => {
+    const file = input.files && input.files[0];
+    const target = document.getElementById(input.dataset.fills);
+    if (file && target) target.value = await file.text();
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  for (const input of document.querySelectorAll("input[type=file][data-fills]")) {
+    fillFromFile(input);
+  }
   const box = document.getElementById("overview");
   if (box) refreshOverview(box);
   const jobs = document.getElementById("jobs");
