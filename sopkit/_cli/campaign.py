@@ -16,7 +16,6 @@ from sopkit._cli.common import (
     RunStoreOption,
     UnmaskedOption,
     clock_at,
-    close_all,
     load_or_exit,
     new_console,
     opened_store,
@@ -147,8 +146,8 @@ def campaign_results(
     """
     import os
 
-    from sopkit._live.loop import build_channels
-    from sopkit._runtime.campaigns import SENT_EVENT, results, sent_events
+    from sopkit._live.operate import campaign_results
+    from sopkit._runtime.campaigns import SENT_EVENT, sent_events
 
     loaded = load_or_exit(playbook)
     names = campaign or [c.name for c in loaded.model.campaigns]
@@ -158,18 +157,12 @@ def campaign_results(
         raise usage_error(f"--append-to feeds {SENT_EVENT} events back, but the playbook does not "
                           f"declare them: add [events.{SENT_EVENT}] (with campaign = \"string\" "
                           "to count per campaign)")
-    used = {a.channel for c in loaded.model.campaigns if c.name in names
-            for a in c.actions if getattr(a, "channel", None)}
-    try:
-        channels: dict[str, Any] = {} if offline else build_channels(loaded, os.environ, used)
-    except SopkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
     try:
         with opened_store(store) as db:
-            found, sent = results(db, names, channels, fetch=not offline)
-    finally:
-        close_all(channels)
+            found, sent = campaign_results(loaded, db, names, os.environ, fetch=not offline)
+    except SopkitError as exc:  # a channel's configuration, or the store
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
     appended = 0
     if append_to is not None:
         from sopkit._lang.clock import Calendar

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from sopkit._errors import PlaybookError, Problem, SopkitError
 from sopkit._playbook.load import load
-from sopkit.channels import Closable
+from sopkit.channels._capabilities import close_all as close_all  # the CLI's import
 
 
 class Output(enum.StrEnum):
@@ -174,10 +174,3 @@ def opened_store(url: str, *, create: bool = False) -> Iterator[Any]:
 def usage_error(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
-
-
-def close_all(channels: dict[str, Any]) -> None:
-    """The last step of each channel's life: close those that are Closable."""
-    for channel in channels.values():
-        if isinstance(channel, Closable):
-            channel.close()

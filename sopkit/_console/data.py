@@ -20,7 +20,6 @@ from sopkit._live.store import STATUSES, OutboxRow
 from sopkit._mask import mask, mask_key, mask_text
 from sopkit._serve.reads import Reads
 from sopkit._serve.service import ServedLoop
-from sopkit.channels import Closable
 
 DEAD_SHOWN = 100  # dead letters listed on the overview
 CHART_DAYS = 30  # the overview's chart of rows per day due
@@ -214,21 +213,12 @@ class Console:
     def results(self, unmasked: bool) -> list[dict[str, Any]]:
         """`sopkit campaign results`: per past firing and channel, outbox rows by status and
         how many were sent (WeCom asked for its send results)."""
-        from sopkit._live.loop import build_channels
-        from sopkit._runtime.campaigns import results
+        from sopkit._live.operate import campaign_results
 
         loaded = self.reads.loaded
-        names = [c.name for c in loaded.model.campaigns]
-        used = {str(channel) for c in loaded.model.campaigns for a in c.actions
-                if (channel := getattr(a, "channel", None))}
-        channels = build_channels(loaded, os.environ, used)
-        try:
-            with self.reads.opened() as store:
-                found, _ = results(store, names, channels)
-        finally:
-            for channel in channels.values():
-                if isinstance(channel, Closable):
-                    channel.close()
+        with self.reads.opened() as store:
+            found, _ = campaign_results(loaded, store, [c.name for c in loaded.model.campaigns],
+                                        os.environ)
         out = []
         for item in found:
             data = item.to_json()

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sopkit._errors import SopkitError, UsageError
 from sopkit._live.store import STATUSES, StoreError, redact
@@ -41,6 +41,7 @@ SQLITE_TABLE = ("CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOI
 PG_TABLE = ("CREATE TABLE IF NOT EXISTS inbox (seq BIGINT GENERATED ALWAYS AS IDENTITY "
             "PRIMARY KEY, received_at BIGINT NOT NULL, source TEXT NOT NULL, "
             "record TEXT NOT NULL, reason TEXT)")
+T = TypeVar("T")
 SOURCE = "inbox"
 """The input name the store records (`input.source`) for a served loop."""
 HISTORY = "history.complete"
@@ -165,18 +166,28 @@ class Inbox:
         mark = self._mark()
         insert = (f"INSERT INTO inbox (received_at, source, record, reason) VALUES "
                   f"({mark}, {mark}, {mark}, {mark})")
+
+        def append(cur: Any) -> None:
+            if self._pg:
+                cur.execute("LOCK TABLE inbox IN EXCLUSIVE MODE")  # seq order = commit order
+            self._append_each(cur, group, insert, mark)
+
+        self._write(append)
+
+    def _write(self, work: Callable[[Any], T]) -> T:
+        """`work(cursor)` in one write transaction (SQLite: BEGIN IMMEDIATE, asked again
+        while the loop writes), committed, or rolled back if it raises."""
         if self._pg:
             with self._db.transaction(), self._db.cursor() as cur:
-                cur.execute("LOCK TABLE inbox IN EXCLUSIVE MODE")  # seq order = commit order
-                self._append_each(cur, group, insert, mark)
-            return
+                return work(cur)
         cur = self._begin()
         try:
-            self._append_each(cur, group, insert, mark)
+            done = work(cur)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        return done
 
     def _begin(self) -> Any:
         """BEGIN IMMEDIATE, asking again every half millisecond while the loop writes.
@@ -265,22 +276,9 @@ class Inbox:
             if last is None:
                 return 0, stop
             try:
-                return self._expire(last, before, mark), stop
+                return self._write(lambda cur: self._expire_in(cur, last, before, mark)), stop
             except Exception as exc:  # the database failed: nothing went, try again later
                 raise StoreError(f"store '{self.url}': {exc}") from None
-
-    def _expire(self, last: int, before: int, mark: str) -> int:
-        if self._pg:
-            with self._db.transaction(), self._db.cursor() as cur:
-                return self._expire_in(cur, last, before, mark)
-        cur = self._db.execute("BEGIN IMMEDIATE")
-        try:
-            gone = self._expire_in(cur, last, before, mark)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-        return gone
 
     @staticmethod
     def _expire_in(cur: Any, last: int, before: int, mark: str) -> int:

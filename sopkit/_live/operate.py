@@ -37,11 +37,12 @@ from sopkit._runtime.campaigns import (
     audience_sizes,
     past_one_offs,
     preview,
+    results,
     store_runtime,
     stored_customers,
 )
 from sopkit._runtime.runtime import Runtime
-from sopkit.channels import Closable
+from sopkit.channels._capabilities import close_all
 
 
 def history_incomplete(store: Store) -> None:
@@ -223,9 +224,21 @@ def handover(loaded: LoadedPlaybook, store: Store,
     try:
         return handover_status(store, channels)
     finally:
-        for channel in channels.values():
-            if isinstance(channel, Closable):
-                channel.close()
+        close_all(channels)
+
+
+def campaign_results(loaded: LoadedPlaybook, store: Store, names: Sequence[str],
+                     environ: Mapping[str, str], *, fetch: bool = True) -> tuple[Any, Any]:
+    """`sopkit campaign results` for the campaigns `names`: per firing and channel, outbox rows
+    by status and how many were sent (with `fetch`, the campaigns' channels, e.g. WeCom, are
+    built from `environ` and asked for their send results), and who was sent to."""
+    used = {str(channel) for c in loaded.model.campaigns if c.name in names
+            for a in c.actions if (channel := getattr(a, "channel", None))}
+    channels = build_channels(loaded, environ, used) if fetch else {}
+    try:
+        return results(store, list(names), channels, fetch=fetch)
+    finally:
+        close_all(channels)
 
 
 # ---- timeline ------------------------------------------------------------------------------

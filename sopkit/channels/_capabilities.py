@@ -40,6 +40,13 @@ class Closable(Protocol):
         ...
 
 
+def close_all(channels: Mapping[str, Any]) -> None:
+    """The last step of each channel's life: close those that are Closable."""
+    for channel in channels.values():
+        if isinstance(channel, Closable):
+            channel.close()
+
+
 @runtime_checkable
 class CheckableFactory(Protocol):
     """A factory that can check a `[channels.NAME]` table before anything is built.
