@@ -130,7 +130,6 @@ class ServedLoop:
             self.wake.wait(self.options.tick)
             self.wake.clear()
 
-
     def _prune(self) -> None:
         """Delete the applied rows, unless they are kept as the history (`--history`); then
         those older than `--history-keep`."""
