@@ -156,3 +156,33 @@ def test_workers_below_one_is_a_usage_error(workers: str) -> None:
                                       "--events", str(MEMBERSHIP / "events.jsonl"),
                                       "--workers", workers])
     assert result.exit_code == 2
+
+
+_KEYS = st.tuples(st.integers(0, 10**6), st.integers(-2_208_988_800, 32_503_680_000),
+                  st.integers(0, 40), st.text(max_size=6))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_KEYS, max_size=40), st.integers(2, 4))
+def test_the_merge_orders_lines_as_their_keys_whatever_the_customer_id(
+        keys: list[tuple[int, int, int, str]], count: int) -> None:
+    """Merged partition files come out by (step, time, phase, customer id), ties in order,
+    for any customer id (prefixes, CJK, lone surrogates) and times before 1970."""
+    from types import SimpleNamespace
+
+    from sopkit._offline.partition import keyed_line, merge_actions, partition_of
+
+    ordered = sorted(enumerate(keys), key=lambda item: (item[1], item[0]))
+    parts: dict[int, list[str]] = {i: [] for i in range(count)}
+    for n, (step, ts, phase, customer) in ordered:
+        part = parts[partition_of(repr(customer), count)]
+        action = SimpleNamespace(ts=ts, customer_id=customer)
+        part.append(keyed_line(step, action, f"{n}\n", phase, len(part)))  # type: ignore[arg-type]  # only ts and customer_id are read
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / f"{i}.tsv" for i in range(count)]
+        for path, lines in zip(paths, parts.values(), strict=True):
+            path.write_text("".join(lines), encoding="utf-8")
+        merged = Path(tmp) / "merged.txt"
+        with merged.open("w", encoding="utf-8") as out:
+            merge_actions(paths, out)
+        assert merged.read_text(encoding="utf-8") == "".join(f"{n}\n" for n, _ in ordered)

@@ -156,6 +156,7 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
         report.begin(runtime, start_ts)
 
     steps = itertools.count()
+    lines = itertools.count()  # a partition's output lines, for the merge key
 
     def emit(actions: list[Action]) -> None:
         step = next(steps)  # the same steps in every partition (Driver(split=True))
@@ -186,7 +187,8 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
                     record = mask_record(record)
                 line = dump_line(record)
                 out.write(line if partition is None else
-                          keyed_line(step, action, line, partition.phase(action)))
+                          keyed_line(step, action, line, partition.phase(action),
+                                     next(lines)))
         if partition is not None:
             partition.phases.clear()
 
