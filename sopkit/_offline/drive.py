@@ -61,6 +61,7 @@ class Driver:
         self.first: int | None = None  # the first event's time, once the clock starts
         self.counts = Counts()
         self._sample_at: int | None = None  # the end of the next day `sample` sees
+        self._day: tuple[int, int] | None = None  # the clock's day: its start, the next's
 
     def run(self, events: Path | Iterable[Record | BadRecord], profiles: Path | None = None,
             source: str | None = None) -> Counts:
@@ -138,11 +139,14 @@ class Driver:
                 self.sample(runtime)
                 day_end = cal.day_start(cal.day_index(day_end) + 1)
             self._sample_at = day_end
-        while runtime.now_ts is not None:
-            next_day = cal.day_start(cal.day_index(runtime.now_ts) + 1)
-            if next_day >= ts:
+        while (now := runtime.now_ts) is not None:
+            day = self._day
+            if day is None or not day[0] <= now < day[1]:  # the clock's day, remembered
+                day = self._day = (cal.day_start(cal.day_index(now)),
+                                   cal.day_start(cal.day_index(now) + 1))
+            if day[1] >= ts:
                 return
-            self.emit(runtime.advance_ts(next_day))
+            self.emit(runtime.advance_ts(day[1]))
 
 
 def _tick(progress: Progress | None, label: str, total: int) -> Callable[[int], None] | None:

@@ -60,6 +60,7 @@ from sopkit._stats.rfm import Breaks
 
 Event = tuple[str, str, int, dict[str, Any]]
 V = TypeVar("V")
+_OWNED_KEPT = 1 << 20  # customers whose partition a PartitionRuntime remembers
 
 
 def partition_of(customer_id: str, count: int) -> int:
@@ -176,15 +177,24 @@ class PartitionRuntime(Runtime):
         self.coordinator = PartitionCoordinator(self, barrier, self.phases)
         # with task_capacity: customer -> partition, staff components together (components.py)
         self.placed: dict[str, int] | None = None
+        self._owned: dict[str, bool] = {}  # owns(), remembered (set `placed` before a run)
+        self._checked: Event | None = None  # the other's event _refusal last let through
 
     def phase(self, action: Action) -> int:
         """Where the action comes within its instant (PHASE_*), for the merge key."""
         return self.phases.get(id(action), PHASE_WAKE)
 
     def owns(self, customer_id: str) -> bool:
-        if self.placed is not None and customer_id in self.placed:
-            return self.placed[customer_id] == self.index
-        return partition_of(customer_id, self.count) == self.index
+        owned = self._owned.get(customer_id)
+        if owned is None:
+            if self.placed is not None and customer_id in self.placed:
+                owned = self.placed[customer_id] == self.index
+            else:
+                owned = partition_of(customer_id, self.count) == self.index
+            if len(self._owned) >= _OWNED_KEPT:  # bounded: a huge history costs no more
+                self._owned.clear()
+            self._owned[customer_id] = owned
+        return owned
 
     def reports(self, record: Any) -> bool:
         """Whether this partition reports (quarantines) a record: its customer's owner, or
@@ -208,8 +218,10 @@ class PartitionRuntime(Runtime):
         customer_id, etype, ts, fields = event
         if etype == STAFF_DEPARTED or self.owns(customer_id):
             return super()._refusal(event)
-        return refusal(self.calendar, self.foreign_ids.get(customer_id), fields.get(EVENT_ID),
-                       ts, self.now_ts)
+        refused = refusal(self.calendar, self.foreign_ids.get(customer_id),
+                          fields.get(EVENT_ID), ts, self.coordinator.now_ts)
+        self._checked = event if refused is None else None
+        return refused
 
     def apply(self, event: Event) -> list[Action]:
         """An event of an owned customer (or a staff event, which every partition applies to
@@ -217,14 +229,19 @@ class PartitionRuntime(Runtime):
         customer_id, etype, ts, fields = event
         if etype == STAFF_DEPARTED or self.owns(customer_id):
             return super().apply(event)
-        refused = self._refusal(event)
-        if refused is not None:
-            raise refused
+        # the driver (split) checks each event and moves the clock to it first: then the
+        # check stands (nothing ran since) and nothing more is due by `ts`
+        checked = event is self._checked and self.coordinator.now_ts == ts
+        self._checked = None
+        if not checked:
+            refused = self._refusal(event)
+            if refused is not None:
+                raise refused
         event_id = fields.get(EVENT_ID)
         if event_id is not None:
             self.foreign_ids[customer_id] = remember(self.foreign_ids.get(customer_id),
                                                      str(event_id), ts)
-        return self.advance_ts(ts)
+        return [] if checked else self.advance_ts(ts)
 
 
 # -- merging the partitions' results ---------------------------------------------------------
