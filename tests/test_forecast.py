@@ -210,3 +210,25 @@ def test_a_live_store_forecasts_as_its_history_does(history: tuple[Path, Path],
     assert live["purchases"] == replay["purchases"]  # the same draws from the same fit
     assert live["totals"]["task"]["mean"] == pytest.approx(replay["totals"]["task"]["mean"],
                                                            rel=0.1)
+
+
+def test_a_long_forecast_tells_how_far_it_is(history: tuple[Path, Path]) -> None:
+    """The progress callback hears the history read through, every future and the backtest;
+    with `--progress` the bar goes to stderr and stdout stays JSON Lines."""
+    from sopkit import load_playbook
+    from sopkit._offline.forecast import forecast
+
+    events, profiles = history
+    heard: dict[str, tuple[int, int]] = {}
+    forecast(load_playbook(RETAIL), events=events, profiles=profiles, at="1997-12-01",
+             days=5, samples=3, backtest=True,
+             progress=lambda label, done, total: heard.__setitem__(label, (done, total)))
+    assert heard["futures"] == (3, 3)
+    size = events.stat().st_size
+    assert heard["history (events)"] == (size, size)
+    assert heard["backtest"] == (size, size)
+    result = CliRunner().invoke(app, [
+        "forecast", str(RETAIL), "--events", str(events), "--at", "1997-12-01", "--days", "2",
+        "--samples", "2", "--output", "jsonl", "--progress"])
+    assert result.exit_code == 0, result.output
+    assert all(json.loads(line) for line in result.stdout.splitlines())

@@ -7,7 +7,7 @@ import enum
 import json
 import sys
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,6 +47,51 @@ def new_console(stderr: bool = False) -> Console:
     terminal = (sys.stderr if stderr else sys.stdout).isatty()
     return Console(stderr=stderr, width=None if terminal else 100, highlight=False,
                    soft_wrap=not terminal)
+
+
+ProgressOption = Annotated[bool | None, typer.Option(help="Progress bar (default: on a "
+                                                     "terminal).")]
+
+
+@contextmanager
+def progress_bar(show: bool | None, *, prefix: str = "", counted: Collection[str] = ()
+                 ) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress bar on stderr, one bar per label that `tick(label, done, total)` names;
+    `show` None: only when stderr is a terminal. Yields None when there is no bar.
+    Totals are bytes read, but for the labels `counted` (items done)."""
+    if not (sys.stderr.isatty() if show is None else show):
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    class Done(ProgressColumn):
+        """Bytes as sizes, counted items as "3/20"."""
+
+        counted, sized = MofNCompleteColumn(), DownloadColumn()
+
+        def render(self, task: Any) -> Any:
+            return (self.counted if task.fields.get("counted") else self.sized).render(task)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), Done(),
+                  TimeRemainingColumn(), console=new_console(stderr=True),
+                  transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def tick(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(prefix + label, total=total,
+                                            counted=label in counted)
+            bar.update(tasks[label], completed=done)
+
+        yield tick
 
 
 def _width(text: str) -> int:

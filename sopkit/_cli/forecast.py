@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,9 +15,11 @@ from sopkit._cli.common import (
     Output,
     OutputOption,
     ProfilesOption,
+    ProgressOption,
     load_or_exit,
     new_console,
     opened_store,
+    progress_bar,
 )
 from sopkit._errors import SopkitError
 
@@ -47,6 +50,7 @@ def forecast_cmd(
         help="Write the forecast as a self-contained HTML page here.", dir_okay=False)] = None,
     engine: NativeEngineOption = "native",
     output: OutputOption = Output.table,
+    progress: ProgressOption = None,
 ) -> None:
     """预测: what the playbook will do over the next days (docs/analytics.md#forecast).
 
@@ -57,17 +61,12 @@ def forecast_cmd(
 
     loaded = load_or_exit(playbook)
     try:
-        if store is not None:
-            with opened_store(store) as opened:
-                result = forecast(loaded, store=opened, profiles=profiles, at=at, days=days,
-                                  samples=samples, seed=seed, engine=engine,
-                                  purchase_event=purchase_event, amount_field=amount_field,
-                                  backtest=backtest)
-        else:
-            result = forecast(loaded, events=events, profiles=profiles, at=at, days=days,
-                              samples=samples, seed=seed, engine=engine,
+        with progress_bar(progress, counted={"futures"}) as tick, \
+                (opened_store(store) if store is not None else nullcontext()) as opened:
+            result = forecast(loaded, events=events, store=opened, profiles=profiles, at=at,
+                              days=days, samples=samples, seed=seed, engine=engine,
                               purchase_event=purchase_event, amount_field=amount_field,
-                              backtest=backtest)
+                              backtest=backtest, progress=tick)
     except SopkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from collections import Counter
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +19,7 @@ from sopkit._cli.common import (
     Output,
     OutputOption,
     ProfilesOption,
+    ProgressOption,
     UnmaskedOption,
     counts_table,
     duration_option,
@@ -27,6 +27,7 @@ from sopkit._cli.common import (
     load_or_exit,
     new_console,
     opened_store,
+    progress_bar,
     render_problem,
 )
 from sopkit._errors import PlaybookError, SopkitError
@@ -71,8 +72,7 @@ def simulate(
                                            "summary as one JSON line.")] = Output.table,
     unmasked: Annotated[bool, typer.Option(help="Show phone numbers and e-mails in full.")] =
     False,
-    progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a "
-                                                  "terminal).")] = None,
+    progress: ProgressOption = None,
     report: Annotated[Path | None, typer.Option(
         help="Write a self-contained HTML report with charts here (docs/report.md).",
         dir_okay=False)] = None,
@@ -104,34 +104,14 @@ def simulate(
     if quarantine is None:
         quarantine = (out.with_name(out.stem + ".quarantine.jsonl") if out
                       else Path("sopkit-quarantine.jsonl"))
-    show_progress = sys.stderr.isatty() if progress is None else progress
-    show_progress = show_progress and workers == 1  # the workers read on their own
     handle = out.open("w", encoding="utf-8") if out else None
-    try:
-        if show_progress:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-            with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                          console=new_console(stderr=True), transient=True) as bar:
-                tasks: dict[str, Any] = {}
-
-                def tick(label: str, done: int, total: int) -> None:
-                    if label not in tasks:
-                        tasks[label] = bar.add_task(f"reading {label}", total=total)
-                    bar.update(tasks[label], completed=done)
-
-                summary = run_simulation(loaded, events, profiles=profiles, start=start,
-                                         end=end, out=handle, quarantine=quarantine,
-                                         engine=engine, masked=not unmasked, progress=tick,
-                                         report=collected, max_future=ahead,
-                                         workers=workers, executor=executor.value,
-                                         scheduler=scheduler)
-        else:
+    try:  # no bar with workers: they read on their own
+        with progress_bar(progress if workers == 1 else False, prefix="reading ") as tick:
             summary = run_simulation(loaded, events, profiles=profiles, start=start, end=end,
                                      out=handle, quarantine=quarantine, engine=engine,
-                                     masked=not unmasked, report=collected, max_future=ahead,
-                                     workers=workers, executor=executor.value,
-                                     scheduler=scheduler)
+                                     masked=not unmasked, progress=tick, report=collected,
+                                     max_future=ahead, workers=workers,
+                                     executor=executor.value, scheduler=scheduler)
     except SopkitError as exc:  # an error may quote a record or a customer id
         from sopkit._mask import mask_text
 

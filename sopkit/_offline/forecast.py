@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sopkit._errors import EventError, UsageError
-from sopkit._offline.drive import Driver
+from sopkit._offline.drive import Driver, Progress
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._runtime import clvfacts as _clvfacts
 from sopkit._runtime.records import Action
@@ -268,8 +268,10 @@ def forecast(loaded: LoadedPlaybook, *, events: Path | None = None,
              profiles: Path | None = None, store: Any = None, at: str | None = None,
              days: int = 30, samples: int = 20, seed: int = 0, engine: str = "native",
              purchase_event: str | None = None, amount_field: str | None = None,
-             backtest: bool = False) -> Forecast:
-    """Forecast `days` days from `at` (default: the history's end, or the store's clock)."""
+             backtest: bool = False, progress: Progress | None = None) -> Forecast:
+    """Forecast `days` days from `at` (default: the history's end, or the store's clock).
+    `progress(label, done, total)` hears how far it is: the history's bytes ("history"),
+    the futures run ("futures"), the backtest's bytes ("backtest")."""
     import numpy as np
 
     if days < 1 or samples < 2:
@@ -290,7 +292,8 @@ def forecast(loaded: LoadedPlaybook, *, events: Path | None = None,
             history.refused(line)
 
         Driver(runtime, emit=lambda actions: None, quarantine=left_out, end_ts=at_ts,
-               before_event=history.before).run(events, profiles)
+               before_event=history.before,
+               progress=_relabel(progress)).run(events, profiles)
         history.finish()
     else:
         _from_store(runtime, store, history)
@@ -313,7 +316,9 @@ def forecast(loaded: LoadedPlaybook, *, events: Path | None = None,
     clock_rng = np.random.default_rng([seed, 1])  # their times of day: a stream of its own
     times = history.times or [0]
     runs: list[Sample] = []
-    for _ in range(samples):
+    for done in range(samples):
+        if progress is not None:
+            progress("futures", done, samples)
         future = _future(rng, models, params, rows, days / 7)
         records = []
         for customer, bought in zip(ids, future, strict=True):
@@ -324,6 +329,8 @@ def forecast(loaded: LoadedPlaybook, *, events: Path | None = None,
                     records.append((ts, customer, spent))
         records.sort()
         runs.append(_run_future(loaded, engine, clock, blobs, records, event, amount, end))
+    if progress is not None:
+        progress("futures", samples, samples)
     dates = [cal.local(start + 1).date() + dt.timedelta(days=i) for i in range(days + 1)]
     day_names = [d.isoformat() for d in dates if d <= cal.local(end - 1).date()]
     result = _aggregate(loaded, runs, day_names, start, end, cal)
@@ -335,8 +342,16 @@ def forecast(loaded: LoadedPlaybook, *, events: Path | None = None,
     result.samples, result.seed = samples, seed
     result.customers, result.buyers = len(blobs), len(ids)
     if backtest and events is not None:
-        result.actual = _actual(loaded, engine, clock, blobs, events, start, end, result)
+        result.actual = _actual(loaded, engine, clock, blobs, events, start, end, result,
+                                progress)
     return result
+
+
+def _relabel(progress: Progress | None) -> Progress | None:
+    """The driver's "profiles"/"events" reading as the forecast's "history"."""
+    if progress is None:
+        return None
+    return lambda label, done, total: progress(f"history ({label})", done, total)
 
 
 def _parse_at(cal: Any, at: str) -> int:
@@ -387,7 +402,8 @@ def _run_future(loaded: LoadedPlaybook, engine: str, clock: bytes,
 
 
 def _actual(loaded: LoadedPlaybook, engine: str, clock: bytes, blobs: list[tuple[str, bytes]],
-            events: Path, start: int, end: int, result: Forecast) -> dict[str, Any]:
+            events: Path, start: int, end: int, result: Forecast,
+            progress: Progress | None = None) -> dict[str, Any]:
     """--backtest: the real history after `start` from the same state, against the forecast:
     per channel the actual count, the forecast's error, and how many days fell inside the
     80% interval."""
@@ -396,7 +412,9 @@ def _actual(loaded: LoadedPlaybook, engine: str, clock: bytes, blobs: list[tuple
     runtime = _restored(loaded, engine, clock, blobs)
     cal = runtime.calendar
     sample = Sample()
-    for item in read_records(events):
+    size = events.stat().st_size
+    tick = None if progress is None else (lambda done: progress("backtest", done, size))
+    for item in read_records(events, tick):
         if isinstance(item, BadRecord):
             continue
         try:
