@@ -364,7 +364,8 @@ class Dispatcher:
         if receipt.status == "delivered":
             self._record("mark_delivered", row.id, mask(receipt.to_json()), now)
             stats.count(name, "delivered")
-            log.debug("delivered %s via %s", mask_text(row.key), name)
+            if log.isEnabledFor(logging.DEBUG):  # masking every row's key costs when unread
+                log.debug("delivered %s via %s", mask_text(row.key), name)
         elif receipt.status == "retry" and row.attempts < self.max_attempts:
             wait = self.delay(row, receipt)
             self._record("mark_retry", row.id, now + wait, detail)
