@@ -160,7 +160,8 @@ def markdown(r: dict[str, Any]) -> str:
     for engine, by_src in r["summary"].items():
         for label, s in by_src.items():
             rows.append(f"| {engine} | {label} | {', '.join(f'{x:,.0f}' for x in s['runs'])} "
-                        f"| {s['median']:,.0f} |")
+                        f"| {s['median']:,.0f} | "
+                        f"{', '.join(f'{x:,.0f}' for x in s.get('cpu_us_per_event', []))} |")
     return f"""# sopkit serve: the live loop alone on a pre-filled inbox
 
 {r['created']}, {r['machine']}, {r['events']:,} purchases by {r['customers']:,} customers
@@ -169,11 +170,13 @@ options; trees measured in turns, {r['rounds']} rounds; load average before
 {r['load_before']}, after {r['load_after']} (`make bench-serve-loop`,
 benchmarks/bench_serve_loop.py; raw data: serve-loop-results.json).
 
-| engine | tree | events/s, each run | median |
-|---|---|---|---|
+| engine | tree | events/s, each run | median | loop CPU µs an event, each run |
+|---|---|---|---|---|
 {chr(10).join(rows)}
 
-Trees: {'; '.join(f'`{k}`: {v}' for k, v in r['trees'].items())}.
+Trees: {'; '.join(f'`{k}`: {v}' for k, v in r['trees'].items())}. Events/s is the wall
+clock from the loop's start until every record is applied, committed and delivered; the CPU
+time is the loop process's own (what it costs whatever else runs on the machine).
 """
 
 
@@ -201,12 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         trees[args.label[i] if i < len(args.label) else str(src)] = src.resolve()
     load_before = [round(x, 2) for x in os.getloadavg()]
     runs: dict[str, dict[str, list[float]]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}  # the loop's CPU microseconds an event
     for _ in range(args.rounds):
         for engine in args.engines.split(","):
             for label, src in trees.items():
                 got = child(src, args.events, args.customers, engine)
                 print(f"{engine} {label}: {got['events_per_s']:,.0f} events/s", flush=True)
                 runs.setdefault(engine, {}).setdefault(label, []).append(got["events_per_s"])
+                cpu.setdefault(engine, {}).setdefault(label, []).append(
+                    round(got["cpu_seconds"] / args.events * 1e6, 1))
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True, check=False).stdout.strip()
     results = {
@@ -217,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds, "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "trees": {label: str(src) for label, src in trees.items()},
-        "summary": {engine: {label: {"runs": values, "median": statistics.median(values)}
+        "summary": {engine: {label: {"runs": values, "median": statistics.median(values),
+                                     "cpu_us_per_event": cpu[engine][label]}
                              for label, values in by_src.items()}
                     for engine, by_src in runs.items()},
     }
