@@ -7,7 +7,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test test-deep lint typecheck check-playbooks schema openapi clean bench \
         bench-quick bench-campaign bench-one-customer bench-partition bench-live \
-        bench-live-memory bench-history-keep bench-serve valgrind fuzz mutation
+        bench-live-memory bench-history-keep bench-serve bench-serve-loop valgrind fuzz mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -117,6 +117,12 @@ bench-history-keep: $(STAMP)
 ## decision; benchmarks/serve-results.json, .md; ARGS="--quick" for a shorter run
 bench-serve: $(DEVSTAMP)
 	$(PY) benchmarks/bench_serve.py --notes benchmarks/serve-profile.md $(ARGS)
+
+## bench-serve-loop: `sopkit serve`'s live loop alone applying a pre-filled inbox of 100,000
+## purchases, durable and native engines (a few minutes); benchmarks/serve-loop-results.json,
+## .md; ARGS="--src DIR --label NAME" to measure another source tree beside this one (A/B)
+bench-serve-loop: $(DEVSTAMP)
+	$(PY) benchmarks/bench_serve_loop.py $(ARGS)
 
 ## valgrind: the durable-engine and differential tests under valgrind (slow; not run in CI)
 # Only errors count: invalid reads/writes, uses of uninitialised values, bad frees, and

@@ -65,7 +65,9 @@ def serve(
                                               "tests); default: the system clock.")] = None,
     lateness: Annotated[str, typer.Option(help="How late an event may arrive: time only "
                                           "advances to now minus this.")] = "60s",
-    batch: Annotated[int, typer.Option(help="Records per committed transaction.", min=1)] = 200,
+    batch: Annotated[int, typer.Option(help="Most records per committed transaction under a "
+                                       "backlog (also committed 0.5 s after the oldest, and "
+                                       "whenever the inbox is caught up).", min=1)] = 2000,
     tick: Annotated[float, typer.Option(help="Most seconds the loop waits for records "
                                         "before letting time pass.")] = 1.0,
     engine: DurableEngineOption = "durable",

@@ -9,7 +9,6 @@ idempotency key so the far side can drop the duplicate. See docs/live.md.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -338,7 +337,7 @@ class Dispatcher:
 
     def message_of(self, row: OutboxRow) -> Message:
         """The message a claimed row delivers (its attempt number set)."""
-        return dataclasses.replace(Message.from_json(row.message), attempt=row.attempts)
+        return Message.from_json({**row.message, "attempt": row.attempts})  # one object
 
     def _screened(self, row: OutboxRow, now: int, stats: DispatchStats) -> bool:
         """Settle the row unsent if a screen says so (expired, consent withdrawn)."""
@@ -365,7 +364,8 @@ class Dispatcher:
         if receipt.status == "delivered":
             self._record("mark_delivered", row.id, mask(receipt.to_json()), now)
             stats.count(name, "delivered")
-            log.debug("delivered %s via %s", mask_text(row.key), name)
+            if log.isEnabledFor(logging.DEBUG):  # masking every row's key costs when unread
+                log.debug("delivered %s via %s", mask_text(row.key), name)
         elif receipt.status == "retry" and row.attempts < self.max_attempts:
             wait = self.delay(row, receipt)
             self._record("mark_retry", row.id, now + wait, detail)

@@ -379,8 +379,8 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
              clock: Callable[[], int], lateness: int, dispatcher: Dispatcher,
              quarantine: Quarantine, batch: int, tick: float, stop: Stopper,
              profiles: Path | None = None, max_future: int | None = None,
-             records: Callable[[Callable[[], None]], Iterable[Record | BadRecord]] | None = None
-             ) -> LiveStats:
+             records: Callable[[Callable[[], None]], Iterable[Record | BadRecord]] | None = None,
+             max_wait: float | None = None) -> LiveStats:
     """Apply events (resuming after the stored position), advance time, dispatch.
 
     `records`, given the loop's idle step, replaces reading the file `events`, which then
@@ -389,6 +389,11 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
     An event more than `max_future` seconds ahead of `clock()` is quarantined, so a typo'd
     year cannot move the clock past every later event. A .gz input that ends early raises
     InputError after the lines before the break are committed.
+
+    Commits: whenever the input has nothing more to read (so at a low rate each record is
+    committed as soon as it is applied), and under a backlog after `batch` records or, with
+    `max_wait`, once the oldest uncommitted record was read that many seconds ago, whichever
+    comes first (group commit: one transaction, one disk sync, for many records).
     """
     rt = live.runtime
     stats = LiveStats()
@@ -412,6 +417,7 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
     pending: list[Action] = []
     position = live.offset
     since = 0
+    first = 0.0  # when the oldest record not yet committed was read (time.monotonic)
 
     def flush() -> None:
         nonlocal pending, since
@@ -455,8 +461,11 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
                     except EventError as exc:
                         quarantine.add(events, line, str(exc), item.data, exc.kind)
                 position = max(position, line)
+                if not since:
+                    first = time.monotonic()
                 since += 1
-                if since >= batch:
+                if since >= batch or (max_wait is not None
+                                      and time.monotonic() - first >= max_wait):
                     flush()
                     drain(live, dispatcher, clock(), stats)
                 if stop():

@@ -67,8 +67,11 @@ def reassigned(message: dict[str, Any], kind: str, new_owner: str) -> dict[str, 
     return out
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once, not a call
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 class SharedSql:

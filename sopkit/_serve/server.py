@@ -30,7 +30,7 @@ from sopkit._serve.app import build_app
 from sopkit._serve.auth import Keys
 from sopkit._serve.ingest import Mapper
 from sopkit._serve.reads import Reads
-from sopkit._serve.service import FlushedQuarantine, LoopOptions, ServedLoop
+from sopkit._serve.service import DISPATCH_ROWS, FlushedQuarantine, LoopOptions, ServedLoop
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ def serve(loaded: LoadedPlaybook, store: Store, channels: dict[str, Any], keys: 
             store.release_worker(s.worker)
         _record_history(store, s.history, live.fresh)
         dispatcher = Dispatcher(store, channels, worker=s.worker, lease_seconds=s.lease,
+                                batch=DISPATCH_ROWS,
                                 wall=lambda: int(time.time()),
                                 screens=(expiry, live.screen_consent))
         jail = FlushedQuarantine(s.quarantine, masked=True, append=True)

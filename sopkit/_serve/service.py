@@ -24,7 +24,13 @@ from sopkit._mask import mask_text
 
 log = logging.getLogger("sopkit.serve")
 
-READ_ROWS = 500
+READ_ROWS = 2000  # inbox rows read at a time: a backlog is read in big chunks
+COMMIT_WAIT = 0.5
+"""Under a backlog the loop commits after `--batch` records or this many seconds after the
+oldest uncommitted one was read, whichever first; with nothing more to read, at once."""
+DISPATCH_ROWS = 500
+"""Outbox rows the served loop's dispatcher claims a pass: a backlog's thank-yous go out in
+passes this big (one claim, one channel write and sync, one transaction of outcomes each)."""
 EXPIRE_ROWS = 500  # history rows deleted per transaction: ingest never waits for long
 EXPIRE_BATCHES = 4  # transactions per pause of the loop (idle tick, or READ_ROWS applied)
 
@@ -41,6 +47,7 @@ class LoopOptions:
     max_inbox: int
     history: bool = False  # keep applied inbox rows (the timeline's history)
     keep: int | None = None  # with history: delete applied rows this much older than the clock
+    max_wait: float | None = COMMIT_WAIT  # under a backlog, commit at least this often (s)
 
 
 @dataclass
@@ -101,7 +108,8 @@ class ServedLoop:
                                   clock=o.clock, lateness=o.lateness,
                                   dispatcher=self.dispatcher, quarantine=self.jail,
                                   batch=o.batch, tick=o.tick, stop=self.stopper,
-                                  max_future=o.max_future, records=self._records)
+                                  max_future=o.max_future, records=self._records,
+                                  max_wait=o.max_wait)
         except BaseException as exc:  # reported by readyz and the exit code; logged here
             self.error = exc
             log.error("the live loop stopped: %s", mask_text(str(exc)))
