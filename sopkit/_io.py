@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from sopkit import _json
 from sopkit._errors import UsageError
 from sopkit._mask import mask, mask_text
 from sopkit._parquet import parquet_records
@@ -145,7 +146,7 @@ def _jsonl_records(lines: Iterator[tuple[int, str]],
         if not stripped:
             continue
         try:
-            data = _DECODER.decode(stripped)
+            data = _json.loads(stripped, _DECODER)  # orjson where it agrees (sopkit._json)
         except json.JSONDecodeError as exc:
             yield BadRecord(number, stripped, f"not valid JSON: {exc.msg} at column {exc.colno}",
                             "not valid JSON")
