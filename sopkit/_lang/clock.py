@@ -18,6 +18,10 @@ FIRST_YEAR, LAST_YEAR = 1900, 2999
 _EARLIEST = int(dt.datetime(FIRST_YEAR, 1, 1, tzinfo=dt.UTC).timestamp())
 _LATEST = int(dt.datetime(LAST_YEAR + 1, 1, 1, tzinfo=dt.UTC).timestamp()) - 1
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
+_QUARTER = dt.timedelta(minutes=15)
+_UNSEEN = 1 << 40  # an hour whose offset has not been looked up yet
+_OFFSETS_KEPT = 1 << 16  # local hours whose offset a Calendar remembers (about 7 years)
 
 
 class TimeRangeError(ValueError):
@@ -31,6 +35,9 @@ class Calendar:
         self.tz = zoneinfo.ZoneInfo(timezone)
         self.shift = dt.timedelta(minutes=day_starts_minutes)
         self.day_start = functools.lru_cache(maxsize=4096)(self._day_start)
+        # local hour (date ordinal * 24 + hour) -> its one UTC offset in seconds, or None
+        # near a transition (a DST gap or fold): naive times are localized by arithmetic
+        self._offsets: dict[int, int | None] = {}
         # the last day `day_index` answered: [start, next start) -> ordinal; events come in
         # time order, so most calls fall in it
         self._span: tuple[int, int, int] = (0, 0, 0)
@@ -52,21 +59,65 @@ class Calendar:
 
     def _parse(self, text: str, day_start: bool) -> int:
         text = text.strip()
-        if day_start and _DATE_ONLY.fullmatch(text):
+        if day_start and len(text) == 10 and _DATE_ONLY.fullmatch(text):
             day = dt.date.fromisoformat(text)
             if not FIRST_YEAR <= day.year <= LAST_YEAR:
                 raise TimeRangeError(_out_of_range(text))
             return self.day_start(day.toordinal())
         try:
-            value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=self.tz)
-            ts = int(value.timestamp())
+            ts = self._timestamp(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
         except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, before year 1 in UTC
             raise TimeRangeError(_out_of_range(text)) from None
         if not _EARLIEST <= ts <= _LATEST:
             raise TimeRangeError(_out_of_range(text))
         return ts
+
+    def _timestamp(self, value: dt.datetime) -> int:
+        """`int(value.timestamp())`, a naive `value` taken in the playbook's zone (fold 0).
+
+        Whole seconds at a whole-second offset are computed in integers, which is exact (the
+        float of `timestamp()` holds such a count exactly); a naive time uses its local hour's
+        remembered offset, unless that hour is near a change of offset. Anything else (a
+        fraction of a second, a time near a DST gap or fold) goes the way it always went.
+        OverflowError only where that way raises it, or for a time it puts out of range.
+        """
+        if not value.microsecond:
+            if value.tzinfo is None:
+                hour = value.toordinal() * 24 + value.hour
+                offset = self._offsets.get(hour, _UNSEEN)
+                if offset == _UNSEEN:
+                    offset = self._offset_of(hour, value)
+                if offset is not None:
+                    return _wall_seconds(value) - offset
+            else:
+                delta = value.utcoffset()
+                if delta is not None and not delta.microseconds:
+                    return _wall_seconds(value) - delta.days * 86400 - delta.seconds
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=self.tz)
+        return int(value.timestamp())
+
+    def _offset_of(self, hour: int, value: dt.datetime) -> int | None:
+        """The UTC offset (seconds) of every naive time in `value`'s local hour, remembered
+        as `hour`; None (also remembered) when the offset changes, or the time is ambiguous,
+        anywhere from an hour before to an hour after it, looked at every quarter hour with
+        both folds (a DST gap or fold, a 30-minute shift such as Lord Howe's)."""
+        if len(self._offsets) >= _OFFSETS_KEPT:
+            self._offsets.clear()
+        start = value.replace(minute=0, second=0, tzinfo=self.tz)
+        offsets: set[dt.timedelta | None] = set()
+        try:
+            for quarter in range(-4, 9):
+                moment = start + quarter * _QUARTER
+                offsets.add(moment.utcoffset())
+                offsets.add(moment.replace(fold=1).utcoffset())
+        except OverflowError:  # within an hour of year 1 or year 9999: the usual way
+            offsets.add(None)
+        delta = offsets.pop() if len(offsets) == 1 else None
+        offset = None if delta is None or delta.microseconds else \
+            delta.days * 86400 + delta.seconds
+        self._offsets[hour] = offset
+        return offset
 
     def local(self, ts: int) -> dt.datetime:
         return dt.datetime.fromtimestamp(ts, self.tz)
@@ -100,6 +151,12 @@ class Calendar:
         day = dt.date.fromordinal(ordinal)
         naive = dt.datetime.combine(day, dt.time()) + self.shift
         return int(naive.replace(tzinfo=self.tz).timestamp())
+
+
+def _wall_seconds(value: dt.datetime) -> int:
+    """Seconds from 1970-01-01T00:00 to `value`'s date and time of day (its offset ignored)."""
+    return ((value.toordinal() - _EPOCH_DAY) * 86400 + value.hour * 3600 + value.minute * 60
+            + value.second)
 
 
 def too_far_ahead(cal: Calendar, ts: int, now: int | None, limit: int | None) -> str | None:
