@@ -141,12 +141,14 @@ def _decoded(binary: Iterator[bytes], bad: list[BadRecord],
 def _jsonl_records(lines: Iterator[tuple[int, str]],
                    bad: list[BadRecord]) -> Iterator[Record | BadRecord]:
     for number, line in lines:
-        yield from _flush(bad)
+        if bad:
+            yield from _flush(bad)
         stripped = line.strip()
         if not stripped:
             continue
         try:
-            data = _json.loads(stripped, _DECODER)  # orjson where it agrees (sopkit._json)
+            # orjson where it agrees (sopkit._json); `shallow`: nesting already checked
+            data, shallow = _json.loads_within(stripped, MAX_DEPTH, _DECODER)
         except json.JSONDecodeError as exc:
             yield BadRecord(number, stripped, f"not valid JSON: {exc.msg} at column {exc.colno}",
                             "not valid JSON")
@@ -166,7 +168,7 @@ def _jsonl_records(lines: Iterator[tuple[int, str]],
         if not isinstance(data, dict):
             yield BadRecord(number, _cut(stripped), "not a JSON object", "not a JSON object")
             continue
-        if not _shallow(data):
+        if not shallow and not _shallow(data):
             yield BadRecord(number, _cut(stripped), f"nesting too deep: lists or objects "
                             f"more than {MAX_DEPTH} levels deep", "nesting too deep")
             continue

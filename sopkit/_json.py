@@ -26,27 +26,36 @@ def loads(text: str | bytes, decoder: json.JSONDecoder | None = None) -> Any:
     """`json.loads(text)`, or `decoder.decode(text)` when a decoder is given (for text only;
     a decoder that differs from the default only in refusing NaN and Infinity, whose
     hooks orjson never needs, since it refuses those itself)."""
-    value = _fast(text)
+    return loads_within(text, _DEEP, decoder)[0]
+
+
+def loads_within(text: str | bytes, depth: int,
+                 decoder: json.JSONDecoder | None = None) -> tuple[Any, bool]:
+    """`loads(text, decoder)`, and whether the value is known to nest lists and objects no
+    more than `depth` levels deep (the outermost is level 1; False: not checked, as for
+    every value the standard library decoded)."""
+    value = _fast(text, min(depth, _DEEP))
     if value is not _MISS:
-        return value
+        return value, True
     if decoder is not None and isinstance(text, str):
-        return decoder.decode(text)
-    return json.loads(text)
+        return decoder.decode(text), False
+    return json.loads(text), False
 
 
-def _fast(text: str | bytes) -> Any:
-    """orjson's value of `text` when it equals the standard library's; else `_MISS`."""
+def _fast(text: str | bytes, depth: int) -> Any:
+    """orjson's value of `text` when it equals the standard library's and nests no more
+    than `depth` levels deep; else `_MISS`."""
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return _MISS
-    return value if _plain(value) else _MISS
+    return value if _plain(value, depth) else _MISS
 
 
-def _plain(value: Any) -> bool:
+def _plain(value: Any, depth: int) -> bool:
     """Whether a decoded value holds no float of magnitude 2**63 or more (one may be an
-    integer orjson widened) and nests no deeper than _DEEP (checked without recursion; a
-    flat object costs one type test a field)."""
+    integer orjson widened) and nests no more than `depth` levels deep (checked without
+    recursion; a flat object costs one type test a field)."""
     kind = type(value)
     if kind is float:
         return bool(-_BIG < value < _BIG)
@@ -57,7 +66,7 @@ def _plain(value: Any) -> bool:
     else:
         return True
     while stack:
-        items, depth = stack.pop()
+        items, level = stack.pop()
         for item in items:
             kind = type(item)
             if kind is str or kind is int:
@@ -66,7 +75,7 @@ def _plain(value: Any) -> bool:
                 if not -_BIG < item < _BIG:
                     return False
             elif kind is dict or kind is list:
-                if depth >= _DEEP:
+                if level >= depth:
                     return False
-                stack.append((item.values() if kind is dict else item, depth + 1))
+                stack.append((item.values() if kind is dict else item, level + 1))
     return True
