@@ -1,7 +1,7 @@
 """Reading a history, before and after issue 17's fast JSON codec and cached zone offsets.
 
     python benchmarks/bench_read.py [--customers 10000] [--big 100000] [--rounds 3]
-                                    [--before REV] [--data DIR]
+                                    [--before REV] [--data DIR] [--big-data DIR]
 
 "Before" is sopkit as of `--before` (default: the commit before sopkit/_json.py was added),
 unpacked with `git archive` under benchmarks/tmp/ and put first on PYTHONPATH; "after" is
@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before", default=None, help="the git revision to compare with")
     parser.add_argument("--data", type=Path, default=HERE / "data")
+    parser.add_argument("--big-data", type=Path, default=None,
+                        help="where the --big history is (or goes); default --data")
     parser.add_argument("--results", type=Path, default=HERE / "read-results.json")
     args = parser.parse_args(argv)
     sha, old = _before_tree(args.before)
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     histories = {f"generated {args.customers:,}": (small / "events.jsonl",
                                                    small / "profiles.jsonl")}
     if args.big:
-        big, _ = generate.ensure(args.big, 1, SEED, args.data, print)
+        big, _ = generate.ensure(args.big, 1, SEED, args.big_data or args.data, print)
         histories[f"generated {args.big:,}"] = (big / "events.jsonl", big / "profiles.jsonl")
     histories["CDNOW"] = (CDNOW / "events.jsonl.gz", CDNOW / "profiles.jsonl.gz")
     scratch = HERE / "tmp"
