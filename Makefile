@@ -7,7 +7,8 @@ DEVSTAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test test-deep lint typecheck check-playbooks schema openapi clean bench \
         bench-quick bench-campaign bench-one-customer bench-partition bench-live \
-        bench-live-memory bench-history-keep bench-serve bench-serve-loop valgrind fuzz mutation
+        bench-live-memory bench-history-keep bench-serve bench-serve-loop bench-read \
+        valgrind fuzz mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +84,13 @@ bench-campaign: $(STAMP)
 ## SIZES=10k,20k for others
 bench-one-customer: $(STAMP)
 	$(PY) benchmarks/bench_one_customer.py $(if $(SIZES),--sizes $(SIZES))
+
+## bench-read: reading and checking a history, before and after issue 17 (sopkit as of the
+## commit before sopkit/_json.py, unpacked with git archive), on generated 10k and 100k
+## histories and CDNOW, and simulate's CPU seconds on 10k with outputs compared (about 10
+## minutes); benchmarks/read-results.json, .md; ARGS= for other options (--big 0, --rounds 1)
+bench-read: $(STAMP)
+	$(PY) benchmarks/bench_read.py $(ARGS)
 
 ## bench-partition: `simulate --workers 1` against `--workers 2` on the 100k-customer history
 ## (about 10 minutes), outputs compared byte for byte; benchmarks/partition-results.json, .md;

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from sopkit import _json
 from sopkit._errors import UsageError
 from sopkit._mask import mask, mask_text
 from sopkit._parquet import parquet_records
@@ -140,12 +141,14 @@ def _decoded(binary: Iterator[bytes], bad: list[BadRecord],
 def _jsonl_records(lines: Iterator[tuple[int, str]],
                    bad: list[BadRecord]) -> Iterator[Record | BadRecord]:
     for number, line in lines:
-        yield from _flush(bad)
+        if bad:
+            yield from _flush(bad)
         stripped = line.strip()
         if not stripped:
             continue
         try:
-            data = _DECODER.decode(stripped)
+            # orjson where it agrees (sopkit._json); `shallow`: nesting already checked
+            data, shallow = _json.loads_within(stripped, MAX_DEPTH, _DECODER)
         except json.JSONDecodeError as exc:
             yield BadRecord(number, stripped, f"not valid JSON: {exc.msg} at column {exc.colno}",
                             "not valid JSON")
@@ -165,7 +168,7 @@ def _jsonl_records(lines: Iterator[tuple[int, str]],
         if not isinstance(data, dict):
             yield BadRecord(number, _cut(stripped), "not a JSON object", "not a JSON object")
             continue
-        if not _shallow(data):
+        if not shallow and not _shallow(data):
             yield BadRecord(number, _cut(stripped), f"nesting too deep: lists or objects "
                             f"more than {MAX_DEPTH} levels deep", "nesting too deep")
             continue

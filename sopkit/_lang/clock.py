@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import re
 import zoneinfo
+from typing import TypeVar
 
 # Event and option times must fall in these years (UTC): far enough from year 1 and year
 # 9999 that day arithmetic, schedules and local times around them never leave `datetime`.
@@ -18,6 +19,11 @@ FIRST_YEAR, LAST_YEAR = 1900, 2999
 _EARLIEST = int(dt.datetime(FIRST_YEAR, 1, 1, tzinfo=dt.UTC).timestamp())
 _LATEST = int(dt.datetime(LAST_YEAR + 1, 1, 1, tzinfo=dt.UTC).timestamp()) - 1
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
+_HOUR = dt.timedelta(hours=1)
+_T = TypeVar("_T")
+_ASKED_BEFORE = 16  # naive times of a day read the usual way before its offset is looked up
+_OFFSETS_KEPT = 1 << 16  # local days, and hours, whose offset a Calendar remembers
 
 
 class TimeRangeError(ValueError):
@@ -31,6 +37,13 @@ class Calendar:
         self.tz = zoneinfo.ZoneInfo(timezone)
         self.shift = dt.timedelta(minutes=day_starts_minutes)
         self.day_start = functools.lru_cache(maxsize=4096)(self._day_start)
+        # local day (date ordinal) -> its one UTC offset in seconds; on a day when the offset
+        # changes, local hour (ordinal * 24 + hour) -> the same, None near the change (a DST
+        # gap or fold): naive times are localized by arithmetic
+        self._days: dict[int, int] = {}
+        self._hours: dict[int, int | None] = {}
+        self._changing: set[int] = set()  # days whose offset changes
+        self._asked: dict[int, int] = {}  # days not yet looked at: how often asked about
         # the last day `day_index` answered: [start, next start) -> ordinal; events come in
         # time order, so most calls fall in it
         self._span: tuple[int, int, int] = (0, 0, 0)
@@ -52,21 +65,79 @@ class Calendar:
 
     def _parse(self, text: str, day_start: bool) -> int:
         text = text.strip()
-        if day_start and _DATE_ONLY.fullmatch(text):
+        if day_start and len(text) == 10 and _DATE_ONLY.fullmatch(text):
             day = dt.date.fromisoformat(text)
             if not FIRST_YEAR <= day.year <= LAST_YEAR:
                 raise TimeRangeError(_out_of_range(text))
             return self.day_start(day.toordinal())
         try:
-            value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=self.tz)
-            ts = int(value.timestamp())
+            ts = self._timestamp(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
         except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, before year 1 in UTC
             raise TimeRangeError(_out_of_range(text)) from None
         if not _EARLIEST <= ts <= _LATEST:
             raise TimeRangeError(_out_of_range(text))
         return ts
+
+    def _timestamp(self, value: dt.datetime) -> int:
+        """`int(value.timestamp())`, a naive `value` taken in the playbook's zone (fold 0).
+
+        A naive time in whole seconds is computed in integers with its local day's remembered
+        UTC offset (whole seconds too), or on a day when the offset changes its hour's,
+        unless that hour is near the change: exact, since the float of `timestamp()` holds
+        such a count exactly. Anything else (a fraction of a second, a time near a DST gap
+        or fold, a day not yet asked about often) goes the way it always went. OverflowError
+        only where that way raises it, or for a time it puts out of range.
+        """
+        if value.tzinfo is None:
+            if not value.microsecond:
+                day = value.toordinal()
+                offset = self._days.get(day)
+                if offset is None:
+                    offset = self._naive_offset(day, value)
+                if offset is not None:
+                    return (day - _EPOCH_DAY) * 86400 + value.hour * 3600 + \
+                        value.minute * 60 + value.second - offset
+            value = value.replace(tzinfo=self.tz)
+        return int(value.timestamp())
+
+    def _naive_offset(self, day: int, value: dt.datetime) -> int | None:
+        """The UTC offset (seconds) of the naive `value` on local day `day` when it is certain
+        by day or by hour (and remembered), else None. A day is looked at once it has been
+        asked about _ASKED_BEFORE times, so that a calendar made to read one time does not
+        pay for it; a day whose offset changes is then looked at hour by hour."""
+        if day not in self._changing:
+            asked = self._asked.get(day, 0) + 1
+            if asked < _ASKED_BEFORE:
+                _keep(self._asked, day, asked)
+                return None
+            self._asked.pop(day, None)
+            offset = self._offset_of(dt.datetime.fromordinal(day), 24)
+            if offset is not None:
+                _keep(self._days, day, offset)
+                return offset
+            self._changing.add(day)
+        hour = day * 24 + value.hour
+        if hour not in self._hours:
+            _keep(self._hours, hour, self._offset_of(value.replace(minute=0, second=0), 1))
+        return self._hours[hour]
+
+    def _offset_of(self, start: dt.datetime, hours: int) -> int | None:
+        """The one UTC offset (seconds) of every naive time in the `hours` from `start`, or
+        None when the offset changes anywhere from an hour before to an hour after them (a
+        DST gap or fold, a 30-minute shift such as Lord Howe's), looked at every hour (fold
+        0 only: the folds differ only where the offset changes). Sound because no zone
+        changes its offset twice within an hour: in the tz database the closest two changes
+        are four days apart (Africa/Freetown, 1939)."""
+        start = start.replace(tzinfo=self.tz)
+        offsets: set[dt.timedelta | None] = set()
+        try:
+            for hour in range(-1, hours + 2):
+                offsets.add((start + hour * _HOUR).utcoffset())
+        except OverflowError:  # within an hour of year 1 or year 9999: the usual way
+            offsets.add(None)
+        delta = offsets.pop() if len(offsets) == 1 else None
+        return None if delta is None or delta.microseconds else \
+            delta.days * 86400 + delta.seconds
 
     def local(self, ts: int) -> dt.datetime:
         return dt.datetime.fromtimestamp(ts, self.tz)
@@ -100,6 +171,12 @@ class Calendar:
         day = dt.date.fromordinal(ordinal)
         naive = dt.datetime.combine(day, dt.time()) + self.shift
         return int(naive.replace(tzinfo=self.tz).timestamp())
+
+
+def _keep(kept: dict[int, _T], key: int, offset: _T) -> None:
+    if len(kept) >= _OFFSETS_KEPT:
+        kept.clear()
+    kept[key] = offset
 
 
 def too_far_ahead(cal: Calendar, ts: int, now: int | None, limit: int | None) -> str | None:

@@ -192,6 +192,8 @@ def convert(raw: Any, kind: str, what: str) -> Any:
     Numbers must fit what the engines hold: an int in 64 bits, a decimal below 10^100 in
     size with no digits past the 100th decimal place (it becomes a float for conditions).
     """
+    if type(raw) is int and kind == "int" and -(2**63) <= raw < 2**63:
+        return raw  # the usual case, as the checks below would answer it (bool is no int here)
     try:
         if kind == "string":
             if isinstance(raw, dict | list):

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sopkit import _json
 from sopkit._io import BadRecord, Quarantine, Record
 from sopkit._live.dispatch import Dispatcher
 from sopkit._live.inbox import SOURCE, Inbox, Row
@@ -123,7 +124,7 @@ class ServedLoop:
             for row in rows:
                 after = row.seq
                 if row.reason is None:
-                    yield Record(row.seq, json.loads(row.record))
+                    yield Record(row.seq, _json.loads(row.record))  # json.loads, faster
                 else:
                     yield BadRecord(row.seq, row.record, row.reason, _kind(row.reason))
             if len(rows) == READ_ROWS:  # a steady stream: keep the table short meanwhile
@@ -166,7 +167,7 @@ class ServedLoop:
     def _event_time(self, row: Row) -> int | None:
         """A kept row's event time (its `ts`), None when it has none readable."""
         try:
-            ts = json.loads(row.record).get("ts")
+            ts = _json.loads(row.record).get("ts")
             return self.live.runtime.calendar.parse_ts(ts) if isinstance(ts, str) else None
         except (ValueError, AttributeError):
             return None
