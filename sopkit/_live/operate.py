@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sopkit import _json  # json.loads, exactly, faster
 from sopkit._errors import UsageError, did_you_mean
 from sopkit._io import Record
 from sopkit._live.inbox import HISTORY, HISTORY_FROM, SOURCE, Inbox
@@ -294,7 +295,7 @@ def kept_history(inbox: Inbox, upto: int, skip: set[int]) -> Iterator[Record]:
                 return
             after = row.seq
             if row.reason is None and row.seq not in skip:
-                yield Record(row.seq, json.loads(row.record))
+                yield Record(row.seq, _json.loads(row.record))
         if len(rows) < PAGE:
             return
 

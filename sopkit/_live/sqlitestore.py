@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sopkit import _json  # json.loads, exactly, faster
 from sopkit._errors import UsageError
 from sopkit._live import looplock as lk
 from sopkit._live.looplock import LoopHolder, LoopLockLost
@@ -288,6 +289,6 @@ class SQLiteStore(SharedSql):
     @staticmethod
     def _row(values: Sequence[Any]) -> OutboxRow:
         data = dict(zip(COLUMNS, values, strict=True))
-        data["message"] = json.loads(data["message"])
-        data["receipt"] = None if data["receipt"] is None else json.loads(data["receipt"])
+        data["message"] = _json.loads(data["message"])
+        data["receipt"] = None if data["receipt"] is None else _json.loads(data["receipt"])
         return OutboxRow(**data)

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sopkit import _json  # json.loads, exactly, faster
 from sopkit._errors import UsageError
 from sopkit._live.store import (
     COLUMNS,
@@ -34,7 +35,7 @@ def wake_of(blob: bytes) -> int | None:
     next_wake column; None when it has none or cannot be read (a damaged state wakes
     nobody: it is reported when the customer is read)."""
     try:
-        data = json.loads(bytes(blob))
+        data = _json.loads(bytes(blob))
     except ValueError:
         return None
     wake = data.get("wake_at") if isinstance(data, dict) else None
