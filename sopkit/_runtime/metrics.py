@@ -512,13 +512,37 @@ def build(spec: Mapping[str, Any]) -> Metric:
     return KINDS[spec["kind"]](spec)
 
 
+Atoms = tuple[tuple[str, float], ...]  # every comparison of a fact with a constant: (op, c)
+
+_ATOM_OPS: dict[str, Any] = {
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
+
+
+def atoms_hold(atoms: Atoms, value: Any) -> tuple[bool, ...]:
+    """Each comparison's result for this value (one that reads a missing value is false)."""
+    return tuple(value is not None and bool(_ATOM_OPS[op](value, c)) for op, c in atoms)
+
+
 def next_day_crossing(metric: Metric, state: Any, profile: dict[str, Any], today: int,
-                      boundaries: list[int], any_day: bool) -> int | None:
+                      boundaries: list[int], any_day: bool,
+                      atoms: Atoms | None = None) -> int | None:
     """The next day ordinal after `today` on which a condition on this metric may flip.
 
     A boundary b means a comparison may differ between the values b and b + 1: a metric
     counting up (days_since) crosses it on the day it reaches b + 1, one counting down
     (days_until, days_to_anniversary) on the day it reaches b.
+
+    `atoms`, when given, are all the comparisons conditions make with the metric (each
+    against a constant; nothing else reads it). A days_to_anniversary jumps from 0 back up
+    on the day after the anniversary, across boundaries, yet `== 3` is false on both sides
+    of that jump: the jump day is a wake-up only if some comparison differs between the
+    value 0 and the value after the jump, or no other crossing is left to wake on. Skipping
+    it is exact: up to the anniversary the boundaries list every day a comparison can flip
+    (one a day, counting down to 0); after the jump the value counts down again from a
+    value whose comparisons equal those of 0, and the next anniversary's boundary days
+    (listed too) are the first days they can differ again.
     """
     if any_day:
         has_value = metric.value(state, 0, today, profile) is not None
@@ -544,11 +568,14 @@ def next_day_crossing(metric: Metric, state: Any, profile: dict[str, Any], today
         if now_anniv is None:
             return None
         after = metric.anniversary(birth, now_anniv + 1)
-        days = [now_anniv + 1]  # the value jumps from 0 back up the day after
+        days: list[int] = []
         longest = metric.longest
         for anniv in (now_anniv, after):
             if anniv is not None:
                 days.extend(anniv - b for b in boundaries
                             if 0 <= b <= longest and anniv - b > today)
+        jumped = None if after is None else after - (now_anniv + 1)
+        if not days or atoms is None or atoms_hold(atoms, 0) != atoms_hold(atoms, jumped):
+            days.append(now_anniv + 1)  # the value jumps from 0 back up the day after
         return min(days)
     return today + 1
