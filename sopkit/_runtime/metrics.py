@@ -155,9 +155,14 @@ class Count(Metric):
         return state + 1
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
-        if self.window:
-            self.evict(state, now)
-            return len(state)
+        window = self.window
+        if window:
+            stamps = state.stamps
+            head = state.head
+            if head < len(stamps) and stamps[head] <= now - window:  # `evict`, inlined
+                state.drop(bisect_right(stamps, now - window, head) - head)
+                head = state.head
+            return len(stamps) - head
         return state
 
     def dump_state(self, state: Any) -> Any:
@@ -251,7 +256,14 @@ class Sum(Metric):
         return state[0], state[1]
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
-        return self.totals(state, now)[0]
+        window = self.window
+        if window:
+            stamps = state.stamps
+            head = state.head
+            if head < len(stamps) and stamps[head] <= now - window:  # `evict`, inlined
+                state.drop(bisect_right(stamps, now - window, head) - head)
+            return state.total
+        return state[0]
 
     def next_crossing(self, state: Any, now: int, thresholds: list[float],
                       boundaries: list[int]) -> int | None:
@@ -396,6 +408,11 @@ class DaysToAnniversary(Metric):
         self.calendar: str = spec.get("calendar") or "gregorian"
         # the longest gap between two anniversaries: a lunar year has up to 385 days
         self.longest = 366 if self.calendar == "gregorian" else 385
+        # `value`'s answers for one day: (month, day) -> days to go, or the whole date for a
+        # lunar_of_birth reading (its leap months depend on the year); every customer read
+        # on that day shares them. A pure cache: the answer depends on nothing else.
+        self._today: int | None = None
+        self._known: dict[Any, int | None] = {}
 
     def anniversary(self, date: Any, today: int) -> int | None:
         """The day ordinal of the first anniversary of `date` on or after `today`; None for
@@ -416,8 +433,16 @@ class DaysToAnniversary(Metric):
         date = profile.get(self.attribute or "")
         if date is None:
             return None
+        if today != self._today:
+            self._today = today
+            self._known = {}
+        key = date if self.calendar == "lunar_of_birth" else (date.month, date.day)
+        known = self._known
+        if key in known:
+            return known[key]
         found = self.anniversary(date, today)
-        return None if found is None else found - today
+        days = known[key] = None if found is None else found - today
+        return days
 
 
 class MaxCountPerKey(Metric):
