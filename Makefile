@@ -73,9 +73,9 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) benchmarks/bench.py --quick $(if $(RESULTS),--results $(RESULTS))
 
-## bench-core-speed: native simulate CPU of BEFORE (a checkout with its own .venv; default
+## bench-core-speed: native simulate CPU of BEFORE (a clone at the base commit; default
 ## /work/main) against this one and the limit, interleaved, on CDNOW and 10k generated
-## customers (a few minutes); benchmarks/core-speed-results.json, .md
+## customers, this venv's python for both (a few minutes); benchmarks/core-speed-results.json, .md
 bench-core-speed: $(STAMP)
 	$(PY) benchmarks/bench_core_speed.py --before $(or $(BEFORE),/work/main) $(if $(ROUNDS),--rounds $(ROUNDS))
 

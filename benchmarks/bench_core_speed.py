@@ -4,7 +4,7 @@ Runs, interleaved round by round (the machine is shared: each round measures eve
 once, so load drifts hit both sides alike), for each input:
 
 - before: `python -m sopkit simulate ... --engine native` from another checkout (`--before`,
-  its own venv's python, e.g. /work/main);
+  a clone at the base commit), run by this checkout's venv python (same packages);
 - after: the same from this checkout;
 - the limit: `benchmarks/limit.py` on the same input (plain JSONL: CDNOW is decompressed
   into benchmarks/tmp/ first);
@@ -80,23 +80,28 @@ def simulate(python: str, events: Path, profiles: Path, end: str, engine: str) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, required=True,
-                        help="the checkout to compare with (its .venv/bin/python runs it)")
+                        help="the checkout to compare with (a clone at the base commit: a "
+                             "checkout that others merge into moves during the run)")
+    parser.add_argument("--after", type=Path, default=ROOT,
+                        help="the checkout measured as after (default: this one; a copy keeps "
+                             "edits made during the run out of it); this venv's python runs it")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--durable", action="store_true", help="measure the durable engine too")
     parser.add_argument("--results", type=Path, default=HERE / "core-speed-results.json")
     args = parser.parse_args()
-    before_py = str(args.before / ".venv" / "bin" / "python")
-    after_py = str(ROOT / ".venv" / "bin" / "python")
+    # one interpreter and one set of packages for both sides: only the code differs
+    after_py = before_py = str(ROOT / ".venv" / "bin" / "python")
     runs: dict[str, dict[str, list[float]]] = {}
     for name, (events, profiles, end) in inputs().items():
         cmds: dict[str, tuple[list[str], Path]] = {
             "before native": (simulate(before_py, events, profiles, end, "native"), args.before),
-            "after native": (simulate(after_py, events, profiles, end, "native"), ROOT),
+            "after native": (simulate(after_py, events, profiles, end, "native"), args.after),
             "limit": ([after_py, str(HERE / "limit.py"), "--events", str(events),
                        "--profiles", str(profiles), "--end", end, "--out", os.devnull], ROOT),
         }
         if args.durable:
-            cmds["after durable"] = (simulate(after_py, events, profiles, end, "durable"), ROOT)
+            cmds["after durable"] = (simulate(after_py, events, profiles, end, "durable"),
+                                     args.after)
         runs[name] = {label: [] for label in cmds}
         for r in range(args.rounds):
             for label, (cmd, cwd) in cmds.items():
@@ -107,7 +112,7 @@ def main() -> None:
 
 
 def write(args: argparse.Namespace, runs: dict[str, dict[str, list[float]]]) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT,
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=args.after,
                             capture_output=True, text=True, check=False).stdout.strip()
     before = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=args.before,
                             capture_output=True, text=True, check=False).stdout.strip()
@@ -121,11 +126,12 @@ def write(args: argparse.Namespace, runs: dict[str, dict[str, list[float]]]) -> 
     args.results.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     lines = [
         "# Native simulation CPU: before and after (issue 17)", "",
-        f"{results['when']}; after = sopkit {commit} (uncommitted changes included), before = "
+        f"{results['when']}; after = sopkit {commit}, before = "
         f"{before}; {args.rounds} interleaved rounds, medians of CPU seconds (user + system, "
         f"`os.wait4`); load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}."
         " Written by `make bench-core-speed` "
-        "(`benchmarks/bench_core_speed.py --before /work/main`).", "",
+        f"(`benchmarks/bench_core_speed.py --before <clone at {before}> --after <clone at "
+        f"{commit}>`).", "",
         "| input | before native | after native | limit | before / limit | after / limit "
         "| after / before |" + (" after durable | durable / native |" if args.durable else ""),
         "|---|---|---|---|---|---|---|" + ("---|---|" if args.durable else ""),
