@@ -6,9 +6,9 @@ STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test test-deep lint typecheck check-playbooks schema openapi clean bench \
-        bench-quick bench-campaign bench-one-customer bench-partition bench-live \
-        bench-live-memory bench-history-keep bench-serve bench-serve-loop bench-read \
-        valgrind fuzz mutation
+        bench-quick bench-core-speed bench-campaign bench-one-customer bench-partition \
+        bench-live bench-live-memory bench-history-keep bench-serve bench-serve-loop \
+        bench-read valgrind fuzz mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,12 @@ bench: $(STAMP)
 ## bench-quick: the same measurements on 300 customers, in seconds; RESULTS=path to choose the file
 bench-quick: $(STAMP)
 	$(PY) benchmarks/bench.py --quick $(if $(RESULTS),--results $(RESULTS))
+
+## bench-core-speed: native simulate CPU of BEFORE (a clone at the base commit; default
+## /work/main) against this one and the limit, interleaved, on CDNOW and 10k generated
+## customers, this venv's python for both (a few minutes); benchmarks/core-speed-results.json, .md
+bench-core-speed: $(STAMP)
+	$(PY) benchmarks/bench_core_speed.py --before $(or $(BEFORE),/work/main) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 ## bench-campaign: campaign audiences over 1M stored customers (store generated once, cached);
 ## benchmarks/campaign-results.json, .md; CUSTOMERS=N for another size

@@ -657,12 +657,13 @@ def dump(action: sopkit.Action) -> str:
 
 def run(playbook: sopkit.LoadedPlaybook, profiles: list[dict[str, Any]],
         events: list[dict[str, Any]], end: str, engine: str,
-        every_departure: bool = False) -> Outcome:
+        every_departure: bool = False, every_jump: bool = False) -> Outcome:
     """Replay a case with one engine: profiles, every event, then advance to `end`.
 
     `every_departure` compiles the playbook with every window marked `any`, so each event
     leaving a window wakes its customer: the plain schedule the threshold-based one must
-    agree with.
+    agree with. `every_jump` wakes a customer on every day after an anniversary (the jump of
+    a days_to_anniversary from 0 back up), as if no comparison's answers were known.
 
     An event the runtime rejects (EventError) is recorded as a `{"rejected": ...}` line and
     the run goes on, as `simulate` would quarantine it. A ChainError (with either engine) or
@@ -679,6 +680,8 @@ def run(playbook: sopkit.LoadedPlaybook, profiles: list[dict[str, Any]],
             for window in ir["windows"].values():
                 window["any"] = True
         rt = sopkit.Runtime(playbook, engine=engine, ir=ir)
+        if every_jump:  # no comparisons known: every anniversary's next day is a wake-up
+            rt.core.day_atoms = [None] * len(rt.core.day_atoms)
         for record in profiles:
             try:
                 rt.add_profile(record)

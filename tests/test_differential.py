@@ -98,6 +98,19 @@ def test_window_wakeups_at_crossings_lose_nothing(case: gen.Case) -> None:
     assert crossings.states == every.states
 
 
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(gen.cases(gen.NO_BUGS))
+def test_skipped_anniversary_jumps_lose_nothing(case: gen.Case) -> None:
+    """Not waking on the day after an anniversary when no comparison flips gives the same
+    actions and final states as waking on every such day."""
+    playbook = _playbook(case)
+    skipping = gen.run(playbook, case.profiles, case.events, case.end, "native")
+    every = gen.run(playbook, case.profiles, case.events, case.end, "native", every_jump=True)
+    assert skipping.lines == every.lines
+    assert skipping.states == every.states
+
+
 def _golden_params() -> list[object]:
     params = []
     for directory in sorted(p for p in CASES.iterdir() if p.is_dir()):

@@ -155,9 +155,14 @@ class Count(Metric):
         return state + 1
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
-        if self.window:
-            self.evict(state, now)
-            return len(state)
+        window = self.window
+        if window:
+            stamps = state.stamps
+            head = state.head
+            if head < len(stamps) and stamps[head] <= now - window:  # `evict`, inlined
+                state.drop(bisect_right(stamps, now - window, head) - head)
+                head = state.head
+            return len(stamps) - head
         return state
 
     def dump_state(self, state: Any) -> Any:
@@ -251,7 +256,14 @@ class Sum(Metric):
         return state[0], state[1]
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
-        return self.totals(state, now)[0]
+        window = self.window
+        if window:
+            stamps = state.stamps
+            head = state.head
+            if head < len(stamps) and stamps[head] <= now - window:  # `evict`, inlined
+                state.drop(bisect_right(stamps, now - window, head) - head)
+            return state.total
+        return state[0]
 
     def next_crossing(self, state: Any, now: int, thresholds: list[float],
                       boundaries: list[int]) -> int | None:
@@ -396,6 +408,11 @@ class DaysToAnniversary(Metric):
         self.calendar: str = spec.get("calendar") or "gregorian"
         # the longest gap between two anniversaries: a lunar year has up to 385 days
         self.longest = 366 if self.calendar == "gregorian" else 385
+        # `value`'s answers for one day: (month, day) -> days to go, or the whole date for a
+        # lunar_of_birth reading (its leap months depend on the year); every customer read
+        # on that day shares them. A pure cache: the answer depends on nothing else.
+        self._today: int | None = None
+        self._known: dict[Any, int | None] = {}
 
     def anniversary(self, date: Any, today: int) -> int | None:
         """The day ordinal of the first anniversary of `date` on or after `today`; None for
@@ -416,8 +433,16 @@ class DaysToAnniversary(Metric):
         date = profile.get(self.attribute or "")
         if date is None:
             return None
+        if today != self._today:
+            self._today = today
+            self._known = {}
+        key = date if self.calendar == "lunar_of_birth" else (date.month, date.day)
+        known = self._known
+        if key in known:
+            return known[key]
         found = self.anniversary(date, today)
-        return None if found is None else found - today
+        days = known[key] = None if found is None else found - today
+        return days
 
 
 class MaxCountPerKey(Metric):
@@ -512,13 +537,37 @@ def build(spec: Mapping[str, Any]) -> Metric:
     return KINDS[spec["kind"]](spec)
 
 
+Atoms = tuple[tuple[str, float], ...]  # every comparison of a fact with a constant: (op, c)
+
+_ATOM_OPS: dict[str, Any] = {
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
+
+
+def atoms_hold(atoms: Atoms, value: Any) -> tuple[bool, ...]:
+    """Each comparison's result for this value (one that reads a missing value is false)."""
+    return tuple(value is not None and bool(_ATOM_OPS[op](value, c)) for op, c in atoms)
+
+
 def next_day_crossing(metric: Metric, state: Any, profile: dict[str, Any], today: int,
-                      boundaries: list[int], any_day: bool) -> int | None:
+                      boundaries: list[int], any_day: bool,
+                      atoms: Atoms | None = None) -> int | None:
     """The next day ordinal after `today` on which a condition on this metric may flip.
 
     A boundary b means a comparison may differ between the values b and b + 1: a metric
     counting up (days_since) crosses it on the day it reaches b + 1, one counting down
     (days_until, days_to_anniversary) on the day it reaches b.
+
+    `atoms`, when given, are all the comparisons conditions make with the metric (each
+    against a constant; nothing else reads it). A days_to_anniversary jumps from 0 back up
+    on the day after the anniversary, across boundaries, yet `== 3` is false on both sides
+    of that jump: the jump day is a wake-up only if some comparison differs between the
+    value 0 and the value after the jump, or no other crossing is left to wake on. Skipping
+    it is exact: up to the anniversary the boundaries list every day a comparison can flip
+    (one a day, counting down to 0); after the jump the value counts down again from a
+    value whose comparisons equal those of 0, and the next anniversary's boundary days
+    (listed too) are the first days they can differ again.
     """
     if any_day:
         has_value = metric.value(state, 0, today, profile) is not None
@@ -544,11 +593,14 @@ def next_day_crossing(metric: Metric, state: Any, profile: dict[str, Any], today
         if now_anniv is None:
             return None
         after = metric.anniversary(birth, now_anniv + 1)
-        days = [now_anniv + 1]  # the value jumps from 0 back up the day after
+        days: list[int] = []
         longest = metric.longest
         for anniv in (now_anniv, after):
             if anniv is not None:
                 days.extend(anniv - b for b in boundaries
                             if 0 <= b <= longest and anniv - b > today)
+        jumped = None if after is None else after - (now_anniv + 1)
+        if not days or atoms is None or atoms_hold(atoms, 0) != atoms_hold(atoms, jumped):
+            days.append(now_anniv + 1)  # the value jumps from 0 back up the day after
         return min(days)
     return today + 1
