@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sopkit._lang.clock import Calendar, anniversary, next_anniversary
+from sopkit._runtime import crossings as _crossings
 from sopkit._runtime import metrics as _metrics
 
 DAY = 86_400
@@ -159,7 +160,7 @@ def test_next_day_crossing_days_since() -> None:
     m = metric("days_since")
     anchor = ordinal("2024-01-01")
     state = m.observe(m.new(), T0, anchor, {})
-    crossing = _metrics.next_day_crossing
+    crossing = _crossings.next_day_crossing
     assert crossing(m, state, {}, anchor, [89, 90], False) == anchor + 90
     assert crossing(m, state, {}, anchor + 89, [89, 90], False) == anchor + 90
     assert crossing(m, state, {}, anchor + 90, [89, 90], False) == anchor + 91
@@ -175,7 +176,7 @@ def test_next_day_crossing_days_until() -> None:
     m = metric("days_until", event=None, attribute="expires")
     profile = {"expires": dt.date(2024, 6, 30)}
     target = ordinal("2024-06-30")
-    crossing = _metrics.next_day_crossing
+    crossing = _crossings.next_day_crossing
     assert crossing(m, None, profile, ordinal("2024-01-01"), [14, 15], False) == target - 15
     assert crossing(m, None, profile, target - 15, [14, 15], False) == target - 14
     assert crossing(m, None, profile, target - 14, [14, 15], False) is None
@@ -192,7 +193,7 @@ def test_next_day_crossing_anniversary_of_29_february(today: str, expected: str)
     """A 29 February anniversary == 3 wakes on 25 Feb in common years and 26 Feb in leap years."""
     m = metric("days_to_anniversary", event=None, attribute="birthday")
     profile = {"birthday": dt.date(2000, 2, 29)}
-    found = _metrics.next_day_crossing(m, None, profile, ordinal(today), [2, 3], False)
+    found = _crossings.next_day_crossing(m, None, profile, ordinal(today), [2, 3], False)
     assert found is not None
     assert dt.date.fromordinal(found).isoformat() == expected
 
@@ -201,9 +202,9 @@ def test_next_day_crossing_any_day_and_untimed_metrics() -> None:
     """With arithmetic over a day metric (any_day) or a non-day metric, the answer is tomorrow."""
     days = metric("days_since")
     state = days.observe(days.new(), T0, 100, {})
-    assert _metrics.next_day_crossing(days, state, {}, 150, [], True) == 151
+    assert _crossings.next_day_crossing(days, state, {}, 150, [], True) == 151
     count = metric("count")
-    assert _metrics.next_day_crossing(count, count.new(), {}, 150, [2, 3], False) == 151
+    assert _crossings.next_day_crossing(count, count.new(), {}, 150, [2, 3], False) == 151
 
 
 # ---- calendar -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import sopkit
-from sopkit._runtime.core import slot_atoms
+from sopkit._runtime.crossings import slot_atoms
 from sopkit._runtime.observe import Observation
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))  # the playbook's zone (no DST)

@@ -22,6 +22,7 @@ from sopkit._ir.types import ClvIR, PlaybookIR
 from sopkit._lang.clock import Calendar
 from sopkit._playbook.names import HOLIDAY_BUILTINS
 from sopkit._runtime import clvfacts as _clvfacts
+from sopkit._runtime import crossings as _crossings
 from sopkit._runtime import metrics as _metrics
 from sopkit._runtime.actions import ActionPath
 from sopkit._runtime.facts import Event, FactReader
@@ -107,9 +108,9 @@ class CustomerCore:
             for name, w in ir["wakeups"].items()
         ]
         # a days_to_anniversary's comparisons, to skip the wake-up of a jump that flips none
-        # (metrics.next_day_crossing); None: read otherwise too, every jump wakes
-        self.day_atoms: list[_metrics.Atoms | None] = [
-            slot_atoms(ir["predicates"], w["slot"])
+        # (crossings.next_day_crossing); None: read otherwise too, every jump wakes
+        self.day_atoms: list[_crossings.Atoms | None] = [
+            _crossings.slot_atoms(ir["predicates"], w["slot"])
             if not w["any"] and w["slot"] in slot_metric and isinstance(
                 metrics[slot_metric[w["slot"]]], _metrics.DaysToAnniversary) else None
             for w in ir["wakeups"].values()
@@ -457,7 +458,7 @@ class CustomerCore:
                 cached = cache[2 * j + 1]
                 if cached == _UNKNOWN or cache[2 * j] != key or \
                         (cached != _NONE and cached <= today):
-                    found = _metrics.next_day_crossing(metric, state, cs.profile, today,
+                    found = _crossings.next_day_crossing(metric, state, cs.profile, today,
                                                        boundaries, any_day, self.day_atoms[j])
                     cache[2 * j] = key
                     cache[2 * j + 1] = _NONE if found is None else found
@@ -489,39 +490,3 @@ class CustomerCore:
             horizon = self._clv["horizon"] / (7 * 86400)
             cs.clv = _clvfacts.one(self.clv_models, params,
                                    _clvfacts.rft(cs.purchases, day), horizon)
-
-
-def slot_atoms(predicates: list[Any], slot: int) -> _metrics.Atoms | None:
-    """Every comparison the predicates make between `slot` and a number, as (op, c) with
-    the slot on the left; None if the slot is read any other way (in arithmetic, against
-    another fact or a non-number), when its comparisons alone do not decide the predicates."""
-    atoms: set[tuple[str, float]] = set()
-
-    def reads(node: list[Any]) -> bool:
-        if node[0] == "slot":
-            return bool(node[1] == slot)
-        return node[0] == "arith" and (reads(node[2]) or reads(node[3]))
-
-    def walk(cond: list[Any]) -> bool:
-        kind = cond[0]
-        if kind in ("and", "or"):
-            return all(walk(c) for c in cond[1])
-        if kind == "not":
-            return walk(cond[1])
-        if kind != "cmp":
-            return True
-        _, op, a, b = cond
-        for x, y, flipped in ((a, b, False), (b, a, True)):
-            if reads(x):
-                if x[0] != "slot" or y[0] != "const" or isinstance(y[1], bool) or \
-                        not isinstance(y[1], int | float) or reads(y):
-                    return False
-                atoms.add((_FLIP[op] if flipped else op, y[1]))
-        return True
-
-    if not all(walk(p["cond"]) for p in predicates):
-        return None
-    return tuple(sorted(atoms))
-
-
-_FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
