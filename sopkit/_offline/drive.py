@@ -120,7 +120,8 @@ class Driver:
             self.emit(runtime.advance_ts(ts))  # the wake-ups apply would run first
         if self.before_event is not None:
             self.before_event(event, line)
-        self.emit(runtime.apply(event))
+        # split: checked and the clock moved, nothing ran since
+        self.emit(runtime._apply_checked(event) if self.split else runtime.apply(event))
         self.counts.events_applied += 1
 
     def catch_up(self, ts: int) -> None:

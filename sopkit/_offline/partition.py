@@ -178,7 +178,6 @@ class PartitionRuntime(Runtime):
         # with task_capacity: customer -> partition, staff components together (components.py)
         self.placed: dict[str, int] | None = None
         self._owned: dict[str, bool] = {}  # owns(), remembered (set `placed` before a run)
-        self._checked: Event | None = None  # the other's event _refusal last let through
 
     def phase(self, action: Action) -> int:
         """Where the action comes within its instant (PHASE_*), for the merge key."""
@@ -218,30 +217,21 @@ class PartitionRuntime(Runtime):
         customer_id, etype, ts, fields = event
         if etype == STAFF_DEPARTED or self.owns(customer_id):
             return super()._refusal(event)
-        refused = refusal(self.calendar, self.foreign_ids.get(customer_id),
-                          fields.get(EVENT_ID), ts, self.coordinator.now_ts)
-        self._checked = event if refused is None else None
-        return refused
+        return refusal(self.calendar, self.foreign_ids.get(customer_id), fields.get(EVENT_ID),
+                       ts, self.coordinator.now_ts)
 
-    def apply(self, event: Event) -> list[Action]:
+    def _apply_checked(self, event: Event) -> list[Action]:
         """An event of an owned customer (or a staff event, which every partition applies to
-        its own customers) as in one runtime; another's only moves the clock."""
+        its own customers) as in one runtime; another's only has its event id remembered
+        (the clock is at its time already)."""
         customer_id, etype, ts, fields = event
         if etype == STAFF_DEPARTED or self.owns(customer_id):
-            return super().apply(event)
-        # the driver (split) checks each event and moves the clock to it first: then the
-        # check stands (nothing ran since) and nothing more is due by `ts`
-        checked = event is self._checked and self.coordinator.now_ts == ts
-        self._checked = None
-        if not checked:
-            refused = self._refusal(event)
-            if refused is not None:
-                raise refused
+            return super()._apply_checked(event)
         event_id = fields.get(EVENT_ID)
         if event_id is not None:
             self.foreign_ids[customer_id] = remember(self.foreign_ids.get(customer_id),
                                                      str(event_id), ts)
-        return [] if checked else self.advance_ts(ts)
+        return []
 
 
 # -- merging the partitions' results ---------------------------------------------------------

@@ -190,14 +190,21 @@ class Runtime(_embed.EmbeddingAPI):
 
     def apply(self, event: Event) -> list[Action]:
         """`ingest` for an event already checked by `parse_event`."""
-        customer_id, etype, ts, fields = event
         refused = self._refusal(event)
         if refused is not None:
             raise refused
+        out = self.advance_ts(event[2])
+        out.extend(self._apply_checked(event))
+        return out
+
+    def _apply_checked(self, event: Event) -> list[Action]:
+        """`apply` for an event `_refusal` let through with the clock moved to its time since
+        (the offline driver in split mode does both first, as steps of their own)."""
+        customer_id, etype, ts, fields = event
         event_id = fields.get(EVENT_ID)
         if event_id is not None:
             fields = {k: v for k, v in fields.items() if k != EVENT_ID}
-        out = self.advance_ts(ts)
+        out: list[Action] = []
         if etype == STAFF_DEPARTED:
             if event_id is not None:
                 coordinator = self.coordinator
