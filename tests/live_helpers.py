@@ -6,6 +6,10 @@ import base64
 import datetime as dt
 import json
 import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data" / "live"
@@ -45,3 +49,45 @@ def shop_history(tmp: Path, customers: int = 30, seed: int = 7,
     people.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in profiles),
                       encoding="utf-8")
     return history, people
+
+
+def kill_while_working(command: list[str], env: dict[str, str], progress: Callable[[], int],
+                       kills: int, rng: random.Random, most: int = 40) -> Iterator[int]:
+    """Start `command` again and again and SIGKILL each run while it works; yield the count.
+
+    A run is killed after a random number (1 to `most`) of new units of `progress` (lines
+    delivered, requests received), or, one time in three, at a random moment in its first
+    half second (reading, replaying, planning). Kills keyed to progress land in the middle of
+    delivery whatever the machine's speed; a run that ends before its kill fails the test,
+    since the history is then too short for the kills asked.
+    """
+    killed = 0
+    while killed < kills:
+        start, began = progress(), time.monotonic()
+        timed = rng.random() < 1 / 3
+        target = start + rng.randint(1, most)
+        deadline = began + rng.uniform(0.05, 0.5)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        while proc.poll() is None:
+            if (time.monotonic() >= deadline) if timed else (progress() >= target):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.005)
+        else:
+            error = proc.stderr.read().decode() if proc.stderr else ""
+            raise AssertionError(f"run {killed + 1} of {kills} ended (exit {proc.returncode}) "
+                                 f"before its kill: the history is too short\n{error}")
+        if proc.stderr:
+            proc.stderr.close()
+        killed += 1
+        yield killed
+
+
+def line_count(path: Path) -> int:
+    """Complete lines in `path` (0 while it does not exist)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from live_helpers import ENV, shop_history, shop_playbook
+from live_helpers import ENV, kill_while_working, line_count, shop_history, shop_playbook
 
 import sopkit
 
@@ -42,7 +42,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
     receiver, url, log = _start_receiver(tmp_path)
     try:
         playbook = shop_playbook(tmp_path, url)
-        events, profiles = shop_history(tmp_path, customers=300, seed=11)
+        events, profiles = shop_history(tmp_path, customers=max(300, 25 * KILLS), seed=11)
         store = tmp_path / "live.db"
         command = [sys.executable, "-m", "sopkit", "run", "--send-from", "2000-01-01",
                    str(playbook), "--store", str(store),
@@ -51,21 +51,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
                    "--quarantine", str(tmp_path / "q.jsonl"), "--output", "jsonl",
                    "--worker", "kill-test"]
         env = {**os.environ, **ENV}
-        rng = random.Random(2024)
-        killed = 0
-        finished_early = 0
-        while killed < KILLS:
-            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE)
-            time.sleep(rng.uniform(0.2, 2.5))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                killed += 1
-            else:
-                assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-                finished_early += 1
-                assert finished_early < 40, "the runs finish too fast to be killed"
+        killed = sum(1 for _ in kill_while_working(command, env, lambda: line_count(log),
+                                                   KILLS, random.Random(2024)))
         final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
                                check=False)
         assert final.returncode == 0, final.stderr

@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from live_helpers import ENV, shop_history, shop_playbook
+from live_helpers import ENV, kill_while_working, line_count, shop_history, shop_playbook
 
 import sopkit
 
@@ -65,23 +63,14 @@ def test_sigkill_during_batched_jsonl_delivery_loses_nothing_and_writes_nothing_
                "--batch", "7", "--engine", "native", "--quarantine",
                str(tmp_path / "q.jsonl"), "--output", "jsonl", "--worker", "kill-test"]
     env = {**os.environ, **ENV}
-    rng = random.Random(2025)
-    killed = finished_early = 0
-    while killed < KILLS:
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.3, 2.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            killed += 1
-            # the invariant at every kill: a row marked delivered is in the file
-            missing = _delivered(store) - set(_keys(out))
-            assert not missing, f"marked delivered but not written: {sorted(missing)[:3]}"
-        else:
-            assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-            finished_early += 1
-            assert finished_early < 30, "the runs finish too fast to be killed"
+    killed = 0
+    for _ in kill_while_working(command, env, lambda: line_count(out), KILLS,
+                                random.Random(2025)):
+        killed += 1
+        # the invariant at every kill: a row marked delivered is in the file
+        missing = _delivered(store) - set(_keys(out))
+        assert not missing, f"marked delivered but not written: {sorted(missing)[:3]}"
+    assert killed == KILLS
     final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
                            check=False)
     assert final.returncode == 0, final.stderr
