@@ -37,7 +37,8 @@ class BGNBDFit:
 
     `std_errors` are asymptotic standard errors from the observed information (None when the
     Hessian is not positive definite, or at a limit). `converged` is False when the optimiser
-    stopped before the gradient was flat. `at_limit` names parameters that ran beyond e^±18:
+    stopped before the gradient was flat. `at_limit` names parameters that ran beyond e^±18
+    (or beyond e^±12 with no standard errors):
     the likelihood is highest in a limit, such as r and alpha growing together (every
     customer buys at the same rate) or a and b growing together (every customer has the same
     dropout probability).

@@ -15,6 +15,10 @@ from scipy import optimize
 FloatArray = npt.NDArray[np.float64]
 LOG_BOUND = 25.0  # parameters are searched within e^-25 .. e^25
 LIMIT = 18.0  # a parameter beyond e^±18 (6.6e7) stands for a limit of the model
+# so does one beyond e^±12 (1.6e5) that the data does not pin down (no positive-definite
+# information): along a flat ridge towards a limit, where the search stops depends on the
+# optimiser's version, not on the data
+FAR = 12.0
 
 
 def floats(value: npt.ArrayLike) -> FloatArray:
@@ -65,6 +69,8 @@ def maximise(terms: Callable[[FloatArray, bool], tuple[FloatArray, FloatArray | 
     converged = bool(best.success) or float(np.max(np.abs(slope))) < 1e-5
     message = "converged" if converged else str(best.message)
     errors = std_errors(objective, theta, n) if converged and not at_limit else None
+    if converged and errors is None and not at_limit:
+        at_limit = tuple(int(i) for i in np.flatnonzero(np.abs(theta) > FAR))
     return Optimum(theta, at_limit, -float(best.fun) * n, converged, message, errors)
 
 
