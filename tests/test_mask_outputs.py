@@ -9,6 +9,7 @@ hand-over. Every command that prints or writes customer data is run on it.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -28,7 +29,13 @@ HIDDEN = [*IDS, *PHONES, "4657", "2468", "9753", "3141", "7182", "8029", "zhangs
           "hangsan@", "李四@", "小明@", "xiaohong@", "iaohong@"]
 
 
+# a number with a decimal point is no contact, but may hold a fragment's digits: the report's
+# chart coordinates (matplotlib's SVG paths: `50.846575` holds 4657)
+_DECIMAL = re.compile(r"[0-9]*\.[0-9]+")
+
+
 def _leaks(text: str) -> list[str]:
+    text = _DECIMAL.sub(" ", text)
     return [value for value in HIDDEN if value in text]
 
 
