@@ -72,7 +72,7 @@ _TYPES = {"due_at": "bigint", "created_at": "bigint", "message": "text", "attemp
 _INSERT_ROWS = (  # the rows in their order (ids follow it), the new ones named by RETURNING
     f"INSERT INTO outbox ({', '.join(INSERT_COLUMNS)}) SELECT "
     + ", ".join("u.message::jsonb" if c == "message" else f"u.{c}" for c in INSERT_COLUMNS)
-    + " FROM unnest(" + ", ".join(f"%s::{_TYPES.get(c, 'text')}[]" for c in INSERT_COLUMNS)
+    + " FROM unnest(" + ", ".join(f"%b::{_TYPES.get(c, 'text')}[]" for c in INSERT_COLUMNS)
     + f") WITH ORDINALITY AS u({', '.join(INSERT_COLUMNS)}, n) ORDER BY u.n "
     "ON CONFLICT (key) DO NOTHING RETURNING id, key")
 _PG_LOCK = 0x736F706B6974  # "sopkit": serialises schema set-up between concurrent openers
@@ -182,21 +182,21 @@ class PostgresStore(SharedSql):
                cancel: Mapping[str, tuple[str, int]] | None = None,
                wakes: Mapping[str, int | None] | None = None) -> int:
         check_meta(meta)
-        # each table's rows go as arrays in one statement (unnest): a round trip and a plan
-        # per table, not per row
+        # each table's rows go as arrays in one statement (unnest), in binary (%b: a text
+        # bytea array is escaped byte by byte): a round trip and a plan a table, not a row
         values = [insert_values(row, dumps(row.message)) for row in rows]
         with self._tx() as cur:
             self._cancel_rules(cur, cancel)
             if customers:
                 cur.execute(
                     "INSERT INTO customers (customer_id, state, next_wake) SELECT * FROM "
-                    "unnest(%s::text[], %s::bytea[], %s::bigint[]) "
+                    "unnest(%b::text[], %b::bytea[], %b::bigint[]) "
                     "ON CONFLICT (customer_id) DO UPDATE SET state = excluded.state, "
                     "next_wake = excluded.next_wake",
                     _columns(customer_values(customers, wakes), 3))
             if meta:
                 cur.execute("INSERT INTO meta (key, value) SELECT * FROM "
-                            "unnest(%s::text[], %s::text[]) "
+                            "unnest(%b::text[], %b::text[]) "
                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                             _columns(list(meta.items()), 2))
             new = 0
@@ -283,7 +283,7 @@ class PostgresStore(SharedSql):
             cur.execute(
                 "UPDATE outbox SET status = 'delivered', receipt = u.receipt::jsonb, "
                 "delivered_at = u.at, settled_at = u.at, lease_until = NULL FROM "
-                "unnest(%s::bigint[], %s::text[], %s::bigint[]) AS u(id, receipt, at) "
+                "unnest(%b::bigint[], %b::text[], %b::bigint[]) AS u(id, receipt, at) "
                 "WHERE outbox.id = u.id AND outbox.status = 'leased'",
                 ([int(a[0]) for a in delivered], [dumps(dict(a[1])) for a in delivered],
                  [int(a[2]) for a in delivered]))
