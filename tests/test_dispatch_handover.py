@@ -1,29 +1,17 @@
 """Rows the live loop commits leased to its dispatcher, sent without claiming them back.
 
-Every test runs on SQLite and on PostgreSQL (`store_url`, conftest.py).
+Every test runs on SQLite and on PostgreSQL (`any_store`, conftest.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from test_store import row
 
 from sopkit._live.dispatch import Dispatcher
-from sopkit._live.openstore import open_store
 from sopkit._live.store import OutboxRow, Store
 from sopkit.channels import MemoryChannel
 
 NOW = 1_700_000_000
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    """An open, empty store, closed after the test."""
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 def _commit(store: Store, dispatcher: Dispatcher, rows: list[OutboxRow], now: int) -> int:
@@ -34,45 +22,45 @@ def _commit(store: Store, dispatcher: Dispatcher, rows: list[OutboxRow], now: in
     return new
 
 
-def test_due_rows_are_committed_leased_and_sent_in_the_next_pass(store: Store) -> None:
+def test_due_rows_are_committed_leased_and_sent_in_the_next_pass(any_store: Store) -> None:
     """A new row due now is stored leased to the dispatcher and delivered by its next pass,
     as attempt 1; a row due later stays pending."""
     sms = MemoryChannel("sms", {}, {})
-    dispatcher = Dispatcher(store, {"sms": sms}, worker="w", wall=lambda: NOW)
-    assert _commit(store, dispatcher, [row("k1", due=NOW), row("k2", due=NOW + 60)], NOW) == 2
-    stored = {r.key: r for r in store.rows()}
+    dispatcher = Dispatcher(any_store, {"sms": sms}, worker="w", wall=lambda: NOW)
+    assert _commit(any_store, dispatcher, [row("k1", due=NOW), row("k2", due=NOW + 60)], NOW) == 2
+    stored = {r.key: r for r in any_store.rows()}
     assert (stored["k1"].status, stored["k1"].leased_by, stored["k1"].attempts,
             stored["k1"].lease_until) == ("leased", "w", 1, NOW + 60)
     assert stored["k2"].status == "pending"
     stats = dispatcher.run_once(NOW)
     assert (stats.claimed, stats.delivered) == (1, 1)
     assert [(m.key, m.attempt) for m in sms.sent] == [("k1", 1)]
-    done = {r.key: r for r in store.rows()}
+    done = {r.key: r for r in any_store.rows()}
     assert (done["k1"].status, done["k1"].attempts) == ("delivered", 1)
     assert done["k2"].status == "pending"
 
 
-def test_a_replayed_batch_sends_nothing_twice(store: Store) -> None:
+def test_a_replayed_batch_sends_nothing_twice(any_store: Store) -> None:
     """Committing the same keys again (a batch replayed after a crash) inserts nothing and
     hands nothing over: the delivered row is not sent again."""
     sms = MemoryChannel("sms", {}, {})
-    dispatcher = Dispatcher(store, {"sms": sms}, worker="w", wall=lambda: NOW)
-    _commit(store, dispatcher, [row("k1", due=NOW)], NOW)
+    dispatcher = Dispatcher(any_store, {"sms": sms}, worker="w", wall=lambda: NOW)
+    _commit(any_store, dispatcher, [row("k1", due=NOW)], NOW)
     dispatcher.run_once(NOW)
-    assert _commit(store, dispatcher, [row("k1", due=NOW)], NOW) == 0
+    assert _commit(any_store, dispatcher, [row("k1", due=NOW)], NOW) == 0
     stats = dispatcher.run_once(NOW)
     assert (stats.claimed, [m.key for m in sms.sent]) == (0, ["k1"])
-    assert [r.status for r in store.rows()] == ["delivered"]
+    assert [r.status for r in any_store.rows()] == ["delivered"]
 
 
-def test_a_handed_over_row_whose_lease_ran_out_is_sent_once(store: Store) -> None:
+def test_a_handed_over_row_whose_lease_ran_out_is_sent_once(any_store: Store) -> None:
     """When the pass comes after the row's lease ran out, the claim takes the row back and
     it goes out once (attempt 2), not once as claimed and once as handed over."""
     sms = MemoryChannel("sms", {}, {})
     wall = [NOW]
-    dispatcher = Dispatcher(store, {"sms": sms}, worker="w", lease_seconds=60,
+    dispatcher = Dispatcher(any_store, {"sms": sms}, worker="w", lease_seconds=60,
                             wall=lambda: wall[0])
-    _commit(store, dispatcher, [row("k1", due=NOW)], NOW)
+    _commit(any_store, dispatcher, [row("k1", due=NOW)], NOW)
     wall[0] = NOW + 61
     stats = dispatcher.run_once(NOW + 61)
     assert (stats.claimed, stats.delivered) == (1, 1)
@@ -80,12 +68,12 @@ def test_a_handed_over_row_whose_lease_ran_out_is_sent_once(store: Store) -> Non
     assert dispatcher.run_once(NOW + 61).claimed == 0
 
 
-def test_rows_of_a_disabled_channel_are_left_pending(store: Store) -> None:
+def test_rows_of_a_disabled_channel_are_left_pending(any_store: Store) -> None:
     """A channel disabled earlier gets no rows leased: they wait, pending, for a restart."""
     sms = MemoryChannel("sms", {}, {})
-    dispatcher = Dispatcher(store, {"sms": sms}, worker="w", wall=lambda: NOW)
+    dispatcher = Dispatcher(any_store, {"sms": sms}, worker="w", wall=lambda: NOW)
     dispatcher.disabled["sms"] = "410 Gone"
-    _commit(store, dispatcher, [row("k1", due=NOW)], NOW)
-    assert [r.status for r in store.rows()] == ["pending"]
+    _commit(any_store, dispatcher, [row("k1", due=NOW)], NOW)
+    assert [r.status for r in any_store.rows()] == ["pending"]
     assert dispatcher.run_once(NOW).claimed == 0
     assert sms.sent == []
