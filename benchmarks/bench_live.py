@@ -18,7 +18,9 @@ Each figure is events per second of wall time for the whole command (start-up in
 the ratio run / simulate (the target is at least 0.6). Every command runs `--rounds` times
 (default 2), interleaved, and the fastest counts: the machine's load comes and goes. Every
 run is checked: the keys its jsonl files hold are exactly the `send` actions simulate
-planned, each once. Results:
+planned, each once. `--src DIR --label NAME` (repeatable) also runs the `sopkit run`
+of another source tree (e.g. `git archive main | tar -x -C /tmp/base`) in the same rounds,
+its rows marked (NAME), for a side-by-side A/B. Results:
 benchmarks/live-results.json and live-results.md; `--profile` (on by default in `make
 bench-live`) also writes benchmarks/profile-live-sqlite.txt, the cProfile of the SQLite run.
 """
@@ -87,9 +89,12 @@ def sopkit_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "sopkit", *args]
 
 
-def timed(command: list[str], cwd: Path) -> float:
+def timed(command: list[str], cwd: Path, src: Path | None = None) -> float:
+    """Wall seconds of `command`; with `src`, the sopkit of that source tree runs it."""
+    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False,
+                          env=env)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr}")
@@ -122,11 +127,12 @@ def run_args(playbook: Path, store: str, ev: Path, pr: Path, end: str, work: Pat
 
 
 def live(name: str, store: str, playbook: Path, ev: Path, pr: Path, end: str, work: Path,
-         expected: set[str]) -> float:
-    """Run `sopkit run` in a fresh folder; check its jsonl files against simulate."""
+         expected: set[str], src: Path | None = None) -> float:
+    """Run `sopkit run` (of the tree `src`, default this checkout) in a fresh folder; check
+    its jsonl files against simulate."""
     folder = work / name
     folder.mkdir()
-    wall = timed(sopkit_cmd(*run_args(playbook, store, ev, pr, end, folder)), folder)
+    wall = timed(sopkit_cmd(*run_args(playbook, store, ev, pr, end, folder)), folder, src)
     keys = written_keys(folder)
     if len(keys) != len(set(keys)) or set(keys) != expected:
         raise SystemExit(f"{name}: the jsonl files hold {len(set(keys))} keys ({len(keys)} "
@@ -196,8 +202,9 @@ def write_md(result: dict[str, Any], path: Path) -> None:
     for row in result["runs"]:
         lines.append(f"| {row['name']} | {row['wall_s']:.1f} | {row['events_per_s']:,.0f} | "
                      f"{row['ratio']:.3f} | {', '.join(f'{t:.1f}' for t in row['all_walls_s'])} |")
-    met = [r["name"] for r in result["runs"][1:] if r["ratio"] >= TARGET]
-    missed = [r["name"] for r in result["runs"][1:] if r["ratio"] < TARGET]
+    ours = [r for r in result["runs"][1:] if not r["name"].endswith(")")]  # not an A/B tree
+    met = [r["name"] for r in ours if r["ratio"] >= TARGET]
+    missed = [r["name"] for r in ours if r["ratio"] < TARGET]
     lines += ["", f"Target: run / simulate at least {TARGET}: met by "
               f"{', '.join(met) or 'none'}; missed by {', '.join(missed) or 'none'}.", ""]
     if result.get("note"):
@@ -214,7 +221,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2,
                         help="run every command this many times, interleaved; the fastest "
                         "counts (a shared machine's load comes and goes)")
+    parser.add_argument("--src", type=Path, action="append", default=[],
+                        help="another sopkit source tree whose `sopkit run` is measured "
+                        "beside this checkout's, in the same rounds (A/B)")
+    parser.add_argument("--label", action="append", default=[],
+                        help="a name for each --src in the results (default: its path)")
     args = parser.parse_args()
+    trees: dict[str, Path | None] = {"": None}
+    for i, src in enumerate(args.src):
+        trees[f" ({args.label[i] if i < len(args.label) else src})"] = src.resolve()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     work = Path(tempfile.mkdtemp(prefix="sopkit-bench-live-"))
     server = None
@@ -235,13 +250,14 @@ def main() -> None:
                 end, "--out", str(round_dir / "sim.jsonl"), "--quarantine",
                 str(round_dir / "sq.jsonl")), round_dir))
             expected = planned_sends(round_dir / "sim.jsonl")
-            walls.setdefault("sopkit run, SQLite", []).append(live(
-                "sqlite", str(round_dir / "live.db"), playbook, ev, pr, end, round_dir,
-                expected))
-            if server is not None:
-                walls.setdefault("sopkit run, PostgreSQL", []).append(live(
-                    "pg", fresh_database(url, f"bench{n}"), playbook, ev, pr, end, round_dir,
-                    expected))
+            for t, (suffix, src) in enumerate(trees.items()):
+                walls.setdefault(f"sopkit run, SQLite{suffix}", []).append(live(
+                    f"sqlite{t}", str(round_dir / f"live{t}.db"), playbook, ev, pr, end,
+                    round_dir, expected, src))
+                if server is not None:
+                    walls.setdefault(f"sopkit run, PostgreSQL{suffix}", []).append(live(
+                        f"pg{t}", fresh_database(url, f"bench{n}_{t}"), playbook, ev, pr, end,
+                        round_dir, expected, src))
         runs = [(name, min(times)) for name, times in walls.items()]
         sim_wall = runs[0][1]
         if args.profile:
@@ -256,13 +272,21 @@ def main() -> None:
             f"Python {platform.python_version()}", "load_before": round(load, 2),
             "events": count, "customers": customers, "end": end, "sends": len(expected),
             "rounds": args.rounds, "runs": rows, "target": TARGET,
-            "target_met": all(r["ratio"] >= TARGET for r in rows[1:]),
+            "target_met": all(r["ratio"] >= TARGET for r in rows[1:]
+                              if not r["name"].endswith(")")),
             "commands": {"simulate": "sopkit simulate PLAYBOOK --events E --profiles P "
                          f"--end {end} --out sim.jsonl",
                          "run": " ".join(["sopkit", *run_args(Path("PLAYBOOK"), "STORE",
                                                               Path("E"), Path("P"), end,
                                                               Path("."))])},
         }
+        if len(trees) > 1:
+            result["trees"] = {label.strip(" ()"): str(src) for label, src in trees.items()
+                               if src is not None}
+            result["note"] = ("A/B: the rows marked (NAME) ran the `sopkit run` of another "
+                              "source tree, in the same rounds: " + "; ".join(
+                                  f"{k}: {v}" for k, v in result["trees"].items())
+                              + ". The target counts this checkout's rows.")
         args.results.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         write_md(result, args.results.with_suffix(".md"))
         print(args.results.with_suffix(".md").read_text(encoding="utf-8"))

@@ -73,3 +73,13 @@ def store(tmp_path: Path) -> Iterator[Any]:
     opened = open_store(str(tmp_path / "outbox.db"))
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def any_store(store_url: str) -> Iterator[Any]:
+    """An open, empty store (SQLite file or PostgreSQL schema), closed after the test."""
+    from sopkit._live.openstore import open_store
+
+    opened = open_store(store_url)
+    yield opened
+    opened.close()

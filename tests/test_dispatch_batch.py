@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from test_store import row
 
 from sopkit._live.dispatch import Dispatcher
-from sopkit._live.openstore import open_store
 from sopkit._live.store import Store
 from sopkit.channels import BatchSender, MemoryChannel, Message, Receipt
 from sopkit.channels._console import JsonlChannel
 
 NOW = 1_700_000_000
-
-
-@pytest.fixture
-def any_store(store_url: str) -> Iterator[Store]:
-    """An open, empty store (SQLite file or PostgreSQL schema), closed after the test."""
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 class CountingJsonl(JsonlChannel):

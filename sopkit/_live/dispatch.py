@@ -171,6 +171,37 @@ class Dispatcher:
                           if isinstance(channel, BatchSender)}
         self._grouping = {name for name, channel in self.channels.items()
                           if isinstance(channel, GroupSender)}
+        self._adopted: list[OutboxRow] = []  # rows committed leased to this dispatcher
+
+    def lease_new(self, rows: Sequence[OutboxRow], now: int) -> None:
+        """Lease new rows due by `now` to this dispatcher before they are first committed
+        (the live loop): they are inserted `leased`, and the ones the commit inserted (their
+        `id` set) are given to `adopt`, so the next pass sends them without claiming them
+        back from the store. As a claim would: attempts one, the lease on the wall clock. At
+        most `batch` rows sent one at a time and `group_rows` rows of batch senders or
+        recorded tasks; rows of a group sender are left to the claim (it gathers a firing)."""
+        wall = self.wall() if self.wall else now
+        alone = together = 0
+        for row in rows:
+            name = row.channel
+            if row.status != "pending" or row.due_at > now or name in self.disabled or \
+                    name in self._grouping:
+                continue
+            batched = name in self._batching or (name == "" and "" not in self.channels)
+            if (together if batched else alone) >= (self.group_rows if batched
+                                                    else self.batch):
+                continue
+            if batched:
+                together += 1
+            else:
+                alone += 1
+            row.status, row.attempts = "leased", row.attempts + 1
+            row.lease_until, row.leased_by = wall + self.lease_seconds, self.worker
+
+    def adopt(self, rows: Sequence[OutboxRow]) -> None:
+        """Send these rows in the next pass with what it claims: rows `lease_new` leased
+        that the commit inserted (those with an `id`); the others are left to their lease."""
+        self._adopted.extend(r for r in rows if r.status == "leased" and r.id is not None)
 
     def backoff(self, key: str, attempts: int) -> int:
         """Seconds to wait after failed attempt number `attempts` (1-based) of row `key`.
@@ -230,6 +261,11 @@ class Dispatcher:
                and len(rows) < self.group_rows):
             last = self._claim(now)
             rows.extend(last)
+        if self._adopted:  # leased when committed: sent in order with the claimed ones
+            adopted, self._adopted = self._adopted, []
+            claimed = {r.id for r in rows}  # a lease that ran out meanwhile: claimed again
+            rows = sorted(rows + [r for r in adopted if r.id not in claimed],
+                          key=lambda r: (r.due_at, r.id or 0))
         stats.claimed = len(rows)
         groups: dict[tuple[str, str, str], list[OutboxRow]] = {}
         for row in rows:
@@ -360,13 +396,16 @@ class Dispatcher:
         if not isinstance(receipt, Receipt):
             receipt = Receipt.retry(f"channel '{name}' returned {type(receipt).__name__}, "
                                     "not a Receipt")
-        detail = mask_text(receipt.detail)
         if receipt.status == "delivered":
             self._record("mark_delivered", row.id, mask(receipt.to_json()), now)
             stats.count(name, "delivered")
             if log.isEnabledFor(logging.DEBUG):  # masking every row's key costs when unread
                 log.debug("delivered %s via %s", mask_text(row.key), name)
-        elif receipt.status == "retry" and row.attempts < self.max_attempts:
+            if receipt.disable:
+                self._disable(name, mask_text(receipt.detail), stats)
+            return
+        detail = mask_text(receipt.detail)
+        if receipt.status == "retry" and row.attempts < self.max_attempts:
             wait = self.delay(row, receipt)
             self._record("mark_retry", row.id, now + wait, detail)
             stats.count(name, "retried")
@@ -377,9 +416,13 @@ class Dispatcher:
         else:
             self._dead(row, detail or "failed", now, stats)
         if receipt.disable:
-            self.disabled[name] = detail
-            stats.disabled[name] = detail
-            log.warning("channel %s disabled until restart: %s", name, detail)
+            self._disable(name, detail, stats)
+
+    def _disable(self, name: str, detail: str, stats: DispatchStats) -> None:
+        """Stop using channel `name` for the life of this dispatcher (a receipt asked)."""
+        self.disabled[name] = detail
+        stats.disabled[name] = detail
+        log.warning("channel %s disabled until restart: %s", name, detail)
 
     def _dead(self, row: OutboxRow, error: str, now: int, stats: DispatchStats) -> None:
         assert row.id is not None

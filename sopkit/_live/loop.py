@@ -206,8 +206,11 @@ class LiveRun:
         return text.encode() if text else None
 
     def commit(self, actions: list[Action], offset: int | None = None,
-               source: str | None = None) -> int:
-        """Write touched customers, the clock, the input position and the rows, atomically."""
+               source: str | None = None, *, dispatcher: Dispatcher | None = None,
+               due_by: int | None = None) -> int:
+        """Write touched customers, the clock, the input position and the rows, atomically;
+        with `dispatcher`, the new rows due by `due_by` leased to it (`Dispatcher.lease_new`:
+        its next pass, which the caller runs at once, sends them without a claim)."""
         rt = self.runtime
         for note in rt.holidays.notes():  # once per year the holiday data does not cover
             if note not in self._calendar_noted:
@@ -236,8 +239,13 @@ class LiveRun:
         rows = backfill(outbox_rows(rt, actions) + mirror_rows(self.loaded, rt, self.tag_log,
                                                                 self.mirrors),
                         self.send_from, rt)
+        if dispatcher is not None and due_by is not None:  # not a customer handed over now:
+            # its pending rows are pointed at the new owner in the commit
+            dispatcher.lease_new([r for r in rows if r.customer_id not in moved], due_by)
         new = self.store.commit(customers, meta, rows, moved, wakes=wakes)
         self.cache.committed(touched)
+        if dispatcher is not None:
+            dispatcher.adopt(rows)
         return new
 
     def customer_count(self) -> int:
@@ -419,9 +427,12 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
     since = 0
     first = 0.0  # when the oldest record not yet committed was read (time.monotonic)
 
-    def flush() -> None:
+    def flush(due_by: int | None = None) -> None:
+        """Commit; with `due_by`, hand the rows due by then to the dispatcher (drain next)."""
         nonlocal pending, since
-        stats.rows_new += live.commit(pending, position, events)
+        stats.rows_new += live.commit(pending, position, events,
+                                      dispatcher=None if due_by is None else dispatcher,
+                                      due_by=due_by)
         stats.commits += 1
         pending = []
         since = 0
@@ -429,11 +440,11 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
     def idle() -> None:
         """Nothing to read: commit what was read, let time pass, deliver what is due."""
         if since:
-            flush()
+            flush()  # its rows are claimed in the drain: letting time pass may take long
         now = clock()
         if rt.now_ts is None or now - lateness > rt.now_ts:
             pending.extend(rt.advance_ts(now - lateness))
-            flush()
+            flush(now)
         drain(live, dispatcher, now, stats)
 
     if events is not None:
@@ -466,8 +477,9 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
                 since += 1
                 if since >= batch or (max_wait is not None
                                       and time.monotonic() - first >= max_wait):
-                    flush()
-                    drain(live, dispatcher, clock(), stats)
+                    now = clock()
+                    flush(now)
+                    drain(live, dispatcher, now, stats)
                 if stop():
                     break
         except InputError:

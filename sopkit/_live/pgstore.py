@@ -15,6 +15,7 @@ from sopkit._live.store import (
     PAGE,
     SCHEMA_VERSION,
     STATUSES,
+    Mark,
     OutboxRow,
     StoreError,
     redact,
@@ -28,8 +29,10 @@ from sopkit._live.storesql import (
     check_meta,
     check_version,
     customer_values,
+    dumps,
     filters,
     insert_values,
+    number_leased,
     reassigned,
 )
 
@@ -64,6 +67,14 @@ _PG_SCHEMA = [
     "CREATE INDEX outbox_customer ON outbox (customer_id, id)",
     WAKE_INDEX,
 ]
+_TYPES = {"due_at": "bigint", "created_at": "bigint", "message": "text", "attempts": "integer",
+          "settled_at": "bigint", "lease_until": "bigint"}
+_INSERT_ROWS = (  # the rows in their order (ids follow it), the new ones named by RETURNING
+    f"INSERT INTO outbox ({', '.join(INSERT_COLUMNS)}) SELECT "
+    + ", ".join("u.message::jsonb" if c == "message" else f"u.{c}" for c in INSERT_COLUMNS)
+    + " FROM unnest(" + ", ".join(f"%b::{_TYPES.get(c, 'text')}[]" for c in INSERT_COLUMNS)
+    + f") WITH ORDINALITY AS u({', '.join(INSERT_COLUMNS)}, n) ORDER BY u.n "
+    "ON CONFLICT (key) DO NOTHING RETURNING id, key")
 _PG_LOCK = 0x736F706B6974  # "sopkit": serialises schema set-up between concurrent openers
 
 
@@ -170,28 +181,30 @@ class PostgresStore(SharedSql):
                rows: Sequence[OutboxRow], reassign: Mapping[str, str] | None = None,
                cancel: Mapping[str, tuple[str, int]] | None = None,
                wakes: Mapping[str, int | None] | None = None) -> int:
-        from psycopg.types.json import Jsonb
-
         check_meta(meta)
-        values = [insert_values(row, Jsonb(row.message)) for row in rows]
+        # each table's rows go as arrays in one statement (unnest), in binary (%b: a text
+        # bytea array is escaped byte by byte): a round trip and a plan a table, not a row
+        values = [insert_values(row, dumps(row.message)) for row in rows]
         with self._tx() as cur:
             self._cancel_rules(cur, cancel)
             if customers:
-                cur.executemany(
-                    "INSERT INTO customers (customer_id, state, next_wake) VALUES (%s, %s, %s) "
+                cur.execute(
+                    "INSERT INTO customers (customer_id, state, next_wake) SELECT * FROM "
+                    "unnest(%b::text[], %b::bytea[], %b::bigint[]) "
                     "ON CONFLICT (customer_id) DO UPDATE SET state = excluded.state, "
-                    "next_wake = excluded.next_wake", customer_values(customers, wakes))
+                    "next_wake = excluded.next_wake",
+                    _columns(customer_values(customers, wakes), 3))
             if meta:
-                cur.executemany("INSERT INTO meta (key, value) VALUES (%s, %s) "
-                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                                list(meta.items()))
+                cur.execute("INSERT INTO meta (key, value) SELECT * FROM "
+                            "unnest(%b::text[], %b::text[]) "
+                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            _columns(list(meta.items()), 2))
             new = 0
             if values:
-                cur.executemany(
-                    f"INSERT INTO outbox ({', '.join(INSERT_COLUMNS)}) VALUES "
-                    f"({', '.join(['%s'] * len(INSERT_COLUMNS))}) ON CONFLICT (key) "
-                    "DO NOTHING", values)
-                new = max(cur.rowcount, 0)
+                inserted = cur.execute(_INSERT_ROWS, _columns(values, len(INSERT_COLUMNS))
+                                       ).fetchall()
+                new = len(inserted)
+                number_leased(rows, inserted)
             for customer_id, owner in (reassign or {}).items():
                 self._reassign(cur, customer_id, owner)
             return new
@@ -263,6 +276,19 @@ class PostgresStore(SharedSql):
     def _write(self, sql: str, args: Sequence[Any]) -> None:
         self._one(sql, args)
 
+    def _marks_in(self, cur: Any, marks: Sequence[Mark]) -> None:
+        """As SharedSql's, but the deliveries (most of a pass) go as arrays in one statement."""
+        delivered = [args for op, args in marks if op == "mark_delivered"]
+        if delivered:
+            cur.execute(
+                "UPDATE outbox SET status = 'delivered', receipt = u.receipt::jsonb, "
+                "delivered_at = u.at, settled_at = u.at, lease_until = NULL FROM "
+                "unnest(%b::bigint[], %b::text[], %b::bigint[]) AS u(id, receipt, at) "
+                "WHERE outbox.id = u.id AND outbox.status = 'leased'",
+                ([int(a[0]) for a in delivered], [dumps(dict(a[1])) for a in delivered],
+                 [int(a[2]) for a in delivered]))
+        super()._marks_in(cur, [m for m in marks if m[0] != "mark_delivered"])
+
     def rows(self, status: str | None = None, *, customer_id: str | None = None,
              limit: int | None = None, ids: Sequence[int] | None = None) -> list[OutboxRow]:
         where, args = filters(status, customer_id, ids, "%s")
@@ -295,6 +321,12 @@ class PostgresStore(SharedSql):
     def _row(values: Sequence[Any]) -> OutboxRow:
         data = dict(zip(COLUMNS, values, strict=True))
         return OutboxRow(**data)
+
+
+def _columns(values: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows of `width` values as `width` lists (the arrays of an unnest)."""
+    return [list(column) for column in zip(*values, strict=True)] if values else \
+        [[] for _ in range(width)]
 
 
 def _pg_message(exc: Exception, url: str) -> str:

@@ -26,6 +26,7 @@ from sopkit._live.storesql import (
     dumps,
     filters,
     insert_values,
+    number_leased,
     reassigned,
 )
 
@@ -57,6 +58,8 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_claim ON outbox (status, due_at);
 CREATE INDEX outbox_customer ON outbox (customer_id, id);
 """ + WAKE_INDEX
+INSERT_ROWS = 500  # outbox rows per INSERT statement (15 parameters a row, under SQLite's cap)
+_ROW_MARKS = f"({', '.join('?' * len(INSERT_COLUMNS))})"
 
 
 class SQLiteStore(SharedSql):
@@ -193,11 +196,18 @@ class SQLiteStore(SharedSql):
             cur.executemany("INSERT INTO meta (key, value) VALUES (?, ?) "
                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                             list(meta.items()))
-            cur.executemany(
-                f"INSERT INTO outbox ({', '.join(INSERT_COLUMNS)}) VALUES "
-                f"({', '.join('?' * len(INSERT_COLUMNS))}) ON CONFLICT (key) DO NOTHING",
-                [insert_values(row, dumps(row.message)) for row in rows])
-            new = max(cur.rowcount, 0) if rows else 0
+            new = 0
+            for start in range(0, len(rows), INSERT_ROWS):
+                part = rows[start:start + INSERT_ROWS]
+                # one statement for many rows; RETURNING names the rows that were new
+                inserted = cur.execute(
+                    f"INSERT INTO outbox ({', '.join(INSERT_COLUMNS)}) VALUES "
+                    f"{', '.join([_ROW_MARKS] * len(part))} ON CONFLICT (key) DO NOTHING "
+                    "RETURNING id, key",
+                    [v for row in part for v in insert_values(row, dumps(row.message))]
+                ).fetchall()
+                new += len(inserted)
+                number_leased(part, inserted)
             for customer_id, owner in (reassign or {}).items():
                 self._reassign(cur, customer_id, owner)
             return new

@@ -124,7 +124,8 @@ class Store(Protocol):
         customer states (each with its next wake-up: from `wakes`, else read from the
         state) and meta, insert rows (skipping existing keys), then point the pending rows
         of each customer in `reassign` at its new owner, atomically; return how many rows
-        were new."""
+        were new. A row given `leased` (to the live loop's dispatcher) that was inserted gets
+        its `id` set (`Dispatcher.adopt` sends it without a claim)."""
         ...
 
     # -- dispatching --------------------------------------------------------------------

@@ -23,7 +23,8 @@ from sopkit._live.store import (
 
 SELECT = ", ".join(COLUMNS)
 INSERT_COLUMNS = ("key", "playbook", "customer_id", "rule", "kind", "channel", "status",
-                  "due_at", "created_at", "message", "reason", "attempts", "settled_at")
+                  "due_at", "created_at", "message", "reason", "attempts", "settled_at",
+                  "lease_until", "leased_by")
 CREATE_HINT = "`sopkit run` creates a store; check --store or $SOPKIT_STORE"
 # due wake-ups are read from here; an idle customer (no wake-up) is not even in the index
 WAKE_INDEX = ("CREATE INDEX customers_wake ON customers (next_wake, customer_id) "
@@ -220,13 +221,17 @@ class SharedSql:
         the batch instead of one per row."""
         if not marks:
             return
+        with self._tx() as cur:
+            self._marks_in(cur, marks)
+
+    def _marks_in(self, cur: Any, marks: Sequence[Mark]) -> None:
+        """The marks' statements, in the caller's transaction: one executemany a kind."""
         grouped: dict[str, list[tuple[Any, ...]]] = {}
         for op, args in marks:
             sql, values = self._mark(op, args)
             grouped.setdefault(sql, []).append(values)
-        with self._tx() as cur:
-            for sql, rows in grouped.items():
-                cur.executemany(sql, rows)
+        for sql, rows in grouped.items():
+            cur.executemany(sql, rows)
 
     def _cancel_rules(self, cur: Any, cancel: Mapping[str, tuple[str, int]] | None) -> None:
         """Cancel the pending rows of these rules (rule -> (reason, now)): a migration that
@@ -243,7 +248,23 @@ def insert_values(row: OutboxRow, message: Any) -> tuple[Any, ...]:
     settled = row.created_at if row.status in SETTLED else None
     return (row.key, row.playbook, row.customer_id, row.rule, row.kind, row.channel,
             row.status, row.due_at, row.created_at, message, row.reason, row.attempts,
-            settled)
+            settled, row.lease_until, row.leased_by)
+
+
+def number_leased(rows: Sequence[OutboxRow], inserted: Sequence[Sequence[Any]]) -> None:
+    """Set the `id` of each row given `leased` that the commit inserted ((id, key) of the
+    inserted rows): a dispatcher sends those without claiming them (`Dispatcher.adopt`); a
+    leased row whose key the store held already keeps no id and is left to its lease."""
+    leased: dict[str, OutboxRow | None] = {}
+    for row in rows:
+        if row.status == "leased":
+            leased.setdefault(row.key, row)
+    if not leased:
+        return
+    for row_id, key in inserted:
+        found = leased.pop(str(key), None)
+        if found is not None:
+            found.id = int(row_id)
 
 
 def check_meta(meta: Mapping[str, str]) -> None:

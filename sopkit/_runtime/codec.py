@@ -127,10 +127,13 @@ def _tagged(tag: str, inner: Any) -> Any:
     raise StateError(f"unreadable stored value {{{tag!r}: {inner!r}}}")
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                            allow_nan=False)  # made once: json.dumps with options makes one
+
+
 def dumps(value: Any) -> bytes:
     """`encode` as compact UTF-8 JSON text (keys in a stable order)."""
-    return json.dumps(encode(value), ensure_ascii=False, separators=(",", ":"),
-                      sort_keys=True, allow_nan=False).encode()
+    return _ENCODER.encode(encode(value)).encode()
 
 
 def loads(blob: bytes | str, what: str = "stored state") -> Any:

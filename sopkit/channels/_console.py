@@ -27,6 +27,8 @@ from ._base import ChannelConfigError, Message, Receipt
 from ._webhook import check_keys
 
 SUMMARY_CHARS = 80
+# a jsonl line's encoder, made once (json.dumps with options makes one a call)
+_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def _one_line(text: str, limit: int = SUMMARY_CHARS) -> str:
@@ -217,8 +219,7 @@ class JsonlChannel:
                     receipts.append(Receipt.delivered("already written"))
                     continue
                 record = {**message.to_json(), "status": "delivered", "written_at": written_at}
-                chunks.append((json.dumps(record, ensure_ascii=False, separators=(",", ":"),
-                                          default=str) + "\n").encode("utf-8"))
+                chunks.append((_LINE.encode(record) + "\n").encode("utf-8"))
                 new.add(message.key)
                 lines += 1
                 receipts.append(Receipt.delivered(f"written to {self.path} line {lines}",
