@@ -201,6 +201,14 @@ class Feeding:
             send(parts)
         return guarded
 
+    @property
+    def failure(self) -> BaseException | None:
+        """What went wrong in the feeder itself: not reading the history (InputError, which
+        the partitions report as a single run does) nor a stop it was told (a partition
+        failed, and that is the error)."""
+        error = self.error
+        return None if isinstance(error, InputError | _Stopped) else error
+
     def stop(self) -> None:
         """Feed no more (a partition failed); the writers drop what is queued."""
         self.stopping.set()

@@ -292,8 +292,8 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
                                                  if quarantine else None, masked),
                                       report is not None))
             outcomes = run_processes(_partition, jobs, gather, feeding)
-            if feeding.error is not None and not isinstance(feeding.error, InputError):
-                raise feeding.error
+            if feeding.failure is not None:
+                raise feeding.failure
             error = first_error(outcomes)
             if error is not None:
                 raise error
