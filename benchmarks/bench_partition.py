@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -51,22 +52,28 @@ def _sha256(path: Path) -> str:
 
 
 def _simulate(events: Path, profiles: Path, end: str, workers: int, out: Path,
-              executor: str = "processes") -> float:
+              executor: str = "processes") -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the run and every process it started): the CPU time
+    does not depend on what else the machine runs; the wall time does."""
     cmd = [sys.executable, "-m", "sopkit", "simulate", str(PLAYBOOK), "--events", str(events),
            "--profiles", str(profiles), "--end", end, "--out", str(out), "--workers",
            str(workers), "--output", "jsonl", "--no-progress", "--engine", "native",
            "--quarantine", str(out.with_suffix(".quarantine.jsonl")), "--executor", executor]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - began
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _owning_none(events: Path, profiles: Path, end: str) -> tuple[float, float]:
     """(what every worker repeats, what is done once) in seconds. With local processes the
     parent reads and checks the history once and feeds each partition its own customers'
     events and only the time of the others' (sopkit/_offline/feed.py). The feeder alone
-    (every record read, parsed and checked, the streams built and pickled as they cross to
-    the workers) is done once, beside the workers. Every worker still reads the profiles and
+    (every record read, parsed and checked, the streams built, one worker's pickled as it
+    crosses to the worker; each further worker adds its pickling) is done once, beside the
+    workers. Every worker still reads the profiles and
     takes its steps through the others' events: timed as a partition that owns no customer
     (index 0 of 2**33 partitions for the profiles; every event another's) fed from memory,
     each batch unpickled as it arrives."""
@@ -120,13 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         runs += [(f"{n} dask", n, "dask") for n in counts if n > 1]
         runs.sort(key=lambda run: run[1])  # side by side: 1, 2, 2 dask, 3, 3 dask
     times: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    cpu: dict[str, list[float]] = {label: [] for label, _, _ in runs}
     digests: dict[str, str] = {}
     for _ in range(args.rounds):
         for label, n, executor in runs:
             out = scratch / f"partition-{label.replace(' ', '-')}.jsonl"
-            times[label].append(_simulate(events, profiles, end, n, out, executor))
+            wall, used = _simulate(events, profiles, end, n, out, executor)
+            times[label].append(wall)
+            cpu[label].append(used)
             digests[label] = _sha256(out)
-            print(f"workers {label}: {times[label][-1]:.1f} s", flush=True)
+            print(f"workers {label}: {wall:.1f} s, CPU {used:.1f} s", flush=True)
     identical = len(set(digests.values())) == 1
     serial, feeding = _owning_none(events, profiles, end)
     best = {label: min(t) for label, t in times.items()}
@@ -143,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "playbook": str(PLAYBOOK.relative_to(ROOT)), "engine": "native",
         "executor": args.executor,
         "seconds": {n: [round(t, 2) for t in ts] for n, ts in times.items()},
+        "cpu_seconds": {n: [round(t, 2) for t in ts] for n, ts in cpu.items()},
         "best_seconds": {n: round(t, 2) for n, t in best.items()},
         "speedup": {n: round(one / t, 2) for n, t in best.items()} if one else {},
         "outputs_identical": identical, "output_sha256": digests,
@@ -159,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _markdown(r: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {n} | {r['best_seconds'][n]} | {r['speedup'].get(n, '')}× |"
+    rows = "\n".join(f"| {n} | {r['best_seconds'][n]} | {r['speedup'].get(n, '')}× | "
+                     f"{min(r['cpu_seconds'][n])} |"
                      for n in r["best_seconds"])
     projection = ", ".join(f"{n} workers {s}×" for n, s in r["projected_speedup"].items())
     bound = round(1 / r["feeder_fraction"], 1) if r["feeder_fraction"] else "?"
@@ -171,8 +183,8 @@ Created {r['created']} by `{r['command']}` on {r['machine']['cpus']} CPUs, Pytho
 round, best wall time kept (seconds per round in the JSON). "N dask": `--executor dask` on
 the LocalCluster of N worker processes sopkit starts for the run, its start-up included.
 
-| workers | wall s | speedup |
-|---:|---:|---:|
+| workers | wall s | speedup | CPU s (all its processes, least) |
+|---:|---:|---:|---:|
 {rows}
 
 Outputs byte-identical across worker counts: **{r['outputs_identical']}**.
