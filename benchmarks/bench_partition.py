@@ -9,9 +9,10 @@ task_capacity, which need one process), each round runs every worker count in tu
 noisy machine slows them alike; the best wall time per count is kept. Every run's --out file
 must be byte-identical to one worker's. With `--executor dask` (needs sopkit[dask]) every
 count above 1 also runs as `--executor dask`, on the LocalCluster of that many worker
-processes that sopkit starts (its start-up included), side by side. It also times the part
-every worker repeats (reading and checking every record) to project 8 and 32 workers by
-Amdahl's law.
+processes that sopkit starts (its start-up included), side by side. It also times the
+feeder (the history read and checked once by the parent, local processes only) and the part
+every worker repeats (the profiles, its clock through the others' events) to project 8 and
+32 workers by Amdahl's law.
 
 Results: benchmarks/partition-results.json and .md (`make bench-partition`).
 """
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -50,34 +52,59 @@ def _sha256(path: Path) -> str:
 
 
 def _simulate(events: Path, profiles: Path, end: str, workers: int, out: Path,
-              executor: str = "processes") -> float:
+              executor: str = "processes") -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the run and every process it started): the CPU time
+    does not depend on what else the machine runs; the wall time does."""
     cmd = [sys.executable, "-m", "sopkit", "simulate", str(PLAYBOOK), "--events", str(events),
            "--profiles", str(profiles), "--end", end, "--out", str(out), "--workers",
            str(workers), "--output", "jsonl", "--no-progress", "--engine", "native",
            "--quarantine", str(out.with_suffix(".quarantine.jsonl")), "--executor", executor]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - began
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _owning_none(events: Path, profiles: Path, end: str) -> float:
-    """What every worker repeats: a partition that owns no customer (index 0 of 2**33
-    partitions: only a customer id whose CRC-32 is 0 would be its own) still reads and
-    checks every record and keeps the clock through every event, in seconds."""
-    code = ("import sys, tempfile, time; from pathlib import Path\n"
-            "from sopkit._offline.simulate import _Job, _partition_into\n"
-            "with tempfile.TemporaryDirectory() as tmp:\n"
-            "    job = _Job(sys.argv[1], sys.argv[3], sys.argv[2], None, sys.argv[4], 'native',\n"
-            "               True, None, 0, 1 << 33, tmp, True, True)\n"
-            "    began = time.perf_counter()\n"
-            "    result = _partition_into(job, Path(tmp), None)\n"
-            "    took = time.perf_counter() - began\n"
-            "assert result['summary']['actions'] == 0, result['summary']['actions']\n"
-            "print(took)\n")
+def _owning_none(events: Path, profiles: Path, end: str) -> tuple[float, float]:
+    """(what every worker repeats, what is done once) in seconds. With local processes the
+    parent reads and checks the history once and feeds each partition its own customers'
+    events and only the time of the others' (sopkit/_offline/feed.py). The feeder alone
+    (every record read, parsed and checked, the streams built, one worker's pickled as it
+    crosses to the worker; each further worker adds its pickling) is done once, beside the
+    workers. Every worker still reads the profiles and
+    takes its steps through the others' events: timed as a partition that owns no customer
+    (index 0 of 2**33 partitions for the profiles; every event another's) fed from memory,
+    each batch unpickled as it arrives."""
+    code = ("import pickle, sys, time; from pathlib import Path\n"
+            "from sopkit._io import Quarantine\n"
+            "from sopkit._ir.compile import compile_playbook\n"
+            "from sopkit._offline.partition import PartitionRuntime\n"
+            "from sopkit._offline.simulate import _feeder, _run\n"
+            "from sopkit._playbook.load import load\n"
+            "playbook = load(sys.argv[1]); ir = compile_playbook(playbook.model)\n"
+            "events, profiles, end = Path(sys.argv[3]), Path(sys.argv[2]), sys.argv[4]\n"
+            "feeder = _feeder(playbook, ir, events, 2, profiles, end, None, Quarantine(None),\n"
+            "                 False)\n"
+            "feeder.owner = lambda customer_id: 1  # partition 0 owns nothing\n"
+            "batches = []\n"
+            "began = time.perf_counter()\n"
+            "feeder.run(lambda parts: batches.append(pickle.dumps(parts[0])))\n"
+            "once = time.perf_counter() - began\n"
+            "runtime = PartitionRuntime(playbook, engine='native', index=0, count=1 << 33)\n"
+            "began = time.perf_counter()\n"
+            "summary = _run(runtime, playbook, events, profiles=profiles, start=None, end=end,\n"
+            "               out=None, quarantine=None, masked=True, partition=runtime,\n"
+            "               feed=(pickle.loads(b) for b in batches))\n"
+            "each = time.perf_counter() - began\n"
+            "assert summary.actions == 0, summary.actions\n"
+            "print(each, once)\n")
     done = subprocess.run([sys.executable, "-c", code, str(PLAYBOOK), str(profiles),
                            str(events), end], check=True, cwd=ROOT, capture_output=True,
                           text=True)
-    return float(done.stdout.strip())
+    each, once = done.stdout.split()
+    return float(each), float(once)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,15 +127,18 @@ def main(argv: list[str] | None = None) -> int:
         runs += [(f"{n} dask", n, "dask") for n in counts if n > 1]
         runs.sort(key=lambda run: run[1])  # side by side: 1, 2, 2 dask, 3, 3 dask
     times: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    cpu: dict[str, list[float]] = {label: [] for label, _, _ in runs}
     digests: dict[str, str] = {}
     for _ in range(args.rounds):
         for label, n, executor in runs:
             out = scratch / f"partition-{label.replace(' ', '-')}.jsonl"
-            times[label].append(_simulate(events, profiles, end, n, out, executor))
+            wall, used = _simulate(events, profiles, end, n, out, executor)
+            times[label].append(wall)
+            cpu[label].append(used)
             digests[label] = _sha256(out)
-            print(f"workers {label}: {times[label][-1]:.1f} s", flush=True)
+            print(f"workers {label}: {wall:.1f} s, CPU {used:.1f} s", flush=True)
     identical = len(set(digests.values())) == 1
-    serial = _owning_none(events, profiles, end)
+    serial, feeding = _owning_none(events, profiles, end)
     best = {label: min(t) for label, t in times.items()}
     one = best.get("1")
     fraction = serial / one if one else None
@@ -123,11 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         "playbook": str(PLAYBOOK.relative_to(ROOT)), "engine": "native",
         "executor": args.executor,
         "seconds": {n: [round(t, 2) for t in ts] for n, ts in times.items()},
+        "cpu_seconds": {n: [round(t, 2) for t in ts] for n, ts in cpu.items()},
         "best_seconds": {n: round(t, 2) for n, t in best.items()},
         "speedup": {n: round(one / t, 2) for n, t in best.items()} if one else {},
         "outputs_identical": identical, "output_sha256": digests,
         "repeated_per_worker_seconds": round(serial, 2),
         "repeated_fraction": round(fraction, 4) if fraction is not None else None,
+        "feeder_seconds": round(feeding, 2),
+        "feeder_fraction": round(feeding / one, 4) if one else None,
         "projected_speedup": projection,
     }
     args.results.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -137,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _markdown(r: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {n} | {r['best_seconds'][n]} | {r['speedup'].get(n, '')}× |"
+    rows = "\n".join(f"| {n} | {r['best_seconds'][n]} | {r['speedup'].get(n, '')}× | "
+                     f"{min(r['cpu_seconds'][n])} |"
                      for n in r["best_seconds"])
     projection = ", ".join(f"{n} workers {s}×" for n, s in r["projected_speedup"].items())
+    bound = round(1 / r["feeder_fraction"], 1) if r["feeder_fraction"] else "?"
     return f"""# `simulate --workers N`
 
 Created {r['created']} by `{r['command']}` on {r['machine']['cpus']} CPUs, Python
@@ -148,17 +183,22 @@ Created {r['created']} by `{r['command']}` on {r['machine']['cpus']} CPUs, Pytho
 round, best wall time kept (seconds per round in the JSON). "N dask": `--executor dask` on
 the LocalCluster of N worker processes sopkit starts for the run, its start-up included.
 
-| workers | wall s | speedup |
-|---:|---:|---:|
+| workers | wall s | speedup | CPU s (all its processes, least) |
+|---:|---:|---:|---:|
 {rows}
 
 Outputs byte-identical across worker counts: **{r['outputs_identical']}**.
 
-Every worker reads and checks the whole history and keeps the clock through every event,
-its own customers' or not: a partition that owns no customer takes
-{r['repeated_per_worker_seconds']} s, a fraction {r['repeated_fraction']} of one worker's run.
-By Amdahl's law that bounds the speedup: projected {projection}, before the cost of merging
-and of machines with fewer cores than workers. A projection, not a measurement.
+With more than one worker the parent process reads and checks the history once and feeds
+each worker its own customers' events and only the time of the others'
+(sopkit/_offline/feed.py): that feeder alone takes {r['feeder_seconds']} s (a fraction
+{r['feeder_fraction']} of one worker's run) beside the workers, so it bounds the speedup at
+about {bound}×. What every worker still repeats (reading the profiles, its clock and steps
+through the other workers' events) is timed as a partition that owns no customer, fed from
+memory: {r['repeated_per_worker_seconds']} s, a fraction {r['repeated_fraction']} of one
+worker's run. By Amdahl's law that bounds the speedup: projected {projection}, before the
+cost of merging, of the feeder's core and of machines with fewer cores than workers. A
+projection, not a measurement.
 """
 
 

@@ -2,7 +2,9 @@
 
 Generated playbooks and histories (tests/differential_gen.py) with refusals mixed in (a
 redelivered event_id, an event out of order, an unreadable line, a record without a
-customer) run with 1, 2, 3 and 5 workers; actions, summary and quarantine must be identical.
+customer, sometimes --max-future) run with 1, 2, 3 and 5 workers; actions, summary and
+quarantine must be identical. With local processes the parent reads and checks the history
+and feeds the partitions (feed.py); these cases run that way.
 
 Environment: SOPKIT_PARTITION_EXAMPLES=N generated cases per run (default 15).
 """
@@ -31,7 +33,7 @@ MEMBERSHIP = ROOT / "examples/membership"
 
 
 def _run(playbook: sopkit.LoadedPlaybook, folder: Path, workers: int,
-         end: str | None) -> tuple[str, str, str]:
+         end: str | None, max_future: int | None = None) -> tuple[str, str, str]:
     """(actions JSONL, summary JSON, quarantine JSONL) of one simulation with `workers`."""
     out = folder / f"actions-{workers}.jsonl"
     jail = folder / f"quarantine-{workers}.jsonl"
@@ -40,7 +42,8 @@ def _run(playbook: sopkit.LoadedPlaybook, folder: Path, workers: int,
         try:
             summary = sopkit.simulate(playbook, folder / "events.jsonl",
                                       profiles=profiles if profiles.exists() else None,
-                                      end=end, out=handle, quarantine=jail, workers=workers)
+                                      end=end, out=handle, quarantine=jail, workers=workers,
+                                      max_future=max_future)
         except sopkit.ChainError:  # which customer's chain is reported first may differ
             return "ChainError", "", ""
     shown = summary.to_json() | {"quarantine_file": None}
@@ -87,18 +90,19 @@ def _write_case(case: gen.Case, lines: list[str], folder: Path) -> sopkit.Loaded
 
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(_cases())
+@given(_cases(), st.sampled_from([None, None, 3600, 3 * 86400]))
 def test_any_number_of_workers_gives_the_single_run_byte_for_byte(
-        drawn: tuple[gen.Case, list[str]]) -> None:
-    """1, 2, 3 and 5 workers write the same actions, summary and quarantine."""
+        drawn: tuple[gen.Case, list[str]], max_future: int | None) -> None:
+    """1, 2, 3 and 5 workers write the same actions, summary and quarantine (with
+    --max-future too)."""
     case, lines = drawn
     note(repr(case))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         playbook = _write_case(case, lines, folder)
-        single = _run(playbook, folder, 1, case.end)
+        single = _run(playbook, folder, 1, case.end, max_future)
         for workers in (2, 3, 5):
-            assert _run(playbook, folder, workers, case.end) == single, workers
+            assert _run(playbook, folder, workers, case.end, max_future) == single, workers
 
 
 def _membership_without_capacity(tmp: Path) -> Path:

@@ -4,7 +4,7 @@ A partition that reaches a population step (an RFM or CLV refit, a hand-over the
 out) sends what its own customers contribute and waits; when every partition has sent, the
 coordinator (the parent process, `Gather`) computes the step's answer once, from all of it,
 and hands each partition its part. Every partition reaches the same steps in the same order
-(they all read the whole history and keep the one clock), so one round of messages is one
+(they all keep the one clock through every event), so one round of messages is one
 step. What crosses is JSON text (floats written exactly), the same on every executor:
 
 - "rfm": each partition's (recency, frequency, monetary) values of its customers who have
@@ -172,11 +172,13 @@ class PipeBarrier:
         return answer(self.conn.recv())
 
 
-def _child(function: Callable[[Any, Barrier], dict[str, Any]], job: Any,
-           conn: Connection) -> None:
+Function = Callable[[Any, Barrier, Connection | None], dict[str, Any]]
+
+
+def _child(function: Function, job: Any, conn: Connection, feed: Connection | None) -> None:
     outcome: Outcome
     try:
-        outcome = function(job, PipeBarrier(conn)), None
+        outcome = function(job, PipeBarrier(conn), feed), None
     except BaseException as exc:  # raised in the parent (a SopkitError is the user's)
         outcome = {}, exc
     try:
@@ -187,10 +189,24 @@ def _child(function: Callable[[Any, Barrier], dict[str, Any]], job: Any,
     conn.close()
 
 
-def run_processes(function: Callable[[Job, Barrier], dict[str, Any]], jobs: Sequence[Job],
-                  gather: Gather) -> list[Outcome]:
+class Feed(Protocol):
+    """What feeds the partitions their input (feed.Feeding), from the parent process."""
+
+    def start(self, conns: Sequence[Connection]) -> None:
+        """Start feeding, one connection per partition."""
+
+    def stop(self) -> None:
+        """Feed no more: a partition failed."""
+
+    def join(self) -> None:
+        """Wait until feeding has ended."""
+
+
+def run_processes(function: Function, jobs: Sequence[Job], gather: Gather,
+                  feed: Feed | None = None) -> list[Outcome]:
     """Each job in a process of its own (fork where there is one: a script that calls
-    simulate() needs no __main__ guard), relaying their barriers; their outcomes in order."""
+    simulate() needs no __main__ guard), relaying their barriers; their outcomes in order.
+    With `feed`, each also gets the reading end of a pipe `feed` writes to (else None)."""
     methods = multiprocessing.get_all_start_methods()
     # fork copies only the calling thread: with other threads alive (an embedding service,
     # a Dask client) a lock one of them holds stays locked in the child for ever
@@ -203,17 +219,25 @@ def run_processes(function: Callable[[Job, Barrier], dict[str, Any]], jobs: Sequ
     else:
         context = multiprocessing.get_context("spawn")
     pipes: list[Connection] = []
+    feeds: list[Connection] = []
     processes = []
     outcomes: list[Outcome | None] = [None] * len(jobs)
+    failed = True
     try:
         for job in jobs:  # each child end closed here once its process holds it, so a
             parent, child = context.Pipe()  # partition that dies is an EOF at once
-            process = context.Process(target=_child, args=(function, job, child),
+            reader, writer = context.Pipe(duplex=False) if feed else (None, None)
+            process = context.Process(target=_child, args=(function, job, child, reader),
                                       daemon=True)
             process.start()
             child.close()
+            if reader is not None and writer is not None:
+                reader.close()
+                feeds.append(writer)
             pipes.append(parent)
             processes.append(process)
+        if feed is not None:
+            feed.start(feeds)
 
         def receive(i: int) -> Any:
             try:
@@ -226,11 +250,16 @@ def run_processes(function: Callable[[Job, Barrier], dict[str, Any]], jobs: Sequ
             return json.loads(data)
 
         serve(len(jobs), receive, lambda i, text: pipes[i].send(text), gather)
+        failed = any(o is None or o[1] is not None for o in outcomes)
     finally:
-        for process in processes:
+        if feed is not None and failed:
+            feed.stop()
+        for process in processes:  # a partition stopped: a feed to it is dropped
             if process.is_alive() and any(o is None for o in outcomes):
                 process.terminate()
             process.join()
+        if feed is not None:
+            feed.join()
         for parent in pipes:
             parent.close()
     return [o for o in outcomes if o is not None]

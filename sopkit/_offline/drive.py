@@ -24,6 +24,9 @@ from sopkit._runtime.runtime import Runtime
 Quarantined = Callable[[str, int, str, Any, str], None]
 Progress = Callable[[str, int, int], None]
 Event = tuple[str, str, int, dict[str, Any]]
+# what a partition is fed (run_fed): another's event's time, a refused event's, or its own
+Fed = int | tuple[int] | Event
+_NEVER = -(1 << 62)  # an instant before any: nothing is quiet before it
 
 
 @dataclass
@@ -48,7 +51,8 @@ class Driver:
                  quarantine: Quarantined, end_ts: int | None = None,
                  max_future: int | None = None, progress: Progress | None = None,
                  before_event: Callable[[Event, int], None] | None = None,
-                 sample: Callable[[Runtime], None] | None = None, split: bool = False) -> None:
+                 sample: Callable[[Runtime], None] | None = None, split: bool = False,
+                 skip: Callable[[int], None] | None = None) -> None:
         self.runtime = runtime
         self.emit = emit
         self.quarantine = quarantine
@@ -58,6 +62,7 @@ class Driver:
         self.before_event = before_event
         self.sample = sample
         self.split = split  # the clock moves to an event as a step of its own (partitions)
+        self.skip = skip  # counts this many steps that emit nothing (run_fed), if given
         self.first: int | None = None  # the first event's time, once the clock starts
         self.counts = Counts()
         self._sample_at: int | None = None  # the end of the next day `sample` sees
@@ -68,17 +73,7 @@ class Driver:
         """Profiles, then events (a file, or records read elsewhere, named `source` in the
         quarantine), each applied or quarantined; then on to the end, if any."""
         runtime = self.runtime
-        if profiles is not None:
-            size = profiles.stat().st_size
-            for item in read_records(profiles, _tick(self.progress, "profiles", size)):
-                if isinstance(item, BadRecord):
-                    self.quarantine(str(profiles), item.line, item.reason, item.raw, item.kind)
-                    continue
-                try:
-                    runtime.add_profile(item.data)
-                    self.counts.profiles += 1
-                except EventError as exc:
-                    self.quarantine(str(profiles), item.line, str(exc), item.data, exc.kind)
+        self._profiles(profiles)
         if isinstance(events, Path):
             items: Iterable[Record | BadRecord] = read_records(
                 events, _tick(self.progress, "events", events.stat().st_size))
@@ -94,12 +89,74 @@ class Driver:
                 self._event(runtime.parse_event(item.data), item.line)
             except EventError as exc:
                 self.quarantine(name, item.line, str(exc), item.data, exc.kind)
+        return self._finish()
+
+    def _profiles(self, profiles: Path | None) -> None:
+        runtime = self.runtime
+        if profiles is not None:
+            size = profiles.stat().st_size
+            for item in read_records(profiles, _tick(self.progress, "profiles", size)):
+                if isinstance(item, BadRecord):
+                    self.quarantine(str(profiles), item.line, item.reason, item.raw, item.kind)
+                    continue
+                try:
+                    runtime.add_profile(item.data)
+                    self.counts.profiles += 1
+                except EventError as exc:
+                    self.quarantine(str(profiles), item.line, str(exc), item.data, exc.kind)
+
+    def _finish(self) -> Counts:
+        """On to the end, if any, and the last sample."""
+        runtime = self.runtime
         if self.end_ts is not None:
             self.catch_up(self.end_ts)
             self.emit(runtime.advance_ts(self.end_ts))
         if self.sample is not None:
             self.sample(runtime)
         return self.counts
+
+    def run_fed(self, feed: Iterable[list[Fed]], profiles: Path | None = None) -> Counts:
+        """`run` on the events another process read and checked (feed.py): each item is the
+        time of an event of another partition's customer (the clock and the step numbering
+        move as for it), `(ts,)` for a refused event (the clock only catches up to it, as
+        `run` does before refusing it), or an event of this partition's to apply (an event
+        of one of its customers, or a staff event). A batch comes whole; the feed raises
+        InputError where reading the history did. `counts` stay 0 (the feeder counts)."""
+        runtime = self.runtime
+        self._profiles(profiles)
+        catch_up, emit = self.catch_up, self.emit
+        skip = self.skip
+        quiet = _NEVER  # an event of another's before this instant only moves the clock
+        for batch in feed:
+            for item in batch:
+                if isinstance(item, int):
+                    if item < quiet and skip is not None:  # as the three lines below
+                        runtime.coordinator.pass_to(item)
+                        skip(2)
+                        continue
+                    catch_up(item)
+                    emit(runtime.advance_ts(item))
+                    emit([])
+                elif len(item) == 1:
+                    catch_up(item[0])
+                else:
+                    catch_up(item[2])
+                    emit(runtime.advance_ts(item[2]))
+                    emit(runtime._apply_checked(item))
+                quiet = min(runtime.coordinator.quiet_until(), self._quiet_until())
+        return self._finish()
+
+    def _quiet_until(self) -> int:
+        """`catch_up(ts)` does nothing for a `ts` before this instant (a lower bound)."""
+        now = self.runtime.now_ts
+        if now is None:
+            return _NEVER
+        day = self._day
+        if day is None or not day[0] <= now < day[1]:
+            return _NEVER
+        if self.sample is not None:  # the samples' days first, then the clock's
+            return _NEVER if self._sample_at is None else min(self._sample_at, day[1] + 1)
+        return day[1] + 1
 
     def _event(self, event: Event, line: int) -> None:
         runtime = self.runtime

@@ -1,10 +1,13 @@
 """Simulation by customer partition (`sopkit simulate --workers N`), one process each.
 
-Every partition reads the whole history and keeps the one clock exactly as a single run
-does: it parses every record, refuses what a single run refuses (a duplicate event_id is
-remembered for every customer, its own or not) and moves the clock to each event it would
-apply; but it keeps the state of, and acts for, only the customers it owns (a stable hash of
-the customer id). The same driver steps (`Driver`, `split=True`) happen in every partition
+Every partition keeps the one clock exactly as a single run does. With local processes the
+parent reads and checks the history once and feeds each partition its own customers'
+events and the time of every other accepted event, to which its clock moves (feed.py). On
+Dask (and in `explain`) a partition reads the whole history itself: it parses every
+record, refuses what a single run refuses (a duplicate event_id is remembered for every
+customer, its own or not) and moves the clock to each event it would apply. Either way it
+keeps the state of, and acts for, only the customers it owns (a stable hash of the
+customer id). The same driver steps (`Driver`, `split=True`) happen in every partition
 in the same order, so each action is keyed by (step, time, customer id): within a step a
 single run acts in that order too (wake-ups by time, then customer id; an event for its one
 customer; a hand-over by customer id). Merging the partitions' keyed actions gives the single

@@ -10,19 +10,22 @@ import itertools
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any
 
 from sopkit._errors import UsageError
 from sopkit._io import InputError, Quarantine
 from sopkit._ir.compile import compile_playbook
-from sopkit._lang.clock import TimeRangeError
+from sopkit._ir.types import PlaybookIR
+from sopkit._lang.clock import Calendar, TimeRangeError
 from sopkit._mask import mask_record
 from sopkit._offline.barrier import Barrier, Gather, first_error, run_processes
 from sopkit._offline.components import placement, staff_groups
-from sopkit._offline.drive import Driver
+from sopkit._offline.drive import Driver, Fed
+from sopkit._offline.feed import Feeder, Feeding, fed
 from sopkit._offline.partition import (
     PartitionRuntime,
     in_first_order,
@@ -32,11 +35,13 @@ from sopkit._offline.partition import (
     merge_quarantine,
     merge_reports,
     merge_summaries,
+    partition_of,
     report_part,
 )
 from sopkit._offline.report import ReportData
 from sopkit._playbook.load import LoadedPlaybook, load
 from sopkit._runtime.firings import FiringReport
+from sopkit._runtime.inputs import Inputs
 from sopkit._runtime.observe import Observation
 from sopkit._runtime.policy import reason_kind
 from sopkit._runtime.runtime import Action, Runtime
@@ -132,8 +137,10 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
          quarantine: Path | None, masked: bool,
          progress: Callable[[str, int, int], None] | None = None,
          report: ReportData | None = None, max_future: int | None = None,
-         partition: PartitionRuntime | None = None) -> Summary:
-    """`simulate` on a runtime: a whole one, or one partition's (keyed output)."""
+         partition: PartitionRuntime | None = None,
+         feed: Iterable[list[Fed]] | None = None) -> Summary:
+    """`simulate` on a runtime: a whole one, or one partition's (keyed output); with `feed`,
+    the events come checked from the parent (feed.py), not from `events`."""
     summary = Summary(playbook.name, runtime.engine.name, notice=runtime.engine_notice)
     jail = Quarantine(quarantine, masked)
     summary.quarantine_file = str(quarantine) if quarantine else None
@@ -155,11 +162,15 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
     if report is not None:
         report.begin(runtime, start_ts)
 
-    steps = itertools.count()
+    steps = [0]  # the driver's steps so far
     lines = itertools.count()  # a partition's output lines, for the merge key
 
+    def skip(count: int) -> None:  # steps that emit nothing (Driver.run_fed)
+        steps[0] += count
+
     def emit(actions: list[Action]) -> None:
-        step = next(steps)  # the same steps in every partition (Driver(split=True))
+        step = steps[0]  # the same steps in every partition (Driver(split=True))
+        steps[0] = step + 1
         for action in actions:
             if start_ts is not None and action.ts < start_ts:
                 summary.warmup_actions += 1
@@ -201,9 +212,10 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
 
     driver = Driver(runtime, emit=emit, quarantine=jail_add, end_ts=end_ts,
                     max_future=max_future, progress=progress, sample=sample,
-                    split=partition is not None)
+                    split=partition is not None, skip=skip)
     try:
-        counts = driver.run(events, profiles)
+        counts = driver.run(events, profiles) if feed is None else \
+            driver.run_fed(feed, profiles)
     except InputError:
         jail.close()
         raise
@@ -273,8 +285,15 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
                      tmp if shared else None, out is not None, quarantine is not None,
                      report is not None)
                 for index in range(workers)]
-        if shared:
-            outcomes = run_processes(_partition, jobs, gather)
+        feeding = None
+        if shared:  # the history read and checked once, here (feed.py)
+            feeding = Feeding(_feeder(playbook, ir, events, workers, profiles, end, max_future,
+                                      Quarantine(Path(tmp) / "quarantine-feed.jsonl"
+                                                 if quarantine else None, masked),
+                                      report is not None))
+            outcomes = run_processes(_partition, jobs, gather, feeding)
+            if feeding.failure is not None:
+                raise feeding.failure
             error = first_error(outcomes)
             if error is not None:
                 raise error
@@ -287,8 +306,8 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
             merge_actions(actions, out)
         if quarantine is not None:
             sources = [str(p) for p in (profiles, events) if p is not None]
-            merge_quarantine([Path(tmp) / f"quarantine-{i}.jsonl" for i in range(workers)],
-                             quarantine, sources)
+            merge_quarantine([Path(tmp) / f"quarantine-{i}.jsonl" for i in range(workers)]
+                             + [Path(tmp) / "quarantine-feed.jsonl"], quarantine, sources)
     failed = next((r["error"] for r in results if r["error"]), None)
     if failed is not None:  # as a single run: the quarantine is written, then the error
         raise InputError(failed)
@@ -299,7 +318,35 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
     summary = Summary(**merge_summaries([r["summary"] for r in results], ir))
     summary.by_rule = in_first_order(summary.by_rule, firsts)
     summary.quarantine_file = str(quarantine) if quarantine else None
+    if feeding is not None:  # what the feeder read and quarantined
+        feeder = feeding.feeder
+        summary.events_read = feeder.counts.events_read
+        summary.events_applied = feeder.counts.events_applied
+        summary.events_after_end = feeder.counts.events_after_end
+        summary.quarantined += feeder.jail.count
+        reasons = Counter(summary.quarantine_reasons)
+        reasons.update(feeder.jail.reasons)
+        summary.quarantine_reasons = dict(sorted(reasons.items()))
     return summary
+
+
+def _feeder(playbook: LoadedPlaybook, ir: PlaybookIR, events: Path, workers: int,
+            profiles: Path | None, end: str | None, max_future: int | None,
+            jail: Quarantine, sampled: bool) -> Feeder:
+    """The feeder of `workers` local partitions (feed.py)."""
+    calendar = Calendar(ir["timezone"], ir["day_starts_minutes"])
+    inputs = Inputs(calendar, playbook.model.events, playbook.model.profile)
+    placed: dict[str, int] = {}
+    if (ir.get("policy") or {}).get("task_capacity"):  # as each partition places them
+        sources = [p for p in (profiles, events) if p is not None]
+        placed = placement(staff_groups(ir, sources), workers)
+
+    def owner(customer_id: str) -> int:
+        found = placed.get(customer_id)
+        return partition_of(customer_id, workers) if found is None else found
+
+    return Feeder(inputs, events, workers, owner, end_ts=_parse_option(calendar, "--end", end),
+                  max_future=max_future, sampled=sampled, jail=jail)
 
 
 @dataclass(frozen=True)
@@ -322,12 +369,13 @@ class _Job:
     report: bool = False  # gather `--report` data (partition.report_part)
 
 
-def _partition(job: _Job, barrier: Barrier) -> dict[str, Any]:
+def _partition(job: _Job, barrier: Barrier, feed: Connection | None = None) -> dict[str, Any]:
     """One partition's simulation: keyed actions and quarantine into files in `job.tmp`, its
     summary; without `job.tmp`, into a local temporary folder, their text in the result.
-    `barrier` reaches the coordinator at population steps (barrier.py)."""
+    `barrier` reaches the coordinator at population steps (barrier.py); `feed`, if given,
+    brings the checked events (feed.py) instead of reading `job.events`."""
     if job.tmp is not None:
-        return _partition_into(job, Path(job.tmp), barrier)
+        return _partition_into(job, Path(job.tmp), barrier, feed)
     for name in (job.playbook, job.events, job.profiles):  # a worker on another machine
         if name is not None and not Path(name).is_file():
             raise UsageError(f"a Dask worker cannot read {name}: put the playbook and inputs "
@@ -342,7 +390,8 @@ def _partition(job: _Job, barrier: Barrier) -> dict[str, Any]:
     return result
 
 
-def _partition_into(job: _Job, tmp: Path, barrier: Barrier) -> dict[str, Any]:
+def _partition_into(job: _Job, tmp: Path, barrier: Barrier | None,
+                    feed: Connection | None = None) -> dict[str, Any]:
     playbook = load(job.playbook)
     runtime = PartitionRuntime(playbook, engine=job.engine, index=job.index, count=job.count,
                                barrier=barrier)
@@ -357,7 +406,8 @@ def _partition_into(job: _Job, tmp: Path, barrier: Barrier) -> dict[str, Any]:
                            profiles=None if job.profiles is None else Path(job.profiles),
                            start=job.start, end=job.end, out=out if job.out else None,
                            quarantine=jail, masked=job.masked, max_future=job.max_future,
-                           partition=runtime, report=data)
+                           partition=runtime, report=data,
+                           feed=None if feed is None else fed(feed))
         except InputError as exc:
             return {"summary": None, "error": str(exc)}
     return {"summary": summary.to_json(), "error": None, "first_keys": runtime.first_keys,

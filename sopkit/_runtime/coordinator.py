@@ -123,6 +123,23 @@ class Coordinator:
         self.now_ts = max(self.now_ts, ts)
         return out
 
+    def quiet_until(self) -> int:
+        """`advance_ts(ts)` only moves the clock for a `ts` before this instant: nothing
+        (a wake-up, a refit, a firing, a stored customer) may be due by then. A lower bound;
+        below any instant when that cannot be told (before the clock starts)."""
+        never = -(1 << 62)
+        if self.now_ts is None or self.unstarted or self.core.stored_wakes is not None or \
+                (self._rfm is not None and self.rfm_next is None) or \
+                (self._clv is not None and self.clv_next is None):
+            return never
+        heap, firings = self.core.queue.heap, self.campaign_plan.heap
+        quiet = heap[0][0] if heap else 1 << 62
+        return min(quiet, firings[0][0]) if firings else quiet
+
+    def pass_to(self, ts: int) -> None:
+        """`advance_ts(ts)` for a `ts` before `quiet_until()`: the clock moves, no more."""
+        self.now_ts = ts if self.now_ts is None else max(self.now_ts, ts)
+
     def next_refit(self, after: int, every: int) -> int:
         """The first refit instant after `after`: a day start every `every` seconds' days."""
         step = max(1, every // 86400)
