@@ -142,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     best = {label: min(t) for label, t in times.items()}
     one = best.get("1")
     fraction = serial / one if one else None
-    projection = {str(n): round(1 / (fraction + (1 - fraction) / n), 2)
-                  for n in (8, 32)} if fraction is not None else {}
+    # Amdahl's law over what every worker repeats, capped by the feeder: the parent reads
+    # and checks every record while the workers run, so N workers finish no sooner than it
+    projection = {str(n): round(min(1 / (fraction + (1 - fraction) / n), one / feeding), 2)
+                  for n in (8, 32)} if fraction is not None and one else {}
     result: dict[str, Any] = {
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
@@ -196,9 +198,10 @@ each worker its own customers' events and only the time of the others'
 about {bound}×. What every worker still repeats (reading the profiles, its clock and steps
 through the other workers' events) is timed as a partition that owns no customer, fed from
 memory: {r['repeated_per_worker_seconds']} s, a fraction {r['repeated_fraction']} of one
-worker's run. By Amdahl's law that bounds the speedup: projected {projection}, before the
-cost of merging, of the feeder's core and of machines with fewer cores than workers. A
-projection, not a measurement.
+worker's run. By Amdahl's law over that part, capped by the feeder's bound: projected
+{projection}, before the cost of merging, of the feeder's own core, of sending every event's
+time to every worker (it grows with the number of workers) and of machines with fewer cores
+than workers. A projection, not a measurement.
 """
 
 
