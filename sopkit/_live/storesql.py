@@ -255,7 +255,7 @@ def number_leased(rows: Sequence[OutboxRow], inserted: Sequence[Sequence[Any]]) 
     """Set the `id` of each row given `leased` that the commit inserted ((id, key) of the
     inserted rows): a dispatcher sends those without claiming them (`Dispatcher.adopt`); a
     leased row whose key the store held already keeps no id and is left to its lease."""
-    leased: dict[str, OutboxRow | None] = {}
+    leased: dict[str, OutboxRow] = {}
     for row in rows:
         if row.status == "leased":
             leased.setdefault(row.key, row)

@@ -35,26 +35,55 @@ from pathlib import Path
 from typing import Any
 
 from sopkit._errors import EventError
-from sopkit._io import BadRecord, InputError, Quarantine, read_records
-from sopkit._lang.clock import Calendar, too_far_ahead
-from sopkit._offline.drive import Counts, Driver, Fed
+from sopkit._io import InputError, Quarantine
+from sopkit._offline.drive import Counts, Driver, Event, Fed
 from sopkit._runtime.inputs import EVENT_ID, STAFF_DEPARTED, Inputs, remember
 from sopkit._runtime.records import Action
 from sopkit._runtime.runtime import refusal
 
-CHUNK = 2048  # records read per round of feeding
+CHUNK = 2048  # events fed per round of feeding
 QUEUED = 16  # chunks a partition may be behind the feeder before it waits
 
 
 class _Clock:
-    """The one clock without customers: where a partition's clock is after each step."""
+    """The runtime of a partition that owns every customer but keeps none: `Driver` runs on
+    it as on a partition's (`split=True`), so the feeder checks, refuses and moves the one
+    clock exactly as a single run does; what a runtime would apply goes into `parts`."""
 
-    def __init__(self, calendar: Calendar) -> None:
-        self.calendar = calendar
+    def __init__(self, feeder: Feeder) -> None:
+        self.feeder = feeder
+        self.calendar = feeder.inputs.calendar
+        self.parse_event = feeder.inputs.parse_event
         self.now_ts: int | None = None
+        self.ids: dict[str, dict[str, int]] = {}  # customer -> event ids applied
+        self.staff_ids: dict[str, int] | None = None
 
     def advance_ts(self, ts: int) -> list[Action]:
         self.now_ts = ts if self.now_ts is None else max(self.now_ts, ts)
+        return []
+
+    def _refusal(self, event: Event) -> EventError | None:
+        """As `Runtime._refusal`; a refused event is fed as `(ts,)`: the clock has caught
+        up to it."""
+        customer_id, etype, ts, fields = event
+        seen = self.staff_ids if etype == STAFF_DEPARTED else self.ids.get(customer_id)
+        refused = refusal(self.calendar, seen, fields.get(EVENT_ID), ts, self.now_ts)
+        if refused is not None:
+            self.feeder.feed((ts,), (ts,), None)
+        return refused
+
+    def _apply_checked(self, event: Event) -> list[Action]:
+        """Remember its event id, and feed it to its owner (a staff event to every
+        partition) and its time to the others."""
+        customer_id, etype, ts, fields = event
+        event_id = fields.get(EVENT_ID)
+        staff = etype == STAFF_DEPARTED
+        if event_id is not None:
+            if staff:
+                self.staff_ids = remember(self.staff_ids, event_id, ts)
+            else:
+                self.ids[customer_id] = remember(self.ids.get(customer_id), event_id, ts)
+        self.feeder.feed(event, ts, None if staff else self.feeder.owner(customer_id))
         return []
 
 
@@ -69,74 +98,40 @@ class Feeder:
         self.events = events
         self.count = count
         self.owner = owner
-        self.end_ts = end_ts
-        self.max_future = max_future
         self.jail = jail
-        self.counts = Counts()
-        self.clock = _Clock(inputs.calendar)
-        # the driver's day-by-day catch-up (and the report's samples, which stop the clock
-        # at the end of each day), on a clock alone: it reads only now_ts, calendar and
-        # advance_ts of its runtime
-        self.driver = Driver(self.clock, emit=lambda actions: None,  # type: ignore[arg-type]
-                             quarantine=lambda *args: None,
-                             sample=(lambda rt: None) if sampled else None, split=True)
-        self.ids: dict[str, dict[str, int]] = {}  # customer -> event ids applied
-        self.staff_ids: dict[str, int] | None = None
         self.parts: list[list[Fed]] = [[] for _ in range(count)]
+        self._send: Callable[[list[list[Fed]]], None] = lambda parts: None
+        # the driver's checks and its day-by-day catch-up (and the report's samples, which
+        # stop the clock at the end of each day), on a runtime without customers
+        self.driver = Driver(_Clock(self), emit=lambda actions: None,  # type: ignore[arg-type]
+                             quarantine=jail.add, end_ts=end_ts, max_future=max_future,
+                             sample=(lambda rt: None) if sampled else None, split=True)
+        # (a duck-typed Runtime: the driver reads only now_ts, calendar, parse_event,
+        # advance_ts, _refusal and _apply_checked)
+
+    @property
+    def counts(self) -> Counts:
+        """What was read, applied and left after the end, as a single run counts them."""
+        return self.driver.counts
 
     def run(self, send: Callable[[list[list[Fed]]], None]) -> None:
         """Feed the whole history, chunk by chunk; InputError where reading it fails (the
         records before are fed and the quarantine is written)."""
-        name = str(self.events)
-        read = 0
+        self._send = send
         try:
-            for item in read_records(self.events):
-                self.counts.events_read += 1
-                if isinstance(item, BadRecord):
-                    self.jail.add(name, item.line, item.reason, item.raw, item.kind)
-                else:
-                    try:
-                        self._event(self.inputs.parse_event(item.data))
-                    except EventError as exc:
-                        self.jail.add(name, item.line, str(exc), item.data, exc.kind)
-                read += 1
-                if read == CHUNK:
-                    read = 0
-                    send(self.parts)
-                    self.parts = [[] for _ in range(self.count)]
+            self.driver.run(self.events)
         finally:
             self.jail.close()
             send(self.parts)
 
-    def _event(self, event: tuple[str, str, int, dict[str, Any]]) -> None:
-        """As `Driver._event` in a partition that owns every customer, and feed it."""
-        customer_id, etype, ts, fields = event
-        cal, clock = self.inputs.calendar, self.clock
-        ahead = too_far_ahead(cal, ts, clock.now_ts, self.max_future)
-        if ahead is not None:
-            raise EventError(ahead, "too far in the future")
-        if self.end_ts is not None and ts > self.end_ts:
-            self.counts.events_after_end += 1
-            return
-        self.driver.catch_up(ts)
-        event_id = fields.get(EVENT_ID)
-        staff = etype == STAFF_DEPARTED
-        seen = self.staff_ids if staff else self.ids.get(customer_id)
-        refused = refusal(cal, seen, event_id, ts, clock.now_ts)
-        if refused is not None:
-            for part in self.parts:
-                part.append((ts,))
-            raise refused
-        clock.advance_ts(ts)
-        if event_id is not None:
-            if staff:
-                self.staff_ids = remember(self.staff_ids, event_id, ts)
-            else:
-                self.ids[customer_id] = remember(seen, event_id, ts)
-        self.counts.events_applied += 1
-        owner = -1 if staff else self.owner(customer_id)
+    def feed(self, own: Fed, other: Fed, owner: int | None) -> None:
+        """`own` to the partition `owner` (to every one if None), `other` to the rest; a
+        full chunk is sent."""
         for index, part in enumerate(self.parts):
-            part.append(event if staff or index == owner else ts)
+            part.append(own if owner is None or index == owner else other)
+        if len(self.parts[0]) >= CHUNK:
+            self._send(self.parts)
+            self.parts = [[] for _ in range(self.count)]
 
 
 def fed(conn: Connection) -> Iterator[list[Fed]]:
