@@ -24,6 +24,8 @@ import math
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+
 from sopkit import _json
 from sopkit._errors import SopkitError
 
@@ -132,8 +134,78 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys
 
 
 def dumps(value: Any) -> bytes:
-    """`encode` as compact UTF-8 JSON text (keys in a stable order)."""
+    """`encode` as compact UTF-8 JSON text (keys in a stable order).
+
+    orjson writes the value directly when `_direct` finds only what it writes exactly as
+    the standard library would (the same bytes); anything else, and whatever orjson
+    refuses (an int beyond 64 bits, a non-str key, a lone surrogate, deep nesting), takes
+    `encode` and the standard library's encoder, which give the answer or the error.
+    """
+    if _direct(value):
+        try:
+            return orjson.dumps(value, default=_tagged_leaf, option=_OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError
+            pass
     return _ENCODER.encode(encode(value)).encode()
+
+
+# dates and subclasses reach `default` (or are refused) rather than being written natively
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | \
+    orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+# written by orjson as themselves, or (Decimal, date) by `_tagged_leaf` (exact types only)
+_LEAVES = frozenset({str, int, bool, type(None), Decimal, dt.date})
+_TINY = 1e-4  # a smaller float orjson spells otherwise (0.00001, not 1e-05)
+_INF = math.inf
+
+
+def _direct(value: Any) -> bool:
+    """Whether orjson writes `value` (with `_tagged_leaf`) as `encode` and the standard
+    library would: dicts with str keys none of which starts with "$", lists, the exact
+    `_LEAVES` types, and floats that are finite and not tiny (tuples, sets, subclasses and
+    the rest take the exact path). Walked without recursion."""
+    stack = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is dict:
+            try:
+                joined = "".join(item)
+            except TypeError:  # a key that is not a str
+                return False
+            if "$" in joined and any(key[:1] == "$" for key in item):
+                return False
+            items = item.values()
+        elif kind is list:
+            items = item
+        elif kind is float:
+            if not (_TINY <= abs(item) < _INF or item == 0.0):
+                return False
+            continue
+        else:
+            if kind not in _LEAVES:
+                return False
+            continue
+        for inner in items:
+            kind = type(inner)
+            if kind in _LEAVES:
+                continue
+            if kind is dict or kind is list:
+                push(inner)
+            elif kind is float:
+                if not (_TINY <= abs(inner) < _INF or inner == 0.0):
+                    return False
+            else:
+                return False
+    return True
+
+
+def _tagged_leaf(value: Any) -> dict[str, str]:
+    """orjson's `default`: a Decimal or a date, as `encode` writes it (`_direct` let no
+    other type through)."""
+    if type(value) is Decimal:
+        return {"$dec": str(value)}
+    return {"$date": value.isoformat()}
 
 
 def loads(blob: bytes | str, what: str = "stored state") -> Any:

@@ -51,36 +51,53 @@ class Renames:
 
 
 def dump_customer(rt: Runtime, cs: CustomerState) -> bytes:
-    """One customer's whole state, keyed by names."""
+    """One customer's whole state, keyed by names (an empty item is left out)."""
+    out: dict[str, Any] = {"v": FORMAT, "id": cs.customer_id}
+    if cs.profile:
+        out["profile"] = cs.profile
+    # owner, stages, wake_at and tag_changes are str, int or None: present when truthy
+    for key, value in (("owner", cs.owner), ("stage", cs.stage),
+                       ("computed_stage", cs.computed_stage), ("wake_at", cs.wake_at),
+                       ("tag_changes", cs.tag_changes)):
+        if value:
+            out[key] = value
+    if cs.tags:
+        out["tags"] = sorted(cs.tags)
+    if cs.sticky_truth:
+        out["sticky"] = sorted(cs.sticky_truth)
     rules: dict[str, Any] = {}
-    for r, rule in enumerate(rt.rules):
-        truth, fired, attempts = cs.rule_truth[r], cs.fired[r], cs.attempts[r]
-        last = cs.last_fired[r]
+    for rule, truth, fired, attempts, last in zip(rt.rules, cs.rule_truth, cs.fired,
+                                                   cs.attempts, cs.last_fired, strict=True):
         if truth or fired or attempts or last != NO_TIME:
             rules[rule["name"]] = {"armed_true": bool(truth), "fired": fired,
                                    "attempts": attempts,
                                    "last": None if last == NO_TIME else last}
-    out: dict[str, Any] = {"v": FORMAT, "id": cs.customer_id}
-    items: dict[str, Any] = {
-        "profile": cs.profile, "owner": cs.owner, "stage": cs.stage,
-        "computed_stage": cs.computed_stage, "tags": sorted(cs.tags),
-        "sticky": sorted(cs.sticky_truth), "rules": rules,
-        "metrics": {m.name: _metric_dump(m, cs.metrics[k]) for k, m in enumerate(rt.metrics)},
-        "scores": {s["name"]: cs.scores[i] for i, s in enumerate(rt.ir["scores"])
-                   if cs.scores[i]},
-        "pending": [{"rule": rt.rules[p.rule]["name"], "due": p.due, "seq": p.seq,
-                     "occurrence": p.occurrence, "facts": p.facts, "scheduled": p.scheduled,
-                     "event": None if p.event is None else list(p.event)}
-                    for p in cs.pending],
-        "wake_at": cs.wake_at, "opt_out": sorted(cs.opt_out),
-        "deliveries": [list(d) for d in cs.deliveries],
-        "rfm": None if cs.rfm is None else list(cs.rfm), "tag_changes": cs.tag_changes,
-        "purchases": cs.purchases, "clv": None if cs.clv is None else list(cs.clv),
-        "event_ids": cs.event_ids,
-    }
-    for key, value in items.items():
-        if value not in (None, 0, [], {}, ""):
-            out[key] = value
+    if rules:
+        out["rules"] = rules
+    if rt.metrics:
+        out["metrics"] = {m.name: m.dump_state(state) for m, state in zip(rt.metrics, cs.metrics,
+                                                                            strict=True)}
+    if any(cs.scores):
+        out["scores"] = {s["name"]: value for s, value in zip(rt.ir["scores"], cs.scores,
+                                                             strict=True) if value}
+    if cs.pending:
+        out["pending"] = [
+            {"rule": rt.rules[p.rule]["name"], "due": p.due, "seq": p.seq,
+             "occurrence": p.occurrence, "facts": p.facts, "scheduled": p.scheduled,
+             "event": None if p.event is None else list(p.event)}
+            for p in cs.pending]
+    if cs.opt_out:
+        out["opt_out"] = sorted(cs.opt_out)
+    if cs.deliveries:
+        out["deliveries"] = [list(d) for d in cs.deliveries]
+    if cs.rfm:
+        out["rfm"] = list(cs.rfm)
+    if cs.purchases:
+        out["purchases"] = cs.purchases
+    if cs.clv:
+        out["clv"] = list(cs.clv)
+    if cs.event_ids:
+        out["event_ids"] = cs.event_ids
     return _codec.dumps(out)
 
 
@@ -164,11 +181,6 @@ def _read(blob: bytes, what: str) -> dict[str, Any]:
 
 
 # ---- metric states ------------------------------------------------------------------------
-
-
-def _metric_dump(metric: _metrics.Metric, state: Any) -> Any:
-    """A metric's state as data (the shapes `_metrics` documents)."""
-    return metric.dump_state(state)
 
 
 def _metric_load(metric: _metrics.Metric, data: Any) -> Any:
