@@ -14,6 +14,9 @@ dicts with string keys), and otherwise as an object with one tagged key:
 | a dict with a key starting with `$` | `{"$map": {...}}` |
 
 Reading never runs code: `decode` only builds these types. Anything else is a `StateError`.
+Keys are written sorted, so the same value always gives the same bytes; `dumps` lets orjson
+write a value only where it is sure to give the standard library's bytes, so the bytes never
+depend on which encoder wrote them.
 """
 
 from __future__ import annotations
