@@ -29,17 +29,20 @@ demo: $(STAMP)
 	    --events data/cdnow/events.jsonl.gz --profiles data/cdnow/profiles.jsonl.gz \
 	    --end 1998-07-01 --out demo-actions.jsonl --report demo-report.html
 
-## test: lint, type-check and run the whole suite
+## test: lint, type-check and run the whole suite, one pytest worker per CPU (pytest-xdist;
+## PYTEST_WORKERS=0 runs it in one process)
+PYTEST_WORKERS ?= auto
 test: $(DEVSTAMP)
 	$(VENV)/bin/ruff check sopkit tests examples benchmarks
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 ## test-deep: the suite with the long property runs at full size (about 30 minutes): 2,000
 ## generated cases per engine differential, 60 partition cases, 48 SIGKILLs; `make test`
 ## runs 500, 15 and 12 of them (docs/testing.md)
 test-deep: $(DEVSTAMP)
-	SOPKIT_DIFF_EXAMPLES=2000 SOPKIT_PARTITION_EXAMPLES=60 SOPKIT_KILLS=48 $(PY) -m pytest
+	SOPKIT_DIFF_EXAMPLES=2000 SOPKIT_PARTITION_EXAMPLES=60 SOPKIT_KILLS=48 $(PY) -m pytest \
+	    -n $(PYTEST_WORKERS) --dist worksteal
 
 lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check sopkit tests examples benchmarks

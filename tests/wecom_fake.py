@@ -339,8 +339,11 @@ class WecomFake:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up first (its timeout): a real server shrugs too
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet: the calls are recorded instead
