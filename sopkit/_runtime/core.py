@@ -119,10 +119,9 @@ class CustomerCore:
         # the conditions reading each, with their guards: after an evaluation, the crossings
         # of conditions a false guard holds false are not woken (wakeguards.py); None: every
         # crossing wakes
-        self.day_guards: list[_wakeguards.WakeGuards | None] = [
-            None if w["any"] or name in HOLIDAY_BUILTINS else _wakeguards.plan(ir, w["slot"])
-            for name, w in ir["wakeups"].items()
-        ]
+        self.day_guards = _wakeguards.table(ir, [
+            None if w["any"] or name in HOLIDAY_BUILTINS else w["slot"]
+            for name, w in ir["wakeups"].items()])
         # windows that conditions read wake their customer when an event leaving them can
         # cross a threshold (None: any departure may matter); their answers are cached in
         # wake_cache after the day wake-ups' and forgotten when the metric observes an event
@@ -446,6 +445,7 @@ class CustomerCore:
                 best = change
         calendar = self.calendar
         today = calendar.day_index(now)
+        guarded = self.day_guards.live(cs) if settled and self.day_guards is not None else None
         for j, (metric_index, boundaries, any_day, from_event, holiday) in \
                 enumerate(self.day_wakeups):
             if holiday:  # is_workday / is_holiday: the next day their value changes
@@ -463,11 +463,10 @@ class CustomerCore:
                 # (days_since), the profile changes (the cache is cleared then) or another set
                 # of conditions is live (a guard flipped)
                 atoms = self.day_atoms[j]
-                guards = self.day_guards[j]
                 live = -1  # every crossing the IR lists
-                if guards is not None and settled:
-                    live = guards.live(cs)
-                    boundaries, atoms = guards.limits(live)
+                found_live = None if guarded is None else guarded[j]
+                if found_live is not None:
+                    live, boundaries, atoms = found_live
                     if not boundaries:  # no live condition can flip
                         continue
                 metric = metrics[metric_index]

@@ -50,9 +50,11 @@ class WakeGuards:
     with the boundaries and comparisons each makes with the fact."""
 
     def __init__(self, always: tuple[set[int], set[tuple[str, float]]],
-                 guarded: list[tuple[list[Check], set[int], set[tuple[str, float]]]]) -> None:
+                 guarded: list[tuple[list[Check], set[int], set[tuple[str, float]]]],
+                 reads_scores: bool) -> None:
         self._always = always
         self._guarded = guarded
+        self.reads_scores = reads_scores  # a guard compares a score (else tags and stage)
         self._limits: dict[int, Limits] = {}  # by mask of the guarded conditions live
 
     def live(self, cs: CustomerState) -> int:
@@ -80,6 +82,44 @@ class WakeGuards:
         return found
 
 
+Live = tuple[int, list[int], Atoms]  # the live conditions' mask, boundaries, comparisons
+
+
+class GuardTable:
+    """The guards of every day-counting fact, answered once per set of tags, stage and (when a
+    guard reads one) scores: tags are interned, so a customer's answer is a lookup."""
+
+    def __init__(self, plans: list[WakeGuards | None], scores: bool) -> None:
+        self._plans = plans
+        self._scores = scores
+        self._memo: dict[tuple[Any, ...], tuple[Live | None, ...]] = {}
+
+    def live(self, cs: CustomerState) -> tuple[Live | None, ...]:
+        """Per fact (in `plans` order), the conditions live now; None: every crossing wakes."""
+        key = (cs.tags, cs.stage, tuple(cs.scores)) if self._scores else (cs.tags, cs.stage)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= 4096:  # bounded: combinations of tags and stage are few
+                self._memo.clear()
+            answers: list[Live | None] = []
+            for p in self._plans:
+                if p is None:
+                    answers.append(None)
+                else:
+                    mask = p.live(cs)
+                    answers.append((mask, *p.limits(mask)))
+            found = self._memo[key] = tuple(answers)
+        return found
+
+
+def table(ir: PlaybookIR, slots: list[int | None]) -> GuardTable | None:
+    """The guard table of these slots (None: a slot that is not guarded); None when none is."""
+    plans = [None if slot is None else plan(ir, slot) for slot in slots]
+    if all(p is None for p in plans):
+        return None
+    return GuardTable(plans, any(p.reads_scores for p in plans if p is not None))
+
+
 def plan(ir: PlaybookIR, slot: int) -> WakeGuards | None:
     """The guards of the conditions a wake-up evaluation reads `slot` through; None when a
     crossing must always wake (the slot read otherwise than compared with a number, or the
@@ -93,6 +133,7 @@ def plan(ir: PlaybookIR, slot: int) -> WakeGuards | None:
     score_of = {sc["slot"]: k for k, sc in enumerate(ir["scores"])}
     always: tuple[set[int], set[tuple[str, float]]] = (set(), set())
     guarded: list[tuple[list[Check], set[int], set[tuple[str, float]]]] = []
+    reads_scores = False
     for p in predicates:
         if slot not in p["reads"] or p["id"] in unread:
             continue
@@ -100,8 +141,10 @@ def plan(ir: PlaybookIR, slot: int) -> WakeGuards | None:
         if atoms is None:
             return None
         bounds = {b for op, c in atoms for b in _boundaries(op, c)}
-        checks = [c for part in _conjuncts(p["cond"])
-                  if (c := _guard(part, slots, score_of)) is not None]
+        found = [g for part in _conjuncts(p["cond"])
+                 if (g := _guard(part, slots, score_of)) is not None]
+        checks = [check for check, _ in found]
+        reads_scores |= any(score for _, score in found)
         if checks:
             guarded.append((checks, bounds, set(atoms)))
         else:
@@ -109,7 +152,7 @@ def plan(ir: PlaybookIR, slot: int) -> WakeGuards | None:
             always[1].update(atoms)
     if len(guarded) > 16:  # masks stay small; many guarded conditions: keep every wake-up
         return None
-    return WakeGuards(always, guarded)
+    return WakeGuards(always, guarded, reads_scores)
 
 
 def _conjuncts(cond: Cond) -> list[Cond]:
@@ -119,9 +162,11 @@ def _conjuncts(cond: Cond) -> list[Cond]:
     return [part for c in cond[1] for part in _conjuncts(c)]
 
 
-def _guard(part: Cond, slots: list[SlotIR], score_of: dict[int, int]) -> Check | None:
+def _guard(part: Cond, slots: list[SlotIR], score_of: dict[int, int]
+           ) -> tuple[Check, bool] | None:
     """The part's truth now when it compares a tag, the stage or a score with a constant
-    (each changes only in an evaluation); None for any other part."""
+    (each changes only in an evaluation), and whether it reads a score; None for any other
+    part."""
     negated: bool = part[0] == "not"
     test = part[1] if negated else part
     if test[0] != "cmp":
@@ -159,4 +204,4 @@ def _guard(part: Cond, slots: list[SlotIR], score_of: dict[int, int]) -> Check |
             return cmp(value, const) != negated
         except TypeError:
             return negated
-    return check
+    return check, slot["source"] == "score"
