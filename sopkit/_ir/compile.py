@@ -19,9 +19,9 @@ every departure counts).
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any, cast
 
+from sopkit._ir.semantics import boundaries
 from sopkit._ir.types import (
     IR_VERSION,
     CampaignIR,
@@ -191,7 +191,7 @@ class _Compiler:
                         and not isinstance(y[1], bool):
                     self.thresholds.setdefault(x[1], set()).add(y[1])
                     self.boundaries.setdefault(x[1], set()).update(
-                        _boundaries(_FLIP[op] if flipped else op, y[1]))
+                        boundaries(_FLIP[op] if flipped else op, y[1]))
                 else:
                     self.any_time.add(x[1])
 
@@ -387,16 +387,6 @@ def _policy(policy: m.Policy) -> dict[str, Any]:
 
 
 _FLIP = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
-
-
-def _boundaries(op: str, c: float) -> set[int]:
-    """Whole values b such that `x op c` may differ between x = b and x = b + 1."""
-    low, high = math.floor(c), math.ceil(c)
-    if op in (">", "<="):
-        return {low}
-    if op in (">=", "<"):
-        return {high - 1}
-    return {low - 1, low} if low == high else set()  # == / != with a fraction never flip
 
 
 def _const(node: e.Node) -> Any:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,3 +59,14 @@ def holds(cond: Sequence[Any], facts: Sequence[Any]) -> bool:
     if kind == "not":
         return not holds(cond[1], facts)
     return bool(kind == "true")
+
+
+def boundaries(op: str, c: float) -> set[int]:
+    """Whole values b such that `x op c` may differ between x = b and x = b + 1 (where a
+    condition on a day-counting fact can flip: the IR's wake-ups)."""
+    low, high = math.floor(c), math.ceil(c)
+    if op in (">", "<="):
+        return {low}
+    if op in (">=", "<"):
+        return {high - 1}
+    return {low - 1, low} if low == high else set()  # == / != with a fraction never flip

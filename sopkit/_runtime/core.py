@@ -24,6 +24,7 @@ from sopkit._playbook.names import HOLIDAY_BUILTINS
 from sopkit._runtime import clvfacts as _clvfacts
 from sopkit._runtime import crossings as _crossings
 from sopkit._runtime import metrics as _metrics
+from sopkit._runtime import wakeguards as _wakeguards
 from sopkit._runtime.actions import ActionPath
 from sopkit._runtime.facts import Event, FactReader
 from sopkit._runtime.observe import Observation, Observers, tag_changes
@@ -115,6 +116,12 @@ class CustomerCore:
                 metrics[slot_metric[w["slot"]]], _metrics.DaysToAnniversary) else None
             for w in ir["wakeups"].values()
         ]
+        # the conditions reading each, with their guards: after an evaluation, the crossings
+        # of conditions a false guard holds false are not woken (wakeguards.py); None: every
+        # crossing wakes
+        self.day_guards = _wakeguards.table(ir, [
+            None if w["any"] or name in HOLIDAY_BUILTINS else w["slot"]
+            for name, w in ir["wakeups"].items()])
         # windows that conditions read wake their customer when an event leaving them can
         # cross a threshold (None: any departure may matter); their answers are cached in
         # wake_cache after the day wake-ups' and forgotten when the metric observes an event
@@ -122,7 +129,7 @@ class CustomerCore:
             (slot_metric[w["slot"]], None if w["any"] else (w["thresholds"], w["boundaries"]))
             for w in ir["windows"].values()
         ]
-        first = 2 * len(self.day_wakeups)
+        first = 3 * len(self.day_wakeups)
         self._cache_size = first + len(self.windowed)
         self._window_cache: dict[str, list[int]] = {
             etype: [first + j for j, (k, _) in enumerate(self.windowed) if k in observed]
@@ -293,7 +300,7 @@ class CustomerCore:
             observers.emit(Observation("evaluation", now, cs, event, facts, true, out))
         if tags_before is not None:  # the net change of this evaluation
             tag_changes(observers, cs, tags_before, now)
-        self.schedule(cs, now)
+        self.schedule(cs, now, settled=True)
         return out
 
     def _cancel(self, cs: CustomerState, now: int, true: frozenset[int], due: list[Pending],
@@ -410,8 +417,9 @@ class CustomerCore:
             return f"cooldown until {self.calendar.format(last + rule['cooldown'])}"
         return ""
 
-    def schedule(self, cs: CustomerState, now: int) -> None:
-        """Compute the next instant anything about this customer could change."""
+    def schedule(self, cs: CustomerState, now: int, settled: bool = False) -> None:
+        """Compute the next instant anything about this customer could change (`settled`:
+        right after an evaluation, when a crossing a false guard holds false is not one)."""
         best = _NEVER  # the earliest candidate after now
         for p in cs.pending:
             if now < p.due < best:
@@ -421,7 +429,7 @@ class CustomerCore:
         cache = cs.wake_cache
         if cache is None:
             cache = cs.wake_cache = array("q", [_UNKNOWN]) * self._cache_size
-        pos = 2 * len(self.day_wakeups)
+        pos = 3 * len(self.day_wakeups)
         for k, limits in self.windowed:
             if limits is None:
                 change = metrics[k].next_change(states[k])
@@ -437,6 +445,7 @@ class CustomerCore:
                 best = change
         calendar = self.calendar
         today = calendar.day_index(now)
+        guarded = self.day_guards.live(cs) if settled and self.day_guards is not None else None
         for j, (metric_index, boundaries, any_day, from_event, holiday) in \
                 enumerate(self.day_wakeups):
             if holiday:  # is_workday / is_holiday: the next day their value changes
@@ -451,17 +460,26 @@ class CustomerCore:
                     day = min(later_days)
             else:
                 # the answer holds until its day comes, unless the event it counts from moves
-                # (days_since) or the profile changes (the cache is cleared then)
+                # (days_since), the profile changes (the cache is cleared then) or another set
+                # of conditions is live (a guard flipped)
+                atoms = self.day_atoms[j]
+                live = -1  # every crossing the IR lists
+                found_live = None if guarded is None else guarded[j]
+                if found_live is not None:
+                    live, boundaries, atoms = found_live
+                    if not boundaries:  # no live condition can flip
+                        continue
                 metric = metrics[metric_index]
                 state = states[metric_index]
                 key = _NONE if state is None or not from_event else state  # a day ordinal
-                cached = cache[2 * j + 1]
-                if cached == _UNKNOWN or cache[2 * j] != key or \
+                cached = cache[3 * j + 1]
+                if cached == _UNKNOWN or cache[3 * j] != key or cache[3 * j + 2] != live or \
                         (cached != _NONE and cached <= today):
                     found = _crossings.next_day_crossing(metric, state, cs.profile, today,
-                                                       boundaries, any_day, self.day_atoms[j])
-                    cache[2 * j] = key
-                    cache[2 * j + 1] = _NONE if found is None else found
+                                                       boundaries, any_day, atoms)
+                    cache[3 * j] = key
+                    cache[3 * j + 1] = _NONE if found is None else found
+                    cache[3 * j + 2] = live
                 elif cached == _NONE:
                     continue
                 else:
