@@ -166,12 +166,11 @@ def _direct(value: Any) -> bool:
     library would: dicts with str keys none of which starts with "$", lists, the exact
     `_LEAVES` types, and floats that are finite and not tiny (tuples, sets, subclasses and
     the rest take the exact path). Walked without recursion."""
-    stack = [value]
+    stack: list[Any] = [[value]]  # the value as a list's one item: one loop checks every item
     pop, push = stack.pop, stack.append
     while stack:
-        item = pop()
-        kind = type(item)
-        if kind is dict:
+        item = pop()  # a dict or a list
+        if type(item) is dict:
             try:
                 joined = "".join(item)
             except TypeError:  # a key that is not a str
@@ -179,16 +178,8 @@ def _direct(value: Any) -> bool:
             if "$" in joined and any(key[:1] == "$" for key in item):
                 return False
             items = item.values()
-        elif kind is list:
-            items = item
-        elif kind is float:
-            if not (_TINY <= abs(item) < _INF or item == 0.0):
-                return False
-            continue
         else:
-            if kind not in _LEAVES:
-                return False
-            continue
+            items = item
         for inner in items:
             kind = type(inner)
             if kind in _LEAVES:

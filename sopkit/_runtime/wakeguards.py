@@ -26,23 +26,16 @@ since each evaluation records the RFM scores the rules saw (the refit compares a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sopkit._ir.semantics import boundaries as _boundaries
+from sopkit._ir.semantics import holds
 from sopkit._ir.types import Cond, PlaybookIR, SlotIR
 from sopkit._runtime.crossings import Atoms, slot_atoms
 from sopkit._runtime.records import CustomerState
 
-Check = Callable[[CustomerState], bool]  # a guard's truth for the customer as they are now
 Limits = tuple[list[int], Atoms]  # the boundaries and comparisons of the conditions live now
-
-_CMP: dict[str, Callable[[Any, Any], bool]] = {
-    "==": lambda a, b: bool(a == b), "!=": lambda a, b: bool(a != b),
-    "<": lambda a, b: bool(a < b), "<=": lambda a, b: bool(a <= b),
-    ">": lambda a, b: bool(a > b), ">=": lambda a, b: bool(a >= b),
-}
-_FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+Read = tuple[int, str, Any]  # a slot a guard reads: (slot, "tag" | "stage" | "score", tag or k)
 
 
 class WakeGuards:
@@ -50,36 +43,30 @@ class WakeGuards:
     with the boundaries and comparisons each makes with the fact."""
 
     def __init__(self, always: tuple[set[int], set[tuple[str, float]]],
-                 guarded: list[tuple[list[Check], set[int], set[tuple[str, float]]]],
-                 reads_scores: bool) -> None:
+                 guarded: list[tuple[list[Cond], set[int], set[tuple[str, float]]]],
+                 reads: set[Read]) -> None:
         self._always = always
         self._guarded = guarded
-        self.reads_scores = reads_scores  # a guard compares a score (else tags and stage)
-        self._limits: dict[int, Limits] = {}  # by mask of the guarded conditions live
+        self.reads = reads  # the slots the guards read
 
-    def live(self, cs: CustomerState) -> int:
-        """The guarded conditions none of whose guards is false now, as a bit mask."""
+    def live(self, facts: list[Any]) -> int:
+        """The guarded conditions none of whose guards is false for these facts (only the
+        guards' slots filled), as a bit mask."""
         mask = 0
-        for bit, (checks, _, _) in enumerate(self._guarded):
-            for check in checks:
-                if not check(cs):
-                    break
-            else:
+        for bit, (parts, _, _) in enumerate(self._guarded):
+            if all(holds(part, facts) for part in parts):
                 mask |= 1 << bit
         return mask
 
     def limits(self, mask: int) -> Limits:
         """The boundaries and comparisons of the conditions always live and those in `mask`
         (no boundaries: no crossing can change anything)."""
-        found = self._limits.get(mask)
-        if found is None:
-            bounds, atoms = set(self._always[0]), set(self._always[1])
-            for bit, (_, more_bounds, more_atoms) in enumerate(self._guarded):
-                if mask >> bit & 1:
-                    bounds |= more_bounds
-                    atoms |= more_atoms
-            found = self._limits[mask] = (sorted(bounds), tuple(sorted(atoms)))
-        return found
+        bounds, atoms = set(self._always[0]), set(self._always[1])
+        for bit, (_, more_bounds, more_atoms) in enumerate(self._guarded):
+            if mask >> bit & 1:
+                bounds |= more_bounds
+                atoms |= more_atoms
+        return sorted(bounds), tuple(sorted(atoms))
 
 
 Live = tuple[int, list[int], Atoms]  # the live conditions' mask, boundaries, comparisons
@@ -89,9 +76,11 @@ class GuardTable:
     """The guards of every day-counting fact, answered once per set of tags, stage and (when a
     guard reads one) scores: tags are interned, so a customer's answer is a lookup."""
 
-    def __init__(self, plans: list[WakeGuards | None], scores: bool) -> None:
+    def __init__(self, plans: list[WakeGuards | None], width: int) -> None:
         self._plans = plans
-        self._scores = scores
+        self._width = width  # the IR's slot count: the facts vector's length
+        self._reads = sorted(set().union(*(p.reads for p in plans if p is not None)))
+        self._scores = any(kind == "score" for _, kind, _ in self._reads)
         self._memo: dict[tuple[Any, ...], tuple[Live | None, ...]] = {}
 
     def live(self, cs: CustomerState) -> tuple[Live | None, ...]:
@@ -101,12 +90,16 @@ class GuardTable:
         if found is None:
             if len(self._memo) >= 4096:  # bounded: combinations of tags and stage are few
                 self._memo.clear()
+            facts: list[Any] = [None] * self._width  # the guards' slots, as the tick fills them
+            for s, kind, arg in self._reads:
+                facts[s] = arg in cs.tags if kind == "tag" else \
+                    cs.stage if kind == "stage" else cs.scores[arg]
             answers: list[Live | None] = []
             for p in self._plans:
                 if p is None:
                     answers.append(None)
                 else:
-                    mask = p.live(cs)
+                    mask = p.live(facts)
                     answers.append((mask, *p.limits(mask)))
             found = self._memo[key] = tuple(answers)
         return found
@@ -117,7 +110,7 @@ def table(ir: PlaybookIR, slots: list[int | None]) -> GuardTable | None:
     plans = [None if slot is None else plan(ir, slot) for slot in slots]
     if all(p is None for p in plans):
         return None
-    return GuardTable(plans, any(p.reads_scores for p in plans if p is not None))
+    return GuardTable(plans, len(ir["slots"]))
 
 
 def plan(ir: PlaybookIR, slot: int) -> WakeGuards | None:
@@ -132,8 +125,8 @@ def plan(ir: PlaybookIR, slot: int) -> WakeGuards | None:
     unread |= {c["audience"] for c in ir.get("campaigns", [])}
     score_of = {sc["slot"]: k for k, sc in enumerate(ir["scores"])}
     always: tuple[set[int], set[tuple[str, float]]] = (set(), set())
-    guarded: list[tuple[list[Check], set[int], set[tuple[str, float]]]] = []
-    reads_scores = False
+    guarded: list[tuple[list[Cond], set[int], set[tuple[str, float]]]] = []
+    reads: set[Read] = set()
     for p in predicates:
         if slot not in p["reads"] or p["id"] in unread:
             continue
@@ -141,18 +134,20 @@ def plan(ir: PlaybookIR, slot: int) -> WakeGuards | None:
         if atoms is None:
             return None
         bounds = {b for op, c in atoms for b in _boundaries(op, c)}
-        found = [g for part in _conjuncts(p["cond"])
-                 if (g := _guard(part, slots, score_of)) is not None]
-        checks = [check for check, _ in found]
-        reads_scores |= any(score for _, score in found)
-        if checks:
-            guarded.append((checks, bounds, set(atoms)))
+        parts: list[Cond] = []
+        for part in _conjuncts(p["cond"]):
+            read = _guard(part, slots, score_of)
+            if read is not None:
+                parts.append(part)
+                reads.add(read)
+        if parts:
+            guarded.append((parts, bounds, set(atoms)))
         else:
             always[0].update(bounds)
             always[1].update(atoms)
     if len(guarded) > 16:  # masks stay small; many guarded conditions: keep every wake-up
         return None
-    return WakeGuards(always, guarded, reads_scores)
+    return WakeGuards(always, guarded, reads)
 
 
 def _conjuncts(cond: Cond) -> list[Cond]:
@@ -162,46 +157,19 @@ def _conjuncts(cond: Cond) -> list[Cond]:
     return [part for c in cond[1] for part in _conjuncts(c)]
 
 
-def _guard(part: Cond, slots: list[SlotIR], score_of: dict[int, int]
-           ) -> tuple[Check, bool] | None:
-    """The part's truth now when it compares a tag, the stage or a score with a constant
-    (each changes only in an evaluation), and whether it reads a score; None for any other
-    part."""
-    negated: bool = part[0] == "not"
-    test = part[1] if negated else part
-    if test[0] != "cmp":
+def _guard(part: Cond, slots: list[SlotIR], score_of: dict[int, int]) -> Read | None:
+    """The slot a part reads when it is a guard: a comparison (possibly under `not`) of a
+    tag, the stage or a score with a constant, each of which changes only in an evaluation;
+    None for any other part. Its truth is `semantics.holds`'s, as at an evaluation."""
+    test = part[1] if part[0] == "not" else part
+    if test[0] != "cmp" or {test[2][0], test[3][0]} != {"slot", "const"}:
         return None
-    _, op, a, b = test
-    if a[0] == "const" and b[0] == "slot":
-        a, b, op = b, a, _FLIP[op]
-    if a[0] != "slot" or b[0] != "const":
-        return None
-    slot = slots[a[1]]
-    const = b[1]
-    cmp = _CMP[op]
-    get: Callable[[CustomerState], Any]
-    if slot["source"] == "tag":
-        tag = slot["name"][4:]
-
-        def get(cs: CustomerState) -> Any:
-            return tag in cs.tags
-    elif slot["source"] == "builtin" and slot["name"] == "stage":
-        def get(cs: CustomerState) -> Any:
-            return cs.stage
-    elif slot["source"] == "score" and a[1] in score_of:
-        k = score_of[a[1]]
-
-        def get(cs: CustomerState) -> Any:
-            return cs.scores[k]
-    else:
-        return None
-
-    def check(cs: CustomerState) -> bool:
-        value = get(cs)
-        if value is None:  # a comparison with a missing fact is false (semantics.holds)
-            return negated
-        try:
-            return cmp(value, const) != negated
-        except TypeError:
-            return negated
-    return check, slot["source"] == "score"
+    s = test[2][1] if test[2][0] == "slot" else test[3][1]
+    source, name = slots[s]["source"], slots[s]["name"]
+    if source == "tag":
+        return s, "tag", name[4:]
+    if source == "builtin" and name == "stage":
+        return s, "stage", None
+    if source == "score" and s in score_of:
+        return s, "score", score_of[s]
+    return None
