@@ -118,26 +118,27 @@ def render(text: str, lookup: Callable[[str], object]) -> str:
     The template is read once and the pieces joined: a value is inserted as it is and never
     looked at again, so braces inside a customer's data stay literal text.
     """
+    return render_checked(text, lookup)[0]
+
+
+def render_checked(text: str, lookup: Callable[[str], object]) -> tuple[str, list[str]]:
+    """The rendered text (as `render`) and the placeholders without a default whose fact
+    is missing (None, or blank text), in one pass: a message that needs them would read
+    wrong, so it is held with this list as the reason. (An empty collection, such as no
+    tags, is a value.)"""
     pieces: list[str] = []
+    absent: list[str] = []
     pos = 0
     for p in _scan(text):
-        shown = format_value(lookup(p.name))
+        value = lookup(p.name)
+        if p.default is None and (value is None or
+                                  (isinstance(value, str) and not value.strip())):
+            absent.append(p.name)
+        shown = format_value(value)
         if not shown and p.default is not None:
             shown = p.default
         pieces += (text[pos : p.start], shown)
         pos = p.end
     pieces.append(text[pos:])
-    return "".join(pieces)
+    return "".join(pieces), absent
 
-
-def missing(text: str, lookup: Callable[[str], object]) -> list[str]:
-    """The placeholders without a default whose fact is missing (None, or blank text): a
-    message that needs them would read wrong, so it is held with this list as the reason.
-    (An empty collection, such as no tags, is a value.)"""
-    out = []
-    for p in _scan(text):
-        if p.default is None:
-            value = lookup(p.name)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                out.append(p.name)
-    return out

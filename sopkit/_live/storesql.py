@@ -3,7 +3,6 @@ parameter mark), the column lists, and the checks on what is written and found."
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,11 +68,9 @@ def reassigned(message: dict[str, Any], kind: str, new_owner: str) -> dict[str, 
     return out
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once, not a call
-
-
 def dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+    """A stored message or receipt as compact JSON text (orjson where it writes the same)."""
+    return _json.dumps(value)
 
 
 class SharedSql:

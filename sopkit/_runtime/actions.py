@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sopkit._ir.types import PlaybookIR
-from sopkit._lang import templates as _templates
 from sopkit._lang.clock import Calendar
-from sopkit._lang.templates import render
+from sopkit._lang.templates import render, render_checked
 from sopkit._playbook.names import CLV_FACTS, POLICY_ACTIONS
 from sopkit._runtime import metrics as _metrics
 from sopkit._runtime.facts import Event, FactReader
@@ -134,13 +133,12 @@ class ActionPath:
         elif kind == "send":
             params = spec["params"]
             with_params = functools.partial(_param_or, params=params, lookup=lookup)
-            text = render(spec["text"], with_params)
+            text, missing = render_checked(spec["text"], with_params)
             details.update(channel=spec["channel"], template=spec["template"],
                            params=params, message=text)
-            missing = _templates.missing(spec["text"], with_params)
             if spec.get("title"):
-                details["title"] = render(spec["title"], with_params)
-                missing += _templates.missing(spec["title"], with_params)
+                details["title"], lacking = render_checked(spec["title"], with_params)
+                missing += lacking
             if missing:  # the policy holds it (_policy.complete)
                 details["missing"] = list(dict.fromkeys(missing))
         elif kind == "task":

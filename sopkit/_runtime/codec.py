@@ -156,42 +156,15 @@ def dumps(value: Any) -> bytes:
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | \
     orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
 # written by orjson as themselves, or (Decimal, date) by `_tagged_leaf` (exact types only)
-_LEAVES = frozenset({str, int, bool, type(None), Decimal, dt.date})
-_TINY = 1e-4  # a smaller float orjson spells otherwise (0.00001, not 1e-05)
-_INF = math.inf
+_LEAVES: frozenset[type] = frozenset({str, int, bool, type(None), Decimal, dt.date})
 
 
 def _direct(value: Any) -> bool:
     """Whether orjson writes `value` (with `_tagged_leaf`) as `encode` and the standard
     library would: dicts with str keys none of which starts with "$", lists, the exact
     `_LEAVES` types, and floats that are finite and not tiny (tuples, sets, subclasses and
-    the rest take the exact path). Walked without recursion."""
-    stack: list[Any] = [[value]]  # the value as a list's one item: one loop checks every item
-    pop, push = stack.pop, stack.append
-    while stack:
-        item = pop()  # a dict or a list
-        if type(item) is dict:
-            try:
-                joined = "".join(item)
-            except TypeError:  # a key that is not a str
-                return False
-            if "$" in joined and any(key[:1] == "$" for key in item):
-                return False
-            items = item.values()
-        else:
-            items = item
-        for inner in items:
-            kind = type(inner)
-            if kind in _LEAVES:
-                continue
-            if kind is dict or kind is list:
-                push(inner)
-            elif kind is float:
-                if not (_TINY <= abs(inner) < _INF or inner == 0.0):
-                    return False
-            else:
-                return False
-    return True
+    the rest take the exact path)."""
+    return _json.writes_alike(value, _LEAVES, tuples=False, dollar_keys=False)
 
 
 def _tagged_leaf(value: Any) -> dict[str, str]:

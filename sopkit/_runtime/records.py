@@ -112,6 +112,9 @@ class CustomerView:
 def json_value(value: Any, exact: bool = False) -> Any:
     """A fact as JSON: decimals as numbers (as exact strings with `exact`), dates as ISO text,
     sets as sorted lists."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or value is None:  # most facts: as they are
+        return value
     if isinstance(value, Decimal):
         return str(value) if exact else float(value)
     if isinstance(value, dt.date):

@@ -21,14 +21,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sopkit import _json  # compact json.dumps, exactly, faster
 from sopkit._mask import mask_text
 
 from ._base import ChannelConfigError, Message, Receipt
 from ._webhook import check_keys
 
 SUMMARY_CHARS = 80
-# a jsonl line's encoder, made once (json.dumps with options makes one a call)
-_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def _one_line(text: str, limit: int = SUMMARY_CHARS) -> str:
@@ -219,7 +218,7 @@ class JsonlChannel:
                     receipts.append(Receipt.delivered("already written"))
                     continue
                 record = {**message.to_json(), "status": "delivered", "written_at": written_at}
-                chunks.append((_LINE.encode(record) + "\n").encode("utf-8"))
+                chunks.append(_json.dumpb(record, default=str) + b"\n")
                 new.add(message.key)
                 lines += 1
                 receipts.append(Receipt.delivered(f"written to {self.path} line {lines}",
