@@ -24,7 +24,6 @@ many requests (benchmarks/serve-results.md).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -32,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sopkit import _json  # compact json.dumps, exactly, faster
 from sopkit._errors import SopkitError, UsageError
 from sopkit._live.store import STATUSES, StoreError, redact
 
@@ -139,7 +139,7 @@ class Inbox:
     def append(self, entries: Sequence[Entry], now: int, after: int, bound: int) -> int:
         """Commit `entries` in order; return the last seq. InboxFull when more than `bound`
         rows after `after` (the loop's committed position) would be waiting."""
-        mine = _Pending([(now, e.source, json.dumps(e.record, ensure_ascii=False, default=str),
+        mine = _Pending([(now, e.source, _json.dumps(e.record, default=str),
                           e.reason) for e in entries], after, bound)
         with self._queue_lock:
             self._queued.append(mine)
@@ -170,7 +170,7 @@ class Inbox:
         def append(cur: Any) -> None:
             if self._pg:
                 cur.execute("LOCK TABLE inbox IN EXCLUSIVE MODE")  # seq order = commit order
-            self._append_each(cur, group, insert, mark)
+            self._append_each(cur, group, insert)
 
         self._write(append)
 
@@ -208,11 +208,15 @@ class Inbox:
         finally:
             self._db.execute(f"PRAGMA busy_timeout = {int(self._busy_s * 1000)}")
 
-    def _append_each(self, cur: Any, group: list[_Pending], insert: str, mark: str) -> None:
-        # the freshest position any of them saw: rows at or before it are applied
-        found = cur.execute(f"SELECT count(*) FROM inbox WHERE seq > {mark}",
-                            (max(p.after for p in group),)).fetchone()
-        depth = int(found[0]) if found else 0
+    def _append_each(self, cur: Any, group: list[_Pending], insert: str) -> None:
+        # the freshest position any of them saw: rows at or before it are applied. The rows
+        # after it are the seqs up to the last one (SQLite's never skip one; PostgreSQL's
+        # identity skips those of a rolled-back append, which then count until the loop
+        # passes them), so the depth is a subtraction, not a count that reads every waiting
+        # row while holding the write lock
+        found = cur.execute("SELECT max(seq) FROM inbox").fetchone()
+        last = int(found[0]) if found and found[0] is not None else 0
+        depth = max(last - max(p.after for p in group), 0)
         for pending in group:
             adding = len(pending.values)
             if depth + adding > pending.bound and depth > 0:  # an empty inbox takes any one

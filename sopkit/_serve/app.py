@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sopkit import _json
 from sopkit._io import _DECODER
 from sopkit._live.inbox import Entry, Inbox, InboxFull
 from sopkit._live.store import StoreError
@@ -122,7 +123,7 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
             raise BadInput(413, "Body too large", f"the body has {len(raw)} bytes; the most "
                            f"is {MAX_BODY}")
         try:
-            body = _DECODER.decode(raw.decode("utf-8"))
+            body = _json.loads(raw.decode("utf-8"), _DECODER)  # orjson where exact
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadInput(400, "Bad JSON", f"the body is not JSON: {exc}") from None
         if b"\\u" in raw and (at := lone_surrogate(body)):  # only an escape makes one
