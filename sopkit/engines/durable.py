@@ -33,7 +33,7 @@ import itertools
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -188,6 +188,14 @@ class _Group:
     null_slots: list[int]
     hoisted: list[list[Any]]
     tests: list[list[Any]]
+    # the payload's fixed text, written once: (slot, ',"s<slot>":') for each value slot,
+    # and (slot, its null flag as true, as false)
+    value_keys: list[tuple[int, str]] = field(init=False)
+    null_texts: list[tuple[int, str, str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.value_keys = [(i, f',"s{i}":') for i in self.value_slots]
+        self.null_texts = [(i, f',"n{i}":true', f',"n{i}":false') for i in self.null_slots]
 
 
 def _pack(predicates: list[dict[str, Any]],
@@ -239,12 +247,12 @@ class DurableEngine:
         Written field by field: building a dict and encoding it cost 3/4 of an evaluation.
         """
         out = ['{"sid":"' + SID + '","_k":1']
-        for i in group.value_slots:
+        for i, key in group.value_keys:
             value = facts[i]
             if value is not None:
-                out.append(f',"s{i}":{_scalar(value)}')
-        for i in group.null_slots:
-            out.append(f',"n{i}":true' if facts[i] is None else f',"n{i}":false')
+                out += (key, _scalar(value))
+        for i, null, present in group.null_texts:
+            out.append(null if facts[i] is None else present)
         for k, node in enumerate(group.hoisted):
             value = _ir.operand(node, facts)
             if value is None or value != value:  # NaN (inf - inf) compares like a missing value
