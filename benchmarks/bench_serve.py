@@ -42,8 +42,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-admin-key-01"
+# batch_applied_events_per_s: the batch target held to what the service sustains (the loop
+# applying and delivering them), not only to what the inbox accepts while it fills
 TARGETS = {"single_req_per_s": 1000, "single_p99_ms": 50, "batch_events_per_s": 10_000,
-           "lag_p99_s": 2.0}
+           "batch_applied_events_per_s": 10_000, "lag_p99_s": 2.0}
 PLAYBOOK = """
 [playbook]
 name = "shop"
@@ -325,6 +327,7 @@ def verdicts(phases: dict[str, Any]) -> dict[str, dict[str, Any]]:
     got = {"single_req_per_s": phases["single"]["accepted_requests_per_s"],
            "single_p99_ms": phases["single"]["p99_ms"],
            "batch_events_per_s": phases["batch"]["accepted_events_per_s"],
+           "batch_applied_events_per_s": phases["batch"]["drain"]["loop_events_per_s"],
            "lag_p99_s": phases["lag"]["lag_p99_s"]}
     at_most = {"single_p99_ms", "lag_p99_s"}
     return {name: {"target": target, "measured": got[name],
@@ -360,7 +363,10 @@ benchmarks/bench_serve.py; raw data: serve-results.json).
 {phase_table(s, b)}
 
 "Loop events/s": the events a phase accepted over the phase and the time the live loop took
-after it to commit their decisions (and deliver the thank-yous to the jsonl file).
+after it to commit their decisions (and deliver the thank-yous to the jsonl file). The
+batch phase's loop rate is also the target row `batch_applied_events_per_s`: accepted
+events beyond it only wait in the inbox (up to `--max-inbox`, then `429`), so it is the
+rate the service sustains.
 
 Lag from the 202 to the committed decision, single events sent at {lg['rate_requested']}
 requests/s (achieved {lg['achieved_req_per_s']}; request p50 {lg['request_p50_ms']} ms, p99
