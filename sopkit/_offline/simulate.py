@@ -87,9 +87,12 @@ class Summary:
         return dict(self.__dict__)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), made once
+
+
 def dump_line(record: dict[str, Any]) -> str:
     """One JSON line in sopkit's fixed layout (UTF-8 as is, keys in insertion order)."""
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return _ENCODER.encode(record) + "\n"
 
 
 def simulate(

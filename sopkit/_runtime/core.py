@@ -129,7 +129,7 @@ class CustomerCore:
             (slot_metric[w["slot"]], None if w["any"] else (w["thresholds"], w["boundaries"]))
             for w in ir["windows"].values()
         ]
-        first = 3 * len(self.day_wakeups)
+        first = self._window_first = 3 * len(self.day_wakeups)
         self._cache_size = first + len(self.windowed)
         self._window_cache: dict[str, list[int]] = {
             etype: [first + j for j, (k, _) in enumerate(self.windowed) if k in observed]
@@ -300,7 +300,7 @@ class CustomerCore:
             observers.emit(Observation("evaluation", now, cs, event, facts, true, out))
         if tags_before is not None:  # the net change of this evaluation
             tag_changes(observers, cs, tags_before, now)
-        self.schedule(cs, now, settled=True)
+        self.schedule(cs, now, settled=True, today=today)
         return out
 
     def _cancel(self, cs: CustomerState, now: int, true: frozenset[int], due: list[Pending],
@@ -320,7 +320,11 @@ class CustomerCore:
         changed = False
         scores = cs.scores
         for i, factors in enumerate(self._score_factors):
-            value = float(sum([points for pid, points in factors if pid in true]))
+            total: float = 0  # summed as sum() does: from the int 0, in factor order
+            for pid, points in factors:
+                if pid in true:
+                    total += points
+            value = float(total)
             if value != scores[i]:
                 scores[i] = value
                 changed = True
@@ -417,9 +421,11 @@ class CustomerCore:
             return f"cooldown until {self.calendar.format(last + rule['cooldown'])}"
         return ""
 
-    def schedule(self, cs: CustomerState, now: int, settled: bool = False) -> None:
+    def schedule(self, cs: CustomerState, now: int, settled: bool = False,
+                 today: int | None = None) -> None:
         """Compute the next instant anything about this customer could change (`settled`:
-        right after an evaluation, when a crossing a false guard holds false is not one)."""
+        right after an evaluation, when a crossing a false guard holds false is not one;
+        `today`: now's day, when the caller has it)."""
         best = _NEVER  # the earliest candidate after now
         for p in cs.pending:
             if now < p.due < best:
@@ -429,7 +435,7 @@ class CustomerCore:
         cache = cs.wake_cache
         if cache is None:
             cache = cs.wake_cache = array("q", [_UNKNOWN]) * self._cache_size
-        pos = 3 * len(self.day_wakeups)
+        pos = self._window_first
         for k, limits in self.windowed:
             if limits is None:
                 change = metrics[k].next_change(states[k])
@@ -438,13 +444,19 @@ class CustomerCore:
                 if cached == _UNKNOWN or (cached != _NONE and cached <= now):
                     change = metrics[k].next_crossing(states[k], now, *limits)
                     cache[pos] = _NONE if change is None else change
+                elif cached == _NONE:
+                    change = None
                 else:
-                    change = None if cached == _NONE else cached
+                    change = cached
             pos += 1
             if change is not None and now < change < best:
                 best = change
         calendar = self.calendar
-        today = calendar.day_index(now)
+        if today is None:
+            today = calendar.day_index(now)
+        # the earliest day after today a day wake-up names: day starts rise with the day,
+        # so its start is the earliest of theirs after now
+        first = _LAST_DAY
         guarded = self.day_guards.live(cs) if settled and self.day_guards is not None else None
         for j, (metric_index, boundaries, any_day, from_event, holiday) in \
                 enumerate(self.day_wakeups):
@@ -469,28 +481,30 @@ class CustomerCore:
                     live, boundaries, atoms = found_live
                     if not boundaries:  # no live condition can flip
                         continue
-                metric = metrics[metric_index]
                 state = states[metric_index]
                 key = _NONE if state is None or not from_event else state  # a day ordinal
-                cached = cache[3 * j + 1]
-                if cached == _UNKNOWN or cache[3 * j] != key or cache[3 * j + 2] != live or \
+                at = 3 * j
+                cached = cache[at + 1]
+                if cached == _UNKNOWN or cache[at] != key or cache[at + 2] != live or \
                         (cached != _NONE and cached <= today):
-                    found = _crossings.next_day_crossing(metric, state, cs.profile, today,
-                                                       boundaries, any_day, atoms)
-                    cache[3 * j] = key
-                    cache[3 * j + 1] = _NONE if found is None else found
-                    cache[3 * j + 2] = live
+                    found = _crossings.next_day_crossing(metrics[metric_index], state,
+                                                       cs.profile, today, boundaries, any_day,
+                                                       atoms)
+                    cache[at] = key
+                    cache[at + 1] = _NONE if found is None else found
+                    cache[at + 2] = live
+                    if found is None:
+                        continue
+                    day = found
                 elif cached == _NONE:
                     continue
                 else:
-                    found = cached
-                if found is None:
-                    continue
-                day = found
-            if day >= _LAST_DAY:  # a threshold past the calendar's end is never reached
-                continue
-            start = calendar.day_start(day)
-            if now < start < best:
+                    day = cached
+            if today < day < first:  # past the calendar's end: never reached
+                first = day
+        if first < _LAST_DAY:
+            start = calendar.day_start(first)
+            if start < best:
                 best = start
         if best != _NEVER:
             if cs.wake_at is None or best != cs.wake_at:
