@@ -42,6 +42,8 @@ _NONE = -(1 << 63) + 1  # in CustomerState.wake_cache: None
 RFM_REFIT = "\0rfm"  # the queue entry of the population refit (sorts before every customer id)
 CLV_REFIT = "\0clv"  # the queue entry of the [clv] model refit
 REFITS = (RFM_REFIT, CLV_REFIT)
+# scores, non-sticky and sticky dynamic tags holding, stage (CustomerCore._derived)
+Derived = tuple[tuple[float, ...], frozenset[str], frozenset[str], str | None]
 
 
 class WakeQueue:
@@ -150,6 +152,16 @@ class CustomerCore:
         self._fire_order = [(r, self.rules[r]["predicate"], self.rules[r]["on"])
                             for r in ir["rule_order"]]
         self._stage_predicates = [(stage["name"], stage["predicate"]) for stage in ir["stages"]]
+        # what scores, dynamic tags and the stage come to for the predicates they read that
+        # hold (`_derived`), remembered: an evaluation that changes none of them is the most
+        # common, and is told by a lookup and set comparisons
+        self._derived_pids = frozenset(
+            [pid for factors in self._score_factors for pid, _ in factors] +
+            [pid for pid, _, _ in self._dynamic_tags] +
+            [pid for _, pid in self._stage_predicates if pid is not None])
+        self._nonsticky = frozenset(name for _, name, sticky in self._dynamic_tags if not sticky)
+        self._sticky = frozenset(name for _, name, sticky in self._dynamic_tags if sticky)
+        self._derived_memo: dict[frozenset[int], Derived] = {}
         self._clv: ClvIR | None = ir.get("clv")
         self.clv_models: Any = _clvfacts.load_models() if self._clv is not None else None
 
@@ -314,22 +326,56 @@ class CustomerCore:
                 out.extend(self.actions.records(cs, now, item.rule, item.occurrence, item.facts,
                                          "delayed", "cancelled", reason))
 
+    def _derived(self, holding: frozenset[int]) -> Derived:
+        """The scores, the non-sticky and sticky dynamic tags whose conditions hold, and the
+        stage, when these of the predicates they read hold (remembered)."""
+        if len(self._derived_memo) >= 4096:  # bounded: few combinations occur
+            self._derived_memo.clear()
+        values = []
+        for factors in self._score_factors:
+            total: float = 0  # summed as sum() does: from the int 0, in factor order
+            for pid, points in factors:
+                if pid in holding:
+                    total += points
+            values.append(float(total))
+        tags = [(name, sticky) for pid, name, sticky in self._dynamic_tags if pid in holding]
+        stage = next((name for name, when in self._stage_predicates
+                      if when is None or when in holding), None)
+        found = self._derived_memo[holding] = (
+            tuple(values), frozenset(name for name, sticky in tags if not sticky),
+            frozenset(name for name, sticky in tags if sticky), stage)
+        return found
+
     def _settle_derived(self, cs: CustomerState, true: frozenset[int],
                         history: list[str]) -> bool:
         """Update scores, then dynamic tags, then the stage; True if anything changed."""
+        holding = true & self._derived_pids
+        derived = self._derived_memo.get(holding)
+        if derived is None:
+            derived = self._derived(holding)
+        values, nonsticky, sticky_holding, stage = derived
         changed = False
         scores = cs.scores
-        for i, factors in enumerate(self._score_factors):
-            total: float = 0  # summed as sum() does: from the int 0, in factor order
-            for pid, points in factors:
-                if pid in true:
-                    total += points
-            value = float(total)
+        for i, value in enumerate(values):
             if value != scores[i]:
                 scores[i] = value
                 changed = True
         if changed:
             return True
+        # no tag changes (nor a sticky condition's truth) when every non-sticky tag is set
+        # exactly where its condition holds and every sticky condition holds as it did
+        if cs.tags & self._nonsticky != nonsticky or \
+                cs.sticky_truth & self._sticky != sticky_holding:
+            changed = self._settle_tags(cs, true, history)
+        if stage != cs.computed_stage:
+            cs.computed_stage = stage
+            self.population.set_stage(cs, stage)
+            changed = True
+        return changed
+
+    def _settle_tags(self, cs: CustomerState, true: frozenset[int], history: list[str]) -> bool:
+        """Set and clear dynamic tags as their conditions hold; True if a tag changed."""
+        changed = False
         for pid, name, sticky in self._dynamic_tags:
             holds = pid in true
             if sticky:  # set when its condition becomes true; kept until an untag
@@ -350,15 +396,6 @@ class CustomerCore:
                 cs.tags = self.population.interned(cs.tags - {name})
                 history.append(f"untag {name}")
                 changed = True
-        stage = None
-        for name, when in self._stage_predicates:
-            if when is None or when in true:
-                stage = name
-                break
-        if stage != cs.computed_stage:
-            cs.computed_stage = stage
-            self.population.set_stage(cs, stage)
-            changed = True
         return changed
 
     def _fire_rules(self, cs: CustomerState, now: int, facts: list[Any], true: frozenset[int],
