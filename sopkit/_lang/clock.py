@@ -24,6 +24,7 @@ _HOUR = dt.timedelta(hours=1)
 _T = TypeVar("_T")
 _ASKED_BEFORE = 16  # naive times of a day read the usual way before its offset is looked up
 _OFFSETS_KEPT = 1 << 16  # local days, and hours, whose offset a Calendar remembers
+_FORMATTED_KEPT = 1 << 12  # timestamps whose `local` and `format` a Calendar remembers
 
 
 class TimeRangeError(ValueError):
@@ -44,6 +45,8 @@ class Calendar:
         self._hours: dict[int, int | None] = {}
         self._changing: set[int] = set()  # days whose offset changes
         self._asked: dict[int, int] = {}  # days not yet looked at: how often asked about
+        self._formatted: dict[int, str] = {}  # `format`'s answers, by timestamp
+        self._locals: dict[int, dt.datetime] = {}  # `local`'s
         # the last day `day_index` answered: [start, next start) -> ordinal; events come in
         # time order, so most calls fall in it
         self._span: tuple[int, int, int] = (0, 0, 0)
@@ -140,11 +143,26 @@ class Calendar:
             delta.days * 86400 + delta.seconds
 
     def local(self, ts: int) -> dt.datetime:
-        return dt.datetime.fromtimestamp(ts, self.tz)
+        """The local time of a timestamp. Remembered (a datetime is immutable): the actions
+        of one wake-up round share their instant (a day start, a delivery time)."""
+        found = self._locals.get(ts)
+        if found is None:
+            found = dt.datetime.fromtimestamp(ts, self.tz)
+            if len(self._locals) >= _FORMATTED_KEPT:
+                self._locals.clear()
+            self._locals[ts] = found
+        return found
 
     def format(self, ts: int) -> str:
-        """A timestamp as local ISO 8601 with its offset, e.g. 2024-05-01T09:00:00+08:00."""
-        return self.local(ts).isoformat()
+        """A timestamp as local ISO 8601 with its offset, e.g. 2024-05-01T09:00:00+08:00
+        (remembered, as `local`)."""
+        text = self._formatted.get(ts)
+        if text is None:
+            text = self.local(ts).isoformat()
+            if len(self._formatted) >= _FORMATTED_KEPT:
+                self._formatted.clear()
+            self._formatted[ts] = text
+        return text
 
     def day_index(self, ts: int) -> int:
         """The ordinal of the playbook day that contains `ts`: the last day start <= ts.

@@ -87,9 +87,12 @@ class Summary:
         return dict(self.__dict__)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), made once
+
+
 def dump_line(record: dict[str, Any]) -> str:
     """One JSON line in sopkit's fixed layout (UTF-8 as is, keys in insertion order)."""
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return _ENCODER.encode(record) + "\n"
 
 
 def simulate(
@@ -171,6 +174,7 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
     def emit(actions: list[Action]) -> None:
         step = steps[0]  # the same steps in every partition (Driver(split=True))
         steps[0] = step + 1
+        written: list[str] = []
         for action in actions:
             if start_ts is not None and action.ts < start_ts:
                 summary.warmup_actions += 1
@@ -197,9 +201,12 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
                 if masked:  # what a person reads: customer ids and keys' customer part too
                     record = mask_record(record)
                 line = dump_line(record)
-                out.write(line if partition is None else
-                          keyed_line(step, action, line, partition.phase(action),
-                                     next(lines)))
+                written.append(line if partition is None else
+                               keyed_line(step, action, line, partition.phase(action),
+                                          next(lines)))
+        if written:  # one write a step
+            assert out is not None
+            out.write("".join(written))
         if partition is not None:
             partition.phases.clear()
 

@@ -91,6 +91,9 @@ class Coordinator:
             heapq.heappush(heap, (self.clv_next, CLV_REFIT))
         firings = self.campaign_plan.heap
         load_due = self.core.load_due  # stored customers due (a source), into the heap
+        tick = self.core.tick
+        customers = self.customers
+        heappop = heapq.heappop
         while True:
             # refits and customers' wake-ups due by the next campaign firing run first (at
             # the same instant too)
@@ -99,7 +102,7 @@ class Coordinator:
                 load_due(bound)
                 if not heap or heap[0][0] > bound:
                     break
-                when, customer_id = heapq.heappop(heap)
+                when, customer_id = heappop(heap)
                 if customer_id == RFM_REFIT:
                     self.now_ts = when
                     out.extend(self.rfm_refit(when))
@@ -108,12 +111,12 @@ class Coordinator:
                     self.now_ts = when
                     out.extend(self.clv_refit(when))
                     continue
-                cs = self.customers.get(customer_id)
+                cs = customers.get(customer_id)
                 if cs is None or cs.wake_at != when:
                     continue  # superseded by a later schedule, or evicted
                 cs.wake_at = None
                 self.now_ts = when
-                out.extend(self.core.tick(cs, when, None))
+                out.extend(tick(cs, when, None))
             if not firings or firings[0][0] > ts:
                 break
             when, index = heapq.heappop(firings)

@@ -42,6 +42,8 @@ _NONE = -(1 << 63) + 1  # in CustomerState.wake_cache: None
 RFM_REFIT = "\0rfm"  # the queue entry of the population refit (sorts before every customer id)
 CLV_REFIT = "\0clv"  # the queue entry of the [clv] model refit
 REFITS = (RFM_REFIT, CLV_REFIT)
+# scores, non-sticky and sticky dynamic tags holding, stage (CustomerCore._derived)
+Derived = tuple[tuple[float, ...], frozenset[str], frozenset[str], str | None]
 
 
 class WakeQueue:
@@ -129,7 +131,7 @@ class CustomerCore:
             (slot_metric[w["slot"]], None if w["any"] else (w["thresholds"], w["boundaries"]))
             for w in ir["windows"].values()
         ]
-        first = 3 * len(self.day_wakeups)
+        first = self._window_first = 3 * len(self.day_wakeups)
         self._cache_size = first + len(self.windowed)
         self._window_cache: dict[str, list[int]] = {
             etype: [first + j for j, (k, _) in enumerate(self.windowed) if k in observed]
@@ -150,6 +152,16 @@ class CustomerCore:
         self._fire_order = [(r, self.rules[r]["predicate"], self.rules[r]["on"])
                             for r in ir["rule_order"]]
         self._stage_predicates = [(stage["name"], stage["predicate"]) for stage in ir["stages"]]
+        # what scores, dynamic tags and the stage come to for the predicates they read that
+        # hold (`_derived`), remembered: an evaluation that changes none of them is the most
+        # common, and is told by a lookup and set comparisons
+        self._derived_pids = frozenset(
+            [pid for factors in self._score_factors for pid, _ in factors] +
+            [pid for pid, _, _ in self._dynamic_tags] +
+            [pid for _, pid in self._stage_predicates if pid is not None])
+        self._nonsticky = frozenset(name for _, name, sticky in self._dynamic_tags if not sticky)
+        self._sticky = frozenset(name for _, name, sticky in self._dynamic_tags if sticky)
+        self._derived_memo: dict[frozenset[int], Derived] = {}
         self._clv: ClvIR | None = ir.get("clv")
         self.clv_models: Any = _clvfacts.load_models() if self._clv is not None else None
 
@@ -300,7 +312,7 @@ class CustomerCore:
             observers.emit(Observation("evaluation", now, cs, event, facts, true, out))
         if tags_before is not None:  # the net change of this evaluation
             tag_changes(observers, cs, tags_before, now)
-        self.schedule(cs, now, settled=True)
+        self.schedule(cs, now, settled=True, today=today)
         return out
 
     def _cancel(self, cs: CustomerState, now: int, true: frozenset[int], due: list[Pending],
@@ -314,18 +326,56 @@ class CustomerCore:
                 out.extend(self.actions.records(cs, now, item.rule, item.occurrence, item.facts,
                                          "delayed", "cancelled", reason))
 
+    def _derived(self, holding: frozenset[int]) -> Derived:
+        """The scores, the non-sticky and sticky dynamic tags whose conditions hold, and the
+        stage, when these of the predicates they read hold (remembered)."""
+        if len(self._derived_memo) >= 4096:  # bounded: few combinations occur
+            self._derived_memo.clear()
+        values = []
+        for factors in self._score_factors:
+            total: float = 0  # summed as sum() does: from the int 0, in factor order
+            for pid, points in factors:
+                if pid in holding:
+                    total += points
+            values.append(float(total))
+        tags = [(name, sticky) for pid, name, sticky in self._dynamic_tags if pid in holding]
+        stage = next((name for name, when in self._stage_predicates
+                      if when is None or when in holding), None)
+        found = self._derived_memo[holding] = (
+            tuple(values), frozenset(name for name, sticky in tags if not sticky),
+            frozenset(name for name, sticky in tags if sticky), stage)
+        return found
+
     def _settle_derived(self, cs: CustomerState, true: frozenset[int],
                         history: list[str]) -> bool:
         """Update scores, then dynamic tags, then the stage; True if anything changed."""
+        holding = true & self._derived_pids
+        derived = self._derived_memo.get(holding)
+        if derived is None:
+            derived = self._derived(holding)
+        values, nonsticky, sticky_holding, stage = derived
         changed = False
         scores = cs.scores
-        for i, factors in enumerate(self._score_factors):
-            value = float(sum([points for pid, points in factors if pid in true]))
+        for i, value in enumerate(values):
             if value != scores[i]:
                 scores[i] = value
                 changed = True
         if changed:
             return True
+        # no tag changes (nor a sticky condition's truth) when every non-sticky tag is set
+        # exactly where its condition holds and every sticky condition holds as it did
+        if cs.tags & self._nonsticky != nonsticky or \
+                cs.sticky_truth & self._sticky != sticky_holding:
+            changed = self._settle_tags(cs, true, history)
+        if stage != cs.computed_stage:
+            cs.computed_stage = stage
+            self.population.set_stage(cs, stage)
+            changed = True
+        return changed
+
+    def _settle_tags(self, cs: CustomerState, true: frozenset[int], history: list[str]) -> bool:
+        """Set and clear dynamic tags as their conditions hold; True if a tag changed."""
+        changed = False
         for pid, name, sticky in self._dynamic_tags:
             holds = pid in true
             if sticky:  # set when its condition becomes true; kept until an untag
@@ -346,15 +396,6 @@ class CustomerCore:
                 cs.tags = self.population.interned(cs.tags - {name})
                 history.append(f"untag {name}")
                 changed = True
-        stage = None
-        for name, when in self._stage_predicates:
-            if when is None or when in true:
-                stage = name
-                break
-        if stage != cs.computed_stage:
-            cs.computed_stage = stage
-            self.population.set_stage(cs, stage)
-            changed = True
         return changed
 
     def _fire_rules(self, cs: CustomerState, now: int, facts: list[Any], true: frozenset[int],
@@ -417,9 +458,11 @@ class CustomerCore:
             return f"cooldown until {self.calendar.format(last + rule['cooldown'])}"
         return ""
 
-    def schedule(self, cs: CustomerState, now: int, settled: bool = False) -> None:
+    def schedule(self, cs: CustomerState, now: int, settled: bool = False,
+                 today: int | None = None) -> None:
         """Compute the next instant anything about this customer could change (`settled`:
-        right after an evaluation, when a crossing a false guard holds false is not one)."""
+        right after an evaluation, when a crossing a false guard holds false is not one;
+        `today`: now's day, when the caller has it)."""
         best = _NEVER  # the earliest candidate after now
         for p in cs.pending:
             if now < p.due < best:
@@ -429,7 +472,7 @@ class CustomerCore:
         cache = cs.wake_cache
         if cache is None:
             cache = cs.wake_cache = array("q", [_UNKNOWN]) * self._cache_size
-        pos = 3 * len(self.day_wakeups)
+        pos = self._window_first
         for k, limits in self.windowed:
             if limits is None:
                 change = metrics[k].next_change(states[k])
@@ -438,13 +481,19 @@ class CustomerCore:
                 if cached == _UNKNOWN or (cached != _NONE and cached <= now):
                     change = metrics[k].next_crossing(states[k], now, *limits)
                     cache[pos] = _NONE if change is None else change
+                elif cached == _NONE:
+                    change = None
                 else:
-                    change = None if cached == _NONE else cached
+                    change = cached
             pos += 1
             if change is not None and now < change < best:
                 best = change
         calendar = self.calendar
-        today = calendar.day_index(now)
+        if today is None:
+            today = calendar.day_index(now)
+        # the earliest day after today a day wake-up names: day starts rise with the day,
+        # so its start is the earliest of theirs after now
+        first = _LAST_DAY
         guarded = self.day_guards.live(cs) if settled and self.day_guards is not None else None
         for j, (metric_index, boundaries, any_day, from_event, holiday) in \
                 enumerate(self.day_wakeups):
@@ -469,28 +518,30 @@ class CustomerCore:
                     live, boundaries, atoms = found_live
                     if not boundaries:  # no live condition can flip
                         continue
-                metric = metrics[metric_index]
                 state = states[metric_index]
                 key = _NONE if state is None or not from_event else state  # a day ordinal
-                cached = cache[3 * j + 1]
-                if cached == _UNKNOWN or cache[3 * j] != key or cache[3 * j + 2] != live or \
+                at = 3 * j
+                cached = cache[at + 1]
+                if cached == _UNKNOWN or cache[at] != key or cache[at + 2] != live or \
                         (cached != _NONE and cached <= today):
-                    found = _crossings.next_day_crossing(metric, state, cs.profile, today,
-                                                       boundaries, any_day, atoms)
-                    cache[3 * j] = key
-                    cache[3 * j + 1] = _NONE if found is None else found
-                    cache[3 * j + 2] = live
+                    found = _crossings.next_day_crossing(metrics[metric_index], state,
+                                                       cs.profile, today, boundaries, any_day,
+                                                       atoms)
+                    cache[at] = key
+                    cache[at + 1] = _NONE if found is None else found
+                    cache[at + 2] = live
+                    if found is None:
+                        continue
+                    day = found
                 elif cached == _NONE:
                     continue
                 else:
-                    found = cached
-                if found is None:
-                    continue
-                day = found
-            if day >= _LAST_DAY:  # a threshold past the calendar's end is never reached
-                continue
-            start = calendar.day_start(day)
-            if now < start < best:
+                    day = cached
+            if today < day < first:  # past the calendar's end: never reached
+                first = day
+        if first < _LAST_DAY:
+            start = calendar.day_start(first)
+            if start < best:
                 best = start
         if best != _NEVER:
             if cs.wake_at is None or best != cs.wake_at:

@@ -10,6 +10,7 @@ them flips (a days_to_anniversary's jump back up) is not a wake-up.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sopkit._runtime.metrics import DaysSince, DaysToAnniversary, DaysUntil, Metric
@@ -22,8 +23,10 @@ _ATOM_OPS: dict[str, Any] = {
 }
 
 
-def atoms_hold(atoms: Atoms, value: Any) -> tuple[bool, ...]:
-    """Each comparison's result for this value (one that reads a missing value is false)."""
+@functools.lru_cache(maxsize=1 << 10)
+def atoms_hold(atoms: Atoms, value: int | None) -> tuple[bool, ...]:
+    """Each comparison's result for this value (one that reads a missing value is false);
+    cached: a fact's comparisons are few and its values are day counts."""
     return tuple(value is not None and bool(_ATOM_OPS[op](value, c)) for op, c in atoms)
 
 

@@ -24,18 +24,19 @@ from sopkit._stats import rfm as _rfm
 _CLV_NAMES = CLV_FACTS  # p_alive, expected_purchases, p_no_purchase, expected_spend
 _RFM_NAMES = tuple(_rfm.FACTS)  # rfm_r, rfm_f, rfm_m, rfm_segment: the order of the scores
 Event = tuple[str, dict[str, Any]]  # an event's type and fields, as a rule sees it
+_PLAIN = (int, float, type(None))  # types engine_value returns as they are
 
 
 @dataclass(frozen=True, slots=True)
 class SlotPlan:
     """The slots a set of predicates reads, sorted by where their values come from:
-    (slot, name) built-ins, (slot, attribute, convert) profile, (slot, metric, convert)
-    metrics, (slot, score) scores, (slot, tag) tags, (slot, list attribute, item) contains,
-    (slot, index) RFM and CLV facts."""
+    (slot, name) built-ins, (slot, attribute, convert) profile, (slot, metric, convert, how)
+    metrics (`how`: see `metric_reading`), (slot, score) scores, (slot, tag) tags, (slot, list
+    attribute, item) contains, (slot, index) RFM and CLV facts."""
 
     builtin: list[tuple[int, str]]
     profile: list[tuple[int, str, bool]]
-    metric: list[tuple[int, int, bool]]
+    metric: list[tuple[int, int, bool, int]]
     score: list[tuple[int, int]]
     tag: list[tuple[int, str]]
     contains: list[tuple[int, str, Any]]
@@ -84,8 +85,8 @@ class FactReader:
                      for i in source("profile")],
             # counts and day metrics are ints already; sums, averages and `last` may need
             # converting
-            metric=[(i, metric_of[i], self.metrics[metric_of[i]].kind in ("sum", "avg", "last"))
-                    for i in source("metric")],
+            metric=[(i, metric_of[i], self.metrics[metric_of[i]].kind in ("sum", "avg", "last"),
+                     metric_reading(self.metrics[metric_of[i]])) for i in source("metric")],
             score=[(i, score_of[i]) for i in source("score")],
             tag=[(i, slots[i]["name"][4:]) for i in source("tag")],
             contains=[(i, slots[i]["list"][8:], slots[i]["value"]) for i in source("contains")],
@@ -126,9 +127,17 @@ class FactReader:
             facts[i] = engine_value(value) if conv and value is not None else value
         metrics = self.metrics
         states = cs.metrics
-        for i, k, conv in plan.metric:
-            value = metrics[k].value(states[k], now, today, profile)
-            facts[i] = engine_value(value) if conv else value
+        for i, k, conv, how in plan.metric:
+            state = states[k]
+            if how == _STATE:
+                value = state
+            elif how == _DAYS_SINCE:
+                value = None if state is None else today - state
+            else:
+                value = metrics[k].value(state, now, today, profile)
+            if conv and type(value) not in _PLAIN:  # engine_value, its usual cases inlined
+                value = float(value) if type(value) is Decimal else engine_value(value)
+            facts[i] = value
         for i, attr, item in plan.contains:
             items = profile.get(attr)
             facts[i] = None if items is None else item in items
@@ -165,7 +174,7 @@ class FactReader:
         """Update the facts a round can change: built-ins, scores and tags."""
         plan = plan or self.plan
         for i, name in plan.builtin:
-            facts[i] = self.builtin(cs, name, today)
+            facts[i] = cs.stage if name == "stage" else self.builtin(cs, name, today)
         for i, k in plan.score:
             facts[i] = cs.scores[k]
         tags = cs.tags
@@ -197,6 +206,21 @@ class FactReader:
             else:
                 out[slot.get("label", slot["name"])] = display(slot, facts[s])
         return out
+
+
+_CALL, _STATE, _DAYS_SINCE = 0, 1, 2  # how `fill` reads a metric's value
+
+
+def metric_reading(metric: _metrics.Metric) -> int:
+    """How `fill` reads a metric: its `value` method (_CALL), or, for the kinds whose value
+    needs no call, its state itself (a count without a window) or today minus its state (a
+    days_since / days_since_first: the day ordinal of the event), as `value` computes them."""
+    kind = type(metric)
+    if kind is _metrics.Count and not metric.window:
+        return _STATE
+    if kind is _metrics.DaysSince or kind is _metrics.DaysSinceFirst:
+        return _DAYS_SINCE
+    return _CALL
 
 
 def engine_value(value: Any) -> Any:
