@@ -226,8 +226,10 @@ class Quarantine:
         self.path = path
         self.masked = masked
         self.append = append  # a live run resumes: keep what earlier runs quarantined
-        if path is not None and path.exists() and not append:
-            path.unlink()  # a file left by an earlier run must not pass for this run's
+        if path is not None and not append and path.is_file():
+            # a file left by an earlier run must not pass for this run's; anything else (a
+            # pipe, /dev/null, a terminal) is written to as it is, never removed
+            path.unlink()
         self.count = 0
         self.reasons: dict[str, int] = {}
         self._file: IO[str] | None = None

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import sqlite3
+import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +333,22 @@ def test_times_outside_1900_to_2999_are_refused(text: str) -> None:
     for parse in (cal.parse, cal.parse_ts):
         with pytest.raises(ValueError, match="outside the supported time range"):
             parse(text)
+
+
+def test_a_quarantine_that_is_a_pipe_is_written_to_not_replaced(tmp_path: Path) -> None:
+    """`--quarantine` naming a pipe (as /dev/null) keeps it: the bad lines go through it."""
+    events = _file(tmp_path / "events.jsonl", [GOOD_FIRST, BAD_LINES["time out of range"],
+                                               GOOD_LAST])
+    pipe = tmp_path / "q.pipe"
+    os.mkfifo(pipe)
+    read: list[str] = []
+    reader = threading.Thread(target=lambda: read.extend(pipe.read_text().splitlines()),
+                              daemon=True)  # a pipe removed by mistake would hold it forever
+    reader.start()
+    code, text = _invoke("simulate", str(_playbook(tmp_path)), "--events", str(events),
+                         "--out", str(tmp_path / "actions.jsonl"), "--quarantine", str(pipe),
+                         "--output", "jsonl", "--no-progress")
+    reader.join(timeout=20)
+    assert code == 0, text
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert [json.loads(line)["line"] for line in read] == [2]
