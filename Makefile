@@ -8,6 +8,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 .PHONY: demo test test-deep lint typecheck check-playbooks schema openapi clean bench \
         bench-quick bench-core-speed bench-campaign bench-one-customer bench-partition \
         bench-live bench-live-memory bench-history-keep bench-serve bench-serve-loop \
+        bench-engine-eval \
         bench-read valgrind fuzz mutation
 
 $(STAMP): pyproject.toml
@@ -134,6 +135,12 @@ bench-history-keep: $(STAMP)
 ## decision; benchmarks/serve-results.json, .md; ARGS="--quick" for a shorter run
 bench-serve: $(DEVSTAMP)
 	$(PY) benchmarks/bench_serve.py --notes benchmarks/serve-profile.md $(ARGS)
+
+## bench-engine-eval: one evaluation, native against durable, on every 10th facts vector of the
+## CDNOW demo history (a few minutes): what the durable engine adds per evaluation and to a run;
+## benchmarks/engine-eval-results.json, .md
+bench-engine-eval: $(DEVSTAMP)
+	$(PY) benchmarks/bench_engine_eval.py $(ARGS)
 
 ## bench-serve-loop: `sopkit serve`'s live loop alone applying a pre-filled inbox of 100,000
 ## purchases, durable and native engines (a few minutes); benchmarks/serve-loop-results.json,
