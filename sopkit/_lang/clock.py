@@ -27,6 +27,14 @@ _OFFSETS_KEPT = 1 << 16  # local days, and hours, whose offset a Calendar rememb
 _FORMATTED_KEPT = 1 << 12  # timestamps whose `local` and `format` a Calendar remembers
 
 
+def _kept(table: dict[int, _T], ts: int, value: _T) -> _T:
+    """Remember `value` for `ts` in a bounded table (emptied when full); return it."""
+    if len(table) >= _FORMATTED_KEPT:
+        table.clear()
+    table[ts] = value
+    return value
+
+
 class TimeRangeError(ValueError):
     """A well-formed time outside the supported years (FIRST_YEAR to LAST_YEAR)."""
 
@@ -147,10 +155,7 @@ class Calendar:
         of one wake-up round share their instant (a day start, a delivery time)."""
         found = self._locals.get(ts)
         if found is None:
-            found = dt.datetime.fromtimestamp(ts, self.tz)
-            if len(self._locals) >= _FORMATTED_KEPT:
-                self._locals.clear()
-            self._locals[ts] = found
+            found = _kept(self._locals, ts, dt.datetime.fromtimestamp(ts, self.tz))
         return found
 
     def format(self, ts: int) -> str:
@@ -158,10 +163,7 @@ class Calendar:
         (remembered, as `local`)."""
         text = self._formatted.get(ts)
         if text is None:
-            text = self.local(ts).isoformat()
-            if len(self._formatted) >= _FORMATTED_KEPT:
-                self._formatted.clear()
-            self._formatted[ts] = text
+            text = _kept(self._formatted, ts, self.local(ts).isoformat())
         return text
 
     def day_index(self, ts: int) -> int:

@@ -31,7 +31,7 @@ _PLAIN = (int, float, type(None))  # types engine_value returns as they are
 class SlotPlan:
     """The slots a set of predicates reads, sorted by where their values come from:
     (slot, name) built-ins, (slot, attribute, convert) profile, (slot, metric, convert, how)
-    metrics (`how`: see `metric_reading`), (slot, score) scores, (slot, tag) tags, (slot, list
+    metrics (`how`: `Metric.reading`), (slot, score) scores, (slot, tag) tags, (slot, list
     attribute, item) contains, (slot, index) RFM and CLV facts."""
 
     builtin: list[tuple[int, str]]
@@ -86,7 +86,7 @@ class FactReader:
             # counts and day metrics are ints already; sums, averages and `last` may need
             # converting
             metric=[(i, metric_of[i], self.metrics[metric_of[i]].kind in ("sum", "avg", "last"),
-                     metric_reading(self.metrics[metric_of[i]])) for i in source("metric")],
+                     self.metrics[metric_of[i]].reading()) for i in source("metric")],
             score=[(i, score_of[i]) for i in source("score")],
             tag=[(i, slots[i]["name"][4:]) for i in source("tag")],
             contains=[(i, slots[i]["list"][8:], slots[i]["value"]) for i in source("contains")],
@@ -129,9 +129,9 @@ class FactReader:
         states = cs.metrics
         for i, k, conv, how in plan.metric:
             state = states[k]
-            if how == _STATE:
+            if how == _metrics.READ_STATE:
                 value = state
-            elif how == _DAYS_SINCE:
+            elif how == _metrics.READ_DAYS_SINCE:
                 value = None if state is None else today - state
             else:
                 value = metrics[k].value(state, now, today, profile)
@@ -174,7 +174,7 @@ class FactReader:
         """Update the facts a round can change: built-ins, scores and tags."""
         plan = plan or self.plan
         for i, name in plan.builtin:
-            facts[i] = cs.stage if name == "stage" else self.builtin(cs, name, today)
+            facts[i] = self.builtin(cs, name, today)
         for i, k in plan.score:
             facts[i] = cs.scores[k]
         tags = cs.tags
@@ -206,21 +206,6 @@ class FactReader:
             else:
                 out[slot.get("label", slot["name"])] = display(slot, facts[s])
         return out
-
-
-_CALL, _STATE, _DAYS_SINCE = 0, 1, 2  # how `fill` reads a metric's value
-
-
-def metric_reading(metric: _metrics.Metric) -> int:
-    """How `fill` reads a metric: its `value` method (_CALL), or, for the kinds whose value
-    needs no call, its state itself (a count without a window) or today minus its state (a
-    days_since / days_since_first: the day ordinal of the event), as `value` computes them."""
-    kind = type(metric)
-    if kind is _metrics.Count and not metric.window:
-        return _STATE
-    if kind is _metrics.DaysSince or kind is _metrics.DaysSinceFirst:
-        return _DAYS_SINCE
-    return _CALL
 
 
 def engine_value(value: Any) -> Any:

@@ -46,6 +46,7 @@ from sopkit._runtime.windows import frame as exact_frame
 
 Number = int | float | Decimal
 
+READ_CALL, READ_STATE, READ_DAYS_SINCE = 0, 1, 2  # `Metric.reading`'s answers
 _LONG = 64  # a crossing search on a longer window searches from both ends
 
 
@@ -73,6 +74,12 @@ class Metric:
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
         raise NotImplementedError
+
+    def reading(self) -> int:
+        """How a facts vector reads `value` without a call: READ_CALL (call it), READ_STATE
+        (the value is the state) or READ_DAYS_SINCE (today minus the state). A subclass
+        that changes `value` says so here too."""
+        return READ_CALL
 
     def dump_state(self, state: Any) -> Any:
         """The state as data for `sopkit._runtime.codec.encode` (the shapes: the module's table)."""
@@ -164,6 +171,9 @@ class Count(Metric):
                 head = state.head
             return len(stamps) - head
         return state
+
+    def reading(self) -> int:
+        return READ_CALL if self.window else READ_STATE
 
     def dump_state(self, state: Any) -> Any:
         if not self.window:
@@ -377,6 +387,9 @@ class DaysSince(Metric):
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
         return None if state is None else today - state
+
+    def reading(self) -> int:
+        return READ_DAYS_SINCE
 
     def anchor(self, state: Any, profile: dict[str, Any]) -> int | None:
         return state  # type: ignore[no-any-return]  # the day ordinal of the event

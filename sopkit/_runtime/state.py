@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sopkit._runtime import codec as _codec
-from sopkit._runtime import metrics as _metrics
 from sopkit._runtime.codec import StateError
 from sopkit._runtime.policy import PolicyState
 from sopkit._runtime.records import NO_TIME, CustomerState, Pending
@@ -129,7 +128,7 @@ def load_customer(rt: Runtime, customer_id: str, blob: bytes,
         for name, value in (data.get("metrics") or {}).items():
             k = metric_index.get(name)
             if k is not None and name not in renames.fresh_metrics:
-                cs.metrics[k] = _metric_load(rt.metrics[k], value)
+                cs.metrics[k] = rt.metrics[k].load_state(value)
         score_index = {s["name"]: i for i, s in enumerate(rt.ir["scores"])}
         for name, value in (data.get("scores") or {}).items():
             if name in score_index:
@@ -178,13 +177,6 @@ def _read(blob: bytes, what: str) -> dict[str, Any]:
         raise StateError(f"{what}: stored state format {version!r} is not {FORMAT}; this "
                          "store was written by another sopkit")
     return data
-
-
-# ---- metric states ------------------------------------------------------------------------
-
-
-def _metric_load(metric: _metrics.Metric, data: Any) -> Any:
-    return metric.load_state(data)
 
 
 # ---- the runtime-wide state -----------------------------------------------------------------

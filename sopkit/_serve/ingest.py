@@ -82,13 +82,12 @@ class Mapper:
         items = body if isinstance(body, list) else [body]
         _count(items)
         errors: list[dict[str, str]] = []
-        listed = isinstance(body, list)
         for i, item in enumerate(items):
+            at = _pointer(i) if isinstance(body, list) else ""
             if not isinstance(item, dict):
-                errors.append({"pointer": _pointer(i) if listed else "/",
-                               "detail": "expected a JSON object"})
+                errors.append({"pointer": at or "/", "detail": "expected a JSON object"})
                 continue
-            self._check(item, errors, _item_field(i) if listed else _pointer)
+            self._check(item, errors, _under(at))
         _raise(errors)
         return [Entry("events", item) for item in items]
 
@@ -263,11 +262,6 @@ def lone_surrogate(body: Any, at: str = "") -> str | None:
             if found:
                 return found
     return None
-
-
-def _item_field(index: int) -> Callable[[str], str]:
-    """The pointer of a key of the array's item `index`, built only when an error asks."""
-    return lambda name: _pointer(index, name)
 
 
 def _under(at: str) -> Callable[[str], str]:
