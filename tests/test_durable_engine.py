@@ -160,3 +160,20 @@ def test_engine_errors_raise_instead_of_vanishing(monkeypatch: pytest.MonkeyPatc
     engine = backend.DurableEngine({"predicates": predicates})
     with pytest.raises(Exception, match="error code"):
         engine.evaluate([0] * 300)
+
+
+def test_remembered_answers_stay_right_past_the_memo_bound() -> None:
+    """Repeated facts, before and after the bounded memo is cleared, fire what they should."""
+    from sopkit.engines.durable import MEMO
+
+    cond = ["and", [["cmp", ">", ["slot", 0], ["const", 5]],
+                    ["cmp", "==", ["slot", 1], ["const", "vip"]]]]
+    engine = DurableEngine({"predicates": [{"id": 0, "cond": cond, "reads": [0, 1]},
+                                           {"id": 1, "cond": ["cmp", "<", ["slot", 0],
+                                                              ["const", 3]], "reads": [0]}]})
+    seen = [[n % 9, "vip" if n % 2 else None] for n in range(40)]
+    wide = [[float(n), "x"] for n in range(MEMO + 50)]  # distinct facts: the memo fills
+    for facts in seen + wide + seen + wide[:20] + seen:
+        want = {p for p, c in ((0, cond), (1, ["cmp", "<", ["slot", 0], ["const", 3]]))
+                if _ir.holds(c, facts)}
+        assert engine.evaluate(facts) == frozenset(want), facts
