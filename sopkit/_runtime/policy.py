@@ -249,6 +249,7 @@ class Pipeline:
             name: spec["holdout"] for name, spec in (ir.get("experiments") or {}).items()}
         self.quiet: dict[str, Any] | None = policy.get("quiet_hours")
         self.quiet_text = self.quiet["text"] if self.quiet else ""
+        self._quiet_last: tuple[int | None, int | None] = (None, None)  # (ts, quiet_end(ts))
         self.caps: list[dict[str, Any]] = list(policy.get("caps") or [])
         self.longest_cap = max((cap["per"] for cap in self.caps), default=0)
         self.capacity: int | None = policy.get("task_capacity")
@@ -305,7 +306,15 @@ class Pipeline:
                 days[day] = days.get(day, 0) + 1
 
     def quiet_end(self, ts: int) -> int | None:
-        """The end of the quiet hours `ts` falls in, or None when it is outside them."""
+        """The end of the quiet hours `ts` falls in, or None when it is outside them (the
+        last answer remembered: a firing's actions, a campaign's members share their time)."""
+        if ts == self._quiet_last[0]:
+            return self._quiet_last[1]
+        end = self._quiet_end(ts)
+        self._quiet_last = (ts, end)
+        return end
+
+    def _quiet_end(self, ts: int) -> int | None:
         quiet = self.quiet
         if quiet is None:
             return None
