@@ -85,9 +85,10 @@ def mask_text(text: str) -> str:
     return _PHONE.sub(_hide_phone, text)
 
 
-# For `writes_unmasked`: an ASCII digit becomes "0", a space or a dash goes, anything else
+# For `writes_unmasked`: an ASCII digit becomes "0", a space and a dash stay, anything else
 # (every byte of a character outside ASCII too) becomes "x".
-_DIGITS_JOINED = bytes(ord("0") if 48 <= b <= 57 else ord("x") for b in range(256))
+_DIGITS = bytes(ord("0") if 48 <= b <= 57 else b if b in b" -" else ord("x")
+                for b in range(256))
 
 
 def writes_unmasked(text: str) -> bool:
@@ -99,8 +100,8 @@ def writes_unmasked(text: str) -> bool:
     maybe a space or a dash, and 4 digits (`_PHONE_HINT`), and `mask` changes no integer under
     10 digits. The encoder writes an "@", a digit, a space or a dash of a string as it is (it
     escapes only quotes, backslashes and control characters), so every such run or "@" is in
-    `text`, where, with spaces and dashes taken out, it is 7 digits in a row; an integer of 10
-    digits or more is too.
+    `text`, where, with digits read as "0", it is "0000000", "000 0000" or "000-0000"; an
+    integer of 10 digits or more holds the first.
 
     >>> writes_unmasked('{"coupon": "BDAY20", "days": 3}')
     True
@@ -109,8 +110,8 @@ def writes_unmasked(text: str) -> bool:
     """
     if "@" in text:
         return False
-    joined = text.encode("utf-8", "surrogatepass").translate(_DIGITS_JOINED, b" -")
-    return b"0000000" not in joined
+    shape = text.encode("utf-8", "surrogatepass").translate(_DIGITS)
+    return b"0000000" not in shape and b"000 0000" not in shape and b"000-0000" not in shape
 
 
 def mask(value: Any) -> Any:
