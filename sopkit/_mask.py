@@ -85,6 +85,35 @@ def mask_text(text: str) -> str:
     return _PHONE.sub(_hide_phone, text)
 
 
+# For `writes_unmasked`: an ASCII digit becomes "0", a space and a dash stay, anything else
+# (every byte of a character outside ASCII too) becomes "x".
+_DIGITS = bytes(ord("0") if 48 <= b <= 57 else b if b in b" -" else ord("x")
+                for b in range(256))
+
+
+def writes_unmasked(text: str) -> bool:
+    """Whether `mask` leaves every string, dict key and integer of a JSON-like value as it is,
+    judged from `text`, that value written by the standard library's JSON encoder (any
+    layout, `ensure_ascii=False`). False when unsure: then mask the value.
+
+    Exact where it says True: `mask_text` changes nothing without an "@" or a run of 3 digits,
+    maybe a space or a dash, and 4 digits (`_PHONE_HINT`), and `mask` changes no integer under
+    10 digits. The encoder writes an "@", a digit, a space or a dash of a string as it is (it
+    escapes only quotes, backslashes and control characters), so every such run or "@" is in
+    `text`, where, with digits read as "0", it is "0000000", "000 0000" or "000-0000"; an
+    integer of 10 digits or more holds the first.
+
+    >>> writes_unmasked('{"coupon": "BDAY20", "days": 3}')
+    True
+    >>> writes_unmasked('{"phone": "138 1234 5678"}'), writes_unmasked('{"to": "li@x.cn"}')
+    (False, False)
+    """
+    if "@" in text:
+        return False
+    shape = text.encode("utf-8", "surrogatepass").translate(_DIGITS)
+    return b"0000000" not in shape and b"000 0000" not in shape and b"000-0000" not in shape
+
+
 def mask(value: Any) -> Any:
     """`mask_text` applied to every string inside a JSON-like value, dict keys included.
 

@@ -7,7 +7,6 @@ file order, wake-ups by (time, customer id), and JSON is written with a fixed la
 from __future__ import annotations
 
 import itertools
-import json
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -21,11 +20,11 @@ from sopkit._io import InputError, Quarantine
 from sopkit._ir.compile import compile_playbook
 from sopkit._ir.types import PlaybookIR
 from sopkit._lang.clock import Calendar, TimeRangeError
-from sopkit._mask import mask_record
 from sopkit._offline.barrier import Barrier, Gather, first_error, run_processes
 from sopkit._offline.components import placement, staff_groups
 from sopkit._offline.drive import Driver, Fed
 from sopkit._offline.feed import Feeder, Feeding, fed
+from sopkit._offline.lines import action_line
 from sopkit._offline.partition import (
     PartitionRuntime,
     in_first_order,
@@ -85,14 +84,6 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), made once
-
-
-def dump_line(record: dict[str, Any]) -> str:
-    """One JSON line in sopkit's fixed layout (UTF-8 as is, keys in insertion order)."""
-    return _ENCODER.encode(record) + "\n"
 
 
 def simulate(
@@ -197,10 +188,8 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
             if action.status in decisions:
                 decisions[action.status][reason_kind(action.details.get("reason", ""))] += 1
             if out is not None:
-                record = action.to_json()
-                if masked:  # what a person reads: customer ids and keys' customer part too
-                    record = mask_record(record)
-                line = dump_line(record)
+                # masked: what a person reads, customer ids and keys' customer part too
+                line = action_line(action, masked)
                 written.append(line if partition is None else
                                keyed_line(step, action, line, partition.phase(action),
                                           next(lines)))

@@ -32,6 +32,7 @@ time passes, so memory stays bounded.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ TASKS = frozenset({"task"})
 ALL = "all"  # an opt-out of every channel
 
 
+@functools.lru_cache(maxsize=1 << 12)  # a firing asks twice: its arm, then the holdout stage
 def bucket(experiment: str, customer_id: str) -> float:
     """A customer's stable place in [0, 1) for an experiment.
 
@@ -195,8 +197,10 @@ def caps(pipeline: Pipeline, item: Item) -> Item | Stop:
         if only is not None and only != channel:
             continue
         since = when - cap["per"]
-        count = sum(1 for ts, ch in sent
-                    if since < ts <= when and (only is None or ch == only))
+        count = 0
+        for ts, ch in sent:
+            if since < ts <= when and (only is None or ch == only):
+                count += 1
         if count >= cap["max"]:
             scope = "all channels" if only is None else only
             return Stop("suppressed",
@@ -226,6 +230,12 @@ def task_capacity(pipeline: Pipeline, item: Item) -> Item | Stop:
     return item
 
 
+# the kinds of action a stage may change; it passes any other on as it is
+_DECIDES: dict[Stage, frozenset[str]] = {
+    consent: MESSAGES, quiet_hours: MESSAGES, quiet_days: MESSAGES, caps: MESSAGES,
+    task_capacity: TASKS}
+
+
 class Pipeline:
     """The playbook's policy stages, built once from the IR; `apply` decides one action."""
 
@@ -239,6 +249,7 @@ class Pipeline:
             name: spec["holdout"] for name, spec in (ir.get("experiments") or {}).items()}
         self.quiet: dict[str, Any] | None = policy.get("quiet_hours")
         self.quiet_text = self.quiet["text"] if self.quiet else ""
+        self._quiet_last: tuple[int | None, int | None] = (None, None)  # (ts, quiet_end(ts))
         self.caps: list[dict[str, Any]] = list(policy.get("caps") or [])
         self.longest_cap = max((cap["per"] for cap in self.caps), default=0)
         self.capacity: int | None = policy.get("task_capacity")
@@ -255,12 +266,16 @@ class Pipeline:
             (task_capacity, self.capacity is not None),
         ]
         self.stages: list[Stage] = [stage for stage, on in chosen if on]
+        # each kind's stages: the others pass it on untouched (their first test)
+        self._stages_of = {kind: [stage for stage in self.stages
+                                  if kind in _DECIDES.get(stage, MESSAGES | TASKS)]
+                           for kind in MESSAGES | TASKS}
 
     def apply(self, action: Action, customer: CustomerState, rule: Mapping[str, Any],
               spec: dict[str, Any], state: PolicyState) -> None:
         """Decide a planned `send`, `webhook` or `task`: set its status, reason, delivery."""
         item = Item(action, customer, rule, spec, action.ts, state)
-        for stage in self.stages:
+        for stage in self._stages_of.get(action.action, self.stages):
             verdict = stage(self, item)
             if isinstance(verdict, Stop):
                 action.status = verdict.status
@@ -291,7 +306,15 @@ class Pipeline:
                 days[day] = days.get(day, 0) + 1
 
     def quiet_end(self, ts: int) -> int | None:
-        """The end of the quiet hours `ts` falls in, or None when it is outside them."""
+        """The end of the quiet hours `ts` falls in, or None when it is outside them (the
+        last answer remembered: a firing's actions, a campaign's members share their time)."""
+        if ts == self._quiet_last[0]:
+            return self._quiet_last[1]
+        end = self._quiet_end(ts)
+        self._quiet_last = (ts, end)
+        return end
+
+    def _quiet_end(self, ts: int) -> int | None:
         quiet = self.quiet
         if quiet is None:
             return None
