@@ -35,18 +35,13 @@ def _write(value: dict[str, Any]) -> str:
     return "".join(_chunks(value, 0))
 
 
-def dump_line(record: dict[str, Any]) -> str:
-    """One JSON line in sopkit's fixed layout (UTF-8 as is, keys in insertion order)."""
-    return _write(record) + "\n"
-
-
 # Action.to_json's own fields: a detail with one of these names takes its place in the record
 _OWN = frozenset({"time", "customer_id", "rule", "action", "status", "trigger", "key", "facts"})
 
 
 def action_line(action: Action, masked: bool) -> str:
-    """`dump_line(mask_record(action.to_json()))`, or without `mask_record` when not
-    `masked`: the same text, in one pass where it can."""
+    """The line of `mask_record(action.to_json())` (of `action.to_json()` when not
+    `masked`) in sopkit's fixed layout: the same text, in one pass where it can."""
     details = action.details
     if _OWN.isdisjoint(details):
         customer = action.customer_id
@@ -66,4 +61,4 @@ def action_line(action: Action, masked: bool) -> str:
             if not masked or (mask_text(customer) == customer and writes_unmasked(body)):
                 return f"{head}, {body[1:]}\n"
     record = action.to_json()
-    return dump_line(mask_record(record) if masked else record)
+    return _write(mask_record(record) if masked else record) + "\n"
