@@ -162,18 +162,59 @@ def test_engine_errors_raise_instead_of_vanishing(monkeypatch: pytest.MonkeyPatc
         engine.evaluate([0] * 300)
 
 
-def test_remembered_answers_stay_right_past_the_memo_bound() -> None:
-    """Repeated facts, before and after the bounded memo is cleared, fire what they should."""
-    from sopkit.engines.durable import MEMO
+def test_remembered_answers_stay_right_past_the_memo_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Facts are answered by the outcomes of their comparisons: durable-rules is asked once
+    per combination, and answers stay right before and after the bounded memo is cleared."""
+    from sopkit.engines import durable as backend
 
-    cond = ["and", [["cmp", ">", ["slot", 0], ["const", 5]],
-                    ["cmp", "==", ["slot", 1], ["const", "vip"]]]]
-    engine = DurableEngine({"predicates": [{"id": 0, "cond": cond, "reads": [0, 1]},
-                                           {"id": 1, "cond": ["cmp", "<", ["slot", 0],
-                                                              ["const", 3]], "reads": [0]}]})
-    seen = [[n % 9, "vip" if n % 2 else None] for n in range(40)]
-    wide = [[float(n), "x"] for n in range(MEMO + 50)]  # distinct facts: the memo fills
-    for facts in seen + wide + seen + wide[:20] + seen:
-        want = {p for p, c in ((0, cond), (1, ["cmp", "<", ["slot", 0], ["const", 3]]))
-                if _ir.holds(c, facts)}
-        assert engine.evaluate(facts) == frozenset(want), facts
+    asked: list[str] = []
+    ask = backend.DurableEngine.ask
+    monkeypatch.setattr(backend.DurableEngine, "ask",
+                        staticmethod(lambda handle, payload: asked.append(payload)
+                                     or ask(handle, payload)))
+    width = 13  # 2**13 combinations: more than the memo holds
+    conds = [["cmp", ">", ["slot", i], ["const", 5]] for i in range(width)]
+    conds.append(["and", [["cmp", "==", ["slot", width], ["const", "vip"]],
+                          ["not", ["cmp", "<", ["slot", 0], ["slot", 1]]]]])
+    engine = DurableEngine({"predicates": [{"id": i, "cond": c, "reads": list(range(width + 1))}
+                                           for i, c in enumerate(conds)]})
+
+    def facts(n: int, low: float, vip: str | None) -> list[object]:
+        """Slot i above 5 where bit i of n is set; `low` below it otherwise."""
+        return [8 + i if n >> i & 1 else low for i in range(width)] + [vip]
+
+    same = [facts(n, low, vip) for n in (0, 1, 2, 3) for low in (1, 2.5, None)
+            for vip in ("vip", None)]
+    leaves = [*conds[:width], ["cmp", "==", ["slot", width], ["const", "vip"]],
+              ["cmp", "<", ["slot", 0], ["slot", 1]]]
+    combinations = {tuple(_ir.holds(leaf, v) for leaf in leaves) for v in same}
+    wide = [facts(n, 0, None) for n in range(backend.MEMO + 50)]  # the memo fills
+    for round_, vectors in enumerate((same, wide, same, wide[:20], same)):
+        for vector in vectors:
+            want = {i for i, c in enumerate(conds) if _ir.holds(c, vector)}
+            assert engine.evaluate(vector) == frozenset(want), vector
+        if round_ == 0:  # 48 facts, asked once per combination of outcomes
+            assert len(asked) == len(combinations) == 10
+
+
+def test_a_dropped_engine_gives_its_rulesets_back_to_durable() -> None:
+    """Rulesets of an engine no longer referenced are deleted in durable-rules (a process
+    that reloads playbooks does not keep every old rete network nor run out of handles)."""
+    import gc
+
+    import durable_rules_engine as dre
+
+    cond = ["cmp", ">", ["slot", 0], ["const", 5]]
+    engine = DurableEngine({"predicates": [{"id": 0, "cond": cond, "reads": [0]}]})
+    handles = list(engine._handles)
+    assert engine.evaluate([6]) == frozenset({0})
+    with pytest.raises(Exception, match="309"):  # a live ruleset without a session
+        dre.delete_state(handles[0], "0")
+    del engine
+    gc.collect()
+    for handle in handles:
+        with pytest.raises(Exception, match="111"):  # durable's ERR_INVALID_HANDLE
+            dre.delete_state(handle, "0")
+    kept = DurableEngine({"predicates": [{"id": 0, "cond": cond, "reads": [0]}]})
+    assert kept.evaluate([6]) == frozenset({0}) and kept.evaluate([5]) == frozenset()
