@@ -247,7 +247,7 @@ class DurableEngine:
         weakref.finalize(self, _release, self._handles).atexit = False
         # per ruleset: the truth of each of its comparisons -> the predicates durable fired
         self._outcomes: list[Callable[[Sequence[object]], tuple[bool, ...]]] = []
-        self._memos: list[dict[tuple[bool, ...], tuple[int, ...]]] = []
+        self._memos: list[dict[tuple[bool, ...], frozenset[int]]] = []
         self.definitions: dict[str, dict[str, Any]] = {}
         slot_types = {i: s["type"] for i, s in enumerate(ir.get("slots", []))}
         for members in _pack(ir["predicates"], slot_types) or [[]]:
@@ -265,6 +265,9 @@ class DurableEngine:
             self._groups.append(_Group(name, sorted(lowering.value_slots),
                                        sorted(lowering.null_flags), lowering.hoisted,
                                        lowering.tests))
+        # each ruleset's (group, handle, memo, outcomes), as `evaluate` reads them
+        self._parts = list(zip(self._groups, self._handles, self._memos, self._outcomes,
+                               strict=True))
 
     @staticmethod
     def payload(group: _Group, facts: Sequence[object]) -> str:
@@ -291,18 +294,25 @@ class DurableEngine:
         return "".join(out)
 
     def evaluate(self, facts: Sequence[object]) -> frozenset[int]:
-        fired: list[int] = []
-        for group, handle, memo, outcomes in zip(self._groups, self._handles, self._memos,
-                                                 self._outcomes, strict=True):
-            key = outcomes(facts)
-            answer = memo.get(key)
-            if answer is None:
-                answer = self.ask(handle, self.payload(group, facts))
-                if len(memo) >= MEMO:
-                    memo.clear()
-                memo[key] = answer
-            fired += answer
-        return frozenset(fired)
+        if len(self._parts) == 1:  # one ruleset (most playbooks): its answer is the whole
+            return self._answer(*self._parts[0], facts)
+        fired: frozenset[int] = frozenset()
+        for part in self._parts:
+            fired |= self._answer(*part, facts)
+        return fired
+
+    def _answer(self, group: _Group, handle: int, memo: dict[tuple[bool, ...], frozenset[int]],
+                outcomes: Callable[[Sequence[object]], tuple[bool, ...]],
+                facts: Sequence[object]) -> frozenset[int]:
+        """One ruleset's fired predicates: remembered by its comparisons' outcomes, or asked."""
+        key = outcomes(facts)
+        answer = memo.get(key)
+        if answer is None:
+            answer = frozenset(self.ask(handle, self.payload(group, facts)))
+            if len(memo) >= MEMO:
+                memo.clear()
+            memo[key] = answer
+        return answer
 
     @staticmethod
     def ask(handle: int, payload: str) -> tuple[int, ...]:
