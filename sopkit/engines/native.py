@@ -137,14 +137,14 @@ def compile_predicates(predicates: Sequence[dict[str, Any]]
     return evaluate
 
 
-def comparisons(cond: Sequence[Any], into: dict[str, Sequence[Any]]) -> None:
+def _comparisons(cond: Sequence[Any], into: dict[str, Sequence[Any]]) -> None:
     """Every comparison in `cond` (its leaves: `cmp` nodes), once each, by their JSON."""
     kind = cond[0]
     if kind == "not":
-        comparisons(cond[1], into)
+        _comparisons(cond[1], into)
     elif kind in ("and", "or"):
         for part in cond[1]:
-            comparisons(part, into)
+            _comparisons(part, into)
     elif kind == "cmp":
         into.setdefault(json.dumps(cond), cond)
 
@@ -156,7 +156,7 @@ def compile_outcomes(conds: Sequence[Sequence[Any]]
     `and`, `or` and `not` over them is a function of that tuple."""
     leaves: dict[str, Sequence[Any]] = {}
     for cond in conds:
-        comparisons(cond, leaves)
+        _comparisons(cond, leaves)
     builder = _Builder()
     tests: list[ast.expr] = [builder.test(leaf) for leaf in leaves.values()]
     outcome = ast.Tuple(elts=tests, ctx=ast.Load())
