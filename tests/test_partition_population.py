@@ -177,7 +177,12 @@ def test_population_features_give_the_single_run_with_any_number_of_workers(
         playbook = _write(folder, toml, profiles, events)
         single = run_case(playbook, folder, 1, end)
         for workers in (2, 3, 5):
-            assert run_case(playbook, folder, workers, end) == single, workers
+            got = run_case(playbook, folder, workers, end)
+            if got != single:  # printed now: a time-out while shrinking still shows the case
+                print(f"PARTITION MISMATCH with {workers} workers, features {sorted(features)}, "
+                      f"end {end}\n--- playbook.toml\n{toml}\n--- profiles.jsonl\n"
+                      + "\n".join(profiles) + "\n--- events.jsonl\n" + "\n".join(events))
+            assert got == single, workers
 
 
 def _retail_slice(tmp: Path) -> tuple[Path, Path, Path]:
