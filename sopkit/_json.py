@@ -100,35 +100,41 @@ def writes_alike(value: Any, leaves: frozenset[type] = PLAIN, *, tuples: bool = 
     """Whether orjson writes `value` as the standard library's compact encoder would:
     dicts with str keys (none starting with "$" unless `dollar_keys`), lists (and tuples,
     with `tuples`), values whose exact type is in `leaves`, and floats that are finite and
-    not tiny. Walked without recursion, depth first, giving up deeper than orjson goes (a
-    value that holds itself is left to the standard library, which names the cycle)."""
-    stack: list[tuple[Any, int]] = [([value], 0)]  # the value as a one-item list: one loop
-    pop, push = stack.pop, stack.append
-    while stack:
-        item, level = pop()  # a dict, a list or a tuple
-        if type(item) is dict:
-            try:
-                joined = "".join(item)
-            except TypeError:  # a key that is not a str
+    not tiny. Walked depth first, giving up deeper than orjson goes (a value that holds
+    itself is left to the standard library, which names the cycle)."""
+    try:
+        return _alike([value], leaves, tuples, dollar_keys, 0)
+    except RecursionError:  # called near the interpreter's limit: the standard library
+        return False
+
+
+def _alike(item: Any, leaves: frozenset[type], tuples: bool, dollar_keys: bool,
+           level: int) -> bool:
+    """`writes_alike` of a dict, list or tuple `level` levels down (recursive: cheaper per
+    container than a stack of pending ones)."""
+    if type(item) is dict:
+        try:
+            joined = "".join(item)
+        except TypeError:  # a key that is not a str
+            return False
+        if not dollar_keys and "$" in joined and any(key[:1] == "$" for key in item):
+            return False
+        items = item.values()
+    else:
+        items = item
+    for inner in items:
+        kind = type(inner)
+        if kind in leaves:
+            continue
+        if kind is dict or kind is list or (kind is tuple and tuples):
+            if level >= _WRITE_DEPTH or not _alike(inner, leaves, tuples, dollar_keys,
+                                                   level + 1):
                 return False
-            if not dollar_keys and "$" in joined and any(key[:1] == "$" for key in item):
+        elif kind is float:
+            if not (_TINY <= abs(inner) < _INF or inner == 0.0):
                 return False
-            items = item.values()
         else:
-            items = item
-        for inner in items:
-            kind = type(inner)
-            if kind in leaves:
-                continue
-            if kind is dict or kind is list or (kind is tuple and tuples):
-                if level >= _WRITE_DEPTH:
-                    return False
-                push((inner, level + 1))
-            elif kind is float:
-                if not (_TINY <= abs(inner) < _INF or inner == 0.0):
-                    return False
-            else:
-                return False
+            return False
     return True
 
 

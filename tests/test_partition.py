@@ -190,3 +190,22 @@ def test_the_merge_orders_lines_as_their_keys_whatever_the_customer_id(
         with merged.open("w", encoding="utf-8") as out:
             merge_actions(paths, out)
         assert merged.read_text(encoding="utf-8") == "".join(f"{n}\n" for n, _ in ordered)
+
+
+def test_a_refit_action_lends_its_phase_to_no_later_action() -> None:
+    """An action marked as a refit's, then dropped, leaves later actions in the wake-up phase
+    (its address, reused by CPython, must not carry its phase: that reorders the merge)."""
+    from sopkit._offline.partition import PHASE_RFM, PHASE_WAKE, PartitionRuntime, _marked
+    from sopkit._playbook.load import load
+    from sopkit._runtime.records import Action
+
+    runtime = PartitionRuntime(load(ROOT / "playbooks/membership.toml"), engine="native",
+                               index=0, count=2)
+    for n in range(100):
+        _marked([Action(time="t", customer_id=f"c{n}", rule="r", action="send")], PHASE_RFM,
+                runtime.phases)
+        later = Action(time="t", customer_id=f"d{n}", rule="w", action="send")
+        assert runtime.phase(later) == PHASE_WAKE
+    kept = _marked([Action(time="t", customer_id="e", rule="r", action="send")], PHASE_RFM,
+                   runtime.phases)
+    assert runtime.phase(kept[0]) == PHASE_RFM

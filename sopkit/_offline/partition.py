@@ -105,12 +105,15 @@ def population(ir: PlaybookIR) -> str | None:
 # (CLV, then RFM: their queue entries sort first), customers' own wake-ups, then each
 # campaign firing by file order
 PHASE_CLV, PHASE_RFM, PHASE_WAKE, PHASE_FIRING = 0, 1, 2, 3
+# the actions of a step that are not wake-ups: id(action) -> (phase, the action itself, held
+# so that its id cannot pass to another action before the step is emitted and this cleared)
+Phases = dict[int, tuple[int, Action]]
 
 
 class PartitionCampaigns(CampaignPlan):
     """The campaign firings of a partition: its own customers of each audience."""
 
-    def __init__(self, core: CustomerCore, phases: dict[int, int]) -> None:
+    def __init__(self, core: CustomerCore, phases: Phases) -> None:
         super().__init__(core)
         self.phases = phases
 
@@ -121,8 +124,7 @@ class PartitionCampaigns(CampaignPlan):
 class PartitionCoordinator(Coordinator):
     """The coordinator of a partition: the population steps go through the barrier."""
 
-    def __init__(self, runtime: Runtime, barrier: Barrier | None,
-                 phases: dict[int, int]) -> None:
+    def __init__(self, runtime: Runtime, barrier: Barrier | None, phases: Phases) -> None:
         super().__init__(runtime.ir, runtime.calendar, runtime.core)
         self.barrier = barrier
         self.phases = phases
@@ -158,9 +160,9 @@ class PartitionCoordinator(Coordinator):
         return list(everyone), dict(loads)
 
 
-def _marked(actions: list[Action], phase: int, phases: dict[int, int]) -> list[Action]:
+def _marked(actions: list[Action], phase: int, phases: Phases) -> list[Action]:
     for action in actions:
-        phases[id(action)] = phase
+        phases[id(action)] = (phase, action)
     return actions
 
 
@@ -174,7 +176,7 @@ class PartitionRuntime(Runtime):
         self.index, self.count = index, count
         self.foreign_ids: dict[str, dict[str, int]] = {}  # other partitions' event ids
         self.owned_profiles = 0
-        self.phases: dict[int, int] = {}  # id of an action -> its phase, until emitted
+        self.phases: Phases = {}  # the step's refit and firing actions, until emitted
         # a rule counted from its first action (campaigns, hand-over): that action's merge key
         self.first_keys: dict[str, list[Any]] = {}
         self.coordinator = PartitionCoordinator(self, barrier, self.phases)
@@ -184,7 +186,8 @@ class PartitionRuntime(Runtime):
 
     def phase(self, action: Action) -> int:
         """Where the action comes within its instant (PHASE_*), for the merge key."""
-        return self.phases.get(id(action), PHASE_WAKE)
+        marked = self.phases.get(id(action))
+        return marked[0] if marked is not None and marked[1] is action else PHASE_WAKE
 
     def owns(self, customer_id: str) -> bool:
         owned = self._owned.get(customer_id)
