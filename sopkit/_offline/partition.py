@@ -186,8 +186,8 @@ class PartitionRuntime(Runtime):
 
     def phase(self, action: Action) -> int:
         """Where the action comes within its instant (PHASE_*), for the merge key."""
-        marked = self.phases.get(id(action))
-        return marked[0] if marked is not None and marked[1] is action else PHASE_WAKE
+        marked = self.phases.get(id(action))  # held there: no other live object has its id
+        return PHASE_WAKE if marked is None else marked[0]
 
     def owns(self, customer_id: str) -> bool:
         owned = self._owned.get(customer_id)
