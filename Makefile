@@ -8,6 +8,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 .PHONY: demo test test-deep lint typecheck check-playbooks schema openapi clean bench \
         bench-quick bench-core-speed bench-campaign bench-one-customer bench-partition \
         bench-live bench-live-memory bench-history-keep bench-serve bench-serve-loop \
+        bench-serve-limit \
         bench-engine-eval \
         bench-read valgrind fuzz mutation
 
@@ -135,6 +136,12 @@ bench-history-keep: $(STAMP)
 ## decision; benchmarks/serve-results.json, .md; ARGS="--quick" for a shorter run
 bench-serve: $(DEVSTAMP)
 	$(PY) benchmarks/bench_serve.py --notes benchmarks/serve-profile.md $(ARGS)
+
+## bench-serve-limit: `sopkit serve` and its limit (benchmarks/serve_limit.py: the same service
+## by hand, no sopkit; its loop a thread, then a process of its own) under bench-serve's load,
+## in turns, 2 rounds (about 5 minutes); benchmarks/serve-limit-results.json, .md
+bench-serve-limit: $(DEVSTAMP)
+	$(PY) benchmarks/bench_serve_limit.py $(ARGS)
 
 ## bench-engine-eval: one evaluation, native against durable, on every 10th facts vector of the
 ## CDNOW demo history (a few minutes): what the durable engine adds per evaluation and to a run;

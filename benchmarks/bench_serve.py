@@ -285,15 +285,17 @@ async def profiles(port: int, customers: int) -> int:
     return last
 
 
-def start_server(tmp: Path, port: int, engine: str) -> subprocess.Popen[bytes]:
+def start_server(tmp: Path, port: int, engine: str,
+                 command: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """`sopkit serve` (or `command`: another server of the same endpoints) on `port`."""
     playbook = tmp / "shop.toml"
     playbook.write_text(PLAYBOOK.replace("SENT", str(tmp / "sent.jsonl")), encoding="utf-8")
-    command = [sys.executable, "-m", "sopkit", "serve", str(playbook), "--store",
-               str(tmp / "bench.db"), "--port", str(port), "--engine", engine,
-               "--quarantine", str(tmp / "quarantine.jsonl")]
+    command = command or [sys.executable, "-m", "sopkit", "serve", str(playbook), "--store",
+                          str(tmp / "bench.db"), "--port", str(port), "--engine", engine,
+                          "--quarantine", str(tmp / "quarantine.jsonl")]
+    env = {**os.environ, "SOPKIT_API_KEYS": f"admin:{KEY}", "LIMIT_KEY": KEY}
     with (tmp / "serve.log").open("wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen(command, env={**os.environ, "SOPKIT_API_KEYS": f"admin:{KEY}"},
-                                stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(400):  # a bounded wait for the real server to listen
         if proc.poll() is not None:
             raise SystemExit(f"serve exited {proc.returncode}: "
@@ -377,6 +379,22 @@ requests/s (achieved {lg['achieved_req_per_s']}; request p50 {lg['request_p50_ms
 """
 
 
+def stamp() -> dict[str, str]:
+    """When, on what machine and at which commit a result was measured."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True, check=False).stdout.strip()
+    return {"created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+                       f"{platform.python_version()}", "commit": commit}
+
+
+def write(results: dict[str, Any], path: Path, text: str) -> None:
+    """The raw results as JSON at `path`, `text` beside it as .md and on stdout."""
+    path.write_text(json.dumps(results, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    path.with_suffix(".md").write_text(text, encoding="utf-8")
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 s phases (default 20 s)")
@@ -402,22 +420,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=300)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True, check=False).stdout.strip()
     results = {
-        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
-                   f"{platform.python_version()}",
-        "commit": commit, "engine": args.engine, "customers": args.customers,
+        **stamp(), "engine": args.engine, "customers": args.customers,
         "seconds": args.seconds, "quick": args.quick, "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()], "phases": phases,
         "targets": verdicts(phases),
         "notes": args.notes.read_text(encoding="utf-8").strip() if args.notes else "",
     }
-    args.results.write_text(json.dumps(results, ensure_ascii=False, indent=1) + "\n",
-                            encoding="utf-8")
-    args.results.with_suffix(".md").write_text(markdown(results), encoding="utf-8")
-    print(markdown(results))
+    write(results, args.results, markdown(results))
     return 0
 
 

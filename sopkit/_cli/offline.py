@@ -79,6 +79,9 @@ def simulate(
     max_future: Annotated[str | None, typer.Option(
         help="Quarantine an event more than this (e.g. 30d) ahead of the events before it "
         "(default: no limit).")] = None,
+    lateness: Annotated[str, typer.Option(
+        help="Apply an event stamped up to this much before the events before it at their "
+        "time, as run and serve do (0s: quarantine it as out of order).")] = "60s",
     workers: WorkersOption = 1,
     executor: ExecutorOption = Executor.processes,
     scheduler: SchedulerOption = None,
@@ -92,6 +95,7 @@ def simulate(
 
     loaded = load_or_exit(playbook)
     ahead = duration_option("--max-future", max_future)
+    late = 0 if lateness.strip() in ("0", "0s") else duration_option("--lateness", lateness) or 0
     collected = None
     if report is not None:
         from sopkit._offline.report import ReportData
@@ -110,7 +114,7 @@ def simulate(
             summary = run_simulation(loaded, events, profiles=profiles, start=start, end=end,
                                      out=handle, quarantine=quarantine, engine=engine,
                                      masked=not unmasked, progress=tick, report=collected,
-                                     max_future=ahead, workers=workers,
+                                     max_future=ahead, lateness=late, workers=workers,
                                      executor=executor.value, scheduler=scheduler)
     except SopkitError as exc:  # an error may quote a record or a customer id
         from sopkit._mask import mask_text
@@ -258,6 +262,10 @@ def explain(
     send_from: Annotated[str | None, typer.Option(
         help="The live store's go-live instant: actions due before it show as backfilled "
         "(recorded, never sent; with --store, the store's).")] = None,
+    lateness: Annotated[str, typer.Option(
+        help="With --events: apply an event stamped up to this much before the events "
+        "before it at their time, as simulate does (0s: out of order; with --store, the "
+        "store's).")] = "60s",
 ) -> None:
     """Show one customer's timeline: events, changes, actions, and why rules did not fire.
 
@@ -279,8 +287,10 @@ def explain(
                                      profiles, send_from)
         else:
             assert events is not None  # one of the two, checked above
+            late = 0 if lateness.strip() in ("0", "0s") else \
+                duration_option("--lateness", lateness) or 0
             entries = run_explain(loaded, events, customer, profiles=profiles, at=at,
-                                  engine=engine, send_from=send_from)
+                                  engine=engine, send_from=send_from, lateness=late)
     except SopkitError as exc:
         typer.echo(f"error: {shown(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None

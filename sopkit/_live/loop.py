@@ -35,7 +35,7 @@ from sopkit._io import (
 )
 from sopkit._lang.clock import too_far_ahead
 from sopkit._live.cache import CustomerCache, cache_size
-from sopkit._live.dispatch import Dispatcher, expiry
+from sopkit._live.dispatch import Dispatcher
 from sopkit._live.outbox import outbox_rows
 from sopkit._live.store import OutboxRow, Store
 from sopkit._playbook.load import LoadedPlaybook
@@ -193,6 +193,11 @@ class LiveRun:
         send_from = store.get_meta("send_from")
         # actions due before this instant are recorded as `backfilled`, never sent (go-live)
         self.send_from: int | None = int(send_from) if send_from else None
+        # where the system clock last moved the runtime's clock (run_live); before a store
+        # kept it, its restored clock
+        ticked = store.get_meta("clock.ticked")
+        self.ticked: int | None = int(ticked) if ticked else None
+        self.lateness: int | None = None  # run_live's
         self._ir_saved = not self.fresh
         self._calendar_noted: set[str] = set()  # holiday years warned about (docs/calendar.md)
 
@@ -226,6 +231,10 @@ class LiveRun:
             self._ir_saved = True
         if self.send_from is not None:
             meta["send_from"] = str(self.send_from)
+        if self.ticked is not None:
+            meta["clock.ticked"] = str(self.ticked)
+        if self.lateness is not None:  # what a replay of the kept history applies
+            meta["lateness"] = str(self.lateness)
         if offset is not None:
             meta["input.line"] = str(offset)
             self.offset = offset
@@ -404,6 +413,13 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
     comes first (group commit: one transaction, one disk sync, for many records).
     """
     rt = live.runtime
+    rt.lateness = live.lateness = lateness  # a late event (up to this) is applied at the clock
+    # the clock as the system clock last set it: an event before it is refused, as a replay
+    # of the kept history cannot know where ticks fell; an event behind only the events
+    # before it is applied at the clock (docs/live.md)
+    if live.ticked is None:  # a store from before the tick was kept: its clock
+        live.ticked = rt.now_ts
+    rt._late_floor = live.ticked
     stats = LiveStats()
     if profiles is not None and live.fresh:
         for item in read_records(profiles):
@@ -444,6 +460,7 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
         now = clock()
         if rt.now_ts is None or now - lateness > rt.now_ts:
             pending.extend(rt.advance_ts(now - lateness))
+            live.ticked = rt._late_floor = rt.now_ts
             flush(now)
         drain(live, dispatcher, now, stats)
 
@@ -495,42 +512,6 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
     stats.customers = live.customer_count()
     stats.outbox = live.store.counts()
     return stats
-
-
-def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
-    """What a dispatcher would do at `now`: due outbox rows, then wake-ups' new rows.
-
-    A row that would go out keeps its status (`pending`/`leased`); one the dispatcher would
-    settle unsent says so: `expired`, `suppressed` (consent withdrawn) or `backfilled`
-    (due before --send-from), with the reason. Nothing is written: the runtime advanced
-    here is thrown away. Also returns how many rows are pending for later.
-    """
-    rt = live.runtime
-    stored = live.store.rows("pending") + live.store.rows("leased")
-    due = [r for r in stored if r.due_at <= now and (r.lease_until or 0) <= now]
-    later = sum(1 for r in stored if r.due_at > now)
-    fresh: list[OutboxRow] = []
-    if rt.now_ts is None or now > rt.now_ts:
-        known = {r.key for r in stored}
-        rows = backfill(outbox_rows(rt, rt.advance_ts(now))
-                        + mirror_rows(live.loaded, rt, live.tag_log, live.mirrors),
-                        live.send_from, rt)
-        for row in rows:
-            if row.key in known or row.status not in ("pending", "backfilled"):
-                continue
-            if row.due_at <= now:
-                fresh.append(row)
-            else:
-                later += 1
-    for row in due + fresh:
-        if row.status == "backfilled":
-            continue
-        verdict = expiry(row, now) or live.screen_consent(row, now)
-        if verdict is not None:
-            row.status, row.reason = verdict
-    due.sort(key=lambda r: (r.due_at, r.key))
-    fresh.sort(key=lambda r: (r.due_at, r.key))
-    return due + fresh, later
 
 
 @dataclass

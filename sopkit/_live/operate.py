@@ -21,15 +21,18 @@ from typing import Any
 from sopkit import _json  # json.loads, exactly, faster
 from sopkit._errors import UsageError, did_you_mean
 from sopkit._io import Record
+from sopkit._live.dispatch import expiry
 from sopkit._live.inbox import HISTORY, HISTORY_FROM, SOURCE, Inbox
 from sopkit._live.loop import (
     HandoverLine,
     LiveRun,
+    backfill,
     build_channels,
     handover_status,
+    mirror_rows,
     stored_clock,
-    would_dispatch,
 )
+from sopkit._live.outbox import outbox_rows
 from sopkit._live.store import OutboxRow, Store
 from sopkit._mask import mask, mask_key
 from sopkit._playbook.load import LoadedPlaybook
@@ -44,6 +47,42 @@ from sopkit._runtime.campaigns import (
 )
 from sopkit._runtime.runtime import Runtime
 from sopkit.channels._capabilities import close_all
+
+
+def would_dispatch(live: LiveRun, now: int) -> tuple[list[OutboxRow], int]:
+    """What a dispatcher would do at `now`: due outbox rows, then wake-ups' new rows.
+
+    A row that would go out keeps its status (`pending`/`leased`); one the dispatcher would
+    settle unsent says so: `expired`, `suppressed` (consent withdrawn) or `backfilled`
+    (due before --send-from), with the reason. Nothing is written: the runtime advanced
+    here is thrown away. Also returns how many rows are pending for later.
+    """
+    rt = live.runtime
+    stored = live.store.rows("pending") + live.store.rows("leased")
+    due = [r for r in stored if r.due_at <= now and (r.lease_until or 0) <= now]
+    later = sum(1 for r in stored if r.due_at > now)
+    fresh: list[OutboxRow] = []
+    if rt.now_ts is None or now > rt.now_ts:
+        known = {r.key for r in stored}
+        rows = backfill(outbox_rows(rt, rt.advance_ts(now))
+                        + mirror_rows(live.loaded, rt, live.tag_log, live.mirrors),
+                        live.send_from, rt)
+        for row in rows:
+            if row.key in known or row.status not in ("pending", "backfilled"):
+                continue
+            if row.due_at <= now:
+                fresh.append(row)
+            else:
+                later += 1
+    for row in due + fresh:
+        if row.status == "backfilled":
+            continue
+        verdict = expiry(row, now) or live.screen_consent(row, now)
+        if verdict is not None:
+            row.status, row.reason = verdict
+    due.sort(key=lambda r: (r.due_at, r.key))
+    fresh.sort(key=lambda r: (r.due_at, r.key))
+    return due + fresh, later
 
 
 def history_incomplete(store: Store) -> None:
@@ -246,7 +285,8 @@ def campaign_results(loaded: LoadedPlaybook, store: Store, names: Sequence[str],
 
 
 def timeline(loaded: LoadedPlaybook, records: Iterable[Record], customer: str, *,
-             at: int | None, send_from: int | None, engine: str = "native") -> list[Any]:
+             at: int | None, send_from: int | None, engine: str = "native",
+             lateness: int = 60) -> list[Any]:
     """`sopkit explain`'s entries for one customer over `records` (a served store's kept
     inbox, in the order the loop applied them) up to `at`; NotFound if the records never
     name the customer."""
@@ -255,7 +295,7 @@ def timeline(loaded: LoadedPlaybook, records: Iterable[Record], customer: str, *
 
     cal = Calendar(loaded.model.playbook.timezone)
     try:
-        return explain(loaded, records, customer, engine=engine,
+        return explain(loaded, records, customer, engine=engine, lateness=lateness,
                        at=None if at is None else cal.format(at),
                        send_from=None if send_from is None else cal.format(send_from))
     except UsageError as exc:  # the times are ours: only the customer can be unknown
@@ -331,12 +371,16 @@ def kept(store: Store) -> bool:
 def served_timeline(loaded: LoadedPlaybook, store: Store, history: Iterable[Record],
                     customer: str, *, at: int | None, engine: str = "native") -> Timeline:
     """`timeline` over a served store's kept `history` (`kept_history`), up to `at` (default:
-    the store's clock), with the store's go-live instant and how complete the history is."""
+    the store's clock), with the store's go-live instant and how complete the history is,
+    late events applied as the loop last applied them (its `--lateness`, kept in the store)."""
     now = store_runtime(loaded, store, engine).now_ts if at is None else at
     complete = store.get_meta(HISTORY) == "yes"
     since = store.get_meta(HISTORY_FROM)
     send_from = store.get_meta("send_from")
+    late = store.get_meta("lateness")
+    lateness = int(late) if late and late.isdigit() else 60
     entries = timeline(loaded, history, customer, at=now,
-                       send_from=int(send_from) if send_from else None, engine=engine)
+                       send_from=int(send_from) if send_from else None, engine=engine,
+                       lateness=lateness)
     return Timeline(customer, now, complete, None if complete or not since else int(since),
                     entries)

@@ -18,7 +18,7 @@ from sopkit._errors import EventError
 from sopkit._io import BadRecord, Record, read_records
 from sopkit._lang.clock import too_far_ahead
 from sopkit._runtime.records import Action
-from sopkit._runtime.runtime import Runtime
+from sopkit._runtime.runtime import Runtime, in_time
 
 # (file, line, reason, record, kind) of a record left out
 Quarantined = Callable[[str, int, str, Any, str], None]
@@ -49,7 +49,8 @@ class Driver:
 
     def __init__(self, runtime: Runtime, *, emit: Callable[[list[Action]], None],
                  quarantine: Quarantined, end_ts: int | None = None,
-                 max_future: int | None = None, progress: Progress | None = None,
+                 max_future: int | None = None, lateness: int = 0,
+                 progress: Progress | None = None,
                  before_event: Callable[[Event, int], None] | None = None,
                  sample: Callable[[Runtime], None] | None = None, split: bool = False,
                  skip: Callable[[int], None] | None = None) -> None:
@@ -58,6 +59,7 @@ class Driver:
         self.quarantine = quarantine
         self.end_ts = end_ts
         self.max_future = max_future
+        self.lateness = lateness  # an event this much before the clock is applied at it
         self.progress = progress
         self.before_event = before_event
         self.sample = sample
@@ -160,6 +162,8 @@ class Driver:
 
     def _event(self, event: Event, line: int) -> None:
         runtime = self.runtime
+        if self.lateness:
+            event = in_time(event, runtime.now_ts, self.lateness)
         ts = event[2]
         ahead = too_far_ahead(runtime.calendar, ts, runtime.now_ts, self.max_future)
         if ahead is not None:

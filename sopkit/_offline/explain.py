@@ -255,12 +255,13 @@ def explain(playbook: LoadedPlaybook, events: Path | Iterable[Record | BadRecord
             customer: str, *,
             profiles: Path | None = None, at: str | None = None,
             engine: str = "native", send_from: str | None = None,
-            whole: bool = False) -> list[Entry]:
+            whole: bool = False, lateness: int = 60) -> list[Entry]:
     """The timeline of one customer over a history, up to `at` (default: the last event);
     with `send_from`, deliverable actions due before it show as `backfilled`, as a live
     store that went live then recorded them. `whole` keeps every customer even when the
     customer's partition alone would do (the same timeline, slower). `events` is a file,
-    or records read elsewhere (`sopkit serve`'s kept inbox, in the order they were applied).
+    or records read elsewhere (`sopkit serve`'s kept inbox, in the order they were applied);
+    an event up to `lateness` seconds before the clock is applied at it, as `simulate` does.
     """
     rt: Runtime
     if whole or population(compile_playbook(playbook.model)) is not None:
@@ -300,7 +301,7 @@ def explain(playbook: LoadedPlaybook, events: Path | Iterable[Record | BadRecord
                                     f"line {line}: {reason}", {"line": line}))
 
     driver = Driver(rt, emit=lambda actions: None, quarantine=quarantine, end_ts=at_ts,
-                    before_event=before_event)
+                    before_event=before_event, lateness=lateness)
     driver.run(events, profiles, source=events_file)
     if not seen[0] and customer not in set(rt.customer_ids()):
         raise UsageError(f"customer '{customer}' is not in the events or profiles")

@@ -93,7 +93,8 @@ class Feeder:
 
     def __init__(self, inputs: Inputs, events: Path, count: int,
                  owner: Callable[[str], int], *, end_ts: int | None,
-                 max_future: int | None, sampled: bool, jail: Quarantine) -> None:
+                 max_future: int | None, lateness: int = 0, sampled: bool,
+                 jail: Quarantine) -> None:
         self.inputs = inputs
         self.events = events
         self.count = count
@@ -105,6 +106,7 @@ class Feeder:
         # stop the clock at the end of each day), on a runtime without customers
         self.driver = Driver(_Clock(self), emit=lambda actions: None,  # type: ignore[arg-type]
                              quarantine=jail.add, end_ts=end_ts, max_future=max_future,
+                             lateness=lateness,
                              sample=(lambda rt: None) if sampled else None, split=True)
         # (a duck-typed Runtime: the driver reads only now_ts, calendar, parse_event,
         # advance_ts, _refusal and _apply_checked)

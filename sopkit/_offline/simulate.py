@@ -100,6 +100,7 @@ def simulate(
     progress: Callable[[str, int, int], None] | None = None,
     report: ReportData | None = None,
     max_future: int | None = None,
+    lateness: int = 60,
     workers: int = 1,
     executor: str = "processes",
     scheduler: str | None = None,
@@ -108,7 +109,9 @@ def simulate(
 
     `report`, if given, collects what `sopkit._offline.report.write_report` draws; the actions are
     the same either way. With `max_future` (seconds), an event more than that ahead of the
-    virtual clock (the time reached by the events before it) is quarantined. A truncated
+    virtual clock (the time reached by the events before it) is quarantined. An event
+    stamped up to `lateness` seconds before the clock is applied at the clock, as `run` and
+    `serve` apply it (0: quarantined as out of order). A truncated
     .gz input raises InputError after its records are used and the quarantine is written.
     With `workers` > 1 the customers are split among that many partitions (partition.py),
     with the same output (`report` too). The
@@ -119,11 +122,12 @@ def simulate(
     if workers > 1:
         return _partitioned(playbook, events, workers, profiles=profiles, start=start, end=end,
                             out=out, quarantine=quarantine, engine=engine, masked=masked,
-                            report=report, max_future=max_future, executor=executor,
+                            report=report, max_future=max_future, lateness=lateness,
+                            executor=executor,
                             scheduler=scheduler)
     return _run(Runtime(playbook, engine=engine), playbook, events, profiles=profiles,
                 start=start, end=end, out=out, quarantine=quarantine, masked=masked,
-                progress=progress, report=report, max_future=max_future)
+                progress=progress, report=report, max_future=max_future, lateness=lateness)
 
 
 def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
@@ -131,7 +135,7 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
          quarantine: Path | None, masked: bool,
          progress: Callable[[str, int, int], None] | None = None,
          report: ReportData | None = None, max_future: int | None = None,
-         partition: PartitionRuntime | None = None,
+         lateness: int = 0, partition: PartitionRuntime | None = None,
          feed: Iterable[list[Fed]] | None = None) -> Summary:
     """`simulate` on a runtime: a whole one, or one partition's (keyed output); with `feed`,
     the events come checked from the parent (feed.py), not from `events`."""
@@ -207,8 +211,8 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
             jail.add(source, line, reason, record, kind)  # each record left out, once
 
     driver = Driver(runtime, emit=emit, quarantine=jail_add, end_ts=end_ts,
-                    max_future=max_future, progress=progress, sample=sample,
-                    split=partition is not None, skip=skip)
+                    max_future=max_future, lateness=lateness, progress=progress,
+                    sample=sample, split=partition is not None, skip=skip)
     try:
         counts = driver.run(events, profiles) if feed is None else \
             driver.run_fed(feed, profiles)
@@ -267,7 +271,7 @@ def _parse_option(cal: Any, option: str, value: str | None) -> int | None:
 def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
                  profiles: Path | None, start: str | None, end: str | None,
                  out: IO[str] | None, quarantine: Path | None, engine: str, masked: bool,
-                 report: ReportData | None, max_future: int | None,
+                 report: ReportData | None, max_future: int | None, lateness: int = 0,
                  executor: str = "processes", scheduler: str | None = None) -> Summary:
     """`simulate` in `workers` processes, one partition of the customers each."""
     ir = compile_playbook(playbook.model)
@@ -277,13 +281,14 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
     with tempfile.TemporaryDirectory(prefix="sopkit-partitions-") as tmp:
         shared = executor == "processes"  # Dask workers may not see this disk
         jobs = [_Job(str(playbook.path), str(events), None if profiles is None else str(profiles),
-                     start, end, engine, masked, max_future, index, workers,
+                     start, end, engine, masked, max_future, lateness, index, workers,
                      tmp if shared else None, out is not None, quarantine is not None,
                      report is not None)
                 for index in range(workers)]
         feeding = None
         if shared:  # the history read and checked once, here (feed.py)
-            feeding = Feeding(_feeder(playbook, ir, events, workers, profiles, end, max_future,
+            feeding = Feeding(_feeder(playbook, ir, events, workers, profiles, end,
+                                      (max_future, lateness),
                                       Quarantine(Path(tmp) / "quarantine-feed.jsonl"
                                                  if quarantine else None, masked),
                                       report is not None))
@@ -327,9 +332,9 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
 
 
 def _feeder(playbook: LoadedPlaybook, ir: PlaybookIR, events: Path, workers: int,
-            profiles: Path | None, end: str | None, max_future: int | None,
+            profiles: Path | None, end: str | None, bounds: tuple[int | None, int],
             jail: Quarantine, sampled: bool) -> Feeder:
-    """The feeder of `workers` local partitions (feed.py)."""
+    """The feeder of `workers` local partitions (feed.py); `bounds`: max_future, lateness."""
     calendar = Calendar(ir["timezone"], ir["day_starts_minutes"])
     inputs = Inputs(calendar, playbook.model.events, playbook.model.profile)
     placed: dict[str, int] = {}
@@ -342,7 +347,7 @@ def _feeder(playbook: LoadedPlaybook, ir: PlaybookIR, events: Path, workers: int
         return partition_of(customer_id, workers) if found is None else found
 
     return Feeder(inputs, events, workers, owner, end_ts=_parse_option(calendar, "--end", end),
-                  max_future=max_future, sampled=sampled, jail=jail)
+                  max_future=bounds[0], lateness=bounds[1], sampled=sampled, jail=jail)
 
 
 @dataclass(frozen=True)
@@ -357,6 +362,7 @@ class _Job:
     engine: str
     masked: bool
     max_future: int | None
+    lateness: int
     index: int
     count: int
     tmp: str | None  # None: return the output in the result (a worker on another machine)
@@ -402,7 +408,7 @@ def _partition_into(job: _Job, tmp: Path, barrier: Barrier | None,
                            profiles=None if job.profiles is None else Path(job.profiles),
                            start=job.start, end=job.end, out=out if job.out else None,
                            quarantine=jail, masked=job.masked, max_future=job.max_future,
-                           partition=runtime, report=data,
+                           lateness=job.lateness, partition=runtime, report=data,
                            feed=None if feed is None else fed(feed))
         except InputError as exc:
             return {"summary": None, "error": str(exc)}

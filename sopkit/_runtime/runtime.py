@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from sopkit._errors import EventError
+from sopkit._errors import EventError, UsageError
 from sopkit._ir.compile import compile_playbook
 from sopkit._ir.types import ClvIR, PlaybookIR, RfmIR, load_ir
 from sopkit._lang.clock import Calendar
@@ -70,8 +70,15 @@ class Runtime(_embed.EmbeddingAPI):
 
     def __init__(self, playbook: LoadedPlaybook, *, engine: str = DEFAULT,
                  ir: Mapping[str, Any] | None = None,
-                 observers: Iterable[Observer] = ()) -> None:
+                 observers: Iterable[Observer] = (), lateness: int = 0) -> None:
+        if isinstance(lateness, bool) or not isinstance(lateness, int) or lateness < 0:
+            raise UsageError(f"lateness must be a whole number of seconds >= 0, not "
+                             f"{lateness!r}")
         self.playbook = playbook
+        # an event up to this many seconds before the clock is applied at the clock, unless
+        # it is before `_late_floor` (a live run: where the system clock last moved the clock)
+        self.lateness = lateness
+        self._late_floor: int | None = None
         self.ir: PlaybookIR = load_ir(ir) if ir is not None else \
             compile_playbook(playbook.model)
         actual, self.engine_notice = resolve(engine)
@@ -190,6 +197,7 @@ class Runtime(_embed.EmbeddingAPI):
 
     def apply(self, event: Event) -> list[Action]:
         """`ingest` for an event already checked by `parse_event`."""
+        event = in_time(event, self.coordinator.now_ts, self.lateness, self._late_floor)
         refused = self._refusal(event)
         if refused is not None:
             raise refused
@@ -337,6 +345,16 @@ class Runtime(_embed.EmbeddingAPI):
 
 
 __all__ = ["Action", "CustomerState", "Runtime", "json_value"]  # the live loop reads them here
+
+
+def in_time(event: Event, now: int | None, lateness: int, floor: int | None = None) -> Event:
+    """`event` at the clock `now` when it is stamped before it by at most `lateness` seconds
+    and not before `floor` (a late event, from one of several producers, applied as of now:
+    docs/live.md), else `event` as it is (which `refusal` then refuses, after its id)."""
+    ts = event[2]
+    if now is not None and ts < now <= ts + lateness and (floor is None or ts >= floor):
+        return (event[0], event[1], now, event[3])
+    return event
 
 
 def refusal(calendar: Calendar, seen: Mapping[str, int] | None, event_id: Any, ts: int,
