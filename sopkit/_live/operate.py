@@ -35,6 +35,7 @@ from sopkit._live.loop import (
 from sopkit._live.outbox import outbox_rows
 from sopkit._live.store import OutboxRow, Store
 from sopkit._mask import mask, mask_key
+from sopkit._offline.drive import LATENESS
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._runtime.campaigns import (
     Preview,
@@ -286,7 +287,7 @@ def campaign_results(loaded: LoadedPlaybook, store: Store, names: Sequence[str],
 
 def timeline(loaded: LoadedPlaybook, records: Iterable[Record], customer: str, *,
              at: int | None, send_from: int | None, engine: str = "native",
-             lateness: int = 60) -> list[Any]:
+             lateness: int = LATENESS) -> list[Any]:
     """`sopkit explain`'s entries for one customer over `records` (a served store's kept
     inbox, in the order the loop applied them) up to `at`; NotFound if the records never
     name the customer."""
@@ -378,7 +379,7 @@ def served_timeline(loaded: LoadedPlaybook, store: Store, history: Iterable[Reco
     since = store.get_meta(HISTORY_FROM)
     send_from = store.get_meta("send_from")
     late = store.get_meta("lateness")
-    lateness = int(late) if late and late.isdigit() else 60
+    lateness = int(late) if late and late.isdigit() else LATENESS
     entries = timeline(loaded, history, customer, at=now,
                        send_from=int(send_from) if send_from else None, engine=engine,
                        lateness=lateness)

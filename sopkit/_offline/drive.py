@@ -20,6 +20,10 @@ from sopkit._lang.clock import too_far_ahead
 from sopkit._runtime.records import Action
 from sopkit._runtime.runtime import Runtime, in_time
 
+# seconds an event may be stamped before the clock and still count, at the clock, in the
+# commands that replay a history (run's and serve's --lateness default too: docs/live.md)
+LATENESS = 60
+
 # (file, line, reason, record, kind) of a record left out
 Quarantined = Callable[[str, int, str, Any, str], None]
 Progress = Callable[[str, int, int], None]

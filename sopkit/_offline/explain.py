@@ -26,7 +26,7 @@ from sopkit._ir.compile import compile_playbook
 from sopkit._ir.semantics import holds
 from sopkit._lang import expr as _expr
 from sopkit._live.outbox import DELIVERABLE
-from sopkit._offline.drive import Driver
+from sopkit._offline.drive import LATENESS, Driver
 from sopkit._offline.partition import PartitionRuntime, partition_of, population
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._runtime.observe import Observation
@@ -255,7 +255,7 @@ def explain(playbook: LoadedPlaybook, events: Path | Iterable[Record | BadRecord
             customer: str, *,
             profiles: Path | None = None, at: str | None = None,
             engine: str = "native", send_from: str | None = None,
-            whole: bool = False, lateness: int = 60) -> list[Entry]:
+            whole: bool = False, lateness: int = LATENESS) -> list[Entry]:
     """The timeline of one customer over a history, up to `at` (default: the last event);
     with `send_from`, deliverable actions due before it show as `backfilled`, as a live
     store that went live then recorded them. `whole` keeps every customer even when the

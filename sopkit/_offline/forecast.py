@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sopkit._errors import EventError, UsageError
-from sopkit._offline.drive import Driver, Progress
+from sopkit._offline.drive import LATENESS, Driver, Progress
 from sopkit._playbook.load import LoadedPlaybook
 from sopkit._runtime import clvfacts as _clvfacts
 from sopkit._runtime.records import Action
@@ -292,7 +292,7 @@ def forecast(loaded: LoadedPlaybook, *, events: Path | None = None,
             history.refused(line)
 
         Driver(runtime, emit=lambda actions: None, quarantine=left_out, end_ts=at_ts,
-               before_event=history.before,
+               before_event=history.before, lateness=LATENESS,  # as simulate: the same events count
                progress=_relabel(progress)).run(events, profiles)
         history.finish()
     else:

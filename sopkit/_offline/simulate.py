@@ -22,7 +22,7 @@ from sopkit._ir.types import PlaybookIR
 from sopkit._lang.clock import Calendar, TimeRangeError
 from sopkit._offline.barrier import Barrier, Gather, first_error, run_processes
 from sopkit._offline.components import placement, staff_groups
-from sopkit._offline.drive import Driver, Fed
+from sopkit._offline.drive import LATENESS, Driver, Fed
 from sopkit._offline.feed import Feeder, Feeding, fed
 from sopkit._offline.lines import action_line
 from sopkit._offline.partition import (
@@ -100,7 +100,7 @@ def simulate(
     progress: Callable[[str, int, int], None] | None = None,
     report: ReportData | None = None,
     max_future: int | None = None,
-    lateness: int = 60,
+    lateness: int = LATENESS,
     workers: int = 1,
     executor: str = "processes",
     scheduler: str | None = None,
