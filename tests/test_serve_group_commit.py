@@ -3,12 +3,15 @@ its own answer (a seq, or InboxFull)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from sopkit._live.inbox import Entry, Inbox, InboxFull
+from sopkit._serve.committer import Committer
 
 
 def _appends(inbox: Inbox, requests: int, size: int,
@@ -60,3 +63,46 @@ def test_the_bound_holds_per_request_when_requests_are_committed_together(
     assert sum(isinstance(o, InboxFull) for o in outcomes) == 5
     assert inbox.waiting(0)[0] == 9
     inbox.close()
+
+
+class _CountingInbox(Inbox):
+    """A real inbox that counts its commits of requests (`append_many` calls)."""
+
+    calls = 0
+
+    def append_many(self, appends: Any) -> list[int | Exception]:
+        self.calls += 1
+        return super().append_many(appends)
+
+
+def test_the_committer_answers_each_request_and_commits_a_burst_together(
+        tmp_path: Path) -> None:
+    """`serve`'s committer: 32 requests of 3 records at once get their own contiguous rows
+    and seqs in two commits at most (the first, and all that came meanwhile); with bound
+    10, 3 of 8 are taken and the rest get InboxFull."""
+    inbox = _CountingInbox(str(tmp_path / "store.db"))
+    committer = Committer(inbox)
+
+    async def burst(requests: int, bound: int) -> list[int | BaseException]:
+        return await asyncio.gather(
+            *(committer.append([Entry("events", {"request": n, "item": i})
+                                for i in range(3)], 1_700_000_000, 0, bound)
+              for n in range(requests)), return_exceptions=True)
+
+    outcomes = asyncio.run(burst(32, 100_000))
+    assert inbox.calls <= 2
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        rows = {seq: json.loads(record)
+                for seq, record in db.execute("SELECT seq, record FROM inbox")}
+    assert len(rows) == 96
+    for n, last in enumerate(outcomes):
+        assert isinstance(last, int)
+        assert [rows[last - 2 + i] for i in range(3)] == \
+            [{"request": n, "item": i} for i in range(3)]
+    inbox.close()
+    bounded = _CountingInbox(str(tmp_path / "bounded.db"))
+    committer = Committer(bounded)
+    outcomes = asyncio.run(burst(8, 10))
+    assert sum(isinstance(o, int) for o in outcomes) == 3
+    assert sum(isinstance(o, InboxFull) for o in outcomes) == 5
+    bounded.close()

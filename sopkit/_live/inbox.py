@@ -152,6 +152,24 @@ class Inbox:
             raise mine.error
         return mine.last
 
+    def append_many(self, appends: Sequence[tuple[Sequence[Entry], int, int, int]]
+                    ) -> list[int | Exception]:
+        """`append` for each of `appends` ((entries, now, after, bound)), in order, in one
+        commit: each one's last seq, or its InboxFull or StoreError (`sopkit serve`'s
+        committer: the requests waiting while a commit runs share the next one)."""
+        group = [_Pending([(now, e.source, _json.dumps(e.record, default=str), e.reason)
+                           for e in entries], after, bound)
+                 for entries, now, after, bound in appends]
+        with self._queue_lock:
+            self._queued.extend(group)
+        with self._lock:
+            if not all(pending.done for pending in group):  # commit every queued
+                with self._queue_lock:
+                    queued, self._queued = self._queued, []
+                self._commit(queued)
+        return [pending.error if pending.error is not None else pending.last
+                for pending in group]
+
     def _commit(self, group: list[_Pending]) -> None:
         """One transaction for `group`, each append on its own against its bound."""
         try:

@@ -27,6 +27,7 @@ from sopkit._live.store import StoreError
 from sopkit._mask import mask_text
 from sopkit._serve import contract as c
 from sopkit._serve.auth import Keys, allows, presented_key
+from sopkit._serve.committer import Committer
 from sopkit._serve.ingest import MAX_BODY, BadInput, Mapper, lone_surrogate
 from sopkit._serve.reads import MAX_ROWS, Reads
 from sopkit._serve.service import ServedLoop, status_lines
@@ -64,6 +65,7 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
     the web console at `/` too (simulations over the files in `histories`)."""
     app = FastAPI(title="sopkit", version="1", docs_url=None, redoc_url=None)
     counters = loop.counters
+    committer = Committer(inbox)  # the ingest endpoints' appends, committed together
 
     def authorize(request: Request, needed: str) -> set[str]:
         """The caller's scopes, or Refused (401 without a known key, 403 without `needed`)."""
@@ -134,8 +136,8 @@ def build_app(loop: ServedLoop, inbox: Inbox, mapper: Mapper, keys: Keys,
 
     async def accept(endpoint: str, entries: list[Entry]) -> Response:
         try:
-            last = await anyio.to_thread.run_sync(
-                lambda: inbox.append(entries, int(wall()), loop.position, loop.options.max_inbox))
+            last = await committer.append(entries, int(wall()), loop.position,
+                                          loop.options.max_inbox)
         except InboxFull as exc:
             counters.add(counters.refused, "429")
             return problem(429, "Too many unapplied records", f"{exc}; retry later",
