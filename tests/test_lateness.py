@@ -101,7 +101,8 @@ def test_serve_applies_an_event_behind_other_events_but_not_one_behind_its_clock
         tmp_path: Path) -> None:
     """Served with --lateness 1d: a purchase an hour behind an earlier request's is applied
     at the clock and thanked; one behind where the system clock moved time is quarantined;
-    the timeline says what the loop did, as `explain --store` does."""
+    the timeline says what the loop did, the purchase's stamp beside the time it was applied
+    at, as `explain --store` does."""
     with Receiver() as rx:
         playbook = shop_playbook(tmp_path, rx.url + "/hook")
         store = tmp_path / "live.db"
@@ -129,6 +130,11 @@ def test_serve_applies_an_event_behind_other_events_but_not_one_behind_its_clock
     refused = [json.loads(line) for line in jail.read_text(encoding="utf-8").splitlines()]
     assert [(r["record"]["customer_id"], r["reason"][:12]) for r in refused] == \
         [("c3", "out of order")]
+    bought = [e for e in timeline["entries"] if e["kind"] == "event"
+              and e["data"]["type"] == "purchase"]
+    assert [(e["time"], e["data"]["stamped"]) for e in bought] == \
+        [("2025-01-09T12:00:00+08:00", "2025-01-09T11:00:00+08:00")]
+    assert bought[0]["text"].endswith("(stamped 2025-01-09T11:00:00+08:00, applied late)")
     fired = [e for e in timeline["entries"] if e["kind"] == "action"]
     assert [(e["data"]["rule"], e["time"]) for e in fired] == \
         [("thanks", "2025-01-09T12:00:00+08:00")]

@@ -64,6 +64,7 @@ class Driver:
         self.end_ts = end_ts
         self.max_future = max_future
         self.lateness = lateness  # an event this much before the clock is applied at it
+        self.late: int | None = None  # the time the event being applied was stamped, if late
         self.progress = progress
         self.before_event = before_event
         self.sample = sample
@@ -166,8 +167,12 @@ class Driver:
 
     def _event(self, event: Event, line: int) -> None:
         runtime = self.runtime
+        self.late = None
         if self.lateness:
+            stamped = event[2]
             event = in_time(event, runtime.now_ts, self.lateness)
+            if event[2] != stamped:
+                self.late = stamped
         ts = event[2]
         ahead = too_far_ahead(runtime.calendar, ts, runtime.now_ts, self.max_future)
         if ahead is not None:

@@ -116,11 +116,18 @@ class _Tracer:
                 "scores": dict(view.scores), "tags": set(view.tags), "stage": view.stage,
                 "owner": view.owner}
 
-    def event(self, time: str, etype: str, fields: dict[str, Any], line: int) -> None:
+    def event(self, time: str, etype: str, fields: dict[str, Any], line: int,
+              stamped: str | None = None) -> None:
+        """An event applied at `time`; `stamped`: the earlier time it carried, when it was
+        applied late (docs/live.md)."""
         given = {k: json_value(v) for k, v in fields.items() if not k.startswith("\0")}
         text = etype + (" " + ", ".join(f"{k}={shown(v)}" for k, v in given.items())
                         if given else "")
-        self.entries.append(Entry(time, "event", text, {"type": etype, "fields": given}))
+        data: dict[str, Any] = {"type": etype, "fields": given}
+        if stamped is not None:
+            text += f" (stamped {stamped}, applied late)"
+            data["stamped"] = stamped
+        self.entries.append(Entry(time, "event", text, data))
         self.event_line = line
 
     def refused(self, line: int) -> None:
@@ -290,7 +297,8 @@ def explain(playbook: LoadedPlaybook, events: Path | Iterable[Record | BadRecord
         cid, etype, ts, fields = event
         if cid == customer:
             seen[0] = True
-            tracer.event(rt.calendar.format(ts), etype, fields, line)
+            tracer.event(rt.calendar.format(ts), etype, fields, line,
+                         None if driver.late is None else rt.calendar.format(driver.late))
 
     def quarantine(path: str, line: int, reason: str, record: Any, kind: str) -> None:
         if path != events_file or not isinstance(record, dict) \
