@@ -7,6 +7,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,18 @@ def _appends(inbox: Inbox, requests: int, size: int,
     return outcomes
 
 
+def _each_has_its_rows(path: Path, outcomes: Sequence[object]) -> None:
+    """Request n's 3 records are the 3 rows ending at the seq it was answered, in order."""
+    with sqlite3.connect(path) as db:
+        rows = {seq: json.loads(record)
+                for seq, record in db.execute("SELECT seq, record FROM inbox")}
+    assert len(rows) == 3 * len(outcomes)
+    for n, last in enumerate(outcomes):
+        assert isinstance(last, int)
+        assert [rows[last - 2 + i] for i in range(3)] == \
+            [{"request": n, "item": i} for i in range(3)]
+
+
 def test_concurrent_requests_each_get_their_rows_in_order(tmp_path: Path) -> None:
     """32 requests of 3 records sent at once: all committed, each request's records
     contiguous and in order, ending at the seq it was answered."""
@@ -43,14 +56,7 @@ def test_concurrent_requests_each_get_their_rows_in_order(tmp_path: Path) -> Non
     outcomes = _appends(inbox, 32, 3, 100_000)
     inbox.close()
     assert all(isinstance(o, int) for o in outcomes)
-    with sqlite3.connect(tmp_path / "store.db") as db:
-        rows = {seq: json.loads(record)
-                for seq, record in db.execute("SELECT seq, record FROM inbox")}
-    assert len(rows) == 96
-    for n, last in enumerate(outcomes):
-        assert isinstance(last, int)
-        assert [rows[last - 2 + i] for i in range(3)] == \
-            [{"request": n, "item": i} for i in range(3)]
+    _each_has_its_rows(tmp_path / "store.db", outcomes)
 
 
 def test_the_bound_holds_per_request_when_requests_are_committed_together(
@@ -91,14 +97,7 @@ def test_the_committer_answers_each_request_and_commits_a_burst_together(
 
     outcomes = asyncio.run(burst(32, 100_000))
     assert inbox.calls <= 2
-    with sqlite3.connect(tmp_path / "store.db") as db:
-        rows = {seq: json.loads(record)
-                for seq, record in db.execute("SELECT seq, record FROM inbox")}
-    assert len(rows) == 96
-    for n, last in enumerate(outcomes):
-        assert isinstance(last, int)
-        assert [rows[last - 2 + i] for i in range(3)] == \
-            [{"request": n, "item": i} for i in range(3)]
+    _each_has_its_rows(tmp_path / "store.db", outcomes)
     inbox.close()
     bounded = _CountingInbox(str(tmp_path / "bounded.db"))
     committer = Committer(bounded)
