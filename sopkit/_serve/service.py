@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,10 @@ from sopkit._mask import mask_text
 
 log = logging.getLogger("sopkit.serve")
 
+# after a request wakes the loop, it waits this long before reading: a burst of requests is
+# then applied, committed and delivered in one cycle, whose fewer write transactions keep
+# the inbox's commits waiting less (benchmarks/serve-profile.md); the lag grows by as much
+GATHER_S = 0.01
 READ_ROWS = 2000  # inbox rows read at a time: a backlog is read in big chunks
 COMMIT_WAIT = 0.5
 """Under a backlog the loop commits after `--batch` records or this many seconds after the
@@ -136,8 +141,10 @@ class ServedLoop:
                 return
             idle()  # commits what was read, lets time pass, dispatches what is due
             self._prune()
-            self.wake.wait(self.options.tick)
+            woken = self.wake.wait(self.options.tick)
             self.wake.clear()
+            if woken and not self.shutdown:  # let the requests of a burst gather: one cycle
+                time.sleep(GATHER_S)  # applies, commits and delivers them all
 
     def _prune(self) -> None:
         """Delete the applied rows, unless they are kept as the history (`--history`); then
