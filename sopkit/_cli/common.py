@@ -147,6 +147,19 @@ def duration_option(option: str, text: str | None) -> int | None:
         raise typer.Exit(2) from None
 
 
+def lateness_option(text: str) -> int:
+    """--lateness's seconds (`0s` or `0`: none); exit 2 if unreadable."""
+    from sopkit._playbook.models import parse_duration
+
+    if text.strip() in ("0", "0s"):
+        return 0
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        typer.echo(f"error: --lateness: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def exit_if_all_quarantined(read: int, used: int, reasons: dict[str, int],
                             quarantine: Path | None) -> None:
     """Exit 1 with a message when records were read and none could be used. A redelivered

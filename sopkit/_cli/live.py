@@ -22,6 +22,7 @@ from sopkit._cli.common import (
     counts_table,
     duration_option,
     exit_if_all_quarantined,
+    lateness_option,
     load_or_exit,
     new_console,
     opened_store,
@@ -110,14 +111,9 @@ def run(
     from sopkit._live.loop import LiveRun, Stopper, build_channels, record_clock, run_live
     from sopkit._live.looplock import holding
     from sopkit._live.openstore import open_store
-    from sopkit._playbook.models import parse_duration
 
     loaded = load_or_exit(playbook)
-    try:
-        late = 0 if lateness.strip() in ("0", "0s") else parse_duration(lateness)
-    except ValueError as exc:
-        typer.echo(f"error: --lateness: {exc}", err=True)
-        raise typer.Exit(2) from None
+    late = lateness_option(lateness)
     ahead = duration_option("--max-future", max_future)
     try:  # channels first: a missing secret stops the run before the store is touched
         channels: dict[str, Any] = build_channels(loaded, os.environ)

@@ -24,6 +24,7 @@ from sopkit._cli.common import (
     counts_table,
     duration_option,
     exit_if_all_quarantined,
+    lateness_option,
     load_or_exit,
     new_console,
     opened_store,
@@ -95,7 +96,7 @@ def simulate(
 
     loaded = load_or_exit(playbook)
     ahead = duration_option("--max-future", max_future)
-    late = 0 if lateness.strip() in ("0", "0s") else duration_option("--lateness", lateness) or 0
+    late = lateness_option(lateness)
     collected = None
     if report is not None:
         from sopkit._offline.report import ReportData
@@ -287,10 +288,9 @@ def explain(
                                      profiles, send_from)
         else:
             assert events is not None  # one of the two, checked above
-            late = 0 if lateness.strip() in ("0", "0s") else \
-                duration_option("--lateness", lateness) or 0
             entries = run_explain(loaded, events, customer, profiles=profiles, at=at,
-                                  engine=engine, send_from=send_from, lateness=late)
+                                  engine=engine, send_from=send_from,
+                                  lateness=lateness_option(lateness))
     except SopkitError as exc:
         typer.echo(f"error: {shown(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None

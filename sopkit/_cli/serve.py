@@ -13,6 +13,7 @@ from sopkit._cli.common import (
     clock_at,
     close_all,
     duration_option,
+    lateness_option,
     load_or_exit,
     opened_store,
 )
@@ -126,12 +127,8 @@ def serve(
     except ImportError:
         raise _fail("`sopkit serve` needs its extra: pip install 'sopkit[server]'") from None
     from sopkit._live.loop import build_channels
-    from sopkit._playbook.models import parse_duration
 
-    try:
-        late = 0 if lateness.strip() in ("0", "0s") else parse_duration(lateness)
-    except ValueError as exc:
-        raise _fail(f"--lateness: {exc}") from None
+    late = lateness_option(lateness)
     ahead = duration_option("--max-future", max_future)
     keep = duration_option("--history-keep", history_keep)
     if history and keep is not None:

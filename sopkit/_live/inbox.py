@@ -139,18 +139,10 @@ class Inbox:
     def append(self, entries: Sequence[Entry], now: int, after: int, bound: int) -> int:
         """Commit `entries` in order; return the last seq. InboxFull when more than `bound`
         rows after `after` (the loop's committed position) would be waiting."""
-        mine = _Pending([(now, e.source, _json.dumps(e.record, default=str),
-                          e.reason) for e in entries], after, bound)
-        with self._queue_lock:
-            self._queued.append(mine)
-        with self._lock:
-            if not mine.done:  # no other thread committed it meanwhile: commit every queued
-                with self._queue_lock:
-                    group, self._queued = self._queued, []
-                self._commit(group)
-        if mine.error is not None:
-            raise mine.error
-        return mine.last
+        outcome = self.append_many([(entries, now, after, bound)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def append_many(self, appends: Sequence[tuple[Sequence[Entry], int, int, int]]
                     ) -> list[int | Exception]:
@@ -163,7 +155,8 @@ class Inbox:
         with self._queue_lock:
             self._queued.extend(group)
         with self._lock:
-            if not all(pending.done for pending in group):  # commit every queued
+            # unless another thread committed them meanwhile: commit every one queued
+            if not all(pending.done for pending in group):
                 with self._queue_lock:
                     queued, self._queued = self._queued, []
                 self._commit(queued)

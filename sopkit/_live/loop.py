@@ -193,10 +193,12 @@ class LiveRun:
         send_from = store.get_meta("send_from")
         # actions due before this instant are recorded as `backfilled`, never sent (go-live)
         self.send_from: int | None = int(send_from) if send_from else None
-        # where the system clock last moved the runtime's clock (run_live); before a store
-        # kept it, its restored clock
+        # where the system clock last moved the runtime's clock (run_live): an event before
+        # it is refused, as a replay of the kept history cannot know where ticks fell; an
+        # event behind only the events before it is applied at the clock (docs/live.md).
+        # A store from before it was kept: its restored clock
         ticked = store.get_meta("clock.ticked")
-        self.ticked: int | None = int(ticked) if ticked else None
+        self.runtime._late_floor = int(ticked) if ticked else self.runtime.now_ts
         self.lateness: int | None = None  # run_live's
         self._ir_saved = not self.fresh
         self._calendar_noted: set[str] = set()  # holiday years warned about (docs/calendar.md)
@@ -231,8 +233,8 @@ class LiveRun:
             self._ir_saved = True
         if self.send_from is not None:
             meta["send_from"] = str(self.send_from)
-        if self.ticked is not None:
-            meta["clock.ticked"] = str(self.ticked)
+        if rt._late_floor is not None:
+            meta["clock.ticked"] = str(rt._late_floor)
         if self.lateness is not None:  # what a replay of the kept history applies
             meta["lateness"] = str(self.lateness)
         if offset is not None:
@@ -414,12 +416,6 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
     """
     rt = live.runtime
     rt.lateness = live.lateness = lateness  # a late event (up to this) is applied at the clock
-    # the clock as the system clock last set it: an event before it is refused, as a replay
-    # of the kept history cannot know where ticks fell; an event behind only the events
-    # before it is applied at the clock (docs/live.md)
-    if live.ticked is None:  # a store from before the tick was kept: its clock
-        live.ticked = rt.now_ts
-    rt._late_floor = live.ticked
     stats = LiveStats()
     if profiles is not None and live.fresh:
         for item in read_records(profiles):
@@ -460,7 +456,7 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
         now = clock()
         if rt.now_ts is None or now - lateness > rt.now_ts:
             pending.extend(rt.advance_ts(now - lateness))
-            live.ticked = rt._late_floor = rt.now_ts
+            rt._late_floor = rt.now_ts  # the system clock moved it: kept with the commit
             flush(now)
         drain(live, dispatcher, now, stats)
 

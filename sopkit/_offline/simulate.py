@@ -135,7 +135,7 @@ def _run(runtime: Runtime, playbook: LoadedPlaybook, events: Path, *,
          quarantine: Path | None, masked: bool,
          progress: Callable[[str, int, int], None] | None = None,
          report: ReportData | None = None, max_future: int | None = None,
-         lateness: int = 0, partition: PartitionRuntime | None = None,
+         lateness: int = LATENESS, partition: PartitionRuntime | None = None,
          feed: Iterable[list[Fed]] | None = None) -> Summary:
     """`simulate` on a runtime: a whole one, or one partition's (keyed output); with `feed`,
     the events come checked from the parent (feed.py), not from `events`."""
@@ -271,7 +271,7 @@ def _parse_option(cal: Any, option: str, value: str | None) -> int | None:
 def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
                  profiles: Path | None, start: str | None, end: str | None,
                  out: IO[str] | None, quarantine: Path | None, engine: str, masked: bool,
-                 report: ReportData | None, max_future: int | None, lateness: int = 0,
+                 report: ReportData | None, max_future: int | None, lateness: int,
                  executor: str = "processes", scheduler: str | None = None) -> Summary:
     """`simulate` in `workers` processes, one partition of the customers each."""
     ir = compile_playbook(playbook.model)
@@ -288,10 +288,10 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
         feeding = None
         if shared:  # the history read and checked once, here (feed.py)
             feeding = Feeding(_feeder(playbook, ir, events, workers, profiles, end,
-                                      (max_future, lateness),
                                       Quarantine(Path(tmp) / "quarantine-feed.jsonl"
                                                  if quarantine else None, masked),
-                                      report is not None))
+                                      report is not None, max_future=max_future,
+                                      lateness=lateness))
             outcomes = run_processes(_partition, jobs, gather, feeding)
             if feeding.failure is not None:
                 raise feeding.failure
@@ -332,9 +332,9 @@ def _partitioned(playbook: LoadedPlaybook, events: Path, workers: int, *,
 
 
 def _feeder(playbook: LoadedPlaybook, ir: PlaybookIR, events: Path, workers: int,
-            profiles: Path | None, end: str | None, bounds: tuple[int | None, int],
-            jail: Quarantine, sampled: bool) -> Feeder:
-    """The feeder of `workers` local partitions (feed.py); `bounds`: max_future, lateness."""
+            profiles: Path | None, end: str | None, jail: Quarantine, sampled: bool, *,
+            max_future: int | None, lateness: int) -> Feeder:
+    """The feeder of `workers` local partitions (feed.py)."""
     calendar = Calendar(ir["timezone"], ir["day_starts_minutes"])
     inputs = Inputs(calendar, playbook.model.events, playbook.model.profile)
     placed: dict[str, int] = {}
@@ -347,7 +347,7 @@ def _feeder(playbook: LoadedPlaybook, ir: PlaybookIR, events: Path, workers: int
         return partition_of(customer_id, workers) if found is None else found
 
     return Feeder(inputs, events, workers, owner, end_ts=_parse_option(calendar, "--end", end),
-                  max_future=bounds[0], lateness=bounds[1], sampled=sampled, jail=jail)
+                  max_future=max_future, lateness=lateness, sampled=sampled, jail=jail)
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,8 @@ class Runtime(_embed.EmbeddingAPI):
 
     def apply(self, event: Event) -> list[Action]:
         """`ingest` for an event already checked by `parse_event`."""
-        event = in_time(event, self.coordinator.now_ts, self.lateness, self._late_floor)
+        if self.lateness:
+            event = in_time(event, self.coordinator.now_ts, self.lateness, self._late_floor)
         refused = self._refusal(event)
         if refused is not None:
             raise refused
