@@ -10,15 +10,19 @@ once, so load drifts hit both sides alike), for each input:
   into benchmarks/tmp/ first);
 - with `--durable`, the durable engine from this checkout too.
 
-CPU is user + system of the child, from `os.wait4`. Writes core-speed-results.json and .md
-(medians, and every run's figures). Inputs: the CDNOW demo history (data/cdnow) and the
-generated 10k-customer history (benchmarks/generate.py, cached under benchmarks/data/).
+CPU is user + system of the child, from `os.wait4`. After the rounds, the after side and the
+limit write their records once more, to files, which must be byte-identical (the limit is
+only a limit if it does the same work); a difference fails the run. Writes
+core-speed-results.json and .md (medians, every run's figures, the records' digests).
+Inputs: the CDNOW demo history (data/cdnow) and the generated 10k-customer history
+(benchmarks/generate.py, cached under benchmarks/data/).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -70,11 +74,35 @@ def inputs() -> dict[str, tuple[Path, Path, str]]:
     }
 
 
-def simulate(python: str, events: Path, profiles: Path, end: str, engine: str) -> list[str]:
+def simulate(python: str, events: Path, profiles: Path, end: str, engine: str,
+             out: str = os.devnull) -> list[str]:
     return [python, "-m", "sopkit", "simulate", str(ROOT / "playbooks" / "retail.toml"),
             "--events", str(events), "--profiles", str(profiles), "--end", end,
-            "--engine", engine, "--output", "jsonl", "--out", os.devnull,
+            "--engine", engine, "--output", "jsonl", "--out", out,
             "--quarantine", str(HERE / "tmp" / "core-speed.quarantine.jsonl"), "--no-progress"]
+
+
+def limit(python: str, events: Path, profiles: Path, end: str,
+          out: str = os.devnull) -> list[str]:
+    return [python, str(HERE / "limit.py"), "--events", str(events), "--profiles",
+            str(profiles), "--end", end, "--out", out]
+
+
+def same_records(python: str, after: Path, name: str, events: Path, profiles: Path,
+                 end: str) -> dict[str, Any]:
+    """The after side's and the limit's records of one input, written to files: their
+    sha256 digests and whether they are the same bytes."""
+    digests: dict[str, str] = {}
+    for label in ("after native", "limit"):
+        path = HERE / "tmp" / f"core-speed-{name}-{label.replace(' ', '-')}.jsonl"
+        if label == "limit":
+            cmd, cwd = limit(python, events, profiles, end, str(path)), ROOT
+        else:
+            cmd, cwd = simulate(python, events, profiles, end, "native", str(path)), after
+        cpu(cmd, cwd)
+        digests[label] = hashlib.sha256(path.read_bytes()).hexdigest()
+        path.unlink()
+    return {"same": digests["after native"] == digests["limit"], "sha256": digests}
 
 
 def main() -> None:
@@ -96,8 +124,7 @@ def main() -> None:
         cmds: dict[str, tuple[list[str], Path]] = {
             "before native": (simulate(before_py, events, profiles, end, "native"), args.before),
             "after native": (simulate(after_py, events, profiles, end, "native"), args.after),
-            "limit": ([after_py, str(HERE / "limit.py"), "--events", str(events),
-                       "--profiles", str(profiles), "--end", end, "--out", os.devnull], ROOT),
+            "limit": (limit(after_py, events, profiles, end), ROOT),
         }
         if args.durable:
             cmds["after durable"] = (simulate(after_py, events, profiles, end, "durable"),
@@ -108,10 +135,16 @@ def main() -> None:
                 seconds = cpu(cmd, cwd)
                 runs[name][label].append(round(seconds, 2))
                 print(f"{name} round {r + 1} {label}: {seconds:.2f} s CPU", flush=True)
-    write(args, runs)
+    records = {name: same_records(after_py, args.after, name, events, profiles, end)
+               for name, (events, profiles, end) in inputs().items()}
+    write(args, runs, records)
+    different = [name for name, r in records.items() if not r["same"]]
+    if different:
+        raise SystemExit(f"the after side's and the limit's records differ: {different}")
 
 
-def write(args: argparse.Namespace, runs: dict[str, dict[str, list[float]]]) -> None:
+def write(args: argparse.Namespace, runs: dict[str, dict[str, list[float]]],
+          records: dict[str, dict[str, Any]]) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=args.after,
                             capture_output=True, text=True, check=False).stdout.strip()
     before = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=args.before,
@@ -122,6 +155,7 @@ def write(args: argparse.Namespace, runs: dict[str, dict[str, list[float]]]) -> 
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "after_commit": commit, "before_commit": before, "rounds": args.rounds,
         "load_average": os.getloadavg(), "runs": runs, "medians": medians,
+        "records": records,
     }
     args.results.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     lines = [
@@ -147,6 +181,12 @@ def write(args: argparse.Namespace, runs: dict[str, dict[str, list[float]]]) -> 
     for name, by in runs.items():
         for label, values in by.items():
             lines.append(f"- {name}, {label}: {', '.join(f'{v:.2f}' for v in values)}")
+    lines += ["", "Records (`--out` of the after side and of the limit, sha256):", ""]
+    for name, r in records.items():
+        digest = r["sha256"]["limit"][:16]
+        lines.append(f"- {name}: " + (f"byte-identical ({digest}…)" if r["same"] else
+                                      f"DIFFERENT (after {r['sha256']['after native'][:16]}…, "
+                                      f"limit {digest}…)"))
     args.results.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -22,8 +22,13 @@ templates, masking, metric objects) replaced by code specialised to this one pla
   purchases_365d drops below 4 or spend_365d below 300; and the due time of a delayed
   action. (sopkit wakes at every window expiry and at more day starts; those extra wake-ups
   cannot change anything.)
+- the two campaigns, as sopkit fires them (after the wake-ups due at the same instant; members
+  in customer-id order; audience facts at the firing's instant): `double12_coupon` once on
+  1997-12-12 at 10:00 to customers who bought within 90 days and are not dormant, split by the
+  `double12` experiment, and `weekly_owner_reminder` every Monday at 09:00 until 1998-12-31,
+  a task for each customer tagged both 轻度流失 and 高价值客户;
 - the playbook's policy, in sopkit's order, on each message and task: consent (the `opt_out`
-  profile attribute), the `recall_coupon` holdout of the mild-churn coupon (SHA-256 bucket),
+  profile attribute), the experiments' holdouts (SHA-256 bucket),
   quiet hours 21:00-09:00, the caps (2 messages per 7 days, 1 WeCom message per day, counted
   at delivery time) and 20 tasks per consultant per day.
 
@@ -86,6 +91,14 @@ WECOM_CAP = 1
 TASK_CAPACITY = 20
 HOLDOUT = 0.1
 HOLDOUT_REASON = "holdout: experiment recall_coupon"
+# [[campaigns]], in file order, after the rules: their counts and keys share the rules' tables
+D12, WEEKLY = 7, 8
+NAMES += ["double12_coupon", "weekly_owner_reminder"]
+ACTIONS += [["send"], ["task"]]
+D12_AT = int(dt.datetime(1997, 12, 12, 10, tzinfo=dt.timezone(dt.timedelta(seconds=UTC_OFFSET))
+                         ).timestamp())
+D12_REASON = "holdout: experiment double12"
+WEEKLY_UNTIL = dt.date(1998, 12, 31).toordinal()  # the last local day with a firing
 
 
 class Customer:
@@ -150,6 +163,9 @@ class Limit:
         self.seq = 0
         self.counts = [{"planned": 0, "deferred": 0, "suppressed": 0, "holdout": 0,
                         "cancelled": 0} for _ in NAMES]
+        self.acted: list[int] = []  # the campaigns that have acted, in that order
+        self.firings: list[tuple[int, int]] = []  # (instant, campaign) due
+        self.ids: list[str] = []  # the customer ids, sorted (campaign members' order)
         self.tasks: dict[str, dict[int, int]] = {}  # staff -> playbook day -> tasks
         self.task_today = 0
         self.dates: dict[int, str] = {}
@@ -207,18 +223,45 @@ class Limit:
             self.customers[cid].wake_at = ts
             heapq.heappush(self.heap, (ts, cid))
         self.unstarted.clear()
+        # each campaign's first firing at or after the start
+        if ts <= D12_AT:
+            self.firings.append((D12_AT, D12))
+        day = (ts + UTC_OFFSET) // DAY  # local days since 1970-01-01, a Thursday
+        monday = day + (4 - day % 7) % 7  # (day + 3) % 7 is the weekday, Monday 0
+        first = monday * DAY + DAY_START - UTC_OFFSET
+        if first < ts:
+            first += 7 * DAY
+        self.weekly(first)
+        heapq.heapify(self.firings)
+
+    def weekly(self, when: int) -> None:
+        """Queue weekly_owner_reminder's firing at `when` unless it is past `until`."""
+        if (when + UTC_OFFSET) // DAY + EPOCH_ORDINAL <= WEEKLY_UNTIL:
+            heapq.heappush(self.firings, (when, WEEKLY))
 
     def advance(self, ts: int) -> None:
+        """Wake-ups due by the next firing (at the same instant too), that firing, and so on
+        until `ts`."""
         heap = self.heap
         customers = self.customers
-        while heap and heap[0][0] <= ts:
-            when, cid = heapq.heappop(heap)
-            c = customers[cid]
-            if c.wake_at != when:
-                continue  # superseded
-            c.wake_at = None
+        firings = self.firings
+        while True:
+            bound = firings[0][0] if firings and firings[0][0] <= ts else ts
+            while heap and heap[0][0] <= bound:
+                when, cid = heapq.heappop(heap)
+                c = customers[cid]
+                if c.wake_at != when:
+                    continue  # superseded
+                c.wake_at = None
+                self.now = when
+                self.tick(c, when, False)
+            if not firings or firings[0][0] > ts:
+                break
+            when, campaign = heapq.heappop(firings)
             self.now = when
-            self.tick(c, when, False)
+            if campaign == WEEKLY:
+                self.weekly(when + 7 * DAY)  # Asia/Shanghai: no DST, a week is 7 days
+            self.fire_campaign(campaign, when)
         if self.now is None or ts > self.now:
             self.now = ts
 
@@ -262,13 +305,18 @@ class Limit:
 
     def record(self, c: Customer, now: int, r: int, index: int, status: str, trigger: str,
                occurrence: int, details: dict[str, Any], facts: dict[str, Any]) -> None:
-        self.counts[r][status] += 1
+        counts = self.counts[r]
+        if r >= D12 and r not in self.acted:
+            self.acted.append(r)
+        counts[status] += 1
         if self.out is None:
             return
+        # a campaign's occurrence is its firing's instant
+        key = f"{PK}:campaign:{NAMES[r]}:{occurrence}:{c.cid}:{index}" if r >= D12 else \
+            f"{PK}:{NAMES[r]}:{c.cid}:{occurrence}:{index}"
         head: dict[str, Any] = {
             "time": self.fmt(now), "customer_id": c.cid, "rule": NAMES[r],
-            "action": ACTIONS[r][index], "status": status, "trigger": trigger,
-            "key": f"{PK}:{NAMES[r]}:{c.cid}:{occurrence}:{index}",
+            "action": ACTIONS[r][index], "status": status, "trigger": trigger, "key": key,
         }
         head.update(details)
         head["facts"] = facts
@@ -285,6 +333,8 @@ class Limit:
                                                           else channel)
         elif r == MILD and c.held_out:
             status, reason = "holdout", HOLDOUT_REASON
+        elif r == D12 and details.get("variant") == "holdout":
+            status, reason = "holdout", D12_REASON
         deliver = now
         if not reason:
             second = (now + UTC_OFFSET) % DAY
@@ -413,6 +463,53 @@ class Limit:
                                   "您已升级为成熟会员。"}
         self.message(c, now, r, 0, trigger, occurrence, details, facts, "wecom")
         return False
+
+    def fire_campaign(self, campaign: int, when: int) -> None:
+        """One firing: the audience at `when`, in customer-id order, each member's action."""
+        today = (when - (DAY_START - UTC_OFFSET)) // DAY + EPOCH_ORDINAL
+        customers = self.customers
+        if len(self.ids) != len(customers):
+            self.ids = sorted(customers)
+        out = self.out is not None
+        firing = self.fmt(when) if out else ""
+        for cid in self.ids:
+            c = customers[cid]
+            dsp = None if c.last_day is None else today - c.last_day
+            details: dict[str, Any] = {}
+            facts: dict[str, Any] = {}
+            if campaign == D12:  # days_since_purchase <= 90 and stage != "dormant"
+                if dsp is None or dsp > 90 or c.stage is None or c.stage == "dormant":
+                    continue
+                place = int.from_bytes(hashlib.sha256(f"double12:{cid}".encode()).digest()[:8],
+                                       "big") / 2**64
+                variant = "holdout" if place < HOLDOUT else (
+                    "coupon" if (place - HOLDOUT) / (1 - HOLDOUT) < 0.5 else "gift")
+                if out:
+                    facts = {"stage": c.stage, "days_since_purchase": dsp}
+                    details = {"firing": firing, "variant": variant, "channel": "wecom"}
+                    if variant == "gift":
+                        details.update(template="double12_gift",
+                                       params={"coupon": "D12-30", "gift": "定制帆布袋"},
+                                       message="双十二感谢有您！12 月 12 日到店即送 定制帆布袋。")
+                    else:
+                        details.update(template="double12", params={"coupon": "D12-30"},
+                                       message="双十二快乐！近期光临的老朋友专享 D12-30 满减券，"
+                                               "12 月 12 日当天有效。")
+                else:
+                    details = {"variant": variant}
+                self.message(c, when, D12, 0, "campaign", when, details, facts, "wecom")
+                continue
+            # "轻度流失" in tags and "高价值客户" in tags
+            if MILD_T not in c.tags or HIGH_T not in c.tags:
+                continue
+            if out:
+                facts = {"tags": sorted(c.tags)}
+                score = round(c.score, 2)
+                shown = str(int(score)) if score == int(score) else f"{score:.2f}".rstrip("0")
+                details = {"firing": firing, "assignee": c.owner, "due": self.fmt(when + 3 * DAY),
+                           "note": f"本周请跟进 {c.name or ''}（{cid}）：流失评分 {shown}，"
+                                   f"已 {dsp} 天未购买。"}
+            self.task(c, when, WEEKLY, 0, "campaign", when, details, facts, 3 * DAY)
 
     def cancel(self, c: Customer, now: int, due: list[list[Any]]) -> None:
         """cancel_if "投诉过" in tags: drop every pending and due guide, recording each."""
@@ -640,9 +737,10 @@ class Limit:
             for t in c.tags:
                 tags[t] += 1
             pending += len(c.pending)
+        shown = [*range(D12), *self.acted]  # campaigns once they act, as sopkit
         return {
-            "by_rule": {name: {k: v for k, v in sorted(self.counts[r].items()) if v}
-                        for r, name in enumerate(NAMES)},
+            "by_rule": {NAMES[r]: {k: v for k, v in sorted(self.counts[r].items()) if v}
+                        for r in shown},
             "actions": sum(sum(c.values()) for c in self.counts),
             "pending_at_end": pending,
             "stages": {k: v for k, v in stages.items() if v},

@@ -1,4 +1,4 @@
-"""The wake-up heap drops the entries later schedules replaced, and that changes nothing."""
+"""The wake-up queue drops the entries later schedules replaced, and that changes nothing."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _history() -> list[dict[str, str]]:
 
 
 def _replay(heap_limit: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], int]:
-    """The records of the history, and the heap's size when its last event was applied."""
+    """The records of the history, and the queue's size when its last event was applied."""
     rt = sopkit.Runtime(sopkit.load_playbook(ROOT / "playbooks/retail.toml"), engine="native")
     monkeypatch.setattr(_core, "HEAP_SLACK", min(heap_limit, 4096))
     rt.core.queue.limit = heap_limit  # 0: compact as soon as the heap doubles; huge: never
@@ -34,7 +34,7 @@ def _replay(heap_limit: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str]
     for record in _history():
         lines += [json.dumps(a.to_json(), ensure_ascii=False, sort_keys=True)
                   for a in rt.ingest(record)]
-    entries = len(rt.core.queue.heap)
+    entries = rt.core.queue.size
     lines += [json.dumps(a.to_json(), ensure_ascii=False, sort_keys=True)
               for a in rt.advance("2025-01-01T00:00:00")]
     return lines, entries

@@ -58,12 +58,12 @@ class Coordinator:
     def restart(self, rfm: tuple[Any, int | None], clv: tuple[Any, int | None]) -> None:
         """Continue from a saved clock: the fits in force, their next refits, the firings."""
         self.population.rfm_breaks, self.rfm_next = rfm
-        heap = self.core.queue.heap
+        queue = self.core.queue
         if self._rfm is not None and self.rfm_next is not None:
-            heapq.heappush(heap, (self.rfm_next, RFM_REFIT))
+            queue.add(self.rfm_next, RFM_REFIT)
         self.population.clv_params, self.clv_next = clv
         if self._clv is not None and self.clv_next is not None:
-            heapq.heappush(heap, (self.clv_next, CLV_REFIT))
+            queue.add(self.clv_next, CLV_REFIT)
         if self.now_ts is not None:  # every firing due by the saved clock has run
             self.campaign_plan.start(self.now_ts, inclusive=False)
 
@@ -82,41 +82,46 @@ class Coordinator:
             self.unstarted.clear()
             if starting:
                 self.campaign_plan.start(start, inclusive=True)
-        heap = self.core.queue.heap
+        queue = self.core.queue
         if self._rfm is not None and self.rfm_next is None:
             self.rfm_next = self.next_refit(self.now_ts, self._rfm["every"])
-            heapq.heappush(heap, (self.rfm_next, RFM_REFIT))
+            queue.add(self.rfm_next, RFM_REFIT)
         if self._clv is not None and self.clv_next is None:
             self.clv_next = self.next_refit(self.now_ts, self._clv["every"])
-            heapq.heappush(heap, (self.clv_next, CLV_REFIT))
+            queue.add(self.clv_next, CLV_REFIT)
         firings = self.campaign_plan.heap
-        load_due = self.core.load_due  # stored customers due (a source), into the heap
+        # stored customers due (a source), into the queue
+        load_due = self.core.load_due if self.core.stored_wakes is not None else None
         tick = self.core.tick
         customers = self.customers
-        heappop = heapq.heappop
+        times = queue.times
         while True:
             # refits and customers' wake-ups due by the next campaign firing run first (at
-            # the same instant too)
+            # the same instant too); each instant's ids in order (refits sort first)
             bound = firings[0][0] if firings and firings[0][0] <= ts else ts
             while True:
-                load_due(bound)
-                if not heap or heap[0][0] > bound:
+                if load_due is not None:
+                    load_due(bound)
+                    times = queue.times  # a compaction makes a new heap
+                if not times or times[0] > bound:
                     break
-                when, customer_id = heappop(heap)
-                if customer_id == RFM_REFIT:
+                when = times[0]
+                for customer_id in queue.take(when):
+                    if customer_id == RFM_REFIT:
+                        self.now_ts = when
+                        out.extend(self.rfm_refit(when))
+                        continue
+                    if customer_id == CLV_REFIT:
+                        self.now_ts = when
+                        out.extend(self.clv_refit(when))
+                        continue
+                    cs = customers.get(customer_id)
+                    if cs is None or cs.wake_at != when:
+                        continue  # superseded by a later schedule, or evicted
+                    cs.wake_at = None
                     self.now_ts = when
-                    out.extend(self.rfm_refit(when))
-                    continue
-                if customer_id == CLV_REFIT:
-                    self.now_ts = when
-                    out.extend(self.clv_refit(when))
-                    continue
-                cs = customers.get(customer_id)
-                if cs is None or cs.wake_at != when:
-                    continue  # superseded by a later schedule, or evicted
-                cs.wake_at = None
-                self.now_ts = when
-                out.extend(tick(cs, when, None))
+                    out.extend(tick(cs, when, None))
+                times = queue.times
             if not firings or firings[0][0] > ts:
                 break
             when, index = heapq.heappop(firings)
@@ -135,8 +140,8 @@ class Coordinator:
                 (self._rfm is not None and self.rfm_next is None) or \
                 (self._clv is not None and self.clv_next is None):
             return never
-        heap, firings = self.core.queue.heap, self.campaign_plan.heap
-        quiet = heap[0][0] if heap else 1 << 62
+        first, firings = self.core.queue.first(), self.campaign_plan.heap
+        quiet = first if first is not None else 1 << 62
         return min(quiet, firings[0][0]) if firings else quiet
 
     def pass_to(self, ts: int) -> None:
@@ -166,7 +171,7 @@ class Coordinator:
                 if _rfm.scores(values[customer_id], breaks) != cs.rfm:
                     out.extend(self.core.tick(cs, now, None))
         self.rfm_next = self.next_refit(now, self._rfm["every"] if self._rfm else 86400)
-        heapq.heappush(self.core.queue.heap, (self.rfm_next, RFM_REFIT))
+        self.core.queue.add(self.rfm_next, RFM_REFIT)
         return out
 
     def rfm_fit(self, bought: list[tuple[float, float, float]]) -> list[_rfm.Breaks | None]:
@@ -217,7 +222,7 @@ class Coordinator:
                     if self.core.facts.plan.clv:
                         out.extend(self.core.tick(cs, now, None))
         self.clv_next = self.next_refit(now, self._clv["every"])
-        heapq.heappush(self.core.queue.heap, (self.clv_next, CLV_REFIT))
+        self.core.queue.add(self.clv_next, CLV_REFIT)
         return out
 
     def handover(self, now: int, staff: str, to: str | None) -> list[Action]:

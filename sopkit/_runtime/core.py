@@ -47,33 +47,66 @@ Derived = tuple[tuple[float, ...], frozenset[str], frozenset[str], str | None]
 
 
 class WakeQueue:
-    """The wake-ups due: (instant, customer id) in a heap, each customer's live one being its
-    `wake_at`; the coordinator also keeps its refits here (REFITS)."""
+    """The wake-ups due: the customer ids (and the coordinator's REFITS) to wake at each
+    instant, each customer's live one being its `wake_at`.
+
+    Wake-ups bunch at a few instants (day starts), so the instants are a heap of ints and each
+    instant's ids a list, sorted when that instant is taken: a tuple heap compared each
+    entry's customer id at every level. Entries that a later `push` replaced stay until
+    their instant is taken (skipped then) or the queue compacts.
+    """
 
     def __init__(self, customers: dict[str, CustomerState]) -> None:
-        self.heap: list[tuple[int, str]] = []
-        self.limit = HEAP_SLACK  # compact the heap when it grows past this
+        self.times: list[int] = []  # the instants with ids, a heap
+        self.due: dict[int, list[str]] = {}  # instant -> the ids to wake then
+        self.size = 0  # ids held, dead ones included
+        self.limit = HEAP_SLACK  # compact when `size` grows past this
         self._customers = customers
 
     def push(self, cs: CustomerState, when: int) -> None:
         """Wake `cs` at `when` (replacing its earlier wake-up)."""
         cs.wake_at = when
-        heap = self.heap
-        heapq.heappush(heap, (when, cs.customer_id))
-        if len(heap) > self.limit:
+        self.add(when, cs.customer_id)
+
+    def add(self, when: int, customer_id: str) -> None:
+        """Wake `customer_id` (or run a refit) at `when`."""
+        ids = self.due.get(when)
+        if ids is None:
+            self.due[when] = [customer_id]
+            heapq.heappush(self.times, when)
+        else:
+            ids.append(customer_id)
+        self.size += 1
+        if self.size > self.limit:
             self.compact()
 
+    def first(self) -> int | None:
+        """The earliest instant with an id, or None."""
+        return self.times[0] if self.times else None
+
+    def take(self, when: int) -> list[str]:
+        """The ids to wake at `when` (the first instant), sorted; removed from the queue."""
+        heapq.heappop(self.times)
+        ids = self.due.pop(when)
+        self.size -= len(ids)
+        ids.sort()
+        return ids
+
     def compact(self) -> None:
-        """Drop the entries later schedules replaced (each customer keeps its one live wake-up)
-        in place, so a million customers do not carry several dead entries each."""
-        heap = self.heap
+        """Drop the entries later schedules replaced (each customer keeps its one live wake-up),
+        so a million customers do not carry several dead entries each."""
         customers = self._customers
-        live = {(when, cid) for when, cid in heap
-                if cid in REFITS or
-                (cid in customers and customers[cid].wake_at == when)}
-        heap[:] = live
-        heapq.heapify(heap)
-        self.limit = max(HEAP_SLACK, 2 * len(heap))
+        due: dict[int, list[str]] = {}
+        for when, ids in self.due.items():
+            live = [cid for cid in ids if cid in REFITS or
+                    (cid in customers and customers[cid].wake_at == when)]
+            if live:
+                due[when] = live
+        self.due = due
+        self.times = list(due)
+        heapq.heapify(self.times)
+        self.size = sum(len(ids) for ids in due.values())
+        self.limit = max(HEAP_SLACK, 2 * self.size)
 
 
 class CustomerCore:
@@ -194,7 +227,7 @@ class CustomerCore:
         customers[cs.customer_id] = cs
         self.population.stage_counts[cs.stage] += 1
         if cs.wake_at is not None:
-            heapq.heappush(self.queue.heap, (cs.wake_at, cs.customer_id))
+            self.queue.add(cs.wake_at, cs.customer_id)
         return cs
 
     def hold(self, cs: CustomerState) -> CustomerState:
@@ -236,19 +269,21 @@ class CustomerCore:
             yield held[cid]
 
     def load_due(self, bound: int) -> None:
-        """Hold each stored customer whose wake-up is due by `bound` and comes before the
-        heap's first, so the heap pops wake-ups in (time, customer id) order over everyone."""
+        """Hold each stored customer whose wake-up is due by `bound` and not after the queue's
+        first instant, so that instant's ids, held or stored, are taken together and run in
+        (time, customer id) order over everyone."""
         stored = self.stored_wakes
         if stored is None:
             return
-        heap = self.queue.heap
+        queue = self.queue
         customers = self.population.customers
         while True:
             head = stored.head(bound)
-            if head is None or (heap and heap[0] <= head):
+            first = queue.first()
+            if head is None or (first is not None and first < head[0]):
                 return
             stored.take()
-            if head[1] not in customers:  # a held customer's own wake_at is in the heap
+            if head[1] not in customers:  # a held customer's own wake_at is in the queue
                 self.lookup(head[1])
 
     def event(self, cs: CustomerState, ts: int, etype: str,

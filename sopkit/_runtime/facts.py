@@ -15,6 +15,7 @@ from typing import Any
 
 from sopkit._ir.types import PlaybookIR, SlotIR
 from sopkit._playbook.names import CLV_FACTS
+from sopkit._runtime import fillcode as _fillcode
 from sopkit._runtime import metrics as _metrics
 from sopkit._runtime.holidays import Holidays
 from sopkit._runtime.population import Population
@@ -24,7 +25,6 @@ from sopkit._stats import rfm as _rfm
 _CLV_NAMES = CLV_FACTS  # p_alive, expected_purchases, p_no_purchase, expected_spend
 _RFM_NAMES = tuple(_rfm.FACTS)  # rfm_r, rfm_f, rfm_m, rfm_segment: the order of the scores
 Event = tuple[str, dict[str, Any]]  # an event's type and fields, as a rule sees it
-_PLAIN = (int, float, type(None))  # types engine_value returns as they are
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,17 @@ class FactReader:
         for i in source("event"):
             self.event_slots.setdefault(slots[i]["event"], []).append(
                 (i, slots[i]["field"], slots[i]["type"] in convert))
+        # the plan's vector filled by code made for it (fillcode.py); other plans' (campaign
+        # audiences') made when first used, by plan (each kept with its function)
+        self._fill = self._compiled(self.plan)
+        self._refresh = _fillcode.compile_fill(self.plan, self.metrics,
+                                               self.holidays.is_workday, engine_value,
+                                               refresh_only=True)
+        self._fills: dict[int, tuple[SlotPlan, _fillcode.Fill]] = {}
+
+    def _compiled(self, plan: SlotPlan) -> _fillcode.Fill:
+        return _fillcode.compile_fill(plan, self.metrics, self.holidays.is_workday,
+                                      engine_value)
 
     def facts(self, cs: CustomerState, now: int, today: int,
                event: tuple[str, dict[str, Any]] | None) -> list[Any]:
@@ -106,7 +117,9 @@ class FactReader:
         the ones rules and derived facts can change (stage, owner, scores, tags).
         """
         facts: list[Any] = [None] * len(self.slots)
-        self.fill(facts, cs, now, today, self.plan, record_rfm=True)
+        self._fill(facts, cs, now, today)
+        if self.plan.rfm:
+            self._rfm(facts, cs, now, today, self.plan, record_rfm=True)
         if event is not None:
             fields = event[1]
             for i, fname, conv in self.event_slots.get(event[0], ()):
@@ -120,35 +133,25 @@ class FactReader:
 
         `record_rfm` keeps the RFM scores the rules saw, for the refit to compare against.
         """
-        self.refresh(facts, cs, today, plan)
-        profile = cs.profile
-        for i, attr, conv in plan.profile:
-            value = profile.get(attr)
-            facts[i] = engine_value(value) if conv and value is not None else value
-        metrics = self.metrics
-        states = cs.metrics
-        for i, k, conv, how in plan.metric:
-            state = states[k]
-            if how == _metrics.READ_STATE:
-                value = state
-            elif how == _metrics.READ_DAYS_SINCE:
-                value = None if state is None else today - state
-            else:
-                value = metrics[k].value(state, now, today, profile)
-            if conv and type(value) not in _PLAIN:  # engine_value, its usual cases inlined
-                value = float(value) if type(value) is Decimal else engine_value(value)
-            facts[i] = value
-        for i, attr, item in plan.contains:
-            items = profile.get(attr)
-            facts[i] = None if items is None else item in items
-        for i, k in plan.clv:
-            facts[i] = None if cs.clv is None else cs.clv[k]
-        if plan.rfm:  # against the population's current breakpoints
-            scored = self.rfm_scores(cs, now, today)
-            if record_rfm:
-                cs.rfm = scored
-            for i, k in plan.rfm:
-                facts[i] = None if scored is None else scored[k]
+        if plan is self.plan:
+            fill = self._fill
+        else:
+            found = self._fills.get(id(plan))
+            if found is None:
+                found = self._fills[id(plan)] = (plan, self._compiled(plan))
+            fill = found[1]
+        fill(facts, cs, now, today)
+        if plan.rfm:
+            self._rfm(facts, cs, now, today, plan, record_rfm)
+
+    def _rfm(self, facts: list[Any], cs: CustomerState, now: int, today: int,
+             plan: SlotPlan, record_rfm: bool) -> None:
+        """The RFM facts against the population's current breakpoints."""
+        scored = self.rfm_scores(cs, now, today)
+        if record_rfm:
+            cs.rfm = scored
+        for i, k in plan.rfm:
+            facts[i] = None if scored is None else scored[k]
 
     def rfm_values(self, cs: CustomerState, now: int,
                     today: int) -> tuple[float, float, float] | None:
@@ -169,17 +172,9 @@ class FactReader:
             return None
         return _rfm.scores(self.rfm_values(cs, now, today), breaks)
 
-    def refresh(self, facts: list[Any], cs: CustomerState, today: int,
-                 plan: SlotPlan | None = None) -> None:
+    def refresh(self, facts: list[Any], cs: CustomerState, today: int) -> None:
         """Update the facts a round can change: built-ins, scores and tags."""
-        plan = plan or self.plan
-        for i, name in plan.builtin:
-            facts[i] = self.builtin(cs, name, today)
-        for i, k in plan.score:
-            facts[i] = cs.scores[k]
-        tags = cs.tags
-        for i, tag in plan.tag:
-            facts[i] = tag in tags
+        self._refresh(facts, cs, today, today)
 
     def builtin(self, cs: CustomerState, name: str, today: int) -> Any:
         """A built-in fact's value (dates as day ordinals)."""
