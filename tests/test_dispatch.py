@@ -7,13 +7,16 @@ store is a real SQLite file (and, where the store's part matters, PostgreSQL too
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import statistics
+from pathlib import Path
 
 import pytest
 from test_store import row
 
 from sopkit._live.dispatch import Dispatcher
 from sopkit._live.openstore import open_store
+from sopkit._live.sqlitestore import SQLiteStore
 from sopkit._live.store import OutboxRow, Store
 from sopkit.channels import MemoryChannel, Message, Receipt
 
@@ -273,3 +276,22 @@ def test_two_dispatchers_share_the_work_on_both_stores(store_url: str) -> None:
     assert first.counts()["delivered"] == 40
     first.close()
     second.close()
+
+
+def test_nothing_due_is_told_without_the_write_lock(tmp_path: Path) -> None:
+    """A pass with nothing due returns at once while another writer (the inbox) holds the
+    SQLite write lock; once the lock is free, a due row is claimed as before."""
+    path = tmp_path / "store.db"
+    store = SQLiteStore(path, busy_timeout_ms=100)
+    store.commit({}, {}, [row("later", due=NOW + 60)])
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a long inbox commit, say
+    try:
+        assert Dispatcher(store, {"sms": _sms()}, worker="w").run_once(NOW).claimed == 0
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    sms = _sms()
+    assert Dispatcher(store, {"sms": sms}, worker="w").run_once(NOW + 60).delivered == 1
+    assert [m.key for m in sms.sent] == ["later"]
+    store.close()

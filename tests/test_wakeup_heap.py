@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import sopkit
-from sopkit._runtime import core as _core
+from sopkit._runtime import wakequeue as _wakequeue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def _history() -> list[dict[str, str]]:
 def _replay(heap_limit: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], int]:
     """The records of the history, and the queue's size when its last event was applied."""
     rt = sopkit.Runtime(sopkit.load_playbook(ROOT / "playbooks/retail.toml"), engine="native")
-    monkeypatch.setattr(_core, "HEAP_SLACK", min(heap_limit, 4096))
+    monkeypatch.setattr(_wakequeue, "HEAP_SLACK", min(heap_limit, 4096))
     rt.core.queue.limit = heap_limit  # 0: compact as soon as the heap doubles; huge: never
     lines = []
     for record in _history():

@@ -451,10 +451,11 @@ def run_live(live: LiveRun, *, events: str | None, follow: bool, once: bool,
 
     def idle() -> None:
         """Nothing to read: commit what was read, let time pass, deliver what is due."""
-        if since:
-            flush()  # its rows are claimed in the drain: letting time pass may take long
         now = clock()
-        if rt.now_ts is None or now - lateness > rt.now_ts:
+        moves = rt.now_ts is None or now - lateness > rt.now_ts
+        if since:  # when time passes next, which may take long, its rows are claimed in
+            flush(None if moves else now)  # the drain; else they are leased now: no claim
+        if moves:
             pending.extend(rt.advance_ts(now - lateness))
             rt._late_floor = rt.now_ts  # the system clock moved it: kept with the commit
             flush(now)

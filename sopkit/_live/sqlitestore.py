@@ -261,13 +261,18 @@ class SQLiteStore(SharedSql):
         wall = now if lease_now is None else lease_now
         skip = sorted(set(skip_channels))
         not_skipped = f"AND channel NOT IN ({', '.join('?' * len(skip))})" if skip else ""
+        # nothing to claim is told by a read, without the write lock: the live loop asks
+        # after every pass, and the lock is what the inbox's commits wait for
+        claimable = (f"((status = 'pending' AND due_at <= ?) OR "
+                     f"(status = 'leased' AND lease_until <= ?)) {not_skipped}")
+        if not self._db.execute(f"SELECT 1 FROM outbox WHERE {claimable} LIMIT 1",
+                                (now, wall, *skip)).fetchone():
+            return []
         with self._tx() as cur:
             found = cur.execute(
                 f"UPDATE outbox SET status = 'leased', lease_until = ?, leased_by = ?, "
                 f"attempts = attempts + 1 WHERE id IN (SELECT id FROM outbox WHERE "
-                f"((status = 'pending' AND due_at <= ?) OR "
-                f"(status = 'leased' AND lease_until <= ?)) {not_skipped} "
-                f"ORDER BY due_at, id LIMIT ?) RETURNING {SELECT}",
+                f"{claimable} ORDER BY due_at, id LIMIT ?) RETURNING {SELECT}",
                 (wall + lease_seconds, worker, now, wall, *skip, limit)).fetchall()
         return sorted((self._row(r) for r in found), key=lambda r: (r.due_at, r.id or 0))
 

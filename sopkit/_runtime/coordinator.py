@@ -17,10 +17,11 @@ from typing import Any
 from sopkit._ir.types import ClvIR, PlaybookIR, RfmIR
 from sopkit._lang.clock import Calendar
 from sopkit._runtime import clvfacts as _clvfacts
-from sopkit._runtime.core import CLV_REFIT, RFM_REFIT, CustomerCore
+from sopkit._runtime.core import CustomerCore
 from sopkit._runtime.firings import CampaignPlan
 from sopkit._runtime.inputs import STAFF_DEPARTED
 from sopkit._runtime.records import Action, CustomerState
+from sopkit._runtime.wakequeue import CLV_REFIT, RFM_REFIT
 from sopkit._stats import rfm as _rfm
 
 HANDOVER_RULE = "handover"  # the rule name on the records a hand-over makes

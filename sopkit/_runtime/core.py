@@ -12,7 +12,6 @@ next instant anything about the customer could change and queues a wake-up for i
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 from array import array
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -24,6 +23,7 @@ from sopkit._playbook.names import HOLIDAY_BUILTINS
 from sopkit._runtime import clvfacts as _clvfacts
 from sopkit._runtime import crossings as _crossings
 from sopkit._runtime import metrics as _metrics
+from sopkit._runtime import schedcode as _schedcode
 from sopkit._runtime import wakeguards as _wakeguards
 from sopkit._runtime.actions import ActionPath
 from sopkit._runtime.facts import Event, FactReader
@@ -31,82 +31,19 @@ from sopkit._runtime.observe import Observation, Observers, tag_changes
 from sopkit._runtime.population import Population
 from sopkit._runtime.records import NO_TIME, Action, CustomerState, Pending
 from sopkit._runtime.source import CustomerSource, StoredWakes
+from sopkit._runtime.wakequeue import WakeQueue
 from sopkit.engines import Engine
 
 MAX_ROUNDS = 64
-HEAP_SLACK = 4096  # the smallest heap worth compacting
 _LAST_DAY = dt.date.max.toordinal()
 _NEVER = 1 << 62  # later than any timestamp the calendar can hold
 _UNKNOWN = -(1 << 63)  # in CustomerState.wake_cache: not computed
 _NONE = -(1 << 63) + 1  # in CustomerState.wake_cache: None
-RFM_REFIT = "\0rfm"  # the queue entry of the population refit (sorts before every customer id)
-CLV_REFIT = "\0clv"  # the queue entry of the [clv] model refit
-REFITS = (RFM_REFIT, CLV_REFIT)
 # scores, non-sticky and sticky dynamic tags holding, stage (CustomerCore._derived)
 Derived = tuple[tuple[float, ...], frozenset[str], frozenset[str], str | None]
-
-
-class WakeQueue:
-    """The wake-ups due: the customer ids (and the coordinator's REFITS) to wake at each
-    instant, each customer's live one being its `wake_at`.
-
-    Wake-ups bunch at a few instants (day starts), so the instants are a heap of ints and each
-    instant's ids a list, sorted when that instant is taken: a tuple heap compared each
-    entry's customer id at every level. Entries that a later `push` replaced stay until
-    their instant is taken (skipped then) or the queue compacts.
-    """
-
-    def __init__(self, customers: dict[str, CustomerState]) -> None:
-        self.times: list[int] = []  # the instants with ids, a heap
-        self.due: dict[int, list[str]] = {}  # instant -> the ids to wake then
-        self.size = 0  # ids held, dead ones included
-        self.limit = HEAP_SLACK  # compact when `size` grows past this
-        self._customers = customers
-
-    def push(self, cs: CustomerState, when: int) -> None:
-        """Wake `cs` at `when` (replacing its earlier wake-up)."""
-        cs.wake_at = when
-        self.add(when, cs.customer_id)
-
-    def add(self, when: int, customer_id: str) -> None:
-        """Wake `customer_id` (or run a refit) at `when`."""
-        ids = self.due.get(when)
-        if ids is None:
-            self.due[when] = [customer_id]
-            heapq.heappush(self.times, when)
-        else:
-            ids.append(customer_id)
-        self.size += 1
-        if self.size > self.limit:
-            self.compact()
-
-    def first(self) -> int | None:
-        """The earliest instant with an id, or None."""
-        return self.times[0] if self.times else None
-
-    def take(self, when: int) -> list[str]:
-        """The ids to wake at `when` (the first instant), sorted; removed from the queue."""
-        heapq.heappop(self.times)
-        ids = self.due.pop(when)
-        self.size -= len(ids)
-        ids.sort()
-        return ids
-
-    def compact(self) -> None:
-        """Drop the entries later schedules replaced (each customer keeps its one live wake-up),
-        so a million customers do not carry several dead entries each."""
-        customers = self._customers
-        due: dict[int, list[str]] = {}
-        for when, ids in self.due.items():
-            live = [cid for cid in ids if cid in REFITS or
-                    (cid in customers and customers[cid].wake_at == when)]
-            if live:
-                due[when] = live
-        self.due = due
-        self.times = list(due)
-        heapq.heapify(self.times)
-        self.size = sum(len(ids) for ids in due.values())
-        self.limit = max(HEAP_SLACK, 2 * self.size)
+# entry rules to arm again, (rule, its predicate holds, its `on`) to look at in order, the
+# derived facts and their scores as a list (CustomerCore._round_plan)
+RoundPlan = tuple[list[int], list[tuple[int, bool, str | None]], Derived, list[float]]
 
 
 class CustomerCore:
@@ -184,6 +121,8 @@ class CustomerCore:
                               for tag in ir["tags"] if tag["predicate"] is not None]
         self._fire_order = [(r, self.rules[r]["predicate"], self.rules[r]["on"])
                             for r in ir["rule_order"]]
+        # what a round does for the predicates that hold (`_round_plan`), remembered
+        self._round_memo: dict[frozenset[int], RoundPlan] = {}
         self._stage_predicates = [(stage["name"], stage["predicate"]) for stage in ir["stages"]]
         # what scores, dynamic tags and the stage come to for the predicates they read that
         # hold (`_derived`), remembered: an evaluation that changes none of them is the most
@@ -195,6 +134,7 @@ class CustomerCore:
         self._nonsticky = frozenset(name for _, name, sticky in self._dynamic_tags if not sticky)
         self._sticky = frozenset(name for _, name, sticky in self._dynamic_tags if sticky)
         self._derived_memo: dict[frozenset[int], Derived] = {}
+        self._schedule = _schedcode.compile_schedule(self, _NEVER, _UNKNOWN, _NONE, _LAST_DAY)
         self._clv: ClvIR | None = ir.get("clv")
         self.clv_models: Any = _clvfacts.load_models() if self._clv is not None else None
 
@@ -315,14 +255,18 @@ class CustomerCore:
         facts = self.facts.facts(cs, now, today, event)
         evaluate = self.engine.evaluate
         rule_truth = cs.rule_truth
+        round_memo = self._round_memo
         for round_ in range(MAX_ROUNDS):
             if round_:
                 self.facts.refresh(facts, cs, today)
             true = evaluate(facts)
-            for r, pid in self._entry_rules:
-                if pid not in true:  # seen false, even for a moment: armed again
+            plan = round_memo.get(true)
+            if plan is None:
+                plan = self._round_plan(true)
+            if plan[0] and 1 in rule_truth:  # seen false, even for a moment: armed again
+                for r in plan[0]:
                     rule_truth[r] = 0
-            if self._settle_derived(cs, true, history):
+            if self._settle_derived(cs, true, plan[2], plan[3], history):
                 continue
             if cs.pending or due:
                 self._cancel(cs, now, true, due, out)
@@ -334,7 +278,7 @@ class CustomerCore:
                                         "delayed", out, item.event, item.scheduled)
             if changed:
                 continue
-            if not self._fire_rules(cs, now, facts, true, event, on_rules, history, out):
+            if not self._fire_rules(cs, now, facts, plan[1], event, on_rules, history, out):
                 if cs.pending or due:  # rules that just fired may be cancelled
                     self._cancel(cs, now, true, due, out)
                 break
@@ -381,22 +325,20 @@ class CustomerCore:
             frozenset(name for name, sticky in tags if sticky), stage)
         return found
 
-    def _settle_derived(self, cs: CustomerState, true: frozenset[int],
-                        history: list[str]) -> bool:
-        """Update scores, then dynamic tags, then the stage; True if anything changed."""
-        holding = true & self._derived_pids
-        derived = self._derived_memo.get(holding)
-        if derived is None:
-            derived = self._derived(holding)
+    def _settle_derived(self, cs: CustomerState, true: frozenset[int], derived: Derived,
+                        scored: list[float], history: list[str]) -> bool:
+        """Update scores, then dynamic tags, then the stage, to `derived` (the derived facts
+        of `true`; `scored`: its scores as a list); True if anything changed."""
         values, nonsticky, sticky_holding, stage = derived
         changed = False
         scores = cs.scores
-        for i, value in enumerate(values):
-            if value != scores[i]:
-                scores[i] = value
-                changed = True
-        if changed:
-            return True
+        if scores != scored:  # one comparison when none changed (finite sums: no NaN)
+            for i, value in enumerate(values):
+                if value != scores[i]:
+                    scores[i] = value
+                    changed = True
+            if changed:
+                return True
         # no tag changes (nor a sticky condition's truth) when every non-sticky tag is set
         # exactly where its condition holds and every sticky condition holds as it did
         if cs.tags & self._nonsticky != nonsticky or \
@@ -433,13 +375,30 @@ class CustomerCore:
                 changed = True
         return changed
 
-    def _fire_rules(self, cs: CustomerState, now: int, facts: list[Any], true: frozenset[int],
-                    event: Event | None, on_rules: list[int],
-                    history: list[str], out: list[Action]) -> bool:
-        """Fire eligible rules in order; True as soon as one changes a fact."""
+    def _round_plan(self, true: frozenset[int]) -> RoundPlan:
+        """What a round does for these predicates holding: the entry rules whose predicate
+        does not hold (armed again); the rules to look at in firing order with whether theirs
+        holds: every `on` rule (its event uses it up either way) and the entry rules whose
+        predicate holds; the derived facts (`_derived`), and their scores as a list."""
+        if len(self._round_memo) >= 4096:  # bounded: few combinations occur
+            self._round_memo.clear()
+        rearm = [r for r, pid in self._entry_rules if pid not in true]
+        fire = [(r, pid is None or pid in true, on) for r, pid, on in self._fire_order
+                if on is not None or pid is None or pid in true]
+        holding = true & self._derived_pids
+        derived = self._derived_memo.get(holding)
+        if derived is None:
+            derived = self._derived(holding)
+        found = self._round_memo[true] = (rearm, fire, derived, list(derived[0]))
+        return found
+
+    def _fire_rules(self, cs: CustomerState, now: int, facts: list[Any],
+                    fire: list[tuple[int, bool, str | None]], event: Event | None,
+                    on_rules: list[int], history: list[str], out: list[Action]) -> bool:
+        """Fire eligible rules in order (`fire`, from `_round_plan`); True as soon as one
+        changes a fact."""
         rule_truth = cs.rule_truth
-        for r, pid, on in self._fire_order:
-            holds = pid is None or pid in true
+        for r, holds, on in fire:
             if on is not None:
                 if r not in on_rules:
                     continue
@@ -447,11 +406,10 @@ class CustomerCore:
                 if not holds:
                     continue
                 trigger = f"event:{on}"
-            else:
-                was = rule_truth[r]
-                rule_truth[r] = holds  # a bool is 0 or 1
-                if not holds or was:
+            else:  # it holds; the round armed it again if it was seen false
+                if rule_truth[r]:
                     continue
+                rule_truth[r] = 1
                 trigger = "entry"
             rule = self.rules[r]
             reads = self.facts.why(cs, rule["reads"], facts)
@@ -495,94 +453,17 @@ class CustomerCore:
 
     def schedule(self, cs: CustomerState, now: int, settled: bool = False,
                  today: int | None = None) -> None:
-        """Compute the next instant anything about this customer could change (`settled`:
-        right after an evaluation, when a crossing a false guard holds false is not one;
-        `today`: now's day, when the caller has it)."""
-        best = _NEVER  # the earliest candidate after now
-        for p in cs.pending:
-            if now < p.due < best:
-                best = p.due
-        metrics = self.metrics
-        states = cs.metrics
-        cache = cs.wake_cache
-        if cache is None:
-            cache = cs.wake_cache = array("q", [_UNKNOWN]) * self._cache_size
-        pos = self._window_first
-        for k, limits in self.windowed:
-            if limits is None:
-                change = metrics[k].next_change(states[k])
-            else:
-                cached = cache[pos]
-                if cached == _UNKNOWN or (cached != _NONE and cached <= now):
-                    change = metrics[k].next_crossing(states[k], now, *limits)
-                    cache[pos] = _NONE if change is None else change
-                elif cached == _NONE:
-                    change = None
-                else:
-                    change = cached
-            pos += 1
-            if change is not None and now < change < best:
-                best = change
-        calendar = self.calendar
-        if today is None:
-            today = calendar.day_index(now)
-        # the earliest day after today a day wake-up names: day starts rise with the day,
-        # so its start is the earliest of theirs after now
-        first = _LAST_DAY
-        guarded = self.day_guards.live(cs) if settled and self.day_guards is not None else None
-        for j, (metric_index, boundaries, any_day, from_event, holiday) in \
-                enumerate(self.day_wakeups):
-            if holiday:  # is_workday / is_holiday: the next day their value changes
-                day = self.facts.holidays.next_change(today)
-            elif metric_index is None:  # the `today` built-in, compared with date literals
-                if any_day:
-                    day = today + 1
-                else:
-                    later_days = [b + 1 for b in boundaries if b + 1 > today]
-                    if not later_days:
-                        continue
-                    day = min(later_days)
-            else:
-                # the answer holds until its day comes, unless the event it counts from moves
-                # (days_since), the profile changes (the cache is cleared then) or another set
-                # of conditions is live (a guard flipped)
-                atoms = self.day_atoms[j]
-                live = -1  # every crossing the IR lists
-                found_live = None if guarded is None else guarded[j]
-                if found_live is not None:
-                    live, boundaries, atoms = found_live
-                    if not boundaries:  # no live condition can flip
-                        continue
-                state = states[metric_index]
-                key = _NONE if state is None or not from_event else state  # a day ordinal
-                at = 3 * j
-                cached = cache[at + 1]
-                if cached == _UNKNOWN or cache[at] != key or cache[at + 2] != live or \
-                        (cached != _NONE and cached <= today):
-                    found = _crossings.next_day_crossing(metrics[metric_index], state,
-                                                       cs.profile, today, boundaries, any_day,
-                                                       atoms)
-                    cache[at] = key
-                    cache[at + 1] = _NONE if found is None else found
-                    cache[at + 2] = live
-                    if found is None:
-                        continue
-                    day = found
-                elif cached == _NONE:
-                    continue
-                else:
-                    day = cached
-            if today < day < first:  # past the calendar's end: never reached
-                first = day
-        if first < _LAST_DAY:
-            start = calendar.day_start(first)
-            if start < best:
-                best = start
-        if best != _NEVER:
-            if cs.wake_at is None or best != cs.wake_at:
-                self.queue.push(cs, best)
-        else:
-            cs.wake_at = None
+        """Compute the next instant anything about this customer could change and queue it
+        (`settled`: right after an evaluation, when a crossing a false guard holds false is
+        not one; `today`: now's day, when the caller has it).
+
+        Candidates: the pending delayed actions' due times; each window's next crossing of a
+        threshold a condition reads (cached in `wake_cache` until an event changes the
+        window, or the crossing comes); and the start of the earliest day after today on
+        which a day-counting fact crosses a boundary (cached per fact until its day comes,
+        the event it counts from moves, or another set of conditions is live). The code is
+        made for the playbook once (schedcode.py)."""
+        self._schedule(cs, now, settled, today)
 
     def _clv_observe(self, cs: CustomerState, day: int, fields: dict[str, Any]) -> None:
         """A purchase: update the customer's summary and, with a fit, their facts."""

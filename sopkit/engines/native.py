@@ -122,9 +122,12 @@ def compile_predicates(predicates: Sequence[dict[str, Any]]
                        ) -> Callable[[Sequence[object]], frozenset[int]]:
     """One function from a facts vector to the ids of the predicates that hold."""
     builder = _Builder()
-    body: list[ast.stmt] = [ast.Assign(targets=[ast.Name(id="out", ctx=ast.Store())],
-                                       value=ast.List(elts=[], ctx=ast.Load()))]
-    append = ast.Attribute(value=_load("out"), attr="append", ctx=ast.Load())
+    body: list[ast.stmt] = [
+        ast.Assign(targets=[ast.Name(id="out", ctx=ast.Store())],
+                   value=ast.List(elts=[], ctx=ast.Load())),
+        ast.Assign(targets=[ast.Name(id="add", ctx=ast.Store())],  # out.append, looked up once
+                   value=ast.Attribute(value=_load("out"), attr="append", ctx=ast.Load()))]
+    append = _load("add")
     for predicate in predicates:
         pid = predicate["id"]
         if not isinstance(pid, int) or isinstance(pid, bool):
