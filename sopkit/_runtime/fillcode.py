@@ -26,7 +26,7 @@ Fill = Callable[[list[Any], Any, int, int], None]
 _PLAIN = (int, float, type(None))  # what engine_value returns as it is
 
 
-class _Source:
+class Source:
     """Lines of code and the namespace of the constants they name."""
 
     def __init__(self) -> None:
@@ -45,8 +45,18 @@ class _Source:
     def line(self, text: str) -> None:
         self.lines.append("    " + text)
 
+    def function(self, name: str, params: str, filename: str) -> Any:
+        """The function `name(params)` whose body is the lines, its globals the constants
+        and no built-ins: it reads only the names bound here. Nothing runs when it is made:
+        the function is built from the compiled text's code object."""
+        body = "\n".join(self.lines) or "    pass"
+        code = compile(f"def {name}({params}):\n{body}\n", filename, "exec")
+        function_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
+        self.namespace["__builtins__"] = {}
+        return types.FunctionType(function_code, self.namespace, name)
 
-def _int(value: Any) -> int:
+
+def checked_int(value: Any) -> int:
     """`value`, checked to be an int, so it can be written into the source."""
     if type(value) is not int:
         raise TypeError(f"fillcode: {value!r} is not an int")
@@ -58,10 +68,10 @@ def compile_fill(plan: Any, metrics: list[_metrics.Metric], is_workday: Callable
     """The function that sets the plan's slots (all but RFM and event fields) of a facts
     vector; with `refresh_only`, only those a round can change (built-ins, scores, tags),
     called as (facts, customer state, today, today)."""
-    src = _Source()
+    src = Source()
     line = src.line
     for i, name in plan.builtin:
-        at = _int(i)
+        at = checked_int(i)
         if name == "stage":
             line(f"f[{at}] = cs.stage")
         elif name == "owner":
@@ -77,22 +87,18 @@ def compile_fill(plan: Any, metrics: list[_metrics.Metric], is_workday: Callable
     if plan.score:
         line("scores = cs.scores")
         for i, k in plan.score:
-            line(f"f[{_int(i)}] = scores[{_int(k)}]")
+            line(f"f[{checked_int(i)}] = scores[{checked_int(k)}]")
     if plan.tag:
         line("tags = cs.tags")
         for i, tag in plan.tag:
-            line(f"f[{_int(i)}] = {src.const(tag)} in tags")
+            line(f"f[{checked_int(i)}] = {src.const(tag)} in tags")
     if not refresh_only:
         _values(src, plan, metrics, engine_value)
-    body = "\n".join(src.lines) or "    pass"
-    code = compile(f"def fill(f, cs, now, today):\n{body}\n", "<sopkit facts>", "exec")
-    function_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
-    src.namespace["__builtins__"] = {}  # the function reads only the names bound here
-    fill: Fill = types.FunctionType(function_code, src.namespace, "fill")
+    fill: Fill = src.function("fill", "f, cs, now, today", "<sopkit facts>")
     return fill
 
 
-def _values(src: _Source, plan: Any, metrics: list[_metrics.Metric],
+def _values(src: Source, plan: Any, metrics: list[_metrics.Metric],
             engine_value: Callable[[Any], Any]) -> None:
     """The profile, metric, contains and CLV slots' lines."""
     line = src.line
@@ -100,7 +106,7 @@ def _values(src: _Source, plan: Any, metrics: list[_metrics.Metric],
     if plan.profile or plan.metric or plan.contains:
         line("profile = cs.profile")
     for i, attr, conv in plan.profile:
-        at = _int(i)
+        at = checked_int(i)
         line(f"v = profile.get({src.const(attr)})")
         line(f"f[{at}] = v if v is None else {ev}(v)" if conv else f"f[{at}] = v")
     if plan.metric:
@@ -108,7 +114,7 @@ def _values(src: _Source, plan: Any, metrics: list[_metrics.Metric],
         plain, decimal = src.const(_PLAIN), src.const(Decimal)
         src.namespace["type"], src.namespace["float"] = type, float
     for i, k, conv, how in plan.metric:
-        at, index = _int(i), _int(k)
+        at, index = checked_int(i), checked_int(k)
         if how == _metrics.READ_STATE:
             line(f"v = states[{index}]")
         elif how == _metrics.READ_DAYS_SINCE:
@@ -123,8 +129,8 @@ def _values(src: _Source, plan: Any, metrics: list[_metrics.Metric],
             line(f"f[{at}] = v")
     for i, attr, item in plan.contains:
         line(f"v = profile.get({src.const(attr)})")
-        line(f"f[{_int(i)}] = None if v is None else {src.const(item)} in v")
+        line(f"f[{checked_int(i)}] = None if v is None else {src.const(item)} in v")
     if plan.clv:
         line("clv = cs.clv")
         for i, k in plan.clv:
-            line(f"f[{_int(i)}] = None if clv is None else clv[{_int(k)}]")
+            line(f"f[{checked_int(i)}] = None if clv is None else clv[{checked_int(k)}]")

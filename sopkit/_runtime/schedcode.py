@@ -12,13 +12,12 @@ here; every list, metric and function it uses is a constant bound in its namespa
 
 from __future__ import annotations
 
-import types
 from array import array
 from collections.abc import Callable
 from typing import Any
 
 from sopkit._runtime import crossings as _crossings
-from sopkit._runtime.fillcode import _int, _Source
+from sopkit._runtime.fillcode import Source, checked_int
 
 # (customer state, now, settled, today or None) -> None: sets the customer's wake-up
 Schedule = Callable[[Any, int, bool, "int | None"], None]
@@ -27,10 +26,10 @@ Schedule = Callable[[Any, int, bool, "int | None"], None]
 def compile_schedule(core: Any, never: int, unknown: int, none: int,
                      last_day: int) -> Schedule:
     """The scheduler of `core` (a CustomerCore): what `CustomerCore.schedule` documents."""
-    src = _Source()
+    src = Source()
     line = src.line
     ns = src.namespace
-    size = _int(core._cache_size)
+    size = checked_int(core._cache_size)
     ns.update(_NEVER=never, _UNKNOWN=unknown, _NONE=none, _LAST_DAY=last_day,
               _push=core.queue.push, _day_index=core.calendar.day_index,
               _day_start=core.calendar.day_start, _crossing=_crossings.next_day_crossing,
@@ -45,9 +44,9 @@ def compile_schedule(core: Any, never: int, unknown: int, none: int,
     line("cache = cs.wake_cache")
     line("if cache is None:")
     line("    cache = cs.wake_cache = _array()")
-    pos = _int(core._window_first)
+    pos = checked_int(core._window_first)
     for k, limits in core.windowed:
-        metric = _int(k)
+        metric = checked_int(k)
         if limits is None:
             line(f"change = {src.const(core.metrics[metric].next_change)}(states[{metric}])")
             line("if change is not None and now < change < best:")
@@ -69,7 +68,7 @@ def compile_schedule(core: Any, never: int, unknown: int, none: int,
         line("guarded = _guards(cs) if settled else None")
     for j, (metric_index, boundaries, any_day, from_event, holiday) in \
             enumerate(core.day_wakeups):
-        _day(src, core, _int(j), metric_index, boundaries, any_day, from_event, holiday)
+        _day(src, core, checked_int(j), metric_index, boundaries, any_day, from_event, holiday)
     line("if first < _LAST_DAY:")
     line("    start = _day_start(first)")
     line("    if start < best:")
@@ -79,15 +78,12 @@ def compile_schedule(core: Any, never: int, unknown: int, none: int,
     line("        _push(cs, best)")
     line("else:")
     line("    cs.wake_at = None")
-    src.namespace["__builtins__"] = {}  # the function reads only the names bound here
-    code = compile("def schedule(cs, now, settled, today):\n" + "\n".join(src.lines) + "\n",
-                   "<sopkit schedule>", "exec")
-    function_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
-    schedule: Schedule = types.FunctionType(function_code, src.namespace, "schedule")
+    schedule: Schedule = src.function("schedule", "cs, now, settled, today",
+                                      "<sopkit schedule>")
     return schedule
 
 
-def _day(src: _Source, core: Any, j: int, metric_index: int | None, boundaries: list[int],
+def _day(src: Source, core: Any, j: int, metric_index: int | None, boundaries: list[int],
          any_day: bool, from_event: bool, holiday: bool) -> None:
     """The lines of day wake-up `j`: the earliest day after today it names, into `first`."""
     line = src.line
@@ -105,7 +101,7 @@ def _day(src: _Source, core: Any, j: int, metric_index: int | None, boundaries: 
             line("    if today < b + 1 < first:")
             line("        first = b + 1")
         return
-    k, at = _int(metric_index), 3 * j
+    k, at = checked_int(metric_index), 3 * j
     # the answer holds until its day comes, unless the event it counts from moves
     # (days_since), the profile changes (the cache is cleared then) or another set of
     # conditions is live (a guard flipped)
