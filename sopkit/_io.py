@@ -77,14 +77,12 @@ def read_records(path: Path, progress: Any = None) -> Iterator[Record | BadRecor
             if progress is not None:
                 progress(raw_file.tell())
 
-        if path.name.lower().endswith(".gz"):
-            lines = _decoded(_gzip_lines(path, raw_file, bad, broken), bad, tell)
-        else:
-            lines = _decoded(iter(raw_file), bad, tell)
+        binary = _gzip_lines(path, raw_file, bad, broken) \
+            if path.name.lower().endswith(".gz") else iter(raw_file)
         if kind == "csv":
-            yield from _csv_records(lines, bad)
+            yield from _csv_records(_decoded(binary, bad, tell), bad)
         else:
-            yield from _jsonl_records(lines, bad)
+            yield from _jsonl_fast(binary, bad, tell)
         yield from bad
         tell()
         if broken:
@@ -136,6 +134,32 @@ def _decoded(binary: Iterator[bytes], bad: list[BadRecord],
             bad.append(BadRecord(number, raw.decode("utf-8", "replace").strip(),
                                  f"not UTF-8 text: {exc.reason} at byte {exc.start}",
                                  "not UTF-8 text"))
+
+
+def _jsonl_fast(binary: Iterator[bytes], bad: list[BadRecord],
+                tell: Any) -> Iterator[Record | BadRecord]:
+    """`_jsonl_records(_decoded(binary, ...))` in one pass: a line orjson reads as a flat
+    enough object, as the standard library would read it decoded and stripped, is a record
+    at once; any other line (blank, padded with other whitespace, not UTF-8, not valid, not
+    an object, deep, or one only the standard library decides) takes the full path."""
+    known, unknown = _json.loads_known, _json.UNKNOWN
+    for number, raw in enumerate(binary, start=1):
+        if number % 2048 == 0:
+            tell()
+        if bad:
+            yield from _flush(bad)
+        data = known(raw, MAX_DEPTH)
+        if data is not unknown and type(data) is dict:
+            yield Record(number, data)
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield BadRecord(number, raw.decode("utf-8", "replace").strip(),
+                            f"not UTF-8 text: {exc.reason} at byte {exc.start}",
+                            "not UTF-8 text")
+            continue
+        yield from _jsonl_records(iter([(number, line)]), bad)
 
 
 def _jsonl_records(lines: Iterator[tuple[int, str]],

@@ -23,6 +23,7 @@ import orjson
 _BIG = 2.0 ** 63  # orjson widens an integer outside [-2**63, 2**64) to a float this large
 _DEEP = 100  # deeper containers: the standard library decides (its RecursionError included)
 _MISS = object()
+UNKNOWN = _MISS  # what loads_known returns when it cannot tell
 
 
 def loads(text: str | bytes, decoder: json.JSONDecoder | None = None) -> Any:
@@ -43,6 +44,13 @@ def loads_within(text: str | bytes, depth: int,
     if decoder is not None and isinstance(text, str):
         return decoder.decode(text), False
     return json.loads(text), False
+
+
+def loads_known(data: bytes, depth: int) -> Any:
+    """The value of a UTF-8 JSON text given as bytes, when orjson reads it as the standard
+    library would read the decoded text and it nests no more than `depth` levels deep;
+    else `UNKNOWN` (invalid, not UTF-8, or a case only the standard library decides)."""
+    return _fast(data, min(depth, _DEEP))
 
 
 def _fast(text: str | bytes, depth: int) -> Any:

@@ -135,6 +135,8 @@ class CustomerCore:
         self._sticky = frozenset(name for _, name, sticky in self._dynamic_tags if sticky)
         self._derived_memo: dict[frozenset[int], Derived] = {}
         self._schedule = _schedcode.compile_schedule(self, _NEVER, _UNKNOWN, _NONE, _LAST_DAY)
+        self._observe = {etype: _schedcode.compile_observe(metrics, observed)
+                         for etype, observed in self.metrics_by_event.items() if observed}
         self._clv: ClvIR | None = ir.get("clv")
         self.clv_models: Any = _clvfacts.load_models() if self._clv is not None else None
 
@@ -230,8 +232,9 @@ class CustomerCore:
               fields: dict[str, Any]) -> list[Action]:
         """A declared event: the metrics observe it, then the customer is evaluated."""
         day = self.calendar.day_index(ts)
-        for k in self.metrics_by_event.get(etype, ()):
-            cs.metrics[k] = self.metrics[k].observe(cs.metrics[k], ts, day, fields)
+        observe = self._observe.get(etype)
+        if observe is not None:
+            observe(cs.metrics, ts, day, fields)
         if cs.wake_cache is not None:
             for pos in self._window_cache.get(etype, ()):
                 cs.wake_cache[pos] = _UNKNOWN  # the window changed: its next crossing too
@@ -256,6 +259,7 @@ class CustomerCore:
         evaluate = self.engine.evaluate
         rule_truth = cs.rule_truth
         round_memo = self._round_memo
+        nonsticky, sticky = self._nonsticky, self._sticky
         for round_ in range(MAX_ROUNDS):
             if round_:
                 self.facts.refresh(facts, cs, today)
@@ -266,7 +270,10 @@ class CustomerCore:
             if plan[0] and 1 in rule_truth:  # seen false, even for a moment: armed again
                 for r in plan[0]:
                     rule_truth[r] = 0
-            if self._settle_derived(cs, true, plan[2], plan[3], history):
+            derived = plan[2]  # told without a call when nothing derived changes (most rounds)
+            if (cs.scores != plan[3] or derived[3] != cs.computed_stage or
+                    cs.tags & nonsticky != derived[1] or cs.sticky_truth & sticky != derived[2]) \
+                    and self._settle_derived(cs, true, derived, plan[3], history):
                 continue
             if cs.pending or due:
                 self._cancel(cs, now, true, due, out)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sopkit._runtime import crossings as _crossings
+from sopkit._runtime import metrics as _metrics
 from sopkit._runtime.fillcode import Source, checked_int
 
 # (customer state, now, settled, today or None) -> None: sets the customer's wake-up
@@ -129,3 +130,29 @@ def _day(src: Source, core: Any, j: int, metric_index: int | None, boundaries: l
     line(f"        cache[{at + 2}] = live")
     line("    if cached != _NONE and today < cached < first:")
     line("        first = cached")
+
+
+# (metric states, ts, day, fields) -> None: the metrics that observe one event type updated
+Observe = Callable[[list[Any], int, int, dict[str, Any]], None]
+
+
+def compile_observe(metrics: list[_metrics.Metric], observed: list[int]) -> Observe:
+    """The metrics `observed` (indexes) observing one event, each as its `observe` would:
+    a days_since and a count without a window written out, the others called."""
+    src = Source()
+    for k in observed:
+        metric, at = metrics[k], checked_int(k)
+        if isinstance(metric, _metrics.DaysSince) and \
+                type(metric) in (_metrics.DaysSince, _metrics.DaysSinceFirst):
+            if metric.first:  # the first event's day stays
+                src.line(f"v = states[{at}]")
+                src.line(f"states[{at}] = day if v is None else v")
+            else:
+                src.line(f"states[{at}] = day")
+        elif type(metric) is _metrics.Count and not metric.window:
+            src.line(f"states[{at}] = states[{at}] + 1")
+        else:
+            src.line(f"states[{at}] = {src.const(metric.observe)}(states[{at}], ts, day, "
+                     "fields)")
+    observe: Observe = src.function("observe", "states, ts, day, fields", "<sopkit observe>")
+    return observe
