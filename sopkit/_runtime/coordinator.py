@@ -103,7 +103,6 @@ class Coordinator:
             while True:
                 if load_due is not None:
                     load_due(bound)
-                    times = queue.times  # a compaction makes a new heap
                 if not times or times[0] > bound:
                     break
                 when = times[0]
@@ -122,7 +121,6 @@ class Coordinator:
                     cs.wake_at = None
                     self.now_ts = when
                     out.extend(tick(cs, when, None))
-                times = queue.times
             if not firings or firings[0][0] > ts:
                 break
             when, index = heapq.heappop(firings)

@@ -124,16 +124,8 @@ class CustomerCore:
         # what a round does for the predicates that hold (`_round_plan`), remembered
         self._round_memo: dict[frozenset[int], RoundPlan] = {}
         self._stage_predicates = [(stage["name"], stage["predicate"]) for stage in ir["stages"]]
-        # what scores, dynamic tags and the stage come to for the predicates they read that
-        # hold (`_derived`), remembered: an evaluation that changes none of them is the most
-        # common, and is told by a lookup and set comparisons
-        self._derived_pids = frozenset(
-            [pid for factors in self._score_factors for pid, _ in factors] +
-            [pid for pid, _, _ in self._dynamic_tags] +
-            [pid for _, pid in self._stage_predicates if pid is not None])
         self._nonsticky = frozenset(name for _, name, sticky in self._dynamic_tags if not sticky)
         self._sticky = frozenset(name for _, name, sticky in self._dynamic_tags if sticky)
-        self._derived_memo: dict[frozenset[int], Derived] = {}
         self._schedule = _schedcode.compile_schedule(self, _NEVER, _UNKNOWN, _NONE, _LAST_DAY)
         self._observe = {etype: _schedcode.compile_observe(metrics, observed)
                          for etype, observed in self.metrics_by_event.items() if observed}
@@ -270,10 +262,11 @@ class CustomerCore:
             if plan[0] and 1 in rule_truth:  # seen false, even for a moment: armed again
                 for r in plan[0]:
                     rule_truth[r] = 0
-            derived = plan[2]  # told without a call when nothing derived changes (most rounds)
+            derived = plan[2]  # told without a call when nothing derived changes (most rounds;
+            # plan[3] is its scores as a list: one comparison; finite sums, no NaN)
             if (cs.scores != plan[3] or derived[3] != cs.computed_stage or
                     cs.tags & nonsticky != derived[1] or cs.sticky_truth & sticky != derived[2]) \
-                    and self._settle_derived(cs, true, derived, plan[3], history):
+                    and self._settle_derived(cs, true, derived, history):
                 continue
             if cs.pending or due:
                 self._cancel(cs, now, true, due, out)
@@ -314,9 +307,7 @@ class CustomerCore:
 
     def _derived(self, holding: frozenset[int]) -> Derived:
         """The scores, the non-sticky and sticky dynamic tags whose conditions hold, and the
-        stage, when these of the predicates they read hold (remembered)."""
-        if len(self._derived_memo) >= 4096:  # bounded: few combinations occur
-            self._derived_memo.clear()
+        stage, when these predicates hold (remembered with the round's plan)."""
         values = []
         for factors in self._score_factors:
             total: float = 0  # summed as sum() does: from the int 0, in factor order
@@ -327,25 +318,22 @@ class CustomerCore:
         tags = [(name, sticky) for pid, name, sticky in self._dynamic_tags if pid in holding]
         stage = next((name for name, when in self._stage_predicates
                       if when is None or when in holding), None)
-        found = self._derived_memo[holding] = (
-            tuple(values), frozenset(name for name, sticky in tags if not sticky),
-            frozenset(name for name, sticky in tags if sticky), stage)
-        return found
+        return (tuple(values), frozenset(name for name, sticky in tags if not sticky),
+                frozenset(name for name, sticky in tags if sticky), stage)
 
     def _settle_derived(self, cs: CustomerState, true: frozenset[int], derived: Derived,
-                        scored: list[float], history: list[str]) -> bool:
+                        history: list[str]) -> bool:
         """Update scores, then dynamic tags, then the stage, to `derived` (the derived facts
-        of `true`; `scored`: its scores as a list); True if anything changed."""
+        of `true`); True if anything changed."""
         values, nonsticky, sticky_holding, stage = derived
         changed = False
         scores = cs.scores
-        if scores != scored:  # one comparison when none changed (finite sums: no NaN)
-            for i, value in enumerate(values):
-                if value != scores[i]:
-                    scores[i] = value
-                    changed = True
-            if changed:
-                return True
+        for i, value in enumerate(values):
+            if value != scores[i]:
+                scores[i] = value
+                changed = True
+        if changed:
+            return True
         # no tag changes (nor a sticky condition's truth) when every non-sticky tag is set
         # exactly where its condition holds and every sticky condition holds as it did
         if cs.tags & self._nonsticky != nonsticky or \
@@ -392,10 +380,7 @@ class CustomerCore:
         rearm = [r for r, pid in self._entry_rules if pid not in true]
         fire = [(r, pid is None or pid in true, on) for r, pid, on in self._fire_order
                 if on is not None or pid is None or pid in true]
-        holding = true & self._derived_pids
-        derived = self._derived_memo.get(holding)
-        if derived is None:
-            derived = self._derived(holding)
+        derived = self._derived(true)
         found = self._round_memo[true] = (rearm, fire, derived, list(derived[0]))
         return found
 

@@ -97,17 +97,13 @@ class FactReader:
         for i in source("event"):
             self.event_slots.setdefault(slots[i]["event"], []).append(
                 (i, slots[i]["field"], slots[i]["type"] in convert))
-        # the plan's vector filled by code made for it (fillcode.py); other plans' (campaign
-        # audiences') made when first used, by plan (each kept with its function)
+        # the plan's vector filled by code made for it (fillcode.py)
         self._fill = self._compiled(self.plan)
-        self._refresh = _fillcode.compile_fill(self.plan, self.metrics,
-                                               self.holidays.is_workday, engine_value,
-                                               refresh_only=True)
-        self._fills: dict[int, tuple[SlotPlan, _fillcode.Fill]] = {}
+        self._refresh = self._compiled(self.plan, refresh_only=True)
 
-    def _compiled(self, plan: SlotPlan) -> _fillcode.Fill:
+    def _compiled(self, plan: SlotPlan, refresh_only: bool = False) -> _fillcode.Fill:
         return _fillcode.compile_fill(plan, self.metrics, self.holidays.is_workday,
-                                      engine_value)
+                                      engine_value, refresh_only=refresh_only)
 
     def facts(self, cs: CustomerState, now: int, today: int,
                event: tuple[str, dict[str, Any]] | None) -> list[Any]:
@@ -127,22 +123,19 @@ class FactReader:
                 facts[i] = engine_value(value) if conv and value is not None else value
         return facts
 
-    def fill(self, facts: list[Any], cs: CustomerState, now: int, today: int,
-              plan: SlotPlan, record_rfm: bool = False) -> None:
-        """Set the facts of a customer the plan's slots hold (all but event fields).
+    def filler(self, plan: SlotPlan) -> _fillcode.Fill:
+        """The function that sets the facts the plan's slots hold (all but event fields) for
+        a customer at an instant: a part of this reader's plan (a campaign audience's),
+        made once by its user."""
+        fill = self._compiled(plan)
+        if not plan.rfm:
+            return fill
 
-        `record_rfm` keeps the RFM scores the rules saw, for the refit to compare against.
-        """
-        if plan is self.plan:
-            fill = self._fill
-        else:
-            found = self._fills.get(id(plan))
-            if found is None:
-                found = self._fills[id(plan)] = (plan, self._compiled(plan))
-            fill = found[1]
-        fill(facts, cs, now, today)
-        if plan.rfm:
-            self._rfm(facts, cs, now, today, plan, record_rfm)
+        def fill_rfm(facts: list[Any], cs: CustomerState, now: int, today: int) -> None:
+            fill(facts, cs, now, today)
+            self._rfm(facts, cs, now, today, plan, record_rfm=False)
+
+        return fill_rfm
 
     def _rfm(self, facts: list[Any], cs: CustomerState, now: int, today: int,
              plan: SlotPlan, record_rfm: bool) -> None:

@@ -97,14 +97,14 @@ class Audience:
                                     {"slots": ir["slots"], "predicates": [spec]})
         reads = set(self.reads)
         self._size = len(ir["slots"])
-        self._plan = facts.plan.only(reads)
+        self._fill = facts.filler(facts.plan.only(reads))
         self._facts = facts
         self.required, self.forbidden, self.stage = _necessary(spec["cond"], self.slots)
 
     def facts(self, cs: CustomerState, now: int, today: int) -> list[Any]:
         """The facts vector for the slots this audience reads (None elsewhere)."""
         facts: list[Any] = [None] * self._size
-        self._facts.fill(facts, cs, now, today, self._plan)
+        self._fill(facts, cs, now, today)
         return facts
 
     def evaluate(self, cs: CustomerState, now: int, today: int) -> list[Any] | None:

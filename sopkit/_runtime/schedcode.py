@@ -4,7 +4,8 @@ After each evaluation the core asks when anything about the customer could next 
 (`CustomerCore.schedule`, core.py). Asked in a loop over the playbook's windows and day
 wake-ups, the question cost a tuple unpacking and several branches per entry on every
 evaluation; `compile_schedule` writes the loop out once per playbook instead, each entry's
-kind decided when the code is made.
+kind decided when the code is made. `compile_observe` does the same for the metrics that
+observe an event, the other step every event repeats.
 
 As in fillcode.py, the source text holds only numbers checked to be ints and names made
 here; every list, metric and function it uses is a constant bound in its namespace.

@@ -69,7 +69,7 @@ class WakeQueue:
             if live:
                 due[when] = live
         self.due = due
-        self.times = list(due)
+        self.times[:] = due  # in place: the coordinator holds the list
         heapq.heapify(self.times)
         self.size = sum(len(ids) for ids in due.values())
         self.limit = max(HEAP_SLACK, 2 * self.size)
