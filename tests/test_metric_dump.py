@@ -142,6 +142,10 @@ def test_dump_shapes_are_plain_readable_data() -> None:
     ("sum", 10, {"stamps": [1], "values": ["1"], "total": 1}),
     ("sum", None, {"total": "x", "count": 1}),
     ("max_count_per_key", 10, {"stamps": [1], "keys": [None]}),
+    ("days_since", None, 1e-05),
+    ("days_since", None, "739007"),
+    ("days_to_anniversary", None, 0),
+    ("days_until", None, {"x": 1}),
 ])
 def test_damaged_data_is_refused_with_the_metric_named(kind: str, window: int | None,
                                                        data: Any) -> None:

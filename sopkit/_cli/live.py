@@ -68,7 +68,9 @@ def run(
                                               "tests); default: the system clock.")] = None,
     lateness: Annotated[str, typer.Option(help="How late an event may arrive: time only "
                                           "advances to now minus this.")] = "60s",
-    batch: Annotated[int, typer.Option(help="Events per committed transaction.", min=1)] = 200,
+    batch: Annotated[int, typer.Option(help="Most events per committed transaction while "
+                                       "events keep coming (also committed whenever the "
+                                       "input has nothing more to read).", min=1)] = 2000,
     tick: Annotated[float, typer.Option(help="Seconds between clock ticks when idle.")] = 5.0,
     engine: DurableEngineOption = "durable",
     quarantine: Annotated[Path | None, typer.Option(

@@ -144,7 +144,15 @@ def dumps(value: Any) -> bytes:
     refuses (an int beyond 64 bits, a non-str key, a lone surrogate, deep nesting), takes
     `encode` and the standard library's encoder, which give the answer or the error.
     """
-    if _direct(value):
+    return dumps_checked(value, value)
+
+
+def dumps_checked(value: Any, check: Any) -> bytes:
+    """`dumps(value)` for a caller that knows which parts of `value` could be written
+    otherwise by orjson: `check` holds them (or is `value` itself). Everything in `value`
+    outside `check` must be a dict with str keys none of which starts with "$", a list, or
+    an int, a str, a bool or None."""
+    if _direct(check):
         try:
             return orjson.dumps(value, default=_tagged_leaf, option=_OPTIONS)
         except TypeError:  # orjson.JSONEncodeError

@@ -55,6 +55,10 @@ class Metric:
 
     kind = ""
     integral = False  # values are whole numbers: windows compare them against boundaries
+    # `dump_state` gives only ints, None, str-keyed dicts and lists of those, whatever was
+    # observed or loaded (`_load` refuses anything else): the stored state's writer need not
+    # look inside it (sopkit._runtime.state.dump_customer)
+    plain_state = False
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
         self.name: str = spec["name"]
@@ -150,6 +154,7 @@ class Metric:
 class Count(Metric):
     kind = "count"
     integral = True
+    plain_state = True  # an int, or {"stamps": [int, ...]}
 
     def new(self) -> Any:
         return Stamps() if self.window else 0
@@ -381,6 +386,12 @@ class DaysSince(Metric):
 
     kind = "days_since"
     first = False
+    plain_state = True  # the day ordinal, or None
+
+    def _load(self, data: Any) -> Any:
+        if data is not None and type(data) is not int:
+            raise TypeError("a day ordinal is an int")
+        return data
 
     def observe(self, state: Any, ts: int, day: int, fields: dict[str, Any]) -> Any:
         return state if (self.first and state is not None) else day
@@ -404,6 +415,12 @@ class DaysUntil(Metric):
     """Whole days from today until a profile date (negative once it has passed)."""
 
     kind = "days_until"
+    plain_state = True  # always None: the value is read from the profile
+
+    def _load(self, data: Any) -> Any:
+        if data is not None:
+            raise TypeError("this metric keeps no state")
+        return data
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
         date = profile.get(self.attribute or "")
@@ -415,6 +432,12 @@ class DaysToAnniversary(Metric):
     Gregorian calendar, or the lunar one (`calendar`, docs/calendar.md)."""
 
     kind = "days_to_anniversary"
+    plain_state = True  # always None: the value is read from the profile
+
+    def _load(self, data: Any) -> Any:
+        if data is not None:
+            raise TypeError("this metric keeps no state")
+        return data
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
         super().__init__(spec)

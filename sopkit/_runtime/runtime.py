@@ -32,6 +32,7 @@ from sopkit._runtime import state as _state
 from sopkit._runtime.actions import ActionPath
 from sopkit._runtime.coordinator import Coordinator
 from sopkit._runtime.core import CustomerCore
+from sopkit._runtime.dumpcode import compile_dump
 from sopkit._runtime.errors import ClockError
 from sopkit._runtime.facts import FactReader
 from sopkit._runtime.firings import CampaignPlan
@@ -89,6 +90,12 @@ class Runtime(_embed.EmbeddingAPI):
         self.slots = ir["slots"]
         self.metrics = [_metrics.build(spec) for spec in ir["metrics"]]
         self.rules = ir["rules"]
+        # no rule, metric or score name starts with "$" (which the stored state would tag):
+        # its writer need not look at the names (`_state.dump_customer`)
+        self.plain_state_names = not any(
+            item["name"].startswith("$") for item in (*ir["rules"], *ir["metrics"],
+                                                      *ir["scores"]))
+        self.dump_layout = compile_dump(self.rules, self.metrics, ir["scores"], _state.FORMAT)
         self.pk = f"{ir['playbook']}:{ir['version']}"
         self.inputs = Inputs(self.calendar, playbook.model.events, playbook.model.profile)
         self.holidays = Holidays()  # China's working days; the years it had to guess

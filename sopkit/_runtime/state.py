@@ -51,53 +51,42 @@ class Renames:
 
 def dump_customer(rt: Runtime, cs: CustomerState) -> bytes:
     """One customer's whole state, keyed by names (an empty item is left out)."""
-    out: dict[str, Any] = {"v": FORMAT, "id": cs.customer_id}
-    if cs.profile:
-        out["profile"] = cs.profile
-    # owner, stages, wake_at and tag_changes are str, int or None: present when truthy
-    for key, value in (("owner", cs.owner), ("stage", cs.stage),
-                       ("computed_stage", cs.computed_stage), ("wake_at", cs.wake_at),
-                       ("tag_changes", cs.tag_changes)):
-        if value:
-            out[key] = value
+    # profile, owner, stages, rules, metrics and scores by code made for the playbook
+    # (dumpcode.py); `check`: what the stored state's writer must look inside
+    # (`_codec.dumps_checked`), values that came from input or from the playbook's
+    # expressions. The rest is ints, names and lists of those by construction (a name
+    # starting with "$" makes all of it looked at)
+    out, check = rt.dump_layout(cs)
     if cs.tags:
-        out["tags"] = sorted(cs.tags)
+        out["tags"] = tags = sorted(cs.tags)
+        check.append(tags)
     if cs.sticky_truth:
         out["sticky"] = sorted(cs.sticky_truth)
-    rules: dict[str, Any] = {}
-    for rule, truth, fired, attempts, last in zip(rt.rules, cs.rule_truth, cs.fired,
-                                                   cs.attempts, cs.last_fired, strict=True):
-        if truth or fired or attempts or last != NO_TIME:
-            rules[rule["name"]] = {"armed_true": bool(truth), "fired": fired,
-                                   "attempts": attempts,
-                                   "last": None if last == NO_TIME else last}
-    if rules:
-        out["rules"] = rules
-    if rt.metrics:
-        out["metrics"] = {m.name: m.dump_state(state) for m, state in zip(rt.metrics, cs.metrics,
-                                                                            strict=True)}
-    if any(cs.scores):
-        out["scores"] = {s["name"]: value for s, value in zip(rt.ir["scores"], cs.scores,
-                                                             strict=True) if value}
     if cs.pending:
-        out["pending"] = [
+        out["pending"] = pending = [
             {"rule": rt.rules[p.rule]["name"], "due": p.due, "seq": p.seq,
              "occurrence": p.occurrence, "facts": p.facts, "scheduled": p.scheduled,
              "event": None if p.event is None else list(p.event)}
             for p in cs.pending]
+        check.append(pending)
     if cs.opt_out:
-        out["opt_out"] = sorted(cs.opt_out)
+        out["opt_out"] = opt_out = sorted(cs.opt_out)
+        check.append(opt_out)
     if cs.deliveries:
-        out["deliveries"] = [list(d) for d in cs.deliveries]
+        out["deliveries"] = [list(d) for d in cs.deliveries]  # [int, channel name]
     if cs.rfm:
-        out["rfm"] = list(cs.rfm)
+        out["rfm"] = rfm = list(cs.rfm)
+        check.append(rfm)
     if cs.purchases:
         out["purchases"] = cs.purchases
+        check.append(cs.purchases)
     if cs.clv:
-        out["clv"] = list(cs.clv)
+        out["clv"] = clv = list(cs.clv)
+        check.append(clv)
     if cs.event_ids:
         out["event_ids"] = cs.event_ids
-    return _codec.dumps(out)
+        check.append(cs.event_ids)
+    return _codec.dumps_checked(out, check if rt.plain_state_names else out)
 
 
 def load_customer(rt: Runtime, customer_id: str, blob: bytes,
