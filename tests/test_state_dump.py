@@ -9,6 +9,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -146,5 +147,22 @@ def test_a_rule_named_with_a_dollar_is_stored_by_name(tmp_path_factory: Any,
                                       "last": None}}
     assert blob == codec._ENCODER.encode(codec.encode(read)).encode()
     again = _runtime(folder, "$odd")
+    again.restore(None, [("c1", blob)])
+    assert again.dump_customer("c1") == blob
+
+
+@pytest.mark.parametrize("edit", [{"sticky": [1e-05]}, {"tags": [2e-05]}, {"wake_at": 3e-05},
+                                  {"owner": 4e-05}, {"stage": 5e-05}])
+def test_an_edited_store_is_written_back_as_the_standard_library_writes_it(
+        tmp_path: Path, edit: dict[str, Any]) -> None:
+    """An odd value an edited store holds where sopkit writes only names and ints (a tiny
+    float as a sticky tag, a wake-up or an owner) is written back in the standard library's
+    bytes."""
+    rt = _runtime(tmp_path, "thanks")
+    rt._adopt(rt.core.blank("c1"))
+    stored = codec.loads(rt.dump_customer("c1"))
+    stored.update(edit)
+    blob = codec._ENCODER.encode(codec.encode(stored)).encode()
+    again = _runtime(tmp_path, "thanks")
     again.restore(None, [("c1", blob)])
     assert again.dump_customer("c1") == blob

@@ -37,12 +37,13 @@ def compile_dump(rules: Sequence[Mapping[str, Any]], metrics: Sequence[Metric],
     src = Source()
     line = src.line
     line(f"out = {{'v': {checked_int(version)}, 'id': cs.customer_id}}")
-    line("check = [cs.customer_id, cs.owner, cs.stage, cs.computed_stage]")
+    # read back from a store as they were written: looked at, in case a store was edited
+    line("check = [cs.customer_id, cs.owner, cs.stage, cs.computed_stage, cs.wake_at]")
     line("x = cs.profile")
     line("if x:")
     line("    out['profile'] = x")
     line("    check.append(x)")
-    # str, int or None: present when truthy
+    # str, int or None (a tag count is read back as an int): present when truthy
     for key in ("owner", "stage", "computed_stage", "wake_at", "tag_changes"):
         line(f"x = cs.{key}")
         line("if x:")

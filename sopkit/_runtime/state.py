@@ -61,7 +61,8 @@ def dump_customer(rt: Runtime, cs: CustomerState) -> bytes:
         out["tags"] = tags = sorted(cs.tags)
         check.append(tags)
     if cs.sticky_truth:
-        out["sticky"] = sorted(cs.sticky_truth)
+        out["sticky"] = sticky = sorted(cs.sticky_truth)
+        check.append(sticky)
     if cs.pending:
         out["pending"] = pending = [
             {"rule": rt.rules[p.rule]["name"], "due": p.due, "seq": p.seq,
