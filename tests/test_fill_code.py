@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import types
 from array import array
 from typing import Any
+
+from code_helpers import code_strings
 
 from sopkit._runtime.facts import SlotPlan, engine_value
 from sopkit._runtime.fillcode import compile_fill
@@ -28,14 +29,6 @@ def _customer() -> CustomerState:
     return cs
 
 
-def _strings(code: types.CodeType) -> set[str]:
-    found: set[str] = set()
-    for const in code.co_consts:
-        if isinstance(const, str):
-            found.add(const)
-        elif isinstance(const, types.CodeType):
-            found |= _strings(const)
-    return found | set(code.co_names) | set(code.co_varnames)
 
 
 def test_code_like_names_are_read_as_data() -> None:
@@ -49,5 +42,5 @@ def test_code_like_names_are_read_as_data() -> None:
 def test_the_code_holds_no_playbook_text() -> None:
     """No name or string the playbook spells appears in the made function's code."""
     fill = compile_fill(_plan(), [], lambda day: True, engine_value)
-    assert not {HOSTILE, "vip", "opt_out"} & _strings(fill.__code__)
+    assert not {HOSTILE, "vip", "opt_out"} & code_strings(fill.__code__)
     assert fill.__globals__["__builtins__"] == {}  # it can call only what the plan binds

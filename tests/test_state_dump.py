@@ -4,12 +4,12 @@ library would write it, whatever the names and values."""
 from __future__ import annotations
 
 import datetime as dt
-import types
 from array import array
 from pathlib import Path
 from typing import Any
 
 import pytest
+from code_helpers import code_strings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,14 +23,6 @@ from sopkit._runtime.runtime import Runtime
 HOSTILE = "'] = 1; import os; os.system('echo pwned'); x = ['"
 
 
-def _strings(code: types.CodeType) -> set[str]:
-    found: set[str] = set()
-    for const in code.co_consts:
-        if isinstance(const, str):
-            found.add(const)
-        elif isinstance(const, types.CodeType):
-            found |= _strings(const)
-    return found | set(code.co_names) | set(code.co_varnames)
 
 
 PLAYBOOK = """
@@ -79,7 +71,7 @@ def test_code_like_names_are_written_as_data() -> None:
                                       "last": None}}
     assert out["metrics"] == {HOSTILE + "m": 4}
     assert out["scores"] == {HOSTILE + "s": 1.5}
-    assert not {HOSTILE, HOSTILE + "m", HOSTILE + "s"} & _strings(dump.__code__)
+    assert not {HOSTILE, HOSTILE + "m", HOSTILE + "s"} & code_strings(dump.__code__)
     assert dump.__globals__["__builtins__"] == {}  # it calls only what it was given
 
 
