@@ -76,7 +76,7 @@ def main() -> None:
     rows = []
     for name, _ in trees:
         best = min(t for run in runs[name] for t in run["seconds"])
-        rows.append({"tree": name, "customers": run_customers(runs[name]),
+        rows.append({"tree": name, "customers": int(runs[name][0]["customers"]),
                      "us_per_customer": best / mine["customers"] * 1e6,
                      "same_bytes": all(r["sha256"] == mine["sha256"] for r in runs[name]),
                      "every_round_s": [round(t, 4) for r in runs[name] for t in r["seconds"]]})
@@ -102,10 +102,6 @@ def main() -> None:
     print("\n".join(lines))
     if not all(row["same_bytes"] for row in rows):
         raise SystemExit("the trees wrote different bytes")
-
-
-def run_customers(runs: list[dict[str, Any]]) -> int:
-    return int(runs[0]["customers"])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ the function's namespace by a generated name.
 The function returns the state as `_state.dump_customer` writes it (before the items that
 are rare or hold lists of their own, which `_state` adds) and the list of values the writer
 must look inside (`_codec.dumps_checked`): those that came from input or from the
-playbook's expressions.
+playbook's expressions. A playbook with a rule, metric or score name starting with "$"
+(which the stored state tags) has the whole state in that list.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def compile_dump(rules: Sequence[Mapping[str, Any]], metrics: Sequence[Metric],
     line(f"out = {{'v': {checked_int(version)}, 'id': cs.customer_id}}")
     # read back from a store as they were written: looked at, in case a store was edited
     line("check = [cs.customer_id, cs.owner, cs.stage, cs.computed_stage, cs.wake_at]")
+    names = [r["name"] for r in rules] + [m.name for m in metrics] + [s["name"] for s in scores]
+    if any(name.startswith("$") for name in names):
+        line("check.append(out)")  # all of it, whatever `_state` adds to it
     line("x = cs.profile")
     line("if x:")
     line("    out['profile'] = x")

@@ -411,33 +411,32 @@ class DaysSinceFirst(DaysSince):
     first = True
 
 
-class DaysUntil(Metric):
-    """Whole days from today until a profile date (negative once it has passed)."""
+class _FromProfile(Metric):
+    """A metric read from a profile date: it keeps no state (always None)."""
 
-    kind = "days_until"
-    plain_state = True  # always None: the value is read from the profile
+    plain_state = True
 
     def _load(self, data: Any) -> Any:
         if data is not None:
             raise TypeError("this metric keeps no state")
         return data
+
+
+class DaysUntil(_FromProfile):
+    """Whole days from today until a profile date (negative once it has passed)."""
+
+    kind = "days_until"
 
     def value(self, state: Any, now: int, today: int, profile: dict[str, Any]) -> Any:
         date = profile.get(self.attribute or "")
         return None if date is None else date.toordinal() - today
 
 
-class DaysToAnniversary(Metric):
+class DaysToAnniversary(_FromProfile):
     """Days until the next anniversary of a profile date, 0 on the day itself; in the
     Gregorian calendar, or the lunar one (`calendar`, docs/calendar.md)."""
 
     kind = "days_to_anniversary"
-    plain_state = True  # always None: the value is read from the profile
-
-    def _load(self, data: Any) -> Any:
-        if data is not None:
-            raise TypeError("this metric keeps no state")
-        return data
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
         super().__init__(spec)

@@ -90,11 +90,6 @@ class Runtime(_embed.EmbeddingAPI):
         self.slots = ir["slots"]
         self.metrics = [_metrics.build(spec) for spec in ir["metrics"]]
         self.rules = ir["rules"]
-        # no rule, metric or score name starts with "$" (which the stored state would tag):
-        # its writer need not look at the names (`_state.dump_customer`)
-        self.plain_state_names = not any(
-            item["name"].startswith("$") for item in (*ir["rules"], *ir["metrics"],
-                                                      *ir["scores"]))
         self.dump_layout = compile_dump(self.rules, self.metrics, ir["scores"], _state.FORMAT)
         self.pk = f"{ir['playbook']}:{ir['version']}"
         self.inputs = Inputs(self.calendar, playbook.model.events, playbook.model.profile)

@@ -55,7 +55,7 @@ def dump_customer(rt: Runtime, cs: CustomerState) -> bytes:
     # (dumpcode.py); `check`: what the stored state's writer must look inside
     # (`_codec.dumps_checked`), values that came from input or from the playbook's
     # expressions. The rest is ints, names and lists of those by construction (a name
-    # starting with "$" makes all of it looked at)
+    # starting with "$" puts all of it in `check`)
     out, check = rt.dump_layout(cs)
     if cs.tags:
         out["tags"] = tags = sorted(cs.tags)
@@ -87,7 +87,7 @@ def dump_customer(rt: Runtime, cs: CustomerState) -> bytes:
     if cs.event_ids:
         out["event_ids"] = cs.event_ids
         check.append(cs.event_ids)
-    return _codec.dumps_checked(out, check if rt.plain_state_names else out)
+    return _codec.dumps_checked(out, check)
 
 
 def load_customer(rt: Runtime, customer_id: str, blob: bytes,
